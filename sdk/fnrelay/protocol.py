@@ -1,0 +1,216 @@
+"""The one wire format of fnrelay: task states, AMQP names and the messages that cross them.
+
+The SDK, the broker and the endpoint all import this module, so a message is defined once.
+Bodies are JSON (UTF-8); serialized Python values inside them are the header-tagged strings of
+:mod:`fnrelay.serialize`. Every AMQP message carries several items (tasks, results, status
+updates) so that one publish and one confirm serve many tasks.
+
+See docs/protocol.md for the REST API and the AMQP topology in prose.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# --- AMQP topology ---------------------------------------------------------------------------
+#: Topic exchange the broker publishes task and cancel messages to; routing key = endpoint id.
+TASKS_EXCHANGE = "fnrelay.tasks"
+#: Topic exchange endpoints publish results, status updates and heartbeats to;
+#: routing key = endpoint id.
+RESULTS_EXCHANGE = "fnrelay.results"
+#: Direct exchange the broker forwards recorded results to; routing key = task group id.
+GROUPS_EXCHANGE = "fnrelay.groups"
+#: Durable queue the broker consumes from RESULTS_EXCHANGE (binding "#").
+BROKER_RESULTS_QUEUE = "fnrelay.broker.results"
+
+
+def endpoint_queue(endpoint_id: str) -> str:
+    """Name of an endpoint's durable task queue."""
+    return f"fnrelay.endpoint.{endpoint_id}.tasks"
+
+
+def group_queue(task_group_id: str) -> str:
+    """Name of a task group's result queue (expires when no consumer uses it for a while)."""
+    return f"fnrelay.group.{task_group_id}"
+
+
+#: AMQP message `type` property values.
+MSG_TASKS = "tasks"  # broker -> endpoint: TaskBatch
+MSG_CANCEL = "cancel"  # broker -> endpoint: {"task_ids": [...]}
+MSG_RESULTS = "results"  # endpoint -> broker, broker -> group queue: ResultBatch
+MSG_STATUS = "status"  # endpoint -> broker: {"updates": [StatusUpdate...]}
+MSG_HEARTBEAT = "heartbeat"  # endpoint -> broker: Heartbeat
+
+CONTENT_TYPE = "application/json"
+
+
+# --- Task states -------------------------------------------------------------------------------
+class TaskState(str, enum.Enum):
+    """Lifecycle of a task. Transitions allowed are in TRANSITIONS."""
+
+    RECEIVED = "received"
+    WAITING_FOR_ENDPOINT = "waiting-for-endpoint"
+    WAITING_FOR_NODES = "waiting-for-nodes"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    def __str__(self) -> str:  # so f-strings and JSON show the wire value
+        return self.value
+
+
+TERMINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.CANCELLED})
+
+_S = TaskState
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    _S.RECEIVED: frozenset({_S.WAITING_FOR_ENDPOINT, _S.FAILED, _S.CANCELLED}),
+    # A result may overtake the endpoint's "running" update, so terminal states are reachable
+    # from every live state. Going back to waiting-for-endpoint is a retry.
+    _S.WAITING_FOR_ENDPOINT: frozenset(
+        {_S.WAITING_FOR_NODES, _S.RUNNING, _S.SUCCESS, _S.FAILED, _S.CANCELLED}
+    ),
+    _S.WAITING_FOR_NODES: frozenset(
+        {_S.RUNNING, _S.WAITING_FOR_ENDPOINT, _S.SUCCESS, _S.FAILED, _S.CANCELLED}
+    ),
+    _S.RUNNING: frozenset({_S.WAITING_FOR_ENDPOINT, _S.SUCCESS, _S.FAILED, _S.CANCELLED}),
+    _S.SUCCESS: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+
+def can_transition(old: TaskState | str, new: TaskState | str) -> bool:
+    """True if a task in state `old` may move to `new`."""
+    return TaskState(new) in TRANSITIONS[TaskState(old)]
+
+
+# --- Messages ------------------------------------------------------------------------------------
+def now() -> float:
+    """Wall-clock time in seconds since the epoch: the one time format on the wire."""
+    return time.time()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class TaskMessage:
+    """One task as the endpoint receives it."""
+
+    task_id: str
+    function_id: str
+    function: str  # serialized function (fnrelay.serialize), so endpoints need no lookup
+    payload: str  # serialized (args, kwargs)
+    task_group_id: str | None = None
+    resource_specification: dict[str, Any] = field(default_factory=dict)
+    user_endpoint_config: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+
+
+@dataclass
+class ExceptionInfo:
+    """A remote failure: enough to re-raise it locally or show it."""
+
+    type: str  # qualified name, e.g. "builtins.ZeroDivisionError"
+    message: str
+    traceback: str
+    serialized: str | None = None  # the exception object itself, when it could be serialized
+
+
+@dataclass
+class ResultMessage:
+    """The outcome of one task, from the endpoint (and forwarded to the task group)."""
+
+    task_id: str
+    status: str  # "success" | "failed" | "cancelled"
+    result: str | None = None  # serialized value when status == success
+    exception: ExceptionInfo | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # python/dill versions, times, worker
+    task_group_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResultMessage:
+        exc = d.get("exception")
+        return cls(
+            task_id=d["task_id"],
+            status=d["status"],
+            result=d.get("result"),
+            exception=ExceptionInfo(**exc) if exc else None,
+            details=d.get("details") or {},
+            task_group_id=d.get("task_group_id"),
+        )
+
+
+@dataclass
+class StatusUpdate:
+    """A non-terminal state change seen by the endpoint (e.g. running, waiting-for-nodes)."""
+
+    task_id: str
+    status: str
+    time: float = field(default_factory=now)
+    detail: str = ""
+
+
+@dataclass
+class Heartbeat:
+    endpoint_id: str
+    time: float = field(default_factory=now)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(obj: Any) -> bytes:
+    """JSON-encode a message body (dataclasses become dicts)."""
+
+    def default(o: Any) -> Any:
+        if hasattr(o, "__dataclass_fields__"):
+            return asdict(o)
+        if isinstance(o, enum.Enum):
+            return o.value
+        raise TypeError(f"cannot encode {type(o).__name__} in a message")
+
+    return json.dumps(obj, default=default, separators=(",", ":")).encode()
+
+
+def decode(body: bytes) -> Any:
+    """Decode a message body; raises ValueError on malformed input."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"malformed fnrelay message: {e}") from e
+
+
+def encode_tasks(tasks: list[TaskMessage]) -> bytes:
+    return encode({"v": PROTOCOL_VERSION, "tasks": tasks})
+
+
+def decode_tasks(body: bytes) -> list[TaskMessage]:
+    return [TaskMessage(**t) for t in decode(body)["tasks"]]
+
+
+def encode_results(results: list[ResultMessage]) -> bytes:
+    return encode({"v": PROTOCOL_VERSION, "results": results})
+
+
+def decode_results(body: bytes) -> list[ResultMessage]:
+    return [ResultMessage.from_dict(r) for r in decode(body)["results"]]
+
+
+def encode_status(updates: list[StatusUpdate]) -> bytes:
+    return encode({"v": PROTOCOL_VERSION, "updates": updates})
+
+
+def decode_status(body: bytes) -> list[StatusUpdate]:
+    return [StatusUpdate(**u) for u in decode(body)["updates"]]

@@ -1,0 +1,156 @@
+"""Header-tagged serialization of functions, arguments and results.
+
+A serialized value is a text string "<tag>\\n<data>". The tag names the strategy, so a reader
+never guesses and new strategies can be added without breaking old messages:
+
+  ``01`` dill, function by value (code + referenced globals; works for ``__main__``, notebooks
+         and modules the endpoint cannot import)
+  ``02`` dill, data (pickled objects)
+  ``03`` JSON (plain data: fast and readable in the database)
+  ``04`` source text of a function (``name\\nsource``), for functions dill cannot pickle
+
+Functions from installed packages (site-packages, the standard library) travel by reference,
+everything else by value, since the endpoint is usually another machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import sys
+import sysconfig
+import textwrap
+import types
+from typing import Any
+
+import dill
+
+from fnrelay.errors import SerializationError
+
+TAG_DILL_CODE = "01"
+TAG_DILL_DATA = "02"
+TAG_JSON = "03"
+TAG_SOURCE = "04"
+
+_PATH_KEYS = ("stdlib", "platstdlib", "purelib", "platlib")
+_INSTALLED_PREFIXES = tuple(p for p in {sysconfig.get_paths().get(k) for k in _PATH_KEYS} if p)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_installed_module(module_name: str | None) -> bool:
+    """True for modules an endpoint with the same packages can import by name."""
+    if not module_name or module_name == "__main__":
+        return False
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top in ("fnrelay", "fnrelay_endpoint", "fnrelay_wrappers"):
+        return True
+    mod = sys.modules.get(module_name)
+    path = getattr(mod, "__file__", None)
+    return bool(path) and path.startswith(_INSTALLED_PREFIXES)
+
+
+def _by_value(fn: types.FunctionType) -> types.FunctionType:
+    """A copy of `fn` that dill pickles by value (it treats __main__ functions so)."""
+    if fn.__module__ == "__main__":
+        return fn
+    copy = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = fn.__qualname__
+    copy.__doc__ = fn.__doc__
+    copy.__module__ = "__main__"
+    return copy
+
+
+def serialize_function(fn: Any) -> str:
+    """Serialize a callable for execution elsewhere."""
+    if not callable(fn):
+        raise SerializationError(f"{fn!r} is not callable")
+    target = fn
+    if isinstance(fn, types.FunctionType) and not _is_installed_module(fn.__module__):
+        target = _by_value(fn)
+    try:
+        return f"{TAG_DILL_CODE}\n{_b64(dill.dumps(target, recurse=True))}"
+    except Exception as dill_error:  # noqa: BLE001 - fall back to source, then report both
+        try:
+            source = textwrap.dedent(inspect.getsource(fn))
+            return f"{TAG_SOURCE}\n{fn.__name__}\n{source}"
+        except (OSError, TypeError):
+            raise SerializationError(
+                f"cannot serialize function {getattr(fn, '__qualname__', fn)!r}: {dill_error}"
+            ) from dill_error
+
+
+def serialize(obj: Any) -> str:
+    """Serialize a value (arguments, results): JSON when lossless, else dill."""
+    if type(obj) in (str, int, bool, type(None)) or (
+        type(obj) in (list, dict) and _json_safe(obj)
+    ):
+        return f"{TAG_JSON}\n{json.dumps(obj, separators=(',', ':'))}"
+    try:
+        return f"{TAG_DILL_DATA}\n{_b64(dill.dumps(obj, recurse=True))}"
+    except Exception as e:  # noqa: BLE001 - dill raises many types; name the culprit
+        raise SerializationError(
+            f"cannot serialize object of type {type(obj).__qualname__}: {e}"
+        ) from e
+
+
+def _json_safe(obj: Any, depth: int = 0) -> bool:
+    """True if JSON round-trips `obj` exactly (no tuples, floats' repr kept, str keys)."""
+    if depth > 50:
+        return False
+    t = type(obj)
+    if t in (str, int, bool, type(None)):
+        return True
+    if t is list:
+        return all(_json_safe(v, depth + 1) for v in obj)
+    if t is dict:
+        return all(type(k) is str and _json_safe(v, depth + 1) for k, v in obj.items())
+    return False
+
+
+def serialize_args(args: tuple, kwargs: dict) -> str:
+    """Serialize a call's arguments as one value (JSON when every argument allows it)."""
+    args, kwargs = list(args), dict(kwargs)
+    if _json_safe(args) and _json_safe(kwargs):
+        return f"{TAG_JSON}\n{json.dumps([args, kwargs], separators=(',', ':'))}"
+    return serialize((tuple(args), kwargs))
+
+
+def deserialize(data: str) -> Any:
+    """Inverse of serialize/serialize_function/serialize_args."""
+    tag, _, body = data.partition("\n")
+    try:
+        if tag in (TAG_DILL_CODE, TAG_DILL_DATA):
+            return dill.loads(base64.b64decode(body))
+        if tag == TAG_JSON:
+            return json.loads(body)
+        if tag == TAG_SOURCE:
+            name, _, source = body.partition("\n")
+            namespace: dict[str, Any] = {"__name__": "__main__"}
+            exec(compile(source, f"<fnrelay function {name}>", "exec"), namespace)  # noqa: S102
+            return namespace[name]
+    except Exception as e:  # noqa: BLE001
+        raise SerializationError(f"cannot deserialize (strategy {tag!r}): {e}") from e
+    raise SerializationError(f"unknown serialization strategy {tag!r}")
+
+
+def deserialize_args(data: str) -> tuple[tuple, dict]:
+    value = deserialize(data)
+    if isinstance(value, list):  # JSON turns the (args, kwargs) tuple into a list
+        args, kwargs = value
+        return tuple(args), kwargs
+    return value
+
+
+def versions() -> dict[str, str]:
+    """The interpreter and dill versions, recorded with each result to explain mismatches."""
+    return {
+        "python_version": ".".join(map(str, sys.version_info[:3])),
+        "dill_version": dill.__version__,
+    }
