@@ -1,0 +1,70 @@
+"""The wire format: states, transitions and message round trips that all three parts rely on."""
+
+import pytest
+
+from fnrelay import protocol
+from fnrelay.protocol import TaskState as S
+
+
+def test_terminal_states_allow_no_transition():
+    for state in (S.SUCCESS, S.FAILED, S.CANCELLED):
+        assert state.terminal
+        assert all(not protocol.can_transition(state, other) for other in S)
+
+
+def test_live_states_can_reach_every_terminal_state_except_from_received():
+    for state in (S.WAITING_FOR_ENDPOINT, S.WAITING_FOR_NODES, S.RUNNING):
+        assert not state.terminal
+        for end in (S.SUCCESS, S.FAILED, S.CANCELLED):
+            assert protocol.can_transition(state, end)
+    # A task the broker has not yet handed to RabbitMQ cannot have produced a result.
+    assert not protocol.can_transition(S.RECEIVED, S.SUCCESS)
+    assert not protocol.can_transition(S.RECEIVED, S.RUNNING)
+
+
+def test_states_accept_wire_strings():
+    assert protocol.can_transition("running", "success")
+    assert str(S.WAITING_FOR_NODES) == "waiting-for-nodes"
+    with pytest.raises(ValueError):
+        protocol.can_transition("running", "exploded")
+
+
+def test_task_batch_round_trip():
+    tasks = [
+        protocol.TaskMessage(
+            task_id=protocol.new_id(),
+            function_id=protocol.new_id(),
+            function="01\nabc",
+            payload="03\n[[1],{}]",
+            resource_specification={"num_ranks": 2},
+        )
+        for _ in range(3)
+    ]
+    assert protocol.decode_tasks(protocol.encode_tasks(tasks)) == tasks
+
+
+def test_result_batch_round_trip_keeps_exception_info():
+    results = [
+        protocol.ResultMessage(task_id="t1", status="success", result="03\n42"),
+        protocol.ResultMessage(
+            task_id="t2",
+            status="failed",
+            exception=protocol.ExceptionInfo("builtins.ValueError", "bad", "Traceback ..."),
+            details={"python_version": "3.11.7"},
+        ),
+    ]
+    decoded = protocol.decode_results(protocol.encode_results(results))
+    assert decoded == results
+    assert decoded[1].exception.type == "builtins.ValueError"
+
+
+def test_status_round_trip_and_malformed_body():
+    updates = [protocol.StatusUpdate(task_id="t1", status="running", detail="worker 3")]
+    assert protocol.decode_status(protocol.encode_status(updates)) == updates
+    with pytest.raises(ValueError, match="malformed"):
+        protocol.decode(b"\xff{not json")
+
+
+def test_queue_names_embed_ids():
+    assert protocol.endpoint_queue("abc") == "fnrelay.endpoint.abc.tasks"
+    assert protocol.group_queue("g1") == "fnrelay.group.g1"
