@@ -1,0 +1,1 @@
+"""fnrelay broker: REST API, users and tokens, registries, AMQP routing and result store."""

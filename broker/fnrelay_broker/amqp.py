@@ -1,0 +1,101 @@
+"""Small AMQP helpers: connection parameters, topology declarations, reconnect backoff.
+
+pika is not thread-safe, so request handlers declare queues on a short-lived connection of
+their own, while the publisher and consumer threads each keep one long-lived connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+import pika
+from fnrelay import protocol
+
+log = logging.getLogger(__name__)
+
+
+def parameters(url: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 30
+    params.client_properties = {"connection_name": "fnrelay-broker"}
+    return params
+
+
+def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
+    channel.exchange_declare(protocol.TASKS_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(protocol.GROUPS_EXCHANGE, "direct", durable=True)
+
+
+def declare_endpoint_queue(channel, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
+    queue = protocol.endpoint_queue(endpoint_id)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_bind(queue, protocol.TASKS_EXCHANGE, routing_key=endpoint_id)
+    return queue
+
+
+def declare_group_queue(channel, task_group_id: str, expires_s: float) -> str:  # type: ignore[no-untyped-def]
+    queue = protocol.group_queue(task_group_id)
+    channel.queue_declare(
+        queue, durable=True, arguments={"x-expires": int(expires_s * 1000)}
+    )
+    channel.queue_bind(queue, protocol.GROUPS_EXCHANGE, routing_key=task_group_id)
+    return queue
+
+
+class Declarer:
+    """Declares queues for request handlers, one short-lived connection per call."""
+
+    def __init__(self, url: str, group_expires_s: float):
+        self.url = url
+        self.group_expires_s = group_expires_s
+        self._lock = threading.Lock()  # bounds connection churn under bursts
+
+    def _run(self, fn) -> bool:  # type: ignore[no-untyped-def]
+        with self._lock:
+            try:
+                conn = pika.BlockingConnection(parameters(self.url))
+            except Exception as e:  # noqa: BLE001 - AMQP down is expected and reported
+                log.warning("RabbitMQ unreachable for a declaration: %s", e)
+                return False
+            try:
+                ch = conn.channel()
+                declare_exchanges(ch)
+                fn(ch)
+                return True
+            except Exception as e:  # noqa: BLE001
+                log.warning("AMQP declaration failed: %s", e)
+                return False
+            finally:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def endpoint_queue(self, endpoint_id: str) -> bool:
+        return self._run(lambda ch: declare_endpoint_queue(ch, endpoint_id))
+
+    def group_queue(self, task_group_id: str) -> bool:
+        return self._run(lambda ch: declare_group_queue(ch, task_group_id, self.group_expires_s))
+
+    def delete_endpoint_queue(self, endpoint_id: str) -> bool:
+        return self._run(lambda ch: ch.queue_delete(protocol.endpoint_queue(endpoint_id)))
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset after a success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0):
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0

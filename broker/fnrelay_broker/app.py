@@ -1,0 +1,215 @@
+"""The REST API (FastAPI), all under /v1; see docs/protocol.md."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fnrelay import protocol
+from pydantic import BaseModel, Field
+
+from fnrelay_broker import auth, registry, tasks
+from fnrelay_broker.amqp import Declarer
+from fnrelay_broker.db import Database
+from fnrelay_broker.errors import ApiError, install_handlers
+from fnrelay_broker.limits import PayloadLimit
+from fnrelay_broker.routing import OutboxPublisher, ResultConsumer
+from fnrelay_broker.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+# --- request bodies ------------------------------------------------------------------------------
+class FunctionIn(BaseModel):
+    function: str
+    function_name: str = ""
+    description: str | None = None
+
+
+class EndpointIn(BaseModel):
+    name: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskGroupIn(BaseModel):
+    task_group_id: uuid.UUID | None = None
+
+
+class TaskIn(BaseModel):
+    function_id: str
+    payload: str
+    resource_specification: dict[str, Any] = Field(default_factory=dict)
+    user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubmitIn(BaseModel):
+    endpoint_id: str
+    task_group_id: uuid.UUID | None = None
+    tasks: list[TaskIn] = Field(min_length=1)
+
+
+class BatchStatusIn(BaseModel):
+    task_ids: list[str]
+
+
+def current_user(request: Request) -> auth.CurrentUser:
+    """The user of the request's bearer token, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+    user = auth.lookup_token(request.app.state.broker.db, token.strip())
+    if user is None:
+        raise ApiError(401, "invalid or revoked token")
+    return user
+
+
+User = Annotated[auth.CurrentUser, Depends(current_user)]
+
+
+# --- app -----------------------------------------------------------------------------------------
+class Broker:
+    """What the routes share: settings, database, AMQP helpers and the routing threads."""
+
+    def __init__(self, settings: BrokerSettings, start_threads: bool = True):
+        self.settings = settings
+        self.db = Database(settings.db_url)
+        self.db.create_tables()
+        self.declarer = Declarer(settings.amqp_url, settings.group_queue_expires)
+        self.publisher = OutboxPublisher(self.db, settings.amqp_url)
+        self.consumer = ResultConsumer(self.db, settings.amqp_url)
+        self.start_threads = start_threads
+
+    def start(self) -> None:
+        if self.start_threads:
+            self.publisher.start()
+            self.consumer.start()
+
+    def stop(self) -> None:
+        if self.start_threads:
+            self.publisher.stop()
+            self.consumer.stop()
+        self.db.dispose()
+
+
+def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
+    """The broker's ASGI app; the publisher and consumer threads run during its lifespan."""
+    broker = Broker(settings, start_threads=start_threads)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        broker.start()
+        try:
+            yield
+        finally:
+            broker.stop()
+
+    app = FastAPI(title="fnrelay broker", version=VERSION, lifespan=lifespan)
+    app.state.broker = broker
+    install_handlers(app)
+    app.add_middleware(PayloadLimit, limit=settings.payload_limit)
+    _routes(app, broker)
+    return app
+
+
+def _routes(app: FastAPI, broker: Broker) -> None:
+    s = broker.settings
+    db = broker.db
+
+    @app.get("/v1/version")
+    def version() -> dict:
+        return {"version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
+
+    @app.get("/v1/whoami")
+    def whoami(user: User) -> dict:
+        return {"user_id": user.id, "username": user.username}
+
+    @app.post("/v1/functions")
+    def register_function(body: FunctionIn, user: User) -> dict:
+        fid = registry.register_function(
+            db, user, body.function, body.function_name, body.description
+        )
+        return {"function_id": fid}
+
+    @app.get("/v1/functions/{function_id}")
+    def get_function(function_id: str, user: User) -> dict:
+        return registry.get_function(db, user, function_id)
+
+    @app.put("/v1/endpoints/{endpoint_id}")
+    def register_endpoint(endpoint_id: uuid.UUID, body: EndpointIn, user: User) -> dict:
+        eid = str(endpoint_id)
+        registry.register_endpoint(db, user, eid, body.name, body.metadata)
+        if not broker.declarer.endpoint_queue(eid):
+            log.warning("endpoint %s registered but its queue is not declared yet", eid)
+        return {
+            "endpoint_id": eid,
+            "name": body.name,
+            "amqp_url": s.public_amqp_url,
+            "task_queue": protocol.endpoint_queue(eid),
+            "tasks_exchange": protocol.TASKS_EXCHANGE,
+            "results_exchange": protocol.RESULTS_EXCHANGE,
+            "heartbeat_period": s.heartbeat_period,
+        }
+
+    @app.get("/v1/endpoints")
+    def list_endpoints(user: User) -> dict:
+        return {"endpoints": registry.list_endpoints(db, user, s.heartbeat_threshold)}
+
+    @app.get("/v1/endpoints/{endpoint_id}/status")
+    def endpoint_status(endpoint_id: str, user: User) -> dict:
+        return registry.get_endpoint_status(db, user, endpoint_id, s.heartbeat_threshold)
+
+    @app.delete("/v1/endpoints/{endpoint_id}")
+    def delete_endpoint(endpoint_id: str, user: User) -> dict:
+        registry.delete_endpoint(db, user, endpoint_id)
+        broker.publisher.wake()
+        broker.declarer.delete_endpoint_queue(endpoint_id)
+        return {"endpoint_id": endpoint_id, "deleted": True}
+
+    @app.post("/v1/task_groups")
+    def create_task_group(user: User, body: TaskGroupIn | None = None) -> dict:
+        wanted = str(body.task_group_id) if body and body.task_group_id else None
+        gid = registry.create_task_group(db, user, wanted)
+        if not broker.declarer.group_queue(gid):
+            log.warning("task group %s created but its queue is not declared", gid)
+        return {"task_group_id": gid, "amqp_url": s.public_amqp_url,
+                "queue": protocol.group_queue(gid)}
+
+    @app.get("/v1/task_groups/{task_group_id}")
+    def get_task_group(task_group_id: str, user: User) -> dict:
+        return registry.get_task_group(db, user, task_group_id)
+
+    @app.post("/v1/submit")
+    def submit(
+        body: SubmitIn,
+        user: User,
+        idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1,
+                                               max_length=200)],
+    ) -> dict:
+        answer = tasks.submit(
+            db, user, idempotency_key, body.endpoint_id,
+            str(body.task_group_id) if body.task_group_id else None,
+            [t.model_dump() for t in body.tasks],
+        )
+        broker.publisher.wake()
+        return answer
+
+    @app.get("/v1/tasks/{task_id}")
+    def get_task(task_id: str, user: User) -> dict:
+        return tasks.task_record(db, user, task_id)
+
+    @app.post("/v1/tasks/batch_status")
+    def batch_status(body: BatchStatusIn, user: User) -> dict:
+        found = tasks.task_records(db, user, body.task_ids)
+        return {"tasks": found, "unknown": [i for i in body.task_ids if i not in found]}
+
+    @app.post("/v1/tasks/{task_id}/cancel")
+    def cancel(task_id: str, user: User) -> dict:
+        answer = tasks.cancel(db, user, task_id)
+        broker.publisher.wake()
+        return answer

@@ -1,0 +1,87 @@
+"""Users and API tokens. Tokens are random; only their SHA-256 digests are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from fnrelay.protocol import now
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from fnrelay_broker.db import Database
+from fnrelay_broker.models import Token, User
+
+
+class UserExistsError(Exception):
+    """A username that is already taken."""
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    id: str
+    username: str
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(db: Database, username: str) -> tuple[str, str]:
+    """Create a user with one token; returns (user_id, token). The token is not stored."""
+    user_id = str(uuid.uuid4())
+    token = new_token()
+    try:
+        with db.write() as s:
+            if s.scalar(select(User.id).where(User.username == username)):
+                raise UserExistsError(f"user {username!r} already exists")
+            s.add(User(id=user_id, username=username, created=now()))
+            s.flush()
+            s.add(Token(hash=hash_token(token), user_id=user_id, kind="user", created=now()))
+    except IntegrityError as e:
+        raise UserExistsError(f"user {username!r} already exists") from e
+    return user_id, token
+
+
+def create_token(db: Database, username: str, kind: str = "user") -> str:
+    """A further token for an existing user."""
+    token = new_token()
+    with db.write() as s:
+        user_id = s.scalar(select(User.id).where(User.username == username))
+        if not user_id:
+            raise LookupError(f"no user {username!r}")
+        s.add(Token(hash=hash_token(token), user_id=user_id, kind=kind, created=now()))
+    return token
+
+
+def revoke_token(db: Database, token: str) -> bool:
+    """Revoke a token; False if it is unknown or already revoked."""
+    with db.write() as s:
+        row = s.get(Token, hash_token(token))
+        if row is None or row.revoked_at is not None:
+            return False
+        row.revoked_at = now()
+    return True
+
+
+def lookup_token(db: Database, token: str) -> CurrentUser | None:
+    """The user a live token belongs to, or None."""
+    digest = hash_token(token)
+    with db.read() as s:
+        row = s.execute(
+            select(Token.hash, Token.revoked_at, User.id, User.username)
+            .join(User, User.id == Token.user_id)
+            .where(Token.hash == digest)
+        ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.hash, digest):  # constant-time check of what we matched
+        return None
+    return CurrentUser(id=row.id, username=row.username)

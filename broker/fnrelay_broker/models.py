@@ -1,0 +1,132 @@
+"""The broker's database schema (SQLAlchemy 2.x): one schema for SQLite and PostgreSQL.
+
+Times are floats (seconds since the epoch), the one time format of the wire protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Token(Base):
+    """An API token, stored only as its SHA-256 hex digest."""
+
+    __tablename__ = "tokens"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="user")  # 'user' | 'endpoint'
+    created: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Function(Base):
+    __tablename__ = "functions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Endpoint(Base):
+    __tablename__ = "endpoints"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(500))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    state: Mapped[str] = mapped_column(String(32), default="registered")
+    created: Mapped[float] = mapped_column(Float)
+
+
+class TaskGroup(Base):
+    __tablename__ = "task_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Task(Base):
+    """A task; `seq` (autoincrement) keeps submission order."""
+
+    __tablename__ = "tasks"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    owner: Mapped[str] = mapped_column(String(36), index=True)
+    endpoint_id: Mapped[str] = mapped_column(String(36), index=True)
+    function_id: Mapped[str] = mapped_column(String(36))
+    task_group_id: Mapped[str] = mapped_column(String(36), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)
+    resource_specification: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    user_endpoint_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    exception: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[float] = mapped_column(Float)
+    completed: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class TaskHistory(Base):
+    """Every state a task went through: its provenance."""
+
+    __tablename__ = "task_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    time: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Outbox(Base):
+    """Messages committed with the change that caused them, published later by OutboxPublisher.
+
+    kind: 'task' (send the task to its endpoint), 'cancel' (tell the endpoint to drop it),
+    'result' (forward the task's terminal record to its task group's queue).
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    endpoint_id: Mapped[str] = mapped_column(String(36))
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
+class Submission(Base):
+    """The stored answer of a submit request, keyed by the client's idempotency key."""
+
+    __tablename__ = "submissions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(36))
+    key: Mapped[str] = mapped_column(String(200))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("user_id", "key", name="uq_submission_user_key"),)
+
+
+Index("ix_tasks_group_seq", Task.task_group_id, Task.seq)

@@ -1,0 +1,186 @@
+"""Functions, endpoints and task groups: what a user registers before submitting."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from fnrelay.protocol import TERMINAL_STATES, ExceptionInfo, TaskState, now
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from fnrelay_broker.auth import CurrentUser
+from fnrelay_broker.db import Database
+from fnrelay_broker.errors import ApiError, not_found
+from fnrelay_broker.models import Endpoint, Function, Outbox, Task, TaskGroup, TaskHistory
+
+#: Namespace of function ids: uuid5(FUNCTION_NAMESPACE, f"{user_id}:{sha256(body)}").
+FUNCTION_NAMESPACE = uuid.UUID("f43e4ae4-f150-48d4-80d4-754d8775a44b")
+
+_TERMINAL = [s.value for s in TERMINAL_STATES]
+
+
+def function_id_for(user_id: str, body: str) -> tuple[str, str]:
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return str(uuid.uuid5(FUNCTION_NAMESPACE, f"{user_id}:{digest}")), digest
+
+
+def register_function(
+    db: Database, user: CurrentUser, body: str, name: str, description: str | None
+) -> str:
+    """Store a function once per (user, code); the same code always gets the same id."""
+    fid, digest = function_id_for(user.id, body)
+    try:
+        with db.write() as s:
+            if s.get(Function, fid) is None:
+                s.add(
+                    Function(
+                        id=fid, owner=user.id, name=name, description=description,
+                        body=body, sha256=digest, created=now(),
+                    )
+                )
+    except IntegrityError:  # a concurrent identical registration won: same id, same code
+        pass
+    return fid
+
+
+def get_function(db: Database, user: CurrentUser, function_id: str) -> dict[str, Any]:
+    with db.read() as s:
+        fn = s.get(Function, function_id)
+        if fn is None or fn.owner != user.id:
+            raise not_found("function", function_id)
+        return {
+            "function_id": fn.id,
+            "function_name": fn.name,
+            "description": fn.description,
+            "created": fn.created,
+        }
+
+
+def register_endpoint(
+    db: Database, user: CurrentUser, endpoint_id: str, name: str, metadata: dict[str, Any]
+) -> None:
+    """Create or update an endpoint; 403 if someone else owns this id."""
+    with db.write() as s:
+        ep = s.get(Endpoint, endpoint_id)
+        if ep is None:
+            s.add(
+                Endpoint(
+                    id=endpoint_id, owner=user.id, name=name, metadata_=metadata,
+                    state="registered", created=now(),
+                )
+            )
+        elif ep.owner != user.id:
+            raise ApiError(403, f"endpoint {endpoint_id} belongs to another user")
+        else:
+            ep.name, ep.metadata_ = name, metadata
+
+
+def endpoint_status(ep: Endpoint, threshold: float) -> str:
+    """Online iff a heartbeat arrived within `threshold` seconds and it is not stopping."""
+    if ep.last_heartbeat is None or ep.state == "stopping":
+        return "offline"
+    return "online" if now() - ep.last_heartbeat <= threshold else "offline"
+
+
+def list_endpoints(db: Database, user: CurrentUser, threshold: float) -> list[dict[str, Any]]:
+    with db.read() as s:
+        eps = s.scalars(select(Endpoint).where(Endpoint.owner == user.id).order_by(Endpoint.name))
+        return [
+            {
+                "endpoint_id": ep.id,
+                "name": ep.name,
+                "status": endpoint_status(ep, threshold),
+                "last_heartbeat": ep.last_heartbeat,
+            }
+            for ep in eps
+        ]
+
+
+def get_endpoint_status(
+    db: Database, user: CurrentUser, endpoint_id: str, threshold: float
+) -> dict[str, Any]:
+    with db.read() as s:
+        ep = s.get(Endpoint, endpoint_id)
+        if ep is None or ep.owner != user.id:
+            raise not_found("endpoint", endpoint_id)
+        return {
+            "endpoint_id": ep.id,
+            "status": endpoint_status(ep, threshold),
+            "last_heartbeat": ep.last_heartbeat,
+        }
+
+
+def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> int:
+    """Remove the endpoint; its unfinished tasks fail (and are forwarded). Returns how many."""
+    t = now()
+    with db.write() as s:
+        ep = s.get(Endpoint, endpoint_id)
+        if ep is None or ep.owner != user.id:
+            raise not_found("endpoint", endpoint_id)
+        s.delete(ep)
+        ids = list(
+            s.scalars(
+                select(Task.id).where(
+                    Task.endpoint_id == endpoint_id, Task.status.not_in(_TERMINAL)
+                )
+            )
+        )
+        exc = ExceptionInfo(
+            type="fnrelay.errors.FnRelayError",
+            message=f"endpoint {endpoint_id} was deleted before the task finished",
+            traceback="",
+        ).__dict__
+        s.execute(delete(Outbox).where(Outbox.endpoint_id == endpoint_id))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            s.execute(
+                update(Task)
+                .where(Task.id.in_(chunk))
+                .values(status=TaskState.FAILED.value, exception=exc, completed=t)
+            )
+        if ids:
+            s.execute(
+                TaskHistory.__table__.insert(),
+                [
+                    {"task_id": i, "status": "failed", "time": t, "detail": "endpoint deleted"}
+                    for i in ids
+                ],
+            )
+            s.execute(
+                Outbox.__table__.insert(),
+                [{"kind": "result", "endpoint_id": endpoint_id, "task_id": i} for i in ids],
+            )
+    return len(ids)
+
+
+def ensure_task_group(s, user: CurrentUser, task_group_id: str | None) -> str:  # type: ignore[no-untyped-def]
+    """The id of the user's group (created when missing); 404 if another user owns it."""
+    if task_group_id is None:
+        task_group_id = str(uuid.uuid4())
+    else:
+        group = s.get(TaskGroup, task_group_id)
+        if group is not None:
+            if group.owner != user.id:
+                raise not_found("task group", task_group_id)
+            return task_group_id
+    s.add(TaskGroup(id=task_group_id, owner=user.id, created=now()))
+    s.flush()
+    return task_group_id
+
+
+def create_task_group(db: Database, user: CurrentUser, task_group_id: str | None) -> str:
+    with db.write() as s:
+        return ensure_task_group(s, user, task_group_id)
+
+
+def get_task_group(db: Database, user: CurrentUser, task_group_id: str) -> dict[str, Any]:
+    with db.read() as s:
+        group = s.get(TaskGroup, task_group_id)
+        if group is None or group.owner != user.id:
+            raise not_found("task group", task_group_id)
+        ids = s.scalars(
+            select(Task.id).where(Task.task_group_id == task_group_id).order_by(Task.seq)
+        )
+        return {"task_group_id": task_group_id, "task_ids": list(ids)}

@@ -1,0 +1,226 @@
+"""AMQP out and in: the outbox publisher and the result consumer, one thread and one
+connection each (pika is not thread-safe)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+
+import pika
+from fnrelay import protocol
+from pika.exceptions import AMQPError
+
+from fnrelay_broker import tasks
+from fnrelay_broker.amqp import (
+    Backoff,
+    declare_endpoint_queue,
+    declare_exchanges,
+    parameters,
+)
+from fnrelay_broker.db import Database
+
+log = logging.getLogger(__name__)
+
+TASKS_PER_MESSAGE = 256
+OUTBOX_BATCH = 2048
+POLL_SECONDS = 1.0
+PREFETCH = 64
+
+_PERSISTENT = 2
+
+
+def _props(kind: str) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=protocol.CONTENT_TYPE, delivery_mode=_PERSISTENT, type=kind
+    )
+
+
+class _Worker(threading.Thread):
+    """A daemon thread that keeps one AMQP connection and reconnects with backoff."""
+
+    def __init__(self, name: str, db: Database, amqp_url: str):
+        super().__init__(name=name, daemon=True)
+        self.db, self.amqp_url = db, amqp_url
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self.backoff = Backoff()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            conn = None
+            try:
+                conn = pika.BlockingConnection(parameters(self.amqp_url))
+                self.connected.set()
+                self.backoff.reset()
+                log.info("%s connected to RabbitMQ", self.name)
+                self.serve(conn)
+            except Exception as e:  # noqa: BLE001 - any failure means: reconnect
+                if self.stopping.is_set():
+                    break
+                delay = self.backoff.next_delay()
+                log.warning("%s: %s: %s; retrying in %.1fs", self.name, type(e).__name__, e, delay)
+                self.connected.clear()
+                self.stopping.wait(delay)
+            finally:
+                self.connected.clear()
+                if conn is not None and conn.is_open:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def serve(self, conn: pika.BlockingConnection) -> None:
+        raise NotImplementedError
+
+
+class OutboxPublisher(_Worker):
+    """Publishes outbox rows in id order, many tasks per message, with publisher confirms.
+
+    Rows are deleted only after RabbitMQ confirmed their message, so tasks accepted while
+    RabbitMQ is down (or lost in a failed publish) go out on the next connection.
+    """
+
+    def __init__(self, db: Database, amqp_url: str):
+        super().__init__("fnrelay-outbox-publisher", db, amqp_url)
+        self.wake_event = threading.Event()
+
+    def wake(self) -> None:
+        """Called after a commit that added outbox rows: publish now, not at the next poll."""
+        self.wake_event.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.wake_event.set()
+        self.join(timeout)
+
+    def serve(self, conn: pika.BlockingConnection) -> None:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        declare_exchanges(ch)
+        declared: set[str] = set()
+        while not self.stopping.is_set():
+            self.wake_event.clear()
+            while self._drain_once(ch, declared):
+                if self.stopping.is_set():
+                    return
+            conn.process_data_events(time_limit=0)
+            self.wake_event.wait(POLL_SECONDS)
+
+    def _drain_once(self, ch, declared: set[str]) -> bool:  # type: ignore[no-untyped-def]
+        """Publish one batch of outbox rows; False when the outbox is empty."""
+        rows = tasks.read_outbox(self.db, OUTBOX_BATCH)
+        if not rows:
+            return False
+        # Keep order: group consecutive runs, so a cancel never overtakes its task.
+        runs: list[tuple[str, str, list[tuple[int, str]]]] = []
+        by_key: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+        for oid, kind, endpoint_id, task_id in rows:
+            by_key[(kind, endpoint_id)].append((oid, task_id))
+        for (kind, endpoint_id), items in by_key.items():
+            runs.append((kind, endpoint_id, items))
+        runs.sort(key=lambda r: r[2][0][0])
+        for kind, endpoint_id, items in runs:
+            for i in range(0, len(items), TASKS_PER_MESSAGE):
+                self._publish(ch, declared, kind, endpoint_id, items[i : i + TASKS_PER_MESSAGE])
+        return len(rows) == OUTBOX_BATCH
+
+    def _publish(self, ch, declared, kind, endpoint_id, items) -> None:  # type: ignore[no-untyped-def]
+        oids = [o for o, _ in items]
+        tids = [t for _, t in items]
+        if kind in ("task", "cancel") and endpoint_id not in declared:
+            declare_endpoint_queue(ch, endpoint_id)
+            declared.add(endpoint_id)
+        if kind == "task":
+            msgs = tasks.task_messages(self.db, tids)
+            if msgs:
+                ch.basic_publish(
+                    protocol.TASKS_EXCHANGE, endpoint_id, protocol.encode_tasks(msgs),
+                    _props(protocol.MSG_TASKS), mandatory=False,
+                )
+            tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs])
+        elif kind == "cancel":
+            body = protocol.encode({"v": protocol.PROTOCOL_VERSION, "task_ids": tids})
+            ch.basic_publish(
+                protocol.TASKS_EXCHANGE, endpoint_id, body, _props(protocol.MSG_CANCEL)
+            )
+            tasks.finish_outbox(self.db, oids, [])
+        elif kind == "result":
+            forward_results(ch, tasks.result_messages(self.db, tids))
+            tasks.finish_outbox(self.db, oids, [])
+        else:
+            log.error("dropping outbox rows of unknown kind %r", kind)
+            tasks.finish_outbox(self.db, oids, [])
+
+
+def forward_results(ch, results: list[protocol.ResultMessage]) -> None:  # type: ignore[no-untyped-def]
+    """Publish recorded results to their task groups' queues, one message per group."""
+    groups: dict[str, list[protocol.ResultMessage]] = defaultdict(list)
+    for r in results:
+        if r.task_group_id:
+            groups[r.task_group_id].append(r)
+    for group_id, items in groups.items():
+        for i in range(0, len(items), TASKS_PER_MESSAGE):
+            ch.basic_publish(
+                protocol.GROUPS_EXCHANGE, group_id,
+                protocol.encode_results(items[i : i + TASKS_PER_MESSAGE]),
+                _props(protocol.MSG_RESULTS),
+            )
+
+
+class ResultConsumer(_Worker):
+    """Consumes results, status updates and heartbeats from endpoints.
+
+    The routing key is the sending endpoint's id; items about tasks routed elsewhere are
+    ignored. A message is acked only after its effects are committed and forwarded.
+    """
+
+    def __init__(self, db: Database, amqp_url: str):
+        super().__init__("fnrelay-result-consumer", db, amqp_url)
+
+    def serve(self, conn: pika.BlockingConnection) -> None:
+        ch = conn.channel()
+        declare_exchanges(ch)
+        ch.queue_declare(protocol.BROKER_RESULTS_QUEUE, durable=True)
+        ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.RESULTS_EXCHANGE, routing_key="#")
+        ch.basic_qos(prefetch_count=PREFETCH)
+        fwd = conn.channel()
+        fwd.confirm_delivery()
+
+        def on_message(channel, method, props, body) -> None:  # type: ignore[no-untyped-def]
+            try:
+                self.handle(fwd, method.routing_key, props.type, body)
+            except (AMQPError, OSError):
+                raise  # connection trouble: unacked, redelivered after reconnect
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                log.error("rejecting malformed %r message from %s: %s", props.type,
+                          method.routing_key, e)
+                channel.basic_reject(method.delivery_tag, requeue=False)
+                return
+            channel.basic_ack(method.delivery_tag)
+
+        ch.basic_consume(protocol.BROKER_RESULTS_QUEUE, on_message)
+        while not self.stopping.is_set():
+            conn.process_data_events(time_limit=0.5)
+
+    def handle(self, fwd, endpoint_id: str, kind: str | None, body: bytes) -> None:  # type: ignore[no-untyped-def]
+        if kind == protocol.MSG_RESULTS:
+            recorded = tasks.record_results(self.db, endpoint_id, protocol.decode_results(body))
+            forward_results(fwd, recorded)
+        elif kind == protocol.MSG_STATUS:
+            tasks.apply_status(self.db, endpoint_id, protocol.decode_status(body))
+        elif kind == protocol.MSG_HEARTBEAT:
+            d = protocol.decode(body)
+            if not isinstance(d, dict):
+                raise ValueError("heartbeat body is not an object")
+            hb = protocol.Heartbeat(
+                endpoint_id=endpoint_id, time=float(d.get("time") or protocol.now()),
+                info=d.get("info") or {},
+            )
+            tasks.record_heartbeat(self.db, endpoint_id, hb)
+        else:
+            raise ValueError(f"unknown message type {kind!r}")

@@ -1,0 +1,36 @@
+"""Broker settings: one dataclass, filled from the CLI or tests, with working local defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fnrelay.config import fnrelay_home
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def default_db_url() -> str:
+    """SQLite under FNRELAY_HOME/broker/ (the directory is created when the engine opens)."""
+    return f"sqlite:///{fnrelay_home() / 'broker' / 'broker.db'}"
+
+
+@dataclass
+class BrokerSettings:
+    db_url: str = field(default_factory=default_db_url)
+    amqp_url: str = DEFAULT_AMQP_URL
+    #: The AMQP URL handed to endpoints and SDKs (the broker may reach RabbitMQ another way).
+    public_amqp_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    payload_limit: int = 10 * 1024 * 1024
+    heartbeat_period: float = 10.0
+    #: An endpoint is offline when its last heartbeat is older than this (default 3 periods).
+    heartbeat_threshold: float | None = None
+    #: Seconds an unused task group result queue lives (RabbitMQ x-expires).
+    group_queue_expires: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if not self.public_amqp_url:
+            self.public_amqp_url = self.amqp_url
+        if self.heartbeat_threshold is None:
+            self.heartbeat_threshold = 3 * self.heartbeat_period

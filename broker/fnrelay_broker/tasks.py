@@ -1,0 +1,367 @@
+"""The task lifecycle in the database: submit, records, cancel, results, status, outbox.
+
+Every change to a task's state appends a history row in the same transaction, and every
+message a change implies is an outbox row in that transaction too (published later).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from fnrelay.protocol import (
+    TERMINAL_STATES,
+    ExceptionInfo,
+    Heartbeat,
+    ResultMessage,
+    StatusUpdate,
+    TaskMessage,
+    TaskState,
+    can_transition,
+    now,
+)
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from fnrelay_broker.auth import CurrentUser
+from fnrelay_broker.db import Database
+from fnrelay_broker.errors import not_found
+from fnrelay_broker.models import (
+    Endpoint,
+    Function,
+    Outbox,
+    Submission,
+    Task,
+    TaskHistory,
+)
+from fnrelay_broker.registry import ensure_task_group
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500  # ids per IN (...) clause
+_TERMINAL_VALUES = {s.value for s in TERMINAL_STATES}
+
+
+def _chunks(items: list, n: int = CHUNK):  # type: ignore[no-untyped-def]
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _is_terminal(status: str) -> bool:
+    return status in _TERMINAL_VALUES
+
+
+# --- submit --------------------------------------------------------------------------------------
+def _stored_answer(db: Database, user_id: str, key: str) -> dict[str, Any] | None:
+    with db.read() as s:
+        return s.scalar(
+            select(Submission.response).where(Submission.user_id == user_id, Submission.key == key)
+        )
+
+
+def submit(
+    db: Database,
+    user: CurrentUser,
+    idempotency_key: str,
+    endpoint_id: str,
+    task_group_id: str | None,
+    tasks: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Store tasks, their history and outbox rows, and the answer, in one transaction.
+
+    A repeated idempotency key returns the stored answer and creates nothing; two concurrent
+    identical requests meet at the unique (user, key) constraint and the loser returns the
+    winner's answer.
+    """
+    try:
+        with db.write() as s:
+            prev = s.scalar(
+                select(Submission.response).where(
+                    Submission.user_id == user.id, Submission.key == idempotency_key
+                )
+            )
+            if prev is not None:
+                return prev
+            ep_owner = s.scalar(select(Endpoint.owner).where(Endpoint.id == endpoint_id))
+            if ep_owner != user.id:
+                raise not_found("endpoint", endpoint_id)
+            wanted = {t["function_id"] for t in tasks}
+            found = set(
+                s.scalars(
+                    select(Function.id).where(Function.id.in_(wanted), Function.owner == user.id)
+                )
+            )
+            missing = sorted(wanted - found)
+            if missing:
+                raise not_found("function", ", ".join(missing))
+            group_id = ensure_task_group(s, user, task_group_id)
+            t = now()
+            ids = [str(uuid.uuid4()) for _ in tasks]
+            s.execute(
+                insert(Task),
+                [
+                    {
+                        "id": tid,
+                        "owner": user.id,
+                        "endpoint_id": endpoint_id,
+                        "function_id": spec["function_id"],
+                        "task_group_id": group_id,
+                        "status": TaskState.RECEIVED.value,
+                        "payload": spec["payload"],
+                        "resource_specification": spec.get("resource_specification") or {},
+                        "user_endpoint_config": spec.get("user_endpoint_config") or {},
+                        "details": {},
+                        "created": t,
+                    }
+                    for tid, spec in zip(ids, tasks, strict=True)
+                ],
+            )
+            s.execute(
+                insert(TaskHistory),
+                [{"task_id": tid, "status": "received", "time": t, "detail": ""} for tid in ids],
+            )
+            s.execute(
+                insert(Outbox),
+                [{"kind": "task", "endpoint_id": endpoint_id, "task_id": tid} for tid in ids],
+            )
+            answer = {"task_group_id": group_id, "task_ids": ids}
+            s.add(Submission(user_id=user.id, key=idempotency_key, response=answer, created=t))
+        return answer
+    except IntegrityError:
+        prev = _stored_answer(db, user.id, idempotency_key)
+        if prev is not None:
+            return prev
+        raise
+
+
+# --- records -------------------------------------------------------------------------------------
+def _record(task: Task, history: list[TaskHistory]) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "status": task.status,
+        "pending": not _is_terminal(task.status),
+        "endpoint_id": task.endpoint_id,
+        "function_id": task.function_id,
+        "task_group_id": task.task_group_id,
+        "created": task.created,
+        "completed": task.completed,
+        "history": [{"status": h.status, "time": h.time, "detail": h.detail} for h in history],
+        "result": task.result,
+        "exception": task.exception,
+        "details": task.details or {},
+    }
+
+
+def task_records(db: Database, user: CurrentUser, task_ids: list[str]) -> dict[str, dict]:
+    """Records of the user's tasks among `task_ids` (others' and unknown ids are left out)."""
+    out: dict[str, dict] = {}
+    with db.read() as s:
+        for chunk in _chunks(list(dict.fromkeys(task_ids))):
+            tasks = list(
+                s.scalars(select(Task).where(Task.id.in_(chunk), Task.owner == user.id))
+            )
+            history: dict[str, list[TaskHistory]] = {t.id: [] for t in tasks}
+            if tasks:
+                rows = s.scalars(
+                    select(TaskHistory)
+                    .where(TaskHistory.task_id.in_(list(history)))
+                    .order_by(TaskHistory.id)
+                )
+                for h in rows:
+                    history[h.task_id].append(h)
+            for t in tasks:
+                out[t.id] = _record(t, history[t.id])
+    return out
+
+
+def task_record(db: Database, user: CurrentUser, task_id: str) -> dict[str, Any]:
+    rec = task_records(db, user, [task_id]).get(task_id)
+    if rec is None:
+        raise not_found("task", task_id)
+    return rec
+
+
+# --- cancel --------------------------------------------------------------------------------------
+def cancel(db: Database, user: CurrentUser, task_id: str) -> dict[str, Any]:
+    """Cancel a live task: drop its unpublished message or tell its endpoint; forward it."""
+    with db.write() as s:
+        task = s.scalar(select(Task).where(Task.id == task_id))
+        if task is None or task.owner != user.id:
+            raise not_found("task", task_id)
+        if _is_terminal(task.status):
+            return {"task_id": task_id, "status": task.status}
+        t = now()
+        task.status, task.completed = TaskState.CANCELLED.value, t
+        s.add(TaskHistory(task_id=task_id, status="cancelled", time=t, detail="cancelled by user"))
+        dropped = s.execute(
+            delete(Outbox).where(Outbox.kind == "task", Outbox.task_id == task_id)
+        ).rowcount
+        if not dropped:
+            s.add(Outbox(kind="cancel", endpoint_id=task.endpoint_id, task_id=task_id))
+        s.add(Outbox(kind="result", endpoint_id=task.endpoint_id, task_id=task_id))
+    return {"task_id": task_id, "status": TaskState.CANCELLED.value}
+
+
+# --- from endpoints ------------------------------------------------------------------------------
+def record_results(
+    db: Database, endpoint_id: str, results: list[ResultMessage]
+) -> list[ResultMessage]:
+    """Record the first terminal result of each task routed to `endpoint_id`.
+
+    Returns the recorded results (with the task group id from the database) to forward;
+    duplicates, late results and results from another endpoint are ignored.
+    """
+    recorded: list[ResultMessage] = []
+    t = now()
+    with db.write() as s:
+        ids = list({r.task_id for r in results})
+        tasks: dict[str, Task] = {}
+        for chunk in _chunks(ids):
+            tasks.update({x.id: x for x in s.scalars(select(Task).where(Task.id.in_(chunk)))})
+        history = []
+        for r in results:
+            task = tasks.get(r.task_id)
+            if task is None or task.endpoint_id != endpoint_id:
+                log.warning("ignoring result for task %s from endpoint %s", r.task_id, endpoint_id)
+                continue
+            if _is_terminal(task.status) or r.status not in _TERMINAL_VALUES:
+                continue
+            exc = r.exception
+            if isinstance(exc, ExceptionInfo):
+                exc = asdict(exc)
+            task.status, task.completed = r.status, t
+            task.result, task.exception, task.details = r.result, exc, r.details or {}
+            history.append({"task_id": task.id, "status": r.status, "time": t, "detail": ""})
+            recorded.append(
+                ResultMessage(
+                    task_id=task.id, status=r.status, result=r.result, exception=r.exception,
+                    details=r.details or {}, task_group_id=task.task_group_id,
+                )
+            )
+        if history:
+            s.execute(insert(TaskHistory), history)
+    return recorded
+
+
+def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate]) -> int:
+    """Apply allowed non-terminal transitions reported by the endpoint; returns how many."""
+    applied = 0
+    with db.write() as s:
+        ids = list({u.task_id for u in updates})
+        tasks: dict[str, Task] = {}
+        for chunk in _chunks(ids):
+            tasks.update({x.id: x for x in s.scalars(select(Task).where(Task.id.in_(chunk)))})
+        for u in updates:
+            task = tasks.get(u.task_id)
+            if task is None or task.endpoint_id != endpoint_id or _is_terminal(u.status):
+                continue
+            if task.status == u.status or not can_transition(task.status, u.status):
+                continue
+            task.status = u.status
+            s.add(TaskHistory(task_id=task.id, status=u.status, time=now(), detail=u.detail))
+            applied += 1
+    return applied
+
+
+def record_heartbeat(db: Database, endpoint_id: str, hb: Heartbeat) -> bool:
+    """Note a heartbeat (at the broker's clock: endpoints' clocks may drift)."""
+    state = str((hb.info or {}).get("state") or "online")
+    with db.write() as s:
+        ep = s.get(Endpoint, endpoint_id)
+        if ep is None:
+            return False
+        ep.last_heartbeat, ep.state = now(), state
+    return True
+
+
+# --- outbox --------------------------------------------------------------------------------------
+def read_outbox(db: Database, limit: int) -> list[tuple[int, str, str, str]]:
+    """The oldest unpublished rows: (id, kind, endpoint_id, task_id)."""
+    with db.read() as s:
+        rows = s.execute(
+            select(Outbox.id, Outbox.kind, Outbox.endpoint_id, Outbox.task_id)
+            .order_by(Outbox.id)
+            .limit(limit)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def task_messages(db: Database, task_ids: list[str]) -> list[TaskMessage]:
+    """TaskMessages (with function bodies) in the order of `task_ids`."""
+    found: dict[str, TaskMessage] = {}
+    with db.read() as s:
+        for chunk in _chunks(task_ids):
+            rows = s.execute(
+                select(Task, Function.body)
+                .join(Function, Function.id == Task.function_id)
+                .where(Task.id.in_(chunk))
+            ).all()
+            for task, body in rows:
+                found[task.id] = TaskMessage(
+                    task_id=task.id, function_id=task.function_id, function=body,
+                    payload=task.payload, task_group_id=task.task_group_id,
+                    resource_specification=task.resource_specification or {},
+                    user_endpoint_config=task.user_endpoint_config or {},
+                )
+    return [found[i] for i in task_ids if i in found]
+
+
+def result_messages(db: Database, task_ids: list[str]) -> list[ResultMessage]:
+    """ResultMessages of terminal tasks, for forwarding to their task groups."""
+    out = []
+    with db.read() as s:
+        for chunk in _chunks(task_ids):
+            for task in s.scalars(select(Task).where(Task.id.in_(chunk))):
+                if not _is_terminal(task.status):
+                    continue
+                exc = ExceptionInfo(**task.exception) if task.exception else None
+                out.append(
+                    ResultMessage(
+                        task_id=task.id, status=task.status, result=task.result, exception=exc,
+                        details=task.details or {}, task_group_id=task.task_group_id,
+                    )
+                )
+    return out
+
+
+def finish_outbox(db: Database, outbox_ids: list[int], sent_task_ids: list[str]) -> None:
+    """After a confirmed publish: drop the rows and move sent tasks to waiting-for-endpoint.
+
+    A task cancelled while its message was in flight gets a 'cancel' row instead, so the
+    endpoint learns about it.
+    """
+    t = now()
+    with db.write() as s:
+        for chunk in _chunks(outbox_ids):
+            s.execute(delete(Outbox).where(Outbox.id.in_(chunk)))
+        moved: list[str] = []
+        cancelled: list[tuple[str, str]] = []
+        for chunk in _chunks(sent_task_ids):
+            rows = s.execute(
+                select(Task.id, Task.status, Task.endpoint_id).where(Task.id.in_(chunk))
+            ).all()
+            moved += [r.id for r in rows if r.status == TaskState.RECEIVED.value]
+            cancelled += [
+                (r.id, r.endpoint_id) for r in rows if r.status == TaskState.CANCELLED.value
+            ]
+        for chunk in _chunks(moved):
+            s.execute(
+                update(Task)
+                .where(Task.id.in_(chunk), Task.status == TaskState.RECEIVED.value)
+                .values(status=TaskState.WAITING_FOR_ENDPOINT.value)
+            )
+        if moved:
+            s.execute(
+                insert(TaskHistory),
+                [
+                    {"task_id": i, "status": "waiting-for-endpoint", "time": t, "detail": ""}
+                    for i in moved
+                ],
+            )
+        if cancelled:
+            s.execute(
+                insert(Outbox),
+                [{"kind": "cancel", "endpoint_id": e, "task_id": i} for i, e in cancelled],
+            )
