@@ -1,0 +1,177 @@
+"""Rendering per-task batch scripts from Jinja2 templates.
+
+The environment is sandboxed (a site's own template cannot reach Python internals) and strict
+(a misspelt variable is an error, not an empty string). Autoescape is off because the output is
+a shell script, not HTML: values get the `shquote` filter in the script body and the `directive`
+filter in ``#SBATCH``/``#PBS`` lines, which are parsed by the scheduler, not by the shell, and so
+are refused rather than quoted when they hold whitespace, quotes or control characters.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fnrelay_wrappers.chain import LaunchChain
+from fnrelay_wrappers.container import check_path
+from fnrelay_wrappers.shell import check_env_name
+from jinja2 import FunctionLoader, StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from fnrelay_endpoint.resources import (
+    DIRECTIVE_PREFIX,
+    ResourceSpecification,
+    ResourceSpecificationError,
+)
+
+TEMPLATE_PACKAGE = "fnrelay_endpoint.templates"
+SCHEDULERS = tuple(DIRECTIVE_PREFIX)
+EXIT_STATUS_FILE = "exit_status"
+STDOUT_FILE = "stdout"
+STDERR_FILE = "stderr"
+_UNSAFE_DIRECTIVE = re.compile(r"[\s'\"\\`\x00-\x1f\x7f]")
+
+
+class TemplateRenderError(ValueError):
+    """A batch script could not be rendered (bad template or a refused value)."""
+
+
+def shquote(value: Any) -> str:
+    """Shell-quote a value for the script body."""
+    if value is None:
+        raise TemplateRenderError("shquote got None: the template used a value that is not set")
+    return shlex.quote(str(value))
+
+
+def directive(value: Any) -> str:
+    """A value for a scheduler directive line, refused if it could split or end the line."""
+    text = str(value)
+    if value is None or not text or _UNSAFE_DIRECTIVE.search(text):
+        raise TemplateRenderError(f"value {text[:80]!r} cannot go into a scheduler directive")
+    return text
+
+
+def envname(value: Any) -> str:
+    """An environment variable name, refused unless it is one."""
+    try:
+        return check_env_name(value)
+    except ValueError as e:
+        raise TemplateRenderError(str(e)) from None
+
+
+def _packaged(name: str) -> str | None:
+    resource = importlib.resources.files(TEMPLATE_PACKAGE).joinpath(name)
+    return resource.read_text() if resource.is_file() else None
+
+
+def make_environment() -> SandboxedEnvironment:
+    """Strict, sandboxed, no autoescape; ``{% include %}`` finds the packaged templates."""
+    env = SandboxedEnvironment(
+        loader=FunctionLoader(_packaged), undefined=StrictUndefined, autoescape=False,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+    env.filters.update(shquote=shquote, directive=directive, envname=envname)
+    return env
+
+
+def load_template_text(scheduler: str, template_path: str | Path | None = None) -> str:
+    """A site's own template file, or the packaged ``<scheduler>.sh.j2``."""
+    if template_path is not None:
+        return Path(template_path).read_text()
+    if scheduler not in SCHEDULERS:
+        raise TemplateRenderError(f"unknown scheduler {scheduler!r} (known: {SCHEDULERS})")
+    return _packaged(f"{scheduler}.sh.j2") or ""
+
+
+def render_batch_script(scheduler: str, context: Mapping[str, Any],
+                        template_path: str | Path | None = None) -> str:
+    """Render the batch script for `scheduler` ("slurm" | "pbspro") from `context`.
+
+    `context` is what `batch_context` builds; a site template may use any of its keys.
+    """
+    text = load_template_text(scheduler, template_path)
+    try:
+        return make_environment().from_string(text).render(**context)
+    except TemplateRenderError:
+        raise
+    except TemplateError as e:
+        raise TemplateRenderError(f"batch script template for {scheduler}: {e}") from e
+
+
+def slurm_minutes(seconds: int) -> int:
+    """Slurm walltimes are whole minutes: round up, so a task never gets less than asked."""
+    return max(1, math.ceil(seconds / 60))
+
+
+def hms(seconds: int) -> str:
+    """``HH:MM:SS`` (hours may exceed 24), as PBS ``-l walltime`` takes it."""
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def pbs_memory(memory: str) -> str:
+    """PBS sizes are lower-case with a ``b``: "4G" -> "4gb"."""
+    return memory[:-1] + memory[-1].lower() + "b"
+
+
+def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpecification,
+                  chain: LaunchChain, command: Sequence[str], launch: bool = False,
+                  wrap: bool = True) -> dict[str, Any]:
+    """Everything a batch-script template gets, formatted for `scheduler`.
+
+    `command` is an argv list (e.g. the worker entry point), wrapped by `chain`; `launch` says
+    whether the MPI launcher is part of the job's own command line (False for a worker that
+    starts ranks itself through FNRELAY_MPI_PREFIX) and `wrap` whether it runs inside the
+    container and conda env (False for a worker that runs MPIFunction: see LaunchChain).
+    """
+    if scheduler not in SCHEDULERS:
+        raise TemplateRenderError(f"unknown scheduler {scheduler!r} (known: {SCHEDULERS})")
+    try:
+        check_path(sandbox)
+    except ValueError as e:
+        raise TemplateRenderError(f"task sandbox: {e}") from None
+    if scheduler == "pbspro":
+        for key in ("qos", "constraint"):
+            if getattr(spec, key) is not None:
+                raise ResourceSpecificationError(
+                    f"resource_specification {key!r}: not supported by PBSPro endpoints")
+    walltime = spec.walltime
+    memory = spec.memory
+    if scheduler == "pbspro":
+        walltime_text = hms(walltime) if walltime else None
+        memory_text = pbs_memory(memory) if memory else None
+    else:
+        walltime_text = slurm_minutes(walltime) if walltime else None
+        memory_text = memory
+    return {
+        "scheduler": scheduler,
+        "task_id": task_id,
+        "job_name": f"fnrelay-{task_id}",
+        "sandbox": sandbox,
+        "stdout_path": f"{sandbox}/{STDOUT_FILE}",
+        "stderr_path": f"{sandbox}/{STDERR_FILE}",
+        "exit_status_file": EXIT_STATUS_FILE,
+        "exit_status_path": f"{sandbox}/{EXIT_STATUS_FILE}",
+        "num_nodes": spec.num_nodes,
+        "ranks_per_node": spec.ranks_per_node,
+        "num_ranks": spec.num_ranks,
+        "cores_per_rank": spec.cores_per_rank,
+        "cpus_per_node": spec.ranks_per_node * (spec.cores_per_rank or 1),
+        "gpus_per_node": spec.gpus_per_node,
+        "memory": memory_text,
+        "walltime": walltime_text,
+        "walltime_seconds": walltime,
+        "partition": spec.partition,
+        "account": spec.account,
+        "qos": spec.qos,
+        "constraint": spec.constraint,
+        "exclusive": spec.exclusive,
+        "scheduler_options": spec.directives(scheduler),
+        "prelude": list(chain.prelude),
+        "exports": chain.env(),
+        "command": chain.command_line(command, launch=launch, wrap=wrap),
+    }

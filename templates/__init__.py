@@ -1,0 +1,1 @@
+"""Batch-script templates and multi-user config templates (package data of the endpoint)."""

@@ -1,0 +1,32 @@
+#!/bin/bash
+#PBS -N fnrelay-0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20
+#PBS -S /bin/bash
+#PBS -l select=2:ncpus=8:mpiprocs=4:ngpus=1:mem=8gb
+#PBS -l place=scatter:excl
+#PBS -l walltime=00:01:30
+#PBS -q gpu
+#PBS -A proj.42
+#PBS -o /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stdout
+#PBS -e /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stderr
+#PBS -m n
+set -eu
+fnrelay_sandbox=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20
+# Record the exit status in the sandbox, so it is known after the job leaves the scheduler.
+fnrelay_record_exit() {
+    fnrelay_rc=$?
+    printf '%s\n' "$fnrelay_rc" > "$fnrelay_sandbox/exit_status.tmp" &&
+        mv -f "$fnrelay_sandbox/exit_status.tmp" "$fnrelay_sandbox/exit_status"
+}
+trap fnrelay_record_exit EXIT
+trap 'exit 143' TERM
+cd "$fnrelay_sandbox"
+export FNRELAY_MPI_PREFIX='mpiexec -n 8 -ppn 4 --hostfile "$PBS_NODEFILE" apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 /images/sim.sif conda run --no-capture-output -n sim'
+export FNRELAY_NUM_RANKS=8
+export FNRELAY_NUM_NODES=2
+export FNRELAY_TASK_SANDBOX=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20
+module load gcc/12.2
+module load openmpi/4.1
+echo "starting in $FNRELAY_TASK_SANDBOX"
+set +e
+mpiexec -n 8 -ppn 4 --hostfile "$PBS_NODEFILE" apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 /images/sim.sif conda run --no-capture-output -n sim ./simulate
+exit $?

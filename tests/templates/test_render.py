@@ -1,0 +1,167 @@
+"""Golden renders of the packaged Slurm and PBSPro templates, and render-time refusals.
+
+Expected scripts live in golden/. To regenerate them after an intended template change, run
+``FNRELAY_UPDATE_GOLDEN=1 pytest tests/templates/test_render.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fnrelay_endpoint.resources import ResourceSpecification, ResourceSpecificationError
+from fnrelay_endpoint.templating import (
+    TemplateRenderError,
+    batch_context,
+    hms,
+    render_batch_script,
+    slurm_minutes,
+)
+from fnrelay_wrappers.shell import EnvRef
+
+GOLDEN = Path(__file__).parent / "golden"
+TASK_ID = "0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20"
+BOX = f"/scratch/fnrelay/tasks/{TASK_ID}"
+WORKER = ["python3", "-m", "fnrelay_endpoint.worker", "task.json"]
+
+FULL_SPEC = {
+    "num_nodes": 2, "ranks_per_node": 4, "cores_per_rank": 2, "gpus_per_node": 1,
+    "memory": "8G", "walltime": 90, "partition": "gpu", "account": "proj.42",
+    "exclusive": True,
+    "container": {"type": "apptainer", "image": "/images/sim.sif", "binds": ["/data:/data:ro"]},
+    "conda": {"env": "sim"},
+}
+FULL_DEFAULTS = {"modules": ["gcc/12.2", "openmpi/4.1"],
+                 "pre_exec": ['echo "starting in $FNRELAY_TASK_SANDBOX"']}
+
+CASES = {
+    "slurm_minimal": ("slurm", {}, {}, None, {}, WORKER, False),
+    "slurm_mpi_full": (
+        "slurm", {**FULL_SPEC, "qos": "high", "constraint": "a100&ib"},
+        {**FULL_DEFAULTS, "scheduler_options": ["#SBATCH --mail-type=NONE"]},
+        "srun", {}, ["./simulate", "--steps", "10"], True),
+    "slurm_odd_values": (
+        "slurm",
+        {"num_ranks": 2, "walltime": "01:00:01", "partition": "debug-x_1.2",
+         "container": {"type": "podman", "image": "ghcr.io/org/img:1.0@sha256:0123abcd",
+                       "binds": ["/in+1"]},
+         "conda": {"prefix": "/opt/envs/py3.11+cuda"}},
+        {"launcher_options": "--mpi=pmix --export='ALL,X=a b'"},
+        "srun", {}, ["echo", "it's $(not) run", "`id`"], True),
+    "pbspro_minimal": ("pbspro", {}, {}, None, {}, WORKER, False),
+    "pbspro_mpi_full": (
+        "pbspro", FULL_SPEC,
+        {**FULL_DEFAULTS, "scheduler_options": ["#PBS -m n"]},
+        "pals", {"hostfile": EnvRef("PBS_NODEFILE")}, ["./simulate"], True),
+}
+
+
+def render_case(name: str) -> str:
+    scheduler, spec, defaults, launcher, settings, command, launch = CASES[name]
+    rs = ResourceSpecification.from_task(spec, defaults, scheduler=scheduler)
+    chain = rs.launch_chain(BOX, launcher, settings)
+    context = batch_context(scheduler, TASK_ID, BOX, rs, chain, command, launch=launch)
+    return render_batch_script(scheduler, context)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_render(name):
+    text = render_case(name)
+    golden = GOLDEN / f"{name}.sh"
+    if os.environ.get("FNRELAY_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_slurm_directives_of_full_spec():
+    text = render_case("slurm_mpi_full")
+    for line in [f"#SBATCH --job-name=fnrelay-{TASK_ID}", "#SBATCH --nodes=2",
+                 "#SBATCH --ntasks=8", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --cpus-per-task=2", "#SBATCH --gpus-per-node=1", "#SBATCH --mem=8G",
+                 "#SBATCH --time=2", "#SBATCH --partition=gpu", "#SBATCH --account=proj.42",
+                 "#SBATCH --qos=high", "#SBATCH --constraint=a100&ib", "#SBATCH --exclusive",
+                 f"#SBATCH --output={BOX}/stdout", f"#SBATCH --error={BOX}/stderr",
+                 "#SBATCH --mail-type=NONE", "module load gcc/12.2"]:
+        assert line in text.splitlines()
+    # every directive comes before the first command, or sbatch ignores it
+    lines = text.splitlines()
+    last_directive = max(i for i, line in enumerate(lines) if line.startswith("#SBATCH"))
+    assert all(line.startswith("#") for line in lines[:last_directive + 1])
+
+
+def test_pbspro_directives_of_full_spec():
+    lines = render_case("pbspro_mpi_full").splitlines()
+    for line in [f"#PBS -N fnrelay-{TASK_ID}",
+                 "#PBS -l select=2:ncpus=8:mpiprocs=4:ngpus=1:mem=8gb",
+                 "#PBS -l place=scatter:excl", "#PBS -l walltime=00:01:30", "#PBS -q gpu",
+                 "#PBS -A proj.42", f"#PBS -o {BOX}/stdout", f"#PBS -e {BOX}/stderr",
+                 "#PBS -m n"]:
+        assert line in lines
+    assert any('--hostfile "$PBS_NODEFILE"' in line for line in lines)
+
+
+@pytest.mark.parametrize("seconds, minutes", [(1, 1), (60, 1), (61, 2), (3600, 60)])
+def test_slurm_walltime_rounds_up_to_minutes(seconds, minutes):
+    assert slurm_minutes(seconds) == minutes
+
+
+def test_pbs_walltime_format():
+    assert hms(90) == "00:01:30" and hms(49 * 3600 + 61) == "49:01:01"
+
+
+def context_for(scheduler="slurm", spec=None, task_id=TASK_ID, sandbox=BOX):
+    rs = ResourceSpecification.from_task(spec or {}, {})
+    return batch_context(scheduler, task_id, sandbox, rs, rs.launch_chain(sandbox), WORKER)
+
+
+def test_site_template_gets_the_same_context(tmp_path):
+    site = tmp_path / "site.sh.j2"
+    site.write_text("#!/bin/bash\n#SBATCH -J {{ job_name | directive }}\n"
+                    "#SBATCH --reservation=maint\n{% include 'body.sh.j2' %}")
+    text = render_batch_script("slurm", context_for(), template_path=site)
+    assert text.startswith(f"#!/bin/bash\n#SBATCH -J fnrelay-{TASK_ID}\n#SBATCH --reservation")
+    assert "fnrelay_endpoint.worker" in text
+
+
+def test_misspelt_variable_is_an_error(tmp_path):
+    site = tmp_path / "site.sh.j2"
+    site.write_text("#SBATCH -p {{ partiton }}\n")
+    with pytest.raises(TemplateRenderError, match="partiton"):
+        render_batch_script("slurm", context_for(), template_path=site)
+
+
+def test_template_cannot_reach_python_internals(tmp_path):
+    site = tmp_path / "site.sh.j2"
+    site.write_text("{{ job_name.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(TemplateRenderError):
+        render_batch_script("slurm", context_for(), template_path=site)
+
+
+@pytest.mark.parametrize("task_id", ["x\n#SBATCH --uid=0", "a b", "a'b"])
+def test_directive_values_that_could_break_the_line_are_refused(task_id):
+    with pytest.raises(TemplateRenderError, match="directive"):
+        render_batch_script("slurm", context_for(task_id=task_id))
+
+
+@pytest.mark.parametrize("sandbox", ["relative", "/a b", "/a:b", "/a\n"])
+def test_unsafe_sandbox_refused(sandbox):
+    with pytest.raises(TemplateRenderError, match="sandbox"):
+        context_for(sandbox=sandbox)
+
+
+@pytest.mark.parametrize("key, value", [("qos", "high"), ("constraint", "a100")])
+def test_pbspro_refuses_slurm_only_keys(key, value):
+    with pytest.raises(ResourceSpecificationError, match=key):
+        context_for("pbspro", {key: value})
+
+
+def test_scheduler_options_checked_at_render_time():
+    rs = ResourceSpecification.from_task({}, {"scheduler_options": ["#SBATCH --mem=1G"]})
+    with pytest.raises(ResourceSpecificationError, match="scheduler_options"):
+        batch_context("pbspro", TASK_ID, BOX, rs, rs.launch_chain(BOX), WORKER)
+
+
+def test_unknown_scheduler():
+    with pytest.raises(TemplateRenderError, match="lsf"):
+        render_batch_script("lsf", {})
