@@ -1,0 +1,146 @@
+"""Slurm adapter: sbatch, squeue, scancel.
+
+Status comes from `squeue --states=all`, which covers pending, running and recently finished
+jobs (for MinJobAge seconds after the end) with their exit codes, in one command for many jobs.
+It deliberately avoids `sacct`: without slurmdbd it returns nothing. Jobs squeue no longer
+knows are UNKNOWN, and the engine reads the job's exit-status file instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from fnrelay_endpoint.schedulers.base import (
+    UNKNOWN,
+    JobState,
+    JobStatus,
+    Scheduler,
+    SchedulerError,
+    decode_wait_status,
+)
+
+#: squeue -O fields; `|` after each is the separator (and lifts the default width of 20).
+SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,Reason:|,Name:"
+#: Ids per squeue call, to keep command lines short.
+CHUNK = 200
+
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+          "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT",
+           "RESIZING"}
+FAILED_REASONS = {
+    "FAILED": "",
+    "TIMEOUT": "walltime exceeded (TIMEOUT)",
+    "OUT_OF_MEMORY": "out of memory (OUT_OF_MEMORY)",
+    "DEADLINE": "deadline reached (DEADLINE)",
+    "CANCELLED": "cancelled by the scheduler or an administrator (CANCELLED)",
+}
+INFRASTRUCTURE = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REVOKED"}
+
+
+def map_state(native: str, exit_raw: str = "", reason: str = "",
+              cancelled_here: bool = False) -> JobStatus:
+    """Engine status for Slurm's state name, raw exit code (wait status or 'code:signal')."""
+    native = native.strip().upper().split(" ")[0].rstrip("+")
+    reason = "" if reason.strip() in ("None", "(null)") else reason.strip()
+    exit_code, signal_reason = _exit_code(exit_raw)
+    if native in QUEUED:
+        return JobStatus(JobState.QUEUED, native, None, reason)
+    if native in RUNNING:
+        return JobStatus(JobState.RUNNING, native, None, reason)
+    if native == "COMPLETED":
+        return JobStatus(JobState.COMPLETED, native, exit_code if exit_code is not None else 0)
+    if native == "CANCELLED" and cancelled_here:
+        return JobStatus(JobState.CANCELLED, native, exit_code, "cancelled on request")
+    if native in FAILED_REASONS:
+        text = FAILED_REASONS[native] or _exit_reason(exit_code, signal_reason, reason)
+        return JobStatus(JobState.FAILED, native, exit_code, text)
+    if native in INFRASTRUCTURE:
+        return JobStatus(JobState.INFRASTRUCTURE, native, exit_code,
+                         f"{native}{': ' + reason if reason else ''}")
+    # A state newer than this adapter: keep watching, the exit-status file settles it.
+    return JobStatus(JobState.RUNNING, native, exit_code, reason)
+
+
+def _exit_code(raw: str) -> tuple[int | None, str]:
+    raw = raw.strip()
+    if not raw or raw in ("N/A", "(null)"):
+        return None, ""
+    try:
+        if ":" in raw:  # scontrol style "code:signal"
+            code, sig = (int(x) for x in raw.split(":", 1))
+            return (128 + sig, f"killed by signal {sig}") if sig else (code, "")
+        return decode_wait_status(int(raw))
+    except ValueError:
+        return None, ""
+
+
+def _exit_reason(exit_code: int | None, signal_reason: str, reason: str) -> str:
+    if signal_reason:
+        return signal_reason
+    if exit_code is not None:
+        return f"exit status {exit_code}"
+    return reason or "failed"
+
+
+def parse_squeue(text: str) -> dict[str, tuple[str, str, str, str]]:
+    """{job id: (state, exit code, reason, name)} from squeue output in SQUEUE_FORMAT."""
+    jobs = {}
+    for line in text.splitlines():
+        parts = line.split("|", 4)
+        if len(parts) != 5 or not parts[0].strip():
+            continue
+        job_id, state, exit_raw, reason, name = (p.strip() for p in parts)
+        jobs[job_id] = (state, exit_raw, reason, name)
+    return jobs
+
+
+class SlurmScheduler(Scheduler):
+    """Jobs of the endpoint's user on the Slurm cluster SLURM_CONF (or the default) names."""
+
+    name = "slurm"
+    directive_prefix = "#SBATCH"
+
+    def submit(self, script_path: str | os.PathLike, job_name: str,
+               cwd: str | os.PathLike) -> str:
+        out = self.run(["sbatch", "--parsable", f"--job-name={job_name}", f"--chdir={cwd}",
+                        str(script_path)], cwd=cwd).stdout.strip()
+        job_id = out.splitlines()[-1].split(";")[0].strip() if out else ""
+        if not job_id.isdigit():
+            raise SchedulerError(f"sbatch printed no job id: {out!r}", ["sbatch"])
+        return job_id
+
+    def find_by_name(self, job_name: str) -> str | None:
+        out = self.run(["squeue", "--noheader", "--me", "--states=all", f"--name={job_name}",
+                        "--format=%i"]).stdout.split()
+        ids = [i for i in out if i.isdigit()]
+        return max(ids, key=int) if ids else None
+
+    def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        wanted = list(dict.fromkeys(str(j) for j in job_ids))
+        result = {job_id: UNKNOWN for job_id in wanted}
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start:start + CHUNK]
+            for job_id, (state, exit_raw, reason, _name) in self._squeue(chunk).items():
+                if job_id in result:
+                    result[job_id] = map_state(state, exit_raw, reason,
+                                               self.was_cancelled_here(job_id))
+        return result
+
+    def cancel(self, job_id: str) -> None:
+        self._cancelled.add(str(job_id))
+        self.run(["scancel", str(job_id)])
+
+    def _squeue(self, job_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
+        argv = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
+                f"--Format={SQUEUE_FORMAT}"]
+        proc = self.run(argv, ok_codes=(0, 1))
+        if proc.returncode == 1:
+            # All ids purged: "Invalid job id specified". Anything else (controller down) is
+            # an error, so that the engine never takes an outage for finished jobs.
+            if "invalid job id" not in proc.stderr.lower():
+                raise SchedulerError(f"squeue failed: {proc.stderr.strip()}", argv, 1,
+                                     proc.stderr)
+            return {}
+        return parse_squeue(proc.stdout)
