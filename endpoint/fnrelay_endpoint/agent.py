@@ -1,0 +1,347 @@
+"""The endpoint agent (pull mode): register, consume tasks, run them, publish results.
+
+One I/O thread owns the pika connection (pika is not thread-safe). Engine threads never touch
+it: they put results and status updates on a queue and wake the I/O thread with
+`add_callback_threadsafe` (one pending wake-up at a time). Every task is journaled before its
+message is acked and no message is held while a task runs, so RabbitMQ's consumer_timeout
+never fires and a crash loses nothing; results stay in the journal until their publish is
+confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pika.exceptions
+import requests
+from fnrelay import protocol
+from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
+from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
+
+from fnrelay_endpoint.config import EndpointConfig
+from fnrelay_endpoint.engines.base import make_engine
+from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
+
+log = logging.getLogger(__name__)
+
+#: Items per published `results` / `status` message: one confirm covers them all.
+BATCH = 256
+#: Registration attempts at first start before giving up (later reconnects retry forever).
+FIRST_REGISTER_ATTEMPTS = 5
+MAX_BACKOFF = 60.0
+
+
+class Stopped(Exception):
+    """stop() was called while the agent waited (e.g. between registration attempts)."""
+
+
+def _chunks(items: list, size: int = BATCH) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def backoff(attempt: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float:
+    """Exponential backoff with full jitter, so many endpoints do not reconnect in step."""
+    return random.uniform(base / 2, min(cap, base * 2**attempt))
+
+
+class Agent:
+    """Runs one endpoint until stop(); `run()` is the I/O thread."""
+
+    def __init__(self, name: str, endpoint_id: str, config: EndpointConfig, journal: Journal,
+                 token: str):
+        self.name, self.endpoint_id, self.config = name, endpoint_id, config
+        self.journal, self.token = journal, token
+        self.engine = make_engine(config.engine, self._result_ready, self._status_ready)
+        self._stop = threading.Event()
+        self._outbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+        self._conn: pika.BlockingConnection | None = None
+        self._pub: Any = None  # the publishing channel (confirms on)
+        self._user_id: str | None = None
+        self._retry_pending = False
+        self._consumer_tag = ""
+        self.heartbeat_period = 10.0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the agent to stop (thread- and signal-safe)."""
+        self._stop.set()
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until stop(): (re)register, consume, reconnect with backoff."""
+        self.engine.start()
+        self.journal.prune()
+        unfinished = self.journal.unfinished()
+        if unfinished:
+            log.info("re-running %d unfinished task(s) from the journal", len(unfinished))
+        for task in unfinished:
+            self.engine.submit(task)
+        attempt, registered = 0, False
+        try:
+            while not self._stop.is_set():
+                reg = self.register(None if registered else FIRST_REGISTER_ATTEMPTS)
+                registered = True
+                try:
+                    if self._session(reg, on_ready):
+                        attempt = 0
+                    on_ready = None
+                except (pika.exceptions.AMQPError, OSError) as e:
+                    delay = backoff(attempt)
+                    attempt += 1
+                    log.warning("AMQP connection lost (%s); reconnecting in %.1f s",
+                                e or type(e).__name__, delay)
+                    self._stop.wait(delay)
+        except Stopped:
+            pass
+        finally:
+            self.engine.shutdown()
+            self._drain(publish=False)  # results that finished meanwhile wait in the journal
+            log.info("endpoint %s stopped", self.name)
+
+    # --- registration ------------------------------------------------------------------------
+    def register(self, attempts: int | None = None) -> dict[str, Any]:
+        """PUT /v1/endpoints/{id}; retries connection errors and 5xx with backoff."""
+        url = f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}"
+        body = {"name": self.config.display_name or self.name,
+                "metadata": {"hostname": socket.gethostname(), **self.engine.info()}}
+        attempt = 0
+        while True:
+            try:
+                r = requests.put(url, json=body, timeout=30,
+                                 headers={"Authorization": f"Bearer {self.token}"})
+            except requests.RequestException as e:
+                error = f"cannot reach the broker at {self.config.broker_url}: {_reason(e)}"
+            else:
+                if r.ok:
+                    reg = r.json()
+                    log.info("registered endpoint %s (%s) with %s", self.name,
+                             self.endpoint_id, self.config.broker_url)
+                    return reg
+                message = _error_message(r)
+                if r.status_code in (401, 403):
+                    raise AuthenticationError(f"the broker refused the token: {message}",
+                                              r.status_code)
+                if r.status_code < 500:
+                    raise BrokerError(f"registration failed: {message}", r.status_code)
+                error = f"the broker answered {r.status_code}: {message}"
+            attempt += 1
+            if attempts is not None and attempt >= attempts:
+                raise BrokerUnavailableError(error)
+            delay = backoff(attempt)
+            log.warning("%s; retrying in %.1f s", error, delay)
+            if self._stop.wait(delay):
+                raise Stopped
+
+    # --- one AMQP connection -----------------------------------------------------------------
+    def _session(self, reg: dict[str, Any], on_ready: Callable[[], None] | None) -> bool:
+        """Consume until stop() or a connection error; True if it got as far as consuming."""
+        params = pika.URLParameters(reg["amqp_url"])
+        conn = pika.BlockingConnection(params)
+        consuming = False
+        try:
+            self._user_id = getattr(params.credentials, "username", None)
+            self._pub = conn.channel()
+            self._pub.confirm_delivery()
+            sub = self._consumer_channel(conn, reg.get("task_queue")
+                                         or protocol.endpoint_queue(self.endpoint_id))
+            with self._wake_lock:
+                self._conn, self._wake_pending = conn, False
+            self._publish_results(self.journal.unpublished())
+            self._drain()
+            self.heartbeat_period = float(self.config.heartbeat_period
+                                          or reg.get("heartbeat_period") or 10.0)
+            self._heartbeat()
+            consuming = True
+            log.info("consuming %s (prefetch %d)", reg.get("task_queue"), self.config.prefetch)
+            if on_ready:
+                on_ready()
+            while not self._stop.is_set():
+                conn.process_data_events(time_limit=1)
+            self._stop_gracefully(sub)
+        finally:
+            with self._wake_lock:
+                self._conn = None
+            self._pub = None
+            try:
+                if conn.is_open:
+                    conn.close()
+            except Exception:  # noqa: BLE001 - already broken; nothing left to close
+                pass
+        return consuming
+
+    def _consumer_channel(self, conn: pika.BlockingConnection, task_queue: str) -> Any:
+        """A channel consuming the task queue (declared here too if the broker has not yet)."""
+        sub = conn.channel()
+        try:
+            sub.queue_declare(task_queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            if e.reply_code != 404:
+                raise
+            sub = conn.channel()
+            sub.queue_declare(task_queue, durable=True)
+            sub.queue_bind(task_queue, protocol.TASKS_EXCHANGE, routing_key=self.endpoint_id)
+        sub.basic_qos(prefetch_count=self.config.prefetch)
+        self._consumer_tag = sub.basic_consume(task_queue, self._on_message)
+        return sub
+
+    def _stop_gracefully(self, sub: Any) -> None:
+        """Stop consuming, kill the workers, flush finished results, say `stopping`."""
+        log.info("stopping: no new tasks; unfinished tasks stay in the journal")
+        sub.basic_cancel(self._consumer_tag)  # prefetched, unacked messages go back
+        self.engine.shutdown()
+        self._drain()
+        self._send_heartbeat("stopping")
+
+    # --- incoming messages -------------------------------------------------------------------
+    def _on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        try:
+            if props.type == protocol.MSG_TASKS:
+                tasks = _parse_tasks(body)
+                cancels: list[str] = []
+            elif props.type == protocol.MSG_CANCEL:
+                tasks, cancels = [], _parse_cancel(body)
+            else:
+                raise ValueError(f"unknown message type {props.type!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.error("rejecting malformed message (type %r): %s", props.type, e)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
+        if tasks:
+            to_run, to_publish = self.journal.add_tasks(tasks)
+            channel.basic_ack(method.delivery_tag)  # journaled: safe to let go
+            log.info("received %d task(s), %d new", len(tasks), len(to_run))
+            for task in to_run:
+                self.engine.submit(task)
+            self._publish_results(to_publish)
+            return
+        states = {tid: self.journal.cancel(tid) for tid in cancels}
+        channel.basic_ack(method.delivery_tag)
+        for tid, state in states.items():
+            if state in (QUEUED, RUNNING):
+                self.engine.cancel(tid)
+            log.info("cancel %s (was %s)", tid, state or "not received yet")
+
+    # --- engine callbacks (other threads) ----------------------------------------------------
+    def _result_ready(self, result: ResultMessage) -> None:
+        self._outbox.put(("result", result))
+        self._wake()
+
+    def _status_ready(self, update: StatusUpdate) -> None:
+        self._outbox.put(("status", update))
+        self._wake()
+
+    def _wake(self) -> None:
+        """Schedule one _drain on the I/O thread (coalesced)."""
+        with self._wake_lock:
+            if self._wake_pending or self._conn is None:
+                return  # a drain is due anyway (or the next session starts with one)
+            self._wake_pending = True
+            conn = self._conn
+        try:
+            conn.add_callback_threadsafe(self._drain)
+        except Exception:  # noqa: BLE001 - connection closing: the next session drains
+            log.debug("could not wake the I/O thread; the next session will drain")
+
+    # --- outgoing messages (I/O thread only) -------------------------------------------------
+    def _drain(self, publish: bool = True) -> None:
+        """Journal everything engines reported, then publish it in batches."""
+        with self._wake_lock:
+            self._wake_pending = False
+        results: list[ResultMessage] = []
+        updates: list[StatusUpdate] = []
+        while True:
+            try:
+                kind, item = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            (results if kind == "result" else updates).append(item)
+        if updates:
+            self.journal.mark_running([u.task_id for u in updates])
+        stored = [r for chunk in _chunks(results) for r in self.journal.store_results(chunk)]
+        if not publish or self._pub is None:
+            return
+        for chunk in _chunks(updates):
+            self._publish(protocol.MSG_STATUS, protocol.encode_status(chunk))
+        self._publish_results(stored)
+
+    def _publish_results(self, results: list[ResultMessage]) -> None:
+        for chunk in _chunks(results):
+            try:
+                self._publish(protocol.MSG_RESULTS, protocol.encode_results(chunk))
+            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
+                log.warning("RabbitMQ did not take %d result(s) (%s); retrying in 5 s",
+                            len(chunk), type(e).__name__)
+                self._retry_unpublished_later()
+                return
+            self.journal.mark_published([r.task_id for r in chunk])
+            log.info("published %d result(s)", len(chunk))
+
+    def _retry_unpublished_later(self) -> None:
+        if self._retry_pending or self._conn is None:
+            return
+        self._retry_pending = True
+
+        def retry() -> None:
+            self._retry_pending = False
+            self._publish_results(self.journal.unpublished())
+
+        self._conn.call_later(5.0, retry)
+
+    def _publish(self, kind: str, body: bytes) -> None:
+        """Persistent publish with a confirm (the channel is in confirm mode)."""
+        self._pub.basic_publish(
+            protocol.RESULTS_EXCHANGE, self.endpoint_id, body,
+            pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2, type=kind,
+                                 user_id=self._user_id),
+            mandatory=True,
+        )
+
+    def _send_heartbeat(self, state: str) -> None:
+        info = {"state": state, **self.engine.info()}
+        self._publish(protocol.MSG_HEARTBEAT,
+                      protocol.encode(Heartbeat(endpoint_id=self.endpoint_id, info=info)))
+
+    def _heartbeat(self) -> None:
+        if self._stop.is_set() or self._conn is None:
+            return
+        self._send_heartbeat("online")
+        self._conn.call_later(self.heartbeat_period, self._heartbeat)
+
+
+def _parse_tasks(body: bytes) -> list[TaskMessage]:
+    tasks = protocol.decode_tasks(body)
+    for t in tasks:
+        if not (isinstance(t.task_id, str) and isinstance(t.function, str)
+                and isinstance(t.payload, str) and isinstance(t.function_id, str)):
+            raise ValueError("task_id, function_id, function and payload must be strings")
+    return tasks
+
+
+def _parse_cancel(body: bytes) -> list[str]:
+    ids = protocol.decode(body)["task_ids"]
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError("task_ids must be a list of strings")
+    return ids
+
+
+def _reason(e: Exception) -> str:
+    """The useful part of a requests error ("[Errno 111] Connection refused")."""
+    m = re.search(r"\[Errno -?\d+\] [^'\")]+", str(e))
+    return m.group(0) if m else (str(e) or type(e).__name__)
+
+
+def _error_message(r: requests.Response) -> str:
+    try:
+        return str(r.json().get("message") or r.text)
+    except ValueError:
+        return r.text[:200] or r.reason

@@ -1,0 +1,237 @@
+"""An endpoint's files and settings: FNRELAY_HOME/endpoints/NAME/{config.yaml, endpoint.json, ...}.
+
+The endpoint id is made once by `configure` and kept in endpoint.json forever, so the
+endpoint's queue (and the tasks waiting in it) survive restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fnrelay.config import ENV_BROKER_URL, credentials_path, fnrelay_home, resolve_credentials
+from fnrelay.errors import ConfigurationError
+
+ENGINE_TYPES = ("local",)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def endpoints_dir() -> Path:
+    return fnrelay_home() / "endpoints"
+
+
+def check_name(name: str) -> str:
+    """Endpoint names become directory names: keep them plain."""
+    if not _NAME_RE.match(name):
+        raise ConfigurationError(
+            f"invalid endpoint name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(at most 64, not starting with a punctuation mark)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class EndpointPaths:
+    """Where one endpoint keeps its files."""
+
+    name: str
+    dir: Path
+
+    @classmethod
+    def of(cls, name: str) -> EndpointPaths:
+        return cls(check_name(name), endpoints_dir() / name)
+
+    config = property(lambda self: self.dir / "config.yaml")
+    identity = property(lambda self: self.dir / "endpoint.json")
+    journal = property(lambda self: self.dir / "journal.sqlite")
+    log = property(lambda self: self.dir / "endpoint.log")
+    pid = property(lambda self: self.dir / "endpoint.pid")
+    ready = property(lambda self: self.dir / "endpoint.ready")
+
+    def exists(self) -> bool:
+        return self.config.exists() and self.identity.exists()
+
+    def require(self) -> EndpointPaths:
+        """Self, or a clear error naming the unknown endpoint."""
+        if not self.exists():
+            raise ConfigurationError(
+                f"no endpoint named {self.name!r} in {endpoints_dir()}; "
+                f"create it with `fnrelay-endpoint configure {self.name}`"
+            )
+        return self
+
+    def endpoint_id(self) -> str:
+        try:
+            return str(uuid.UUID(json.loads(self.identity.read_text())["endpoint_id"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigurationError(f"cannot read the endpoint id from {self.identity}: {e}") \
+                from e
+
+
+@dataclass
+class EndpointConfig:
+    """Settings of one endpoint, from its config.yaml."""
+
+    broker_url: str
+    token: str | None = None
+    engine: dict[str, Any] = field(default_factory=lambda: {"type": "local",
+                                                            "max_workers": os.cpu_count() or 1})
+    prefetch: int = 512
+    heartbeat_period: float | None = None
+    display_name: str | None = None
+
+    @property
+    def max_workers(self) -> int:
+        return int(self.engine["max_workers"])
+
+    def resolved_token(self) -> str:
+        """The token from the config, else FNRELAY_TOKEN, else `fnrelay login`'s credentials."""
+        if self.token:
+            return self.token
+        try:
+            return resolve_credentials(broker_url=self.broker_url).token
+        except ConfigurationError:
+            raise ConfigurationError(
+                "no token: set 'token' in the endpoint's config.yaml, set FNRELAY_TOKEN, or run "
+                "`fnrelay login --broker-url URL --token TOKEN`") from None
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> EndpointConfig:
+        """Validate `data`; errors name the file and the bad key."""
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{source}: expected a mapping of settings")
+        known = {"broker_url", "token", "engine", "prefetch", "heartbeat_period", "display_name"}
+        for key in data:
+            if key not in known:
+                raise ConfigurationError(
+                    f"{source}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        url = data.get("broker_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"{source}: 'broker_url' must be an http(s) URL, got {url!r}")
+        token = data.get("token")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ConfigurationError(f"{source}: 'token' must be a non-empty string")
+        name = data.get("display_name")
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"{source}: 'display_name' must be a string")
+        return cls(
+            broker_url=url.rstrip("/"), token=token,
+            engine=_engine(data.get("engine"), source),
+            prefetch=_positive_int(data.get("prefetch", 512), "prefetch", source),
+            heartbeat_period=_heartbeat(data.get("heartbeat_period"), source),
+            display_name=name,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> EndpointConfig:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigurationError(f"cannot read {path}: {e}") from e
+        except yaml.YAMLError as e:
+            raise ConfigurationError(f"{path}: invalid YAML: {e}") from e
+        return cls.from_dict(data or {}, str(path))
+
+
+def _positive_int(value: Any, key: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{source}: {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _heartbeat(value: Any, source: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(
+            f"{source}: 'heartbeat_period' must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _engine(value: Any, source: str) -> dict[str, Any]:
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{source}: 'engine' must be a mapping (e.g. type: local)")
+    kind = value.get("type", "local")
+    if kind not in ENGINE_TYPES:
+        raise ConfigurationError(
+            f"{source}: 'engine.type' must be one of {', '.join(ENGINE_TYPES)}, got {kind!r}")
+    for key in value:
+        if key not in ("type", "max_workers"):
+            raise ConfigurationError(f"{source}: unknown key 'engine.{key}' for engine {kind!r}")
+    workers = _positive_int(value.get("max_workers", os.cpu_count() or 1),
+                            "engine.max_workers", source)
+    return {"type": kind, "max_workers": workers}
+
+
+def default_broker_url() -> str | None:
+    """FNRELAY_BROKER_URL, else the URL saved by `fnrelay login`."""
+    url = os.environ.get(ENV_BROKER_URL)
+    if url:
+        return url
+    try:
+        return json.loads(credentials_path().read_text()).get("broker_url")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+_TEMPLATE = """\
+# fnrelay endpoint {name!r}; edit, then `fnrelay-endpoint start {name}`.
+
+# The broker's REST address (the endpoint only makes outbound connections).
+broker_url: {broker_url}
+
+# The owner's token. Default: FNRELAY_TOKEN, else the credentials of `fnrelay login`.
+# token: ...
+
+# Name shown by the broker (default: the endpoint's local name).
+display_name: {name}
+
+engine:
+  # local: a warm pool of worker processes on this machine.
+  type: local
+  # Tasks that run at once (default: the number of CPUs).
+  max_workers: {max_workers}
+
+# Tasks the broker hands over before the endpoint has journaled earlier ones.
+prefetch: 512
+
+# Seconds between heartbeats; default: what the broker says at registration.
+# heartbeat_period: 10
+"""
+
+
+def configure(name: str, broker_url: str | None = None, max_workers: int | None = None,
+              force: bool = False) -> tuple[EndpointPaths, str]:
+    """Create (or with `force` rewrite) an endpoint's directory; returns (paths, endpoint id).
+
+    A forced rewrite keeps the existing endpoint id.
+    """
+    paths = EndpointPaths.of(name)
+    if paths.config.exists() and not force:
+        raise ConfigurationError(
+            f"endpoint {name!r} already exists ({paths.dir}); pass --force to overwrite its "
+            "config (its id is kept)")
+    broker_url = broker_url or default_broker_url()
+    if not broker_url:
+        raise ConfigurationError(
+            "no broker URL: pass --broker-url URL, set FNRELAY_BROKER_URL, or run "
+            "`fnrelay login --broker-url URL --token TOKEN`")
+    workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
+    text = _TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"), max_workers=workers)
+    EndpointConfig.from_dict(yaml.safe_load(text), "config.yaml")  # reject bad flags now
+    paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.config.write_text(text)
+    if paths.identity.exists():
+        endpoint_id = paths.endpoint_id()
+    else:
+        endpoint_id = str(uuid.uuid4())
+        paths.identity.write_text(json.dumps({"endpoint_id": endpoint_id}) + "\n")
+    return paths, endpoint_id

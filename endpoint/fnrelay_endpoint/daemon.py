@@ -1,0 +1,158 @@
+"""Run an endpoint in the foreground, or detached in the background, and stop it.
+
+`start` in the background re-runs this program with --foreground in a new session, logging
+to endpoint.log, and reports success only once the child has registered and is consuming
+(the child creates endpoint.ready then).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from fnrelay.errors import FnRelayError
+
+from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+
+
+class StartError(FnRelayError):
+    """The background endpoint did not become ready."""
+
+
+def _alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def running_pid(paths: EndpointPaths) -> int | None:
+    """The pid of the endpoint's agent if it runs, else None (a stale pid file is ignored)."""
+    try:
+        pid = int(paths.pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and _alive(pid) else None
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        with path.open(errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except OSError:
+        return ""
+
+
+def _setup_logging(logfile: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [logging.FileHandler(logfile)]
+    if sys.stderr.isatty():
+        handlers.append(logging.StreamHandler())
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def run_foreground(name: str) -> None:
+    """Run the agent in this process until SIGTERM/SIGINT."""
+    from fnrelay_endpoint.agent import Agent
+    from fnrelay_endpoint.journal import Journal
+
+    paths = EndpointPaths.of(name).require()
+    config = EndpointConfig.load(paths.config)
+    token = config.resolved_token()
+    endpoint_id = paths.endpoint_id()
+    other = running_pid(paths)
+    if other and other != os.getpid():
+        raise FnRelayError(f"endpoint {name!r} is already running (pid {other})")
+    _setup_logging(paths.log)
+    paths.ready.unlink(missing_ok=True)
+    paths.pid.write_text(f"{os.getpid()}\n")
+    journal = Journal(paths.journal)
+    agent = Agent(name, endpoint_id, config, journal, token)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop())
+    log.info("starting endpoint %s (%s), pid %d", name, endpoint_id, os.getpid())
+    try:
+        agent.run(on_ready=paths.ready.touch)
+    except FnRelayError as e:
+        log.error("endpoint %s failed: %s", name, e)
+        raise
+    finally:
+        journal.close()
+        paths.ready.unlink(missing_ok=True)
+        if running_pid(paths) == os.getpid():
+            paths.pid.unlink(missing_ok=True)
+
+
+def start_background(name: str, timeout: float = START_TIMEOUT) -> int:
+    """Start the endpoint detached; returns its pid once it consumes, else raises StartError."""
+    paths = EndpointPaths.of(name).require()
+    EndpointConfig.load(paths.config).resolved_token()  # config and token errors show here
+    pid = running_pid(paths)
+    if pid:
+        raise FnRelayError(f"endpoint {name!r} is already running (pid {pid})")
+    paths.ready.unlink(missing_ok=True)
+    with paths.log.open("ab") as logf:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "fnrelay_endpoint.cli", "start", name, "--foreground"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            cwd=paths.dir,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if paths.ready.exists():
+            return child.pid
+        if child.poll() is not None:
+            break
+        time.sleep(0.1)
+    else:
+        child.terminate()
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    raise StartError(
+        f"endpoint {name!r} did not start (see {paths.log}); its last log lines:\n"
+        + tail(paths.log).rstrip())
+
+
+def stop(name: str, timeout: float = STOP_TIMEOUT) -> int | None:
+    """SIGTERM the endpoint and wait for it to exit; returns its pid, or None if not running."""
+    paths = EndpointPaths.of(name).require()
+    pid = running_pid(paths)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            log.warning("endpoint %s (pid %d) ignored SIGTERM; killing it", name, pid)
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    paths.pid.unlink(missing_ok=True)
+    paths.ready.unlink(missing_ok=True)
+    return pid

@@ -1,0 +1,211 @@
+"""Engine `local`: a warm pool of worker processes on this machine.
+
+Each worker is a process started by multiprocessing's forkserver (never a plain fork of the
+threaded agent) that puts itself in its own process group, so cancelling a running task kills
+the whole group with SIGKILL (bash children of a ShellFunction included) and a fresh worker
+takes its place. One feeder thread per worker hands it tasks FIFO from a shared queue and
+waits for the answer, so an idle worker picks up the next task at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from typing import Any
+
+from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
+
+from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
+from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
+
+log = logging.getLogger(__name__)
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["fnrelay_endpoint.worker"])
+
+
+def _worker_main(conn: Connection) -> None:
+    """Body of a pool process: own process group, then run tasks until the pipe closes."""
+    os.setpgrp()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        conn.send(("result", asdict(execute(TaskMessage(**task)))))
+
+
+def _kill_group(pid: int | None) -> None:
+    """SIGKILL the process group led by `pid` (the worker and everything it started)."""
+    if not pid:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _Slot:
+    """One worker process, the task it runs, and whether that task was cancelled."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.process: Any = None
+        self.task: TaskMessage | None = None
+        self.cancelled = False
+
+
+class LocalEngine(Engine):
+    name = "local"
+
+    def __init__(self, max_workers: int, on_result: ResultCallback, on_status: StatusCallback):
+        super().__init__(on_result, on_status)
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self._queue: collections.deque[TaskMessage] = collections.deque()
+        self._cond = threading.Condition()
+        self._slots = [_Slot(i) for i in range(max_workers)]
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # --- public API -----------------------------------------------------------------------
+    def start(self) -> None:
+        for slot in self._slots:
+            t = threading.Thread(target=self._feed, args=(slot,), daemon=True,
+                                 name=f"fnrelay-local-worker-{slot.index}")
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, task: TaskMessage) -> None:
+        with self._cond:
+            self._queue.append(task)
+            self._cond.notify()
+
+    def cancel(self, task_id: str) -> bool:
+        with self._cond:
+            for task in self._queue:
+                if task.task_id == task_id:
+                    self._queue.remove(task)
+                    break
+            else:
+                task = None
+                for slot in self._slots:
+                    if slot.task is not None and slot.task.task_id == task_id:
+                        slot.cancelled = True
+                        _kill_group(slot.process.pid)  # the feeder reports the cancellation
+                        return True
+                return False
+        self.on_result(cancelled_result(task.task_id, task.task_group_id,
+                                        "cancelled while queued"))
+        return True
+
+    def shutdown(self) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._queue.clear()
+            self._cond.notify_all()
+            pids = [s.process.pid for s in self._slots if s.process is not None]
+        for pid in pids:
+            _kill_group(pid)
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def info(self) -> dict[str, Any]:
+        with self._cond:
+            busy = sum(1 for s in self._slots if s.task is not None)
+            return {"engine": self.name, "workers": self.max_workers, "busy": busy,
+                    "queued": len(self._queue)}
+
+    # --- feeder threads ---------------------------------------------------------------------
+    def _feed(self, slot: _Slot) -> None:
+        """Keep one worker alive and busy until shutdown."""
+        while not self._stopping:
+            conn = self._spawn(slot)
+            if conn is None:
+                time.sleep(1.0)  # the worker died while starting: do not spin
+                continue
+            try:
+                self._serve(slot, conn)
+            finally:
+                conn.close()
+                if slot.process.exitcode is None:
+                    _kill_group(slot.process.pid)
+                slot.process.join(timeout=10)
+
+    def _spawn(self, slot: _Slot) -> Connection | None:
+        parent, child = _CONTEXT.Pipe(duplex=True)
+        process = _CONTEXT.Process(target=_worker_main, args=(child,), daemon=True,
+                                   name=f"fnrelay-worker-{slot.index}")
+        with self._cond:
+            if self._stopping:
+                return None
+            process.start()
+            slot.process = process
+        child.close()  # so the parent sees EOF when the worker dies
+        try:
+            parent.recv()  # "ready": the worker leads its own process group now
+        except (EOFError, OSError):
+            log.error("worker %d died while starting (exit code %s)", slot.index,
+                      process.exitcode)
+            parent.close()
+            process.join(timeout=10)
+            return None
+        return parent
+
+    def _next_task(self, slot: _Slot) -> TaskMessage | None:
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            slot.task, slot.cancelled = self._queue.popleft(), False
+            return slot.task
+
+    def _serve(self, slot: _Slot, conn: Connection) -> None:
+        """Run tasks on this worker until it dies (cancel, crash) or the engine stops."""
+        while True:
+            task = self._next_task(slot)
+            if task is None:
+                return
+            self.on_status(StatusUpdate(task_id=task.task_id, status=TaskState.RUNNING.value,
+                                        detail=f"local worker pid {slot.process.pid}"))
+            try:
+                conn.send(asdict(task))
+                _, answer = conn.recv()
+                result: ResultMessage | None = ResultMessage.from_dict(answer)
+            except (EOFError, OSError):
+                result = None
+            with self._cond:
+                slot.task, cancelled, stopping = None, slot.cancelled, self._stopping
+            if stopping:
+                return  # unreported: the journal re-runs it at the next start
+            if cancelled:
+                self.on_result(cancelled_result(task.task_id, task.task_group_id,
+                                                "cancelled while running"))
+                return  # the worker was killed: start a fresh one
+            if result is None:
+                self.on_result(self._died(task, slot))
+                return
+            self.on_result(result)
+
+    def _died(self, task: TaskMessage, slot: _Slot) -> ResultMessage:
+        _kill_group(slot.process.pid)  # whatever the dead worker started goes too
+        slot.process.join(timeout=10)
+        code = slot.process.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        err = RuntimeError(f"the worker process running this task died ({how})")
+        return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
+                             exception=exception_info(err), task_group_id=task.task_group_id)

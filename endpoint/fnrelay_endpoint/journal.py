@@ -1,0 +1,170 @@
+"""The endpoint's durable hand-off: received tasks and the result spool, in SQLite (WAL).
+
+A task is journaled before its message is acked, and its result stays here until the broker
+confirmed the publish, so a crash at any point loses nothing: at the next start
+`unfinished()` are run again and `unpublished()` are sent again. The broker records the first
+result per task and ignores duplicates, so re-sending is always safe.
+
+Row states: queued -> running -> done (result stored; `published` once confirmed).
+`cancelled` is a tombstone for a cancel that arrived before its task: the task never runs.
+Used by one thread (the agent's I/O thread) at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict
+from pathlib import Path
+
+from fnrelay.protocol import ResultMessage, TaskMessage, now
+
+from fnrelay_endpoint.worker import cancelled_result
+
+QUEUED, RUNNING, DONE, TOMBSTONE = "queued", "running", "done", "cancelled"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id   TEXT PRIMARY KEY,
+    state     TEXT NOT NULL,
+    task      TEXT,              -- TaskMessage JSON (NULL for a tombstone)
+    result    TEXT,              -- ResultMessage JSON once done
+    published INTEGER NOT NULL DEFAULT 0,
+    seq       INTEGER,           -- arrival order, so recovery re-runs tasks FIFO
+    updated   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (state, seq);
+CREATE INDEX IF NOT EXISTS tasks_unpublished ON tasks (published, state);
+"""
+
+
+class Journal:
+    """SQLite journal of one endpoint."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a journaled task survives power loss
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _tx(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    # --- tasks --------------------------------------------------------------------------------
+    def add_tasks(self, tasks: list[TaskMessage]) -> tuple[list[TaskMessage], list[ResultMessage]]:
+        """Journal a message's tasks in one commit.
+
+        Returns (to_run, to_publish): new tasks for the engine, and results to (re-)publish
+        for tasks that were already done (a redelivery) or cancelled before they arrived.
+        Duplicates of queued or running tasks are ignored: they already run.
+        """
+        to_run: list[TaskMessage] = []
+        to_publish: list[ResultMessage] = []
+        t = now()
+        db = self._tx()
+        try:
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()
+            for task in tasks:
+                row = db.execute("SELECT state, result FROM tasks WHERE task_id = ?",
+                                 (task.task_id,)).fetchone()
+                if row is None:
+                    seq += 1
+                    db.execute("INSERT INTO tasks (task_id, state, task, seq, updated) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               (task.task_id, QUEUED, json.dumps(asdict(task)), seq, t))
+                    to_run.append(task)
+                elif row[0] == TOMBSTONE:
+                    result = cancelled_result(task.task_id, task.task_group_id,
+                                              "cancelled before it reached the endpoint")
+                    db.execute("UPDATE tasks SET state = ?, task = ?, result = ?, updated = ? "
+                               "WHERE task_id = ?", (DONE, json.dumps(asdict(task)),
+                                                     _dump(result), t, task.task_id))
+                    to_publish.append(result)
+                elif row[0] == DONE:
+                    to_publish.append(_load(row[1]))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return to_run, to_publish
+
+    def mark_running(self, task_ids: list[str]) -> None:
+        db = self._tx()
+        db.executemany("UPDATE tasks SET state = ?, updated = ? WHERE task_id = ? AND state = ?",
+                       [(RUNNING, now(), tid, QUEUED) for tid in task_ids])
+        db.execute("COMMIT")
+
+    def cancel(self, task_id: str) -> str | None:
+        """Record a cancel. Returns the task's state before it (None: unknown, now a tombstone)."""
+        db = self._tx()
+        row = db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        if row is None:
+            db.execute("INSERT INTO tasks (task_id, state, updated) VALUES (?, ?, ?)",
+                       (task_id, TOMBSTONE, now()))
+        db.execute("COMMIT")
+        return row[0] if row else None
+
+    # --- results ------------------------------------------------------------------------------
+    def store_results(self, results: list[ResultMessage]) -> list[ResultMessage]:
+        """Spool results (one commit); returns those stored, i.e. the first per task."""
+        stored: list[ResultMessage] = []
+        t = now()
+        db = self._tx()
+        try:
+            for r in results:
+                cur = db.execute(
+                    "INSERT INTO tasks (task_id, state, result, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, "
+                    "result = excluded.result, published = 0, updated = excluded.updated "
+                    "WHERE tasks.state != ?", (r.task_id, DONE, _dump(r), t, DONE))
+                if cur.rowcount:
+                    stored.append(r)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return stored
+
+    def mark_published(self, task_ids: list[str]) -> None:
+        db = self._tx()
+        db.executemany("UPDATE tasks SET published = 1 WHERE task_id = ? AND state = ?",
+                       [(tid, DONE) for tid in task_ids])
+        db.execute("COMMIT")
+
+    def prune(self, older_than: float = 7 * 86400) -> int:
+        """Forget published results and tombstones older than `older_than` seconds."""
+        db = self._tx()
+        cur = db.execute("DELETE FROM tasks WHERE updated < ? AND ((state = ? AND published = 1) "
+                         "OR state = ?)", (now() - older_than, DONE, TOMBSTONE))
+        db.execute("COMMIT")
+        return cur.rowcount
+
+    # --- recovery -----------------------------------------------------------------------------
+    def unfinished(self) -> list[TaskMessage]:
+        """Tasks received but without a result (queued or running when the agent stopped)."""
+        rows = self.db.execute("SELECT task FROM tasks WHERE state IN (?, ?) ORDER BY seq",
+                               (QUEUED, RUNNING)).fetchall()
+        return [TaskMessage(**json.loads(r[0])) for r in rows]
+
+    def unpublished(self) -> list[ResultMessage]:
+        """Results whose publish the broker has not confirmed yet."""
+        rows = self.db.execute("SELECT result FROM tasks WHERE state = ? AND published = 0 "
+                               "ORDER BY updated", (DONE,)).fetchall()
+        return [_load(r[0]) for r in rows]
+
+    def state(self, task_id: str) -> str | None:
+        row = self.db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return row[0] if row else None
+
+
+def _dump(result: ResultMessage) -> str:
+    return json.dumps(asdict(result))
+
+
+def _load(text: str) -> ResultMessage:
+    return ResultMessage.from_dict(json.loads(text))

@@ -1,0 +1,146 @@
+"""Fixtures for endpoint tests: a real RabbitMQ vhost, a real broker process, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+import requests
+
+BIN = Path(sys.executable).parent
+ENDPOINT_CLI = str(BIN / "fnrelay-endpoint")
+BROKER_CLI = str(BIN / "fnrelay-broker")
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+WAIT = 60.0  # upper bound for something to happen, not a timing assertion
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def amqp_vhost_url() -> Iterator[str]:
+    """A private vhost on the test RabbitMQ, so parallel tests never share queues."""
+    base = os.environ.get("FNRELAY_TEST_AMQP_URL", DEFAULT_AMQP)
+    mgmt = os.environ.get("FNRELAY_TEST_AMQP_MGMT", "http://127.0.0.1:15672")
+    parts = urlsplit(base)
+    auth = (parts.username or "guest", parts.password or "guest")
+    vhost = f"fnrelay-ep-test-{uuid.uuid4().hex[:8]}"
+    try:
+        requests.put(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=5).raise_for_status()
+        requests.put(f"{mgmt}/api/permissions/{vhost}/{auth[0]}", auth=auth, timeout=5,
+                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    except requests.RequestException:
+        yield base
+        return
+    yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    requests.delete(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10)
+
+
+@dataclass
+class Broker:
+    url: str
+    token: str
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory, amqp_vhost_url: str) -> Iterator[Broker]:
+    """A real `fnrelay-broker serve` with one user; heartbeats every second."""
+    home = tmp_path_factory.mktemp("broker")
+    db = f"sqlite:///{home / 'broker.db'}"
+    env = dict(os.environ, FNRELAY_HOME=str(home))
+    out = subprocess.run([BROKER_CLI, "user", "add", "alice", "--db", db], env=env,
+                         capture_output=True, text=True, check=True)
+    token = out.stdout.strip().splitlines()[-1]
+    port = free_port()
+    log = home / "broker.log"
+    proc = subprocess.Popen(
+        [BROKER_CLI, "serve", "--db", db, "--amqp-url", amqp_vhost_url, "--port", str(port),
+         "--heartbeat-period", "1"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"broker exited: {log.read_text()}")
+        try:
+            return requests.get(f"{url}/v1/version", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, "the broker to answer")
+    yield Broker(url, token)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+class Cli:
+    """Runs `fnrelay-endpoint` with its own FNRELAY_HOME; stops what it started."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home, self.env = home, env
+        self.started: set[str] = set()
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        if args[:1] == ("start",):
+            self.started.add(args[1])
+        out = subprocess.run([ENDPOINT_CLI, *args], env=self.env, capture_output=True,
+                             text=True, timeout=120)
+        if check:
+            assert out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    def endpoint_id(self, name: str) -> str:
+        import json
+
+        return json.loads((self.home / "endpoints" / name / "endpoint.json").read_text())[
+            "endpoint_id"]
+
+    def pid(self, name: str) -> int:
+        return int((self.home / "endpoints" / name / "endpoint.pid").read_text())
+
+    def cleanup(self) -> None:
+        for name in self.started:
+            if (self.home / "endpoints" / name).exists():
+                self("stop", name, check=False)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    """The CLI without a broker (no token, no broker URL in the environment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FNRELAY_")}
+    env["FNRELAY_HOME"] = str(tmp_path / "home")
+    c = Cli(tmp_path / "home", env)
+    yield c
+    c.cleanup()
+
+
+@pytest.fixture
+def broker_cli(cli: Cli, broker: Broker) -> Cli:
+    """The CLI with FNRELAY_BROKER_URL and FNRELAY_TOKEN of the test broker."""
+    cli.env.update(FNRELAY_BROKER_URL=broker.url, FNRELAY_TOKEN=broker.token)
+    return cli

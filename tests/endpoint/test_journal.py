@@ -1,0 +1,97 @@
+"""The endpoint journal: what a restart re-runs and re-publishes, and what it never runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fnrelay.protocol import ResultMessage, TaskMessage, new_id
+from fnrelay_endpoint.journal import Journal
+
+
+def task(task_id: str | None = None) -> TaskMessage:
+    return TaskMessage(task_id=task_id or new_id(), function_id="f", function="03\nnull",
+                       payload="03\n[[],{}]", task_group_id="g")
+
+
+def success(task_id: str, value: str = "03\n1") -> ResultMessage:
+    return ResultMessage(task_id=task_id, status="success", result=value, task_group_id="g")
+
+
+def test_unfinished_tasks_survive_a_restart_in_arrival_order(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    tasks = [task() for _ in range(3)]
+    to_run, to_publish = j.add_tasks(tasks)
+    assert [t.task_id for t in to_run] == [t.task_id for t in tasks] and to_publish == []
+    j.mark_running([tasks[0].task_id])
+    j.store_results([success(tasks[1].task_id)])
+    j.close()
+
+    j = Journal(path)
+    assert j.unfinished() == [tasks[0], tasks[2]]  # the running one too: it died with us
+    assert [r.task_id for r in j.unpublished()] == [tasks[1].task_id]
+
+
+def test_published_results_are_not_sent_again(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    t = task()
+    j.add_tasks([t])
+    j.store_results([success(t.task_id)])
+    j.mark_published([t.task_id])
+    j.close()
+    j = Journal(tmp_path / "j.sqlite")
+    assert j.unpublished() == [] and j.unfinished() == []
+
+
+def test_redelivered_task_is_not_run_twice(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    t = task()
+    j.add_tasks([t])
+    assert j.add_tasks([t]) == ([], [])  # still queued or running: it already runs
+
+    j.store_results([success(t.task_id, "03\n42")])
+    j.mark_published([t.task_id])
+    to_run, to_publish = j.add_tasks([t])  # done: re-publish the stored result instead
+    assert to_run == []
+    assert [(r.task_id, r.result) for r in to_publish] == [(t.task_id, "03\n42")]
+
+
+def test_cancel_before_the_task_arrives_means_it_never_runs(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    t = task()
+    assert j.cancel(t.task_id) is None  # unknown yet: tombstone
+    to_run, to_publish = j.add_tasks([t, task("other")])
+    assert [x.task_id for x in to_run] == ["other"]
+    assert [(r.task_id, r.status) for r in to_publish] == [(t.task_id, "cancelled")]
+    assert [r.task_id for r in j.unpublished()] == [t.task_id]  # spooled until confirmed
+
+
+def test_cancel_reports_the_state_of_a_known_task(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    a, b = task(), task()
+    j.add_tasks([a, b])
+    j.mark_running([a.task_id])
+    assert j.cancel(a.task_id) == "running"
+    assert j.cancel(b.task_id) == "queued"
+
+
+def test_first_result_wins(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    t = task()
+    j.add_tasks([t])
+    assert len(j.store_results([success(t.task_id, "03\n1")])) == 1
+    late = ResultMessage(task_id=t.task_id, status="cancelled")
+    assert j.store_results([late]) == []
+    assert [r.result for r in j.unpublished()] == ["03\n1"]
+
+
+def test_prune_forgets_only_old_published_results(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    done, pending, unsent = task(), task(), task()
+    j.add_tasks([done, pending, unsent])
+    j.store_results([success(done.task_id), success(unsent.task_id)])
+    j.mark_published([done.task_id])
+    assert j.prune(older_than=-1) == 1
+    assert j.state(done.task_id) is None
+    assert [t.task_id for t in j.unfinished()] == [pending.task_id]
+    assert [r.task_id for r in j.unpublished()] == [unsent.task_id]

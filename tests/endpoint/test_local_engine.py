@@ -1,0 +1,165 @@
+"""The local engine's pool: results, failures, and cancels that really stop the work."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fnrelay import serialize
+from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, new_id
+from fnrelay_endpoint.engines.local import LocalEngine
+
+WAIT = 60.0  # an upper bound for things to happen, not a timing assertion
+
+
+def make_task(fn, *args, **kwargs) -> TaskMessage:  # type: ignore[no-untyped-def]
+    return TaskMessage(task_id=new_id(), function_id=new_id(),
+                       function=serialize.serialize_function(fn),
+                       payload=serialize.serialize_args(args, kwargs))
+
+
+def square(x):  # type: ignore[no-untyped-def]
+    return x * x
+
+
+def divide(a, b):  # type: ignore[no-untyped-def]
+    return a / b
+
+
+def spawn_sleep_and_wait(pidfile):  # type: ignore[no-untyped-def]
+    """Like a ShellFunction: a child process does the work; its pid goes to `pidfile`."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(child.pid))
+    os.rename(pidfile + ".tmp", pidfile)
+    child.wait()
+    return "finished"
+
+
+def wait_until(check, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + WAIT
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` no longer runs (zombies count as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+class Pool:
+    def __init__(self, workers: int):
+        self.results: queue.Queue[ResultMessage] = queue.Queue()
+        self.updates: queue.Queue[StatusUpdate] = queue.Queue()
+        self.engine = LocalEngine(workers, self.results.put, self.updates.put)
+
+    def result(self) -> ResultMessage:
+        return self.results.get(timeout=WAIT)
+
+    def running(self, task_id: str) -> StatusUpdate:
+        while True:
+            update = self.updates.get(timeout=WAIT)
+            if update.task_id == task_id:
+                return update
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    p = Pool(2)
+    p.engine.start()
+    yield p
+    p.engine.shutdown()
+
+
+def test_runs_tasks_and_reports_results_and_running(pool: Pool) -> None:
+    tasks = [make_task(square, i) for i in range(10)]
+    for t in tasks:
+        pool.engine.submit(t)
+    results = {r.task_id: r for r in (pool.result() for _ in tasks)}
+    assert {tid: serialize.deserialize(r.result) for tid, r in results.items()} == {
+        t.task_id: i * i for i, t in enumerate(tasks)}
+    assert all(r.status == "success" for r in results.values())
+    assert pool.running(tasks[0].task_id).status == "running"
+    assert {r.details["pid"] for r in results.values()} != {os.getpid()}  # other processes
+
+
+def test_remote_exception_keeps_type_and_traceback(pool: Pool) -> None:
+    pool.engine.submit(make_task(divide, 1, 0))
+    r = pool.result()
+    assert r.status == "failed"
+    assert r.exception.type == "builtins.ZeroDivisionError"
+    assert "in divide" in r.exception.traceback
+
+
+def test_cancel_of_running_task_kills_its_process_group(tmp_path: Path) -> None:
+    p = Pool(1)
+    p.engine.start()
+    try:
+        pidfile = str(tmp_path / "sleep.pid")
+        t = make_task(spawn_sleep_and_wait, pidfile)
+        p.engine.submit(t)
+        sleep_pid = int(wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read(),
+                                   "the task to start its sleep child"))
+        assert p.engine.cancel(t.task_id) is True
+        r = p.result()
+        assert (r.task_id, r.status) == (t.task_id, "cancelled")
+        wait_until(lambda: gone(sleep_pid), "the sleep child to be killed")
+
+        p.engine.submit(after := make_task(square, 7))  # a fresh worker took its place
+        r = p.result()
+        assert (r.task_id, serialize.deserialize(r.result)) == (after.task_id, 49)
+    finally:
+        p.engine.shutdown()
+
+
+def test_cancel_of_queued_task_means_it_never_runs(tmp_path: Path) -> None:
+    p = Pool(1)
+    p.engine.start()
+    try:
+        pidfile = str(tmp_path / "sleep.pid")
+        blocker = make_task(spawn_sleep_and_wait, pidfile)
+        marker = tmp_path / "ran"
+        queued = make_task(Path.touch, marker)
+        p.engine.submit(blocker)
+        p.engine.submit(queued)
+        wait_until(lambda: os.path.exists(pidfile), "the blocker to start")
+        assert p.engine.cancel(queued.task_id) is True
+        r = p.result()
+        assert (r.task_id, r.status) == (queued.task_id, "cancelled")
+
+        assert p.engine.cancel(blocker.task_id) is True
+        assert p.result().task_id == blocker.task_id
+        p.engine.submit(done := make_task(square, 2))
+        assert p.result().task_id == done.task_id  # the queue moved on without `queued`
+        assert not marker.exists()
+    finally:
+        p.engine.shutdown()
+
+
+def test_cancel_of_unknown_task_is_false(pool: Pool) -> None:
+    assert pool.engine.cancel(new_id()) is False
+
+
+def test_shutdown_kills_running_work_and_reports_nothing(tmp_path: Path) -> None:
+    p = Pool(1)
+    p.engine.start()
+    pidfile = str(tmp_path / "sleep.pid")
+    p.engine.submit(make_task(spawn_sleep_and_wait, pidfile))
+    sleep_pid = int(wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read(),
+                               "the task to start"))
+    p.engine.shutdown()
+    wait_until(lambda: gone(sleep_pid), "the sleep child to be killed")
+    assert p.results.empty()  # the journal, not the engine, re-runs it later

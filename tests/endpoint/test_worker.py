@@ -1,0 +1,75 @@
+"""worker.execute: what a task's caller gets back for values, exceptions and bad results."""
+
+from __future__ import annotations
+
+import os
+
+from fnrelay import serialize
+from fnrelay.protocol import TaskMessage, new_id
+from fnrelay_endpoint.worker import execute
+
+
+def make_task(fn, *args, **kwargs) -> TaskMessage:  # type: ignore[no-untyped-def]
+    return TaskMessage(task_id=new_id(), function_id=new_id(),
+                       function=serialize.serialize_function(fn),
+                       payload=serialize.serialize_args(args, kwargs), task_group_id="g")
+
+
+def power(base, exp=2):  # type: ignore[no-untyped-def]
+    return base**exp
+
+
+def fails(x):  # type: ignore[no-untyped-def]
+    raise KeyError(f"missing {x}")
+
+
+class Local(Exception):
+    pass
+
+
+def fails_with_local_class():  # type: ignore[no-untyped-def]
+    raise Local("custom")
+
+
+def returns_a_generator():  # type: ignore[no-untyped-def]
+    return (i for i in range(3))
+
+
+def test_success_carries_the_value_and_details() -> None:
+    r = execute(make_task(power, 3, exp=3))
+    assert r.status == "success" and r.exception is None
+    assert serialize.deserialize(r.result) == 27
+    assert r.task_group_id == "g"
+    assert r.details["pid"] == os.getpid()
+    for key in ("python_version", "dill_version", "hostname", "started", "completed"):
+        assert key in r.details
+
+
+def test_exception_is_described_and_recreatable() -> None:
+    r = execute(make_task(fails, "thing"))
+    assert r.status == "failed" and r.result is None
+    assert r.exception.type == "builtins.KeyError"
+    assert "missing thing" in r.exception.message
+    assert "in fails" in r.exception.traceback and "KeyError" in r.exception.traceback
+    assert "fnrelay_endpoint" not in r.exception.traceback  # only the user's frames
+    exc = serialize.deserialize(r.exception.serialized)
+    assert isinstance(exc, KeyError)
+
+
+def test_exception_type_is_module_qualified() -> None:
+    r = execute(make_task(fails_with_local_class))
+    assert r.exception.type.endswith(".Local") and r.exception.message == "custom"
+
+
+def test_unserializable_result_is_a_clear_failure() -> None:
+    r = execute(make_task(returns_a_generator))
+    assert r.status == "failed"
+    assert r.exception.type == "fnrelay.errors.SerializationError"
+    assert "builtins.generator" in r.exception.message
+
+
+def test_bad_payload_is_a_failure_not_a_crash() -> None:
+    t = make_task(power, 2)
+    t.payload = "99\ngarbage"
+    r = execute(t)
+    assert r.status == "failed" and "SerializationError" in r.exception.type
