@@ -205,6 +205,14 @@ def cancel(db: Database, user: CurrentUser, task_id: str) -> dict[str, Any]:
 
 
 # --- from endpoints ------------------------------------------------------------------------------
+def _mark_delivered(s, task: Task, t: float) -> None:  # type: ignore[no-untyped-def]
+    """An endpoint reporting on a task proves it was delivered, even if the publisher's own
+    bookkeeping commit has not happened yet: record that step so the history stays whole."""
+    if task.status == TaskState.RECEIVED.value:
+        task.status = TaskState.WAITING_FOR_ENDPOINT.value
+        s.add(TaskHistory(task_id=task.id, status=task.status, time=t, detail="delivered"))
+
+
 def record_results(
     db: Database, endpoint_id: str, results: list[ResultMessage]
 ) -> list[ResultMessage]:
@@ -228,6 +236,7 @@ def record_results(
                 continue
             if _is_terminal(task.status) or r.status not in _TERMINAL_VALUES:
                 continue
+            _mark_delivered(s, task, t)
             exc = r.exception
             if isinstance(exc, ExceptionInfo):
                 exc = asdict(exc)
@@ -257,6 +266,8 @@ def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate]) ->
             task = tasks.get(u.task_id)
             if task is None or task.endpoint_id != endpoint_id or _is_terminal(u.status):
                 continue
+            if not _is_terminal(task.status):
+                _mark_delivered(s, task, now())
             if task.status == u.status or not can_transition(task.status, u.status):
                 continue
             task.status = u.status

@@ -1,0 +1,118 @@
+"""The ``fnrelay`` command: log in to a broker and look at tasks and endpoints.
+
+Every fnrelay error becomes a one-line message and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any
+
+import click
+
+from fnrelay import errors
+from fnrelay.config import save_credentials
+
+CLI_RETRIES = 2  # a CLI user would rather see "cannot reach" quickly than wait for backoff
+
+
+class _Group(click.Group):
+    """A click group that prints fnrelay errors as one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.FnRelayError as e:
+            click.echo(f"Error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                       err=True)
+            sys.exit(1)
+
+
+def _client(broker_url: str | None = None, token: str | None = None):  # type: ignore[no-untyped-def]
+    from fnrelay.client import Client
+
+    client = Client(broker_url=broker_url, token=token)
+    client.retry_config.max_retries = CLI_RETRIES
+    return client
+
+
+def _time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return dt.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="fnrelay")
+def main() -> None:
+    """fnrelay: run functions on your own endpoints through an fnrelay broker."""
+
+
+@main.command()
+@click.option("--broker-url", required=True, help="Base URL of the broker, e.g. http://host:8080")
+@click.option("--token", required=True, help="Your token (from `fnrelay-broker user add`).")
+def login(broker_url: str, token: str) -> None:
+    """Check a token against the broker and save it for later commands and the SDK."""
+    who = _client(broker_url, token).whoami()
+    path = save_credentials(broker_url, token)
+    click.echo(f"Logged in to {broker_url.rstrip('/')} as {who['username']} "
+               f"(credentials in {path})")
+
+
+@main.command()
+def whoami() -> None:
+    """Show who the saved or configured token belongs to."""
+    client = _client()
+    who = client.whoami()
+    click.echo(f"{who['username']} ({who['user_id']}) at {client.broker_url}")
+
+
+@main.group(cls=_Group)
+def task() -> None:
+    """Inspect tasks."""
+
+
+@task.command("show")
+@click.argument("task_id")
+def task_show(task_id: str) -> None:
+    """Status and state history of a task."""
+    record = _client().get_task(task_id)
+    click.echo(f"task      {record['task_id']}")
+    click.echo(f"status    {record['status']}")
+    click.echo(f"endpoint  {record.get('endpoint_id')}")
+    click.echo(f"function  {record.get('function_id')}")
+    exc = record.get("exception")
+    if exc:
+        click.echo(f"error     {exc.get('type')}: {exc.get('message')}")
+    rows = [[_time(h.get("time")), h.get("status", ""), h.get("detail") or ""]
+            for h in record.get("history", [])]
+    click.echo("")
+    click.echo(_table(rows, ["time", "status", "detail"]))
+
+
+@main.command()
+def endpoints() -> None:
+    """List your endpoints and whether they are online."""
+    rows = [[e["name"], e["endpoint_id"], e["status"], _time(e.get("last_heartbeat"))]
+            for e in _client().get_endpoints()]
+    if not rows:
+        click.echo("no endpoints yet: configure one with `fnrelay-endpoint configure NAME`")
+        return
+    click.echo(_table(rows, ["name", "id", "status", "last heartbeat"]))
+
+
+try:
+    from fnrelay.local import local_cli
+except ModuleNotFoundError as e:  # the local stack is optional; its own bugs are not hidden
+    if e.name != "fnrelay.local":
+        raise
+else:
+    main.add_command(local_cli, "local")

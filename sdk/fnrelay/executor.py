@@ -1,0 +1,445 @@
+"""A concurrent.futures.Executor that runs calls on an fnrelay endpoint.
+
+Three pieces, each on its own thread where it needs one:
+
+* ``submit`` serializes the call at once (so errors surface where the user made them and later
+  mutation of the arguments does not leak in) and queues it;
+* the submitter thread batches queued calls (flush at ``batch_size`` or after a few idle
+  milliseconds) into one POST /v1/submit each;
+* the result watcher consumes this Executor's own task group queue over AMQP and resolves the
+  futures; when AMQP cannot be reached it polls the REST API instead.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from fnrelay import errors, protocol, serialize
+from fnrelay.client import Client, task_entry
+from fnrelay.results import outcome
+
+log = logging.getLogger(__name__)
+
+FLUSH_IDLE = 0.005  # seconds without a new submission before a partial batch goes out
+MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
+POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
+SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
+STARTED = frozenset({protocol.TaskState.RUNNING.value}) | {
+    s.value for s in protocol.TERMINAL_STATES
+}
+
+
+class _Success:
+    """A not-yet-deserialized result value (deserialized on first .result())."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: str | None):
+        self.data = data
+
+
+class FnRelayFuture(cf.Future):
+    """A Future for one task. ``task_id`` is set once the broker has accepted the task."""
+
+    def __init__(self, executor: Executor):
+        super().__init__()
+        self.task_id: str | None = None
+        self._executor = executor
+        self._claimed = False  # taken by the submitter: can no longer be cancelled locally
+        self._submitted = threading.Event()  # set when the submit request has finished
+        self._value_lock = threading.Lock()
+
+    def cancel(self) -> bool:
+        """True only if the task has not started (and now never will)."""
+        return self._executor._cancel(self)
+
+    def result(self, timeout: float | None = None) -> Any:
+        value = super().result(timeout)
+        if isinstance(value, _Success):
+            with self._value_lock:  # deserialize once, even with concurrent readers
+                if isinstance(self._result, _Success):
+                    self._result = (
+                        serialize.deserialize(value.data) if value.data is not None else None
+                    )
+                value = self._result
+        return value
+
+    def _resolve(self, ok: bool, value: Any) -> None:
+        """Finish the future unless it already is (e.g. cancelled meanwhile)."""
+        try:
+            if isinstance(value, errors.TaskCancelled):
+                cf.Future.cancel(self)
+            elif ok:
+                self.set_result(value)
+            else:
+                self.set_exception(value)
+        except cf.InvalidStateError:
+            pass
+
+
+class Executor(cf.Executor):
+    """Run Python functions and ShellFunctions on ``endpoint_id`` with future semantics.
+
+    Each Executor has its own task group and result queue, so two Executors never take each
+    other's results. Use it as a context manager, or call shutdown().
+    """
+
+    def __init__(
+        self,
+        endpoint_id: str,
+        client: Client | None = None,
+        resource_specification: dict[str, Any] | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
+        batch_size: int = 128,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.endpoint_id = endpoint_id
+        self.client = client or Client()
+        self.resource_specification = resource_specification
+        self.user_endpoint_config = user_endpoint_config
+        self.batch_size = batch_size
+        self.task_group_id: str | None = None
+        self._group: dict[str, Any] | None = None
+        self._queue: queue.Queue[FnRelayFuture | None] = queue.Queue()
+        self._entries: dict[int, dict[str, Any]] = {}  # id(future) -> task entry, until sent
+        self._lock = threading.RLock()
+        self._outstanding: dict[str, FnRelayFuture] = {}  # task_id -> submitted, unresolved
+        self._early: dict[str, protocol.ResultMessage] = {}  # results that beat their task id
+        self._shutdown = False
+        self._stop = threading.Event()
+        self._submitter: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._inflight = 0  # submit requests under way
+        self.amqp_connected = False  # for diagnostics: the watcher streams over AMQP
+
+    # --- public API ---------------------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> FnRelayFuture:
+        """Run ``fn(*args, **kwargs)`` on the endpoint; registers ``fn`` on first use."""
+        function_id = self.client.register_function(fn)
+        return self.submit_to_registered_function(function_id, args, kwargs)
+
+    def submit_to_registered_function(
+        self, function_id: str, args: tuple = (), kwargs: dict[str, Any] | None = None
+    ) -> FnRelayFuture:
+        """Run an already registered function."""
+        entry = task_entry(function_id, tuple(args), kwargs or {}, self.resource_specification,
+                           self.user_endpoint_config)
+        future = FnRelayFuture(self)
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot submit after shutdown")
+            self._entries[id(future)] = entry
+            self._start_threads()
+            self._queue.put(future)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; with ``wait``, return when every future is done."""
+        with self._lock:
+            already = self._shutdown
+            self._shutdown = True
+            if cancel_futures:
+                for future in self._queued_futures():
+                    future.cancel()
+            if not already and self._submitter:
+                self._queue.put(None)  # the submitter flushes what is queued, then ends
+        if wait:
+            if self._submitter:
+                self._submitter.join()
+            cf.wait(self._all_unresolved())
+            self._stop.set()
+            if self._watcher:
+                self._watcher.join()
+
+    # --- threads -----------------------------------------------------------------------------
+    def _start_threads(self) -> None:
+        if self._submitter is None:
+            self._submitter = threading.Thread(
+                target=self._submit_loop, name="fnrelay-submitter", daemon=True
+            )
+            self._submitter.start()
+
+    def _ensure_group(self) -> None:
+        """Create this Executor's task group (and start its watcher) before the first submit."""
+        if self._group is not None:
+            return
+        self._group = self.client.create_task_group()
+        self.task_group_id = self._group["task_group_id"]
+        self._watcher = threading.Thread(
+            target=self._watch_loop, name="fnrelay-result-watcher", daemon=True
+        )
+        self._watcher.start()
+
+    def _submit_loop(self) -> None:
+        done = False
+        while not done:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    nxt = self._queue.get(timeout=FLUSH_IDLE)
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    done = True
+                    break
+                batch.append(nxt)
+            self._send(batch)
+
+    def _send(self, batch: list[FnRelayFuture]) -> None:
+        with self._lock:  # from here on a future is cancelled through the broker
+            live = []
+            for future in batch:
+                entry = self._entries.pop(id(future), None)
+                if future.cancelled() or entry is None:
+                    future._submitted.set()
+                    continue
+                future._claimed = True
+                live.append((future, entry))
+        for chunk in _chunks(live, MAX_BATCH_BYTES):
+            self._send_chunk(chunk)
+
+    def _send_chunk(self, chunk: list[tuple[FnRelayFuture, dict[str, Any]]]) -> None:
+        with self._lock:
+            self._inflight += 1
+        try:
+            self._ensure_group()
+            answer = self.client.submit(
+                self.endpoint_id, [entry for _, entry in chunk], self.task_group_id
+            )
+        except errors.PayloadTooLargeError as e:
+            self._done_inflight()
+            if len(chunk) > 1:  # the broker's limit is lower than ours: halve and retry
+                half = len(chunk) // 2
+                self._send_chunk(chunk[:half])
+                self._send_chunk(chunk[half:])
+                return
+            self._fail(chunk, e)
+            return
+        except Exception as e:  # noqa: BLE001 - the futures must learn why
+            self._done_inflight()
+            self._fail(chunk, e)
+            return
+        early = []
+        with self._lock:
+            for (future, _), task_id in zip(chunk, answer["task_ids"], strict=True):
+                future.task_id = task_id
+                self._outstanding[task_id] = future
+                if task_id in self._early:
+                    early.append(self._early.pop(task_id))
+            self._done_inflight()
+        self._take_all(early)
+        for future, _ in chunk:
+            future._submitted.set()
+
+    def _done_inflight(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if not self._inflight:
+                self._early.clear()  # whatever is left was not ours to wait for
+
+    def _fail(self, chunk: list[tuple[FnRelayFuture, dict[str, Any]]], exc: BaseException) -> None:
+        for future, _ in chunk:
+            future._resolve(False, exc)
+            future._submitted.set()
+
+    # --- results -----------------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        """Stream results over AMQP while it works; poll REST while it does not."""
+        assert self._group is not None
+        last_result = time.monotonic()
+        while not self._stop.is_set() and not self._finished():
+            try:
+                last_result = self._consume(self._group["amqp_url"], self._group["queue"])
+            except pika.exceptions.ChannelClosedByBroker as e:
+                if e.reply_code == 404:  # the queue expired: ask the broker to re-declare it
+                    self._reattach()
+                else:
+                    self._fallback(e)
+            except (pika.exceptions.AMQPError, OSError) as e:
+                self._fallback(e)
+                last_result = time.monotonic()
+            if time.monotonic() - last_result > SAFETY_POLL:
+                self._poll_once()
+
+    def _fallback(self, error: BaseException) -> None:
+        log.info("result stream over AMQP unavailable (%s); polling the broker", error)
+        self.amqp_connected = False
+        self._poll_for(POLL_MAX * 5)
+
+    def _reattach(self) -> None:
+        try:
+            self._group = self.client.create_task_group(self.task_group_id)
+        except errors.FnRelayError as e:
+            self._fallback(e)
+            return
+        self._poll_once()  # results forwarded while the queue was gone were dropped
+
+    def _consume(self, amqp_url: str, queue_name: str) -> float:
+        """Consume the group queue until stopped; returns when the safety poll is due."""
+        params = pika.URLParameters(amqp_url)
+        params.socket_timeout = 5
+        params.connection_attempts = 1
+        connection = pika.BlockingConnection(params)
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=50)
+            self.amqp_connected = True
+            last = time.monotonic()
+            for method, props, body in channel.consume(queue_name, inactivity_timeout=0.2):
+                if self._stop.is_set():
+                    break
+                if method is None:
+                    if self._finished():
+                        break
+                    if self._outstanding and time.monotonic() - last > SAFETY_POLL:
+                        break
+                    continue
+                last = time.monotonic()
+                if props.type == protocol.MSG_RESULTS:
+                    try:
+                        results = protocol.decode_results(body)
+                    except (ValueError, KeyError, TypeError) as e:
+                        log.warning("dropping a malformed results message: %s", e)
+                        results = []
+                    self._take_all(results)
+                channel.basic_ack(method.delivery_tag)
+            try:
+                channel.cancel()
+            except pika.exceptions.AMQPError:
+                pass
+            return last
+        finally:
+            try:
+                connection.close()
+            except pika.exceptions.AMQPError:
+                pass
+
+    def _take(self, result: protocol.ResultMessage) -> Callable[[], None] | None:
+        """Match a result to its future (caller holds the lock); returns how to resolve it.
+
+        Futures are resolved after the lock is released, so callbacks may use the Executor.
+        """
+        future = self._outstanding.pop(result.task_id, None)
+        if future is None:
+            if self._inflight:  # its submit answer may still be on the way
+                self._early[result.task_id] = result
+            return None  # else a duplicate, or a task cancelled here
+        return lambda: self._settle(future, result)
+
+    @staticmethod
+    def _settle(future: FnRelayFuture, result: protocol.ResultMessage) -> None:
+        if result.status == protocol.TaskState.SUCCESS.value:
+            outcome(result.task_id, result.status, None, None, result.details)  # version check
+            future._resolve(True, _Success(result.result))
+            return
+        ok, value = outcome(
+            result.task_id, result.status, result.result, result.exception, result.details
+        )
+        future._resolve(ok, value)
+
+    def _take_all(self, results: list[protocol.ResultMessage]) -> None:
+        with self._lock:
+            actions = [a for a in map(self._take, results) if a]
+        for action in actions:
+            action()
+
+    def _poll_for(self, seconds: float) -> None:
+        """Poll REST for `seconds` (backing off while nothing changes)."""
+        deadline = time.monotonic() + seconds
+        interval = POLL_MIN
+        while not self._stop.is_set() and time.monotonic() < deadline and not self._finished():
+            changed = self._poll_once()
+            interval = POLL_MIN if changed else min(interval * 2, POLL_MAX)
+            self._stop.wait(interval)
+
+    def _poll_once(self) -> bool:
+        with self._lock:
+            task_ids = list(self._outstanding)
+        changed = False
+        for start in range(0, len(task_ids), 1000):
+            try:
+                answer = self.client.get_tasks(task_ids[start:start + 1000])
+            except errors.FnRelayError as e:
+                log.info("polling the broker failed: %s", e)
+                return changed
+            done = [protocol.ResultMessage.from_dict(r) for r in answer["tasks"].values()
+                    if not r["pending"]]
+            changed = changed or bool(done)
+            self._take_all(done)
+        return changed
+
+    # --- cancellation ------------------------------------------------------------------------
+    def _cancel(self, future: FnRelayFuture) -> bool:
+        with self._lock:
+            if future.done():
+                return future.cancelled()
+            local = not future._claimed
+            if local:  # still queued here: without its entry the submitter skips it
+                self._entries.pop(id(future), None)
+        if local:
+            return cf.Future.cancel(future)
+        future._submitted.wait()
+        if future.task_id is None or future.done():
+            return future.cancelled()
+        try:
+            if self.client.get_task(future.task_id)["status"] in STARTED:
+                return False
+            status = self.client.cancel(future.task_id)
+        except errors.FnRelayError as e:
+            log.info("could not cancel task %s: %s", future.task_id, e)
+            return False
+        if status != protocol.TaskState.CANCELLED.value:
+            return False
+        with self._lock:
+            self._outstanding.pop(future.task_id, None)
+        return cf.Future.cancel(future)
+
+    def _finished(self) -> bool:
+        """Shut down, everything sent, nothing left to wait for: the watcher may end."""
+        with self._lock:
+            return (
+                self._shutdown and not self._outstanding and not self._inflight
+                and self._queue.empty() and not self._entries
+            )
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _queued_futures(self) -> list[FnRelayFuture]:
+        return [f for f in list(self._queue.queue) if f is not None]
+
+    def _all_unresolved(self) -> list[FnRelayFuture]:
+        with self._lock:
+            return [f for f in self._queued_futures() if not f.done()] + list(
+                self._outstanding.values()
+            )
+
+
+def _chunks(
+    items: list[tuple[FnRelayFuture, dict[str, Any]]], max_bytes: int
+) -> list[list[tuple[FnRelayFuture, dict[str, Any]]]]:
+    """Split a batch so that no request carries much more than `max_bytes` of payload."""
+    chunks: list[list[tuple[FnRelayFuture, dict[str, Any]]]] = []
+    current: list[tuple[FnRelayFuture, dict[str, Any]]] = []
+    size = 0
+    for item in items:
+        n = len(item[1]["payload"])
+        if current and size + n > max_bytes:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks

@@ -1,0 +1,80 @@
+"""Client behaviour that needs no broker: credentials, batches, unreachable brokers, CLI errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from click.testing import CliRunner
+from fnrelay import Client, errors, serialize
+from fnrelay.cli import main
+from fnrelay.config import save_credentials
+from fnrelay.executor import _chunks
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("FNRELAY_HOME", str(tmp_path))
+    monkeypatch.delenv("FNRELAY_BROKER_URL", raising=False)
+    monkeypatch.delenv("FNRELAY_TOKEN", raising=False)
+    return tmp_path
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_client_without_credentials_explains_how_to_log_in(clean_env):
+    with pytest.raises(errors.ConfigurationError, match="fnrelay login"):
+        Client()
+
+
+def test_client_uses_saved_credentials(clean_env):
+    save_credentials("http://broker.example:8080/", "tok")
+    client = Client()
+    assert client.broker_url == "http://broker.example:8080"
+    assert client.base_url == "http://broker.example:8080/v1/"
+
+
+def test_unreachable_broker_raises_broker_unavailable(clean_env):
+    client = Client(f"http://127.0.0.1:{closed_port()}", "tok")
+    client.retry_config.max_retries = 0
+    with pytest.raises(errors.BrokerUnavailableError, match="cannot reach the broker"):
+        client.whoami()
+
+
+def test_batch_serializes_arguments_when_added(clean_env):
+    client = Client("http://broker.example", "tok")
+    batch = client.create_batch(resource_specification={"num_nodes": 2})
+    args = [1, 2]
+    batch.add("fid", args=args, kwargs={"k": "v"})
+    args.append(3)  # later mutation does not change what is sent
+    (task,) = batch.tasks
+    assert task["function_id"] == "fid"
+    assert task["resource_specification"] == {"num_nodes": 2}
+    assert serialize.deserialize_args(task["payload"]) == ((1, 2), {"k": "v"})
+
+
+def test_batches_are_split_by_payload_size():
+    items = [(object(), {"payload": "x" * 40}) for _ in range(10)]
+    chunks = _chunks(items, 100)
+    assert [len(c) for c in chunks] == [2, 2, 2, 2, 2]
+    assert [i for c in chunks for i in c] == items
+
+
+def test_cli_prints_one_line_errors_without_traceback(clean_env):
+    result = CliRunner().invoke(main, ["whoami"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: no broker URL")
+    assert "Traceback" not in result.output
+
+
+def test_cli_login_to_unreachable_broker_fails_cleanly(clean_env):
+    result = CliRunner().invoke(
+        main, ["login", "--broker-url", f"http://127.0.0.1:{closed_port()}", "--token", "t"]
+    )
+    assert result.exit_code == 1
+    assert "cannot reach the broker" in result.output
+    assert not (clean_env / "credentials.json").exists()

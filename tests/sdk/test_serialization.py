@@ -1,0 +1,98 @@
+"""Functions travel by value, so an endpoint that cannot import the caller's code runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from fnrelay import serialize
+from fnrelay.errors import SerializationError
+
+
+def run_elsewhere(serialized_fn: str, args_payload: str) -> str:
+    """Deserialize and call in a fresh interpreter that cannot import this test module."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from fnrelay import serialize
+        fn_data, args_data = sys.stdin.read().split("\\n<<SPLIT>>\\n")
+        fn = serialize.deserialize(fn_data)
+        args, kwargs = serialize.deserialize_args(args_data)
+        print(repr(fn(*args, **kwargs)))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=f"{serialized_fn}\n<<SPLIT>>\n{args_payload}",
+        capture_output=True, text=True, cwd="/", check=True,
+    )
+    return out.stdout.strip()
+
+
+SCALE = 3
+
+
+def module_level(x, y=1):
+    return (x + y) * SCALE
+
+
+def test_function_of_an_unimportable_module_travels_by_value():
+    data = serialize.serialize_function(module_level)
+    assert run_elsewhere(data, serialize.serialize_args((2,), {"y": 4})) == "18"
+
+
+def test_main_module_function_travels_by_value(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(
+        """
+        from fnrelay import serialize
+        def greet(name):
+            return "hello " + name
+        print(serialize.serialize_function(greet))
+        """
+    ))
+    data = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert run_elsewhere(data, serialize.serialize_args(("ada",), {})) == "'hello ada'"
+
+
+def test_closure_and_lambda_round_trip():
+    offset = 10
+
+    def add(x):
+        return x + offset
+
+    assert run_elsewhere(serialize.serialize_function(add), serialize.serialize_args((5,), {})) \
+        == "15"
+    assert run_elsewhere(serialize.serialize_function(lambda s: s[::-1]),
+                         serialize.serialize_args(("abc",), {})) == "'cba'"
+
+
+def test_shell_function_travels_by_reference_and_runs():
+    from fnrelay import ShellFunction
+
+    data = serialize.serialize_function(ShellFunction("echo {word}"))
+    out = run_elsewhere(data, serialize.serialize_args((), {"word": "hi"}))
+    assert "returncode=0" in out and "stdout='hi\\n'" in out
+
+
+def test_arguments_keep_their_types():
+    value = ((1, 2.5), {"k": {3, 4}}, b"bytes")
+    args, kwargs = serialize.deserialize_args(serialize.serialize_args(value, {"t": (1,)}))
+    assert args == value and kwargs == {"t": (1,)}
+
+
+def test_unserializable_argument_names_the_object():
+    gen = (i for i in range(3))
+    with pytest.raises(SerializationError, match="generator"):
+        serialize.serialize_args((gen,), {})
+
+
+def test_unserializable_value_names_its_type():
+    class Holder:
+        def __init__(self):
+            self.gen = (i for i in range(3))
+
+    with pytest.raises(SerializationError, match="Holder"):
+        serialize.serialize(Holder())
