@@ -11,6 +11,7 @@ import random
 import threading
 
 import pika
+
 from fnrelay import protocol
 
 log = logging.getLogger(__name__)

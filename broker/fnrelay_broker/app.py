@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
-from fnrelay import protocol
 from pydantic import BaseModel, Field
 
+from fnrelay import protocol
 from fnrelay_broker import auth, registry, tasks
 from fnrelay_broker.amqp import Declarer
 from fnrelay_broker.db import Database

@@ -8,10 +8,10 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from fnrelay.protocol import now
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from fnrelay.protocol import now
 from fnrelay_broker.db import Database
 from fnrelay_broker.models import Token, User
 

@@ -6,10 +6,10 @@ import hashlib
 import uuid
 from typing import Any
 
-from fnrelay.protocol import TERMINAL_STATES, ExceptionInfo, TaskState, now
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from fnrelay.protocol import TERMINAL_STATES, ExceptionInfo, TaskState, now
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found

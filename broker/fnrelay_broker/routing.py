@@ -8,9 +8,9 @@ import threading
 from collections import defaultdict
 
 import pika
-from fnrelay import protocol
 from pika.exceptions import AMQPError
 
+from fnrelay import protocol
 from fnrelay_broker import tasks
 from fnrelay_broker.amqp import (
     Backoff,

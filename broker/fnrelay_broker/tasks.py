@@ -11,6 +11,9 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
 from fnrelay.protocol import (
     TERMINAL_STATES,
     ExceptionInfo,
@@ -22,9 +25,6 @@ from fnrelay.protocol import (
     can_transition,
     now,
 )
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import not_found

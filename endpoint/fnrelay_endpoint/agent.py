@@ -22,10 +22,10 @@ from typing import Any
 import pika
 import pika.exceptions
 import requests
+
 from fnrelay import protocol
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
-
 from fnrelay_endpoint.config import EndpointConfig
 from fnrelay_endpoint.engines.base import make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal

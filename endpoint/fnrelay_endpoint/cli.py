@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 import requests
-from fnrelay.errors import BrokerUnavailableError, FnRelayError
 
+from fnrelay.errors import BrokerUnavailableError, FnRelayError
 from fnrelay_endpoint import config as cfg
 from fnrelay_endpoint import daemon
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from fnrelay.config import ENV_BROKER_URL, credentials_path, fnrelay_home, resolve_credentials
 from fnrelay.errors import ConfigurationError
 

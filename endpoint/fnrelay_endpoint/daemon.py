@@ -17,7 +17,6 @@ from collections import deque
 from pathlib import Path
 
 from fnrelay.errors import FnRelayError
-
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 
 log = logging.getLogger(__name__)

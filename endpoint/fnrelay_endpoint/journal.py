@@ -18,7 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fnrelay.protocol import ResultMessage, TaskMessage, now
-
 from fnrelay_endpoint.worker import cancelled_result
 
 QUEUED, RUNNING, DONE, TOMBSTONE = "queued", "running", "done", "cancelled"

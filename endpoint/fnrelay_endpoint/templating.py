@@ -17,9 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fnrelay_wrappers.chain import LaunchChain
-from fnrelay_wrappers.container import check_path
-from fnrelay_wrappers.shell import check_env_name
 from jinja2 import FunctionLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -28,6 +25,9 @@ from fnrelay_endpoint.resources import (
     ResourceSpecification,
     ResourceSpecificationError,
 )
+from fnrelay_wrappers.chain import LaunchChain
+from fnrelay_wrappers.container import check_path
+from fnrelay_wrappers.shell import check_env_name
 
 TEMPLATE_PACKAGE = "fnrelay_endpoint.templates"
 SCHEDULERS = tuple(DIRECTIVE_PREFIX)

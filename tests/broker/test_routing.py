@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pika
+
 from fnrelay import protocol
 
 

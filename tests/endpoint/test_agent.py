@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from fnrelay import serialize
 
 WAIT = 60.0  # upper bound for something to happen, not a timing assertion

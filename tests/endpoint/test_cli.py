@@ -6,6 +6,7 @@ import json
 import uuid
 
 import yaml
+
 from fnrelay_endpoint.config import EndpointConfig
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.config import EndpointConfig
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from fnrelay import serialize
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, new_id
 from fnrelay_endpoint.engines.local import LocalEngine

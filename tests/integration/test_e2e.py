@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from fnrelay import Client, Executor, ShellFunction, ShellResult, errors
 
 WAIT = 120.0  # upper bound for anything to happen; a bound, not a timing assertion

@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from fnrelay_endpoint.schedulers.base import JobState, SchedulerError
 from fnrelay_endpoint.schedulers.pbspro import PBSProScheduler, map_job, parse_qstat_json
 

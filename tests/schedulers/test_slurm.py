@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from fnrelay_endpoint.schedulers.base import (
     JobState,
     SchedulerError,

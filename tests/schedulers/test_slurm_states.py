@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fnrelay_endpoint.schedulers.base import (
     JobState,
     SchedulerError,

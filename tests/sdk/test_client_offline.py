@@ -6,6 +6,7 @@ import socket
 
 import pytest
 from click.testing import CliRunner
+
 from fnrelay import Client, errors, serialize
 from fnrelay.cli import main
 from fnrelay.config import save_credentials

@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+
 from fnrelay import MPIFunction, ShellFunction, ShellResult
 from fnrelay.functions import TIMEOUT_RETURNCODE, parse_walltime
 

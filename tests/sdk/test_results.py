@@ -6,6 +6,7 @@ import traceback
 import warnings
 
 import pytest
+
 from fnrelay import results, serialize
 from fnrelay.errors import TaskCancelled, TaskExecutionFailed
 from fnrelay.protocol import ExceptionInfo

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+
 from fnrelay import serialize
 from fnrelay.errors import SerializationError
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from fnrelay_endpoint.resources import ResourceSpecification, ResourceSpecificationError
 from fnrelay_endpoint.templating import (
     TemplateRenderError,

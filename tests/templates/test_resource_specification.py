@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fnrelay_endpoint.resources import (
     FREE_TEXT_KEYS,
     ResourceSpecification,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from fnrelay_endpoint.resources import ResourceSpecification
 from fnrelay_endpoint.templating import batch_context, render_batch_script
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
 from fnrelay_wrappers.chain import LaunchChain, build_chain
 from fnrelay_wrappers.mpi import Layout
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fnrelay_wrappers.conda import CondaEnv
 from fnrelay_wrappers.prelude import module_lines, pre_exec_lines
 from fnrelay_wrappers.shell import join

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fnrelay_wrappers.container import Bind, container_argv
 from fnrelay_wrappers.shell import join
 

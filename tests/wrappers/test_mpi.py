@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fnrelay_wrappers.mpi import LAUNCHERS, Layout, aprun, launcher_argv, mpich, openmpi, srun
 from fnrelay_wrappers.shell import EnvRef, join
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from fnrelay_wrappers.chain import build_chain
 from fnrelay_wrappers.mpi import Layout
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
 from fnrelay_wrappers.shell import EnvRef, export_line, join, quote, split_options
 
 ODD = ["a b", "it's", "$(id)", "`id`", "x;y", "new\nline", "*", "", "-n", "ü", '"q"', "a\\b"]

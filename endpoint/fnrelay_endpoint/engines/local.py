@@ -21,7 +21,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
-
 from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
 
