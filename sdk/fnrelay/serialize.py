@@ -16,12 +16,14 @@ everything else by value, since the endpoint is usually another machine.
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
 import json
 import sys
 import sysconfig
 import textwrap
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import dill
@@ -53,29 +55,39 @@ def _is_installed_module(module_name: str | None) -> bool:
     return bool(path) and path.startswith(_INSTALLED_PREFIXES)
 
 
-def _by_value(fn: types.FunctionType) -> types.FunctionType:
-    """A copy of `fn` that dill pickles by value (it treats __main__ functions so)."""
-    if fn.__module__ == "__main__":
-        return fn
-    copy = types.FunctionType(
-        fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+def _unimportable(obj: Any) -> bool:
+    return isinstance(obj, (types.FunctionType, type)) and not _is_installed_module(
+        getattr(obj, "__module__", None)
     )
-    copy.__kwdefaults__ = fn.__kwdefaults__
-    copy.__qualname__ = fn.__qualname__
-    copy.__doc__ = fn.__doc__
-    copy.__module__ = "__main__"
-    return copy
+
+
+@contextlib.contextmanager
+def _as_main(fn: types.FunctionType) -> Iterator[None]:
+    """Make dill pickle `fn`, and the functions and classes it uses from modules the endpoint
+    cannot import, by value: dill does that for objects of ``__main__``, so their
+    ``__module__`` says so while pickling, and is restored afterwards."""
+    objects = [fn] + [
+        v for v in dill.detect.globalvars(fn, recurse=True).values() if _unimportable(v)
+    ]
+    saved = [(obj, obj.__module__) for obj in objects]
+    try:
+        for obj, _ in saved:
+            obj.__module__ = "__main__"
+        yield
+    finally:
+        for obj, module in saved:
+            obj.__module__ = module
 
 
 def serialize_function(fn: Any) -> str:
     """Serialize a callable for execution elsewhere."""
     if not callable(fn):
         raise SerializationError(f"{fn!r} is not callable")
-    target = fn
-    if isinstance(fn, types.FunctionType) and not _is_installed_module(fn.__module__):
-        target = _by_value(fn)
+    by_value = _unimportable(fn) and isinstance(fn, types.FunctionType)
     try:
-        return f"{TAG_DILL_CODE}\n{_b64(dill.dumps(target, recurse=True))}"
+        with _as_main(fn) if by_value else contextlib.nullcontext():
+            data = dill.dumps(fn, recurse=True)
+        return f"{TAG_DILL_CODE}\n{_b64(data)}"
     except Exception as dill_error:  # noqa: BLE001 - fall back to source, then report both
         try:
             source = textwrap.dedent(inspect.getsource(fn))

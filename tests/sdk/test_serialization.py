@@ -97,3 +97,43 @@ def test_unserializable_value_names_its_type():
 
     with pytest.raises(SerializationError, match="Holder"):
         serialize.serialize(Holder())
+
+
+class CustomError(Exception):
+    """A class only this (unimportable) test module defines."""
+
+
+def helper(x):
+    return x * 10
+
+
+def uses_helper_and_class(x):
+    if x < 0:
+        raise CustomError(f"negative: {x}")
+    return helper(x)
+
+
+def test_helpers_and_classes_of_an_unimportable_module_travel_with_the_function():
+    data = serialize.serialize_function(uses_helper_and_class)
+    assert run_elsewhere(data, serialize.serialize_args((4,), {})) == "40"
+    # The module's own objects are left as they were.
+    assert CustomError.__module__ == helper.__module__ == __name__
+
+
+def test_a_class_of_an_unimportable_module_can_be_raised_remotely():
+    code = textwrap.dedent(
+        """
+        import sys
+        from fnrelay import serialize
+        fn = serialize.deserialize(sys.stdin.read())
+        try:
+            fn(-1)
+        except Exception as e:
+            print(type(e).__name__, e)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=serialize.serialize_function(uses_helper_and_class),
+        capture_output=True, text=True, cwd="/", check=True,
+    )
+    assert out.stdout.strip() == "CustomError negative: -1"
