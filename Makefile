@@ -1,0 +1,60 @@
+# fnrelay: `make demo` and `make test` on a fresh Debian machine (as root: installs
+# rabbitmq-server with apt when it is missing). Without root, see README.md.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fnrelay-installed
+LOCAL_DIR ?= .fnrelay-local
+RABBITMQ_SERVER ?= /usr/lib/rabbitmq/bin/rabbitmq-server
+
+.PHONY: all venv deps demo test lint bench clean
+
+all: test
+
+# The project and its test tools in $(VENV); redone only when pyproject.toml changes.
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "error: $(PYTHON) cannot create a venv (no ensurepip); run 'make deps' as root" \
+	       "or install the python3-venv package" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# System packages: RabbitMQ (and python3-venv), with apt when root; otherwise say what to do.
+deps:
+	@missing=""; \
+	[ -x $(RABBITMQ_SERVER) ] || missing="rabbitmq-server"; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing:$$missing" >&2; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else \
+	  echo "error: missing system packages:$$missing. Run 'make deps' as root on Debian/Ubuntu" \
+	       "(apt-get install$$missing), or see README.md for a set-up without root." >&2; \
+	  exit 1; \
+	fi
+
+# Start the local stack, run the example against it, and always stop the stack again.
+demo: deps venv
+	@set -euo pipefail; \
+	trap '$(BIN)/fnrelay local down --dir $(LOCAL_DIR)' EXIT; \
+	exports="$$($(BIN)/fnrelay local up --dir $(LOCAL_DIR))"; \
+	eval "$$exports"; \
+	$(BIN)/python examples/demo.py
+
+test: deps venv lint
+	$(BIN)/python -m pytest -q tests/
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: deps venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""`fnrelay local up|status|down`: what README and `make demo` promise.
+
+A user runs `eval "$(fnrelay local up)"` and then the SDK works with nothing but the exported
+variables; `down` leaves none of the processes it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fnrelay.local import make_shared_tmpdir, marked_pids, pid_alive
+
+FNRELAY = str(Path(sys.executable).parent / "fnrelay")
+EXPORTS = ("FNRELAY_HOME", "FNRELAY_BROKER_URL", "FNRELAY_TOKEN", "FNRELAY_ENDPOINT_ID")
+
+RUN_A_FUNCTION = """
+import os
+import fnrelay
+
+def double(x):
+    return 2 * x
+
+with fnrelay.Executor(os.environ["FNRELAY_ENDPOINT_ID"]) as ex:
+    print(sum(ex.map(double, range(10), timeout=120)))
+"""
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FNRELAY_")}
+
+
+def fnrelay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([FNRELAY, *args], capture_output=True, text=True, timeout=300,
+                          env=env or clean_env())
+
+
+def parse_exports(stdout: str) -> dict[str, str]:
+    out = {}
+    for line in stdout.splitlines():
+        words = shlex.split(line)
+        assert words[0] == "export", line
+        key, _, value = words[1].partition("=")
+        out[key] = value
+    return out
+
+
+@pytest.fixture
+def stack_dir():
+    base = make_shared_tmpdir("fnrelay-local-test-")
+    path = base / "stack"
+    yield path
+    if (path / "state.json").exists():
+        fnrelay("local", "down", "--dir", str(path))
+    for pid in marked_pids(str(path.resolve())):
+        os.kill(pid, 9)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_local_up_run_status_down(stack_dir: Path):
+    up = fnrelay("local", "up", "--dir", str(stack_dir))
+    assert up.returncode == 0, up.stderr
+    exports = parse_exports(up.stdout)
+    assert sorted(exports) == sorted(EXPORTS)
+
+    state = json.loads((stack_dir / "state.json").read_text())
+    assert (stack_dir / "state.json").stat().st_mode & 0o077 == 0
+    pids = [state["rabbitmq"]["pid"], state["broker"]["pid"], state["endpoint"]["pid"]]
+    assert all(pid_alive(p) for p in pids)
+
+    # the SDK needs nothing but the exported variables
+    run = subprocess.run([sys.executable, "-c", RUN_A_FUNCTION], capture_output=True,
+                         text=True, timeout=300, env={**clean_env(), **exports},
+                         cwd=stack_dir.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(2 * sum(range(10)))
+
+    status = fnrelay("local", "status", "--dir", str(stack_dir))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert [line.split()[:2] for line in status.stdout.splitlines()] == [
+        ["rabbitmq", "running"], ["broker", "running"], ["endpoint", "running"]]
+
+    again = fnrelay("local", "up", "--dir", str(stack_dir))
+    assert again.returncode == 0, again.stderr
+    assert "already up" in again.stderr
+    assert parse_exports(again.stdout) == exports
+
+    down = fnrelay("local", "down", "--dir", str(stack_dir))
+    assert down.returncode == 0, down.stderr
+    assert not any(pid_alive(p) for p in pids)
+    left = [p for p in marked_pids(str(stack_dir.resolve()))
+            if Path(f"/proc/{p}/comm").read_text().strip() != "epmd"]
+    assert left == []
+
+    stopped = fnrelay("local", "status", "--dir", str(stack_dir))
+    assert stopped.returncode == 1
+    assert all(line.split()[1] == "stopped" for line in stopped.stdout.splitlines())
+
+
+def test_local_down_without_a_stack_says_so(tmp_path: Path):
+    down = fnrelay("local", "down", "--dir", str(tmp_path / "nothing"))
+    assert down.returncode == 0
+    assert "no local stack" in down.stderr

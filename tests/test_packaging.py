@@ -1,0 +1,90 @@
+"""`pip install .` (not only editable) ships every package, the templates and console scripts.
+
+Builds the wheel, installs it with --no-deps into a fresh venv that reuses this venv's
+packages through a .pth file, and uses it there from a neutral directory (so the source tree
+cannot stand in for the installed files).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHECK = r"""
+import importlib.resources, sys
+import jinja2
+import fnrelay, fnrelay_broker, fnrelay_endpoint, fnrelay_wrappers
+for mod in (fnrelay, fnrelay_broker, fnrelay_endpoint, fnrelay_wrappers):
+    assert mod.__file__.startswith(sys.prefix), (mod.__file__, sys.prefix)
+templates = importlib.resources.files("fnrelay_endpoint.templates")
+names = sorted(p.name for p in templates.iterdir() if p.name.endswith(".j2"))
+assert "slurm.sh.j2" in names, names
+env = jinja2.Environment(loader=jinja2.FunctionLoader(
+    lambda name: templates.joinpath(name).read_text()))
+env.filters["directive"] = str
+env.filters["shquote"] = str
+env.filters["envname"] = str
+script = env.get_template("slurm.sh.j2").render(
+    job_name="fnrelay-demo", num_nodes=1, ranks_per_node=1, cpus_per_node=2, gpus_per_node=0,
+    memory=None, exclusive=False, walltime="00:10:00", partition=None, account=None,
+    stdout_path="out", stderr_path="err", scheduler_options=[], sandbox="/tmp/sb",
+    exit_status_file="exit_status", exports={}, prelude=[], command="echo hello")
+assert script.startswith("#!/bin/bash"), script
+assert "#SBATCH --job-name=fnrelay-demo" in script, script
+assert "echo hello" in script, script
+print("ok", ",".join(names))
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(out), str(ROOT)],
+        capture_output=True, text=True,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (found,) = out.glob("fnrelay-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory, wheel: Path) -> Path:
+    """A new venv with only the wheel installed; dependencies come from this venv."""
+    root = tmp_path_factory.mktemp("venv") / "v"
+    venv.EnvBuilder(with_pip=False).create(root)
+    python = root / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True, check=True)
+    Path(site.stdout.strip(), "reuse-test-venv.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True, text=True,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    return root
+
+
+def test_wheel_ships_packages_and_templates(fresh_venv: Path, tmp_path: Path):
+    run = subprocess.run([fresh_venv / "bin" / "python", "-c", CHECK], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "slurm.sh.j2" in run.stdout
+
+
+@pytest.mark.parametrize("script", ["fnrelay", "fnrelay-broker", "fnrelay-endpoint"])
+def test_console_scripts_are_installed(fresh_venv: Path, tmp_path: Path, script: str):
+    path = fresh_venv / "bin" / script
+    assert path.exists()
+    run = subprocess.run([path, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Usage" in run.stdout
