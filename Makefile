@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fnrelay-installed
 LOCAL_DIR ?= .fnrelay-local
 RABBITMQ_SERVER ?= /usr/lib/rabbitmq/bin/rabbitmq-server
 
-.PHONY: all venv deps demo test lint bench clean
+.PHONY: all venv deps test-deps demo test lint bench clean
 
 all: test
 
@@ -24,20 +24,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# System packages: RabbitMQ (and python3-venv), with apt when root; otherwise say what to do.
+# System packages, with apt when root; otherwise say what to do. The demo needs RabbitMQ;
+# the test suite also runs a real one-node Slurm (slurm-wlm, munge) and OpenMPI.
+DEMO_PKGS := rabbitmq-server:rabbitmq-server python3-venv
+TEST_PKGS := $(DEMO_PKGS) slurm-wlm:slurmctld munge:munged openmpi-bin:mpiexec
+
 deps:
-	@missing=""; \
-	[ -x $(RABBITMQ_SERVER) ] || missing="rabbitmq-server"; \
-	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing:$$missing" >&2; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	else \
-	  echo "error: missing system packages:$$missing. Run 'make deps' as root on Debian/Ubuntu" \
-	       "(apt-get install$$missing), or see README.md for a set-up without root." >&2; \
-	  exit 1; \
-	fi
+	@scripts/ensure-packages.sh $(DEMO_PKGS)
+
+test-deps:
+	@scripts/ensure-packages.sh $(TEST_PKGS)
 
 # Start the local stack, run the example against it, and always stop the stack again.
 demo: deps venv
@@ -47,7 +43,7 @@ demo: deps venv
 	eval "$$exports"; \
 	$(BIN)/python examples/demo.py
 
-test: deps venv lint
+test: test-deps venv lint
 	$(BIN)/python -m pytest -q tests/
 
 lint: venv
