@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,10 @@ import pika
 import pytest
 import requests
 
+from fnrelay.local import free_port
+
 BIN = Path(sys.executable).parent
 BROKER_CLI = str(BIN / "fnrelay-broker")
-DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> object:
@@ -47,22 +41,17 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> o
 
 
 @pytest.fixture(scope="session")
-def amqp_url() -> Iterator[str]:
-    base = os.environ.get("FNRELAY_TEST_AMQP_URL", DEFAULT_AMQP)
-    mgmt = os.environ.get("FNRELAY_TEST_AMQP_MGMT", "http://127.0.0.1:15672")
-    parts = urlsplit(base)
-    auth = (parts.username or "guest", parts.password or "guest")
+def amqp_url(rabbitmq) -> Iterator[str]:
+    """A private virtual host on the session's RabbitMQ: these tests start brokers of their
+    own, which must not consume the session broker's results queue (or each other's)."""
+    parts = urlsplit(rabbitmq.amqp_url)
+    mgmt, auth = rabbitmq.management_url.rstrip("/"), rabbitmq.admin_auth
     vhost = f"fnrelay-test-{uuid.uuid4().hex[:8]}"
-    try:
-        r = requests.put(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=5)
-        r.raise_for_status()
-        requests.put(
-            f"{mgmt}/api/permissions/{vhost}/{auth[0]}", auth=auth, timeout=5,
-            json={"configure": ".*", "write": ".*", "read": ".*"},
-        ).raise_for_status()
-    except requests.RequestException:
-        yield base  # no management API: use the given vhost as it is
-        return
+    requests.put(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
+    requests.put(
+        f"{mgmt}/api/permissions/{vhost}/{auth[0]}", auth=auth, timeout=10,
+        json={"configure": ".*", "write": ".*", "read": ".*"},
+    ).raise_for_status()
     yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
     requests.delete(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10)
 
