@@ -1,0 +1,67 @@
+"""fnrelay through the whole stack: SDK -> broker -> RabbitMQ -> endpoint -> result back."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+import uuid
+from typing import Any
+
+from benchmarks.stack import Stack
+from benchmarks.stats import clock, latency_summary, throughput_summary, time_calls
+from benchmarks.tasks import noop
+
+STORE_BATCH = 1000  # tasks per POST /v1/submit when filling the database
+
+
+def run(stack: Stack, n_latency: int, n_throughput: int, warmup: int = 50,
+        timeout: float = 300.0) -> dict[str, Any]:
+    """Latency (one call at a time, warm) and throughput (n calls, first submit to last
+    result) through one fnrelay.Executor."""
+    from fnrelay import Executor
+
+    with Executor(stack.endpoint_id, client=stack.client()) as ex:
+        timings, lat_ok = time_calls(lambda i: ex.submit(noop, i).result(timeout=timeout),
+                                     n_latency, warmup)
+        t0 = clock()
+        futures = [ex.submit(noop, i) for i in range(n_throughput)]
+        done, not_done = cf.wait(futures, timeout=timeout)
+        seconds = clock() - t0
+        if not_done:
+            for f in not_done:
+                f.cancel()
+            raise TimeoutError(f"fnrelay: {len(not_done)}/{n_throughput} tasks not done after "
+                               f"{timeout:.0f}s")
+        thr_ok = all(f.exception() is None and f.result() == i for i, f in enumerate(futures))
+    return {
+        "settings": {"api": "fnrelay.Executor", "batch_size": ex.batch_size},
+        "latency": {**latency_summary(timings), "correct": lat_ok},
+        "throughput": throughput_summary(n_throughput, seconds, thr_ok),
+    }
+
+
+def store_tasks(stack: Stack, count: int, timeout: float = 600.0) -> dict[str, Any]:
+    """Submit `count` no-op tasks over REST to a registered endpoint that never runs, so they
+    stay stored (state waiting-for-endpoint) in the broker's database; returns the rate."""
+    from fnrelay.client import task_entry
+
+    client = stack.client()
+    offline = str(uuid.uuid4())
+    client.put(f"endpoints/{offline}", data={"name": "bench-offline", "metadata": {}})
+    function_id = client.register_function(noop)
+    t0 = deadline = clock()
+    deadline += timeout
+    stored = 0
+    while stored < count:
+        size = min(STORE_BATCH, count - stored)
+        tasks = [task_entry(function_id, (stored + i,), {}) for i in range(size)]
+        answer = client.submit(offline, tasks)
+        if len(answer["task_ids"]) != size:
+            raise RuntimeError(f"the broker accepted {len(answer['task_ids'])} of {size} tasks")
+        stored += size
+        if clock() > deadline:
+            raise TimeoutError(f"stored {stored}/{count} tasks in {timeout:.0f}s")
+    seconds = clock() - t0
+    time.sleep(1.0)  # let the outbox publisher settle before memory is read
+    return {"tasks": count, "seconds": seconds, "tasks_per_s": count / seconds,
+            "endpoint_id": offline}
