@@ -26,7 +26,7 @@ import requests
 from fnrelay import protocol
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
-from fnrelay_endpoint.config import EndpointConfig
+from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
 
@@ -60,7 +60,8 @@ class Agent:
                  token: str):
         self.name, self.endpoint_id, self.config = name, endpoint_id, config
         self.journal, self.token = journal, token
-        self.engine = make_engine(config.engine, self._result_ready, self._status_ready)
+        self.engine = make_engine(config.engine, self._result_ready, self._status_ready,
+                                  EndpointPaths.of(name).dir)
         self._stop = threading.Event()
         self._outbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_lock = threading.Lock()

@@ -18,8 +18,8 @@ import yaml
 
 from fnrelay.config import ENV_BROKER_URL, credentials_path, fnrelay_home, resolve_credentials
 from fnrelay.errors import ConfigurationError
+from fnrelay_endpoint.engines.base import engine_class
 
-ENGINE_TYPES = ("local",)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -88,8 +88,10 @@ class EndpointConfig:
     display_name: str | None = None
 
     @property
-    def max_workers(self) -> int:
-        return int(self.engine["max_workers"])
+    def max_workers(self) -> int | None:
+        """Workers of a local engine; None for engines whose scheduler decides."""
+        workers = self.engine.get("max_workers")
+        return int(workers) if workers is not None else None
 
     def resolved_token(self) -> str:
         """The token from the config, else FNRELAY_TOKEN, else `fnrelay login`'s credentials."""
@@ -161,15 +163,7 @@ def _engine(value: Any, source: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigurationError(f"{source}: 'engine' must be a mapping (e.g. type: local)")
     kind = value.get("type", "local")
-    if kind not in ENGINE_TYPES:
-        raise ConfigurationError(
-            f"{source}: 'engine.type' must be one of {', '.join(ENGINE_TYPES)}, got {kind!r}")
-    for key in value:
-        if key not in ("type", "max_workers"):
-            raise ConfigurationError(f"{source}: unknown key 'engine.{key}' for engine {kind!r}")
-    workers = _positive_int(value.get("max_workers", os.cpu_count() or 1),
-                            "engine.max_workers", source)
-    return {"type": kind, "max_workers": workers}
+    return engine_class(kind, source).validate_config({**value, "type": kind}, source)
 
 
 def default_broker_url() -> str | None:
@@ -230,6 +224,154 @@ def configure(name: str, broker_url: str | None = None, max_workers: int | None 
     EndpointConfig.from_dict(yaml.safe_load(text), "config.yaml")  # reject bad flags now
     paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths.config.write_text(text)
+    if paths.identity.exists():
+        endpoint_id = paths.endpoint_id()
+    else:
+        endpoint_id = str(uuid.uuid4())
+        paths.identity.write_text(json.dumps({"endpoint_id": endpoint_id}) + "\n")
+    return paths, endpoint_id
+
+
+# --- multi-user endpoints (managers) -----------------------------------------------------------
+def is_multi_user(path: Path) -> bool:
+    """True if the config file at `path` is a multi-user manager's (``multi_user: true``)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("multi_user") is True
+
+
+@dataclass
+class ManagerConfig:
+    """Settings of a multi-user endpoint (a manager of per-user child endpoints)."""
+
+    broker_url: str
+    token: str | None = None
+    display_name: str | None = None
+    idle_timeout: float = 600.0
+    max_children: int = 32
+    identity_mapping: str = "identity_mapping.yaml"
+    min_uid: int = 1000
+    child_python: str | None = None
+    heartbeat_period: float | None = None
+
+    resolved_token = EndpointConfig.resolved_token
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> ManagerConfig:
+        if not isinstance(data, dict) or data.get("multi_user") is not True:
+            raise ConfigurationError(f"{source}: not a multi-user config (multi_user: true)")
+        known = {"multi_user", "broker_url", "token", "display_name", "idle_timeout",
+                 "max_children", "identity_mapping", "min_uid", "child_python",
+                 "heartbeat_period"}
+        for key in data:
+            if key not in known:
+                raise ConfigurationError(
+                    f"{source}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        base = EndpointConfig.from_dict(
+            {k: data[k] for k in ("broker_url", "token", "display_name", "heartbeat_period")
+             if k in data}, source)
+        idle = data.get("idle_timeout", 600)
+        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle <= 0:
+            raise ConfigurationError(f"{source}: 'idle_timeout' must be a positive number of "
+                                     f"seconds, got {idle!r}")
+        min_uid = data.get("min_uid", 1000)
+        if isinstance(min_uid, bool) or not isinstance(min_uid, int) or min_uid < 1:
+            raise ConfigurationError(f"{source}: 'min_uid' must be an integer >= 1 (root is "
+                                     f"always refused), got {min_uid!r}")
+        for key in ("identity_mapping", "child_python"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ConfigurationError(f"{source}: {key!r} must be a path")
+        return cls(
+            broker_url=base.broker_url, token=base.token, display_name=base.display_name,
+            idle_timeout=float(idle),
+            max_children=_positive_int(data.get("max_children", 32), "max_children", source),
+            identity_mapping=data.get("identity_mapping") or "identity_mapping.yaml",
+            min_uid=min_uid, child_python=data.get("child_python"),
+            heartbeat_period=base.heartbeat_period,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> ManagerConfig:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigurationError(f"cannot read {path}: {e}") from e
+        except yaml.YAMLError as e:
+            raise ConfigurationError(f"{path}: invalid YAML: {e}") from e
+        return cls.from_dict(data or {}, str(path))
+
+
+def load_any(path: Path) -> EndpointConfig | ManagerConfig:
+    """The config at `path`, of a normal endpoint or of a multi-user manager."""
+    return ManagerConfig.load(path) if is_multi_user(path) else EndpointConfig.load(path)
+
+
+_MANAGER_TEMPLATE = """\
+# fnrelay MULTI-USER endpoint {name!r}: a manager that starts one child endpoint per
+# (broker user, user_endpoint_config), from user_config_template.yaml.j2, as the local account
+# that identity_mapping.yaml maps the user to. Edit, then `fnrelay-endpoint start {name}`.
+# Check the template with `fnrelay-endpoint render-user-config {name} --user-config JSON`.
+multi_user: true
+
+# The broker's REST address (the manager and its children only make outbound connections).
+broker_url: {broker_url}
+
+# The site administrator's token. Default: FNRELAY_TOKEN, else `fnrelay login`'s credentials.
+# Children never get it: they receive only AMQP credentials, on stdin.
+# token: ...
+
+# Name shown by the broker (default: the endpoint's local name).
+display_name: {name}
+
+# Seconds a child may sit without tasks before it stops (it restarts on the next task).
+idle_timeout: 600
+
+# Children running at once; further ones wait until one stops.
+max_children: 32
+
+# Broker users -> local accounts (relative to this directory). Unmapped users are refused.
+identity_mapping: identity_mapping.yaml
+
+# Accounts below this uid (system accounts) are refused; root (uid 0) always is.
+min_uid: 1000
+
+# Python interpreter of the children: it must be readable and runnable by the mapped
+# accounts, with fnrelay installed (a venv outside any private home directory).
+# Default: the manager's own interpreter.
+# child_python: /opt/fnrelay/venv/bin/python
+
+# Seconds between heartbeats; default: what the broker says at registration.
+# heartbeat_period: 10
+"""
+
+
+def configure_multi_user(name: str, broker_url: str | None = None,
+                         force: bool = False) -> tuple[EndpointPaths, str]:
+    """Create a manager's directory: config.yaml, the user config template and schema, and
+    the identity mapping (kept if they exist, unless `force`). Returns (paths, endpoint id)."""
+    from fnrelay_endpoint import usertemplate
+
+    paths = EndpointPaths.of(name)
+    if paths.config.exists() and not force:
+        raise ConfigurationError(
+            f"endpoint {name!r} already exists ({paths.dir}); pass --force to overwrite its "
+            "config (its id is kept)")
+    broker_url = broker_url or default_broker_url()
+    if not broker_url:
+        raise ConfigurationError(
+            "no broker URL: pass --broker-url URL, set FNRELAY_BROKER_URL, or run "
+            "`fnrelay login --broker-url URL --token TOKEN`")
+    text = _MANAGER_TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"))
+    ManagerConfig.from_dict(yaml.safe_load(text), "config.yaml")
+    paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.config.write_text(text)
+    for file in (usertemplate.TEMPLATE_FILE, usertemplate.SCHEMA_FILE,
+                 usertemplate.IDENTITY_FILE):
+        target = paths.dir / file
+        if not target.exists():  # an administrator's edits survive --force
+            target.write_text(usertemplate.packaged(file))
     if paths.identity.exists():
         endpoint_id = paths.endpoint_id()
     else:

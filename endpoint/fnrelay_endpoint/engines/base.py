@@ -9,7 +9,9 @@ Tasks lost to a shutdown report nothing: the agent's journal re-runs them at the
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
@@ -49,13 +51,38 @@ class Engine(abc.ABC):
         """Facts for heartbeats (engine name, worker count...)."""
         return {"engine": self.name}
 
+    @classmethod
+    @abc.abstractmethod
+    def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:
+        """Check the config's `engine` mapping; return it normalized (defaults filled in).
+        Errors are ConfigurationError naming the key as `engine.<key>`."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: dict[str, Any], workdir: Path, on_result: ResultCallback,
+                    on_status: StatusCallback) -> Engine:
+        """Build the engine from a validated config."""
+
+
+#: Engine type (the config's `engine.type`) -> module defining it as `ENGINE`. Imported only
+#: when used, so a laptop endpoint never loads Parsl or the scheduler code.
+ENGINE_MODULES = {
+    "local": "fnrelay_endpoint.engines.local",
+    "batch": "fnrelay_endpoint.engines.batch",
+}
+
+
+def engine_class(kind: str, source: str = "config") -> type[Engine]:
+    """The Engine subclass for `engine.type` = kind, or a clear error listing the known ones."""
+    if kind not in ENGINE_MODULES:
+        raise ConfigurationError(f"{source}: 'engine.type' must be one of "
+                                 f"{', '.join(ENGINE_MODULES)}, got {kind!r}")
+    return importlib.import_module(ENGINE_MODULES[kind]).ENGINE
+
 
 def make_engine(engine_config: dict[str, Any], on_result: ResultCallback,
-                on_status: StatusCallback) -> Engine:
-    """Build the engine named by `engine_config["type"]` (validated by EndpointConfig)."""
-    kind = engine_config.get("type", "local")
-    if kind == "local":
-        from fnrelay_endpoint.engines.local import LocalEngine
-
-        return LocalEngine(int(engine_config["max_workers"]), on_result, on_status)
-    raise ConfigurationError(f"unknown engine type {kind!r} (known: local)")
+                on_status: StatusCallback, workdir: Path) -> Engine:
+    """Build the engine named by `engine_config["type"]` (validated by EndpointConfig);
+    `workdir` is the endpoint's own directory (sandboxes, run dirs)."""
+    cls = engine_class(engine_config.get("type", "local"))
+    return cls.from_config(engine_config, workdir, on_result, on_status)

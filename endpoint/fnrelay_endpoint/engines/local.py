@@ -18,8 +18,10 @@ import threading
 import time
 from dataclasses import asdict
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from fnrelay.errors import ConfigurationError
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
@@ -77,6 +79,22 @@ class LocalEngine(Engine):
         self._slots = [_Slot(i) for i in range(max_workers)]
         self._threads: list[threading.Thread] = []
         self._stopping = False
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:
+        for key in config:
+            if key not in ("type", "max_workers"):
+                raise ConfigurationError(f"{source}: unknown key 'engine.{key}' for engine 'local'")
+        workers = config.get("max_workers", os.cpu_count() or 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigurationError(
+                f"{source}: 'engine.max_workers' must be a positive integer, got {workers!r}")
+        return {"type": "local", "max_workers": workers}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], workdir: Path, on_result: ResultCallback,
+                    on_status: StatusCallback) -> LocalEngine:
+        return cls(int(config["max_workers"]), on_result, on_status)
 
     # --- public API -----------------------------------------------------------------------
     def start(self) -> None:
@@ -208,3 +226,6 @@ class LocalEngine(Engine):
         err = RuntimeError(f"the worker process running this task died ({how})")
         return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
                              exception=exception_info(err), task_group_id=task.task_group_id)
+
+
+ENGINE = LocalEngine

@@ -1,0 +1,516 @@
+"""Engine `batch`: every task is its own Slurm or PBSPro job.
+
+Per task: validate the resource specification (a refusal fails the task before anything is
+submitted), make a sandbox, write the task, render the batch script, submit it with the name
+``fnrelay-<task_id>`` and journal the job id in the sandbox. One submitter thread does this
+(sbatch can be slow, and `submit` is called from the agent's I/O thread); one poller thread asks
+the scheduler about all jobs at once and turns job states into status updates and results.
+
+Submission is idempotent: a task whose sandbox holds a job id is watched, not resubmitted; one
+whose job already ran (exit status or result in the sandbox) is settled from those files; and
+before submitting, the scheduler is asked for a job of that name (a crash between sbatch and
+journaling the id). `start()` re-attaches to every sandbox with a job id and no reported result,
+so an endpoint restart never submits a job twice, and `shutdown()` leaves the jobs running.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import pickletools
+import queue
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnrelay.errors import ConfigurationError
+from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
+from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
+from fnrelay_endpoint.engines.sandbox import TASKS_DIR, Sandbox, write_atomic
+from fnrelay_endpoint.resources import (
+    FREE_TEXT_KEYS,
+    ResourceSpecification,
+    ResourceSpecificationError,
+)
+from fnrelay_endpoint.schedulers.base import (
+    JobState,
+    JobStatus,
+    Scheduler,
+    SchedulerError,
+    make_scheduler,
+    status_from_exit_file,
+)
+from fnrelay_endpoint.templating import (
+    SCHEDULERS,
+    TemplateRenderError,
+    batch_context,
+    render_batch_script,
+)
+from fnrelay_endpoint.worker import cancelled_result
+from fnrelay_wrappers.mpi import LAUNCHERS, Layout, launcher_argv
+
+log = logging.getLogger(__name__)
+
+#: The in-job entry point (see batch_job.py).
+JOB_ENTRY_MODULE = "fnrelay_endpoint.engines.batch_job"
+#: Launcher used when the config names none.
+DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich"}
+#: Polls in a row a job may be unknown to the scheduler, with no exit status in its sandbox,
+#: before it is reported lost (shared filesystems may show the file a little late).
+UNKNOWN_GRACE = 3
+#: Exception type named in results of jobs that failed as jobs (not as Python calls).
+FAILURE_TYPE = "fnrelay_endpoint.BatchJobFailed"
+#: `max_workers` is accepted and ignored: the scheduler decides how many jobs run at once.
+CONFIG_KEYS = frozenset({"type", "scheduler", "template", "defaults", "allowed_free_text",
+                         "launcher", "poll_interval", "python", "scheduler_timeout",
+                         "max_workers"})
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """The batch engine's settings (the endpoint config's `engine` mapping), validated."""
+
+    scheduler: str
+    template: Path | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    allowed_free_text: frozenset[str] = frozenset()
+    launcher: str | None = None
+    launcher_settings: dict[str, Any] = field(default_factory=dict)
+    poll_interval: float = 5.0
+    python: str = sys.executable
+    scheduler_timeout: float = 60.0
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], source: str = "engine") -> BatchConfig:
+        """Check every key; errors are ConfigurationError naming ``engine.<key>``."""
+        if not isinstance(config, Mapping):
+            raise ConfigurationError(f"{source}: must be a mapping")
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            raise ConfigurationError(f"{source}: unknown key 'engine.{sorted(unknown)[0]}' for "
+                                     f"engine 'batch' (known: {', '.join(sorted(CONFIG_KEYS))})")
+        scheduler = config.get("scheduler")
+        if scheduler not in SCHEDULERS:
+            raise ConfigurationError(f"{source}: 'engine.scheduler' must be one of "
+                                     f"{', '.join(SCHEDULERS)}, got {scheduler!r}")
+        template = config.get("template")
+        if template is not None:
+            template = Path(template).expanduser()
+            if not template.is_file():
+                raise ConfigurationError(f"{source}: 'engine.template' {str(template)!r} is not "
+                                         "a readable file")
+        allowed = config.get("allowed_free_text") or []
+        if not isinstance(allowed, (list, tuple)) or not set(allowed) <= FREE_TEXT_KEYS:
+            raise ConfigurationError(f"{source}: 'engine.allowed_free_text' must be a list of "
+                                     f"{', '.join(sorted(FREE_TEXT_KEYS))}, got {allowed!r}")
+        defaults = config.get("defaults") or {}
+        try:
+            ResourceSpecification.from_task(None, defaults, frozenset(allowed), scheduler)
+        except ResourceSpecificationError as e:
+            raise ConfigurationError(f"{source}: 'engine.defaults': {e}") from None
+        launcher, settings = _launcher(config.get("launcher", DEFAULT_LAUNCHER[scheduler]),
+                                       source)
+        return cls(
+            scheduler=scheduler, template=template, defaults=dict(defaults),
+            allowed_free_text=frozenset(allowed), launcher=launcher, launcher_settings=settings,
+            poll_interval=_positive(config.get("poll_interval", 5.0), "poll_interval", source),
+            python=_python(config.get("python", sys.executable), source),
+            scheduler_timeout=_positive(config.get("scheduler_timeout", 60.0),
+                                        "scheduler_timeout", source),
+        )
+
+
+def _positive(value: Any, key: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{source}: 'engine.{key}' must be a positive number, "
+                                 f"got {value!r}")
+    return float(value)
+
+
+def _python(value: Any, source: str) -> str:
+    if not isinstance(value, str) or not value or "\n" in value:
+        raise ConfigurationError(f"{source}: 'engine.python' must be an interpreter path")
+    return value
+
+
+def _launcher(value: Any, source: str) -> tuple[str | None, dict[str, Any]]:
+    """`launcher: srun` or ``{type: openmpi, oversubscribe: true}``; none/null: no launcher."""
+    if value is None or value == "none":
+        return None, {}
+    if isinstance(value, str):
+        kind, settings = value, {}
+    elif isinstance(value, Mapping) and isinstance(value.get("type"), str):
+        kind, settings = value["type"], {k: v for k, v in value.items() if k != "type"}
+    else:
+        raise ConfigurationError(f"{source}: 'engine.launcher' must be a launcher name or a "
+                                 f"mapping with 'type', got {value!r}")
+    if kind not in LAUNCHERS:
+        raise ConfigurationError(f"{source}: 'engine.launcher' must be one of "
+                                 f"{', '.join(sorted(LAUNCHERS))}, got {kind!r}")
+    try:
+        launcher_argv(kind, Layout(), None, **settings)
+    except (TypeError, ValueError) as e:
+        raise ConfigurationError(f"{source}: 'engine.launcher' settings for {kind}: {e}") \
+            from None
+    return kind, settings
+
+
+def is_mpi_function(serialized: str) -> bool:
+    """True if a serialized function is an `fnrelay.MPIFunction`, without unpickling it.
+
+    Such a task's worker runs on the host (outside container and conda), where the launcher
+    is, and starts its ranks through FNRELAY_MPI_PREFIX, which enters the container per rank.
+    """
+    tag, _, data = serialized.partition("\n")
+    if tag not in (TAG_DILL_CODE, TAG_DILL_DATA):
+        return False
+    try:
+        strings = {arg for _, arg, _ in pickletools.genops(base64.b64decode(data))
+                   if isinstance(arg, str)}
+    except Exception:  # noqa: BLE001 - not a pickle we understand: a plain function
+        return False
+    return {"fnrelay.functions", "MPIFunction"} <= strings or \
+        "fnrelay.functions MPIFunction" in strings
+
+
+@dataclass
+class _Job:
+    """One task the engine owns, from submission to its reported result."""
+
+    task_id: str
+    sandbox: Sandbox
+    task_group_id: str | None = None
+    job_id: str | None = None
+    reported: str = ""  # last status sent: "queued" | "running"
+    unknown_polls: int = 0
+    cancel_requested: bool = False
+    done: bool = False
+
+
+class BatchEngine(Engine):
+    """Runs each task as a batch job; see the module docstring."""
+
+    name = "batch"
+
+    def __init__(self, config: Mapping[str, Any], workdir: Path, on_result: ResultCallback,
+                 on_status: StatusCallback, scheduler: Scheduler | None = None):
+        super().__init__(on_result, on_status)
+        self.config = config if isinstance(config, BatchConfig) else BatchConfig.from_dict(config)
+        self.workdir = Path(workdir)
+        self.scheduler = scheduler or make_scheduler(self.config.scheduler,
+                                                     timeout=self.config.scheduler_timeout)
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._submissions: queue.SimpleQueue[TaskMessage | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:
+        BatchConfig.from_dict(config, source)
+        return dict(config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], workdir: Path, on_result: ResultCallback,
+                    on_status: StatusCallback) -> BatchEngine:
+        return cls(config, workdir, on_result, on_status)
+
+    # --- Engine API ---------------------------------------------------------------------------
+    def start(self) -> None:
+        (self.workdir / TASKS_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+        attached = self._reattach()
+        if attached:
+            log.info("re-attached to %d batch job(s) from %s", attached, self.workdir)
+        for target, name in ((self._submit_loop, "submitter"), (self._poll_loop, "poller")):
+            t = threading.Thread(target=target, daemon=True, name=f"fnrelay-batch-{name}")
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, task: TaskMessage) -> None:
+        with self._lock:
+            if task.task_id in self._jobs:
+                return  # already submitted or re-attached: never twice
+            try:
+                sandbox = Sandbox.of(self.workdir, task.task_id)
+            except ValueError as e:
+                sandbox = None
+                error = str(e)
+            else:
+                self._jobs[task.task_id] = _Job(task.task_id, sandbox, task.task_group_id)
+        if sandbox is None:
+            self.on_result(_failed(task.task_id, task.task_group_id, error))
+            return
+        self._submissions.put(task)
+
+    def cancel(self, task_id: str) -> bool:
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is None or job.done:
+                return False
+            job.cancel_requested = True
+        self._wake.set()  # the poller sends scancel (or the submitter never submits)
+        return True
+
+    def shutdown(self) -> None:
+        """Stop submitting and polling; submitted jobs keep running and are re-attached."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        self._submissions.put(None)
+        for t in self._threads:
+            t.join(timeout=self.config.scheduler_timeout + 10)
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            jobs = sum(1 for j in self._jobs.values() if j.job_id)
+        return {"engine": self.name, "scheduler": self.config.scheduler, "jobs": jobs,
+                "submitting": self._submissions.qsize()}
+
+    # --- re-attach ----------------------------------------------------------------------------
+    def _reattach(self) -> int:
+        """Watch every sandbox with a job id and no reported result."""
+        count = 0
+        for path in sorted((self.workdir / TASKS_DIR).iterdir()):
+            sandbox = Sandbox(path)
+            job_id = sandbox.job_id()
+            if job_id is None or sandbox.final_file.exists():
+                continue
+            try:
+                group = sandbox.read_task().task_group_id
+            except (OSError, ValueError, TypeError):
+                group = None
+            with self._lock:
+                self._jobs[path.name] = _Job(path.name, sandbox, group, job_id)
+            count += 1
+        return count
+
+    # --- submitter thread ---------------------------------------------------------------------
+    def _submit_loop(self) -> None:
+        while not self._stop.is_set():
+            task = self._submissions.get()
+            if task is None or self._stop.is_set():
+                return
+            with self._lock:
+                job = self._jobs.get(task.task_id)
+            if job is None or job.done:
+                continue
+            try:
+                self._submit_one(job, task)
+            except Exception as e:  # noqa: BLE001 - one bad task must not stop the others
+                log.exception("batch submission of task %s failed", task.task_id)
+                self._finish(job, result=_failed(task.task_id, task.task_group_id,
+                                                 f"batch submission failed: {e}"))
+
+    def _submit_one(self, job: _Job, task: TaskMessage) -> None:
+        """Settle, re-attach or submit one task (see the module docstring for the order)."""
+        sandbox = job.sandbox
+        final = sandbox.final()
+        if final is not None:  # reported before a crash, never journaled: report again
+            self._finish(job, result=final, record=False)
+            return
+        job_id = sandbox.job_id()
+        if job_id is not None:
+            self._watch(job, job_id, announce=False)
+            return
+        if job.cancel_requested:
+            self._finish(job, result=cancelled_result(task.task_id, task.task_group_id,
+                                                      "cancelled before submission"))
+            return
+        try:
+            script = self._prepare(sandbox, task)
+        except (ResourceSpecificationError, TemplateRenderError) as e:
+            self._finish(job, result=_failed(task.task_id, task.task_group_id, str(e),
+                                             "fnrelay_endpoint.ResourceSpecificationError"))
+            return
+        if sandbox.ran():  # a job ran here but its id was never journaled: settle from files
+            self._watch(job, "", announce=False)
+            return
+        name = f"fnrelay-{task.task_id}"
+        try:
+            job_id = self.scheduler.find_by_name(name) or \
+                self.scheduler.submit(script, name, sandbox.path)
+        except SchedulerError as e:
+            self._finish(job, result=_failed(task.task_id, task.task_group_id,
+                                             f"batch job submission refused: {e}",
+                                             details={"scheduler_error": True}))
+            return
+        sandbox.write_job_id(job_id)
+        self._watch(job, job_id, announce=True)
+
+    def _prepare(self, sandbox: Sandbox, task: TaskMessage) -> Path:
+        """Validate, make the sandbox, write the task and the script; the script's path."""
+        cfg = self.config
+        spec = ResourceSpecification.from_task(task.resource_specification, cfg.defaults,
+                                               cfg.allowed_free_text, cfg.scheduler)
+        sandbox.create()
+        path = str(sandbox.path.resolve())
+        chain = spec.launch_chain(path, cfg.launcher, cfg.launcher_settings)
+        mpi = is_mpi_function(task.function)
+        command = [cfg.python, "-m", JOB_ENTRY_MODULE, path]
+        context = batch_context(cfg.scheduler, task.task_id, path, spec, chain, command,
+                                launch=False, wrap=not mpi)
+        script = render_batch_script(cfg.scheduler, context, cfg.template)
+        sandbox.write_task(task)
+        write_atomic(sandbox.script, script)
+        sandbox.script.chmod(0o700)
+        return sandbox.script
+
+    def _watch(self, job: _Job, job_id: str, announce: bool) -> None:
+        with self._lock:
+            job.job_id = job_id
+            if announce:
+                job.reported = "queued"
+        if announce:
+            self.on_status(StatusUpdate(task_id=job.task_id,
+                                        status=TaskState.WAITING_FOR_NODES.value,
+                                        detail=f"{self.config.scheduler} job {job_id}"))
+        self._wake.set()
+
+    # --- poller thread ------------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._poll_once()
+            except Exception:  # noqa: BLE001 - keep watching whatever one poll hit
+                log.exception("batch poller error")
+            self._wake.wait(self.config.poll_interval)
+            self._wake.clear()
+
+    def _poll_once(self) -> None:
+        with self._lock:
+            cancels = [j for j in self._jobs.values()
+                       if j.cancel_requested and j.job_id is not None and not j.done]
+            watched = [j for j in self._jobs.values()
+                       if j.job_id is not None and not j.done and not j.cancel_requested]
+        for job in cancels:
+            self._cancel_job(job)
+        if not watched:
+            return
+        ids = [j.job_id for j in watched if j.job_id]  # "": its id was never journaled
+        try:
+            statuses = self.scheduler.status(ids) if ids else {}
+        except SchedulerError as e:
+            log.warning("cannot get the status of %d batch job(s): %s", len(ids), e)
+            return
+        for job in watched:
+            self._observe(job, statuses.get(job.job_id or "", JobStatus(JobState.UNKNOWN)))
+
+    def _cancel_job(self, job: _Job) -> None:
+        if job.job_id:
+            try:
+                self.scheduler.cancel(job.job_id)
+            except SchedulerError as e:
+                log.warning("cannot cancel batch job %s of task %s (will retry): %s",
+                            job.job_id, job.task_id, e)
+                return
+        self._finish(job, result=cancelled_result(
+            job.task_id, job.task_group_id, f"cancelled ({self.config.scheduler} job "
+            f"{job.job_id or 'unknown'})"))
+
+    def _observe(self, job: _Job, status: JobStatus) -> None:
+        """Turn one job's status into a status update or its result."""
+        if status.state is JobState.UNKNOWN:
+            status = self._forgotten(job)
+            if status is None:
+                return
+        else:
+            job.unknown_polls = 0
+        if status.state is JobState.QUEUED:
+            self._report(job, "queued", TaskState.WAITING_FOR_NODES, status)
+        elif status.state is JobState.RUNNING:
+            self._report(job, "running", TaskState.RUNNING, status)
+        else:
+            self._finish(job, status=status)
+
+    def _forgotten(self, job: _Job) -> JobStatus | None:
+        """Status of a job the scheduler no longer knows, from its sandbox (None: wait)."""
+        from_file = status_from_exit_file(job.sandbox.path)
+        if from_file is not None:
+            return from_file
+        if job.sandbox.result_file.exists():
+            return JobStatus(JobState.COMPLETED, "result file", 0)
+        job.unknown_polls += 1
+        if job.unknown_polls < UNKNOWN_GRACE:
+            return None
+        return JobStatus(JobState.INFRASTRUCTURE, "", None,
+                         f"the scheduler no longer knows job {job.job_id or '(unknown id)'} "
+                         "and it left no exit status")
+
+    def _report(self, job: _Job, key: str, state: TaskState, status: JobStatus) -> None:
+        if job.reported == key:
+            return
+        job.reported = key
+        detail = f"{self.config.scheduler} job {job.job_id} {status.native_state}".strip()
+        if status.reason:
+            detail += f" ({status.reason})"
+        self.on_status(StatusUpdate(task_id=job.task_id, status=state.value, detail=detail))
+
+    # --- results ------------------------------------------------------------------------------
+    def _finish(self, job: _Job, status: JobStatus | None = None,
+                result: ResultMessage | None = None, record: bool = True) -> None:
+        """Report the task's result exactly once, after recording it in the sandbox."""
+        with self._lock:
+            if job.done:
+                return
+            job.done = True
+        if result is None:
+            result = self._job_result(job, status or JobStatus(JobState.UNKNOWN))
+        if record and job.sandbox.path.is_dir():
+            try:
+                job.sandbox.write_final(result)
+            except OSError as e:
+                log.warning("cannot record the result of task %s: %s", job.task_id, e)
+        with self._lock:
+            self._jobs.pop(job.task_id, None)
+        self.on_result(result)
+
+    def _job_result(self, job: _Job, status: JobStatus) -> ResultMessage:
+        """The worker's result if it wrote one, else a failure built from the job's state."""
+        if status.state is JobState.CANCELLED:
+            return cancelled_result(job.task_id, job.task_group_id,
+                                    f"cancelled ({self.config.scheduler} job {job.job_id})")
+        result = job.sandbox.result()
+        if result is not None:
+            result.details.setdefault("batch_job_id", job.job_id)
+            return result
+        tails = job.sandbox.output_tails()
+        details: dict[str, Any] = {
+            "batch_job_id": job.job_id, "scheduler_state": status.native_state,
+            "exit_code": status.exit_code, "stdout_tail": tails["stdout"],
+            "stderr_tail": tails["stderr"],
+        }
+        what = f"{self.config.scheduler} job {job.job_id or '(unknown id)'}"
+        if status.state is JobState.INFRASTRUCTURE:
+            details["infrastructure"] = True
+            reason = f"infrastructure failure ({status.reason or status.native_state}) of {what}"
+        elif status.state is JobState.COMPLETED:
+            reason = f"{what} finished without writing a result"
+        else:
+            reason = f"{what} failed: {status.reason or status.native_state or 'failed'}"
+        message = reason
+        if tails["stderr"]:
+            message += "\nstderr (last lines):\n" + tails["stderr"]
+        traceback = f"stdout (last lines):\n{tails['stdout']}\n\nstderr (last lines):\n" \
+                    f"{tails['stderr']}\n"
+        return _failed(job.task_id, job.task_group_id, message, details=details,
+                       traceback=traceback)
+
+
+def _failed(task_id: str, task_group_id: str | None, message: str,
+            exc_type: str = FAILURE_TYPE, details: dict[str, Any] | None = None,
+            traceback: str = "") -> ResultMessage:
+    """A failed result that is not a Python exception of the task (refusal, job failure)."""
+    return ResultMessage(
+        task_id=task_id, status=TaskState.FAILED.value, task_group_id=task_group_id,
+        exception=ExceptionInfo(type=exc_type, message=message, traceback=traceback),
+        details=details or {},
+    )
+
+
+ENGINE = BatchEngine

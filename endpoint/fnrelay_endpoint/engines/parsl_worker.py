@@ -1,0 +1,110 @@
+"""What runs inside a Parsl worker: ask the engine's start gate, set the MPI prefix, execute.
+
+Parsl imports this module by name in its workers (functions are pickled by reference), so the
+worker's Python needs fnrelay installed, as for the batch engine.
+
+The start gate is a UDP request/reply to the engine: "start <secret> <task_id>" answered by
+"go" or "cancel". It tells the engine when a task really starts (Parsl has no such event for
+HTEX tasks queued in its interchange) and lets a task cancelled while queued not run at all.
+If the engine does not answer, the task runs anyway: the gate is best effort, results are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from fnrelay.protocol import TaskMessage
+from fnrelay_endpoint.worker import execute
+from fnrelay_wrappers.chain import build_chain
+from fnrelay_wrappers.mpi import Layout
+
+#: The key of a worker's answer when the gate said the task was cancelled.
+CANCELLED_KEY = "fnrelay_cancelled"
+GATE_TRIES = 3
+GATE_TIMEOUT = 2.0
+
+
+def ask_gate(task_id: str, gate: dict[str, Any]) -> str:
+    """'go' or 'cancel' from the engine at gate['addresses']:gate['port'] ('go' if silent)."""
+    request = f"start {gate['secret']} {task_id}".encode()
+    for _ in range(GATE_TRIES):
+        for address in gate["addresses"]:
+            try:
+                with socket.socket(_family(address), socket.SOCK_DGRAM) as s:
+                    s.settimeout(GATE_TIMEOUT / len(gate["addresses"]))
+                    s.sendto(request, (address, gate["port"]))
+                    reply = s.recv(512).decode(errors="replace").split()
+            except OSError:
+                continue
+            if len(reply) == 2 and reply[1] == task_id and reply[0] in ("go", "cancel"):
+                return reply[0]
+    return "go"
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def mpi_env(mpi: dict[str, Any], sandbox: str) -> dict[str, str]:
+    """FNRELAY_MPI_PREFIX & co for the nodes Parsl's MPIExecutor gave this task.
+
+    Parsl's own PARSL_MPI_PREFIX uses MPICH flags (-ppn, -hosts) that OpenMPI refuses, so the
+    prefix comes from fnrelay's launchers, aimed at PARSL_MPI_NODELIST.
+    """
+    layout = Layout(**mpi["layout"])
+    nodes = [n for n in os.environ.get("PARSL_MPI_NODELIST", "").split(",") if n]
+    launcher, settings = mpi["launcher"], dict(mpi.get("launcher_settings") or {})
+    options = mpi.get("launcher_options")
+    extra: list[str] = []
+    if nodes and launcher == "srun":
+        extra = [f"--nodelist={','.join(nodes)}"]
+    elif nodes and launcher in ("mpich", "pals") and "hostfile" not in settings:
+        settings["hosts"] = nodes
+    elif len(nodes) > 1 and launcher == "openmpi" and "hostfile" not in settings:
+        extra = ["--host", ",".join(f"{n}:{layout.ranks_per_node}" for n in nodes)]
+    if extra:
+        options = [*extra, *_as_list(options)]
+    chain = build_chain(sandbox, layout, launcher=launcher, launcher_options=options,
+                        launcher_settings=settings, container=mpi.get("container"),
+                        conda=mpi.get("conda"))
+    return chain.env()
+
+
+def _as_list(options: Any) -> list[str]:
+    from fnrelay_wrappers.shell import split_options
+
+    return split_options(options)
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """Set `env` for one task; a Parsl worker process runs many tasks one after another."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_task(task: dict[str, Any], gate: dict[str, Any] | None = None,
+             mpi: dict[str, Any] | None = None,
+             parsl_resource_specification: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one fnrelay task (a TaskMessage as a dict); the ResultMessage as a dict.
+
+    `parsl_resource_specification` is consumed by Parsl (MPI layout) and unused here.
+    """
+    if gate is not None and ask_gate(task["task_id"], gate) == "cancel":
+        return {CANCELLED_KEY: True}
+    env = mpi_env(mpi, os.getcwd()) if mpi else {}
+    with _environ(env):
+        return asdict(execute(TaskMessage(**task)))

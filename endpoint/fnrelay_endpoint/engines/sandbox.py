@@ -1,0 +1,128 @@
+"""A batch task's sandbox: the directory that is its journal on the shared filesystem.
+
+Everything the batch engine must know after a crash lives here, each file written atomically
+(write a temporary file, then rename), so a reader sees a whole file or none:
+
+  task.json    the TaskMessage (protocol JSON), read by the in-job worker
+  job.sh       the rendered batch script
+  job_id       the scheduler's job id, written right after submission
+  stdout/err   the job's output (the scheduler writes them)
+  exit_status  the job script's exit status (written by the script's EXIT trap)
+  result.json  the ResultMessage the in-job worker wrote
+  final.json   the ResultMessage the engine reported: the task is settled
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fnrelay.protocol import ResultMessage, TaskMessage
+from fnrelay_endpoint.schedulers.base import EXIT_STATUS_FILE
+from fnrelay_endpoint.templating import STDERR_FILE, STDOUT_FILE
+
+TASKS_DIR = "tasks"
+#: Task ids become directory names: plain names only (the broker makes UUIDs).
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, fsynced, so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def tail(path: Path, max_lines: int = 20, max_bytes: int = 4096) -> str:
+    """The last lines of a (possibly large) output file; '' if there is none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    lines = data.decode(errors="replace").splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]  # the first line is probably cut
+    return "\n".join(lines[-max_lines:])
+
+
+class Sandbox:
+    """The files of one task under ``<workdir>/tasks/<task_id>/``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, workdir: Path, task_id: str) -> Sandbox:
+        if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
+            raise ValueError(f"task id {task_id!r} cannot name a sandbox directory")
+        return cls(Path(workdir) / TASKS_DIR / task_id)
+
+    task_file = property(lambda self: self.path / "task.json")
+    script = property(lambda self: self.path / "job.sh")
+    job_id_file = property(lambda self: self.path / "job_id")
+    stdout = property(lambda self: self.path / STDOUT_FILE)
+    stderr = property(lambda self: self.path / STDERR_FILE)
+    exit_status = property(lambda self: self.path / EXIT_STATUS_FILE)
+    result_file = property(lambda self: self.path / "result.json")
+    final_file = property(lambda self: self.path / "final.json")
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # --- task --------------------------------------------------------------------------------
+    def write_task(self, task: TaskMessage) -> None:
+        write_atomic(self.task_file, json.dumps(asdict(task)))
+
+    def read_task(self) -> TaskMessage:
+        return TaskMessage(**json.loads(self.task_file.read_text()))
+
+    # --- job id ------------------------------------------------------------------------------
+    def write_job_id(self, job_id: str) -> None:
+        write_atomic(self.job_id_file, f"{job_id}\n")
+
+    def job_id(self) -> str | None:
+        try:
+            return self.job_id_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    # --- results -----------------------------------------------------------------------------
+    def write_result(self, result: ResultMessage) -> None:
+        write_atomic(self.result_file, json.dumps(asdict(result)))
+
+    def result(self) -> ResultMessage | None:
+        """The in-job worker's result, or None if it wrote none (or an unreadable one)."""
+        return _read_result(self.result_file)
+
+    def write_final(self, result: ResultMessage) -> None:
+        write_atomic(self.final_file, json.dumps(asdict(result)))
+
+    def final(self) -> ResultMessage | None:
+        """The result the engine already reported, if any."""
+        return _read_result(self.final_file)
+
+    def ran(self) -> bool:
+        """True if a job already ran here (it left an exit status or a result)."""
+        return self.exit_status.exists() or self.result_file.exists()
+
+    def output_tails(self, max_lines: int = 20) -> dict[str, str]:
+        return {"stdout": tail(self.stdout, max_lines), "stderr": tail(self.stderr, max_lines)}
+
+
+def _read_result(path: Path) -> ResultMessage | None:
+    try:
+        data: Any = json.loads(path.read_text())
+        return ResultMessage.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,23 @@
+"""docs/hpc.md's example, end to end: SDK -> broker -> a batch endpoint -> sbatch -> srun."""
+
+from __future__ import annotations
+
+import os
+
+from fnrelay import Executor, MPIFunction
+
+SLURM_ENGINE = {"type": "batch", "scheduler": "slurm", "launcher": "srun", "poll_interval": 0.5}
+
+
+def test_mpi_hostname_on_two_ranks_through_a_slurm_endpoint(slurm_cluster, make_endpoint,
+                                                             client):
+    ep = make_endpoint("slurm", engine=SLURM_ENGINE)
+    with Executor(endpoint_id=ep.endpoint_id, client=client,
+                  resource_specification={"num_ranks": 2}) as ex:
+        future = ex.submit(MPIFunction("hostname"))
+        out = future.result(timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [os.uname().nodename] * 2
+    history = client.get_task(future.task_id)["history"]
+    queued = [h for h in history if h["status"] == "waiting-for-nodes"]
+    assert queued and "slurm job" in queued[0]["detail"]  # the job id is in the history
