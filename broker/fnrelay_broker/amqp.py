@@ -39,6 +39,15 @@ def declare_endpoint_queue(channel, endpoint_id: str) -> str:  # type: ignore[no
     return queue
 
 
+def declare_control_queue(channel, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
+    """A multi-user manager's control queue (start-child messages)."""
+    queue = protocol.control_queue(endpoint_id)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_bind(queue, protocol.TASKS_EXCHANGE,
+                       routing_key=protocol.control_routing_key(endpoint_id))
+    return queue
+
+
 def declare_group_queue(channel, task_group_id: str, expires_s: float) -> str:  # type: ignore[no-untyped-def]
     queue = protocol.group_queue(task_group_id)
     channel.queue_declare(

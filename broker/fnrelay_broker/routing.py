@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from dataclasses import asdict
 
 import pika
 from pika.exceptions import AMQPError
 
 from fnrelay import protocol
-from fnrelay_broker import tasks
+from fnrelay_broker import children, tasks
 from fnrelay_broker.amqp import (
     Backoff,
+    declare_control_queue,
     declare_endpoint_queue,
     declare_exchanges,
     parameters,
@@ -152,6 +154,17 @@ class OutboxPublisher(_Worker):
         elif kind == "result":
             forward_results(ch, tasks.result_messages(self.db, tids))
             tasks.finish_outbox(self.db, oids, [])
+        elif kind == children.OUTBOX_START_CHILD:
+            for manager_id, msg in children.start_messages(self.db, [endpoint_id]):
+                if f"control:{manager_id}" not in declared:
+                    declare_control_queue(ch, manager_id)
+                    declared.add(f"control:{manager_id}")
+                ch.basic_publish(
+                    protocol.TASKS_EXCHANGE, protocol.control_routing_key(manager_id),
+                    protocol.encode({"v": protocol.PROTOCOL_VERSION, **asdict(msg)}),
+                    _props(protocol.MSG_START_CHILD),
+                )
+            tasks.finish_outbox(self.db, oids, [])
         else:
             log.error("dropping outbox rows of unknown kind %r", kind)
             tasks.finish_outbox(self.db, oids, [])
@@ -213,6 +226,12 @@ class ResultConsumer(_Worker):
             forward_results(fwd, recorded)
         elif kind == protocol.MSG_STATUS:
             tasks.apply_status(self.db, endpoint_id, protocol.decode_status(body))
+        elif kind == protocol.MSG_CHILD_FAILED:
+            d = protocol.decode(body)
+            n = children.fail_child_tasks(self.db, endpoint_id, str(d["child_id"]),
+                                          str(d["error"]))
+            log.info("manager %s: child %s failed (%d task(s)): %s", endpoint_id,
+                     d["child_id"], n, d["error"])
         elif kind == protocol.MSG_HEARTBEAT:
             d = protocol.decode(body)
             if not isinstance(d, dict):

@@ -25,7 +25,9 @@ from fnrelay.protocol import (
     can_transition,
     now,
 )
+from fnrelay_broker import children
 from fnrelay_broker.auth import CurrentUser
+from fnrelay_broker.children import is_multi_user
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import not_found
 from fnrelay_broker.models import (
@@ -84,8 +86,9 @@ def submit(
             )
             if prev is not None:
                 return prev
-            ep_owner = s.scalar(select(Endpoint.owner).where(Endpoint.id == endpoint_id))
-            if ep_owner != user.id:
+            ep = s.get(Endpoint, endpoint_id)
+            multi_user = ep is not None and is_multi_user(ep)
+            if ep is None or (ep.owner != user.id and not multi_user):
                 raise not_found("endpoint", endpoint_id)
             wanted = {t["function_id"] for t in tasks}
             found = set(
@@ -99,13 +102,15 @@ def submit(
             group_id = ensure_task_group(s, user, task_group_id)
             t = now()
             ids = [str(uuid.uuid4()) for _ in tasks]
+            routes = (children.route(s, ep, user, tasks, t) if multi_user
+                      else [endpoint_id] * len(tasks))
             s.execute(
                 insert(Task),
                 [
                     {
                         "id": tid,
                         "owner": user.id,
-                        "endpoint_id": endpoint_id,
+                        "endpoint_id": route,
                         "function_id": spec["function_id"],
                         "task_group_id": group_id,
                         "status": TaskState.RECEIVED.value,
@@ -115,7 +120,7 @@ def submit(
                         "details": {},
                         "created": t,
                     }
-                    for tid, spec in zip(ids, tasks, strict=True)
+                    for tid, spec, route in zip(ids, tasks, routes, strict=True)
                 ],
             )
             s.execute(
@@ -124,8 +129,11 @@ def submit(
             )
             s.execute(
                 insert(Outbox),
-                [{"kind": "task", "endpoint_id": endpoint_id, "task_id": tid} for tid in ids],
+                [{"kind": "task", "endpoint_id": r, "task_id": tid}
+                 for tid, r in zip(ids, routes, strict=True)],
             )
+            if multi_user:
+                children.request_start(s, routes, ids)
             answer = {"task_group_id": group_id, "task_ids": ids}
             s.add(Submission(user_id=user.id, key=idempotency_key, response=answer, created=t))
         return answer
@@ -213,6 +221,18 @@ def _mark_delivered(s, task: Task, t: float) -> None:  # type: ignore[no-untyped
         s.add(TaskHistory(task_id=task.id, status=task.status, time=t, detail="delivered"))
 
 
+def _mark_started(s, task: Task, r: ResultMessage, t: float) -> None:  # type: ignore[no-untyped-def]
+    """Endpoints fold a fast task's "running" update into its result: record the running step
+    from the worker's start time so the history still says when the task started."""
+    started = (r.details or {}).get("started")
+    if task.status == TaskState.RUNNING.value or not isinstance(started, (int, float)):
+        return
+    if can_transition(task.status, TaskState.RUNNING):
+        task.status = TaskState.RUNNING.value
+        s.add(TaskHistory(task_id=task.id, status=task.status, time=min(float(started), t),
+                          detail="reported with the result"))
+
+
 def record_results(
     db: Database, endpoint_id: str, results: list[ResultMessage]
 ) -> list[ResultMessage]:
@@ -237,6 +257,7 @@ def record_results(
             if _is_terminal(task.status) or r.status not in _TERMINAL_VALUES:
                 continue
             _mark_delivered(s, task, t)
+            _mark_started(s, task, r, t)
             exc = r.exception
             if isinstance(exc, ExceptionInfo):
                 exc = asdict(exc)

@@ -38,9 +38,20 @@ def main() -> None:
 @click.option("--broker-url", help="Broker URL (default: FNRELAY_BROKER_URL or `fnrelay login`).")
 @click.option("--max-workers", type=click.IntRange(min=1), help="Worker processes (default: CPUs).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config (the id is kept).")
+@click.option("--multi-user", is_flag=True,
+              help="A manager that starts a child endpoint per user and user_endpoint_config.")
 @_friendly
-def configure(name: str, broker_url: str | None, max_workers: int | None, force: bool) -> None:
+def configure(name: str, broker_url: str | None, max_workers: int | None, force: bool,
+              multi_user: bool) -> None:
     """Create endpoint NAME's directory and a commented config.yaml."""
+    if multi_user:
+        paths, endpoint_id = cfg.configure_multi_user(name, broker_url, force)
+        click.echo(f"configured multi-user endpoint {name} ({endpoint_id})")
+        click.echo(f"config: {paths.config}")
+        click.echo(f"edit also: {paths.dir}/user_config_template.yaml.j2, "
+                   "user_config_schema.json, identity_mapping.yaml")
+        click.echo(f"start it with: fnrelay-endpoint start {name}")
+        return
     paths, endpoint_id = cfg.configure(name, broker_url, max_workers, force)
     click.echo(f"configured endpoint {name} ({endpoint_id})")
     click.echo(f"config: {paths.config}")
@@ -53,6 +64,16 @@ def configure(name: str, broker_url: str | None, max_workers: int | None, force:
 @_friendly
 def start(name: str, foreground: bool) -> None:
     """Start endpoint NAME (in the background unless --foreground)."""
+    if cfg.is_multi_user(cfg.EndpointPaths.of(name).config):
+        from fnrelay_endpoint import manager
+
+        if foreground:
+            manager.run_foreground(name)
+            return
+        pid = manager.start_background(name)
+        click.echo(f"multi-user endpoint {name} ({cfg.EndpointPaths.of(name).endpoint_id()}) "
+                   f"is running, pid {pid}")
+        return
     if foreground:
         daemon.run_foreground(name)
         return
@@ -100,7 +121,7 @@ def list_endpoints() -> None:
 def status(name: str) -> None:
     """Show endpoint NAME: local process and what the broker sees."""
     paths = cfg.EndpointPaths.of(name).require()
-    config = cfg.EndpointConfig.load(paths.config)
+    config = cfg.load_any(paths.config)
     endpoint_id = paths.endpoint_id()
     pid = daemon.running_pid(paths)
     click.echo(f"name:        {name}")
@@ -113,6 +134,52 @@ def status(name: str) -> None:
     except FnRelayError as e:
         click.echo(f"broker says: unknown ({e})")
     click.echo(f"directory:   {paths.dir}")
+    if isinstance(config, cfg.ManagerConfig):
+        _print_children(paths)
+
+
+def _print_children(paths: cfg.EndpointPaths) -> None:
+    """The children table of a multi-user endpoint (from the state its manager saved)."""
+    import time
+
+    from fnrelay_endpoint.manager import read_state
+
+    rows = read_state(paths)
+    click.echo(f"children:    {len(rows)}")
+    if not rows:
+        return
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+    table = [("USER", "ACCOUNT", "CONFIG", "STATE", "STARTED", "LAST TASK", "CHILD ID")]
+    table += [(r["user"], r["account"] or "-", r["config_hash"], r["state"], when(r["started"]),
+               when(r["last_task"]), r["child_id"]) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(f"{str(v):<{w}}" for v, w in zip(row, widths, strict=True)).rstrip())
+    for r in rows:
+        if r.get("error"):
+            click.echo(f"error of {r['child_id']}: {r['error']}")
+
+
+@main.command("render-user-config")
+@click.argument("name")
+@click.option("--user-config", "user_config", required=True,
+              help="The user_endpoint_config, as JSON.")
+@click.option("--user", help="Broker username (default: your local account name).")
+@_friendly
+def render_user_config(name: str, user_config: str, user: str | None) -> None:
+    """Print the config a child of multi-user endpoint NAME would get."""
+    import json
+
+    from fnrelay_endpoint.manager import render_for
+
+    try:
+        value = json.loads(user_config)
+    except ValueError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="--user-config") from None
+    click.echo(render_for(name, value, user), nl=False)
 
 
 @main.command()
@@ -122,7 +189,7 @@ def status(name: str) -> None:
 def delete(name: str, yes: bool) -> None:
     """Stop endpoint NAME, delete it at the broker and remove its directory."""
     paths = cfg.EndpointPaths.of(name).require()
-    config = cfg.EndpointConfig.load(paths.config)
+    config = cfg.load_any(paths.config)
     endpoint_id = paths.endpoint_id()
     if not yes:
         click.confirm(f"delete endpoint {name} ({endpoint_id}) and its unfinished tasks?",
@@ -134,7 +201,7 @@ def delete(name: str, yes: bool) -> None:
     click.echo(f"deleted endpoint {name} ({endpoint_id}){gone}")
 
 
-def _broker_request(method: str, config: cfg.EndpointConfig, path: str,
+def _broker_request(method: str, config: cfg.EndpointConfig | cfg.ManagerConfig, path: str,
                     ok: tuple[int, ...] = ()) -> requests.Response:
     """One REST call with the endpoint owner's token; clear errors for the CLI."""
     url = f"{config.broker_url}{path}"

@@ -214,3 +214,52 @@ def encode_status(updates: list[StatusUpdate]) -> bytes:
 
 def decode_status(body: bytes) -> list[StatusUpdate]:
     return [StatusUpdate(**u) for u in decode(body)["updates"]]
+
+
+# --- Multi-user endpoints ----------------------------------------------------------------------
+#: broker -> manager (TASKS_EXCHANGE, routing key control_routing_key(manager)): start a child.
+MSG_START_CHILD = "start-child"
+#: manager -> broker (RESULTS_EXCHANGE, routing key = manager id): a child cannot run; fail its
+#: unfinished tasks with `error`.
+MSG_CHILD_FAILED = "child-failed"
+
+
+def control_routing_key(endpoint_id: str) -> str:
+    """Routing key of a manager's control messages (never matches its task queue's binding)."""
+    return f"{endpoint_id}.control"
+
+
+def control_queue(endpoint_id: str) -> str:
+    """Name of a multi-user manager's durable control queue."""
+    return f"fnrelay.endpoint.{endpoint_id}.control"
+
+
+def canonical_config(user_endpoint_config: dict[str, Any] | None) -> str:
+    """One JSON text per config (sorted keys, no spaces): equal configs pick the same child."""
+    return json.dumps(user_endpoint_config or {}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+
+
+def child_endpoint_id(manager_id: str, user_id: str,
+                      user_endpoint_config: dict[str, Any] | None) -> str:
+    """The child endpoint of a manager for one (user, config): uuid5(manager, user:config)."""
+    name = f"{user_id}:{canonical_config(user_endpoint_config)}"
+    return str(uuid.uuid5(uuid.UUID(manager_id), name))
+
+
+@dataclass
+class StartChild:
+    """Ask a manager to start (or keep running) the child for one user and config."""
+
+    child_id: str
+    user_id: str
+    username: str
+    user_endpoint_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChildFailed:
+    """A manager could not run a child (identity refused, config invalid, start failed)."""
+
+    child_id: str
+    error: str

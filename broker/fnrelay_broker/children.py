@@ -1,0 +1,136 @@
+"""Multi-user endpoints at the broker: routing tasks to per-(user, config) child endpoints.
+
+A manager registers with metadata ``{"multi_user": true}``. Any user may submit to it: each
+task goes to the child ``child_endpoint_id(manager, user, config)``, a record the broker creates
+and gives to the submitting user (so only they see its tasks), and a ``start-child`` control
+message for the manager is committed in the same transaction (an outbox row). The manager
+answers ``child-failed`` when it cannot run a child; the child's unfinished tasks then fail with
+the manager's reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from fnrelay.protocol import (
+    TERMINAL_STATES,
+    ExceptionInfo,
+    StartChild,
+    TaskState,
+    canonical_config,
+    child_endpoint_id,
+    now,
+)
+from fnrelay_broker.auth import CurrentUser
+from fnrelay_broker.db import Database
+from fnrelay_broker.models import Endpoint, Outbox, Task, TaskHistory, User
+
+log = logging.getLogger(__name__)
+
+#: Outbox kind: publish a StartChild for the child (endpoint_id) to its manager's control queue.
+OUTBOX_START_CHILD = "start-child"
+#: Exception type of tasks failed because their child could not run.
+CHILD_FAILED_TYPE = "fnrelay.errors.ChildEndpointError"
+_TERMINAL = [s.value for s in TERMINAL_STATES]
+
+
+def is_multi_user(ep: Endpoint) -> bool:
+    return bool((ep.metadata_ or {}).get("multi_user"))
+
+
+def parent_of(ep: Endpoint | None) -> str | None:
+    """The manager id of a child endpoint record, else None."""
+    return (ep.metadata_ or {}).get("parent") if ep is not None else None
+
+
+def _ensure_child(s, manager: Endpoint, user: CurrentUser, config: dict[str, Any],  # type: ignore[no-untyped-def]
+                  t: float) -> str:
+    child_id = child_endpoint_id(manager.id, user.id, config)
+    if s.get(Endpoint, child_id) is None:
+        digest = hashlib.sha256(child_id.encode()).hexdigest()[:8]
+        s.add(Endpoint(
+            id=child_id, owner=user.id, name=f"{manager.name}/{user.username}/{digest}",
+            metadata_={"parent": manager.id, "user_endpoint_config": config},
+            state="registered", created=t,
+        ))
+        s.flush()
+    return child_id
+
+
+def route(s, manager: Endpoint, user: CurrentUser, tasks: list[dict[str, Any]],  # type: ignore[no-untyped-def]
+          t: float) -> list[str]:
+    """The child endpoint id of each task (records created as needed), in task order."""
+    cache: dict[str, str] = {}
+    routes = []
+    for spec in tasks:
+        config = spec.get("user_endpoint_config") or {}
+        key = canonical_config(config)
+        if key not in cache:
+            cache[key] = _ensure_child(s, manager, user, config, t)
+        routes.append(cache[key])
+    return routes
+
+
+def request_start(s, routes: list[str], task_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """One start-child outbox row per child of this submission, after its task rows.
+
+    Sent on every submission, not only when the child looks offline: a child that is stopping
+    for idleness may still look online, and the manager counts these as the child's activity.
+    """
+    first: dict[str, str] = {}
+    for child, tid in zip(routes, task_ids, strict=True):
+        first.setdefault(child, tid)
+    s.execute(insert(Outbox), [{"kind": OUTBOX_START_CHILD, "endpoint_id": c, "task_id": tid}
+                               for c, tid in first.items()])
+
+
+def start_messages(db: Database, child_ids: list[str]) -> list[tuple[str, StartChild]]:
+    """(manager id, StartChild) for each known child among `child_ids`."""
+    out = []
+    with db.read() as s:
+        rows = s.execute(
+            select(Endpoint, User.username).join(User, User.id == Endpoint.owner)
+            .where(Endpoint.id.in_(list(dict.fromkeys(child_ids))))
+        ).all()
+        for ep, username in rows:
+            manager = parent_of(ep)
+            if manager:
+                out.append((manager, StartChild(
+                    child_id=ep.id, user_id=ep.owner, username=username,
+                    user_endpoint_config=(ep.metadata_ or {}).get("user_endpoint_config") or {},
+                )))
+    return out
+
+
+def fail_child_tasks(db: Database, manager_id: str, child_id: str, error: str) -> int:
+    """Fail the unfinished tasks of `child_id` (only if `manager_id` is its parent).
+
+    Returns how many; their results go to their task groups through the outbox.
+    """
+    t = now()
+    with db.write() as s:
+        child = s.get(Endpoint, child_id)
+        if parent_of(child) != manager_id:
+            log.warning("ignoring child-failed for %s from %s: not its manager", child_id,
+                        manager_id)
+            return 0
+        ids = list(s.scalars(select(Task.id).where(Task.endpoint_id == child_id,
+                                                   Task.status.not_in(_TERMINAL))))
+        if not ids:
+            return 0
+        exc = ExceptionInfo(type=CHILD_FAILED_TYPE, message=error, traceback="").__dict__
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            s.execute(delete(Outbox).where(Outbox.kind == "task", Outbox.task_id.in_(chunk)))
+            s.execute(update(Task).where(Task.id.in_(chunk))
+                      .values(status=TaskState.FAILED.value, exception=exc, completed=t))
+        s.execute(insert(TaskHistory), [{"task_id": i, "status": "failed", "time": t,
+                                         "detail": f"child endpoint: {error}"[:2000]}
+                                        for i in ids])
+        s.execute(insert(Outbox), [{"kind": "result", "endpoint_id": child_id, "task_id": i}
+                                   for i in ids])
+    return len(ids)

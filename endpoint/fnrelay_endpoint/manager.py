@@ -1,0 +1,470 @@
+"""The multi-user endpoint: a manager that runs one child endpoint per (user, config).
+
+The broker routes a task sent to the manager to the child ``child_endpoint_id(manager, user,
+config)`` and sends the manager a `start-child` message on its control queue. The manager maps
+the user to a local account, validates the config against the site's schema, and starts the
+child (fnrelay_endpoint.child) as that account with a bootstrap on stdin. It reports children
+that cannot run (`child-failed`: the broker fails their tasks with the reason), restarts
+crashed children, starts idle-stopped ones again on their next task, bounds how many run, and
+stops them all when it stops. Its state is in children.json, for `fnrelay-endpoint status`.
+
+One thread owns the AMQP connection and all children's bookkeeping; a small reader thread per
+child only collects the child's stdout lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pika
+import pika.exceptions
+import requests
+
+from fnrelay import protocol
+from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
+from fnrelay.local import MARKER
+from fnrelay.protocol import ChildFailed, StartChild
+from fnrelay_endpoint import daemon, identity, usertemplate
+from fnrelay_endpoint.agent import backoff
+from fnrelay_endpoint.config import EndpointPaths, ManagerConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "children.json"
+CHILD_LOGS = "children"
+#: Crashes within RESTART_WINDOW seconds after which a child is given up (and its tasks fail).
+MAX_RESTARTS = 3
+RESTART_WINDOW = 60.0
+STOP_GRACE = 30.0
+#: Environment variables a child inherits from the manager (all else is set explicitly).
+INHERITED_ENV = ("LANG", "LC_ALL", "TZ", MARKER)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(protocol.canonical_config(config).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Child:
+    """What the manager knows about one child endpoint."""
+
+    child_id: str
+    user: str
+    user_id: str
+    config: dict[str, Any]
+    account: str = ""
+    state: str = "new"  # waiting | starting | running | idle | crashed | failed | stopped
+    started: float | None = None
+    last_task: float | None = None
+    pid: int | None = None
+    error: str = ""
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    messages: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    crashes: list[float] = field(default_factory=list, repr=False)
+    last_request: float = 0.0  # monotonic
+
+    def row(self) -> dict[str, Any]:
+        return {"child_id": self.child_id, "user": self.user, "account": self.account,
+                "config_hash": config_hash(self.config), "state": self.state,
+                "started": self.started, "last_task": self.last_task, "pid": self.pid,
+                "error": self.error}
+
+
+class Manager:
+    """Runs the manager until stop()."""
+
+    def __init__(self, paths: EndpointPaths, config: ManagerConfig, token: str):
+        self.paths, self.config, self.token = paths, config, token
+        self.name = paths.name
+        self.endpoint_id = paths.endpoint_id()
+        self.children: dict[str, Child] = {}
+        self._stop = threading.Event()
+        self._ch: Any = None
+        self._reg: dict[str, Any] = {}
+        self._user_id: str | None = None
+        self._next_heartbeat = 0.0
+        self._dirty = True
+        (paths.dir / CHILD_LOGS).mkdir(mode=0o700, exist_ok=True)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, on_ready: Any = None) -> None:
+        attempt = 0
+        try:
+            while not self._stop.is_set():
+                self._reg = self.register()
+                try:
+                    self._session(on_ready)
+                    on_ready, attempt = None, 0
+                except (pika.exceptions.AMQPError, OSError) as e:
+                    delay = backoff(attempt)
+                    attempt += 1
+                    log.warning("AMQP connection lost (%s); reconnecting in %.1f s",
+                                e or type(e).__name__, delay)
+                    self._stop.wait(delay)
+        finally:
+            self.stop_children()
+            self.write_state()
+
+    def register(self) -> dict[str, Any]:
+        """PUT /v1/endpoints/{id} with metadata multi_user: true."""
+        url = f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}"
+        body = {"name": self.config.display_name or self.name,
+                "metadata": {"multi_user": True, "hostname": socket.gethostname()}}
+        try:
+            r = requests.put(url, json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {self.token}"})
+        except requests.RequestException as e:
+            raise BrokerUnavailableError(
+                f"cannot reach the broker at {self.config.broker_url}: {e}") from e
+        if r.status_code in (401, 403):
+            raise AuthenticationError(f"the broker refused the token: {r.text}", r.status_code)
+        if not r.ok:
+            raise BrokerError(f"registration failed ({r.status_code}): {r.text}", r.status_code)
+        log.info("registered multi-user endpoint %s (%s)", self.name, self.endpoint_id)
+        return r.json()
+
+    def _session(self, on_ready: Any) -> None:
+        params = pika.URLParameters(self._reg["amqp_url"])
+        conn = pika.BlockingConnection(params)
+        try:
+            self._user_id = getattr(params.credentials, "username", None)
+            ch = conn.channel()
+            ch.confirm_delivery()
+            queue = protocol.control_queue(self.endpoint_id)
+            ch.exchange_declare(protocol.TASKS_EXCHANGE, "topic", durable=True)
+            ch.queue_declare(queue, durable=True)
+            ch.queue_bind(queue, protocol.TASKS_EXCHANGE,
+                          routing_key=protocol.control_routing_key(self.endpoint_id))
+            ch.basic_qos(prefetch_count=64)
+            ch.basic_consume(queue, self._on_message)
+            self._ch = ch
+            self._heartbeat("online")
+            if on_ready:
+                on_ready()
+            while not self._stop.is_set():
+                conn.process_data_events(time_limit=0.5)
+                self.tick()
+            self.stop_children()
+            self._heartbeat("stopping")
+        finally:
+            self._ch = None
+            try:
+                if conn.is_open:
+                    conn.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+    # --- AMQP in and out ---------------------------------------------------------------------
+    def _on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        try:
+            if props.type != protocol.MSG_START_CHILD:
+                raise ValueError(f"unknown control message type {props.type!r}")
+            d = protocol.decode(body)
+            msg = StartChild(child_id=str(d["child_id"]), user_id=str(d["user_id"]),
+                             username=str(d["username"]),
+                             user_endpoint_config=dict(d.get("user_endpoint_config") or {}))
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("rejecting malformed control message: %s", e)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
+        self.request(msg)
+        channel.basic_ack(method.delivery_tag)
+
+    def _publish(self, kind: str, body: bytes) -> None:
+        if self._ch is None:
+            return
+        self._ch.basic_publish(
+            protocol.RESULTS_EXCHANGE, self.endpoint_id, body,
+            pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2,
+                                 type=kind, user_id=self._user_id))
+
+    def _heartbeat(self, state: str) -> None:
+        running = sum(1 for c in self.children.values() if c.state in ("starting", "running"))
+        info = {"state": state, "multi_user": True, "children": running}
+        self._publish(protocol.MSG_HEARTBEAT, protocol.encode(
+            protocol.Heartbeat(endpoint_id=self.endpoint_id, info=info)))
+        period = float(self.config.heartbeat_period or self._reg.get("heartbeat_period") or 10)
+        self._next_heartbeat = time.monotonic() + period
+
+    def fail(self, child: Child, error: str) -> None:
+        """Mark the child failed and have the broker fail its unfinished tasks."""
+        log.warning("child %s of %s: %s", child.child_id, child.user, error)
+        child.state, child.error, self._dirty = "failed", error, True
+        self._publish(protocol.MSG_CHILD_FAILED, protocol.encode(
+            {"v": protocol.PROTOCOL_VERSION, **asdict(ChildFailed(child.child_id, error))}))
+
+    # --- children ----------------------------------------------------------------------------
+    def request(self, msg: StartChild) -> None:
+        """A task arrived for this child: start it unless it runs."""
+        child = self.children.get(msg.child_id)
+        if child is None:
+            child = Child(msg.child_id, msg.username, msg.user_id, msg.user_endpoint_config)
+            self.children[msg.child_id] = child
+        child.last_task, child.last_request, self._dirty = protocol.now(), time.monotonic(), True
+        if child.proc is not None or child.state == "waiting":
+            return  # running, starting, or exiting (then _exited restarts it)
+        self.try_start(child)
+
+    def try_start(self, child: Child) -> None:
+        try:
+            account = identity.resolve(self.mapping(), child.user, self.config.min_uid)
+            usertemplate.validate(child.config, self.schema())
+            template = (self.paths.dir / usertemplate.TEMPLATE_FILE).read_text()
+        except (FnRelayError, OSError) as e:
+            self.fail(child, str(e))
+            return
+        child.account = account.name
+        running = sum(1 for c in self.children.values() if c.state in ("starting", "running"))
+        if running >= self.config.max_children:
+            child.state, self._dirty = "waiting", True
+            return
+        self.spawn(child, account, template)
+
+    def mapping(self) -> identity.IdentityMapping:
+        path = self.paths.dir / self.config.identity_mapping
+        return identity.IdentityMapping.load(path)
+
+    def schema(self) -> dict[str, Any]:
+        return usertemplate.load_schema(self.paths.dir / usertemplate.SCHEMA_FILE)
+
+    def bootstrap(self, child: Child, account: identity.LocalAccount, template: str
+                  ) -> dict[str, Any]:
+        name = f"{self.name[:50]}-{child.child_id[:8]}"
+        return {
+            "child_id": child.child_id, "name": name,
+            "account": {"name": account.name, "uid": account.uid, "home": account.home},
+            "user_endpoint_config": child.config, "template": template, "schema": self.schema(),
+            "context": {"user": child.user, "local_user": account.name, "home": account.home,
+                        "endpoint_name": self.name, "manager_id": self.endpoint_id,
+                        "child_id": child.child_id},
+            "broker_url": self.config.broker_url, "amqp_url": self._reg["amqp_url"],
+            "heartbeat_period": self.config.heartbeat_period
+            or self._reg.get("heartbeat_period"),
+            "idle_timeout": self.config.idle_timeout,
+        }
+
+    def spawn(self, child: Child, account: identity.LocalAccount, template: str) -> None:
+        """Start the child process as `account`, its bootstrap (and secrets) on stdin."""
+        boot = self.bootstrap(child, account, template)
+        env = {"HOME": account.home, "USER": account.name, "LOGNAME": account.name,
+               "PATH": "/usr/local/bin:/usr/bin:/bin",
+               **{k: os.environ[k] for k in INHERITED_ENV if k in os.environ}}
+        drop: dict[str, Any] = {}
+        if os.geteuid() == 0:  # setgid, setgroups (initgroups), setuid between fork and exec
+            drop = {"user": account.uid, "group": account.gid,
+                    "extra_groups": list(account.groups)}
+        cwd = account.home if os.path.isdir(account.home) else "/"
+        logfile = (self.paths.dir / CHILD_LOGS / f"{child.child_id}.log").open("ab")
+        try:
+            proc = subprocess.Popen(
+                [self.config.child_python or sys.executable, "-m", "fnrelay_endpoint.child"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logfile, env=env,
+                cwd=cwd, start_new_session=True, close_fds=True, **drop)
+        except OSError as e:
+            self.fail(child, f"cannot start a child endpoint as {account.name!r}: {e}")
+            return
+        finally:
+            logfile.close()
+        child.proc, child.pid, child.messages = proc, proc.pid, []
+        child.state, child.started, child.error, self._dirty = "starting", protocol.now(), "", True
+        threading.Thread(target=self._read, args=(child, proc), daemon=True,
+                         name=f"child-{child.child_id[:8]}").start()
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(boot) + "\n").encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once; tick() sees the exit
+        log.info("started child %s for %s as %s (pid %d)", child.child_id, child.user,
+                 account.name, proc.pid)
+
+    @staticmethod
+    def _read(child: Child, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                child.messages.append(json.loads(line))
+            except ValueError:
+                continue
+
+    def tick(self) -> None:
+        """Notice ready, failed and exited children; start waiting ones; heartbeat; save."""
+        for child in list(self.children.values()):
+            while child.messages:
+                msg = child.messages.pop(0)
+                if msg.get("ready") and child.state == "starting":
+                    child.state, self._dirty = "running", True
+                elif msg.get("error"):
+                    child.error = str(msg["error"])
+                elif msg.get("stopped") == "idle":
+                    child.state = "idle"
+            if child.proc is not None and child.proc.poll() is not None:
+                self._exited(child)
+        for child in self.children.values():
+            if child.state == "waiting" and self._running() < self.config.max_children:
+                child.state = "new"
+                self.try_start(child)
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat("online")
+        if self._dirty:
+            self.write_state()
+
+    def _running(self) -> int:
+        return sum(1 for c in self.children.values() if c.state in ("starting", "running"))
+
+    def _exited(self, child: Child) -> None:
+        proc, self._dirty = child.proc, True
+        assert proc is not None
+        code = proc.returncode
+        if proc.stdout is not None:
+            proc.stdout.close()
+        child.proc, child.pid = None, None
+        if child.error:
+            self.fail(child, child.error)
+        elif child.state == "idle" and code == 0:
+            log.info("child %s of %s stopped after idling", child.child_id, child.user)
+            if time.monotonic() - child.last_request < self.config.idle_timeout:
+                self.try_start(child)  # a task may have arrived while it was stopping
+        elif self._stop.is_set():
+            child.state = "stopped"
+        else:
+            now = time.monotonic()
+            child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW] + [now]
+            log.warning("child %s of %s exited with status %s; restarting", child.child_id,
+                        child.user, code)
+            if len(child.crashes) > MAX_RESTARTS:
+                self.fail(child, f"the child endpoint crashed {len(child.crashes)} times in "
+                                 f"{RESTART_WINDOW:.0f} s (last exit status {code})")
+            else:
+                child.state = "crashed"
+                self.try_start(child)
+
+    def stop_children(self) -> None:
+        """SIGTERM every child, wait for them, SIGKILL the stubborn."""
+        live = [c for c in self.children.values() if c.proc is not None]
+        for c in live:
+            try:
+                os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE
+        for c in live:
+            proc = c.proc
+            assert proc is not None
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            c.proc, c.pid, c.state = None, None, "stopped"
+        self._dirty = True
+
+    def write_state(self) -> None:
+        data = {"endpoint_id": self.endpoint_id, "updated": protocol.now(),
+                "children": [c.row() for c in self.children.values()]}
+        tmp = self.paths.dir / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.paths.dir / STATE_FILE)
+        self._dirty = False
+
+
+def read_state(paths: EndpointPaths) -> list[dict[str, Any]]:
+    """The children rows the manager saved last (empty if it never ran)."""
+    try:
+        return json.loads((paths.dir / STATE_FILE).read_text()).get("children") or []
+    except (OSError, ValueError):
+        return []
+
+
+# --- running it ------------------------------------------------------------------------
+def run_foreground(name: str) -> None:
+    paths = EndpointPaths.of(name).require()
+    config = ManagerConfig.load(paths.config)
+    token = config.resolved_token()
+    identity.IdentityMapping.load(paths.dir / config.identity_mapping)  # errors show now
+    usertemplate.load_schema(paths.dir / usertemplate.SCHEMA_FILE)
+    other = daemon.running_pid(paths)
+    if other and other != os.getpid():
+        raise FnRelayError(f"endpoint {name!r} is already running (pid {other})")
+    daemon._setup_logging(paths.log)
+    paths.ready.unlink(missing_ok=True)
+    paths.pid.write_text(f"{os.getpid()}\n")
+    manager = Manager(paths, config, token)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: manager.stop())
+    log.info("starting multi-user endpoint %s (%s), pid %d", name, manager.endpoint_id,
+             os.getpid())
+    try:
+        manager.run(on_ready=paths.ready.touch)
+    finally:
+        paths.ready.unlink(missing_ok=True)
+        if daemon.running_pid(paths) == os.getpid():
+            paths.pid.unlink(missing_ok=True)
+
+
+def start_background(name: str, timeout: float = daemon.START_TIMEOUT) -> int:
+    """Start the manager detached; returns its pid once it consumes its control queue."""
+    paths = EndpointPaths.of(name).require()
+    ManagerConfig.load(paths.config).resolved_token()
+    pid = daemon.running_pid(paths)
+    if pid:
+        raise FnRelayError(f"endpoint {name!r} is already running (pid {pid})")
+    paths.ready.unlink(missing_ok=True)
+    with paths.log.open("ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fnrelay_endpoint.cli", "start", name, "--foreground"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            cwd=paths.dir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if paths.ready.exists():
+            return proc.pid
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    else:
+        proc.terminate()
+    raise daemon.StartError(f"endpoint {name!r} did not start (see {paths.log}); its last "
+                            "log lines:\n" + daemon.tail(paths.log).rstrip())
+
+
+def render_for(name: str, user_config: Any, user: str | None) -> str:
+    """What a child of manager NAME would get for `user_config` (admins debug templates)."""
+    paths = EndpointPaths.of(name).require()
+    config = ManagerConfig.load(paths.config)
+    username = user or identity.LocalAccount.current().name
+    try:
+        account = identity.resolve(identity.IdentityMapping.load(
+            paths.dir / config.identity_mapping), username, config.min_uid)
+    except identity.IdentityError as e:
+        if user is not None:
+            raise
+        log.debug("rendering as the current account: %s", e)
+        account = identity.LocalAccount.current()
+    context = {"user": username, "local_user": account.name, "home": account.home,
+               "endpoint_name": name, "manager_id": paths.endpoint_id(),
+               "child_id": "00000000-0000-0000-0000-000000000000"}
+    text, *_ = usertemplate.render(
+        (paths.dir / usertemplate.TEMPLATE_FILE).read_text(),
+        usertemplate.load_schema(paths.dir / usertemplate.SCHEMA_FILE), user_config, context,
+        config.broker_url)
+    return text

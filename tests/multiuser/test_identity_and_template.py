@@ -1,0 +1,66 @@
+"""Identity mapping and child config rendering, without processes."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+import pytest
+
+from fnrelay_endpoint import usertemplate
+from fnrelay_endpoint.identity import IdentityError, IdentityMapping, resolve
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def test_exact_map_wins_then_rules_match_whole_names():
+    m = IdentityMapping.from_dict({"map": {"alice": "a1"},
+                                   "rules": [{"match": r"(\w+)@site\.org", "account": r"\1"}]})
+    assert m.account_name("alice") == "a1"
+    assert m.account_name("bob@site.org") == "bob"
+    assert m.account_name("bob@site.org.evil") is None  # fullmatch, not search
+    assert m.account_name("carol") is None
+
+
+def test_unmapped_root_and_system_accounts_are_refused():
+    m = IdentityMapping.from_dict({"map": {"r": "root", "d": "daemon"}})
+    with pytest.raises(IdentityError, match="not mapped"):
+        resolve(m, "nobody-here", 1000)
+    with pytest.raises(IdentityError, match="root account"):
+        resolve(m, "r", 1000)
+    with pytest.raises(IdentityError, match="system account"):
+        resolve(m, "d", 1000)
+
+
+def test_a_manager_not_run_as_root_accepts_only_its_own_account():
+    m = IdentityMapping.from_dict({"map": {"me": ME, "other": "nobody"}})
+    with pytest.raises(IdentityError, match="own account"):
+        resolve(m, "other", 1, as_root=False)
+    if os.getuid() != 0:
+        assert resolve(m, "me", 1, as_root=False).name == ME
+
+
+def test_packaged_template_and_schema_render_and_refuse():
+    schema = usertemplate.load_schema_text(usertemplate.packaged(usertemplate.SCHEMA_FILE))
+    template = usertemplate.packaged(usertemplate.TEMPLATE_FILE)
+    ctx = {"user": "u", "local_user": ME, "home": "/h", "endpoint_name": "e",
+           "manager_id": "m", "child_id": "c"}
+    text, config, env, init = usertemplate.render(
+        template, schema, {"label": "x", "max_workers": 3, "conda_env": "sim"}, ctx,
+        "http://broker")
+    assert config.max_workers == 3 and env == {"FNRELAY_USER_LABEL": "x"}
+    assert init == "conda activate sim"
+    with pytest.raises(usertemplate.UserConfigError, match=r"user_endpoint_config\.conda_env"):
+        usertemplate.render(template, schema, {"conda_env": "a; rm -rf ~"}, ctx, "http://b")
+    with pytest.raises(usertemplate.UserConfigError, match="reserved"):
+        usertemplate.validate({"fnrelay": 1}, schema)
+
+
+def test_rendered_text_must_stay_a_known_mapping():
+    with pytest.raises(usertemplate.UserConfigError, match="unknown key 'evil'"):
+        usertemplate.parse("evil: 1\n", "http://b")
+    # A template that forgets tojson lets a value add a key: the parse refuses it.
+    text = usertemplate.render_text("display_name: {{ label }}\n",
+                                    {"label": "x\nworker_unknown: 1"}, {})
+    with pytest.raises(usertemplate.UserConfigError, match="worker_unknown"):
+        usertemplate.parse(text, "http://b")
