@@ -266,6 +266,10 @@ class Agent:
             except queue.Empty:
                 break
             (results if kind == "result" else updates).append(item)
+        # A task that already finished needs no separate "running" message: its result carries
+        # the start time, from which the broker records the running step.
+        finished = {r.task_id for r in results}
+        updates = [u for u in updates if u.task_id not in finished]
         if updates:
             self.journal.mark_running([u.task_id for u in updates])
         stored = [r for chunk in _chunks(results) for r in self.journal.store_results(chunk)]

@@ -29,7 +29,6 @@ from fnrelay.results import outcome
 
 log = logging.getLogger(__name__)
 
-FLUSH_IDLE = 0.005  # seconds without a new submission before a partial batch goes out
 MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
 POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
 SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
@@ -186,10 +185,13 @@ class Executor(cf.Executor):
             first = self._queue.get()
             if first is None:
                 break
+            # Send at once what is queued now, without waiting for more: while this request is
+            # in flight, later submissions pile up and go in the next one. So a lone task pays
+            # no batching delay and a burst is still sent in few requests.
             batch = [first]
             while len(batch) < self.batch_size:
                 try:
-                    nxt = self._queue.get(timeout=FLUSH_IDLE)
+                    nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
