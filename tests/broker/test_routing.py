@@ -39,6 +39,17 @@ def _get(ch, queue: str, kind: str, what: str):  # type: ignore[no-untyped-def]
     return wait_for(poll, what)
 
 
+def _queue_exists(conn, queue: str) -> bool:  # type: ignore[no-untyped-def]
+    """Passive declare on a throwaway channel (a 404 closes the channel it happens on)."""
+    ch = conn.channel()
+    try:
+        ch.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    ch.close()
+    return True
+
+
 def _publish(ch, endpoint_id: str, kind: str, body: bytes) -> None:  # type: ignore[no-untyped-def]
     ch.basic_publish(
         protocol.RESULTS_EXCHANGE, endpoint_id, body,
@@ -188,6 +199,10 @@ def test_tasks_accepted_while_rabbitmq_is_down_go_out_when_it_returns(
     assert down.stop() == 0  # SIGTERM stops cleanly
 
     back = start_broker(amqp_url, down.db_url)  # same database, RabbitMQ reachable
+    # The new broker declares the endpoint's queue before its first publish; reading a queue
+    # that does not exist yet would close the test's channel.
+    wait_for(lambda: _queue_exists(amqp.connection, protocol.endpoint_queue(eid)),
+             "the endpoint queue")
     body = _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_TASKS, "the queued tasks")
     assert [m.task_id for m in protocol.decode_tasks(body)] == answer["task_ids"]
     _status_of(back.api(api.http.headers["Authorization"].split()[1]), tid,
