@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
+import requests
 
 from fnrelay.local import (
     BrokerServer,
@@ -25,6 +26,9 @@ from fnrelay.local import (
     make_shared_tmpdir,
     reap_marked,
 )
+
+#: Session fixtures of the test-only servers, for any test that asks for them.
+pytest_plugins = ["support.slurm_fixtures"]
 
 #: Every process the fixtures start carries this marker, so teardown can prove none is left.
 MARKER = f"pytest-{uuid.uuid4().hex}"
@@ -73,10 +77,33 @@ def amqp_url(rabbitmq) -> str:
 
 
 @pytest.fixture(scope="session")
+def new_vhost(rabbitmq) -> Iterator[Callable[[str], str]]:
+    """Factory: new_vhost(prefix) -> the admin's AMQP URL on a fresh virtual host of the
+    session's RabbitMQ. Tests that start brokers of their own use one each, so their brokers
+    never consume the session broker's results queue (or each other's). Removed at the end."""
+    parts = urlsplit(rabbitmq.amqp_url)
+    mgmt, auth = rabbitmq.management_url.rstrip("/"), rabbitmq.admin_auth
+    made: list[str] = []
+
+    def make(prefix: str = "fnrelay-test") -> str:
+        vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        requests.put(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
+        requests.put(f"{mgmt}/api/permissions/{vhost}/{auth[0]}", auth=auth, timeout=10,
+                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        made.append(vhost)
+        return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+
+    yield make
+    for vhost in made:
+        requests.delete(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10)
+
+
+@pytest.fixture(scope="session")
 def broker(rabbitmq, _workdir: Path) -> Iterator[BrokerServer]:
     """`fnrelay-broker serve` on the session's RabbitMQ with a temporary SQLite database and
     short heartbeats. Has .url, .db_url, .amqp_url, .add_user(name) -> token."""
     server = BrokerServer(_workdir / "broker", rabbitmq.amqp_url, marker=MARKER,
+                          management_url=rabbitmq.management_url,
                           extra_args=["--heartbeat-period", "1", "--heartbeat-threshold", "4"])
     server.start()
     yield server

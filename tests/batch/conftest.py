@@ -3,7 +3,6 @@ its callbacks and real TaskMessages built with fnrelay.serialize."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
@@ -13,14 +12,9 @@ from typing import Any
 
 import pytest
 
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-from fnrelay import serialize  # noqa: E402
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage  # noqa: E402
-from fnrelay_endpoint.engines.batch import BatchEngine  # noqa: E402
-from support.slurm_fixtures import slurm_cluster  # noqa: E402, F401
+from fnrelay import serialize
+from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage
+from fnrelay_endpoint.engines.batch import BatchEngine
 
 #: Upper bound for a job to start and finish on the idle test cluster, not a timing assertion.
 WAIT = 90.0

@@ -11,49 +11,28 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pika
 import pytest
 import requests
 
 from fnrelay.local import free_port
+from support.waiting import wait_for
 
 BIN = Path(sys.executable).parent
 BROKER_CLI = str(BIN / "fnrelay-broker")
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> object:
-    """Poll `check` until it returns something truthy (a bound, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
-def amqp_url(rabbitmq) -> Iterator[str]:
-    """A private virtual host on the session's RabbitMQ: these tests start brokers of their
-    own, which must not consume the session broker's results queue (or each other's)."""
-    parts = urlsplit(rabbitmq.amqp_url)
-    mgmt, auth = rabbitmq.management_url.rstrip("/"), rabbitmq.admin_auth
-    vhost = f"fnrelay-test-{uuid.uuid4().hex[:8]}"
-    requests.put(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
-    requests.put(
-        f"{mgmt}/api/permissions/{vhost}/{auth[0]}", auth=auth, timeout=10,
-        json={"configure": ".*", "write": ".*", "read": ".*"},
-    ).raise_for_status()
-    yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-    requests.delete(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10)
+def amqp_url(new_vhost) -> str:
+    """A private virtual host: these tests start brokers of their own."""
+    return new_vhost("fnrelay-broker-test")
 
 
 @dataclass

@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import uuid
 
 import pika
 
 from fnrelay import protocol
-
-
-def wait_for(check, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    """Poll `check` until it returns something truthy (a bound, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-    return value
+from support.waiting import wait_for
 
 
 def _get(ch, queue: str, kind: str, what: str):  # type: ignore[no-untyped-def]

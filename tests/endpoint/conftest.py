@@ -7,30 +7,21 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 import requests
 
+from support.waiting import wait_for
+
 BIN = Path(sys.executable).parent
 ENDPOINT_CLI = str(BIN / "fnrelay-endpoint")
 BROKER_CLI = str(BIN / "fnrelay-broker")
-DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 WAIT = 60.0  # upper bound for something to happen, not a timing assertion
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def free_port() -> int:
@@ -40,22 +31,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def amqp_vhost_url() -> Iterator[str]:
-    """A private vhost on the test RabbitMQ, so parallel tests never share queues."""
-    base = os.environ.get("FNRELAY_TEST_AMQP_URL", DEFAULT_AMQP)
-    mgmt = os.environ.get("FNRELAY_TEST_AMQP_MGMT", "http://127.0.0.1:15672")
-    parts = urlsplit(base)
-    auth = (parts.username or "guest", parts.password or "guest")
-    vhost = f"fnrelay-ep-test-{uuid.uuid4().hex[:8]}"
-    try:
-        requests.put(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=5).raise_for_status()
-        requests.put(f"{mgmt}/api/permissions/{vhost}/{auth[0]}", auth=auth, timeout=5,
-                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    except requests.RequestException:
-        yield base
-        return
-    yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-    requests.delete(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10)
+def amqp_vhost_url(new_vhost) -> str:
+    """A private virtual host: these tests start a broker of their own."""
+    return new_vhost("fnrelay-ep-test")
 
 
 @dataclass

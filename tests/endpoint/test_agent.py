@@ -12,21 +12,14 @@ import pytest
 import requests
 
 from fnrelay import serialize
+from support.waiting import wait_for
 
 WAIT = 60.0  # upper bound for something to happen, not a timing assertion
 
 
-def wait_for(check, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def nap_and_echo(x, seconds=0):  # type: ignore[no-untyped-def]
-    import time
 
     time.sleep(seconds)
     return x

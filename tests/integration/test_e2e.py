@@ -13,25 +13,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fnrelay import Client, Executor, ShellFunction, ShellResult, errors
+from support.waiting import wait_for
 
 WAIT = 120.0  # upper bound for anything to happen; a bound, not a timing assertion
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 def result_of(client: Client, task_id: str, timeout: float = WAIT) -> object:

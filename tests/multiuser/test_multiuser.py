@@ -7,27 +7,17 @@ import json
 import os
 import pwd
 import signal
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from fnrelay import Client, Executor
 from fnrelay.client import task_entry
 from fnrelay.protocol import child_endpoint_id
+from support.waiting import wait_for
 
 WAIT = 120.0
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 def where_am_i():
