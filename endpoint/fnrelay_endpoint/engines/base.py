@@ -69,6 +69,7 @@ class Engine(abc.ABC):
 ENGINE_MODULES = {
     "local": "fnrelay_endpoint.engines.local",
     "batch": "fnrelay_endpoint.engines.batch",
+    "parsl": "fnrelay_endpoint.engines.parsl",
 }
 
 

@@ -39,7 +39,8 @@ CONFIG_KEYS = frozenset({
     "min_blocks", "max_blocks", "max_workers_per_node", "max_workers", "walltime", "partition",
     "queue", "account", "qos", "exclusive", "worker_init", "scheduler_options", "container",
     "max_idletime", "strategy_period", "heartbeat_period", "heartbeat_threshold", "poll_period",
-    "retries", "address", "mpi", "python", "allowed_free_text", "block_failure_threshold",
+    "retries", "address", "mpi", "python", "status_poll_period", "allowed_free_text",
+    "block_failure_threshold",
 })
 MPI_KEYS = frozenset({"enabled", "launcher", "launcher_settings", "nodes_per_block",
                       "max_blocks", "max_workers_per_block"})
@@ -82,6 +83,7 @@ class ParslSettings:
     heartbeat_period: int = 30
     heartbeat_threshold: int = 120
     poll_period: int = 10
+    status_poll_period: float | None = None
     retries: int = 0
     address: str | None = None
     python: str = sys.executable
@@ -237,6 +239,8 @@ def _parse(c: dict, source: str) -> ParslSettings:
         heartbeat_period=_int(c, "heartbeat_period", 30, source, 1),
         heartbeat_threshold=_int(c, "heartbeat_threshold", 120, source, 1),
         poll_period=_int(c, "poll_period", 10, source, 1),
+        status_poll_period=_number(c, "status_poll_period", 60.0, source)
+        if "status_poll_period" in c else None,
         retries=_int(c, "retries", 0, source),
         address=address, python=_python(c, source),
         block_failure_threshold=_int(c, "block_failure_threshold", 3, source, 1),
@@ -267,9 +271,25 @@ def _block_launcher(name: str) -> Any:
             "aprun": AprunLauncher}[name]()
 
 
+def _polled(provider: Any, period: float | None) -> Any:
+    """`provider` asking the scheduler about its blocks every `period` s (Parsl: 60 s for
+    Slurm and PBSPro, so a scancelled pilot would count as pending capacity for a minute)."""
+    if period is None:
+        return provider
+    provider.__class__ = type(type(provider).__name__, (type(provider),),
+                              {"status_polling_interval": property(lambda self: period)})
+    return provider
+
+
 def _provider(s: ParslSettings, launcher: Any, nodes: int, init: int, low: int, high: int,
               worker_init: str | None = None) -> Any:
     """Parsl's provider for `s.provider` with this block shape."""
+    return _polled(_new_provider(s, launcher, nodes, init, low, high, worker_init),
+                   s.status_poll_period)
+
+
+def _new_provider(s: ParslSettings, launcher: Any, nodes: int, init: int, low: int, high: int,
+                  worker_init: str | None) -> Any:
     if s.provider == "local":
         from parsl.providers import LocalProvider
 
