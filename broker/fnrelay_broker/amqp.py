@@ -13,12 +13,13 @@ import threading
 import pika
 
 from fnrelay import protocol
+from fnrelay.amqp import connection_parameters
 
 log = logging.getLogger(__name__)
 
 
 def parameters(url: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
+    params = connection_parameters(url)
     params.connection_attempts = 1
     params.socket_timeout = 5
     params.blocked_connection_timeout = 30
@@ -88,6 +89,10 @@ class Declarer:
 
     def endpoint_queue(self, endpoint_id: str) -> bool:
         return self._run(lambda ch: declare_endpoint_queue(ch, endpoint_id))
+
+    def control_queue(self, endpoint_id: str) -> bool:
+        """A multi-user manager's control queue (its account may not declare it)."""
+        return self._run(lambda ch: declare_control_queue(ch, endpoint_id))
 
     def group_queue(self, task_group_id: str) -> bool:
         return self._run(lambda ch: declare_group_queue(ch, task_group_id, self.group_expires_s))

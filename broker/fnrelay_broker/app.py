@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import uuid
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
 
 from fnrelay import protocol
-from fnrelay_broker import auth, registry, tasks
+from fnrelay_broker import auth, children, registry, tasks
+from fnrelay_broker.access import AmqpAccess
 from fnrelay_broker.amqp import Declarer
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, install_handlers
 from fnrelay_broker.limits import PayloadLimit
 from fnrelay_broker.routing import OutboxPublisher, ResultConsumer
 from fnrelay_broker.settings import BrokerSettings
+from fnrelay_broker.validation import JsonObject, Text
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +28,14 @@ VERSION = "0.1.0"
 
 # --- request bodies ------------------------------------------------------------------------------
 class FunctionIn(BaseModel):
-    function: str
-    function_name: str = ""
-    description: str | None = None
+    function: Text
+    function_name: Text = ""
+    description: Text | None = None
 
 
 class EndpointIn(BaseModel):
-    name: str
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Text
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class TaskGroupIn(BaseModel):
@@ -41,20 +43,20 @@ class TaskGroupIn(BaseModel):
 
 
 class TaskIn(BaseModel):
-    function_id: str
-    payload: str
-    resource_specification: dict[str, Any] = Field(default_factory=dict)
-    user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
+    function_id: Text
+    payload: Text
+    resource_specification: JsonObject = Field(default_factory=dict)
+    user_endpoint_config: JsonObject = Field(default_factory=dict)
 
 
 class SubmitIn(BaseModel):
-    endpoint_id: str
+    endpoint_id: Text
     task_group_id: uuid.UUID | None = None
     tasks: list[TaskIn] = Field(min_length=1)
 
 
 class BatchStatusIn(BaseModel):
-    task_ids: list[str]
+    task_ids: list[Text]
 
 
 def current_user(request: Request) -> auth.CurrentUser:
@@ -69,7 +71,25 @@ def current_user(request: Request) -> auth.CurrentUser:
     return user
 
 
-User = Annotated[auth.CurrentUser, Depends(current_user)]
+def user_token(user: Annotated[auth.CurrentUser, Depends(current_user)]) -> auth.CurrentUser:
+    """A user token, or 403: endpoint tokens may only register their endpoint."""
+    if user.is_endpoint_token:
+        raise ApiError(403, f"this is an endpoint token (endpoint {user.endpoint_id}): it may "
+                            "only register its endpoint and read its status; use a user token")
+    return user
+
+
+def endpoint_scope(user: auth.CurrentUser, endpoint_id: str) -> None:
+    """403 unless the token may act for `endpoint_id` (user tokens: any of the user's)."""
+    if user.endpoint_id is not None and user.endpoint_id != endpoint_id:
+        raise ApiError(403, f"this endpoint token is for endpoint {user.endpoint_id}, "
+                            f"not {endpoint_id}")
+
+
+#: Routes for users (submit, read); endpoint tokens get 403.
+User = Annotated[auth.CurrentUser, Depends(user_token)]
+#: Routes an endpoint token may call too (registration), each checked with endpoint_scope.
+AnyToken = Annotated[auth.CurrentUser, Depends(current_user)]
 
 
 # --- app -----------------------------------------------------------------------------------------
@@ -81,8 +101,10 @@ class Broker:
         self.db = Database(settings.db_url)
         self.db.create_tables()
         self.declarer = Declarer(settings.amqp_url, settings.group_queue_expires)
+        self.access = AmqpAccess(settings)
         self.publisher = OutboxPublisher(self.db, settings.amqp_url)
-        self.consumer = ResultConsumer(self.db, settings.amqp_url)
+        self.consumer = ResultConsumer(self.db, settings.amqp_url,
+                                       verify_senders=self.access.isolated)
         self.start_threads = start_threads
 
     def start(self) -> None:
@@ -126,8 +148,11 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         return {"version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
 
     @app.get("/v1/whoami")
-    def whoami(user: User) -> dict:
-        return {"user_id": user.id, "username": user.username}
+    def whoami(user: AnyToken) -> dict:
+        answer = {"user_id": user.id, "username": user.username}
+        if user.endpoint_id:
+            answer["endpoint_id"] = user.endpoint_id
+        return answer
 
     @app.post("/v1/functions")
     def register_function(body: FunctionIn, user: User) -> dict:
@@ -137,23 +162,49 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         return {"function_id": fid}
 
     @app.get("/v1/functions/{function_id}")
-    def get_function(function_id: str, user: User) -> dict:
+    def get_function(function_id: Text, user: User) -> dict:
         return registry.get_function(db, user, function_id)
 
     @app.put("/v1/endpoints/{endpoint_id}")
-    def register_endpoint(endpoint_id: uuid.UUID, body: EndpointIn, user: User) -> dict:
+    def register_endpoint(endpoint_id: uuid.UUID, body: EndpointIn, user: AnyToken) -> dict:
         eid = str(endpoint_id)
+        endpoint_scope(user, eid)
         registry.register_endpoint(db, user, eid, body.name, body.metadata)
-        if not broker.declarer.endpoint_queue(eid):
-            log.warning("endpoint %s registered but its queue is not declared yet", eid)
+        multi_user = bool(body.metadata.get("multi_user"))
+        _declare_endpoint_queues(eid, multi_user)
         return {
             "endpoint_id": eid,
             "name": body.name,
-            "amqp_url": s.public_amqp_url,
+            "amqp_url": broker.access.endpoint_url(eid, multi_user),
             "task_queue": protocol.endpoint_queue(eid),
             "tasks_exchange": protocol.TASKS_EXCHANGE,
             "results_exchange": protocol.RESULTS_EXCHANGE,
             "heartbeat_period": s.heartbeat_period,
+            "broker_user": broker.access.broker_user,
+        }
+
+    def _declare_endpoint_queues(eid: str, multi_user: bool = False) -> None:
+        """Endpoints with their own accounts cannot declare: then a failure here is a 503."""
+        ok = broker.declarer.endpoint_queue(eid)
+        if ok and multi_user:
+            ok = broker.declarer.control_queue(eid)
+        if not ok:
+            if broker.access.isolated:
+                raise ApiError(503, f"cannot declare the queues of endpoint {eid} (RabbitMQ "
+                                    "unreachable); retry later")
+            log.warning("endpoint %s registered but its queue is not declared yet", eid)
+
+    @app.post("/v1/endpoints/{endpoint_id}/children/{child_id}/credentials")
+    def child_credentials(endpoint_id: uuid.UUID, child_id: uuid.UUID, user: AnyToken) -> dict:
+        mid, cid = str(endpoint_id), str(child_id)
+        endpoint_scope(user, mid)
+        children.check_child(db, user, mid, cid)
+        _declare_endpoint_queues(cid)
+        return {
+            "endpoint_id": cid,
+            "amqp_url": broker.access.endpoint_url(cid),
+            "task_queue": protocol.endpoint_queue(cid),
+            "broker_user": broker.access.broker_user,
         }
 
     @app.get("/v1/endpoints")
@@ -161,14 +212,16 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         return {"endpoints": registry.list_endpoints(db, user, s.heartbeat_threshold)}
 
     @app.get("/v1/endpoints/{endpoint_id}/status")
-    def endpoint_status(endpoint_id: str, user: User) -> dict:
+    def endpoint_status(endpoint_id: Text, user: AnyToken) -> dict:
+        endpoint_scope(user, endpoint_id)  # `fnrelay-endpoint status` with an endpoint token
         return registry.get_endpoint_status(db, user, endpoint_id, s.heartbeat_threshold)
 
     @app.delete("/v1/endpoints/{endpoint_id}")
-    def delete_endpoint(endpoint_id: str, user: User) -> dict:
+    def delete_endpoint(endpoint_id: Text, user: User) -> dict:
         registry.delete_endpoint(db, user, endpoint_id)
         broker.publisher.wake()
         broker.declarer.delete_endpoint_queue(endpoint_id)
+        broker.access.forget_endpoint(endpoint_id)
         return {"endpoint_id": endpoint_id, "deleted": True}
 
     @app.post("/v1/task_groups")
@@ -177,11 +230,11 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         gid = registry.create_task_group(db, user, wanted)
         if not broker.declarer.group_queue(gid):
             log.warning("task group %s created but its queue is not declared", gid)
-        return {"task_group_id": gid, "amqp_url": s.public_amqp_url,
+        return {"task_group_id": gid, "amqp_url": broker.access.group_url(gid),
                 "queue": protocol.group_queue(gid)}
 
     @app.get("/v1/task_groups/{task_group_id}")
-    def get_task_group(task_group_id: str, user: User) -> dict:
+    def get_task_group(task_group_id: Text, user: User) -> dict:
         return registry.get_task_group(db, user, task_group_id)
 
     @app.post("/v1/submit")
@@ -200,7 +253,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         return answer
 
     @app.get("/v1/tasks/{task_id}")
-    def get_task(task_id: str, user: User) -> dict:
+    def get_task(task_id: Text, user: User) -> dict:
         return tasks.task_record(db, user, task_id)
 
     @app.post("/v1/tasks/batch_status")
@@ -209,7 +262,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         return {"tasks": found, "unknown": [i for i in body.task_ids if i not in found]}
 
     @app.post("/v1/tasks/{task_id}/cancel")
-    def cancel(task_id: str, user: User) -> dict:
+    def cancel(task_id: Text, user: User) -> dict:
         answer = tasks.cancel(db, user, task_id)
         broker.publisher.wake()
         return answer

@@ -22,8 +22,15 @@ class UserExistsError(Exception):
 
 @dataclass(frozen=True)
 class CurrentUser:
+    """Who a request acts for. `endpoint_id` set: an endpoint token scoped to that endpoint."""
+
     id: str
     username: str
+    endpoint_id: str | None = None
+
+    @property
+    def is_endpoint_token(self) -> bool:
+        return self.endpoint_id is not None
 
 
 def new_token() -> str:
@@ -50,14 +57,17 @@ def create_user(db: Database, username: str) -> tuple[str, str]:
     return user_id, token
 
 
-def create_token(db: Database, username: str, kind: str = "user") -> str:
-    """A further token for an existing user."""
+def create_token(db: Database, username: str, endpoint_id: str | None = None) -> str:
+    """A further token for an existing user; with `endpoint_id`, an endpoint token that may
+    only register that endpoint (it cannot submit or read tasks)."""
     token = new_token()
+    kind = "endpoint" if endpoint_id else "user"
     with db.write() as s:
         user_id = s.scalar(select(User.id).where(User.username == username))
         if not user_id:
             raise LookupError(f"no user {username!r}")
-        s.add(Token(hash=hash_token(token), user_id=user_id, kind=kind, created=now()))
+        s.add(Token(hash=hash_token(token), user_id=user_id, kind=kind,
+                    endpoint_id=endpoint_id, created=now()))
     return token
 
 
@@ -76,7 +86,8 @@ def lookup_token(db: Database, token: str) -> CurrentUser | None:
     digest = hash_token(token)
     with db.read() as s:
         row = s.execute(
-            select(Token.hash, Token.revoked_at, User.id, User.username)
+            select(Token.hash, Token.revoked_at, Token.kind, Token.endpoint_id, User.id,
+                   User.username)
             .join(User, User.id == Token.user_id)
             .where(Token.hash == digest)
         ).first()
@@ -84,4 +95,7 @@ def lookup_token(db: Database, token: str) -> CurrentUser | None:
         return None
     if not hmac.compare_digest(row.hash, digest):  # constant-time check of what we matched
         return None
-    return CurrentUser(id=row.id, username=row.username)
+    if row.kind != "user" and not row.endpoint_id:
+        return None  # an endpoint token without its endpoint: never a user token
+    return CurrentUser(id=row.id, username=row.username,
+                       endpoint_id=row.endpoint_id if row.kind != "user" else None)

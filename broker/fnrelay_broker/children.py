@@ -27,6 +27,7 @@ from fnrelay.protocol import (
 )
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
+from fnrelay_broker.errors import not_found
 from fnrelay_broker.models import Endpoint, Outbox, Task, TaskHistory, User
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,16 @@ def start_messages(db: Database, child_ids: list[str]) -> list[tuple[str, StartC
                     user_endpoint_config=(ep.metadata_ or {}).get("user_endpoint_config") or {},
                 )))
     return out
+
+
+def check_child(db: Database, user: CurrentUser, manager_id: str, child_id: str) -> None:
+    """404 unless `user` owns the manager and `child_id` is one of its children."""
+    with db.read() as s:
+        manager = s.get(Endpoint, manager_id)
+        if manager is None or manager.owner != user.id or not is_multi_user(manager):
+            raise not_found("endpoint", manager_id)
+        if parent_of(s.get(Endpoint, child_id)) != manager_id:
+            raise not_found("child endpoint", child_id)
 
 
 def fail_child_tasks(db: Database, manager_id: str, child_id: str, error: str) -> int:

@@ -34,6 +34,18 @@ def _database(db_url: str | None):  # type: ignore[no-untyped-def]
     return db
 
 
+def _management_auth(amqp_url: str, user: str | None, password: str | None
+                     ) -> tuple[str, str] | None:
+    """Explicit management credentials, completed from --amqp-url; None: all from it."""
+    if user is None and password is None:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(amqp_url)
+    return (user or unquote(parts.username or "guest"),
+            password if password is not None else unquote(parts.password or "guest"))
+
+
 @click.group()
 def main() -> None:
     """fnrelay broker: REST API, function/endpoint/task registry and AMQP routing."""
@@ -53,10 +65,24 @@ def main() -> None:
               help="Seconds between endpoint heartbeats (told to endpoints).")
 @click.option("--heartbeat-threshold", default=None, type=float,
               help="Seconds without heartbeat before an endpoint is offline (default 3 periods).")
+@click.option("--amqp-management-url", envvar="FNRELAY_AMQP_MANAGEMENT_URL", default=None,
+              help="RabbitMQ management API (e.g. http://127.0.0.1:15672): the broker then "
+                   "makes one RabbitMQ account per endpoint and per task group reader. "
+                   "Without it every party shares the broker's URL (no isolation).")
+@click.option("--amqp-management-user", envvar="FNRELAY_AMQP_MANAGEMENT_USER", default=None,
+              help="Management API administrator (default: the user of --amqp-url).")
+@click.option("--amqp-management-password", envvar="FNRELAY_AMQP_MANAGEMENT_PASSWORD",
+              default=None, help="Its password (default: the password of --amqp-url).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM certificate (chain): serve HTTPS instead of HTTP.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM private key of --ssl-certfile.")
 def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbeat_period,
-          heartbeat_threshold, log_level) -> None:  # type: ignore[no-untyped-def]
+          heartbeat_threshold, amqp_management_url, amqp_management_user,
+          amqp_management_password, log_level, ssl_certfile=None,
+          ssl_keyfile=None) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -69,13 +95,18 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
     settings = BrokerSettings(
         db_url=db_url or default_db_url(), amqp_url=amqp_url, public_amqp_url=public_amqp_url,
         host=host, port=port, payload_limit=payload_limit, heartbeat_period=heartbeat_period,
-        heartbeat_threshold=heartbeat_threshold,
+        heartbeat_threshold=heartbeat_threshold, amqp_management_url=amqp_management_url,
+        amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
+                                              amqp_management_password),
     )
     try:
         app = create_app(settings)
     except (SQLAlchemyError, OSError) as e:
         _fail(f"cannot open database {settings.db_url}: {e}")
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        _fail("--ssl-certfile and --ssl-keyfile go together")
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler
     # that was there before; a no-op one makes a clean stop exit 0 (no KeyboardInterrupt).
@@ -114,17 +145,28 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("username")
+@click.option("--endpoint", "endpoint_id", default=None, metavar="ENDPOINT_ID",
+              help="Make an endpoint token: it may only register ENDPOINT_ID (and, for a "
+                   "multi-user endpoint, its children); it cannot submit or read tasks.")
 @_db_option
-def token_create(username: str, db_url: str | None) -> None:
+def token_create(username: str, endpoint_id: str | None, db_url: str | None) -> None:
     """Print a further token for USERNAME alone on the last line."""
+    import uuid
+
     from fnrelay_broker.auth import create_token
 
+    if endpoint_id is not None:
+        try:
+            endpoint_id = str(uuid.UUID(endpoint_id))
+        except ValueError:
+            _fail(f"--endpoint {endpoint_id!r} is not an endpoint id (a UUID)")
     db = _database(db_url)
     try:
-        new = create_token(db, username)
+        new = create_token(db, username, endpoint_id=endpoint_id)
     except LookupError as e:
         _fail(str(e))
-    click.echo(f"new token for {username} (shown once, stored hashed):")
+    scope = f"endpoint {endpoint_id} of {username}" if endpoint_id else username
+    click.echo(f"new token for {scope} (shown once, stored hashed):")
     click.echo(new)
 
 
@@ -139,3 +181,85 @@ def token_revoke(token_value: str, db_url: str | None) -> None:
     if not revoke_token(db, token_value):
         _fail("unknown or already revoked token")
     click.echo("token revoked")
+
+
+@main.group()
+def db() -> None:
+    """Manage the database schema (migrations)."""
+
+
+def _engine_or_fail(db_url: str | None):  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import ArgumentError
+
+    from fnrelay_broker.db import Database
+
+    url = db_url or default_db_url()
+    try:
+        return Database(url)
+    except (ArgumentError, OSError) as e:
+        _fail(f"cannot open database {url}: {e}")
+
+
+def _first_line(e: Exception) -> str:
+    """Database errors span lines (driver detail, links): a CLI says one."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+@db.command("upgrade")
+@_db_option
+@click.option("--revision", default="head", show_default=True,
+              help="Target revision (the brokers also upgrade to head when they start).")
+def db_upgrade(db_url: str | None, revision: str) -> None:
+    """Apply the schema migrations (run before starting new broker versions)."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fnrelay_broker import migrations
+
+    database = _engine_or_fail(db_url)
+    try:
+        before = migrations.current(database.engine)
+        migrations.upgrade(database.write_engine, revision)
+        after = migrations.current(database.engine)
+    except (SQLAlchemyError, CommandError, OSError) as e:
+        _fail(f"cannot migrate {database.display_url}: {_first_line(e)}")
+    finally:
+        database.dispose()
+    if before == after:
+        click.echo(f"database is at revision {after} (nothing to do)")
+    else:
+        click.echo(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@_db_option
+def db_current(db_url: str | None) -> None:
+    """Print the database's revision and the newest one this broker knows."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fnrelay_broker import migrations
+
+    database = _engine_or_fail(db_url)
+    try:
+        click.echo(f"current: {migrations.current(database.engine) or 'none'}")
+        click.echo(f"head: {migrations.head()}")
+    except SQLAlchemyError as e:
+        _fail(f"cannot read {database.display_url}: {_first_line(e)}")
+    finally:
+        database.dispose()
+
+
+@db.command("revision")
+@_db_option
+@click.option("-m", "--message", required=True, help="What the revision changes.")
+def db_revision(db_url: str | None, message: str) -> None:
+    """(Developers) autogenerate a revision from the models against a scratch database."""
+    from fnrelay_broker import migrations
+
+    database = _engine_or_fail(db_url)
+    try:
+        path = migrations.revision(database.write_engine, message)
+    finally:
+        database.dispose()
+    click.echo(f"wrote {path}: read it, adjust it, and add it to version control")

@@ -1,4 +1,5 @@
-"""Engine and sessions. SQLite gets WAL and write transactions that take the lock up front.
+"""Engine and sessions. SQLite gets WAL and write transactions that take the lock up front;
+PostgreSQL (for several broker replicas) is reached with psycopg 3.
 
 In WAL mode a deferred transaction that reads and then writes fails at once (SQLITE_BUSY,
 not retried by busy_timeout) when another connection committed in between; so writers use
@@ -15,9 +16,17 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from fnrelay_broker.models import Base
-
 BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3 (the driver the broker extra installs),
+    not SQLAlchemy's default psycopg2."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1)
+                      if url.startswith("postgres://") else url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
@@ -49,6 +58,7 @@ class Database:
     """Owns the engines; `read()` and `write()` give sessions in one transaction each."""
 
     def __init__(self, url: str):
+        url = normalize_url(url)
         parsed = make_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -63,8 +73,21 @@ class Database:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest migration (idempotent; safe for replicas that start
+        together). A database made before migrations existed is adopted, not re-created."""
+        from fnrelay_broker import migrations
+
+        migrations.upgrade(self.write_engine)
+
     def create_tables(self) -> None:
-        Base.metadata.create_all(self.write_engine)
+        """Kept for callers: the schema comes from the migrations (see `migrate`)."""
+        self.migrate()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

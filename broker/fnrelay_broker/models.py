@@ -40,6 +40,8 @@ class Token(Base):
     kind: Mapped[str] = mapped_column(String(16), default="user")  # 'user' | 'endpoint'
     created: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: An endpoint token's endpoint: it may register only that endpoint (and its children).
+    endpoint_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class Function(Base):

@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fnrelay.protocol import TERMINAL_STATES, ExceptionInfo, TaskState, now
+from fnrelay_broker import sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found
@@ -62,6 +63,7 @@ def register_endpoint(
     db: Database, user: CurrentUser, endpoint_id: str, name: str, metadata: dict[str, Any]
 ) -> None:
     """Create or update an endpoint; 403 if someone else owns this id."""
+    sharing.validate(metadata)
     with db.write() as s:
         ep = s.get(Endpoint, endpoint_id)
         if ep is None:

@@ -12,7 +12,8 @@ import pika
 from pika.exceptions import AMQPError
 
 from fnrelay import protocol
-from fnrelay_broker import children, tasks
+from fnrelay_broker import children, inbound, tasks
+from fnrelay_broker.accounts import endpoint_user
 from fnrelay_broker.amqp import (
     Backoff,
     declare_control_queue,
@@ -32,9 +33,12 @@ PREFETCH = 64
 _PERSISTENT = 2
 
 
-def _props(kind: str) -> pika.BasicProperties:
+def _props(kind: str, user_id: str | None = None) -> pika.BasicProperties:
+    """`user_id` (validated by RabbitMQ) proves to a multi-user manager that a control
+    message comes from the broker's account."""
     return pika.BasicProperties(
-        content_type=protocol.CONTENT_TYPE, delivery_mode=_PERSISTENT, type=kind
+        content_type=protocol.CONTENT_TYPE, delivery_mode=_PERSISTENT, type=kind,
+        user_id=user_id,
     )
 
 
@@ -47,6 +51,7 @@ class _Worker(threading.Thread):
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.backoff = Backoff()
+        self.amqp_user = parameters(amqp_url).credentials.username
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
@@ -115,20 +120,22 @@ class OutboxPublisher(_Worker):
 
     def _drain_once(self, ch, declared: set[str]) -> bool:  # type: ignore[no-untyped-def]
         """Publish one batch of outbox rows; False when the outbox is empty."""
-        rows = tasks.read_outbox(self.db, OUTBOX_BATCH)
-        if not rows:
-            return False
-        # Keep order: group consecutive runs, so a cancel never overtakes its task.
-        runs: list[tuple[str, str, list[tuple[int, str]]]] = []
-        by_key: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-        for oid, kind, endpoint_id, task_id in rows:
-            by_key[(kind, endpoint_id)].append((oid, task_id))
-        for (kind, endpoint_id), items in by_key.items():
-            runs.append((kind, endpoint_id, items))
-        runs.sort(key=lambda r: r[2][0][0])
-        for kind, endpoint_id, items in runs:
-            for i in range(0, len(items), TASKS_PER_MESSAGE):
-                self._publish(ch, declared, kind, endpoint_id, items[i : i + TASKS_PER_MESSAGE])
+        # Claimed rows are this replica's alone (PostgreSQL: row locks; see claim_outbox).
+        with tasks.claim_outbox(self.db, OUTBOX_BATCH) as rows:
+            if not rows:
+                return False
+            # Keep order: group consecutive runs, so a cancel never overtakes its task.
+            runs: list[tuple[str, str, list[tuple[int, str]]]] = []
+            by_key: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+            for oid, kind, endpoint_id, task_id in rows:
+                by_key[(kind, endpoint_id)].append((oid, task_id))
+            for (kind, endpoint_id), items in by_key.items():
+                runs.append((kind, endpoint_id, items))
+            runs.sort(key=lambda r: r[2][0][0])
+            for kind, endpoint_id, items in runs:
+                for i in range(0, len(items), TASKS_PER_MESSAGE):
+                    self._publish(ch, declared, kind, endpoint_id,
+                                  items[i : i + TASKS_PER_MESSAGE])
         return len(rows) == OUTBOX_BATCH
 
     def _publish(self, ch, declared, kind, endpoint_id, items) -> None:  # type: ignore[no-untyped-def]
@@ -162,7 +169,7 @@ class OutboxPublisher(_Worker):
                 ch.basic_publish(
                     protocol.TASKS_EXCHANGE, protocol.control_routing_key(manager_id),
                     protocol.encode({"v": protocol.PROTOCOL_VERSION, **asdict(msg)}),
-                    _props(protocol.MSG_START_CHILD),
+                    _props(protocol.MSG_START_CHILD, self.amqp_user),
                 )
             tasks.finish_outbox(self.db, oids, [])
         else:
@@ -192,8 +199,24 @@ class ResultConsumer(_Worker):
     ignored. A message is acked only after its effects are committed and forwarded.
     """
 
-    def __init__(self, db: Database, amqp_url: str):
+    def __init__(self, db: Database, amqp_url: str, verify_senders: bool = False):
         super().__init__("fnrelay-result-consumer", db, amqp_url)
+        #: Accept a message only if its user_id is the account of its routing key's endpoint
+        #: (on when every endpoint has its own RabbitMQ account).
+        self.verify_senders = verify_senders
+
+    def genuine(self, method, props) -> bool:  # type: ignore[no-untyped-def]
+        """Was this message sent by the endpoint its routing key names? RabbitMQ validates
+        `user_id` against the connection's account; topic permissions bind the routing key."""
+        if not self.verify_senders:
+            return True
+        expected = endpoint_user(method.routing_key)
+        if props.user_id == expected:
+            return True
+        log.warning("dropping %r message with routing key %s sent by RabbitMQ user %r "
+                    "(only %r may send it)", props.type, method.routing_key, props.user_id,
+                    expected)
+        return False
 
     def serve(self, conn: pika.BlockingConnection) -> None:
         ch = conn.channel()
@@ -205,6 +228,9 @@ class ResultConsumer(_Worker):
         fwd.confirm_delivery()
 
         def on_message(channel, method, props, body) -> None:  # type: ignore[no-untyped-def]
+            if not self.genuine(method, props):
+                channel.basic_reject(method.delivery_tag, requeue=False)
+                return
             try:
                 self.handle(fwd, method.routing_key, props.type, body)
             except (AMQPError, OSError):
@@ -222,24 +248,17 @@ class ResultConsumer(_Worker):
 
     def handle(self, fwd, endpoint_id: str, kind: str | None, body: bytes) -> None:  # type: ignore[no-untyped-def]
         if kind == protocol.MSG_RESULTS:
-            recorded = tasks.record_results(self.db, endpoint_id, protocol.decode_results(body))
+            recorded = tasks.record_results(self.db, endpoint_id, inbound.results(body))
             forward_results(fwd, recorded)
         elif kind == protocol.MSG_STATUS:
-            tasks.apply_status(self.db, endpoint_id, protocol.decode_status(body))
+            tasks.apply_status(self.db, endpoint_id, inbound.status(body))
         elif kind == protocol.MSG_CHILD_FAILED:
-            d = protocol.decode(body)
+            d = inbound.document(body)
             n = children.fail_child_tasks(self.db, endpoint_id, str(d["child_id"]),
                                           str(d["error"]))
             log.info("manager %s: child %s failed (%d task(s)): %s", endpoint_id,
                      d["child_id"], n, d["error"])
         elif kind == protocol.MSG_HEARTBEAT:
-            d = protocol.decode(body)
-            if not isinstance(d, dict):
-                raise ValueError("heartbeat body is not an object")
-            hb = protocol.Heartbeat(
-                endpoint_id=endpoint_id, time=float(d.get("time") or protocol.now()),
-                info=d.get("info") or {},
-            )
-            tasks.record_heartbeat(self.db, endpoint_id, hb)
+            tasks.record_heartbeat(self.db, endpoint_id, inbound.heartbeat(endpoint_id, body))
         else:
             raise ValueError(f"unknown message type {kind!r}")

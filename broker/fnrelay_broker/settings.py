@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pika
+
 from fnrelay.config import fnrelay_home
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -28,9 +30,18 @@ class BrokerSettings:
     heartbeat_threshold: float | None = None
     #: Seconds an unused task group result queue lives (RabbitMQ x-expires).
     group_queue_expires: float = 1800.0
+    #: RabbitMQ management API (http://host:15672). Set: every endpoint, child endpoint and
+    #: task group reader gets its own RabbitMQ account (see accounts.py). Unset: everyone is
+    #: handed `public_amqp_url` (one shared account: no isolation; development only).
+    amqp_management_url: str | None = None
+    #: Administrator (user, password) of the management API; default: those of `amqp_url`.
+    amqp_management_auth: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not self.public_amqp_url:
             self.public_amqp_url = self.amqp_url
+        if self.amqp_management_url and self.amqp_management_auth is None:
+            creds = pika.URLParameters(self.amqp_url).credentials
+            self.amqp_management_auth = (creds.username, creds.password)
         if self.heartbeat_threshold is None:
             self.heartbeat_threshold = 3 * self.heartbeat_period

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from fnrelay.protocol import (
     TERMINAL_STATES,
@@ -25,7 +29,7 @@ from fnrelay.protocol import (
     can_transition,
     now,
 )
-from fnrelay_broker import children
+from fnrelay_broker import children, sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.children import is_multi_user
 from fnrelay_broker.db import Database
@@ -88,7 +92,9 @@ def submit(
                 return prev
             ep = s.get(Endpoint, endpoint_id)
             multi_user = ep is not None and is_multi_user(ep)
-            if ep is None or (ep.owner != user.id and not multi_user):
+            shared = (ep is not None and ep.owner != user.id and not multi_user
+                      and sharing.is_shared(ep))
+            if ep is None or (ep.owner != user.id and not multi_user and not shared):
                 raise not_found("endpoint", endpoint_id)
             wanted = {t["function_id"] for t in tasks}
             found = set(
@@ -99,6 +105,8 @@ def submit(
             missing = sorted(wanted - found)
             if missing:
                 raise not_found("function", ", ".join(missing))
+            if shared:
+                sharing.check_allowed(s, ep, wanted)
             group_id = ensure_task_group(s, user, task_group_id)
             t = now()
             ids = [str(uuid.uuid4()) for _ in tasks]
@@ -233,6 +241,12 @@ def _mark_started(s, task: Task, r: ResultMessage, t: float) -> None:  # type: i
                           detail="reported with the result"))
 
 
+def _locked_tasks(ids: list[str]):  # type: ignore[no-untyped-def]
+    """Select tasks FOR UPDATE (PostgreSQL; SQLite's write transaction already excludes
+    others): two broker replicas consuming duplicates of one result then record it once."""
+    return select(Task).where(Task.id.in_(ids)).order_by(Task.id).with_for_update()
+
+
 def record_results(
     db: Database, endpoint_id: str, results: list[ResultMessage]
 ) -> list[ResultMessage]:
@@ -244,10 +258,10 @@ def record_results(
     recorded: list[ResultMessage] = []
     t = now()
     with db.write() as s:
-        ids = list({r.task_id for r in results})
+        ids = sorted({r.task_id for r in results})  # sorted: row locks in one order
         tasks: dict[str, Task] = {}
         for chunk in _chunks(ids):
-            tasks.update({x.id: x for x in s.scalars(select(Task).where(Task.id.in_(chunk)))})
+            tasks.update({x.id: x for x in s.scalars(_locked_tasks(chunk))})
         history = []
         for r in results:
             task = tasks.get(r.task_id)
@@ -279,10 +293,10 @@ def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate]) ->
     """Apply allowed non-terminal transitions reported by the endpoint; returns how many."""
     applied = 0
     with db.write() as s:
-        ids = list({u.task_id for u in updates})
+        ids = sorted({u.task_id for u in updates})  # sorted: row locks in one order
         tasks: dict[str, Task] = {}
         for chunk in _chunks(ids):
-            tasks.update({x.id: x for x in s.scalars(select(Task).where(Task.id.in_(chunk)))})
+            tasks.update({x.id: x for x in s.scalars(_locked_tasks(chunk))})
         for u in updates:
             task = tasks.get(u.task_id)
             if task is None or task.endpoint_id != endpoint_id or _is_terminal(u.status):
@@ -358,42 +372,106 @@ def result_messages(db: Database, task_ids: list[str]) -> list[ResultMessage]:
     return out
 
 
+@dataclass
+class _Claim:
+    """Outbox rows one publisher holds (PostgreSQL), and what it finished publishing."""
+
+    session: Session
+    outbox_ids: list[int] = field(default_factory=list)
+    sent_task_ids: list[str] = field(default_factory=list)
+
+
+_claim: ContextVar[_Claim | None] = ContextVar("fnrelay_outbox_claim", default=None)
+
+
+@contextmanager
+def claim_outbox(db: Database, limit: int) -> Iterator[list[tuple[int, str, str, str]]]:
+    """The oldest unpublished rows, for this publisher alone until the block ends.
+
+    SQLite has one broker: a plain read (`read_outbox`). PostgreSQL may have replicas: the rows
+    are locked FOR UPDATE SKIP LOCKED in a transaction held while they are published, so
+    another replica's publisher skips them. `finish_outbox` calls inside the block only note
+    what was confirmed; at the end the confirmed rows are deleted in the locking transaction
+    (committed even if a later publish failed), and then their tasks move on in a second
+    transaction: the claim never waits for a task row lock (a concurrent cancel holds one
+    while it waits for the outbox row).
+    """
+    if db.is_sqlite:
+        yield read_outbox(db, limit)
+        return
+    with db.write() as s:
+        rows = s.execute(
+            select(Outbox.id, Outbox.kind, Outbox.endpoint_id, Outbox.task_id)
+            .order_by(Outbox.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        claim = _Claim(s)
+        token = _claim.set(claim)
+        failure: BaseException | None = None
+        try:
+            yield [tuple(r) for r in rows]
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the commit
+            failure = e
+        finally:
+            _claim.reset(token)
+        for chunk in _chunks(claim.outbox_ids):
+            s.execute(delete(Outbox).where(Outbox.id.in_(chunk)))
+    if claim.sent_task_ids:
+        with db.write() as s:
+            _advance_sent(s, claim.sent_task_ids)
+    if failure is not None:
+        raise failure
+
+
 def finish_outbox(db: Database, outbox_ids: list[int], sent_task_ids: list[str]) -> None:
-    """After a confirmed publish: drop the rows and move sent tasks to waiting-for-endpoint.
+    """After a confirmed publish: drop the rows and move sent tasks to waiting-for-endpoint
+    (inside `claim_outbox` on PostgreSQL: when the claim ends).
 
     A task cancelled while its message was in flight gets a 'cancel' row instead, so the
     endpoint learns about it.
     """
-    t = now()
+    claim = _claim.get()
+    if claim is not None:
+        claim.outbox_ids += outbox_ids
+        claim.sent_task_ids += sent_task_ids
+        return
     with db.write() as s:
         for chunk in _chunks(outbox_ids):
             s.execute(delete(Outbox).where(Outbox.id.in_(chunk)))
-        moved: list[str] = []
-        cancelled: list[tuple[str, str]] = []
-        for chunk in _chunks(sent_task_ids):
-            rows = s.execute(
-                select(Task.id, Task.status, Task.endpoint_id).where(Task.id.in_(chunk))
-            ).all()
-            moved += [r.id for r in rows if r.status == TaskState.RECEIVED.value]
-            cancelled += [
-                (r.id, r.endpoint_id) for r in rows if r.status == TaskState.CANCELLED.value
-            ]
-        for chunk in _chunks(moved):
-            s.execute(
-                update(Task)
-                .where(Task.id.in_(chunk), Task.status == TaskState.RECEIVED.value)
-                .values(status=TaskState.WAITING_FOR_ENDPOINT.value)
-            )
-        if moved:
-            s.execute(
-                insert(TaskHistory),
-                [
-                    {"task_id": i, "status": "waiting-for-endpoint", "time": t, "detail": ""}
-                    for i in moved
-                ],
-            )
-        if cancelled:
-            s.execute(
-                insert(Outbox),
-                [{"kind": "cancel", "endpoint_id": e, "task_id": i} for i, e in cancelled],
-            )
+        _advance_sent(s, sent_task_ids)
+
+
+def _advance_sent(s: Session, sent_task_ids: list[str]) -> None:
+    """Sent tasks still `received` move to waiting-for-endpoint; cancelled ones get a cancel."""
+    t = now()
+    moved: list[str] = []
+    cancelled: list[tuple[str, str]] = []
+    for chunk in _chunks(sorted(sent_task_ids)):  # locked, so a racing cancel is seen
+        rows = s.execute(
+            select(Task.id, Task.status, Task.endpoint_id).where(Task.id.in_(chunk))
+            .order_by(Task.id).with_for_update()
+        ).all()
+        moved += [r.id for r in rows if r.status == TaskState.RECEIVED.value]
+        cancelled += [
+            (r.id, r.endpoint_id) for r in rows if r.status == TaskState.CANCELLED.value
+        ]
+    for chunk in _chunks(moved):
+        s.execute(
+            update(Task)
+            .where(Task.id.in_(chunk), Task.status == TaskState.RECEIVED.value)
+            .values(status=TaskState.WAITING_FOR_ENDPOINT.value)
+        )
+    if moved:
+        s.execute(
+            insert(TaskHistory),
+            [
+                {"task_id": i, "status": "waiting-for-endpoint", "time": t, "detail": ""}
+                for i in moved
+            ],
+        )
+    if cancelled:
+        s.execute(
+            insert(Outbox),
+            [{"kind": "cancel", "endpoint_id": e, "task_id": i} for i, e in cancelled],
+        )

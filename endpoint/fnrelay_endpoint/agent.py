@@ -11,6 +11,7 @@ confirmed.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import re
@@ -24,11 +25,14 @@ import pika.exceptions
 import requests
 
 from fnrelay import protocol
+from fnrelay.amqp import connection_parameters, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
+from fnrelay_endpoint import retries
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
+from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ BATCH = 256
 #: Registration attempts at first start before giving up (later reconnects retry forever).
 FIRST_REGISTER_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
+#: Seconds between journal prunes while the agent runs (it also prunes at start).
+PRUNE_PERIOD = 3600.0
 
 
 class Stopped(Exception):
@@ -60,6 +66,8 @@ class Agent:
                  token: str):
         self.name, self.endpoint_id, self.config = name, endpoint_id, config
         self.journal, self.token = journal, token
+        # Workers (started after this, from this environment) enforce the result size limit.
+        os.environ[ENV_RESULT_SIZE_LIMIT] = str(config.result_size_limit)
         self.engine = make_engine(config.engine, self._result_ready, self._status_ready,
                                   EndpointPaths.of(name).dir)
         self._stop = threading.Event()
@@ -72,6 +80,9 @@ class Agent:
         self._retry_pending = False
         self._consumer_tag = ""
         self.heartbeat_period = 10.0
+        self._failures: dict[str, int] = {}  # task id -> runs lost to infrastructure
+        self._tasks: dict[str, TaskMessage] = {}  # running tasks as received (for retries)
+        self._next_prune = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -81,12 +92,8 @@ class Agent:
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until stop(): (re)register, consume, reconnect with backoff."""
         self.engine.start()
-        self.journal.prune()
-        unfinished = self.journal.unfinished()
-        if unfinished:
-            log.info("re-running %d unfinished task(s) from the journal", len(unfinished))
-        for task in unfinished:
-            self.engine.submit(task)
+        self._prune()
+        self._recover()
         attempt, registered = 0, False
         try:
             while not self._stop.is_set():
@@ -109,6 +116,40 @@ class Agent:
             self._drain(publish=False)  # results that finished meanwhile wait in the journal
             log.info("endpoint %s stopped", self.name)
 
+    def _recover(self) -> None:
+        """Re-run the journal's unfinished tasks; one that was running when the endpoint
+        stopped counts a failed attempt, and past its limit it fails (a poison task)."""
+        # Batch jobs keep running while the endpoint is down (re-attached): not a lost run.
+        unfinished = self.journal.recover(count_running=self.engine.name != "batch")
+        if unfinished:
+            log.info("re-running %d unfinished task(s) from the journal", len(unfinished))
+        for task, failures in unfinished:
+            limit = retries.max_retries(task, self.config.max_retries)
+            if failures > limit:
+                log.error("task %s: the endpoint stopped %d time(s) while running it; failing it",
+                          task.task_id, failures)
+                self._outbox.put(("result", retries.interrupted(task, failures, limit)))
+                continue
+            if failures:
+                self._failures[task.task_id] = failures
+                self._outbox.put(("status", StatusUpdate(
+                    task_id=task.task_id, status=protocol.TaskState.WAITING_FOR_ENDPOINT.value,
+                    detail=f"retry {failures} of {limit}: the endpoint stopped while it ran")))
+            self._start_task(task, failures)
+
+    def _start_task(self, task: TaskMessage, failures: int = 0) -> None:
+        self._tasks[task.task_id] = task
+        self.engine.submit(retries.for_engine(task, failures))
+
+    def _prune(self) -> None:
+        """Forget published results older than the configured retention (hourly)."""
+        if protocol.now() < self._next_prune:
+            return
+        self._next_prune = protocol.now() + PRUNE_PERIOD
+        n = self.journal.prune(self.config.journal_retention)
+        if n:
+            log.info("pruned %d old journal row(s)", n)
+
     # --- registration ------------------------------------------------------------------------
     def register(self, attempts: int | None = None) -> dict[str, Any]:
         """PUT /v1/endpoints/{id}; retries connection errors and 5xx with backoff."""
@@ -118,7 +159,7 @@ class Agent:
         attempt = 0
         while True:
             try:
-                r = requests.put(url, json=body, timeout=30,
+                r = requests.put(url, json=body, timeout=30, verify=requests_verify(),
                                  headers={"Authorization": f"Bearer {self.token}"})
             except requests.RequestException as e:
                 error = f"cannot reach the broker at {self.config.broker_url}: {_reason(e)}"
@@ -146,7 +187,7 @@ class Agent:
     # --- one AMQP connection -----------------------------------------------------------------
     def _session(self, reg: dict[str, Any], on_ready: Callable[[], None] | None) -> bool:
         """Consume until stop() or a connection error; True if it got as far as consuming."""
-        params = pika.URLParameters(reg["amqp_url"])
+        params = connection_parameters(reg["amqp_url"])
         conn = pika.BlockingConnection(params)
         consuming = False
         try:
@@ -181,16 +222,11 @@ class Agent:
         return consuming
 
     def _consumer_channel(self, conn: pika.BlockingConnection, task_queue: str) -> Any:
-        """A channel consuming the task queue (declared here too if the broker has not yet)."""
+        """A channel consuming the task queue. The broker declares it at registration (the
+        endpoint's own RabbitMQ account may not); a missing queue (the broker could not reach
+        RabbitMQ then) closes the channel, and the reconnect re-registers."""
         sub = conn.channel()
-        try:
-            sub.queue_declare(task_queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as e:
-            if e.reply_code != 404:
-                raise
-            sub = conn.channel()
-            sub.queue_declare(task_queue, durable=True)
-            sub.queue_bind(task_queue, protocol.TASKS_EXCHANGE, routing_key=self.endpoint_id)
+        sub.queue_declare(task_queue, passive=True)
         sub.basic_qos(prefetch_count=self.config.prefetch)
         self._consumer_tag = sub.basic_consume(task_queue, self._on_message)
         return sub
@@ -222,7 +258,7 @@ class Agent:
             channel.basic_ack(method.delivery_tag)  # journaled: safe to let go
             log.info("received %d task(s), %d new", len(tasks), len(to_run))
             for task in to_run:
-                self.engine.submit(task)
+                self._start_task(task)
             self._publish_results(to_publish)
             return
         states = {tid: self.journal.cancel(tid) for tid in cancels}
@@ -266,18 +302,73 @@ class Agent:
             except queue.Empty:
                 break
             (results if kind == "result" else updates).append(item)
+        results, retried = self._retry_or_finish(results)
         # A task that already finished needs no separate "running" message: its result carries
-        # the start time, from which the broker records the running step.
+        # the start time, from which the broker records the running step. A retried task
+        # keeps it, so its history shows each attempt.
         finished = {r.task_id for r in results}
         updates = [u for u in updates if u.task_id not in finished]
-        if updates:
-            self.journal.mark_running([u.task_id for u in updates])
+        running = [u.task_id for u in updates
+                   if u.status == protocol.TaskState.RUNNING.value and u.task_id not in retried]
+        if running:
+            self.journal.mark_running(running)
+        updates += retried.values()
         stored = [r for chunk in _chunks(results) for r in self.journal.store_results(chunk)]
+        for r in stored:
+            self._tasks.pop(r.task_id, None)
+            self._failures.pop(r.task_id, None)
         if not publish or self._pub is None:
             return
         for chunk in _chunks(updates):
             self._publish(protocol.MSG_STATUS, protocol.encode_status(chunk))
         self._publish_results(stored)
+
+    def _retry_or_finish(self, results: list[ResultMessage]
+                         ) -> tuple[list[ResultMessage], dict[str, StatusUpdate]]:
+        """Re-run tasks whose run was lost to infrastructure (within their limit); returns
+        the results to record and a waiting-for-endpoint update per retried task."""
+        final: list[ResultMessage] = []
+        retried: dict[str, StatusUpdate] = {}
+        for r in results:
+            r = self._checked_size(r)
+            task = self._tasks.get(r.task_id)
+            if not retries.is_infrastructure(r) or task is None:
+                final.append(self._with_attempt(r))
+                continue
+            limit = retries.max_retries(task, self.config.max_retries)
+            if self._failures.get(r.task_id, 0) >= limit:
+                final.append(retries.gave_up(r, self._failures.get(r.task_id, 0) + 1, limit))
+                continue
+            stored, failures = self.journal.record_failure(r.task_id)
+            if stored is None:  # finished or cancelled meanwhile
+                continue
+            self._failures[r.task_id] = failures
+            reason = retries.reason_of(r)
+            log.warning("task %s: %s; retry %d of %d", r.task_id, reason, failures, limit)
+            retried[r.task_id] = StatusUpdate(
+                task_id=r.task_id, status=protocol.TaskState.WAITING_FOR_ENDPOINT.value,
+                detail=f"retry {failures} of {limit}: {reason}")
+            self._start_task(task, failures)
+        return final, retried
+
+    def _with_attempt(self, r: ResultMessage) -> ResultMessage:
+        failures = self._failures.get(r.task_id, 0)
+        if failures:
+            r.details = {**(r.details or {}), "attempt": failures + 1}
+        return r
+
+    def _checked_size(self, r: ResultMessage) -> ResultMessage:
+        """Backstop for engines whose workers do not know the endpoint's limit."""
+        limit = self.config.result_size_limit
+        if r.result is None or len(r.result) <= limit:
+            return r
+        size = len(r.result.encode())
+        if size <= limit:
+            return r
+        return ResultMessage(task_id=r.task_id, status=protocol.TaskState.FAILED.value,
+                             exception=exception_info(too_large_error(size, limit)),
+                             details={**(r.details or {}), "result_size": size},
+                             task_group_id=r.task_group_id)
 
     def _publish_results(self, results: list[ResultMessage]) -> None:
         for chunk in _chunks(results):
@@ -320,6 +411,7 @@ class Agent:
         if self._stop.is_set() or self._conn is None:
             return
         self._send_heartbeat("online")
+        self._prune()
         self._conn.call_later(self.heartbeat_period, self._heartbeat)
 
 

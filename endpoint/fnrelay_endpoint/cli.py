@@ -10,6 +10,7 @@ from typing import Any
 import click
 import requests
 
+from fnrelay.amqp import requests_verify
 from fnrelay.errors import BrokerUnavailableError, FnRelayError
 from fnrelay_endpoint import config as cfg
 from fnrelay_endpoint import daemon
@@ -206,7 +207,7 @@ def _broker_request(method: str, config: cfg.EndpointConfig | cfg.ManagerConfig,
     """One REST call with the endpoint owner's token; clear errors for the CLI."""
     url = f"{config.broker_url}{path}"
     try:
-        r = requests.request(method, url, timeout=30,
+        r = requests.request(method, url, timeout=30, verify=requests_verify(),
                              headers={"Authorization": f"Bearer {config.resolved_token()}"})
     except requests.RequestException as e:
         raise BrokerUnavailableError(f"cannot reach the broker at {config.broker_url}: {e}") \

@@ -20,6 +20,10 @@ from fnrelay.config import ENV_BROKER_URL, credentials_path, fnrelay_home, resol
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.engines.base import engine_class
 
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RESULT_SIZE_LIMIT = 10 * 1024 * 1024
+DEFAULT_JOURNAL_RETENTION = 7 * 86400.0
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -86,6 +90,13 @@ class EndpointConfig:
     prefetch: int = 512
     heartbeat_period: float | None = None
     display_name: str | None = None
+    #: Re-runs of a task after an infrastructure failure (worker lost, endpoint stopped while
+    #: it ran, node failure); a task's own `max_retries` wins. User exceptions never retry.
+    max_retries: int = DEFAULT_MAX_RETRIES
+    #: Largest serialized result in bytes; a larger one fails the task with a clear error.
+    result_size_limit: int = DEFAULT_RESULT_SIZE_LIMIT
+    #: Seconds the journal keeps published results before pruning them.
+    journal_retention: float = DEFAULT_JOURNAL_RETENTION
 
     @property
     def max_workers(self) -> int | None:
@@ -109,7 +120,8 @@ class EndpointConfig:
         """Validate `data`; errors name the file and the bad key."""
         if not isinstance(data, dict):
             raise ConfigurationError(f"{source}: expected a mapping of settings")
-        known = {"broker_url", "token", "engine", "prefetch", "heartbeat_period", "display_name"}
+        known = {"broker_url", "token", "engine", "prefetch", "heartbeat_period", "display_name",
+                 "max_retries", "result_size_limit", "journal_retention"}
         for key in data:
             if key not in known:
                 raise ConfigurationError(
@@ -130,6 +142,14 @@ class EndpointConfig:
             prefetch=_positive_int(data.get("prefetch", 512), "prefetch", source),
             heartbeat_period=_heartbeat(data.get("heartbeat_period"), source),
             display_name=name,
+            max_retries=_count(data.get("max_retries", DEFAULT_MAX_RETRIES), "max_retries",
+                               source),
+            result_size_limit=_positive_int(
+                data.get("result_size_limit", DEFAULT_RESULT_SIZE_LIMIT), "result_size_limit",
+                source),
+            journal_retention=float(_positive_int(
+                data.get("journal_retention", int(DEFAULT_JOURNAL_RETENTION)),
+                "journal_retention", source)),
         )
 
     @classmethod
@@ -146,6 +166,13 @@ class EndpointConfig:
 def _positive_int(value: Any, key: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{source}: {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _count(value: Any, key: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise ConfigurationError(
+            f"{source}: {key!r} must be an integer from 0 to 100, got {value!r}")
     return value
 
 
@@ -200,6 +227,16 @@ prefetch: 512
 
 # Seconds between heartbeats; default: what the broker says at registration.
 # heartbeat_period: 10
+
+# Re-runs after an infrastructure failure (worker lost, endpoint killed, node failure);
+# a task's own max_retries wins. A task's own exception is never retried.
+# max_retries: 3
+
+# Largest result in bytes (default 10 MB): a larger one fails its task with a clear error.
+# result_size_limit: 10485760
+
+# Seconds the journal keeps results the broker confirmed (default 7 days).
+# journal_retention: 604800
 """
 
 

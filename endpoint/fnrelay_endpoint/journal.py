@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     result    TEXT,              -- ResultMessage JSON once done
     published INTEGER NOT NULL DEFAULT 0,
     seq       INTEGER,           -- arrival order, so recovery re-runs tasks FIFO
-    updated   REAL NOT NULL
+    updated   REAL NOT NULL,
+    failures  INTEGER NOT NULL DEFAULT 0  -- runs lost to infrastructure (worker, endpoint)
 );
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (state, seq);
 CREATE INDEX IF NOT EXISTS tasks_unpublished ON tasks (published, state);
@@ -49,6 +50,9 @@ class Journal:
         # a duplicate publish, which the broker ignores; an fsync per result costs latency.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(tasks)")}
+        if "failures" not in columns:  # a journal written before retries existed
+            self.db.execute("ALTER TABLE tasks ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -147,6 +151,52 @@ class Journal:
                          "OR state = ?)", (now() - older_than, DONE, TOMBSTONE))
         db.execute("COMMIT")
         return cur.rowcount
+
+    # --- infrastructure failures --------------------------------------------------------------
+    def record_failure(self, task_id: str) -> tuple[TaskMessage | None, int]:
+        """Count one run of `task_id` lost to infrastructure and queue it again.
+
+        Returns (the task, failures so far); (None, 0) if the task is unknown or finished.
+        Committed durably before the re-run, so a task that takes its endpoint down with it
+        cannot run forever: the count survives the crash.
+        """
+        db = self._tx(durable=True)
+        try:
+            row = db.execute("SELECT task, failures FROM tasks WHERE task_id = ? AND state IN "
+                             "(?, ?)", (task_id, QUEUED, RUNNING)).fetchone()
+            if row is None or row[0] is None:
+                db.execute("COMMIT")
+                return None, 0
+            failures = int(row[1]) + 1
+            db.execute("UPDATE tasks SET state = ?, failures = ?, updated = ? WHERE task_id = ?",
+                       (QUEUED, failures, now(), task_id))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return TaskMessage(**json.loads(row[0])), failures
+
+    def recover(self, count_running: bool = True) -> list[tuple[TaskMessage, int]]:
+        """Unfinished tasks at start, with their failure counts: a task that was running when
+        the endpoint stopped (crash, kill, stop) counts one failure (unless `count_running` is
+        false: engines whose jobs outlive the endpoint); a queued one does not."""
+        db = self._tx(durable=True)
+        try:
+            if count_running:
+                db.execute("UPDATE tasks SET failures = failures + 1, state = ?, updated = ? "
+                           "WHERE state = ?", (QUEUED, now(), RUNNING))
+            rows = db.execute("SELECT task, failures FROM tasks WHERE state = ? AND task IS NOT "
+                              "NULL ORDER BY seq", (QUEUED,)).fetchall()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return [(TaskMessage(**json.loads(r[0])), int(r[1])) for r in rows]
+
+    def failures(self, task_id: str) -> int:
+        row = self.db.execute("SELECT failures FROM tasks WHERE task_id = ?",
+                              (task_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     # --- recovery -----------------------------------------------------------------------------
     def unfinished(self) -> list[TaskMessage]:

@@ -32,6 +32,7 @@ import pika.exceptions
 import requests
 
 from fnrelay import protocol
+from fnrelay.amqp import connection_parameters, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
 from fnrelay.local import MARKER
 from fnrelay.protocol import ChildFailed, StartChild
@@ -125,7 +126,7 @@ class Manager:
         body = {"name": self.config.display_name or self.name,
                 "metadata": {"multi_user": True, "hostname": socket.gethostname()}}
         try:
-            r = requests.put(url, json=body, timeout=30,
+            r = requests.put(url, json=body, timeout=30, verify=requests_verify(),
                              headers={"Authorization": f"Bearer {self.token}"})
         except requests.RequestException as e:
             raise BrokerUnavailableError(
@@ -138,17 +139,14 @@ class Manager:
         return r.json()
 
     def _session(self, on_ready: Any) -> None:
-        params = pika.URLParameters(self._reg["amqp_url"])
+        params = connection_parameters(self._reg["amqp_url"])
         conn = pika.BlockingConnection(params)
         try:
             self._user_id = getattr(params.credentials, "username", None)
             ch = conn.channel()
             ch.confirm_delivery()
             queue = protocol.control_queue(self.endpoint_id)
-            ch.exchange_declare(protocol.TASKS_EXCHANGE, "topic", durable=True)
-            ch.queue_declare(queue, durable=True)
-            ch.queue_bind(queue, protocol.TASKS_EXCHANGE,
-                          routing_key=protocol.control_routing_key(self.endpoint_id))
+            ch.queue_declare(queue, passive=True)  # the broker declares it at registration
             ch.basic_qos(prefetch_count=64)
             ch.basic_consume(queue, self._on_message)
             self._ch = ch
@@ -170,6 +168,13 @@ class Manager:
 
     # --- AMQP in and out ---------------------------------------------------------------------
     def _on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        broker_user = self._reg.get("broker_user")
+        if broker_user and props.user_id != broker_user:
+            # RabbitMQ validates user_id: only the broker's own account can send this.
+            log.error("dropping a %r control message from RabbitMQ user %r (only the broker, "
+                      "%r, may send control messages)", props.type, props.user_id, broker_user)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
         try:
             if props.type != protocol.MSG_START_CHILD:
                 raise ValueError(f"unknown control message type {props.type!r}")
@@ -257,9 +262,28 @@ class Manager:
             "idle_timeout": self.config.idle_timeout,
         }
 
+    def child_amqp_url(self, child: Child) -> str:
+        """The child's own RabbitMQ account (a new password per start), from the broker."""
+        url = (f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}/children/"
+               f"{child.child_id}/credentials")
+        try:
+            r = requests.post(url, timeout=30, headers={"Authorization": f"Bearer {self.token}"})
+        except requests.RequestException as e:
+            raise BrokerUnavailableError(
+                f"cannot reach the broker at {self.config.broker_url}: {e}") from e
+        if not r.ok:
+            raise BrokerError(f"the broker refused credentials for child {child.child_id} "
+                              f"({r.status_code}): {r.text[:300]}", r.status_code)
+        return str(r.json()["amqp_url"])
+
     def spawn(self, child: Child, account: identity.LocalAccount, template: str) -> None:
         """Start the child process as `account`, its bootstrap (and secrets) on stdin."""
         boot = self.bootstrap(child, account, template)
+        try:
+            boot["amqp_url"] = self.child_amqp_url(child)
+        except FnRelayError as e:
+            self.fail(child, str(e))
+            return
         env = {"HOME": account.home, "USER": account.name, "LOGNAME": account.name,
                "PATH": "/usr/local/bin:/usr/bin:/bin",
                **{k: os.environ[k] for k in INHERITED_ENV if k in os.environ}}

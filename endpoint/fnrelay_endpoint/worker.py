@@ -15,6 +15,35 @@ from fnrelay import serialize
 from fnrelay.errors import SerializationError
 from fnrelay.protocol import ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
 
+#: Largest serialized result (bytes) unless the endpoint sets `result_size_limit`; the agent
+#: passes its configured value to workers in this environment variable.
+DEFAULT_RESULT_SIZE_LIMIT = 10 * 1024 * 1024
+ENV_RESULT_SIZE_LIMIT = "FNRELAY_RESULT_SIZE_LIMIT"
+
+
+class ResultTooLargeError(SerializationError):
+    """A task's serialized result exceeded the endpoint's result size limit."""
+
+
+def result_size_limit() -> int:
+    """The limit this process enforces (the agent's config, else the default)."""
+    try:
+        return int(os.environ.get(ENV_RESULT_SIZE_LIMIT) or DEFAULT_RESULT_SIZE_LIMIT)
+    except ValueError:
+        return DEFAULT_RESULT_SIZE_LIMIT
+
+
+def too_large_error(size: int, limit: int) -> ResultTooLargeError:
+    return ResultTooLargeError(
+        f"the task's result is {_mb(size)} serialized ({size} bytes), over this endpoint's "
+        f"result size limit of {_mb(limit)} ({limit} bytes); return a smaller value or write "
+        "large data to shared storage and return its path")
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
 #: Deserialized functions of this process, by function_id (function bodies are immutable).
 _FUNCTIONS: dict[str, Any] = {}
 
@@ -56,8 +85,13 @@ def _call(task: TaskMessage) -> Any:
     return fn(*args, **kwargs)
 
 
-def execute(task: TaskMessage) -> ResultMessage:
-    """Run `task` and describe the outcome; never raises for the task's own failures."""
+def execute(task: TaskMessage, size_limit: int | None = None) -> ResultMessage:
+    """Run `task` and describe the outcome; never raises for the task's own failures.
+
+    A result larger than `size_limit` (default: `result_size_limit()`) is not shipped: the
+    task fails with ResultTooLargeError saying how big it was.
+    """
+    limit = size_limit if size_limit is not None else result_size_limit()
     details: dict[str, Any] = {
         **serialize.versions(),
         "hostname": socket.gethostname(),
@@ -83,6 +117,12 @@ def execute(task: TaskMessage) -> ResultMessage:
                 f"serialized: {e}"
             )
             result.exception = exception_info(err)
+        else:
+            size = len(result.result.encode())
+            if size > limit:
+                result.status, result.result = TaskState.FAILED.value, None
+                result.exception = exception_info(too_large_error(size, limit))
+                details["result_size"] = size
     details["completed"] = now()
     return result
 

@@ -18,6 +18,7 @@ from typing import Any
 import globus_sdk
 
 from fnrelay import errors, serialize
+from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
 from fnrelay.config import resolve_credentials
 from fnrelay.protocol import ExceptionInfo
 from fnrelay.results import outcome
@@ -43,6 +44,10 @@ def broker_errors(base_url: str) -> Iterator[None]:
         message = e.message or e.text or f"HTTP {e.http_status}"
         raise cls(message, http_status=e.http_status, code=e.code) from None
     except globus_sdk.NetworkError as e:
+        if "CERTIFICATE_VERIFY_FAILED" in repr(getattr(e, "underlying_exception", e)):
+            raise errors.BrokerUnavailableError(
+                f"cannot verify the TLS certificate of the broker at {base_url}: set "
+                f"{ENV_CA_BUNDLE} to the PEM file of the CA that signed it") from None
         raise errors.BrokerUnavailableError(
             f"cannot reach the broker at {base_url}: {e}; is it running and is the URL right?"
         ) from None
@@ -98,6 +103,8 @@ class Client(globus_sdk.BaseClient):
             app_name="fnrelay",
         )
         self.broker_url = creds.broker_url
+        if ca_bundle():  # a private CA for the broker's HTTPS certificate
+            self.transport.verify_ssl = ca_bundle()
         self._registered: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._registered_by_id: dict[int, tuple[Any, str]] = {}
         self._register_lock = threading.Lock()

@@ -24,6 +24,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import errors, protocol, serialize
+from fnrelay.amqp import connection_parameters
 from fnrelay.client import Client, task_entry
 from fnrelay.results import outcome
 
@@ -90,6 +91,11 @@ class Executor(cf.Executor):
 
     Each Executor has its own task group and result queue, so two Executors never take each
     other's results. Use it as a context manager, or call shutdown().
+
+    ``task_group_id`` re-attaches to an earlier Executor's group (e.g. after a notebook
+    restart): ``reload_tasks()`` then returns futures for that group's tasks, results
+    included. ``max_retries`` re-runs a task whose run is lost to infrastructure (worker or
+    endpoint lost, node failure) up to that many times; the task's own exceptions never retry.
     """
 
     def __init__(
@@ -99,15 +105,23 @@ class Executor(cf.Executor):
         resource_specification: dict[str, Any] | None = None,
         user_endpoint_config: dict[str, Any] | None = None,
         batch_size: int = 128,
+        task_group_id: str | None = None,
+        max_retries: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if max_retries is not None and (isinstance(max_retries, bool)
+                                        or not isinstance(max_retries, int) or max_retries < 0):
+            raise ValueError(f"max_retries must be a non-negative integer, not {max_retries!r}")
         self.endpoint_id = endpoint_id
         self.client = client or Client()
+        if max_retries is not None:  # travels in the resource specification (endpoints strip it)
+            resource_specification = {**(resource_specification or {}),
+                                      "max_retries": max_retries}
         self.resource_specification = resource_specification
         self.user_endpoint_config = user_endpoint_config
         self.batch_size = batch_size
-        self.task_group_id: str | None = None
+        self.task_group_id: str | None = str(task_group_id) if task_group_id else None
         self._group: dict[str, Any] | None = None
         self._queue: queue.Queue[FnRelayFuture | None] = queue.Queue()
         self._entries: dict[int, dict[str, Any]] = {}  # id(future) -> task entry, until sent
@@ -142,6 +156,27 @@ class Executor(cf.Executor):
             self._queue.put(future)
         return future
 
+    def reload_tasks(self) -> list[FnRelayFuture]:
+        """Futures for every task of this Executor's task group (``task_group_id``), in
+        submission order: finished ones resolve at once, the others when their results come."""
+        if not self.task_group_id:
+            raise ValueError("reload_tasks() needs Executor(..., task_group_id=...)")
+        task_ids = self.client.get_task_group(self.task_group_id)["task_ids"]
+        futures = []
+        with self._lock:
+            for task_id in task_ids:
+                future = self._outstanding.get(task_id)
+                if future is None:
+                    future = FnRelayFuture(self)
+                    future.task_id, future._claimed = task_id, True
+                    future._submitted.set()
+                    self._outstanding[task_id] = future
+                futures.append(future)
+        self._poll_once()  # results recorded while nobody listened
+        with self._lock:
+            self._ensure_group()  # re-declares the group's queue; the watcher takes the rest
+        return futures
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; with ``wait``, return when every future is done."""
         with self._lock:
@@ -172,7 +207,7 @@ class Executor(cf.Executor):
         """Create this Executor's task group (and start its watcher) before the first submit."""
         if self._group is not None:
             return
-        self._group = self.client.create_task_group()
+        self._group = self.client.create_task_group(self.task_group_id)
         self.task_group_id = self._group["task_group_id"]
         self._watcher = threading.Thread(
             target=self._watch_loop, name="fnrelay-result-watcher", daemon=True
@@ -270,6 +305,13 @@ class Executor(cf.Executor):
                     self._reattach()
                 else:
                     self._fallback(e)
+            except (pika.exceptions.ProbableAuthenticationError,
+                    pika.exceptions.ProbableAccessDeniedError) as e:
+                # The group's reader password is reset whenever someone attaches to the group
+                # (another Executor on it): ask the broker for a fresh one.
+                log.info("result reader refused by RabbitMQ (%s); re-attaching", e)
+                self._reattach()
+                self._stop.wait(1.0)
             except (pika.exceptions.AMQPError, OSError) as e:
                 self._fallback(e)
                 last_result = time.monotonic()
@@ -291,7 +333,7 @@ class Executor(cf.Executor):
 
     def _consume(self, amqp_url: str, queue_name: str) -> float:
         """Consume the group queue until stopped; returns when the safety poll is due."""
-        params = pika.URLParameters(amqp_url)
+        params = connection_parameters(amqp_url)
         params.socket_timeout = 5
         params.connection_attempts = 1
         connection = pika.BlockingConnection(params)

@@ -228,9 +228,13 @@ class RabbitMQServer:
     def __init__(self, dir: Path | str, amqp_port: int | None = None,
                  dist_port: int | None = None, management_port: int | None = None,
                  admin_user: str = "admin", admin_password: str | None = None,
-                 marker: str | None = None, log: Log = _quiet):
+                 marker: str | None = None, log: Log = _quiet,
+                 tls: tuple[str, str, str] | None = None):
         self.dir = Path(dir).resolve()
         self.amqp_port = amqp_port
+        #: (certfile, keyfile, cafile): also listen for amqps on `amqps_port` (opt-in).
+        self.tls = tls
+        self.amqps_port: int | None = None
         self.dist_port = dist_port
         self.management_port = management_port
         self.admin_user = admin_user
@@ -306,6 +310,8 @@ class RabbitMQServer:
                 raise LocalStackError(f"{attr} {port} is out of range")
             taken.append(port)
             setattr(self, attr, port)
+        if self.tls:
+            self.amqps_port = free_port(exclude=taken)
 
     def _prepare_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -318,6 +324,7 @@ class RabbitMQServer:
             "loopback_users.guest = true\n"
             "log.console = false\n"
             "log.file.level = info\n"
+            + self._tls_config()
         )
         (self.dir / "pid").unlink(missing_ok=True)
         if _is_root():
@@ -329,6 +336,25 @@ class RabbitMQServer:
                     f"RabbitMQ runs as user {RABBITMQ_USER!r}, which cannot reach {self.dir}: "
                     "make its parent directories traversable (chmod o+x) or choose --dir under "
                     "/tmp")
+
+    def _tls_config(self) -> str:
+        """An amqps listener with copies of the certificate files the node can read."""
+        if not self.tls:
+            return ""
+        names = ("cert.pem", "key.pem", "ca.pem")
+        for src, name in zip(self.tls, names, strict=True):
+            shutil.copyfile(src, self.dir / name)
+        cert, key, ca = (self.dir / n for n in names)
+        return (f"listeners.ssl.default = 127.0.0.1:{self.amqps_port}\n"
+                f"ssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n"
+                f"ssl_options.cacertfile = {ca}\nssl_options.verify = verify_none\n"
+                "ssl_options.fail_if_no_peer_cert = false\n")
+
+    @property
+    def amqps_url(self) -> str:
+        """The administrator's amqps URL (host name `localhost`, as in test certificates)."""
+        user, pw = quote(self.admin_user, safe=""), quote(self.admin_password, safe="")
+        return f"amqps://{user}:{pw}@localhost:{self.amqps_port}/%2F"
 
     def start(self, timeout: float = START_TIMEOUT) -> RabbitMQServer:
         """Start the node and wait until AMQP and the management API answer."""
@@ -429,13 +455,19 @@ def make_shared_tmpdir(prefix: str) -> Path:
 
 # --- broker -------------------------------------------------------------------------------------
 class BrokerServer:
-    """A `fnrelay-broker serve` process on `amqp_url` with its database and log under `dir`."""
+    """A `fnrelay-broker serve` process on `amqp_url` with its database and log under `dir`.
+
+    With `management_url` (RabbitMQ's management API; `amqp_url` is then an administrator's)
+    the broker gives every endpoint and task group reader its own RabbitMQ account.
+    """
 
     def __init__(self, dir: Path | str, amqp_url: str, db_url: str | None = None,
                  port: int | None = None, extra_args: Iterable[str] = (),
-                 marker: str | None = None, log: Log = _quiet, pid: int | None = None):
+                 marker: str | None = None, log: Log = _quiet, pid: int | None = None,
+                 management_url: str | None = None):
         self.dir = Path(dir).resolve()
         self.amqp_url = amqp_url
+        self.management_url = management_url
         self.db_url = db_url or f"sqlite:///{self.dir / 'broker.db'}"
         self.port = port
         self.extra_args = list(extra_args)
@@ -466,6 +498,8 @@ class BrokerServer:
         self.log(f"starting the broker on {self.url} (log: {self.log_path})")
         argv = [executable("fnrelay-broker"), "serve", "--db", self.db_url,
                 "--amqp-url", self.amqp_url, "--host", "127.0.0.1", "--port", str(self.port),
+                *(["--amqp-management-url", self.management_url] if self.management_url
+                  else []),
                 *self.extra_args]
         env = _marked_env(self.marker, **{ENV_HOME: str(self.dir)})
         self.proc = spawn(argv, self.log_path, env)
@@ -741,7 +775,8 @@ class LocalStack:
             state["rabbitmq"] = rabbit.to_dict()
             self._save(state)
             broker = BrokerServer(self.dir, rabbit.amqp_url, marker=marker, log=self.log,
-                                  port=(old or {}).get("broker", {}).get("port")).start()
+                                  port=(old or {}).get("broker", {}).get("port"),
+                                  management_url=rabbit.management_url).start()
             state["broker"] = {"url": broker.url, "port": broker.port, "pid": broker.pid,
                                "db_url": broker.db_url}
             self._save(state)

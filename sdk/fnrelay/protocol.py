@@ -192,12 +192,29 @@ def decode(body: bytes) -> Any:
         raise ValueError(f"malformed fnrelay message: {e}") from e
 
 
+def _items(body: bytes, key: str) -> list[dict[str, Any]]:
+    """The list of objects under `key`; ValueError for any other shape, so a consumer needs
+    to catch one error type to reject a malformed message."""
+    doc = decode(body)
+    items = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError(f"malformed fnrelay message: '{key}' must be a list of objects")
+    return items
+
+
+def _build(cls: Any, item: dict[str, Any]) -> Any:
+    try:
+        return cls.from_dict(item) if hasattr(cls, "from_dict") else cls(**item)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"malformed fnrelay message: bad {cls.__name__}: {e}") from e
+
+
 def encode_tasks(tasks: list[TaskMessage]) -> bytes:
     return encode({"v": PROTOCOL_VERSION, "tasks": tasks})
 
 
 def decode_tasks(body: bytes) -> list[TaskMessage]:
-    return [TaskMessage(**t) for t in decode(body)["tasks"]]
+    return [_build(TaskMessage, t) for t in _items(body, "tasks")]
 
 
 def encode_results(results: list[ResultMessage]) -> bytes:
@@ -205,7 +222,7 @@ def encode_results(results: list[ResultMessage]) -> bytes:
 
 
 def decode_results(body: bytes) -> list[ResultMessage]:
-    return [ResultMessage.from_dict(r) for r in decode(body)["results"]]
+    return [_build(ResultMessage, r) for r in _items(body, "results")]
 
 
 def encode_status(updates: list[StatusUpdate]) -> bytes:
@@ -213,7 +230,7 @@ def encode_status(updates: list[StatusUpdate]) -> bytes:
 
 
 def decode_status(body: bytes) -> list[StatusUpdate]:
-    return [StatusUpdate(**u) for u in decode(body)["updates"]]
+    return [_build(StatusUpdate, u) for u in _items(body, "updates")]
 
 
 # --- Multi-user endpoints ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from benchmarks.stats import latency_summary, percentile
 
 ROOT = Path(__file__).resolve().parents[2]

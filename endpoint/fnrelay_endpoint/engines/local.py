@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
+from fnrelay.functions import parse_walltime
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
@@ -54,6 +55,18 @@ def _kill_group(pid: int | None) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class WalltimeExceededError(TimeoutError):
+    """A task ran longer than its resource_specification's walltime and was killed."""
+
+
+def task_walltime(task: TaskMessage) -> int | None:
+    """The task's walltime in seconds (None: no limit, or a value the engine cannot read)."""
+    try:
+        return parse_walltime((task.resource_specification or {}).get("walltime"))
+    except ValueError:
+        return None
 
 
 class _Slot:
@@ -199,8 +212,14 @@ class LocalEngine(Engine):
                 return
             self.on_status(StatusUpdate(task_id=task.task_id, status=TaskState.RUNNING.value,
                                         detail=f"local worker pid {slot.process.pid}"))
+            walltime = task_walltime(task)
+            timed_out = False
             try:
                 conn.send(asdict(task))
+                if walltime is not None and not conn.poll(walltime):
+                    timed_out = True
+                    _kill_group(slot.process.pid)
+                    raise EOFError
                 _, answer = conn.recv()
                 result: ResultMessage | None = ResultMessage.from_dict(answer)
             except (EOFError, OSError):
@@ -213,6 +232,9 @@ class LocalEngine(Engine):
                 self.on_result(cancelled_result(task.task_id, task.task_group_id,
                                                 "cancelled while running"))
                 return  # the worker was killed: start a fresh one
+            if timed_out:
+                self.on_result(_walltime_result(task, walltime or 0))
+                return  # the worker was killed: start a fresh one
             if result is None:
                 self.on_result(self._died(task, slot))
                 return
@@ -223,9 +245,24 @@ class LocalEngine(Engine):
         slot.process.join(timeout=10)
         code = slot.process.exitcode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        err = RuntimeError(f"the worker process running this task died ({how})")
+        err = WorkerLostError(f"the worker process running this task died ({how})")
+        # Infrastructure, not the task's answer: the agent retries it (up to max_retries).
         return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
-                             exception=exception_info(err), task_group_id=task.task_group_id)
+                             exception=exception_info(err), task_group_id=task.task_group_id,
+                             details={"infrastructure": True, "reason": f"worker lost ({how})",
+                                      "completed": time.time()})
+
+
+class WorkerLostError(RuntimeError):
+    """The worker process running a task died (a signal, the OOM killer, os._exit)."""
+
+
+def _walltime_result(task: TaskMessage, walltime: int) -> ResultMessage:
+    """A task killed at its walltime: failed for good (the task's own doing, never retried)."""
+    err = WalltimeExceededError(f"walltime exceeded ({walltime} s): the task was killed")
+    return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
+                         exception=exception_info(err), task_group_id=task.task_group_id,
+                         details={"walltime": walltime, "completed": time.time()})
 
 
 ENGINE = LocalEngine

@@ -1,0 +1,124 @@
+"""RabbitMQ accounts per party, made by the broker through the management HTTP API.
+
+Every endpoint (and every child of a multi-user endpoint) gets its own account: it may read
+only its own queue(s) and write only to `fnrelay.results`, and a topic permission on that
+exchange limits its routing keys to its own endpoint id (RabbitMQ checks the exchange, not
+the routing key, on publish). RabbitMQ also refuses a message whose `user_id` property is not
+the connection's user, so the broker learns who really sent a result from `user_id`. Every
+task group gets a reader account that may only consume its group's queue. Passwords are
+random, handed out once over HTTPS and reset on every hand-out: nothing is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pika
+import requests
+
+from fnrelay import protocol
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_PREFIX = "fnrelay-ep-"
+GROUP_PREFIX = "fnrelay-group-"
+_TIMEOUT = 10
+
+
+class AccountError(Exception):
+    """The management API refused or could not be reached."""
+
+
+def endpoint_user(endpoint_id: str) -> str:
+    """The RabbitMQ account name of an endpoint (the `user_id` its messages carry)."""
+    return ENDPOINT_PREFIX + endpoint_id
+
+
+def group_user(task_group_id: str) -> str:
+    return GROUP_PREFIX + task_group_id
+
+
+def url_with_credentials(url: str, username: str, password: str) -> str:
+    """`url` with its user and password replaced (both percent-quoted)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _only(*names: str) -> str:
+    """A permission regex that matches exactly these names (none: matches nothing)."""
+    if not names:
+        return "^$"
+    return "^(" + "|".join(re.escape(n) for n in names) + ")$"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+class Accounts:
+    """Creates, resets and deletes the per-party accounts in the broker's virtual host."""
+
+    def __init__(self, management_url: str, admin: tuple[str, str], amqp_url: str):
+        self.api = management_url.rstrip("/") + "/api"
+        self.auth = admin
+        self.vhost = pika.URLParameters(amqp_url).virtual_host
+
+    def _call(self, method: str, path: str, json: dict | None = None) -> requests.Response:
+        try:
+            r = requests.request(method, f"{self.api}/{path}", auth=self.auth, json=json,
+                                  timeout=_TIMEOUT)
+        except requests.RequestException as e:
+            raise AccountError(f"RabbitMQ management API unreachable: {e}") from e
+        if r.status_code >= 400 and not (method == "DELETE" and r.status_code == 404):
+            raise AccountError(f"RabbitMQ management API: {method} {path} answered "
+                               f"{r.status_code}: {r.text[:200]}")
+        return r
+
+    def _put_user(self, name: str, read: str, write: str,
+                  topic_write: dict[str, str]) -> Credentials:
+        password = secrets.token_urlsafe(24)
+        user, vhost = quote(name, safe=""), quote(self.vhost, safe="")
+        self._call("PUT", f"users/{user}", {"password": password, "tags": ""})
+        self._call("PUT", f"permissions/{vhost}/{user}",
+                   {"configure": "^$", "write": write, "read": read})
+        for exchange, pattern in topic_write.items():
+            self._call("PUT", f"topic-permissions/{vhost}/{user}",
+                       {"exchange": exchange, "write": pattern, "read": "^$"})
+        return Credentials(name, password)
+
+    def endpoint(self, endpoint_id: str, multi_user: bool = False) -> Credentials:
+        """(Re)create an endpoint's account with a new password.
+
+        Reads its task queue (a manager: also its control queue); writes `fnrelay.results` with
+        routing key = its own id only; declares nothing (the broker declares its queues).
+        """
+        queues = [protocol.endpoint_queue(endpoint_id)]
+        if multi_user:
+            queues.append(protocol.control_queue(endpoint_id))
+        return self._put_user(
+            endpoint_user(endpoint_id), read=_only(*queues),
+            write=_only(protocol.RESULTS_EXCHANGE),
+            topic_write={protocol.RESULTS_EXCHANGE: _only(endpoint_id)},
+        )
+
+    def group_reader(self, task_group_id: str) -> Credentials:
+        """(Re)create a task group's reader: it may consume the group queue and nothing else."""
+        return self._put_user(group_user(task_group_id),
+                              read=_only(protocol.group_queue(task_group_id)), write="^$",
+                              topic_write={})
+
+    def delete(self, username: str) -> None:
+        """Delete an account; a missing one is fine."""
+        self._call("DELETE", f"users/{quote(username, safe='')}")

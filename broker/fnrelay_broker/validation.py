@@ -1,0 +1,47 @@
+"""Request text the database can store: no NUL characters, no lone UTF-16 surrogates.
+
+JSON allows both (``"\\u0000"``, ``"\\ud800"``), Python decodes them into `str`, and then the
+database refuses them (SQLite: UnicodeEncodeError; PostgreSQL: NUL in text). Refusing them
+at validation turns what would be a 500 into a 422 that names the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+_BAD = re.compile("[\x00\ud800-\udfff]")
+_MAX_DEPTH = 64
+
+
+def _check_str(value: str) -> str:
+    match = _BAD.search(value)
+    if match:
+        raise ValueError(
+            f"text contains {'a NUL character' if match.group() == chr(0) else 'a lone surrogate'}"
+            f" (U+{ord(match.group()):04X}) at offset {match.start()}"
+        )
+    return value
+
+
+def check_tree(value: Any, depth: int = 0) -> Any:
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, str):
+        _check_str(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_str(k)
+            check_tree(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            check_tree(v, depth + 1)
+    return value
+
+
+#: A string that is valid Unicode text without NUL.
+Text = Annotated[str, AfterValidator(_check_str)]
+#: A JSON object whose keys and string values are all `Text`.
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_tree)]

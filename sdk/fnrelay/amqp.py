@@ -1,0 +1,38 @@
+"""AMQP connection parameters shared by the SDK, the endpoint and the broker.
+
+``amqps://`` URLs verify the server's certificate against FNRELAY_CA_BUNDLE when it is set
+(a self-signed or private CA), else against the system's trust store (which honours
+SSL_CERT_FILE). An ``ssl_options`` query in the URL wins over both.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+import pika
+
+#: A PEM file of the CA(s) that signed the broker's HTTPS and RabbitMQ's AMQPS certificates.
+ENV_CA_BUNDLE = "FNRELAY_CA_BUNDLE"
+
+
+def ca_bundle() -> str | None:
+    """The CA file users configured for fnrelay's TLS connections, if any."""
+    return os.environ.get(ENV_CA_BUNDLE) or None
+
+
+def requests_verify() -> bool | str:
+    """`verify=` for requests/globus-sdk: the CA bundle, else True (REQUESTS_CA_BUNDLE and the
+    system store apply)."""
+    return ca_bundle() or True
+
+
+def connection_parameters(url: str, name: str | None = None) -> pika.URLParameters:
+    """pika parameters for `url`; TLS (amqps) verifies the certificate and host name."""
+    params = pika.URLParameters(url)
+    if params.ssl_options is not None and "ssl_options=" not in url:
+        context = ssl.create_default_context(cafile=ca_bundle())
+        params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
+    if name:
+        params.client_properties = {"connection_name": name}
+    return params

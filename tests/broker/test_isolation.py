@@ -1,0 +1,254 @@
+"""Nobody reads or forges what is not theirs on RabbitMQ.
+
+A broker started with `--amqp-management-url` gives every endpoint (and child endpoint) and
+every task group reader its own RabbitMQ account. Raw pika then plays endpoint A with A's own
+credentials (as handed out by the broker) and tries to reach endpoint B's tasks and results.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pika
+import pika.exceptions
+import pytest
+
+from fnrelay import protocol
+from support.waiting import wait_for
+
+
+@pytest.fixture(scope="module")
+def amqp_url(new_vhost) -> str:  # type: ignore[no-untyped-def]
+    """A virtual host of this module's broker alone (brokers sharing one would consume each
+    other's results queue)."""
+    return new_vhost("fnrelay-isolation-test")
+
+
+@pytest.fixture(scope="module")
+def iso_broker(start_broker, amqp_url, rabbitmq):  # type: ignore[no-untyped-def]
+    """A broker of its own that makes per-party RabbitMQ accounts."""
+    return start_broker(amqp_url, None, "--amqp-management-url", rabbitmq.management_url)
+
+
+@pytest.fixture
+def alice(iso_broker):  # type: ignore[no-untyped-def]
+    return iso_broker.api()
+
+
+@pytest.fixture
+def bob(iso_broker):  # type: ignore[no-untyped-def]
+    return iso_broker.api()
+
+
+def _register(api, metadata: dict | None = None) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    eid = str(uuid.uuid4())
+    reg = api.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": metadata or {}})
+    return eid, reg["amqp_url"]
+
+
+class As:
+    """A pika connection with someone's credentials; each attempt on a fresh channel (a
+    refused operation closes the channel it happens on)."""
+
+    def __init__(self, url: str):
+        self.conn = pika.BlockingConnection(pika.URLParameters(url))
+        self.user = pika.URLParameters(url).credentials.username
+
+    def refused(self, action) -> int:  # type: ignore[no-untyped-def]
+        """The AMQP reply code with which RabbitMQ refuses `action(channel)`."""
+        ch = self.conn.channel()
+        ch.confirm_delivery()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            action(ch)
+        return e.value.reply_code
+
+    def publish(self, exchange: str, key: str, body: bytes, kind: str,
+                user_id: str | None = None) -> None:
+        ch = self.conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(exchange, key, body, pika.BasicProperties(
+            type=kind, delivery_mode=2, content_type=protocol.CONTENT_TYPE,
+            user_id=user_id or self.user))
+        ch.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _result(task_id: str, value: str, group: str) -> bytes:
+    return protocol.encode_results([protocol.ResultMessage(
+        task_id=task_id, status="success", result=value, task_group_id=group)])
+
+
+def test_each_endpoint_gets_its_own_account(alice, bob, amqp_url):
+    a_id, a_url = _register(alice)
+    b_id, b_url = _register(bob)
+    a_user = pika.URLParameters(a_url).credentials.username
+    assert a_user == f"fnrelay-ep-{a_id}"
+    assert pika.URLParameters(b_url).credentials.username == f"fnrelay-ep-{b_id}"
+    assert a_user != pika.URLParameters(amqp_url).credentials.username
+    # Re-registering hands out a new password: the old one stops working.
+    _, again = _register_again(alice, a_id)
+    assert again != a_url
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(pika.URLParameters(a_url))
+    As(again).close()
+
+
+def _register_again(api, eid: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    reg = api.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": {}})
+    return eid, reg["amqp_url"]
+
+
+def test_endpoint_cannot_read_or_feed_another_endpoints_queue(alice, bob):
+    a_id, a_url = _register(alice)
+    b_id, _ = _register(bob)
+    a = As(a_url)
+    try:
+        b_queue = protocol.endpoint_queue(b_id)
+        assert a.refused(lambda ch: ch.basic_consume(b_queue, lambda *x: None)) == 403
+        assert a.refused(lambda ch: ch.basic_get(b_queue)) == 403
+        assert a.refused(lambda ch: ch.basic_publish(
+            protocol.TASKS_EXCHANGE, b_id, b"{}", pika.BasicProperties(type="tasks"))) == 403
+        assert a.refused(lambda ch: ch.basic_publish("", b_queue, b"{}")) == 403
+        # Nor may it declare or bind anything (the broker declares every queue).
+        assert a.refused(lambda ch: ch.queue_declare("fnrelay.sneaky", durable=True)) == 403
+        assert a.refused(lambda ch: ch.queue_bind(protocol.endpoint_queue(a_id),
+                                                  protocol.TASKS_EXCHANGE, b_id)) == 403
+        # Its own queue it may consume.
+        ch = a.conn.channel()
+        ch.basic_consume(protocol.endpoint_queue(a_id), lambda *x: None)
+        ch.close()
+    finally:
+        a.close()
+
+
+def test_forged_results_for_another_endpoints_task_are_not_recorded(alice, bob, amqp_url):
+    a_id, a_url = _register(alice)
+    b_id, b_url = _register(bob)
+    answer = bob.submit(b_id, bob.function())
+    tid, group = answer["task_ids"][0], answer["task_group_id"]
+    a, b = As(a_url), As(b_url)
+    try:
+        forged = _result(tid, "forged", group)
+        # Routing key B from A's account: refused by B-only topic permissions.
+        assert a.refused(lambda ch: ch.basic_publish(
+            protocol.RESULTS_EXCHANGE, b_id, forged, pika.BasicProperties(
+                type=protocol.MSG_RESULTS, user_id=a.user))) == 403
+        # user_id B from A's connection: refused by RabbitMQ.
+        assert a.refused(lambda ch: ch.basic_publish(
+            protocol.RESULTS_EXCHANGE, a_id, forged, pika.BasicProperties(
+                type=protocol.MSG_RESULTS, user_id=b.user))) == 406
+        # Routing key A (allowed) about B's task: delivered, but the broker ignores it.
+        a.publish(protocol.RESULTS_EXCHANGE, a_id, forged, protocol.MSG_RESULTS)
+        # An account that may publish anything (the broker's own administrator) without B's
+        # user_id: the broker drops it, whatever its routing key says.
+        admin = As(amqp_url)
+        try:
+            ch = admin.conn.channel()
+            ch.basic_publish(protocol.RESULTS_EXCHANGE, b_id, forged, pika.BasicProperties(
+                type=protocol.MSG_RESULTS, delivery_mode=2, content_type=protocol.CONTENT_TYPE))
+        finally:
+            admin.close()
+        # B's genuine result, sent after the forgeries, is the one recorded.
+        b.publish(protocol.RESULTS_EXCHANGE, b_id, _result(tid, "genuine", group),
+                  protocol.MSG_RESULTS)
+        rec = wait_for(lambda: (r := bob.ok("GET", f"/tasks/{tid}"))["status"] == "success"
+                       and r, "B's result to be recorded")
+        assert rec["result"] == "genuine"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_heartbeats_count_only_from_the_endpoints_own_account(alice, bob, amqp_url):
+    a_id, a_url = _register(alice)
+    b_id, b_url = _register(bob)
+    hb = protocol.encode(protocol.Heartbeat(endpoint_id=b_id, info={"state": "online"}))
+    admin = As(amqp_url)
+    try:  # no user_id: dropped, so B stays offline
+        ch = admin.conn.channel()
+        ch.basic_publish(protocol.RESULTS_EXCHANGE, b_id, hb, pika.BasicProperties(
+            type=protocol.MSG_HEARTBEAT, delivery_mode=2))
+    finally:
+        admin.close()
+    b = As(b_url)
+    try:  # then a genuine one from A about A, and B's status is still offline
+        a = As(a_url)
+        a.publish(protocol.RESULTS_EXCHANGE, a_id, protocol.encode(protocol.Heartbeat(
+            endpoint_id=a_id, info={"state": "online"})), protocol.MSG_HEARTBEAT)
+        a.close()
+        wait_for(lambda: alice.ok("GET", f"/endpoints/{a_id}/status")["status"] == "online",
+                 "A's heartbeat")
+        assert bob.ok("GET", f"/endpoints/{b_id}/status")["status"] == "offline"
+        b.publish(protocol.RESULTS_EXCHANGE, b_id, hb, protocol.MSG_HEARTBEAT)
+        wait_for(lambda: bob.ok("GET", f"/endpoints/{b_id}/status")["status"] == "online",
+                 "B's own heartbeat")
+    finally:
+        b.close()
+
+
+def test_group_reader_reads_only_its_own_group(alice, bob):
+    g1 = alice.ok("POST", "/task_groups", json={})
+    g2 = bob.ok("POST", "/task_groups", json={})
+    r1 = As(g1["amqp_url"])
+    try:
+        assert r1.user == f"fnrelay-group-{g1['task_group_id']}"
+        assert r1.refused(lambda ch: ch.basic_consume(g2["queue"], lambda *x: None)) == 403
+        assert r1.refused(lambda ch: ch.basic_publish(
+            protocol.GROUPS_EXCHANGE, g2["task_group_id"], b"{}")) == 403
+        ch = r1.conn.channel()
+        ch.basic_consume(g1["queue"], lambda *x: None)
+        ch.close()
+    finally:
+        r1.close()
+
+
+def test_results_stream_to_the_group_reader(alice):
+    eid, url = _register(alice)
+    group = alice.ok("POST", "/task_groups", json={})
+    tid = alice.submit(eid, alice.function(), group=group["task_group_id"])["task_ids"][0]
+    ep, reader = As(url), As(group["amqp_url"])
+    try:
+        ep.publish(protocol.RESULTS_EXCHANGE, eid,
+                   _result(tid, "streamed", group["task_group_id"]), protocol.MSG_RESULTS)
+        ch = reader.conn.channel()
+
+        def got():  # type: ignore[no-untyped-def]
+            method, _, body = ch.basic_get(group["queue"], auto_ack=True)
+            return body and protocol.decode_results(body)
+
+        results = wait_for(got, "the result on the group queue")
+        assert [(r.task_id, r.result) for r in results] == [(tid, "streamed")]
+    finally:
+        ep.close()
+        reader.close()
+
+
+def test_child_endpoints_get_their_own_accounts_from_their_manager_only(alice, bob):
+    manager, manager_url = _register(alice, {"multi_user": True})
+    m = As(manager_url)
+    try:  # the manager reads its control queue, declared for it by the broker
+        ch = m.conn.channel()
+        ch.basic_consume(protocol.control_queue(manager), lambda *x: None)
+        ch.close()
+    finally:
+        m.close()
+    bob.submit(manager, bob.function())
+    child = next(e["endpoint_id"] for e in bob.ok("GET", "/endpoints")["endpoints"]
+                 if e["name"].startswith("ep/"))
+    path = f"/endpoints/{manager}/children/{child}/credentials"
+    creds = alice.ok("POST", path)
+    c = As(creds["amqp_url"])
+    try:
+        assert c.user == f"fnrelay-ep-{child}"
+        ch = c.conn.channel()
+        ch.basic_consume(protocol.endpoint_queue(child), lambda *x: None)
+        ch.close()
+        assert c.refused(lambda ch: ch.basic_consume(protocol.control_queue(manager),
+                                                     lambda *x: None)) == 403
+    finally:
+        c.close()
+    assert bob("POST", path).status_code == 404  # not bob's manager
+    assert alice("POST", f"/endpoints/{manager}/children/{uuid.uuid4()}/credentials"
+                 ).status_code == 404

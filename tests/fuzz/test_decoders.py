@@ -1,0 +1,114 @@
+"""hypothesis against the deserialization entry points: malformed input raises the errors their
+callers catch, never anything that would kill a consumer thread."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fnrelay import protocol, serialize
+from fnrelay.errors import SerializationError
+
+#: What every consumer of decoded messages catches (broker, endpoint agent, manager, Executor).
+CAUGHT = (ValueError, KeyError, TypeError)
+
+_settings = settings(max_examples=150, deadline=None, database=None,
+                     suppress_health_check=list(HealthCheck))
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=10,
+)
+_fields = ["task_id", "function_id", "function", "payload", "status", "result", "exception",
+           "details", "time", "detail", "task_group_id", "attempt", "type", "message",
+           "traceback"]
+_item = st.dictionaries(st.sampled_from(_fields), _json, max_size=6) | _json
+_bodies = st.one_of(
+    st.binary(max_size=80),
+    _json.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"v": _json}, optional={
+        "tasks": st.lists(_item, max_size=3) | _json,
+        "results": st.lists(_item, max_size=3) | _json,
+        "updates": st.lists(_item, max_size=3) | _json,
+    }).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@_settings
+@given(body=_bodies)
+def test_decode_raises_only_value_error(body):
+    try:
+        protocol.decode(body)
+    except ValueError:
+        pass
+
+
+@pytest.mark.parametrize("decoder", [protocol.decode_tasks, protocol.decode_status])
+@_settings
+@given(body=_bodies)
+def test_message_decoders_raise_only_what_consumers_catch(decoder, body):
+    try:
+        decoder(body)
+    except CAUGHT:
+        pass
+
+
+@_settings
+@given(body=_bodies)
+def test_result_decoder_raises_only_known_errors(body):
+    try:
+        protocol.decode_results(body)
+    except CAUGHT:
+        pass
+
+
+@pytest.mark.parametrize("body", [b'{"v":1,"results":["x"]}', b'{"v":1,"results":"ab"}'])
+def test_result_decoder_raises_only_what_the_executor_catches(body):
+    with pytest.raises(CAUGHT):
+        protocol.decode_results(body)
+
+
+@_settings
+@given(body=_bodies)
+def test_broker_inbound_checks_raise_only_value_error(body):
+    """The broker's checked decoders (what its result consumer uses) turn anything malformed
+    into ValueError, which it answers by rejecting the message."""
+    from fnrelay_broker import inbound
+
+    for decode in (inbound.results, inbound.status, inbound.document,
+                   lambda b: inbound.heartbeat("ep", b)):
+        try:
+            decode(body)
+        except ValueError:
+            pass
+
+
+_tags = st.sampled_from([serialize.TAG_DILL_CODE, serialize.TAG_DILL_DATA, serialize.TAG_JSON,
+                         serialize.TAG_SOURCE]) | st.text(max_size=4)
+_data = st.one_of(
+    st.text(max_size=60),
+    st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode()),
+    st.binary(max_size=60).map(lambda b: b.decode("latin-1")),
+)
+
+
+@_settings
+@given(tag=_tags, data=_data)
+def test_deserialize_raises_only_serialization_error(tag, data):
+    try:
+        serialize.deserialize(f"{tag}\n{data}")
+    except SerializationError:
+        pass
+
+
+@_settings
+@given(value=_json)
+def test_json_values_round_trip(value):
+    """The header-tagged format keeps plain data exactly (JSON, or dill for floats/tuples)."""
+    out = serialize.deserialize(serialize.serialize(value))
+    assert json.dumps(out, sort_keys=True) == json.dumps(value, sort_keys=True)

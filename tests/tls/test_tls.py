@@ -1,0 +1,147 @@
+"""TLS with a self-signed CA made here: the broker over HTTPS, RabbitMQ over amqps, and the SDK
+and endpoint trusting the CA through FNRELAY_CA_BUNDLE (and refusing without it)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fnrelay import Client
+from fnrelay.amqp import ENV_CA_BUNDLE, connection_parameters
+from fnrelay.errors import BrokerUnavailableError
+from fnrelay.local import RabbitMQServer, executable, free_port, make_shared_tmpdir, spawn
+from support.waiting import wait_for
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_ca_and_server_cert(dir: Path) -> dict[str, Path]:
+    """A CA and a server certificate for localhost/127.0.0.1 signed by it (PEM files)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(_name("fnrelay test CA"))
+          .issuer_name(_name("fnrelay test CA")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    san = x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(san, critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    files = {"ca": dir / "ca.pem", "cert": dir / "cert.pem", "key": dir / "key.pem"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    for f in files.values():
+        f.chmod(0o644)  # RabbitMQ reads copies; the key is a throw-away test key
+    return files
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[dict[str, Path]]:
+    d = make_shared_tmpdir("fnrelay-tls-")
+    yield make_ca_and_server_cert(d)
+    subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+@pytest.fixture(scope="module")
+def tls_rabbitmq(pki) -> Iterator[RabbitMQServer]:
+    """A RabbitMQ of this module with an amqps listener using the test certificate."""
+    server = RabbitMQServer(make_shared_tmpdir("fnrelay-tls-rmq-") / "rabbitmq",
+                            tls=(str(pki["cert"]), str(pki["key"]), str(pki["ca"]))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def https_broker(pki, tls_rabbitmq, ca_env) -> Iterator[dict[str, str]]:
+    """`fnrelay-broker serve --ssl-certfile/--ssl-keyfile`, reaching RabbitMQ over amqps."""
+    d = make_shared_tmpdir("fnrelay-tls-broker-")
+    port = free_port()
+    db = f"sqlite:///{d / 'broker.db'}"
+    bin_ = executable("fnrelay-broker")
+    proc = spawn([bin_, "serve", "--db", db, "--amqp-url", tls_rabbitmq.amqps_url,
+                  "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(pki["cert"]),
+                  "--ssl-keyfile", str(pki["key"])], d / "broker.log",
+                 {"FNRELAY_HOME": str(d), ENV_CA_BUNDLE: str(pki["ca"])})
+    url = f"https://localhost:{port}"
+    try:
+        wait_for(lambda: _answers(url, pki["ca"]) or proc.poll() is not None, "the HTTPS broker")
+        assert proc.poll() is None, (d / "broker.log").read_text()[-2000:]
+        out = subprocess.run([bin_, "user", "add", "tls-user", "--db", db],
+                             capture_output=True, text=True, check=True)
+        yield {"url": url, "token": out.stdout.strip().splitlines()[-1], "log": str(d)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _answers(url: str, ca: Path) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{url}/v1/version", verify=str(ca), timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def ca_env(pki) -> Iterator[str]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv(ENV_CA_BUNDLE, str(pki["ca"]))
+    yield str(pki["ca"])
+    mp.undo()
+
+
+def test_sdk_talks_https_with_the_ca_configured(https_broker):
+    client = Client(https_broker["url"], https_broker["token"])
+    assert client.whoami()["username"] == "tls-user"
+    group = client.create_task_group()
+    assert group["amqp_url"].startswith("amqps://")
+
+
+def test_sdk_refuses_an_unknown_ca_with_a_clear_error(https_broker, monkeypatch):
+    monkeypatch.delenv(ENV_CA_BUNDLE)
+    with pytest.raises(BrokerUnavailableError, match=f"TLS certificate.*{ENV_CA_BUNDLE}"):
+        Client(https_broker["url"], https_broker["token"]).whoami()
+
+
+def test_amqps_verifies_with_the_ca(tls_rabbitmq, ca_env):
+    conn = pika.BlockingConnection(connection_parameters(tls_rabbitmq.amqps_url))
+    assert conn.is_open
+    conn.close()
+
+
+def test_amqps_refuses_an_unknown_ca(tls_rabbitmq, monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_CA_BUNDLE, str(make_ca_and_server_cert(tmp_path)["ca"]))  # not it
+    params = connection_parameters(tls_rabbitmq.amqps_url)
+    params.connection_attempts = 1
+    with pytest.raises((pika.exceptions.AMQPConnectionError, ssl.SSLError)) as e:
+        pika.BlockingConnection(params)
+    assert "CERTIFICATE_VERIFY_FAILED" in repr(e.value)
