@@ -26,12 +26,11 @@ from fnrelay.local import (
     make_shared_tmpdir,
     reap_marked,
 )
+from support.session import MARKER
 
 #: Session fixtures of the test-only servers, for any test that asks for them.
 pytest_plugins = ["support.slurm_fixtures"]
 
-#: Every process the fixtures start carries this marker, so teardown can prove none is left.
-MARKER = f"pytest-{uuid.uuid4().hex}"
 
 
 @dataclass

@@ -13,10 +13,10 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import MARKER
 
 from fnrelay import Executor
 from support.private_stack import private_stack
+from support.session import MARKER
 from support.waiting import wait_for
 
 N = int(os.environ.get("FNRELAY_CHAOS_N", "400"))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import MARKER
 
 from fnrelay import Executor
 from support.private_stack import private_stack
+from support.session import MARKER
 from support.waiting import wait_for
 
 
