@@ -62,6 +62,16 @@ class AmqpAccess:
             raise ApiError(503, "RabbitMQ accounts cannot be created now; retry later") from e
         return url_with_credentials(self.public_url, creds.username, creds.password)
 
+    def apply_policies(self) -> None:
+        """Set the dead-letter policy (logged, not fatal: consumers dead-letter bad messages
+        themselves; the policy only catches plain rejects)."""
+        if self.accounts is None:
+            return
+        try:
+            self.accounts.deadletter_policy()
+        except AccountError as e:
+            log.warning("cannot set the RabbitMQ dead-letter policy: %s", e)
+
     def forget_endpoint(self, endpoint_id: str) -> None:
         self._delete(endpoint_user(endpoint_id))
 

@@ -33,6 +33,10 @@ class AccountError(Exception):
     """The management API refused or could not be reached."""
 
 
+DEADLETTER_POLICY = "fnrelay-deadletter"
+DEADLETTER_PATTERN = r"^fnrelay\.(endpoint|broker)\."
+
+
 def endpoint_user(endpoint_id: str) -> str:
     """The RabbitMQ account name of an endpoint (the `user_id` its messages carry)."""
     return ENDPOINT_PREFIX + endpoint_id
@@ -109,7 +113,7 @@ class Accounts:
             queues.append(protocol.control_queue(endpoint_id))
         return self._put_user(
             endpoint_user(endpoint_id), read=_only(*queues),
-            write=_only(protocol.RESULTS_EXCHANGE),
+            write=_only(protocol.RESULTS_EXCHANGE, protocol.DEADLETTER_EXCHANGE),
             topic_write={protocol.RESULTS_EXCHANGE: _only(endpoint_id)},
         )
 
@@ -118,6 +122,17 @@ class Accounts:
         return self._put_user(group_user(task_group_id),
                               read=_only(protocol.group_queue(task_group_id)), write="^$",
                               topic_write={})
+
+    def deadletter_policy(self) -> None:
+        """Dead-letter what fnrelay's endpoint and broker queues reject or drop.
+
+        A policy, because queues declared before it cannot be redeclared with new x-arguments.
+        """
+        vhost = quote(self.vhost, safe="")
+        self._call("PUT", f"policies/{vhost}/{DEADLETTER_POLICY}", {
+            "pattern": DEADLETTER_PATTERN, "apply-to": "queues", "priority": 0,
+            "definition": {"dead-letter-exchange": protocol.DEADLETTER_EXCHANGE},
+        })
 
     def delete(self, username: str) -> None:
         """Delete an account; a missing one is fine."""

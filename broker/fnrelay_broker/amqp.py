@@ -31,6 +31,9 @@ def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
     channel.exchange_declare(protocol.TASKS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(protocol.GROUPS_EXCHANGE, "direct", durable=True)
+    channel.exchange_declare(protocol.DEADLETTER_EXCHANGE, "fanout", durable=True)
+    channel.queue_declare(protocol.DEADLETTER_QUEUE, durable=True)
+    channel.queue_bind(protocol.DEADLETTER_QUEUE, protocol.DEADLETTER_EXCHANGE)
 
 
 def declare_endpoint_queue(channel, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]

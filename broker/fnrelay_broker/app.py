@@ -14,6 +14,7 @@ from fnrelay import protocol
 from fnrelay_broker import auth, children, registry, tasks
 from fnrelay_broker.access import AmqpAccess
 from fnrelay_broker.amqp import Declarer
+from fnrelay_broker.cleanup import Cleaner
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, install_handlers
 from fnrelay_broker.limits import PayloadLimit
@@ -22,6 +23,9 @@ from fnrelay_broker.settings import BrokerSettings
 from fnrelay_broker.validation import JsonObject, Text
 
 log = logging.getLogger(__name__)
+
+#: Largest per-task retry limit (endpoints cap it the same way).
+MAX_RETRIES_CAP = 100
 
 VERSION = "0.1.0"
 
@@ -47,6 +51,9 @@ class TaskIn(BaseModel):
     payload: Text
     resource_specification: JsonObject = Field(default_factory=dict)
     user_endpoint_config: JsonObject = Field(default_factory=dict)
+    #: Re-runs after infrastructure failures (worker lost, endpoint killed); None: the
+    #: endpoint's default.
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_CAP)
 
 
 class SubmitIn(BaseModel):
@@ -105,17 +112,21 @@ class Broker:
         self.publisher = OutboxPublisher(self.db, settings.amqp_url)
         self.consumer = ResultConsumer(self.db, settings.amqp_url,
                                        verify_senders=self.access.isolated)
+        self.cleaner = Cleaner(self.db, settings.result_ttl)
         self.start_threads = start_threads
 
     def start(self) -> None:
+        self.access.apply_policies()
         if self.start_threads:
             self.publisher.start()
             self.consumer.start()
+            self.cleaner.start()
 
     def stop(self) -> None:
         if self.start_threads:
             self.publisher.stop()
             self.consumer.stop()
+            self.cleaner.stop()
         self.db.dispose()
 
 

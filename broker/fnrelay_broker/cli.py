@@ -8,7 +8,12 @@ import sys
 
 import click
 
-from fnrelay_broker.settings import DEFAULT_AMQP_URL, BrokerSettings, default_db_url
+from fnrelay_broker.settings import (
+    DEFAULT_AMQP_URL,
+    DEFAULT_RESULT_TTL,
+    BrokerSettings,
+    default_db_url,
+)
 
 _db_option = click.option(
     "--db", "db_url", envvar="FNRELAY_BROKER_DB", default=None,
@@ -65,6 +70,10 @@ def main() -> None:
               help="Seconds between endpoint heartbeats (told to endpoints).")
 @click.option("--heartbeat-threshold", default=None, type=float,
               help="Seconds without heartbeat before an endpoint is offline (default 3 periods).")
+@click.option("--result-ttl", default=DEFAULT_RESULT_TTL, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Delete finished tasks and their results this long "
+              "after they finished.")
 @click.option("--amqp-management-url", envvar="FNRELAY_AMQP_MANAGEMENT_URL", default=None,
               help="RabbitMQ management API (e.g. http://127.0.0.1:15672): the broker then "
                    "makes one RabbitMQ account per endpoint and per task group reader. "
@@ -80,7 +89,7 @@ def main() -> None:
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM private key of --ssl-certfile.")
 def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbeat_period,
-          heartbeat_threshold, amqp_management_url, amqp_management_user,
+          heartbeat_threshold, result_ttl, amqp_management_url, amqp_management_user,
           amqp_management_password, log_level, ssl_certfile=None,
           ssl_keyfile=None) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
@@ -95,7 +104,8 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
     settings = BrokerSettings(
         db_url=db_url or default_db_url(), amqp_url=amqp_url, public_amqp_url=public_amqp_url,
         host=host, port=port, payload_limit=payload_limit, heartbeat_period=heartbeat_period,
-        heartbeat_threshold=heartbeat_threshold, amqp_management_url=amqp_management_url,
+        heartbeat_threshold=heartbeat_threshold, result_ttl=result_ttl,
+        amqp_management_url=amqp_management_url,
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
     )

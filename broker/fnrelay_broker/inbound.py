@@ -54,10 +54,7 @@ def results(body: bytes) -> list[ResultMessage]:
             for field in _EXCEPTION_TEXT:
                 _require(exc, field, (str,), optional=False)
             _require(exc, "serialized", (str,), optional=True)
-    try:
-        return [ResultMessage.from_dict(item) for item in items]
-    except TypeError as e:  # unknown keys in "exception"
-        raise ValueError(f"malformed result: {e}") from e
+    return [ResultMessage.from_dict(item) for item in items]  # unknown keys are ignored
 
 
 def status(body: bytes) -> list[StatusUpdate]:
@@ -68,11 +65,10 @@ def status(body: bytes) -> list[StatusUpdate]:
         _require(item, "status", (str,), optional=False)
         _require(item, "time", (int, float), optional=True)
         _require(item, "detail", (str,), optional=True)
-    try:
-        return [StatusUpdate(**{k: v for k, v in item.items() if v is not None})
-                for item in items]
-    except TypeError as e:  # unknown keys
-        raise ValueError(f"malformed status update: {e}") from e
+    # Keys this version does not know (from newer endpoints) are ignored.
+    return [StatusUpdate(**{k: v for k, v in protocol.known_fields(StatusUpdate, item).items()
+                            if v is not None})
+            for item in items]
 
 
 def heartbeat(endpoint_id: str, body: bytes) -> Heartbeat:

@@ -87,6 +87,7 @@ class Task(Base):
     payload: Mapped[str] = mapped_column(Text)
     resource_specification: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     user_endpoint_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    max_retries: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     exception: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -12,6 +12,7 @@ import pika
 from pika.exceptions import AMQPError
 
 from fnrelay import protocol
+from fnrelay.amqp import dead_letter
 from fnrelay_broker import children, inbound, tasks
 from fnrelay_broker.accounts import endpoint_user
 from fnrelay_broker.amqp import (
@@ -236,9 +237,9 @@ class ResultConsumer(_Worker):
             except (AMQPError, OSError):
                 raise  # connection trouble: unacked, redelivered after reconnect
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                log.error("rejecting malformed %r message from %s: %s", props.type,
+                log.error("dead-lettering malformed %r message from %s: %s", props.type,
                           method.routing_key, e)
-                channel.basic_reject(method.delivery_tag, requeue=False)
+                dead_letter(channel, method, props, body, f"malformed {props.type!r}: {e}")
                 return
             channel.basic_ack(method.delivery_tag)
 

@@ -9,6 +9,7 @@ import pika
 from fnrelay.config import fnrelay_home
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 
 
 def default_db_url() -> str:
@@ -30,6 +31,8 @@ class BrokerSettings:
     heartbeat_threshold: float | None = None
     #: Seconds an unused task group result queue lives (RabbitMQ x-expires).
     group_queue_expires: float = 1800.0
+    #: Seconds a finished task (and its result) is kept; then the cleaner deletes it.
+    result_ttl: float = DEFAULT_RESULT_TTL
     #: RabbitMQ management API (http://host:15672). Set: every endpoint, child endpoint and
     #: task group reader gets its own RabbitMQ account (see accounts.py). Unset: everyone is
     #: handed `public_amqp_url` (one shared account: no isolation; development only).

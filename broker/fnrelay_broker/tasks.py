@@ -125,6 +125,7 @@ def submit(
                         "payload": spec["payload"],
                         "resource_specification": spec.get("resource_specification") or {},
                         "user_endpoint_config": spec.get("user_endpoint_config") or {},
+                        "max_retries": spec.get("max_retries"),
                         "details": {},
                         "created": t,
                     }
@@ -350,6 +351,7 @@ def task_messages(db: Database, task_ids: list[str]) -> list[TaskMessage]:
                     payload=task.payload, task_group_id=task.task_group_id,
                     resource_specification=task.resource_specification or {},
                     user_endpoint_config=task.user_endpoint_config or {},
+                    max_retries=task.max_retries,
                 )
     return [found[i] for i in task_ids if i in found]
 

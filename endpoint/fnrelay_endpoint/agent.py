@@ -25,7 +25,7 @@ import pika.exceptions
 import requests
 
 from fnrelay import protocol
-from fnrelay.amqp import connection_parameters, requests_verify
+from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint import retries
@@ -250,8 +250,8 @@ class Agent:
             else:
                 raise ValueError(f"unknown message type {props.type!r}")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            log.error("rejecting malformed message (type %r): %s", props.type, e)
-            channel.basic_reject(method.delivery_tag, requeue=False)
+            log.error("dead-lettering malformed message (type %r): %s", props.type, e)
+            dead_letter(channel, method, props, body, f"malformed {props.type!r}: {e}")
             return
         if tasks:
             to_run, to_publish = self.journal.add_tasks(tasks)

@@ -32,7 +32,7 @@ import pika.exceptions
 import requests
 
 from fnrelay import protocol
-from fnrelay.amqp import connection_parameters, requests_verify
+from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
 from fnrelay.local import MARKER
 from fnrelay.protocol import ChildFailed, StartChild
@@ -183,8 +183,8 @@ class Manager:
                              username=str(d["username"]),
                              user_endpoint_config=dict(d.get("user_endpoint_config") or {}))
         except (ValueError, KeyError, TypeError) as e:
-            log.error("rejecting malformed control message: %s", e)
-            channel.basic_reject(method.delivery_tag, requeue=False)
+            log.error("dead-lettering malformed control message: %s", e)
+            dead_letter(channel, method, props, body, f"malformed control message: {e}")
             return
         self.request(msg)
         channel.basic_ack(method.delivery_tag)

@@ -4,8 +4,8 @@ sees when the limit is reached.
 A task's run is lost to infrastructure when its worker process dies (signal, OOM killer), the
 endpoint stops while it runs (crash, kill, restart) or its batch job ends in NODE_FAIL /
 PREEMPTED (engines mark those results with ``details["infrastructure"] = True``). The agent
-re-runs such a task up to `max_retries` times: the task's own value (the SDK sends it as
-``resource_specification["max_retries"]``, which engines never see), else the endpoint's.
+re-runs such a task up to `max_retries` times: the task's own (``TaskMessage.max_retries``,
+from the submit request), else the endpoint's.
 A task's own exception, a walltime kill and a cancel are answers, never retried.
 """
 
@@ -16,27 +16,23 @@ from typing import Any
 
 from fnrelay.protocol import ResultMessage, TaskMessage, TaskState, now
 
-#: The resource_specification key that carries a task's own retry limit.
-MAX_RETRIES_KEY = "max_retries"
 #: Largest retry limit a task may ask for.
 MAX_RETRIES_CAP = 100
 
 
 def max_retries(task: TaskMessage, default: int) -> int:
     """The retry limit of `task`: its own (when valid) else the endpoint's `default`."""
-    value = (task.resource_specification or {}).get(MAX_RETRIES_KEY)
+    value = task.max_retries
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return min(value, MAX_RETRIES_CAP)
     return default
 
 
 def for_engine(task: TaskMessage, failures: int = 0) -> TaskMessage:
-    """The task as engines see it: without the retry key, with its attempt number."""
-    spec = dict(task.resource_specification or {})
-    if MAX_RETRIES_KEY not in spec and task.attempt == failures + 1:
+    """The task as engines see it: with its attempt number."""
+    if task.attempt == failures + 1:
         return task
-    spec.pop(MAX_RETRIES_KEY, None)
-    return dataclasses.replace(task, resource_specification=spec, attempt=failures + 1)
+    return dataclasses.replace(task, attempt=failures + 1)
 
 
 def is_infrastructure(result: ResultMessage) -> bool:

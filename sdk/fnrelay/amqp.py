@@ -36,3 +36,28 @@ def connection_parameters(url: str, name: str | None = None) -> pika.URLParamete
     if name:
         params.client_properties = {"connection_name": name}
     return params
+
+
+def dead_letter(channel, method, props, body: bytes, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """Move an undecodable message to the dead-letter exchange with `reason`, then ack it.
+
+    RabbitMQ's own dead-lettering (x-death) records no reason, so the consumer republishes the
+    message with the reason in a header. If the exchange is missing or refused, the message is
+    rejected without requeue instead (RabbitMQ's policy may still dead-letter it).
+    """
+    from fnrelay import protocol
+
+    headers = dict(getattr(props, "headers", None) or {})
+    headers[protocol.DEADLETTER_REASON_HEADER] = reason[:1000]
+    headers["x-fnrelay-exchange"] = method.exchange or ""
+    headers["x-fnrelay-routing-key"] = method.routing_key or ""
+    out = pika.BasicProperties(
+        content_type=getattr(props, "content_type", None), type=getattr(props, "type", None),
+        delivery_mode=2, headers=headers,
+    )
+    try:
+        channel.basic_publish(protocol.DEADLETTER_EXCHANGE, "", body, out)
+    except Exception:  # noqa: BLE001 - fall back to a plain reject
+        channel.basic_reject(method.delivery_tag, requeue=False)
+        return
+    channel.basic_ack(method.delivery_tag)

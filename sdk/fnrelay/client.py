@@ -60,13 +60,14 @@ class Batch:
     task_group_id: str | None = None
     resource_specification: dict[str, Any] | None = None
     user_endpoint_config: dict[str, Any] | None = None
+    max_retries: int | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, function_id: str, args: Iterable[Any] = (), kwargs: dict | None = None) -> None:
         """Queue a call of a registered function; arguments are serialized now."""
         self.tasks.append(
             task_entry(function_id, tuple(args), kwargs or {}, self.resource_specification,
-                       self.user_endpoint_config)
+                       self.user_endpoint_config, self.max_retries)
         )
 
     def __len__(self) -> int:
@@ -75,15 +76,18 @@ class Batch:
 
 def task_entry(
     function_id: str, args: tuple, kwargs: dict, resource_specification: dict | None = None,
-    user_endpoint_config: dict | None = None,
+    user_endpoint_config: dict | None = None, max_retries: int | None = None,
 ) -> dict[str, Any]:
-    """One task of a submit request."""
-    return {
+    """One task of a submit request (`max_retries` None: the endpoint's default)."""
+    entry: dict[str, Any] = {
         "function_id": function_id,
         "payload": serialize.serialize_args(args, kwargs),
         "resource_specification": resource_specification or {},
         "user_endpoint_config": user_endpoint_config or {},
     }
+    if max_retries is not None:
+        entry["max_retries"] = max_retries
+    return entry
 
 
 class Client(globus_sdk.BaseClient):
@@ -177,10 +181,11 @@ class Client(globus_sdk.BaseClient):
 
     def create_batch(
         self, task_group_id: str | None = None, resource_specification: dict | None = None,
-        user_endpoint_config: dict | None = None,
+        user_endpoint_config: dict | None = None, max_retries: int | None = None,
     ) -> Batch:
-        """An empty Batch; its tasks share the given resource spec and endpoint config."""
-        return Batch(task_group_id, resource_specification, user_endpoint_config)
+        """An empty Batch; its tasks share the given resource spec, endpoint config and retry
+        limit."""
+        return Batch(task_group_id, resource_specification, user_endpoint_config, max_retries)
 
     def batch_run(self, endpoint_id: str, batch: Batch) -> list[str]:
         """Submit every task of the batch in one request; returns their task ids in order."""

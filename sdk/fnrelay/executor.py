@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,16 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
 POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
 SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
+#: AMQP reconnect delays (seconds): exponential from the first, capped, with jitter.
+RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
+
+
+def reconnect_delay(attempt: int, base: float = RECONNECT_BASE,
+                    cap: float = RECONNECT_CAP) -> float:
+    """Delay before reconnect `attempt` (0-based): exponential, capped, jittered in [d/2, d]
+    so many Executors that lost RabbitMQ together do not come back in step."""
+    delay = min(cap, base * 2 ** min(attempt, 30))
+    return random.uniform(delay / 2, delay)
 STARTED = frozenset({protocol.TaskState.RUNNING.value}) | {
     s.value for s in protocol.TERMINAL_STATES
 }
@@ -115,9 +126,7 @@ class Executor(cf.Executor):
             raise ValueError(f"max_retries must be a non-negative integer, not {max_retries!r}")
         self.endpoint_id = endpoint_id
         self.client = client or Client()
-        if max_retries is not None:  # travels in the resource specification (endpoints strip it)
-            resource_specification = {**(resource_specification or {}),
-                                      "max_retries": max_retries}
+        self.max_retries = max_retries
         self.resource_specification = resource_specification
         self.user_endpoint_config = user_endpoint_config
         self.batch_size = batch_size
@@ -134,6 +143,7 @@ class Executor(cf.Executor):
         self._watcher: threading.Thread | None = None
         self._inflight = 0  # submit requests under way
         self.amqp_connected = False  # for diagnostics: the watcher streams over AMQP
+        self._reconnects = 0  # failed AMQP connection attempts in a row
 
     # --- public API ---------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> FnRelayFuture:
@@ -146,7 +156,7 @@ class Executor(cf.Executor):
     ) -> FnRelayFuture:
         """Run an already registered function."""
         entry = task_entry(function_id, tuple(args), kwargs or {}, self.resource_specification,
-                           self.user_endpoint_config)
+                           self.user_endpoint_config, self.max_retries)
         future = FnRelayFuture(self)
         with self._lock:
             if self._shutdown:
@@ -319,9 +329,12 @@ class Executor(cf.Executor):
                 self._poll_once()
 
     def _fallback(self, error: BaseException) -> None:
-        log.info("result stream over AMQP unavailable (%s); polling the broker", error)
+        delay = reconnect_delay(self._reconnects)
+        self._reconnects += 1
+        log.info("result stream over AMQP unavailable (%s); polling the broker, reconnecting "
+                 "in %.1fs", error, delay)
         self.amqp_connected = False
-        self._poll_for(POLL_MAX * 5)
+        self._poll_for(delay)
 
     def _reattach(self) -> None:
         try:
@@ -341,6 +354,7 @@ class Executor(cf.Executor):
             channel = connection.channel()
             channel.basic_qos(prefetch_count=50)
             self.amqp_connected = True
+            self._reconnects = 0
             last = time.monotonic()
             for method, props, body in channel.consume(queue_name, inactivity_timeout=0.2):
                 if self._stop.is_set():

@@ -29,6 +29,12 @@ RESULTS_EXCHANGE = "fnrelay.results"
 GROUPS_EXCHANGE = "fnrelay.groups"
 #: Durable queue the broker consumes from RESULTS_EXCHANGE (binding "#").
 BROKER_RESULTS_QUEUE = "fnrelay.broker.results"
+#: Fanout exchange and durable queue of messages a consumer could not decode. Consumers
+#: republish such a message here with the reason in DEADLETTER_REASON_HEADER, then ack it;
+#: a RabbitMQ policy dead-letters other rejected messages of fnrelay's queues here too.
+DEADLETTER_EXCHANGE = "fnrelay.deadletter"
+DEADLETTER_QUEUE = "fnrelay.deadletter"
+DEADLETTER_REASON_HEADER = "x-fnrelay-reason"
 
 
 def endpoint_queue(endpoint_id: str) -> str:
@@ -118,6 +124,8 @@ class TaskMessage:
     resource_specification: dict[str, Any] = field(default_factory=dict)
     user_endpoint_config: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
+    #: Re-runs after infrastructure failures; None: the endpoint's default.
+    max_retries: int | None = None
 
 
 @dataclass
@@ -148,7 +156,7 @@ class ResultMessage:
             task_id=d["task_id"],
             status=d["status"],
             result=d.get("result"),
-            exception=ExceptionInfo(**exc) if exc else None,
+            exception=ExceptionInfo(**known_fields(ExceptionInfo, exc)) if exc else None,
             details=d.get("details") or {},
             task_group_id=d.get("task_group_id"),
         )
@@ -202,8 +210,15 @@ def _items(body: bytes, key: str) -> list[dict[str, Any]]:
     return items
 
 
+def known_fields(cls: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """`item` without the keys `cls` does not know: newer peers may send more fields."""
+    names = cls.__dataclass_fields__
+    return {k: v for k, v in item.items() if k in names}
+
+
 def _build(cls: Any, item: dict[str, Any]) -> Any:
     try:
+        item = known_fields(cls, item)
         return cls.from_dict(item) if hasattr(cls, "from_dict") else cls(**item)
     except (TypeError, KeyError) as e:
         raise ValueError(f"malformed fnrelay message: bad {cls.__name__}: {e}") from e

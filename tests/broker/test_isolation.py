@@ -252,3 +252,54 @@ def test_child_endpoints_get_their_own_accounts_from_their_manager_only(alice, b
     assert bob("POST", path).status_code == 404  # not bob's manager
     assert alice("POST", f"/endpoints/{manager}/children/{uuid.uuid4()}/credentials"
                  ).status_code == 404
+
+
+def _dead_letters(amqp_url: str) -> list[tuple[bytes, dict]]:
+    """Take every message now in fnrelay.deadletter: (body, headers)."""
+    admin = As(amqp_url)
+    try:
+        ch = admin.conn.channel()
+        out = []
+        while True:
+            method, props, body = ch.basic_get(protocol.DEADLETTER_QUEUE, auto_ack=True)
+            if method is None:
+                return out
+            out.append((body, props.headers or {}))
+    finally:
+        admin.close()
+
+
+def test_malformed_results_go_to_the_dead_letter_queue_with_the_reason(alice, amqp_url):
+    a_id, a_url = _register(alice)
+    answer = alice.submit(a_id, alice.function())
+    tid, group = answer["task_ids"][0], answer["task_group_id"]
+    a = As(a_url)
+    try:
+        truncated = _result(tid, "never", group)[:-7]
+        a.publish(protocol.RESULTS_EXCHANGE, a_id, truncated, protocol.MSG_RESULTS)
+        wrong_type = protocol.encode({"v": 1, "results": [{"task_id": tid, "status": 3}]})
+        a.publish(protocol.RESULTS_EXCHANGE, a_id, wrong_type, protocol.MSG_RESULTS)
+        # The consumer goes on: a good result sent afterwards is recorded.
+        a.publish(protocol.RESULTS_EXCHANGE, a_id, _result(tid, "good", group),
+                  protocol.MSG_RESULTS)
+        rec = wait_for(lambda: (r := alice.ok("GET", f"/tasks/{tid}"))["status"] == "success"
+                       and r, "the good result to be recorded")
+        assert rec["result"] == "good"
+    finally:
+        a.close()
+    dead = {body: headers for body, headers in _dead_letters(amqp_url)}
+    assert truncated in dead and wrong_type in dead
+    assert "malformed" in dead[truncated][protocol.DEADLETTER_REASON_HEADER]
+    assert "'status' must be str" in dead[wrong_type][protocol.DEADLETTER_REASON_HEADER]
+    assert dead[truncated]["x-fnrelay-routing-key"] == a_id
+
+
+def test_the_broker_sets_the_dead_letter_policy(iso_broker, rabbitmq, amqp_url):
+    import requests
+
+    vhost = pika.URLParameters(amqp_url).virtual_host
+    r = requests.get(f"{rabbitmq.management_url.rstrip('/')}/api/policies/"
+                     f"{requests.utils.quote(vhost, safe='')}/fnrelay-deadletter",
+                     auth=rabbitmq.admin_auth, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["definition"]["dead-letter-exchange"] == protocol.DEADLETTER_EXCHANGE

@@ -73,6 +73,21 @@ def test_task_reaches_the_endpoint_queue_with_its_function(api, amqp):
     _status_of(api, answer["task_ids"][0], "waiting-for-endpoint")
 
 
+def test_a_tasks_own_max_retries_reaches_the_endpoint(api, amqp):
+    eid, fid = api.endpoint(), api.function()
+    tasks = [{"function_id": fid, "payload": "03\n[0]", "max_retries": 0},
+             {"function_id": fid, "payload": "03\n[1]"}]
+    bad = api("POST", "/submit", json={"endpoint_id": eid, "tasks": [
+        {"function_id": fid, "payload": "03\n[0]", "max_retries": -1}]},
+        headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert bad.status_code == 422
+    api.ok("POST", "/submit", json={"endpoint_id": eid, "tasks": tasks},
+           headers={"Idempotency-Key": str(uuid.uuid4())})
+    msgs = protocol.decode_tasks(
+        _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_TASKS, "the task message"))
+    assert [m.max_retries for m in msgs] == [0, None]
+
+
 def test_result_is_recorded_once_and_forwarded_to_the_group(api, amqp):
     eid, fid = api.endpoint(), api.function()
     group = api.ok("POST", "/task_groups", json={})

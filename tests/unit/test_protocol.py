@@ -68,3 +68,26 @@ def test_status_round_trip_and_malformed_body():
 def test_queue_names_embed_ids():
     assert protocol.endpoint_queue("abc") == "fnrelay.endpoint.abc.tasks"
     assert protocol.group_queue("g1") == "fnrelay.group.g1"
+
+
+def test_fields_from_newer_peers_are_ignored():
+    """The protocol can grow: a message with keys this version does not know still decodes."""
+    tasks = protocol.decode_tasks(protocol.encode({"v": 1, "tasks": [{
+        "task_id": "t", "function_id": "f", "function": "fn", "payload": "p",
+        "max_retries": 2, "priority": 9}]}))
+    assert tasks[0].max_retries == 2 and not hasattr(tasks[0], "priority")
+    results = protocol.decode_results(protocol.encode({"v": 1, "results": [{
+        "task_id": "t", "status": "failed", "blob_url": "x",
+        "exception": {"type": "E", "message": "m", "traceback": "", "notes": []}}]}))
+    assert results[0].exception.message == "m"
+    updates = protocol.decode_status(protocol.encode({"v": 1, "updates": [{
+        "task_id": "t", "status": "running", "node": "n1"}]}))
+    assert updates[0].status == "running"
+
+
+def test_task_max_retries_round_trips_and_defaults_to_none():
+    msg = protocol.TaskMessage(task_id="t", function_id="f", function="fn", payload="p",
+                               max_retries=0)
+    assert protocol.decode_tasks(protocol.encode_tasks([msg]))[0].max_retries == 0
+    plain = protocol.TaskMessage(task_id="t", function_id="f", function="fn", payload="p")
+    assert protocol.decode_tasks(protocol.encode_tasks([plain]))[0].max_retries is None

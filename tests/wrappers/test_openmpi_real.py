@@ -15,8 +15,10 @@ from fnrelay.functions import MPIFunction
 from fnrelay_wrappers.chain import build_chain
 from fnrelay_wrappers.mpi import Layout
 
-RANK_PRINTER = [sys.executable, "-c",
-                "import os; print('rank', os.environ['OMPI_COMM_WORLD_RANK'])"]
+# Each rank leaves a file: mpiexec forwards the ranks' stdout in chunks that may interleave.
+RANK_WRITER = [sys.executable, "-c",
+               "import os; r = os.environ['OMPI_COMM_WORLD_RANK']; "
+               "open(os.path.join(os.environ['FNRELAY_TASK_SANDBOX'], 'rank-' + r), 'w')"]
 
 
 def openmpi_chain(sandbox: str):
@@ -28,10 +30,11 @@ def openmpi_chain(sandbox: str):
 
 def test_two_ranks_answer_through_the_chain(tmp_path):
     chain = openmpi_chain(str(tmp_path))
-    out = subprocess.run(["bash", "-c", chain.command_line(RANK_PRINTER)], capture_output=True,
-                         text=True, timeout=120)
+    script = chain.export_lines() + [chain.command_line(RANK_WRITER)]
+    out = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
-    assert sorted(out.stdout.split("\n")[:-1]) == ["rank 0", "rank 1"]
+    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0", "rank-1"]
 
 
 def test_mpifunction_uses_the_exported_prefix(tmp_path, monkeypatch):
@@ -41,4 +44,5 @@ def test_mpifunction_uses_the_exported_prefix(tmp_path, monkeypatch):
     result = MPIFunction("{python} -c 'import os; print(os.environ[\"OMPI_COMM_WORLD_RANK\"])'")(
         python=sys.executable)
     assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.split()) == ["0", "1"]
+    # One digit per rank; the forwarded lines may interleave, the digits cannot go missing.
+    assert sorted("".join(result.stdout.split())) == ["0", "1"]

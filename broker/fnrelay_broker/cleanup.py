@@ -1,0 +1,72 @@
+"""Task and result time-to-live: a thread that deletes finished tasks after `result_ttl`.
+
+Only terminal tasks go (their history and any outbox rows with them), in small batches so a
+large backlog never holds the database's write lock for long. A task still waiting or running
+stays, however old: its outcome is not recorded yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import delete, select
+
+from fnrelay import protocol
+from fnrelay_broker.db import Database
+from fnrelay_broker.models import Outbox, Submission, Task, TaskHistory
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+_TERMINAL = [s.value for s in protocol.TERMINAL_STATES]
+
+
+def interval(ttl: float) -> float:
+    """How often the cleaner runs: a tenth of the ttl, at most hourly."""
+    return max(0.1, min(ttl / 10, 3600.0))
+
+
+def delete_expired(db: Database, ttl: float, now: float | None = None,
+                   batch: int = BATCH) -> int:
+    """Delete terminal tasks completed more than `ttl` seconds ago; the number deleted."""
+    cutoff = (protocol.now() if now is None else now) - ttl
+    total = 0
+    while True:
+        with db.write() as s:
+            ids = list(s.scalars(
+                select(Task.id).where(Task.status.in_(_TERMINAL), Task.completed < cutoff)
+                .limit(batch)
+            ))
+            if ids:
+                s.execute(delete(TaskHistory).where(TaskHistory.task_id.in_(ids)))
+                s.execute(delete(Outbox).where(Outbox.task_id.in_(ids)))
+                s.execute(delete(Task).where(Task.id.in_(ids)))
+            else:  # idempotency records of submits older than the ttl go too
+                s.execute(delete(Submission).where(Submission.created < cutoff))
+        total += len(ids)
+        if len(ids) < batch:
+            return total
+
+
+class Cleaner(threading.Thread):
+    """Runs delete_expired every interval(ttl) until stopped."""
+
+    def __init__(self, db: Database, ttl: float):
+        super().__init__(name="fnrelay-cleaner", daemon=True)
+        self.db, self.ttl = db, ttl
+        self.stopping = threading.Event()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        while not self.stopping.wait(interval(self.ttl)):
+            try:
+                n = delete_expired(self.db, self.ttl)
+            except Exception as e:  # noqa: BLE001 - database briefly unavailable: next round
+                log.warning("task cleanup failed: %s", e)
+                continue
+            if n:
+                log.info("deleted %d task(s) finished more than %gs ago", n, self.ttl)
