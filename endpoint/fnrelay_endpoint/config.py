@@ -240,12 +240,9 @@ prefetch: 512
 """
 
 
-def configure(name: str, broker_url: str | None = None, max_workers: int | None = None,
-              force: bool = False) -> tuple[EndpointPaths, str]:
-    """Create (or with `force` rewrite) an endpoint's directory; returns (paths, endpoint id).
-
-    A forced rewrite keeps the existing endpoint id.
-    """
+def _new_endpoint(name: str, broker_url: str | None, force: bool) -> tuple[EndpointPaths, str]:
+    """Checks shared by `configure` and `configure_multi_user`: the name is free (or `force`)
+    and a broker URL is known. Returns the paths and the broker URL."""
     paths = EndpointPaths.of(name)
     if paths.config.exists() and not force:
         raise ConfigurationError(
@@ -256,6 +253,16 @@ def configure(name: str, broker_url: str | None = None, max_workers: int | None 
         raise ConfigurationError(
             "no broker URL: pass --broker-url URL, set FNRELAY_BROKER_URL, or run "
             "`fnrelay login --broker-url URL --token TOKEN`")
+    return paths, broker_url
+
+
+def configure(name: str, broker_url: str | None = None, max_workers: int | None = None,
+              force: bool = False) -> tuple[EndpointPaths, str]:
+    """Create (or with `force` rewrite) an endpoint's directory; returns (paths, endpoint id).
+
+    A forced rewrite keeps the existing endpoint id.
+    """
+    paths, broker_url = _new_endpoint(name, broker_url, force)
     workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
     text = _TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"), max_workers=workers)
     EndpointConfig.from_dict(yaml.safe_load(text), "config.yaml")  # reject bad flags now
@@ -390,16 +397,7 @@ def configure_multi_user(name: str, broker_url: str | None = None,
     the identity mapping (kept if they exist, unless `force`). Returns (paths, endpoint id)."""
     from fnrelay_endpoint import usertemplate
 
-    paths = EndpointPaths.of(name)
-    if paths.config.exists() and not force:
-        raise ConfigurationError(
-            f"endpoint {name!r} already exists ({paths.dir}); pass --force to overwrite its "
-            "config (its id is kept)")
-    broker_url = broker_url or default_broker_url()
-    if not broker_url:
-        raise ConfigurationError(
-            "no broker URL: pass --broker-url URL, set FNRELAY_BROKER_URL, or run "
-            "`fnrelay login --broker-url URL --token TOKEN`")
+    paths, broker_url = _new_endpoint(name, broker_url, force)
     text = _MANAGER_TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"))
     ManagerConfig.from_dict(yaml.safe_load(text), "config.yaml")
     paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
