@@ -612,10 +612,14 @@ class LocalEndpoint:
             if out.returncode != 0:
                 raise LocalStackError(
                     f"fnrelay-endpoint configure {self.name} failed: {out.stderr.strip()}")
-        if overrides:
-            import yaml
+        import yaml
 
-            config = yaml.safe_load(self.config_path.read_text()) or {}
+        config = yaml.safe_load(self.config_path.read_text()) or {}
+        if config.get("broker_url") != self.broker_url:
+            # A stack started again gets a broker on a new port: point the kept endpoint (and
+            # its id, so its queue and journal) at it.
+            overrides = {"broker_url": self.broker_url, **overrides}
+        if overrides:
             for key, value in overrides.items():
                 _set_key(config, key, value)
             self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))

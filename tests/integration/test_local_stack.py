@@ -108,3 +108,21 @@ def test_local_down_without_a_stack_says_so(tmp_path: Path):
     down = fnrelay("local", "down", "--dir", str(tmp_path / "nothing"))
     assert down.returncode == 0
     assert "no local stack" in down.stderr
+
+
+def test_local_up_after_down_runs_functions_again(stack_dir: Path):
+    """`make demo` twice: the second stack's broker has a new port, and the kept endpoint (same
+    id, same journal) must follow it."""
+    first = fnrelay("local", "up", "--dir", str(stack_dir))
+    assert first.returncode == 0, first.stderr
+    assert fnrelay("local", "down", "--dir", str(stack_dir)).returncode == 0
+
+    second = fnrelay("local", "up", "--dir", str(stack_dir))
+    assert second.returncode == 0, second.stderr
+    exports = parse_exports(second.stdout)
+    assert exports["FNRELAY_ENDPOINT_ID"] == parse_exports(first.stdout)["FNRELAY_ENDPOINT_ID"]
+    run = subprocess.run([sys.executable, "-c", RUN_A_FUNCTION], capture_output=True,
+                         text=True, timeout=300, env={**clean_env(), **exports},
+                         cwd=stack_dir.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(2 * sum(range(10)))
