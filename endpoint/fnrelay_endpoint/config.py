@@ -154,13 +154,7 @@ class EndpointConfig:
 
     @classmethod
     def load(cls, path: Path) -> EndpointConfig:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ConfigurationError(f"cannot read {path}: {e}") from e
-        except yaml.YAMLError as e:
-            raise ConfigurationError(f"{path}: invalid YAML: {e}") from e
-        return cls.from_dict(data or {}, str(path))
+        return cls.from_dict(_read_config(path), str(path))
 
 
 def _positive_int(value: Any, key: str, source: str) -> int:
@@ -338,18 +332,25 @@ class ManagerConfig:
 
     @classmethod
     def load(cls, path: Path) -> ManagerConfig:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ConfigurationError(f"cannot read {path}: {e}") from e
-        except yaml.YAMLError as e:
-            raise ConfigurationError(f"{path}: invalid YAML: {e}") from e
-        return cls.from_dict(data or {}, str(path))
+        return cls.from_dict(_read_config(path), str(path))
+
+
+def _read_config(path: Path) -> Any:
+    """The YAML document at `path` ({} when empty), or a ConfigurationError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigurationError(f"cannot read {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigurationError(f"{path}: invalid YAML: {e}") from e
+    return data or {}
 
 
 def load_any(path: Path) -> EndpointConfig | ManagerConfig:
-    """The config at `path`, of a normal endpoint or of a multi-user manager."""
-    return ManagerConfig.load(path) if is_multi_user(path) else EndpointConfig.load(path)
+    """The config at `path`, of a normal endpoint or of a multi-user manager (read once)."""
+    data = _read_config(path)
+    manager = isinstance(data, dict) and data.get("multi_user") is True
+    return (ManagerConfig if manager else EndpointConfig).from_dict(data, str(path))
 
 
 _MANAGER_TEMPLATE = """\
