@@ -147,12 +147,13 @@ class OutboxPublisher(_Worker):
             declared.add(endpoint_id)
         if kind == "task":
             msgs = tasks.task_messages(self.db, tids)
+            published = protocol.now()
             if msgs:
                 ch.basic_publish(
                     protocol.TASKS_EXCHANGE, endpoint_id, protocol.encode_tasks(msgs),
                     _props(protocol.MSG_TASKS), mandatory=False,
                 )
-            tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs])
+            tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
         elif kind == "cancel":
             body = protocol.encode({"v": protocol.PROTOCOL_VERSION, "task_ids": tids})
             ch.basic_publish(

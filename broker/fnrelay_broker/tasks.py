@@ -230,6 +230,15 @@ def _mark_delivered(s, task: Task, t: float) -> None:  # type: ignore[no-untyped
         s.add(TaskHistory(task_id=task.id, status=task.status, time=t, detail="delivered"))
 
 
+def _started_at(task: Task, r: ResultMessage, t: float) -> float:
+    """The worker's start time (endpoint clock) kept between the task's creation and `t`, so
+    history times stay in order even when the endpoint's clock is off."""
+    started = (r.details or {}).get("started")
+    if not isinstance(started, (int, float)):
+        return t
+    return max(task.created, min(float(started), t))
+
+
 def _mark_started(s, task: Task, r: ResultMessage, t: float) -> None:  # type: ignore[no-untyped-def]
     """Endpoints fold a fast task's "running" update into its result: record the running step
     from the worker's start time so the history still says when the task started."""
@@ -238,7 +247,7 @@ def _mark_started(s, task: Task, r: ResultMessage, t: float) -> None:  # type: i
         return
     if can_transition(task.status, TaskState.RUNNING):
         task.status = TaskState.RUNNING.value
-        s.add(TaskHistory(task_id=task.id, status=task.status, time=min(float(started), t),
+        s.add(TaskHistory(task_id=task.id, status=task.status, time=_started_at(task, r, t),
                           detail="reported with the result"))
 
 
@@ -257,13 +266,13 @@ def record_results(
     duplicates, late results and results from another endpoint are ignored.
     """
     recorded: list[ResultMessage] = []
-    t = now()
     with db.write() as s:
         ids = sorted({r.task_id for r in results})  # sorted: row locks in one order
         tasks: dict[str, Task] = {}
         for chunk in _chunks(ids):
             tasks.update({x.id: x for x in s.scalars(_locked_tasks(chunk))})
         history = []
+        t = now()  # after the row locks: later than any step recorded before them
         for r in results:
             task = tasks.get(r.task_id)
             if task is None or task.endpoint_id != endpoint_id:
@@ -271,7 +280,7 @@ def record_results(
                 continue
             if _is_terminal(task.status) or r.status not in _TERMINAL_VALUES:
                 continue
-            _mark_delivered(s, task, t)
+            _mark_delivered(s, task, _started_at(task, r, t))
             _mark_started(s, task, r, t)
             exc = r.exception
             if isinstance(exc, ExceptionInfo):
@@ -380,7 +389,7 @@ class _Claim:
 
     session: Session
     outbox_ids: list[int] = field(default_factory=list)
-    sent_task_ids: list[str] = field(default_factory=list)
+    sent: list[tuple[str, float]] = field(default_factory=list)
 
 
 _claim: ContextVar[_Claim | None] = ContextVar("fnrelay_outbox_claim", default=None)
@@ -419,34 +428,43 @@ def claim_outbox(db: Database, limit: int) -> Iterator[list[tuple[int, str, str,
             _claim.reset(token)
         for chunk in _chunks(claim.outbox_ids):
             s.execute(delete(Outbox).where(Outbox.id.in_(chunk)))
-    if claim.sent_task_ids:
+    if claim.sent:
         with db.write() as s:
-            _advance_sent(s, claim.sent_task_ids)
+            _advance_sent(s, claim.sent)
     if failure is not None:
         raise failure
 
 
-def finish_outbox(db: Database, outbox_ids: list[int], sent_task_ids: list[str]) -> None:
+def finish_outbox(
+    db: Database, outbox_ids: list[int], sent_task_ids: list[str], published: float = 0.0
+) -> None:
     """After a confirmed publish: drop the rows and move sent tasks to waiting-for-endpoint
     (inside `claim_outbox` on PostgreSQL: when the claim ends).
+
+    `published` is when the message was handed to RabbitMQ, taken before the publish: the
+    history's waiting-for-endpoint step then never comes after the worker's start, which
+    can happen before the confirm returns.
 
     A task cancelled while its message was in flight gets a 'cancel' row instead, so the
     endpoint learns about it.
     """
+    sent = [(i, published or now()) for i in sent_task_ids]
     claim = _claim.get()
     if claim is not None:
         claim.outbox_ids += outbox_ids
-        claim.sent_task_ids += sent_task_ids
+        claim.sent += sent
         return
     with db.write() as s:
         for chunk in _chunks(outbox_ids):
             s.execute(delete(Outbox).where(Outbox.id.in_(chunk)))
-        _advance_sent(s, sent_task_ids)
+        _advance_sent(s, sent)
 
 
-def _advance_sent(s: Session, sent_task_ids: list[str]) -> None:
-    """Sent tasks still `received` move to waiting-for-endpoint; cancelled ones get a cancel."""
-    t = now()
+def _advance_sent(s: Session, sent: list[tuple[str, float]]) -> None:
+    """Sent tasks still `received` move to waiting-for-endpoint (at their publish time);
+    cancelled ones get a cancel."""
+    published = dict(sent)
+    sent_task_ids = list(published)
     moved: list[str] = []
     cancelled: list[tuple[str, str]] = []
     for chunk in _chunks(sorted(sent_task_ids)):  # locked, so a racing cancel is seen
@@ -468,7 +486,8 @@ def _advance_sent(s: Session, sent_task_ids: list[str]) -> None:
         s.execute(
             insert(TaskHistory),
             [
-                {"task_id": i, "status": "waiting-for-endpoint", "time": t, "detail": ""}
+                {"task_id": i, "status": "waiting-for-endpoint", "time": published[i],
+                 "detail": ""}
                 for i in moved
             ],
         )
