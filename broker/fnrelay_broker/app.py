@@ -258,7 +258,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         answer = tasks.submit(
             db, user, idempotency_key, body.endpoint_id,
             str(body.task_group_id) if body.task_group_id else None,
-            [t.model_dump() for t in body.tasks],
+            [t.model_dump() for t in body.tasks], handoff=broker.publisher.handoff,
         )
         broker.publisher.wake()
         return answer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import asdict
 
 import pika
@@ -96,9 +96,15 @@ class OutboxPublisher(_Worker):
     def __init__(self, db: Database, amqp_url: str):
         super().__init__("fnrelay-outbox-publisher", db, amqp_url)
         self.wake_event = threading.Event()
+        self.handoffs: deque[tasks.Handoff] = deque()
 
     def wake(self) -> None:
         """Called after a commit that added outbox rows: publish now, not at the next poll."""
+        self.wake_event.set()
+
+    def handoff(self, batch: tasks.Handoff) -> None:
+        """Called after a submit's commit with its messages: publish them now, unread."""
+        self.handoffs.append(batch)
         self.wake_event.set()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -113,11 +119,27 @@ class OutboxPublisher(_Worker):
         declared: set[str] = set()
         while not self.stopping.is_set():
             self.wake_event.clear()
+            self._drain_handoffs(ch, declared)
             while self._drain_once(ch, declared):
                 if self.stopping.is_set():
                     return
             conn.process_data_events(time_limit=0)
             self.wake_event.wait(POLL_SECONDS)
+
+    def _drain_handoffs(self, ch, declared: set[str]) -> None:  # type: ignore[no-untyped-def]
+        """Publish handed-off tasks whose outbox rows are still unclaimed (a poll may have
+        sent them already; another replica may hold them)."""
+        while self.handoffs:
+            h = self.handoffs.popleft()
+            for i in range(0, len(h.outbox_ids), OUTBOX_BATCH):
+                oids = h.outbox_ids[i : i + OUTBOX_BATCH]
+                msgs = dict(zip(oids, h.messages[i : i + OUTBOX_BATCH], strict=True))
+                with tasks.claim_outbox(self.db, len(oids), only=oids) as rows:
+                    live = [(oid, msgs[oid]) for oid, *_ in rows]
+                    for j in range(0, len(live), TASKS_PER_MESSAGE):
+                        part = live[j : j + TASKS_PER_MESSAGE]
+                        self._publish_tasks(ch, declared, h.endpoint_id,
+                                            [o for o, _ in part], [m for _, m in part])
 
     def _drain_once(self, ch, declared: set[str]) -> bool:  # type: ignore[no-untyped-def]
         """Publish one batch of outbox rows; False when the outbox is empty."""
@@ -146,14 +168,8 @@ class OutboxPublisher(_Worker):
             declare_endpoint_queue(ch, endpoint_id)
             declared.add(endpoint_id)
         if kind == "task":
-            msgs = tasks.task_messages(self.db, tids)
-            published = protocol.now()
-            if msgs:
-                ch.basic_publish(
-                    protocol.TASKS_EXCHANGE, endpoint_id, protocol.encode_tasks(msgs),
-                    _props(protocol.MSG_TASKS), mandatory=False,
-                )
-            tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
+            self._publish_tasks(ch, declared, endpoint_id, oids,
+                                tasks.task_messages(self.db, tids))
         elif kind == "cancel":
             body = protocol.encode({"v": protocol.PROTOCOL_VERSION, "task_ids": tids})
             ch.basic_publish(
@@ -177,6 +193,21 @@ class OutboxPublisher(_Worker):
         else:
             log.error("dropping outbox rows of unknown kind %r", kind)
             tasks.finish_outbox(self.db, oids, [])
+
+
+    def _publish_tasks(self, ch, declared, endpoint_id: str, oids: list[int],  # type: ignore[no-untyped-def]
+                       msgs: list[protocol.TaskMessage]) -> None:
+        """One message of tasks to an endpoint; its outbox rows go once RabbitMQ confirmed."""
+        if endpoint_id not in declared:
+            declare_endpoint_queue(ch, endpoint_id)
+            declared.add(endpoint_id)
+        published = protocol.now()
+        if msgs:
+            ch.basic_publish(
+                protocol.TASKS_EXCHANGE, endpoint_id, protocol.encode_tasks(msgs),
+                _props(protocol.MSG_TASKS), mandatory=False,
+            )
+        tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
 
 
 def forward_results(ch, results: list[protocol.ResultMessage]) -> None:  # type: ignore[no-untyped-def]

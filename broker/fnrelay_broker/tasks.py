@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -60,6 +60,30 @@ def _is_terminal(status: str) -> bool:
 
 
 # --- submit --------------------------------------------------------------------------------------
+@dataclass
+class Handoff:
+    """Tasks just committed with their outbox rows, passed straight to the publisher.
+
+    It saves the publisher reading back what the request already holds, and a poll round
+    trip; the outbox rows stay the guarantee: the publisher sends only rows it can still
+    claim, and anything a hand-off misses goes out with the next outbox round.
+    """
+
+    endpoint_id: str
+    outbox_ids: list[int]
+    messages: list[TaskMessage]
+
+
+def _message(task_id: str, spec: dict[str, Any], body: str, group_id: str) -> TaskMessage:
+    return TaskMessage(
+        task_id=task_id, function_id=spec["function_id"], function=body,
+        payload=spec["payload"], task_group_id=group_id,
+        resource_specification=spec.get("resource_specification") or {},
+        user_endpoint_config=spec.get("user_endpoint_config") or {},
+        max_retries=spec.get("max_retries"),
+    )
+
+
 def _stored_answer(db: Database, user_id: str, key: str) -> dict[str, Any] | None:
     with db.read() as s:
         return s.scalar(
@@ -74,12 +98,14 @@ def submit(
     endpoint_id: str,
     task_group_id: str | None,
     tasks: list[dict[str, Any]],
+    handoff: Callable[[Handoff], None] | None = None,
 ) -> dict[str, Any]:
     """Store tasks, their history and outbox rows, and the answer, in one transaction.
 
     A repeated idempotency key returns the stored answer and creates nothing; two concurrent
     identical requests meet at the unique (user, key) constraint and the loser returns the
-    winner's answer.
+    winner's answer. After the commit, `handoff` gets the new tasks' messages, so the
+    publisher can send them without reading them back (see `Handoff`).
     """
     try:
         with db.write() as s:
@@ -97,12 +123,13 @@ def submit(
             if ep is None or (ep.owner != user.id and not multi_user and not shared):
                 raise not_found("endpoint", endpoint_id)
             wanted = {t["function_id"] for t in tasks}
-            found = set(
-                s.scalars(
-                    select(Function.id).where(Function.id.in_(wanted), Function.owner == user.id)
+            bodies: dict[str, str] = {
+                fid: body for fid, body in s.execute(
+                    select(Function.id, Function.body)
+                    .where(Function.id.in_(wanted), Function.owner == user.id)
                 )
-            )
-            missing = sorted(wanted - found)
+            }
+            missing = sorted(wanted - set(bodies))
             if missing:
                 raise not_found("function", ", ".join(missing))
             if shared:
@@ -136,15 +163,20 @@ def submit(
                 insert(TaskHistory),
                 [{"task_id": tid, "status": "received", "time": t, "detail": ""} for tid in ids],
             )
-            s.execute(
-                insert(Outbox),
+            outbox_ids = list(s.scalars(
+                insert(Outbox).returning(Outbox.id, sort_by_parameter_order=True),
                 [{"kind": "task", "endpoint_id": r, "task_id": tid}
                  for tid, r in zip(ids, routes, strict=True)],
-            )
+            ))
             if multi_user:
                 children.request_start(s, routes, ids)
             answer = {"task_group_id": group_id, "task_ids": ids}
             s.add(Submission(user_id=user.id, key=idempotency_key, response=answer, created=t))
+        if handoff is not None and not multi_user:  # children start first: the outbox's order
+            handoff(Handoff(endpoint_id, outbox_ids, [
+                _message(tid, spec, bodies[spec["function_id"]], group_id)
+                for tid, spec in zip(ids, tasks, strict=True)
+            ]))
         return answer
     except IntegrityError:
         prev = _stored_answer(db, user.id, idempotency_key)
@@ -333,14 +365,18 @@ def record_heartbeat(db: Database, endpoint_id: str, hb: Heartbeat) -> bool:
 
 
 # --- outbox --------------------------------------------------------------------------------------
-def read_outbox(db: Database, limit: int) -> list[tuple[int, str, str, str]]:
-    """The oldest unpublished rows: (id, kind, endpoint_id, task_id)."""
+def _outbox_rows(limit: int, only: list[int] | None = None):  # type: ignore[no-untyped-def]
+    q = select(Outbox.id, Outbox.kind, Outbox.endpoint_id, Outbox.task_id)
+    if only is not None:
+        q = q.where(Outbox.id.in_(only))
+    return q.order_by(Outbox.id).limit(limit)
+
+
+def read_outbox(db: Database, limit: int, only: list[int] | None = None
+                ) -> list[tuple[int, str, str, str]]:
+    """The oldest unpublished rows (among `only`, if given): (id, kind, endpoint_id, task_id)."""
     with db.read() as s:
-        rows = s.execute(
-            select(Outbox.id, Outbox.kind, Outbox.endpoint_id, Outbox.task_id)
-            .order_by(Outbox.id)
-            .limit(limit)
-        ).all()
+        rows = s.execute(_outbox_rows(limit, only)).all()
     return [tuple(r) for r in rows]
 
 
@@ -396,8 +432,10 @@ _claim: ContextVar[_Claim | None] = ContextVar("fnrelay_outbox_claim", default=N
 
 
 @contextmanager
-def claim_outbox(db: Database, limit: int) -> Iterator[list[tuple[int, str, str, str]]]:
-    """The oldest unpublished rows, for this publisher alone until the block ends.
+def claim_outbox(db: Database, limit: int, only: list[int] | None = None
+                 ) -> Iterator[list[tuple[int, str, str, str]]]:
+    """The oldest unpublished rows (among `only`, if given), for this publisher alone until
+    the block ends.
 
     SQLite has one broker: a plain read (`read_outbox`). PostgreSQL may have replicas: the rows
     are locked FOR UPDATE SKIP LOCKED in a transaction held while they are published, so
@@ -408,14 +446,11 @@ def claim_outbox(db: Database, limit: int) -> Iterator[list[tuple[int, str, str,
     while it waits for the outbox row).
     """
     if db.is_sqlite:
-        yield read_outbox(db, limit)
+        yield read_outbox(db, limit, only)
         return
     with db.write() as s:
         rows = s.execute(
-            select(Outbox.id, Outbox.kind, Outbox.endpoint_id, Outbox.task_id)
-            .order_by(Outbox.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+            _outbox_rows(limit, only).with_for_update(skip_locked=True)
         ).all()
         claim = _Claim(s)
         token = _claim.set(claim)

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Items per published `results` / `status` message: one confirm covers them all.
 BATCH = 256
+#: Seconds a "running" update waits before it is sent: a task that ends sooner sends only
+#: its result, which carries the start time (one broker write per short task, not two).
+RUNNING_HOLD = 0.05
 #: Registration attempts at first start before giving up (later reconnects retry forever).
 FIRST_REGISTER_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
@@ -74,6 +77,7 @@ class Agent:
         self._outbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_lock = threading.Lock()
         self._wake_pending = False
+        self._hold_pending = False
         self._conn: pika.BlockingConnection | None = None
         self._pub: Any = None  # the publishing channel (confirms on)
         self._user_id: str | None = None
@@ -137,6 +141,10 @@ class Agent:
                     detail=f"retry {failures} of {limit}: the endpoint stopped while it ran")))
             self._start_task(task, failures)
 
+    def _start_tasks(self, tasks: list[TaskMessage]) -> None:
+        for task in tasks:
+            self._start_task(task)
+
     def _start_task(self, task: TaskMessage, failures: int = 0) -> None:
         self._tasks[task.task_id] = task
         self.engine.submit(retries.for_engine(task, failures))
@@ -197,7 +205,7 @@ class Agent:
             sub = self._consumer_channel(conn, reg.get("task_queue")
                                          or protocol.endpoint_queue(self.endpoint_id))
             with self._wake_lock:
-                self._conn, self._wake_pending = conn, False
+                self._conn, self._wake_pending, self._hold_pending = conn, False, False
             self._publish_results(self.journal.unpublished())
             self._drain()
             self.heartbeat_period = float(self.config.heartbeat_period
@@ -254,11 +262,10 @@ class Agent:
             dead_letter(channel, method, props, body, f"malformed {props.type!r}: {e}")
             return
         if tasks:
-            to_run, to_publish = self.journal.add_tasks(tasks)
+            # New tasks start while the journal's commit is fsynced; the ack waits for it.
+            to_run, to_publish = self.journal.add_tasks(tasks, before_commit=self._start_tasks)
             channel.basic_ack(method.delivery_tag)  # journaled: safe to let go
             log.info("received %d task(s), %d new", len(tasks), len(to_run))
-            for task in to_run:
-                self._start_task(task)
             self._publish_results(to_publish)
             return
         states = {tid: self.journal.cancel(tid) for tid in cancels}
@@ -275,7 +282,29 @@ class Agent:
 
     def _status_ready(self, update: StatusUpdate) -> None:
         self._outbox.put(("status", update))
-        self._wake()
+        if update.status == protocol.TaskState.RUNNING.value:
+            self._wake_later()  # most tasks end first: their result carries the start
+        else:
+            self._wake()
+
+    def _wake_later(self) -> None:
+        """Schedule one _drain RUNNING_HOLD seconds from now (coalesced)."""
+        with self._wake_lock:
+            if self._hold_pending or self._conn is None:
+                return
+            self._hold_pending = True
+            conn = self._conn
+
+        def drain_later() -> None:
+            def drain() -> None:
+                self._hold_pending = False
+                self._drain()
+            conn.call_later(RUNNING_HOLD, drain)
+
+        try:
+            conn.add_callback_threadsafe(drain_later)
+        except Exception:  # noqa: BLE001 - connection closing: the next session drains
+            self._hold_pending = False
 
     def _wake(self) -> None:
         """Schedule one _drain on the I/O thread (coalesced)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -64,12 +65,17 @@ class Journal:
         return self.db
 
     # --- tasks --------------------------------------------------------------------------------
-    def add_tasks(self, tasks: list[TaskMessage]) -> tuple[list[TaskMessage], list[ResultMessage]]:
+    def add_tasks(self, tasks: list[TaskMessage],
+                  before_commit: Callable[[list[TaskMessage]], None] | None = None,
+                  ) -> tuple[list[TaskMessage], list[ResultMessage]]:
         """Journal a message's tasks in one commit.
 
         Returns (to_run, to_publish): new tasks for the engine, and results to (re-)publish
         for tasks that were already done (a redelivery) or cancelled before they arrived.
         Duplicates of queued or running tasks are ignored: they already run.
+        `before_commit(to_run)` may start the new tasks while the commit's fsync runs: the
+        message is acked only after the commit, so a crash in between means a redelivery and
+        at most a second run, never a lost task.
         """
         to_run: list[TaskMessage] = []
         to_publish: list[ResultMessage] = []
@@ -95,6 +101,8 @@ class Journal:
                     to_publish.append(result)
                 elif row[0] == DONE:
                     to_publish.append(_load(row[1]))
+            if before_commit is not None and to_run:
+                before_commit(to_run)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
