@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -139,8 +139,9 @@ def submit(
             ids = [str(uuid.uuid4()) for _ in tasks]
             routes = (children.route(s, ep, user, tasks, t) if multi_user
                       else [endpoint_id] * len(tasks))
-            s.execute(
-                insert(Task),
+            conn = s.connection()  # SQL Core for the inserts: the ORM's bulk path costs more
+            conn.execute(
+                insert(Task.__table__),
                 [
                     {
                         "id": tid,
@@ -159,19 +160,21 @@ def submit(
                     for tid, spec, route in zip(ids, tasks, routes, strict=True)
                 ],
             )
-            s.execute(
-                insert(TaskHistory),
+            conn.execute(
+                insert(TaskHistory.__table__),
                 [{"task_id": tid, "status": "received", "time": t, "detail": ""} for tid in ids],
             )
-            outbox_ids = list(s.scalars(
-                insert(Outbox).returning(Outbox.id, sort_by_parameter_order=True),
+            outbox = Outbox.__table__
+            outbox_ids = list(conn.execute(
+                insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
                 [{"kind": "task", "endpoint_id": r, "task_id": tid}
                  for tid, r in zip(ids, routes, strict=True)],
-            ))
+            ).scalars())
             if multi_user:
                 children.request_start(s, routes, ids)
             answer = {"task_group_id": group_id, "task_ids": ids}
-            s.add(Submission(user_id=user.id, key=idempotency_key, response=answer, created=t))
+            conn.execute(insert(Submission.__table__).values(
+                user_id=user.id, key=idempotency_key, response=answer, created=t))
         if handoff is not None and not multi_user:  # children start first: the outbox's order
             handoff(Handoff(endpoint_id, outbox_ids, [
                 _message(tid, spec, bodies[spec["function_id"]], group_id)
@@ -262,25 +265,7 @@ def _mark_delivered(s, task: Task, t: float) -> None:  # type: ignore[no-untyped
         s.add(TaskHistory(task_id=task.id, status=task.status, time=t, detail="delivered"))
 
 
-def _started_at(task: Task, r: ResultMessage, t: float) -> float:
-    """The worker's start time (endpoint clock) kept between the task's creation and `t`, so
-    history times stay in order even when the endpoint's clock is off."""
-    started = (r.details or {}).get("started")
-    if not isinstance(started, (int, float)):
-        return t
-    return max(task.created, min(float(started), t))
-
-
-def _mark_started(s, task: Task, r: ResultMessage, t: float) -> None:  # type: ignore[no-untyped-def]
-    """Endpoints fold a fast task's "running" update into its result: record the running step
-    from the worker's start time so the history still says when the task started."""
-    started = (r.details or {}).get("started")
-    if task.status == TaskState.RUNNING.value or not isinstance(started, (int, float)):
-        return
-    if can_transition(task.status, TaskState.RUNNING):
-        task.status = TaskState.RUNNING.value
-        s.add(TaskHistory(task_id=task.id, status=task.status, time=_started_at(task, r, t),
-                          detail="reported with the result"))
+_RESULT_COLUMNS = (Task.id, Task.endpoint_id, Task.status, Task.created, Task.task_group_id)
 
 
 def _locked_tasks(ids: list[str]):  # type: ignore[no-untyped-def]
@@ -289,45 +274,78 @@ def _locked_tasks(ids: list[str]):  # type: ignore[no-untyped-def]
     return select(Task).where(Task.id.in_(ids)).order_by(Task.id).with_for_update()
 
 
+def _steps_before(task_id: str, status: str, started: float | None, t: float
+                  ) -> list[dict[str, Any]]:
+    """History rows a result implies before itself: delivered (the publisher's bookkeeping may
+    not have run yet) and running (endpoints fold a fast task's "running" into its result)."""
+    steps = []
+    at = t if started is None else started
+    if status == TaskState.RECEIVED.value:
+        status = TaskState.WAITING_FOR_ENDPOINT.value
+        steps.append({"task_id": task_id, "status": status, "time": at, "detail": "delivered"})
+    if started is not None and status != TaskState.RUNNING.value and can_transition(
+            status, TaskState.RUNNING):
+        steps.append({"task_id": task_id, "status": TaskState.RUNNING.value, "time": at,
+                      "detail": "reported with the result"})
+    return steps
+
+
+def _started_at(created: float, r: ResultMessage, t: float) -> float | None:
+    """The worker's start time (endpoint clock) kept between the task's creation and `t`, so
+    history times stay in order even when the endpoint's clock is off."""
+    started = (r.details or {}).get("started")
+    if not isinstance(started, (int, float)) or isinstance(started, bool):
+        return None
+    return max(created, min(float(started), t))
+
+
 def record_results(
     db: Database, endpoint_id: str, results: list[ResultMessage]
 ) -> list[ResultMessage]:
     """Record the first terminal result of each task routed to `endpoint_id`.
 
     Returns the recorded results (with the task group id from the database) to forward;
-    duplicates, late results and results from another endpoint are ignored.
+    duplicates, late results and results from another endpoint are ignored. SQL Core
+    throughout: this is the broker's hottest write.
     """
     recorded: list[ResultMessage] = []
+    table = Task.__table__
     with db.write() as s:
+        conn = s.connection()
         ids = sorted({r.task_id for r in results})  # sorted: row locks in one order
-        tasks: dict[str, Task] = {}
+        rows = {}
         for chunk in _chunks(ids):
-            tasks.update({x.id: x for x in s.scalars(_locked_tasks(chunk))})
-        history = []
+            rows.update({row.id: row for row in conn.execute(
+                select(*_RESULT_COLUMNS).where(Task.id.in_(chunk)).order_by(Task.id)
+                .with_for_update())})
         t = now()  # after the row locks: later than any step recorded before them
+        status = {i: row.status for i, row in rows.items()}
+        history: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
         for r in results:
-            task = tasks.get(r.task_id)
-            if task is None or task.endpoint_id != endpoint_id:
+            row = rows.get(r.task_id)
+            if row is None or row.endpoint_id != endpoint_id:
                 log.warning("ignoring result for task %s from endpoint %s", r.task_id, endpoint_id)
                 continue
-            if _is_terminal(task.status) or r.status not in _TERMINAL_VALUES:
+            if _is_terminal(status[row.id]) or r.status not in _TERMINAL_VALUES:
                 continue
-            _mark_delivered(s, task, _started_at(task, r, t))
-            _mark_started(s, task, r, t)
-            exc = r.exception
-            if isinstance(exc, ExceptionInfo):
-                exc = asdict(exc)
-            task.status, task.completed = r.status, t
-            task.result, task.exception, task.details = r.result, exc, r.details or {}
-            history.append({"task_id": task.id, "status": r.status, "time": t, "detail": ""})
-            recorded.append(
-                ResultMessage(
-                    task_id=task.id, status=r.status, result=r.result, exception=r.exception,
-                    details=r.details or {}, task_group_id=task.task_group_id,
-                )
-            )
-        if history:
-            s.execute(insert(TaskHistory), history)
+            history += _steps_before(row.id, status[row.id], _started_at(row.created, r, t), t)
+            history.append({"task_id": row.id, "status": r.status, "time": t, "detail": ""})
+            status[row.id] = r.status
+            exc = asdict(r.exception) if isinstance(r.exception, ExceptionInfo) else r.exception
+            changes.append({"b_id": row.id, "status": r.status, "completed": t,
+                            "result": r.result, "exception": exc, "details": r.details or {}})
+            recorded.append(ResultMessage(
+                task_id=row.id, status=r.status, result=r.result, exception=r.exception,
+                details=r.details or {}, task_group_id=row.task_group_id))
+        if changes:
+            conn.execute(
+                update(table).where(table.c.id == bindparam("b_id")).values(
+                    status=bindparam("status"), completed=bindparam("completed"),
+                    result=bindparam("result"), exception=bindparam("exception"),
+                    details=bindparam("details")),
+                changes)
+            conn.execute(insert(TaskHistory.__table__), history)
     return recorded
 
 
@@ -491,43 +509,37 @@ def finish_outbox(
         return
     with db.write() as s:
         for chunk in _chunks(outbox_ids):
-            s.execute(delete(Outbox).where(Outbox.id.in_(chunk)))
+            s.connection().execute(delete(Outbox.__table__).where(Outbox.id.in_(chunk)))
         _advance_sent(s, sent)
 
 
 def _advance_sent(s: Session, sent: list[tuple[str, float]]) -> None:
     """Sent tasks still `received` move to waiting-for-endpoint (at their publish time);
-    cancelled ones get a cancel."""
+    cancelled ones get a cancel. SQL Core, one UPDATE ... RETURNING for the usual case."""
     published = dict(sent)
-    sent_task_ids = list(published)
+    conn = s.connection()
+    tasks_t = Task.__table__
     moved: list[str] = []
-    cancelled: list[tuple[str, str]] = []
-    for chunk in _chunks(sorted(sent_task_ids)):  # locked, so a racing cancel is seen
-        rows = s.execute(
-            select(Task.id, Task.status, Task.endpoint_id).where(Task.id.in_(chunk))
-            .order_by(Task.id).with_for_update()
-        ).all()
-        moved += [r.id for r in rows if r.status == TaskState.RECEIVED.value]
-        cancelled += [
-            (r.id, r.endpoint_id) for r in rows if r.status == TaskState.CANCELLED.value
-        ]
-    for chunk in _chunks(moved):
-        s.execute(
-            update(Task)
-            .where(Task.id.in_(chunk), Task.status == TaskState.RECEIVED.value)
+    for chunk in _chunks(sorted(published)):  # row locks in one order; a racing cancel wins
+        moved += conn.execute(
+            update(tasks_t)
+            .where(tasks_t.c.id.in_(chunk), tasks_t.c.status == TaskState.RECEIVED.value)
             .values(status=TaskState.WAITING_FOR_ENDPOINT.value)
-        )
+            .returning(tasks_t.c.id)
+        ).scalars().all()
     if moved:
-        s.execute(
-            insert(TaskHistory),
-            [
-                {"task_id": i, "status": "waiting-for-endpoint", "time": published[i],
-                 "detail": ""}
-                for i in moved
-            ],
-        )
+        conn.execute(insert(TaskHistory.__table__), [
+            {"task_id": i, "status": "waiting-for-endpoint", "time": published[i], "detail": ""}
+            for i in moved
+        ])
+    rest = sorted(set(published) - set(moved))
+    cancelled: list[tuple[str, str]] = []
+    for chunk in _chunks(rest):
+        cancelled += [tuple(r) for r in conn.execute(
+            select(tasks_t.c.id, tasks_t.c.endpoint_id)
+            .where(tasks_t.c.id.in_(chunk), tasks_t.c.status == TaskState.CANCELLED.value))]
     if cancelled:
-        s.execute(
-            insert(Outbox),
+        conn.execute(
+            insert(Outbox.__table__),
             [{"kind": "cancel", "endpoint_id": e, "task_id": i} for i, e in cancelled],
         )
