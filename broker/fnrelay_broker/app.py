@@ -11,9 +11,10 @@ from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
 
 from fnrelay import protocol
-from fnrelay_broker import auth, children, registry, tasks
+from fnrelay_broker import auth, blob_api, children, registry, tasks
 from fnrelay_broker.access import AmqpAccess
 from fnrelay_broker.amqp import Declarer
+from fnrelay_broker.blobs import BlobStore
 from fnrelay_broker.cleanup import Cleaner
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, install_handlers
@@ -112,7 +113,8 @@ class Broker:
         self.publisher = OutboxPublisher(self.db, settings.amqp_url)
         self.consumer = ResultConsumer(self.db, settings.amqp_url,
                                        verify_senders=self.access.isolated)
-        self.cleaner = Cleaner(self.db, settings.result_ttl)
+        self.blobs = BlobStore.open(self.db, settings.blob_store, settings.blob_limit)
+        self.cleaner = Cleaner(self.db, settings.result_ttl, self.blobs)
         self.start_threads = start_threads
 
     def start(self) -> None:
@@ -145,14 +147,17 @@ def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
     app = FastAPI(title="fnrelay broker", version=VERSION, lifespan=lifespan)
     app.state.broker = broker
     install_handlers(app)
-    app.add_middleware(PayloadLimit, limit=settings.payload_limit)
+    app.add_middleware(PayloadLimit, limit=settings.payload_limit, exempt=blob_api.is_upload)
     _routes(app, broker)
+    blob_api.install(app, broker.db, broker.blobs, current_user, user_token, endpoint_scope)
     return app
 
 
 def _routes(app: FastAPI, broker: Broker) -> None:
     s = broker.settings
     db = broker.db
+    #: Told to endpoints: whether (and up to what size) results may come as blobs.
+    blobs_offer = broker.blobs.advertised() if broker.blobs else None
 
     @app.get("/v1/version")
     def version() -> dict:
@@ -192,6 +197,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
             "results_exchange": protocol.RESULTS_EXCHANGE,
             "heartbeat_period": s.heartbeat_period,
             "broker_user": broker.access.broker_user,
+            "result_blobs": blobs_offer,
         }
 
     def _declare_endpoint_queues(eid: str, multi_user: bool = False) -> None:

@@ -1,8 +1,8 @@
 """Task and result time-to-live: a thread that deletes finished tasks after `result_ttl`.
 
-Only terminal tasks go (their history and any outbox rows with them), in small batches so a
-large backlog never holds the database's write lock for long. A task still waiting or running
-stays, however old: its outcome is not recorded yet.
+Only terminal tasks go (their history, result blobs and any outbox rows with them), in small
+batches so a large backlog never holds the database's write lock for long. A task still
+waiting or running stays, however old: its outcome is not recorded yet.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import threading
 from sqlalchemy import delete, select
 
 from fnrelay import protocol
+from fnrelay_broker import blobs
+from fnrelay_broker.blobs import BlobStore
 from fnrelay_broker.db import Database
 from fnrelay_broker.models import Outbox, Submission, Task, TaskHistory
 
@@ -28,22 +30,27 @@ def interval(ttl: float) -> float:
 
 
 def delete_expired(db: Database, ttl: float, now: float | None = None,
-                   batch: int = BATCH) -> int:
-    """Delete terminal tasks completed more than `ttl` seconds ago; the number deleted."""
+                   batch: int = BATCH, blob_store: BlobStore | None = None) -> int:
+    """Delete terminal tasks completed more than `ttl` seconds ago, and their result blobs
+    (files in `blob_store`'s directory once the rows are gone); the number deleted."""
     cutoff = (protocol.now() if now is None else now) - ttl
     total = 0
     while True:
+        files: list[str] = []
         with db.write() as s:
             ids = list(s.scalars(
                 select(Task.id).where(Task.status.in_(_TERMINAL), Task.completed < cutoff)
                 .limit(batch)
             ))
             if ids:
+                files = blobs.delete_rows(s, ids)
                 s.execute(delete(TaskHistory).where(TaskHistory.task_id.in_(ids)))
                 s.execute(delete(Outbox).where(Outbox.task_id.in_(ids)))
                 s.execute(delete(Task).where(Task.id.in_(ids)))
             else:  # idempotency records of submits older than the ttl go too
                 s.execute(delete(Submission).where(Submission.created < cutoff))
+        if files and blob_store is not None:
+            blob_store.remove_files(files)
         total += len(ids)
         if len(ids) < batch:
             return total
@@ -52,9 +59,9 @@ def delete_expired(db: Database, ttl: float, now: float | None = None,
 class Cleaner(threading.Thread):
     """Runs delete_expired every interval(ttl) until stopped."""
 
-    def __init__(self, db: Database, ttl: float):
+    def __init__(self, db: Database, ttl: float, blob_store: BlobStore | None = None):
         super().__init__(name="fnrelay-cleaner", daemon=True)
-        self.db, self.ttl = db, ttl
+        self.db, self.ttl, self.blob_store = db, ttl, blob_store
         self.stopping = threading.Event()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -64,7 +71,7 @@ class Cleaner(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(interval(self.ttl)):
             try:
-                n = delete_expired(self.db, self.ttl)
+                n = delete_expired(self.db, self.ttl, blob_store=self.blob_store)
             except Exception as e:  # noqa: BLE001 - database briefly unavailable: next round
                 log.warning("task cleanup failed: %s", e)
                 continue

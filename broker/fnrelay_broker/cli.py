@@ -10,6 +10,7 @@ import click
 
 from fnrelay_broker.settings import (
     DEFAULT_AMQP_URL,
+    DEFAULT_BLOB_LIMIT,
     DEFAULT_RESULT_TTL,
     BrokerSettings,
     default_db_url,
@@ -82,6 +83,12 @@ def main() -> None:
               help="Management API administrator (default: the user of --amqp-url).")
 @click.option("--amqp-management-password", envvar="FNRELAY_AMQP_MANAGEMENT_PASSWORD",
               default=None, help="Its password (default: the password of --amqp-url).")
+@click.option("--blob-store", default=None, envvar="FNRELAY_BLOB_STORE", metavar="db|DIR",
+              help="Keep results too large for a message as blobs: 'db' in this database, "
+                   "or an absolute directory every broker replica mounts. Unset: such "
+                   "results fail with a size error.")
+@click.option("--blob-limit", default=DEFAULT_BLOB_LIMIT, show_default=True,
+              type=click.IntRange(min=1), metavar="BYTES", help="Largest result blob.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -91,12 +98,14 @@ def main() -> None:
 def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbeat_period,
           heartbeat_threshold, result_ttl, amqp_management_url, amqp_management_user,
           amqp_management_password, log_level, ssl_certfile=None,
-          ssl_keyfile=None) -> None:  # type: ignore[no-untyped-def]
+          ssl_keyfile=None, blob_store=None,
+          blob_limit=DEFAULT_BLOB_LIMIT) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
     from fnrelay_broker.app import create_app
+    from fnrelay_broker.blobs import BlobStoreConfigError
 
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.basicConfig(level=log_level.upper(),
@@ -108,9 +117,12 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
         amqp_management_url=amqp_management_url,
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
+        blob_store=blob_store, blob_limit=blob_limit,
     )
     try:
         app = create_app(settings)
+    except BlobStoreConfigError as e:
+        _fail(str(e))
     except (SQLAlchemyError, OSError) as e:
         _fail(f"cannot open database {settings.db_url}: {e}")
     if bool(ssl_certfile) != bool(ssl_keyfile):

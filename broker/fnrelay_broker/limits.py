@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fnrelay_broker.errors import error_response
@@ -15,11 +17,13 @@ class PayloadLimit:
     """Pure ASGI middleware: answers 413 PAYLOAD_TOO_LARGE stating the size and the limit.
 
     A declared Content-Length is checked first; a chunked body is counted as it is read
-    (buffered up to the limit, then replayed to the app).
+    (buffered up to the limit, then replayed to the app). Requests `exempt(scope)` picks
+    (result blob uploads) stream to their route, which enforces a limit of its own.
     """
 
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int,
+                 exempt: Callable[[Scope], bool] | None = None):
+        self.app, self.limit, self.exempt = app, limit, exempt
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
         msg = (
@@ -29,7 +33,7 @@ class PayloadLimit:
         await error_response(413, msg)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope)):
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")

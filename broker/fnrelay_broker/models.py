@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -130,6 +132,31 @@ class Submission(Base):
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created: Mapped[float] = mapped_column(Float)
     __table_args__ = (UniqueConstraint("user_id", "key", name="uq_submission_user_key"),)
+
+
+class ResultBlob(Base):
+    """A task's result kept as a blob (too large for a message): what and where it is.
+
+    `store` is 'db' (the bytes are ResultBlobChunk rows) or 'dir' (a file named by the task id
+    in the broker's shared blob directory). Deleted with its task.
+    """
+
+    __tablename__ = "result_blobs"
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    store: Mapped[str] = mapped_column(String(8))
+    created: Mapped[float] = mapped_column(Float)
+
+
+class ResultBlobChunk(Base):
+    """One piece (at most blobs.CHUNK bytes) of a blob kept in the database, so neither
+    upload nor download ever holds a whole blob in memory."""
+
+    __tablename__ = "result_blob_chunks"
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 Index("ix_tasks_group_seq", Task.task_group_id, Task.seq)

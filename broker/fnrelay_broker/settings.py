@@ -10,6 +10,7 @@ from fnrelay.config import fnrelay_home
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+DEFAULT_BLOB_LIMIT = 1024 * 1024 * 1024
 
 
 def default_db_url() -> str:
@@ -39,6 +40,11 @@ class BrokerSettings:
     amqp_management_url: str | None = None
     #: Administrator (user, password) of the management API; default: those of `amqp_url`.
     amqp_management_auth: tuple[str, str] | None = None
+    #: Where results too large for a message are kept: 'db' (this database), an absolute
+    #: directory every replica mounts, or None (no blobs: such results fail). See blobs.py.
+    blob_store: str | None = None
+    #: Largest result blob in bytes.
+    blob_limit: int = DEFAULT_BLOB_LIMIT
 
     def __post_init__(self) -> None:
         if not self.public_amqp_url:

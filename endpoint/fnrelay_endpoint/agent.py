@@ -29,6 +29,7 @@ from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint import retries
+from fnrelay_endpoint.blobs import BlobUploader
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
@@ -69,8 +70,10 @@ class Agent:
                  token: str):
         self.name, self.endpoint_id, self.config = name, endpoint_id, config
         self.journal, self.token = journal, token
-        # Workers (started after this, from this environment) enforce the result size limit.
-        os.environ[ENV_RESULT_SIZE_LIMIT] = str(config.result_size_limit)
+        # Workers (started after this, from this environment) enforce the result size limit;
+        # with blobs on, results up to the blob limit come to the agent to be uploaded.
+        os.environ[ENV_RESULT_SIZE_LIMIT] = str(max(config.result_size_limit,
+                                                    config.result_blob_limit))
         self.engine = make_engine(config.engine, self._result_ready, self._status_ready,
                                   EndpointPaths.of(name).dir)
         self._stop = threading.Event()
@@ -87,6 +90,10 @@ class Agent:
         self._failures: dict[str, int] = {}  # task id -> runs lost to infrastructure
         self._tasks: dict[str, TaskMessage] = {}  # running tasks as received (for retries)
         self._next_prune = 0.0
+        self._blobs = (BlobUploader(config.broker_url, endpoint_id, token,
+                                    config.result_blob_limit, config.result_size_limit,
+                                    self._deliver, self._stop, backoff)
+                       if config.result_blob_limit and token else None)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -103,6 +110,8 @@ class Agent:
             while not self._stop.is_set():
                 reg = self.register(None if registered else FIRST_REGISTER_ATTEMPTS)
                 registered = True
+                if self._blobs is not None:
+                    self._blobs.offer(reg)
                 try:
                     if self._session(reg, on_ready):
                         attempt = 0
@@ -117,6 +126,8 @@ class Agent:
             pass
         finally:
             self.engine.shutdown()
+            if self._blobs is not None:
+                self._blobs.shutdown()
             self._drain(publish=False)  # results that finished meanwhile wait in the journal
             log.info("endpoint %s stopped", self.name)
 
@@ -277,6 +288,12 @@ class Agent:
 
     # --- engine callbacks (other threads) ----------------------------------------------------
     def _result_ready(self, result: ResultMessage) -> None:
+        if self._blobs is not None and self._blobs.wants(result):
+            self._blobs.submit(result)  # delivered when uploaded (or failed)
+            return
+        self._deliver(result)
+
+    def _deliver(self, result: ResultMessage) -> None:
         self._outbox.put(("result", result))
         self._wake()
 

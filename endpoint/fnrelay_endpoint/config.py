@@ -95,6 +95,9 @@ class EndpointConfig:
     max_retries: int = DEFAULT_MAX_RETRIES
     #: Largest serialized result in bytes; a larger one fails the task with a clear error.
     result_size_limit: int = DEFAULT_RESULT_SIZE_LIMIT
+    #: Largest result in bytes sent as a blob to a broker with a blob store (results over
+    #: `result_size_limit` are too big for a message); 0: never (they fail, as without a store).
+    result_blob_limit: int = 0
     #: Seconds the journal keeps published results before pruning them.
     journal_retention: float = DEFAULT_JOURNAL_RETENTION
 
@@ -121,7 +124,8 @@ class EndpointConfig:
         if not isinstance(data, dict):
             raise ConfigurationError(f"{source}: expected a mapping of settings")
         known = {"broker_url", "token", "engine", "prefetch", "heartbeat_period", "display_name",
-                 "max_retries", "result_size_limit", "journal_retention"}
+                 "max_retries", "result_size_limit", "result_blob_limit",
+                 "journal_retention"}
         for key in data:
             if key not in known:
                 raise ConfigurationError(
@@ -147,6 +151,8 @@ class EndpointConfig:
             result_size_limit=_positive_int(
                 data.get("result_size_limit", DEFAULT_RESULT_SIZE_LIMIT), "result_size_limit",
                 source),
+            result_blob_limit=_non_negative_int(data.get("result_blob_limit", 0),
+                                                "result_blob_limit", source),
             journal_retention=float(_positive_int(
                 data.get("journal_retention", int(DEFAULT_JOURNAL_RETENTION)),
                 "journal_retention", source)),
@@ -160,6 +166,12 @@ class EndpointConfig:
 def _positive_int(value: Any, key: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{source}: {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative_int(value: Any, key: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{source}: {key!r} must be an integer >= 0, got {value!r}")
     return value
 
 
@@ -228,6 +240,10 @@ prefetch: 512
 
 # Largest result in bytes (default 10 MB): a larger one fails its task with a clear error.
 # result_size_limit: 10485760
+
+# Larger results, up to this many bytes, go to the broker's blob store when the broker has
+# one (`fnrelay-broker serve --blob-store`); 0 (default): they fail like results over the limit.
+# result_blob_limit: 1073741824
 
 # Seconds the journal keeps results the broker confirmed (default 7 days).
 # journal_retention: 604800

@@ -17,10 +17,10 @@ from typing import Any
 
 import globus_sdk
 
-from fnrelay import errors, serialize
+from fnrelay import blobs, errors, serialize
 from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
 from fnrelay.config import resolve_credentials
-from fnrelay.protocol import ExceptionInfo
+from fnrelay.protocol import ExceptionInfo, TaskState
 from fnrelay.results import outcome
 
 _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
@@ -213,10 +213,18 @@ class Client(globus_sdk.BaseClient):
         record = self.get_task(task_id)
         if record["pending"]:
             raise errors.TaskPending(task_id, record["status"])
-        ok, value = _record_outcome(record)
+        ok, value = _record_outcome(record, self)
         if ok:
             return value
         raise value
+
+    def get_result_blob(self, task_id: str) -> bytes:
+        """The raw bytes of a finished task's result blob (a result too large for a message).
+
+        ``get_result`` and futures fetch it by themselves; only the task's owner may read it.
+        """
+        with broker_errors(self.broker_url):
+            return self.request("GET", f"tasks/{task_id}/blob").binary_content
 
     def get_tasks(self, task_ids: list[str]) -> dict[str, Any]:
         """POST /v1/tasks/batch_status: ``{"tasks": {id: record}, "unknown": [...]}``."""
@@ -239,7 +247,7 @@ class Client(globus_sdk.BaseClient):
             record = answer["tasks"][task_id]
             entry: dict[str, Any] = {"pending": record["pending"], "status": record["status"]}
             if not record["pending"]:
-                ok, value = _record_outcome(record)
+                ok, value = _record_outcome(record, self)
                 entry["result" if ok else "exception"] = value
             out[task_id] = entry
         return out
@@ -265,9 +273,12 @@ class Client(globus_sdk.BaseClient):
         return self._call("DELETE", f"endpoints/{endpoint_id}")
 
 
-def _record_outcome(record: dict[str, Any]) -> tuple[bool, Any]:
+def _record_outcome(record: dict[str, Any], client: Client) -> tuple[bool, Any]:
     exc = record.get("exception")
+    result = record.get("result")
+    if record["status"] == TaskState.SUCCESS.value:
+        result = blobs.resolve(record["task_id"], result, client.get_result_blob)
     return outcome(
-        record["task_id"], record["status"], record.get("result"),
+        record["task_id"], record["status"], result,
         ExceptionInfo(**exc) if exc else None, record.get("details"),
     )

@@ -24,7 +24,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from fnrelay import errors, protocol, serialize
+from fnrelay import blobs, errors, protocol, serialize
 from fnrelay.amqp import connection_parameters
 from fnrelay.client import Client, task_entry
 from fnrelay.results import outcome
@@ -50,7 +50,8 @@ STARTED = frozenset({protocol.TaskState.RUNNING.value}) | {
 
 
 class _Success:
-    """A not-yet-deserialized result value (deserialized on first .result())."""
+    """A not-yet-deserialized result value (deserialized on first .result(); a result blob is
+    fetched then too, so the watcher thread never waits for a download)."""
 
     __slots__ = ("data",)
 
@@ -78,9 +79,9 @@ class FnRelayFuture(cf.Future):
         if isinstance(value, _Success):
             with self._value_lock:  # deserialize once, even with concurrent readers
                 if isinstance(self._result, _Success):
-                    self._result = (
-                        serialize.deserialize(value.data) if value.data is not None else None
-                    )
+                    data = blobs.resolve(self.task_id or "", value.data,
+                                         self._executor.client.get_result_blob)
+                    self._result = serialize.deserialize(data) if data is not None else None
                 value = self._result
         return value
 

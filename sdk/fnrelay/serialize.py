@@ -8,6 +8,8 @@ never guesses and new strategies can be added without breaking old messages:
   ``02`` dill, data (pickled objects)
   ``03`` JSON (plain data: fast and readable in the database)
   ``04`` source text of a function (``name\\nsource``), for functions dill cannot pickle
+  ``05`` a reference to a result kept as a blob by the broker (see :mod:`fnrelay.blobs`);
+         the SDK fetches the blob, which holds one of the strategies above
 
 Functions from installed packages (site-packages, the standard library) travel by reference,
 everything else by value, since the endpoint is usually another machine.
@@ -34,6 +36,7 @@ TAG_DILL_CODE = "01"
 TAG_DILL_DATA = "02"
 TAG_JSON = "03"
 TAG_SOURCE = "04"
+TAG_BLOB = "05"
 
 _PATH_KEYS = ("stdlib", "platstdlib", "purelib", "platlib")
 _INSTALLED_PREFIXES = tuple(p for p in {sysconfig.get_paths().get(k) for k in _PATH_KEYS} if p)
@@ -149,6 +152,9 @@ def deserialize(data: str) -> Any:
             return namespace[name]
     except Exception as e:  # noqa: BLE001
         raise SerializationError(f"cannot deserialize (strategy {tag!r}): {e}") from e
+    if tag == TAG_BLOB:
+        raise SerializationError("this is a reference to a result blob kept by the broker: "
+                                 "read the value with Client.get_result or a future")
     raise SerializationError(f"unknown serialization strategy {tag!r}")
 
 

@@ -17,6 +17,9 @@ def test_defaults() -> None:
     assert c.broker_url == "https://broker.example.org"
     assert c.engine == {"type": "local", "max_workers": os.cpu_count() or 1}
     assert (c.prefetch, c.heartbeat_period, c.token) == (512, None, None)
+    assert c.result_blob_limit == 0  # results over result_size_limit fail unless opted in
+    assert EndpointConfig.from_dict({**BASE, "result_blob_limit": 2**30}).result_blob_limit \
+        == 2**30
 
 
 @pytest.mark.parametrize("extra, key", [
@@ -29,6 +32,8 @@ def test_defaults() -> None:
     ({"heartbeat_period": -1}, "'heartbeat_period'"),
     ({"broker_url": "broker:8000"}, "'broker_url'"),
     ({"tokn": "x"}, "'tokn'"),
+    ({"result_blob_limit": -1}, "'result_blob_limit'"),
+    ({"result_blob_limit": "1GB"}, "'result_blob_limit'"),
 ])
 def test_errors_name_the_bad_key(extra: dict, key: str) -> None:
     with pytest.raises(ConfigurationError, match=key):
