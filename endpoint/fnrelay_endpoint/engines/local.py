@@ -1,4 +1,5 @@
-"""Engine `local`: a warm pool of worker processes on this machine.
+"""Engine `local`: a pool of worker processes on this machine, started on first use and warm
+from then on.
 
 Each worker is a process started by multiprocessing's forkserver (never a plain fork of the
 threaded agent) that puts itself in its own process group, so cancelling a running task kills
@@ -161,8 +162,9 @@ class LocalEngine(Engine):
 
     # --- feeder threads ---------------------------------------------------------------------
     def _feed(self, slot: _Slot) -> None:
-        """Keep one worker alive and busy until shutdown."""
-        while not self._stopping:
+        """Keep one worker alive and busy until shutdown, started when the first task
+        waits (an idle endpoint holds no worker processes, nor the forkserver)."""
+        while self._wait_for_work():
             conn = self._spawn(slot)
             if conn is None:
                 time.sleep(1.0)  # the worker died while starting: do not spin
@@ -174,6 +176,13 @@ class LocalEngine(Engine):
                 if slot.process.exitcode is None:
                     _kill_group(slot.process.pid)
                 slot.process.join(timeout=10)
+
+    def _wait_for_work(self) -> bool:
+        """Block until a task is queued (True) or the engine stops (False)."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            return not self._stopping
 
     def _spawn(self, slot: _Slot) -> Connection | None:
         parent, child = _CONTEXT.Pipe(duplex=True)
