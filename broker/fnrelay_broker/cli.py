@@ -26,16 +26,25 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _db_failure(what: str, url: str, e: BaseException) -> None:
+    """Exit with one line naming the database without its password (never a traceback)."""
+    from fnrelay_broker.db import redact, redact_url
+
+    _fail(f"{what} {redact_url(url)}: {redact(_first_line(e), url)}")
+
+
 def _database(db_url: str | None):  # type: ignore[no-untyped-def]
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from fnrelay_broker.db import Database
 
+    url = db_url or default_db_url()
     try:
-        db = Database(db_url or default_db_url())
+        db = Database(url)
         db.create_tables()
-    except (ArgumentError, OperationalError, OSError) as e:
-        _fail(f"cannot open database {db_url or default_db_url()}: {e}")
+    except (SQLAlchemyError, CommandError, OSError) as e:
+        _db_failure("cannot open database", url, e)
     return db
 
 
@@ -94,6 +103,7 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
           ssl_keyfile=None) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     import uvicorn
+    from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from fnrelay_broker.app import create_app
@@ -111,8 +121,8 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
     )
     try:
         app = create_app(settings)
-    except (SQLAlchemyError, OSError) as e:
-        _fail(f"cannot open database {settings.db_url}: {e}")
+    except (SQLAlchemyError, CommandError, OSError) as e:
+        _db_failure("cannot open database", settings.db_url, e)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         _fail("--ssl-certfile and --ssl-keyfile go together")
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
@@ -207,7 +217,7 @@ def _engine_or_fail(db_url: str | None):  # type: ignore[no-untyped-def]
     try:
         return Database(url)
     except (ArgumentError, OSError) as e:
-        _fail(f"cannot open database {url}: {e}")
+        _db_failure("cannot open database", url, e)
 
 
 def _first_line(e: Exception) -> str:
@@ -233,7 +243,7 @@ def db_upgrade(db_url: str | None, revision: str) -> None:
         migrations.upgrade(database.write_engine, revision)
         after = migrations.current(database.engine)
     except (SQLAlchemyError, CommandError, OSError) as e:
-        _fail(f"cannot migrate {database.display_url}: {_first_line(e)}")
+        _db_failure("cannot migrate", database.url, e)
     finally:
         database.dispose()
     if before == after:
@@ -255,7 +265,7 @@ def db_current(db_url: str | None) -> None:
         click.echo(f"current: {migrations.current(database.engine) or 'none'}")
         click.echo(f"head: {migrations.head()}")
     except SQLAlchemyError as e:
-        _fail(f"cannot read {database.display_url}: {_first_line(e)}")
+        _db_failure("cannot read", database.url, e)
     finally:
         database.dispose()
 
