@@ -9,6 +9,7 @@ import sys
 import click
 
 from fnrelay_broker.settings import (
+    DEFAULT_ACCOUNT_IDLE,
     DEFAULT_AMQP_URL,
     DEFAULT_RESULT_TTL,
     BrokerSettings,
@@ -87,6 +88,11 @@ def main() -> None:
               help="RabbitMQ management API (e.g. http://127.0.0.1:15672): the broker then "
                    "makes one RabbitMQ account per endpoint and per task group reader. "
                    "Without it every party shares the broker's URL (no isolation).")
+@click.option("--account-idle", default=DEFAULT_ACCOUNT_IDLE, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --amqp-management-url: delete a task group's reader account (and "
+                   "its result queue) and a child endpoint's account after this long unused; "
+                   "they are made again when next needed.")
 @click.option("--amqp-management-user", envvar="FNRELAY_AMQP_MANAGEMENT_USER", default=None,
               help="Management API administrator (default: the user of --amqp-url).")
 @click.option("--amqp-management-password", envvar="FNRELAY_AMQP_MANAGEMENT_PASSWORD",
@@ -98,7 +104,8 @@ def main() -> None:
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM private key of --ssl-certfile.")
 def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbeat_period,
-          heartbeat_threshold, result_ttl, amqp_management_url, amqp_management_user,
+          heartbeat_threshold, result_ttl, amqp_management_url, account_idle,
+          amqp_management_user,
           amqp_management_password, log_level, ssl_certfile=None,
           ssl_keyfile=None) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
@@ -115,7 +122,7 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
         db_url=db_url or default_db_url(), amqp_url=amqp_url, public_amqp_url=public_amqp_url,
         host=host, port=port, payload_limit=payload_limit, heartbeat_period=heartbeat_period,
         heartbeat_threshold=heartbeat_threshold, result_ttl=result_ttl,
-        amqp_management_url=amqp_management_url,
+        amqp_management_url=amqp_management_url, account_idle=account_idle,
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
     )
