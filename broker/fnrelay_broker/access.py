@@ -14,7 +14,9 @@ from fnrelay_broker.accounts import (
     group_user,
     url_with_credentials,
 )
+from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError
+from fnrelay_broker.reclaim import Reclaimer
 from fnrelay_broker.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ class AmqpAccess:
             self.accounts.deadletter_policy()
         except AccountError as e:
             log.warning("cannot set the RabbitMQ dead-letter policy: %s", e)
+
+    def reclaimer(self, db: Database, idle: float) -> Reclaimer | None:
+        """What deletes unused accounts after `idle` seconds (None: there are none)."""
+        return None if self.accounts is None else Reclaimer(db, self.accounts, idle)
 
     def forget_endpoint(self, endpoint_id: str) -> None:
         self._delete(endpoint_user(endpoint_id))

@@ -85,7 +85,7 @@ class Accounts:
                                   timeout=_TIMEOUT)
         except requests.RequestException as e:
             raise AccountError(f"RabbitMQ management API unreachable: {e}") from e
-        if r.status_code >= 400 and not (method == "DELETE" and r.status_code == 404):
+        if r.status_code >= 400 and not (method in ("GET", "DELETE") and r.status_code == 404):
             raise AccountError(f"RabbitMQ management API: {method} {path} answered "
                                f"{r.status_code}: {r.text[:200]}")
         return r
@@ -137,3 +137,19 @@ class Accounts:
     def delete(self, username: str) -> None:
         """Delete an account; a missing one is fine."""
         self._call("DELETE", f"users/{quote(username, safe='')}")
+
+    def usernames(self) -> list[str]:
+        """The accounts with permissions in the broker's virtual host."""
+        r = self._call("GET", f"vhosts/{quote(self.vhost, safe='')}/permissions")
+        return [] if r.status_code == 404 else [str(p["user"]) for p in r.json()]
+
+    def consumers(self, queue: str) -> int | None:
+        """How many consumers `queue` has; None when it does not exist."""
+        path = f"queues/{quote(self.vhost, safe='')}/{quote(queue, safe='')}"
+        r = self._call("GET", path)
+        return None if r.status_code == 404 else int(r.json().get("consumers") or 0)
+
+    def delete_queue(self, queue: str) -> None:
+        """Delete `queue` unless a consumer appeared meanwhile; a missing one is fine."""
+        path = f"queues/{quote(self.vhost, safe='')}/{quote(queue, safe='')}?if-unused=true"
+        self._call("DELETE", path)

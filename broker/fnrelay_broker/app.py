@@ -114,7 +114,8 @@ class Broker:
         self.consumer = ResultConsumer(self.db, settings.amqp_url,
                                        verify_senders=self.access.isolated)
         self.blobs = BlobStore.open(self.db, settings.blob_store, settings.blob_limit)
-        self.cleaner = Cleaner(self.db, settings.result_ttl, self.blobs)
+        self.cleaner = Cleaner(self.db, settings.result_ttl, self.blobs, self.access.reclaimer(
+            self.db, settings.account_idle))
         self.start_threads = start_threads
 
     def start(self) -> None:
@@ -235,10 +236,10 @@ def _routes(app: FastAPI, broker: Broker) -> None:
 
     @app.delete("/v1/endpoints/{endpoint_id}")
     def delete_endpoint(endpoint_id: Text, user: User) -> dict:
-        registry.delete_endpoint(db, user, endpoint_id)
+        for eid in registry.delete_endpoint(db, user, endpoint_id):  # with a manager's children
+            broker.declarer.delete_endpoint_queue(eid)
+            broker.access.forget_endpoint(eid)
         broker.publisher.wake()
-        broker.declarer.delete_endpoint_queue(endpoint_id)
-        broker.access.forget_endpoint(endpoint_id)
         return {"endpoint_id": endpoint_id, "deleted": True}
 
     @app.post("/v1/task_groups")

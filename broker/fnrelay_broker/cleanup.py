@@ -2,13 +2,16 @@
 
 Only terminal tasks go (their history, result blobs and any outbox rows with them), in small
 batches so a large backlog never holds the database's write lock for long. A task still
-waiting or running stays, however old: its outcome is not recorded yet.
+waiting or running stays, however old: its outcome is not recorded yet. The same thread
+reclaims unused RabbitMQ accounts (reclaim.py), on its own schedule.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from sqlalchemy import delete, select
 
@@ -17,6 +20,7 @@ from fnrelay_broker import blobs
 from fnrelay_broker.blobs import BlobStore
 from fnrelay_broker.db import Database
 from fnrelay_broker.models import Outbox, Submission, Task, TaskHistory
+from fnrelay_broker.reclaim import Reclaimer
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +61,42 @@ def delete_expired(db: Database, ttl: float, now: float | None = None,
 
 
 class Cleaner(threading.Thread):
-    """Runs delete_expired every interval(ttl) until stopped."""
+    """Runs delete_expired every interval(ttl) and, given a reclaimer, reclaims unused
+    RabbitMQ accounts every interval(reclaimer.idle), until stopped."""
 
-    def __init__(self, db: Database, ttl: float, blob_store: BlobStore | None = None):
+    def __init__(self, db: Database, ttl: float, blob_store: BlobStore | None = None,
+                 reclaimer: Reclaimer | None = None):
         super().__init__(name="fnrelay-cleaner", daemon=True)
         self.db, self.ttl, self.blob_store = db, ttl, blob_store
         self.stopping = threading.Event()
+        self.jobs: list[tuple[float, Callable[[], None]]] = [(interval(ttl), self._expire)]
+        if reclaimer is not None:
+            self.jobs.append((interval(reclaimer.idle), lambda: self._reclaim(reclaimer)))
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
         self.join(timeout)
 
     def run(self) -> None:
-        while not self.stopping.wait(interval(self.ttl)):
-            try:
-                n = delete_expired(self.db, self.ttl, blob_store=self.blob_store)
-            except Exception as e:  # noqa: BLE001 - database briefly unavailable: next round
-                log.warning("task cleanup failed: %s", e)
-                continue
-            if n:
-                log.info("deleted %d task(s) finished more than %gs ago", n, self.ttl)
+        due = [time.monotonic() + period for period, _ in self.jobs]
+        while not self.stopping.wait(max(0.0, min(due) - time.monotonic())):
+            for i, (period, job) in enumerate(self.jobs):
+                if time.monotonic() >= due[i]:
+                    job()
+                    due[i] = time.monotonic() + period
+
+    def _expire(self) -> None:
+        try:
+            n = delete_expired(self.db, self.ttl, blob_store=self.blob_store)
+        except Exception as e:  # noqa: BLE001 - database briefly unavailable: next round
+            log.warning("task cleanup failed: %s", e)
+            return
+        if n:
+            log.info("deleted %d task(s) finished more than %gs ago", n, self.ttl)
+
+    @staticmethod
+    def _reclaim(reclaimer: Reclaimer) -> None:
+        try:
+            reclaimer.run()
+        except Exception as e:  # noqa: BLE001 - RabbitMQ or the database away: next round
+            log.warning("reclaiming unused RabbitMQ accounts failed: %s", e)

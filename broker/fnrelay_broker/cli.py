@@ -9,6 +9,7 @@ import sys
 import click
 
 from fnrelay_broker.settings import (
+    DEFAULT_ACCOUNT_IDLE,
     DEFAULT_AMQP_URL,
     DEFAULT_BLOB_LIMIT,
     DEFAULT_RESULT_TTL,
@@ -27,16 +28,25 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _db_failure(what: str, url: str, e: BaseException) -> None:
+    """Exit with one line naming the database without its password (never a traceback)."""
+    from fnrelay_broker.db import redact, redact_url
+
+    _fail(f"{what} {redact_url(url)}: {redact(_first_line(e), url)}")
+
+
 def _database(db_url: str | None):  # type: ignore[no-untyped-def]
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from fnrelay_broker.db import Database
 
+    url = db_url or default_db_url()
     try:
-        db = Database(db_url or default_db_url())
+        db = Database(url)
         db.create_tables()
-    except (ArgumentError, OperationalError, OSError) as e:
-        _fail(f"cannot open database {db_url or default_db_url()}: {e}")
+    except (SQLAlchemyError, CommandError, OSError) as e:
+        _db_failure("cannot open database", url, e)
     return db
 
 
@@ -79,6 +89,11 @@ def main() -> None:
               help="RabbitMQ management API (e.g. http://127.0.0.1:15672): the broker then "
                    "makes one RabbitMQ account per endpoint and per task group reader. "
                    "Without it every party shares the broker's URL (no isolation).")
+@click.option("--account-idle", default=DEFAULT_ACCOUNT_IDLE, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --amqp-management-url: delete a task group's reader account (and "
+                   "its result queue) and a child endpoint's account after this long unused; "
+                   "they are made again when next needed.")
 @click.option("--amqp-management-user", envvar="FNRELAY_AMQP_MANAGEMENT_USER", default=None,
               help="Management API administrator (default: the user of --amqp-url).")
 @click.option("--amqp-management-password", envvar="FNRELAY_AMQP_MANAGEMENT_PASSWORD",
@@ -96,12 +111,14 @@ def main() -> None:
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM private key of --ssl-certfile.")
 def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbeat_period,
-          heartbeat_threshold, result_ttl, amqp_management_url, amqp_management_user,
+          heartbeat_threshold, result_ttl, amqp_management_url, account_idle,
+          amqp_management_user,
           amqp_management_password, log_level, ssl_certfile=None,
           ssl_keyfile=None, blob_store=None,
           blob_limit=DEFAULT_BLOB_LIMIT) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     import uvicorn
+    from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from fnrelay_broker.app import create_app
@@ -114,7 +131,7 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
         db_url=db_url or default_db_url(), amqp_url=amqp_url, public_amqp_url=public_amqp_url,
         host=host, port=port, payload_limit=payload_limit, heartbeat_period=heartbeat_period,
         heartbeat_threshold=heartbeat_threshold, result_ttl=result_ttl,
-        amqp_management_url=amqp_management_url,
+        amqp_management_url=amqp_management_url, account_idle=account_idle,
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
         blob_store=blob_store, blob_limit=blob_limit,
@@ -123,8 +140,8 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
         app = create_app(settings)
     except BlobStoreConfigError as e:
         _fail(str(e))
-    except (SQLAlchemyError, OSError) as e:
-        _fail(f"cannot open database {settings.db_url}: {e}")
+    except (SQLAlchemyError, CommandError, OSError) as e:
+        _db_failure("cannot open database", settings.db_url, e)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         _fail("--ssl-certfile and --ssl-keyfile go together")
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
@@ -219,7 +236,7 @@ def _engine_or_fail(db_url: str | None):  # type: ignore[no-untyped-def]
     try:
         return Database(url)
     except (ArgumentError, OSError) as e:
-        _fail(f"cannot open database {url}: {e}")
+        _db_failure("cannot open database", url, e)
 
 
 def _first_line(e: Exception) -> str:
@@ -245,7 +262,7 @@ def db_upgrade(db_url: str | None, revision: str) -> None:
         migrations.upgrade(database.write_engine, revision)
         after = migrations.current(database.engine)
     except (SQLAlchemyError, CommandError, OSError) as e:
-        _fail(f"cannot migrate {database.display_url}: {_first_line(e)}")
+        _db_failure("cannot migrate", database.url, e)
     finally:
         database.dispose()
     if before == after:
@@ -267,7 +284,7 @@ def db_current(db_url: str | None) -> None:
         click.echo(f"current: {migrations.current(database.engine) or 'none'}")
         click.echo(f"head: {migrations.head()}")
     except SQLAlchemyError as e:
-        _fail(f"cannot read {database.display_url}: {_first_line(e)}")
+        _db_failure("cannot read", database.url, e)
     finally:
         database.dispose()
 

@@ -8,22 +8,52 @@ not retried by busy_timeout) when another connection committed in between; so wr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
 
 
+#: The password part of a URL that may not parse (`scheme://user:PASSWORD@host...`).
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^@]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, for messages and logs (also when it does not parse)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _PASSWORD.sub(r"\1***@", url)
+
+
+def redact(text: str, url: str) -> str:
+    """`text` (e.g. a driver's error message) with the password of `url` blotted out."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(secret, "***")  # type: ignore[arg-type]
+    return text
+
+
 def normalize_url(url: str) -> str:
     """`postgresql://` and `postgres://` mean psycopg 3 (the driver the broker extra installs),
-    not SQLAlchemy's default psycopg2."""
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1)
-                      if url.startswith("postgres://") else url)
+    not SQLAlchemy's default psycopg2. A malformed URL raises ArgumentError (say, a port that
+    is not a number: SQLAlchemy's own ValueError would not name the problem)."""
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1)
+                          if url.startswith("postgres://") else url)
+    except ValueError as e:
+        raise ArgumentError(f"malformed database URL ({e})") from e
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
@@ -76,7 +106,7 @@ class Database:
     @property
     def display_url(self) -> str:
         """The URL without its password, for messages and logs."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return redact_url(self.url)
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest migration (idempotent; safe for replicas that start

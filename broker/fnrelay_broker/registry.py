@@ -114,18 +114,22 @@ def get_endpoint_status(
         }
 
 
-def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> int:
-    """Remove the endpoint; its unfinished tasks fail (and are forwarded). Returns how many."""
+def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> list[str]:
+    """Remove the endpoint and, for a multi-user manager, its child endpoints (they cannot
+    run without it); their unfinished tasks fail (and are forwarded). Returns the ids removed
+    (their queues and RabbitMQ accounts go next)."""
     t = now()
     with db.write() as s:
         ep = s.get(Endpoint, endpoint_id)
         if ep is None or ep.owner != user.id:
             raise not_found("endpoint", endpoint_id)
-        s.delete(ep)
+        removed = [endpoint_id, *s.scalars(
+            select(Endpoint.id).where(Endpoint.metadata_["parent"].as_string() == endpoint_id))]
+        s.execute(delete(Endpoint).where(Endpoint.id.in_(removed)))
         ids = list(
             s.scalars(
                 select(Task.id).where(
-                    Task.endpoint_id == endpoint_id, Task.status.not_in(_TERMINAL)
+                    Task.endpoint_id.in_(removed), Task.status.not_in(_TERMINAL)
                 )
             )
         )
@@ -134,7 +138,7 @@ def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> int:
             message=f"endpoint {endpoint_id} was deleted before the task finished",
             traceback="",
         ).__dict__
-        s.execute(delete(Outbox).where(Outbox.endpoint_id == endpoint_id))
+        s.execute(delete(Outbox).where(Outbox.endpoint_id.in_(removed)))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             s.execute(
@@ -154,7 +158,7 @@ def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> int:
                 Outbox.__table__.insert(),
                 [{"kind": "result", "endpoint_id": endpoint_id, "task_id": i} for i in ids],
             )
-    return len(ids)
+    return removed
 
 
 def ensure_task_group(s, user: CurrentUser, task_group_id: str | None) -> str:  # type: ignore[no-untyped-def]

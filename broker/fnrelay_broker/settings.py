@@ -11,6 +11,7 @@ from fnrelay.config import fnrelay_home
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 DEFAULT_BLOB_LIMIT = 1024 * 1024 * 1024
+DEFAULT_ACCOUNT_IDLE = 24 * 3600.0
 
 
 def default_db_url() -> str:
@@ -45,6 +46,9 @@ class BrokerSettings:
     blob_store: str | None = None
     #: Largest result blob in bytes.
     blob_limit: int = DEFAULT_BLOB_LIMIT
+    #: Seconds a task group reader or child endpoint account may go unused before the broker
+    #: deletes it (made again on demand; see reclaim.py).
+    account_idle: float = DEFAULT_ACCOUNT_IDLE
 
     def __post_init__(self) -> None:
         if not self.public_amqp_url:

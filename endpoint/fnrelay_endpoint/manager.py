@@ -267,7 +267,8 @@ class Manager:
         url = (f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}/children/"
                f"{child.child_id}/credentials")
         try:
-            r = requests.post(url, timeout=30, headers={"Authorization": f"Bearer {self.token}"})
+            r = requests.post(url, timeout=30, verify=requests_verify(),
+                              headers={"Authorization": f"Bearer {self.token}"})
         except requests.RequestException as e:
             raise BrokerUnavailableError(
                 f"cannot reach the broker at {self.config.broker_url}: {e}") from e

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import click
 import requests
 
+from fnrelay.amqp import requests_verify
 from fnrelay.config import ENV_BROKER_URL, ENV_ENDPOINT_ID, ENV_HOME, ENV_TOKEN, save_credentials
 from fnrelay.errors import FnRelayError
 
@@ -652,7 +653,8 @@ class LocalEndpoint:
         """What the broker says: "online" or "offline" ("unknown" if it cannot be asked)."""
         try:
             r = requests.get(f"{self.broker_url}/v1/endpoints/{self.endpoint_id}/status",
-                             headers={"Authorization": f"Bearer {self.token}"}, timeout=5)
+                             headers={"Authorization": f"Bearer {self.token}"}, timeout=5,
+                             verify=requests_verify())
         except (requests.RequestException, LocalStackError):
             return "unknown"
         return r.json().get("status", "unknown") if r.ok else "unknown"

@@ -17,10 +17,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fnrelay import Client
+from fnrelay import Client, Executor
 from fnrelay.amqp import ENV_CA_BUNDLE, connection_parameters
 from fnrelay.errors import BrokerUnavailableError
-from fnrelay.local import RabbitMQServer, executable, free_port, make_shared_tmpdir, spawn
+from fnrelay.local import (
+    LocalEndpoint,
+    RabbitMQServer,
+    executable,
+    free_port,
+    make_shared_tmpdir,
+    spawn,
+)
 from support.waiting import wait_for
 
 
@@ -88,7 +95,8 @@ def https_broker(pki, tls_rabbitmq, ca_env) -> Iterator[dict[str, str]]:
     bin_ = executable("fnrelay-broker")
     proc = spawn([bin_, "serve", "--db", db, "--amqp-url", tls_rabbitmq.amqps_url,
                   "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(pki["cert"]),
-                  "--ssl-keyfile", str(pki["key"])], d / "broker.log",
+                  "--ssl-keyfile", str(pki["key"]),
+                  "--amqp-management-url", tls_rabbitmq.management_url], d / "broker.log",
                  {"FNRELAY_HOME": str(d), ENV_CA_BUNDLE: str(pki["ca"])})
     url = f"https://localhost:{port}"
     try:
@@ -145,3 +153,40 @@ def test_amqps_refuses_an_unknown_ca(tls_rabbitmq, monkeypatch, tmp_path):
     with pytest.raises((pika.exceptions.AMQPConnectionError, ssl.SSLError)) as e:
         pika.BlockingConnection(params)
     assert "CERTIFICATE_VERIFY_FAILED" in repr(e.value)
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def _connections_of(rabbitmq: RabbitMQServer, user: str) -> list[dict]:
+    import requests
+
+    r = requests.get(f"{rabbitmq.management_url}/api/connections", auth=rabbitmq.admin_auth,
+                     timeout=10)
+    r.raise_for_status()
+    return [c for c in r.json() if c.get("user") == user]
+
+
+def test_endpoint_runs_a_function_over_amqps_and_https(https_broker, tls_rabbitmq, ca_env):
+    """A real `fnrelay-endpoint` with only FNRELAY_CA_BUNDLE to trust the CA: it registers over
+    HTTPS, consumes its tasks and publishes the result over amqps with its own account, and the
+    Executor streams the result back over amqps."""
+    home = make_shared_tmpdir("fnrelay-tls-ep-")
+    ep = LocalEndpoint(home, "tls-ep", https_broker["url"], https_broker["token"],
+                       marker=str(home)).configure(max_workers=1)
+    client = Client(https_broker["url"], https_broker["token"])
+    try:
+        ep.start(foreground=True)
+        with Executor(ep.endpoint_id, client=client) as ex:
+            assert ex.submit(double, 21).result(timeout=60) == 42
+            assert ex.amqp_connected  # streamed (the broker hands out amqps URLs only)
+        conns = wait_for(lambda: _connections_of(tls_rabbitmq, f"fnrelay-ep-{ep.endpoint_id}"),
+                         "the endpoint's connection in the management API")
+        assert all(c["ssl"] for c in conns), conns
+    finally:
+        # An idle keep-alive TLS connection would hold up the broker's shutdown (it waits for
+        # the client's close_notify) until the fixture's stop times out.
+        client.transport.close()
+        ep.stop()
+        subprocess.run(["rm", "-rf", str(home)], check=False)

@@ -1,0 +1,145 @@
+"""Unused RabbitMQ accounts do not pile up: a broker started with `--account-idle 1` deletes a
+task group's reader account (and its queue) and a retired child endpoint's account once they
+have been idle that long, makes them again on demand, and deletes a manager's children's
+accounts with the manager. Real RabbitMQ (its management API says which accounts exist), real
+broker, a real endpoint and the SDK's Executor."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import quote
+
+import pika
+import pytest
+import requests
+
+from fnrelay import Client, Executor, protocol
+from fnrelay.local import LocalEndpoint
+from support.session import MARKER
+from support.waiting import wait_for
+
+IDLE = "1"
+
+
+@pytest.fixture(scope="module")
+def amqp_url(new_vhost) -> str:  # type: ignore[no-untyped-def]
+    return new_vhost("fnrelay-reclaim-test")
+
+
+@pytest.fixture(scope="module")
+def reclaiming_broker(start_broker, amqp_url, rabbitmq):  # type: ignore[no-untyped-def]
+    return start_broker(amqp_url, None, "--amqp-management-url", rabbitmq.management_url,
+                        "--account-idle", IDLE, "--heartbeat-period", "1")
+
+
+class Mgmt:
+    """RabbitMQ's management API: which accounts and queues exist."""
+
+    def __init__(self, rabbitmq, amqp_url: str):  # type: ignore[no-untyped-def]
+        self.api = rabbitmq.management_url.rstrip("/") + "/api"
+        self.auth = rabbitmq.admin_auth
+        self.vhost = quote(pika.URLParameters(amqp_url).virtual_host, safe="")
+
+    def _exists(self, path: str) -> bool:
+        r = requests.get(f"{self.api}/{path}", auth=self.auth, timeout=10)
+        assert r.status_code in (200, 404), r.text
+        return r.status_code == 200
+
+    def user(self, name: str) -> bool:
+        return self._exists(f"users/{quote(name, safe='')}")
+
+    def queue(self, name: str) -> bool:
+        return self._exists(f"queues/{self.vhost}/{quote(name, safe='')}")
+
+
+@pytest.fixture
+def mgmt(rabbitmq, amqp_url) -> Mgmt:  # type: ignore[no-untyped-def]
+    return Mgmt(rabbitmq, amqp_url)
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_idle_group_reader_is_deleted_and_made_again_on_reattach(
+        reclaiming_broker, mgmt, _workdir):
+    token = reclaiming_broker.add_user()
+    ep = LocalEndpoint(_workdir / "endpoints" / f"reclaim-{uuid.uuid4().hex[:6]}", "reclaim",
+                       reclaiming_broker.url, token, marker=MARKER).configure(max_workers=1)
+    ep.start(foreground=True)
+    try:
+        client = Client(reclaiming_broker.url, token)
+        with Executor(ep.endpoint_id, client=client) as ex:
+            assert ex.submit(double, 21).result(timeout=60) == 42
+            group = ex.task_group_id
+            reader = f"fnrelay-group-{group}"
+            assert mgmt.user(reader)  # in use (its Executor consumes): kept
+        wait_for(lambda: not mgmt.user(reader), "the idle reader account to be deleted")
+        wait_for(lambda: not mgmt.queue(protocol.group_queue(group)), "its queue to go")
+        assert mgmt.user(f"fnrelay-ep-{ep.endpoint_id}")  # endpoints keep theirs
+
+        with Executor(ep.endpoint_id, client=client, task_group_id=group) as again:
+            earlier = again.reload_tasks()
+            assert [f.result(timeout=60) for f in earlier] == [42]
+            assert again.submit(double, 5).result(timeout=60) == 10
+            assert mgmt.user(reader)  # made again for the re-attached Executor
+            assert again.amqp_connected  # and the result came over it
+    finally:
+        ep.stop()
+
+
+def _finish_as(url: str, endpoint_id: str, task_id: str, group: str) -> None:
+    """Send the task's result with the child's own account (as its child endpoint would)."""
+    params = pika.URLParameters(url)
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(protocol.RESULTS_EXCHANGE, endpoint_id, protocol.encode_results(
+            [protocol.ResultMessage(task_id=task_id, status="success", result="00\ndone",
+                                    task_group_id=group)]),
+            pika.BasicProperties(type=protocol.MSG_RESULTS, delivery_mode=2,
+                                 user_id=params.credentials.username))
+    finally:
+        conn.close()
+
+
+def test_retired_child_account_is_deleted_and_made_again(reclaiming_broker, mgmt):
+    admin, user = reclaiming_broker.api(), reclaiming_broker.api()
+    manager = str(uuid.uuid4())
+    admin.ok("PUT", f"/endpoints/{manager}", json={"name": "mu", "metadata": {"multi_user": True}})
+    answer = user.submit(manager, user.function())
+    child = protocol.child_endpoint_id(manager, user.ok("GET", "/whoami")["user_id"], {})
+    path = f"/endpoints/{manager}/children/{child}/credentials"
+    url = admin.ok("POST", path)["amqp_url"]
+    account = f"fnrelay-ep-{child}"
+    assert mgmt.user(account)
+    _finish_as(url, child, answer["task_ids"][0], answer["task_group_id"])
+    wait_for(lambda: user.ok("GET", f"/tasks/{answer['task_ids'][0]}")["status"] == "success",
+             "the child's result to be recorded")
+    wait_for(lambda: not mgmt.user(account), "the retired child's account to be deleted")
+    assert mgmt.user(f"fnrelay-ep-{manager}")  # the manager keeps its own
+    assert mgmt.queue(protocol.endpoint_queue(child))  # tasks may still come: the queue stays
+
+    # The manager starts the child again: its account is made again, and works.
+    again = admin.ok("POST", path)["amqp_url"]
+    assert mgmt.user(account)
+    pika.BlockingConnection(pika.URLParameters(again)).close()
+
+
+def test_deleting_a_manager_deletes_its_childrens_accounts(reclaiming_broker, mgmt):
+    admin, user = reclaiming_broker.api(), reclaiming_broker.api()
+    manager = str(uuid.uuid4())
+    admin.ok("PUT", f"/endpoints/{manager}", json={"name": "mu", "metadata": {"multi_user": True}})
+    task = user.submit(manager, user.function())["task_ids"][0]
+    child = protocol.child_endpoint_id(manager, user.ok("GET", "/whoami")["user_id"], {})
+    admin.ok("POST", f"/endpoints/{manager}/children/{child}/credentials")
+    assert mgmt.user(f"fnrelay-ep-{child}")  # busy (an unfinished task): not reclaimed
+
+    admin.ok("DELETE", f"/endpoints/{manager}")
+    assert not mgmt.user(f"fnrelay-ep-{child}")
+    assert not mgmt.user(f"fnrelay-ep-{manager}")
+    assert not mgmt.queue(protocol.endpoint_queue(child))
+    failed = user.ok("GET", f"/tasks/{task}")
+    assert failed["status"] == "failed"
+    assert "deleted" in failed["exception"]["message"]
