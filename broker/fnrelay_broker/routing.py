@@ -135,7 +135,9 @@ class OutboxPublisher(_Worker):
                 oids = h.outbox_ids[i : i + OUTBOX_BATCH]
                 msgs = dict(zip(oids, h.messages[i : i + OUTBOX_BATCH], strict=True))
                 with tasks.claim_outbox(self.db, len(oids), only=oids) as rows:
-                    live = [(oid, msgs[oid]) for oid, *_ in rows]
+                    # The row must still be this task's: SQLite reuses the ids of deleted rows.
+                    live = [(oid, msgs[oid]) for oid, kind, _, task_id in rows
+                            if kind == "task" and task_id == msgs[oid].task_id]
                     for j in range(0, len(live), TASKS_PER_MESSAGE):
                         part = live[j : j + TASKS_PER_MESSAGE]
                         self._publish_tasks(ch, declared, h.endpoint_id,

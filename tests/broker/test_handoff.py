@@ -81,8 +81,11 @@ def test_a_late_hand_off_of_published_rows_sends_nothing(setup):
     publisher.wake()
     assert _next_task_ids(ch, ep) == [first]
     wait_for(lambda: _outbox_empty(db), "the outbox row to be deleted")
-    publisher.handoff(held[0])  # arrives late: its rows are gone, so it must send nothing
-    second = _submit(setup, publisher.handoff)  # hand-offs run in order: after the late one
+    # The next task is committed before the late hand-off is looked at: on SQLite its outbox
+    # row takes the id of the deleted one, so the late hand-off finds a row under its id.
+    second = _submit(setup, held.append)
+    publisher.handoff(held[0])  # arrives late: its row is gone, so it must send nothing
+    publisher.handoff(held[1])
     assert _next_task_ids(ch, ep) == [second]
     method, _, _ = ch.basic_get(protocol.endpoint_queue(ep), auto_ack=True)
     assert method is None, "the late hand-off published its task a second time"
