@@ -15,7 +15,8 @@ BASE = {"broker_url": "https://broker.example.org/"}
 def test_defaults() -> None:
     c = EndpointConfig.from_dict(dict(BASE))
     assert c.broker_url == "https://broker.example.org"
-    assert c.engine == {"type": "local", "max_workers": os.cpu_count() or 1}
+    assert c.engine == {"type": "local", "max_workers": os.cpu_count() or 1,
+                        "idle_timeout": 600.0}
     assert (c.prefetch, c.heartbeat_period, c.token) == (512, None, None)
     assert c.result_blob_limit == 0  # results over result_size_limit fail unless opted in
     assert EndpointConfig.from_dict({**BASE, "result_blob_limit": 2**30}).result_blob_limit \
@@ -27,6 +28,8 @@ def test_defaults() -> None:
     ({"prefetch": "many"}, "'prefetch'"),
     ({"engine": {"type": "slurm"}}, "'engine.type'"),
     ({"engine": {"max_workers": 0}}, "'engine.max_workers'"),
+    ({"engine": {"idle_timeout": 0}}, "'engine.idle_timeout'"),
+    ({"engine": {"idle_timeout": "soon"}}, "'engine.idle_timeout'"),
     ({"engine": {"workers": 2}}, "'engine.workers'"),
     ({"engine": "local"}, "'engine'"),
     ({"heartbeat_period": -1}, "'heartbeat_period'"),

@@ -62,10 +62,10 @@ def gone(pid: int) -> bool:
 
 
 class Pool:
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, idle_timeout: float | None = None):
         self.results: queue.Queue[ResultMessage] = queue.Queue()
         self.updates: queue.Queue[StatusUpdate] = queue.Queue()
-        self.engine = LocalEngine(workers, self.results.put, self.updates.put)
+        self.engine = LocalEngine(workers, self.results.put, self.updates.put, idle_timeout)
 
     def result(self) -> ResultMessage:
         return self.results.get(timeout=WAIT)
@@ -164,3 +164,21 @@ def test_shutdown_kills_running_work_and_reports_nothing(tmp_path: Path) -> None
     p.engine.shutdown()
     wait_until(lambda: gone(sleep_pid), "the sleep child to be killed")
     assert p.results.empty()  # the journal, not the engine, re-runs it later
+
+
+def test_workers_start_on_first_task_and_stop_when_idle() -> None:
+    p = Pool(1, idle_timeout=0.5)
+    p.engine.start()
+    try:
+        time.sleep(0.2)
+        assert p.engine._slots[0].process is None  # an idle endpoint holds no worker
+        p.engine.submit(make_task(square, 3))
+        first = p.result()
+        assert serialize.deserialize(first.result) == 9
+        pid = first.details["pid"]
+        wait_until(lambda: gone(pid), "the idle worker to be stopped")
+        p.engine.submit(make_task(square, 4))  # a fresh worker takes the next task
+        second = p.result()
+        assert serialize.deserialize(second.result) == 16 and second.details["pid"] != pid
+    finally:
+        p.engine.shutdown()

@@ -1,5 +1,5 @@
-"""Engine `local`: a pool of worker processes on this machine, started on first use and warm
-from then on.
+"""Engine `local`: a pool of worker processes on this machine, started on first use, kept warm
+while there is work and stopped after `idle_timeout` seconds without any.
 
 Each worker is a process started by multiprocessing's forkserver (never a plain fork of the
 threaded agent) that puts itself in its own process group, so cancelling a running task kills
@@ -29,6 +29,10 @@ from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
 
 log = logging.getLogger(__name__)
+
+#: Seconds an idle worker waits for work before it is stopped (the endpoint's footprint
+#: returns to the agent alone); the next task starts a fresh one.
+DEFAULT_IDLE_TIMEOUT = 600.0
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["fnrelay_endpoint.worker"])
@@ -83,11 +87,14 @@ class _Slot:
 class LocalEngine(Engine):
     name = "local"
 
-    def __init__(self, max_workers: int, on_result: ResultCallback, on_status: StatusCallback):
+    def __init__(self, max_workers: int, on_result: ResultCallback, on_status: StatusCallback,
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT):
         super().__init__(on_result, on_status)
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
+        #: Seconds a worker may wait for work before it is stopped (None: never).
+        self.idle_timeout = idle_timeout
         self._queue: collections.deque[TaskMessage] = collections.deque()
         self._cond = threading.Condition()
         self._slots = [_Slot(i) for i in range(max_workers)]
@@ -97,18 +104,26 @@ class LocalEngine(Engine):
     @classmethod
     def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:
         for key in config:
-            if key not in ("type", "max_workers"):
+            if key not in ("type", "max_workers", "idle_timeout"):
                 raise ConfigurationError(f"{source}: unknown key 'engine.{key}' for engine 'local'")
         workers = config.get("max_workers", os.cpu_count() or 1)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigurationError(
                 f"{source}: 'engine.max_workers' must be a positive integer, got {workers!r}")
-        return {"type": "local", "max_workers": workers}
+        idle = config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+        if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float))
+                                 or idle <= 0):
+            raise ConfigurationError(
+                f"{source}: 'engine.idle_timeout' must be a positive number of seconds or null "
+                f"(never stop idle workers), got {idle!r}")
+        return {"type": "local", "max_workers": workers, "idle_timeout": idle}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], workdir: Path, on_result: ResultCallback,
                     on_status: StatusCallback) -> LocalEngine:
-        return cls(int(config["max_workers"]), on_result, on_status)
+        idle = config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+        return cls(int(config["max_workers"]), on_result, on_status,
+                   None if idle is None else float(idle))
 
     # --- public API -----------------------------------------------------------------------
     def start(self) -> None:
@@ -205,9 +220,17 @@ class LocalEngine(Engine):
         return parent
 
     def _next_task(self, slot: _Slot) -> TaskMessage | None:
+        """The next task for `slot`'s worker; None when the engine stops or the worker has
+        been idle for idle_timeout (the feeder then stops it; the next task starts one)."""
+        deadline = None if self.idle_timeout is None else time.monotonic() + self.idle_timeout
         with self._cond:
             while not self._queue and not self._stopping:
-                self._cond.wait()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    log.info("worker %d idle for %gs: stopping it", slot.index,
+                             self.idle_timeout)
+                    return None
+                self._cond.wait(remaining)
             if self._stopping:
                 return None
             slot.task, slot.cancelled = self._queue.popleft(), False
