@@ -144,8 +144,11 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
         _db_failure("cannot open database", settings.db_url, e)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         _fail("--ssl-certfile and --ssl-keyfile go together")
+    # A bounded graceful stop: requests in flight get SHUTDOWN_GRACE seconds, and an idle
+    # keep-alive client (over TLS it never sends close_notify) cannot hold the stop longer.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE)
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler
     # that was there before; a no-op one makes a clean stop exit 0 (no KeyboardInterrupt).
@@ -154,6 +157,10 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
     server.run()
     if not server.started:
         _fail(f"could not serve on {host}:{port} (is the port in use?)")
+
+
+#: Seconds `serve` waits on SIGTERM for requests in flight and open connections.
+SHUTDOWN_GRACE = 5
 
 
 @main.group()

@@ -86,22 +86,29 @@ def tls_rabbitmq(pki) -> Iterator[RabbitMQServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def https_broker(pki, tls_rabbitmq, ca_env) -> Iterator[dict[str, str]]:
-    """`fnrelay-broker serve --ssl-certfile/--ssl-keyfile`, reaching RabbitMQ over amqps."""
+def _start_https_broker(pki, tls_rabbitmq):  # type: ignore[no-untyped-def]
+    """`fnrelay-broker serve --ssl-certfile/--ssl-keyfile`, reaching RabbitMQ over amqps:
+    (process, URL, its directory, its database URL), answering."""
     d = make_shared_tmpdir("fnrelay-tls-broker-")
     port = free_port()
     db = f"sqlite:///{d / 'broker.db'}"
-    bin_ = executable("fnrelay-broker")
-    proc = spawn([bin_, "serve", "--db", db, "--amqp-url", tls_rabbitmq.amqps_url,
+    proc = spawn([executable("fnrelay-broker"), "serve", "--db", db,
+                  "--amqp-url", tls_rabbitmq.amqps_url,
                   "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(pki["cert"]),
                   "--ssl-keyfile", str(pki["key"]),
                   "--amqp-management-url", tls_rabbitmq.management_url], d / "broker.log",
                  {"FNRELAY_HOME": str(d), ENV_CA_BUNDLE: str(pki["ca"])})
     url = f"https://localhost:{port}"
+    wait_for(lambda: _answers(url, pki["ca"]) or proc.poll() is not None, "the HTTPS broker")
+    assert proc.poll() is None, (d / "broker.log").read_text()[-2000:]
+    return proc, url, d, db
+
+
+@pytest.fixture(scope="module")
+def https_broker(pki, tls_rabbitmq, ca_env) -> Iterator[dict[str, str]]:
+    proc, url, d, db = _start_https_broker(pki, tls_rabbitmq)
+    bin_ = executable("fnrelay-broker")
     try:
-        wait_for(lambda: _answers(url, pki["ca"]) or proc.poll() is not None, "the HTTPS broker")
-        assert proc.poll() is None, (d / "broker.log").read_text()[-2000:]
         out = subprocess.run([bin_, "user", "add", "tls-user", "--db", db],
                              capture_output=True, text=True, check=True)
         yield {"url": url, "token": out.stdout.strip().splitlines()[-1], "log": str(d)}
@@ -190,3 +197,26 @@ def test_endpoint_runs_a_function_over_amqps_and_https(https_broker, tls_rabbitm
         client.transport.close()
         ep.stop()
         subprocess.run(["rm", "-rf", str(home)], check=False)
+
+
+def test_https_broker_stops_despite_an_idle_keep_alive_client(pki, tls_rabbitmq):
+    """A client that keeps its TLS connection open (never sends close_notify) must not hold
+    the broker's SIGTERM stop: the broker's graceful shutdown is bounded."""
+    import requests
+
+    proc, url, d, _ = _start_https_broker(pki, tls_rabbitmq)
+    session = requests.Session()
+    try:
+        assert session.get(f"{url}/v1/version", verify=str(pki["ca"]), timeout=5).ok
+        proc.terminate()
+        try:
+            # Unbounded, uvicorn waits ~30 s for such a client; the broker's grace is 5 s.
+            code = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the broker did not stop within 20 s of SIGTERM") from None
+        assert code == 0, (d / "broker.log").read_text()[-2000:]
+    finally:
+        session.close()
+        if proc.poll() is None:
+            proc.kill()
