@@ -101,7 +101,12 @@ class Declarer:
         return self._run(lambda ch: declare_group_queue(ch, task_group_id, self.group_expires_s))
 
     def delete_endpoint_queue(self, endpoint_id: str) -> bool:
-        return self._run(lambda ch: ch.queue_delete(protocol.endpoint_queue(endpoint_id)))
+        """Delete an endpoint's task queue and, had it one (a multi-user manager), its control
+        queue (deleting a queue that does not exist is a no-op in RabbitMQ)."""
+        def delete(ch) -> None:  # type: ignore[no-untyped-def]
+            ch.queue_delete(protocol.endpoint_queue(endpoint_id))
+            ch.queue_delete(protocol.control_queue(endpoint_id))
+        return self._run(delete)
 
 
 class Backoff:

@@ -135,11 +135,13 @@ def test_deleting_a_manager_deletes_its_childrens_accounts(reclaiming_broker, mg
     child = protocol.child_endpoint_id(manager, user.ok("GET", "/whoami")["user_id"], {})
     admin.ok("POST", f"/endpoints/{manager}/children/{child}/credentials")
     assert mgmt.user(f"fnrelay-ep-{child}")  # busy (an unfinished task): not reclaimed
+    assert mgmt.queue(protocol.control_queue(manager))
 
     admin.ok("DELETE", f"/endpoints/{manager}")
     assert not mgmt.user(f"fnrelay-ep-{child}")
     assert not mgmt.user(f"fnrelay-ep-{manager}")
     assert not mgmt.queue(protocol.endpoint_queue(child))
+    assert not mgmt.queue(protocol.control_queue(manager))
     failed = user.ok("GET", f"/tasks/{task}")
     assert failed["status"] == "failed"
     assert "deleted" in failed["exception"]["message"]
