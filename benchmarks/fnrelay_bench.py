@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from benchmarks import hops
 from benchmarks.stack import Stack
 from benchmarks.stats import clock, latency_summary, throughput_summary, time_calls
 from benchmarks.tasks import noop
@@ -20,9 +21,18 @@ def run(stack: Stack, n_latency: int, n_throughput: int, warmup: int = 50,
     result) through one fnrelay.Executor."""
     from fnrelay import Executor
 
-    with Executor(stack.endpoint_id, client=stack.client()) as ex:
-        timings, lat_ok = time_calls(lambda i: ex.submit(noop, i).result(timeout=timeout),
-                                     n_latency, warmup)
+    client = stack.client()
+    calls: list[tuple[str, float, float]] = []  # (task id, submitted, resolved), wall clock
+
+    def one_call(i: int) -> Any:
+        t0 = time.time()
+        future = ex.submit(noop, i)
+        value = future.result(timeout=timeout)
+        calls.append((str(future.task_id), t0, time.time()))
+        return value
+
+    with Executor(stack.endpoint_id, client=client) as ex:
+        timings, lat_ok = time_calls(one_call, n_latency, warmup)
         t0 = clock()
         futures = [ex.submit(noop, i) for i in range(n_throughput)]
         done, not_done = cf.wait(futures, timeout=timeout)
@@ -36,6 +46,7 @@ def run(stack: Stack, n_latency: int, n_throughput: int, warmup: int = 50,
     return {
         "settings": {"api": "fnrelay.Executor", "batch_size": ex.batch_size},
         "latency": {**latency_summary(timings), "correct": lat_ok},
+        "hops_ms": hops.breakdown(client, calls[warmup:]),
         "throughput": throughput_summary(n_throughput, seconds, thr_ok),
     }
 

@@ -1,8 +1,9 @@
-"""Where one lone task's latency goes: medians per hop over sequential calls.
+"""Where one lone task's latency goes: medians per hop over the latency run's calls.
 
-`python -m benchmarks.hops [N]` starts a local stack, runs N no-op tasks one at a time through
-`Executor`, and splits each call by the task's history (broker clock) and the worker's own
-start/end times (same machine, same clock): the breakdown docs/performance.md quotes.
+Each call is split by the task's history (broker clock) and the worker's own start/end times
+(`details.started`/`completed`; same machine, same clock) into the hops below. The harness
+adds this breakdown to every fnrelay run; `python -m benchmarks.hops [N]` measures it alone
+on a fresh local stack.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from typing import Any
 
-from benchmarks.stack import local_stack
-from benchmarks.tasks import noop
-
+#: (name, from, to): the points are the SDK's own times ("submit", "resolved"), history states
+#: and the worker's "started"/"completed".
 HOPS = (
     ("submit -> received", "submit", "received"),
     ("received -> published", "received", "waiting-for-endpoint"),
@@ -23,13 +24,38 @@ HOPS = (
     ("recorded -> future resolves", "success", "resolved"),
     ("whole call", "submit", "resolved"),
 )
+CHUNK = 500  # task ids per batch status request
+
+
+def breakdown(client: Any, calls: list[tuple[str, float, float]]) -> dict[str, float]:
+    """Median milliseconds per hop; `calls` are (task_id, submitted, resolved) wall times."""
+    records: dict[str, Any] = {}
+    ids = [task_id for task_id, _, _ in calls]
+    for i in range(0, len(ids), CHUNK):
+        records.update(client.get_tasks(ids[i : i + CHUNK])["tasks"])
+    samples = []
+    for task_id, submitted, resolved in calls:
+        task = records.get(task_id)
+        if task is None:
+            continue
+        points = {"submit": submitted, "resolved": resolved,
+                  **{h["status"]: h["time"] for h in task["history"]},
+                  **{k: task["details"].get(k) for k in ("started", "completed")}}
+        if all(isinstance(points.get(p), (int, float)) for _, a, b in HOPS for p in (a, b)):
+            samples.append(points)
+    if not samples:
+        return {}
+    return {name: 1000 * statistics.median(s[b] - s[a] for s in samples)
+            for name, a, b in HOPS}
 
 
 def measure(n: int = 100, warmup: int = 20) -> dict[str, float]:
-    """Median milliseconds per hop over `n` warm sequential calls."""
+    """Start a local stack and break `n` warm sequential calls down by hop."""
+    from benchmarks.stack import local_stack
+    from benchmarks.tasks import noop
     from fnrelay import Executor
 
-    samples: list[dict[str, float]] = []
+    calls: list[tuple[str, float, float]] = []
     with local_stack(workers=2) as stack:
         client = stack.client()
         with Executor(stack.endpoint_id, client=client) as ex:
@@ -37,15 +63,9 @@ def measure(n: int = 100, warmup: int = 20) -> dict[str, float]:
                 t0 = time.time()
                 fut = ex.submit(noop, i)
                 fut.result(timeout=60)
-                t1 = time.time()
                 if i >= warmup:
-                    samples.append({"submit": t0, "resolved": t1, "task_id": fut.task_id})
-        for s in samples:
-            task = client.get_task(s.pop("task_id"))
-            s.update({h["status"]: h["time"] for h in task["history"]})
-            s.update({k: task["details"][k] for k in ("started", "completed")})
-    return {name: 1000 * statistics.median(s[b] - s[a] for s in samples)
-            for name, a, b in HOPS}
+                    calls.append((str(fut.task_id), t0, time.time()))
+        return breakdown(client, calls)
 
 
 def main(argv: list[str]) -> int:

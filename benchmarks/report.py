@@ -107,6 +107,10 @@ def render(r: dict[str, Any]) -> str:
         _table(["", "fnrelay", "Parsl HTEX", "raw AMQP", "fnrelay/Parsl", "fnrelay/AMQP"],
                rows),
     ]
+    hop_ms = _get(r, "fnrelay", "hops_ms") or {}
+    if hop_ms:
+        parts += ["", _table(["one lone task, median per hop", "ms"],
+                             [[name, _fmt(ms, 2)] for name, ms in hop_ms.items()])]
     m = r.get("memory") or {}
     if m:
         stored = m.get("stored") or {}

@@ -37,8 +37,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
 def test_run_succeeds_and_prints_the_ratios(tiny_run):
     proc, _ = tiny_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for heading in ("fnrelay/Parsl", "fnrelay/AMQP", "throughput (tasks/s)", "latency p99"):
+    for heading in ("fnrelay/Parsl", "fnrelay/AMQP", "throughput (tasks/s)", "latency p99",
+                    "median per hop"):
         assert heading in proc.stdout
+
+
+def test_fnrelay_latency_is_broken_down_by_hop(tiny_run):
+    """Every hop of docs/performance.md's breakdown is there, none negative: the history reads
+    forward in time (one machine, one clock)."""
+    from benchmarks.hops import HOPS
+
+    _, out = tiny_run
+    hops = json.loads((out / "latest.json").read_text())["fnrelay"]["hops_ms"]
+    assert list(hops) == [name for name, _, _ in HOPS]
+    assert all(ms >= 0 for ms in hops.values()), hops
 
 
 def test_every_system_ran_every_task_correctly(tiny_run):
