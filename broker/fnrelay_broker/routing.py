@@ -196,7 +196,6 @@ class OutboxPublisher(_Worker):
             log.error("dropping outbox rows of unknown kind %r", kind)
             tasks.finish_outbox(self.db, oids, [])
 
-
     def _publish_tasks(self, ch, declared, endpoint_id: str, oids: list[int],  # type: ignore[no-untyped-def]
                        msgs: list[protocol.TaskMessage]) -> None:
         """One message of tasks to an endpoint; its outbox rows go once RabbitMQ confirmed."""
