@@ -15,14 +15,11 @@ from benchmarks.tasks import noop
 STORE_BATCH = 1000  # tasks per POST /v1/submit when filling the database
 
 
-def run(stack: Stack, n_latency: int, n_throughput: int, warmup: int = 50,
-        timeout: float = 300.0) -> dict[str, Any]:
-    """Latency (one call at a time, warm) and throughput (n calls, first submit to last
-    result) through one fnrelay.Executor."""
-    from fnrelay import Executor
-
-    client = stack.client()
-    calls: list[tuple[str, float, float]] = []  # (task id, submitted, resolved), wall clock
+def lone_calls(ex: Any, n: int, warmup: int, timeout: float
+               ) -> tuple[list[float], bool, list[tuple[str, float, float]]]:
+    """`n` timed no-op calls one at a time through Executor `ex`, after `warmup` untimed ones:
+    (timings, all correct, (task id, submitted, resolved) wall times of the timed calls)."""
+    calls: list[tuple[str, float, float]] = []
 
     def one_call(i: int) -> Any:
         t0 = time.time()
@@ -31,8 +28,19 @@ def run(stack: Stack, n_latency: int, n_throughput: int, warmup: int = 50,
         calls.append((str(future.task_id), t0, time.time()))
         return value
 
+    timings, correct = time_calls(one_call, n, warmup)
+    return timings, correct, calls[warmup:]
+
+
+def run(stack: Stack, n_latency: int, n_throughput: int, warmup: int = 50,
+        timeout: float = 300.0) -> dict[str, Any]:
+    """Latency (one call at a time, warm) and throughput (n calls, first submit to last
+    result) through one fnrelay.Executor."""
+    from fnrelay import Executor
+
+    client = stack.client()
     with Executor(stack.endpoint_id, client=client) as ex:
-        timings, lat_ok = time_calls(one_call, n_latency, warmup)
+        timings, lat_ok, calls = lone_calls(ex, n_latency, warmup, timeout)
         t0 = clock()
         futures = [ex.submit(noop, i) for i in range(n_throughput)]
         done, not_done = cf.wait(futures, timeout=timeout)
@@ -46,7 +54,7 @@ def run(stack: Stack, n_latency: int, n_throughput: int, warmup: int = 50,
     return {
         "settings": {"api": "fnrelay.Executor", "batch_size": ex.batch_size},
         "latency": {**latency_summary(timings), "correct": lat_ok},
-        "hops_ms": hops.breakdown(client, calls[warmup:]),
+        "hops_ms": hops.breakdown(client, calls),
         "throughput": throughput_summary(n_throughput, seconds, thr_ok),
     }
 

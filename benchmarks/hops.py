@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from typing import Any
 
 #: (name, from, to): the points are the SDK's own times ("submit", "resolved"), history states
@@ -51,20 +50,14 @@ def breakdown(client: Any, calls: list[tuple[str, float, float]]) -> dict[str, f
 
 def measure(n: int = 100, warmup: int = 20) -> dict[str, float]:
     """Start a local stack and break `n` warm sequential calls down by hop."""
+    from benchmarks.fnrelay_bench import lone_calls
     from benchmarks.stack import local_stack
-    from benchmarks.tasks import noop
     from fnrelay import Executor
 
-    calls: list[tuple[str, float, float]] = []
     with local_stack(workers=2) as stack:
         client = stack.client()
         with Executor(stack.endpoint_id, client=client) as ex:
-            for i in range(warmup + n):
-                t0 = time.time()
-                fut = ex.submit(noop, i)
-                fut.result(timeout=60)
-                if i >= warmup:
-                    calls.append((str(fut.task_id), t0, time.time()))
+            _, _, calls = lone_calls(ex, n, warmup, timeout=60)
         return breakdown(client, calls)
 
 

@@ -166,13 +166,11 @@ class OutboxPublisher(_Worker):
     def _publish(self, ch, declared, kind, endpoint_id, items) -> None:  # type: ignore[no-untyped-def]
         oids = [o for o, _ in items]
         tids = [t for _, t in items]
-        if kind in ("task", "cancel") and endpoint_id not in declared:
-            declare_endpoint_queue(ch, endpoint_id)
-            declared.add(endpoint_id)
         if kind == "task":
             self._publish_tasks(ch, declared, endpoint_id, oids,
                                 tasks.task_messages(self.db, tids))
         elif kind == "cancel":
+            _declare_endpoint_queue(ch, declared, endpoint_id)
             body = protocol.encode({"v": protocol.PROTOCOL_VERSION, "task_ids": tids})
             ch.basic_publish(
                 protocol.TASKS_EXCHANGE, endpoint_id, body, _props(protocol.MSG_CANCEL)
@@ -199,9 +197,7 @@ class OutboxPublisher(_Worker):
     def _publish_tasks(self, ch, declared, endpoint_id: str, oids: list[int],  # type: ignore[no-untyped-def]
                        msgs: list[protocol.TaskMessage]) -> None:
         """One message of tasks to an endpoint; its outbox rows go once RabbitMQ confirmed."""
-        if endpoint_id not in declared:
-            declare_endpoint_queue(ch, endpoint_id)
-            declared.add(endpoint_id)
+        _declare_endpoint_queue(ch, declared, endpoint_id)
         published = protocol.now()
         if msgs:
             ch.basic_publish(
@@ -209,6 +205,13 @@ class OutboxPublisher(_Worker):
                 _props(protocol.MSG_TASKS), mandatory=False,
             )
         tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
+
+
+def _declare_endpoint_queue(ch, declared: set[str], endpoint_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Declare an endpoint's queue once per publisher connection (`declared` remembers)."""
+    if endpoint_id not in declared:
+        declare_endpoint_queue(ch, endpoint_id)
+        declared.add(endpoint_id)
 
 
 def forward_results(ch, results: list[protocol.ResultMessage]) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
@@ -163,3 +164,46 @@ def amqp(amqp_url) -> Iterator[pika.adapters.blocking_connection.BlockingChannel
     ch.confirm_delivery()
     yield ch
     conn.close()
+
+
+@dataclass
+class TaskStore:
+    """The broker's task store called directly, on a real SQLite database with one user,
+    one registered endpoint and one function."""
+
+    db: Any
+    user: Any
+    endpoint_id: str
+    function_id: str
+
+    def submit(self, handoff: Callable[[Any], None] | None = None) -> str:
+        """Submit one task (through `handoff` after the commit, if given); its id."""
+        from fnrelay_broker import tasks
+
+        answer = tasks.submit(self.db, self.user, str(uuid.uuid4()), self.endpoint_id, None,
+                              [{"function_id": self.function_id, "payload": "03\n1"}],
+                              handoff=handoff)
+        return answer["task_ids"][0]
+
+    def history(self, task_id: str) -> list[tuple[str, float]]:
+        """(status, time) of each step of the task, in order."""
+        from fnrelay_broker import tasks
+
+        rec = tasks.task_record(self.db, self.user, task_id)
+        return [(h["status"], h["time"]) for h in rec["history"]]
+
+
+@pytest.fixture
+def task_store(tmp_path) -> TaskStore:  # type: ignore[no-untyped-def]
+    from fnrelay_broker import registry
+    from fnrelay_broker.auth import CurrentUser, create_user
+    from fnrelay_broker.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'broker.db'}")
+    db.migrate()
+    uid, _ = create_user(db, "alice")
+    user = CurrentUser(id=uid, username="alice")
+    endpoint_id = str(uuid.uuid4())
+    registry.register_endpoint(db, user, endpoint_id, "ep", {})
+    function_id = registry.register_function(db, user, "04\nbody", "f", None)
+    return TaskStore(db, user, endpoint_id, function_id)
