@@ -15,6 +15,7 @@ import requests
 
 from fnrelay import Client, Executor, protocol
 from fnrelay.local import LocalEndpoint
+from support.endpoint_peer import send_result
 from support.session import MARKER
 from support.waiting import wait_for
 
@@ -88,22 +89,6 @@ def test_idle_group_reader_is_deleted_and_made_again_on_reattach(
         ep.stop()
 
 
-def _finish_as(url: str, endpoint_id: str, task_id: str, group: str) -> None:
-    """Send the task's result with the child's own account (as its child endpoint would)."""
-    params = pika.URLParameters(url)
-    conn = pika.BlockingConnection(params)
-    try:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        ch.basic_publish(protocol.RESULTS_EXCHANGE, endpoint_id, protocol.encode_results(
-            [protocol.ResultMessage(task_id=task_id, status="success", result="00\ndone",
-                                    task_group_id=group)]),
-            pika.BasicProperties(type=protocol.MSG_RESULTS, delivery_mode=2,
-                                 user_id=params.credentials.username))
-    finally:
-        conn.close()
-
-
 def test_retired_child_account_is_deleted_and_made_again(reclaiming_broker, mgmt):
     admin, user = reclaiming_broker.api(), reclaiming_broker.api()
     manager = str(uuid.uuid4())
@@ -114,7 +99,7 @@ def test_retired_child_account_is_deleted_and_made_again(reclaiming_broker, mgmt
     url = admin.ok("POST", path)["amqp_url"]
     account = f"fnrelay-ep-{child}"
     assert mgmt.user(account)
-    _finish_as(url, child, answer["task_ids"][0], answer["task_group_id"])
+    send_result(url, child, answer["task_ids"][0], answer["task_group_id"], "00\ndone")
     wait_for(lambda: user.ok("GET", f"/tasks/{answer['task_ids'][0]}")["status"] == "success",
              "the child's result to be recorded")
     wait_for(lambda: not mgmt.user(account), "the retired child's account to be deleted")

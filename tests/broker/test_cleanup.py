@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import uuid
 
-import pika
 import pytest
 
 from fnrelay import protocol
+from support.endpoint_peer import send_result
 from support.waiting import wait_for
 
 
@@ -23,20 +23,6 @@ def ttl_broker(start_broker, amqp_url):  # type: ignore[no-untyped-def]
     return start_broker(amqp_url, None, "--result-ttl", "1")
 
 
-def _finish(amqp_url: str, endpoint_id: str, task_id: str, group: str) -> None:
-    """Send the task's result as its endpoint (no per-endpoint accounts on this broker)."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        ch.basic_publish(protocol.RESULTS_EXCHANGE, endpoint_id, protocol.encode_results(
-            [protocol.ResultMessage(task_id=task_id, status="success", result="done",
-                                    task_group_id=group)]),
-            pika.BasicProperties(type=protocol.MSG_RESULTS, delivery_mode=2))
-    finally:
-        conn.close()
-
-
 def test_finished_tasks_expire_and_pending_ones_stay(ttl_broker, amqp_url):
     api = ttl_broker.api()
     eid = str(uuid.uuid4())
@@ -45,7 +31,7 @@ def test_finished_tasks_expire_and_pending_ones_stay(ttl_broker, amqp_url):
     first = api.submit(eid, fn)
     done, group = first["task_ids"][0], first["task_group_id"]
     pending = api.submit(eid, fn)["task_ids"][0]
-    _finish(amqp_url, eid, done, group)
+    send_result(amqp_url, eid, done, group, "done")
     wait_for(lambda: api("GET", f"/tasks/{done}").status_code == 404,
              "the finished task to be deleted after its ttl")
     # The unfinished task is older than the ttl too, and it stays.

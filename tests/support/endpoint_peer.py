@@ -1,0 +1,24 @@
+"""Raw pika playing an endpoint, for tests that need a result without running an endpoint."""
+
+from __future__ import annotations
+
+import pika
+
+from fnrelay import protocol
+
+
+def send_result(url: str, endpoint_id: str, task_id: str, group: str, result: str) -> None:
+    """Publish a task's success as its endpoint would: routing key = endpoint id, confirmed,
+    `user_id` = the connecting account (RabbitMQ checks it)."""
+    params = pika.URLParameters(url)
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(protocol.RESULTS_EXCHANGE, endpoint_id, protocol.encode_results(
+            [protocol.ResultMessage(task_id=task_id, status="success", result=result,
+                                    task_group_id=group)]),
+            pika.BasicProperties(type=protocol.MSG_RESULTS, delivery_mode=2,
+                                 user_id=params.credentials.username))
+    finally:
+        conn.close()
