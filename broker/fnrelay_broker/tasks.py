@@ -268,10 +268,12 @@ def _mark_delivered(s, task: Task, t: float) -> None:  # type: ignore[no-untyped
 _RESULT_COLUMNS = (Task.id, Task.endpoint_id, Task.status, Task.created, Task.task_group_id)
 
 
-def _locked_tasks(ids: list[str]):  # type: ignore[no-untyped-def]
-    """Select tasks FOR UPDATE (PostgreSQL; SQLite's write transaction already excludes
-    others): two broker replicas consuming duplicates of one result then record it once."""
-    return select(Task).where(Task.id.in_(ids)).order_by(Task.id).with_for_update()
+def _locked_tasks(ids: list[str], *columns: Any):  # type: ignore[no-untyped-def]
+    """Select tasks (or just `columns` of them) FOR UPDATE, in id order (PostgreSQL; SQLite's
+    write transaction already excludes others): two broker replicas consuming duplicates of
+    one result then record it once."""
+    return (select(*(columns or (Task,))).where(Task.id.in_(ids)).order_by(Task.id)
+            .with_for_update())
 
 
 def _steps_before(task_id: str, status: str, started: float | None, t: float
@@ -316,8 +318,7 @@ def record_results(
         rows = {}
         for chunk in _chunks(ids):
             rows.update({row.id: row for row in conn.execute(
-                select(*_RESULT_COLUMNS).where(Task.id.in_(chunk)).order_by(Task.id)
-                .with_for_update())})
+                _locked_tasks(chunk, *_RESULT_COLUMNS))})
         t = now()  # after the row locks: later than any step recorded before them
         status = {i: row.status for i, row in rows.items()}
         history: list[dict[str, Any]] = []
