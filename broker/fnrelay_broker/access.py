@@ -53,12 +53,13 @@ class AmqpAccess:
             raise ApiError(503, "RabbitMQ accounts cannot be created now; retry later") from e
         return url_with_credentials(self.public_url, creds.username, creds.password)
 
-    def group_url(self, task_group_id: str) -> str:
-        """The URL of the group's reader account, with a new password."""
+    def group_url(self, task_group_id: str, submit_to: str | None = None) -> str:
+        """The URL of the group's account, with a new password (`submit_to`: it may also
+        publish tasks to that endpoint on the direct path)."""
         if self.accounts is None:
             return self.public_url
         try:
-            creds = self.accounts.group_reader(task_group_id)
+            creds = self.accounts.group_reader(task_group_id, submit_to)
         except AccountError as e:
             log.error("cannot create the reader account of group %s: %s", task_group_id, e)
             raise ApiError(503, "RabbitMQ accounts cannot be created now; retry later") from e

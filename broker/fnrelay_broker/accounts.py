@@ -25,7 +25,7 @@ from fnrelay import protocol
 log = logging.getLogger(__name__)
 
 ENDPOINT_PREFIX = "fnrelay-ep-"
-GROUP_PREFIX = "fnrelay-group-"
+GROUP_PREFIX = protocol.group_account("")
 _TIMEOUT = 10
 
 
@@ -43,7 +43,7 @@ def endpoint_user(endpoint_id: str) -> str:
 
 
 def group_user(task_group_id: str) -> str:
-    return GROUP_PREFIX + task_group_id
+    return protocol.group_account(task_group_id)
 
 
 def url_with_credentials(url: str, username: str, password: str) -> str:
@@ -111,17 +111,27 @@ class Accounts:
         queues = [protocol.endpoint_queue(endpoint_id)]
         if multi_user:
             queues.append(protocol.control_queue(endpoint_id))
+        # fnrelay.groups (direct, so no topic permission): results of direct-path tasks go
+        # straight to their group; Executors accept them only with this account's user_id.
         return self._put_user(
             endpoint_user(endpoint_id), read=_only(*queues),
-            write=_only(protocol.RESULTS_EXCHANGE, protocol.DEADLETTER_EXCHANGE),
+            write=_only(protocol.RESULTS_EXCHANGE, protocol.DEADLETTER_EXCHANGE,
+                        protocol.GROUPS_EXCHANGE),
             topic_write={protocol.RESULTS_EXCHANGE: _only(endpoint_id)},
         )
 
-    def group_reader(self, task_group_id: str) -> Credentials:
-        """(Re)create a task group's reader: it may consume the group queue and nothing else."""
+    def group_reader(self, task_group_id: str, submit_to: str | None = None) -> Credentials:
+        """(Re)create a task group's account: it may consume the group queue and, with
+        `submit_to` (an endpoint id), publish tasks to `fnrelay.submit` with that routing key
+        only (the direct path); nothing else."""
+        if submit_to is None:
+            return self._put_user(group_user(task_group_id),
+                                  read=_only(protocol.group_queue(task_group_id)), write="^$",
+                                  topic_write={})
         return self._put_user(group_user(task_group_id),
-                              read=_only(protocol.group_queue(task_group_id)), write="^$",
-                              topic_write={})
+                              read=_only(protocol.group_queue(task_group_id)),
+                              write=_only(protocol.SUBMIT_EXCHANGE),
+                              topic_write={protocol.SUBMIT_EXCHANGE: _only(submit_to)})
 
     def deadletter_policy(self) -> None:
         """Dead-letter what fnrelay's endpoint and broker queues reject or drop.

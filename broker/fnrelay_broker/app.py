@@ -13,12 +13,14 @@ from pydantic import BaseModel, Field
 from fnrelay import protocol
 from fnrelay_broker import auth, blob_api, children, registry, tasks
 from fnrelay_broker.access import AmqpAccess
+from fnrelay_broker.accounts import endpoint_user
 from fnrelay_broker.amqp import Declarer
 from fnrelay_broker.blobs import BlobStore
 from fnrelay_broker.cleanup import Cleaner
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, install_handlers
 from fnrelay_broker.limits import PayloadLimit
+from fnrelay_broker.models import Endpoint
 from fnrelay_broker.routing import OutboxPublisher, ResultConsumer
 from fnrelay_broker.settings import BrokerSettings
 from fnrelay_broker.validation import JsonObject, Text
@@ -45,6 +47,8 @@ class EndpointIn(BaseModel):
 
 class TaskGroupIn(BaseModel):
     task_group_id: uuid.UUID | None = None
+    #: The endpoint this group's tasks go to: asks for the direct path (granted or not).
+    endpoint_id: uuid.UUID | None = None
 
 
 class TaskIn(BaseModel):
@@ -124,6 +128,17 @@ class Broker:
             self.publisher.start()
             self.consumer.start()
             self.cleaner.start()
+
+    def direct_allowed(self, user: auth.CurrentUser, endpoint_id: str) -> bool:
+        """May this user's Executor use the direct path to `endpoint_id`? Only to a plain
+        endpoint the user owns (shared and multi-user endpoints need the broker's checks and
+        routing first), and only where RabbitMQ vouches for every sender (own accounts)."""
+        if not (self.settings.direct and self.access.isolated):
+            return False
+        with self.db.read() as s:
+            ep = s.get(Endpoint, endpoint_id)
+            return (ep is not None and ep.owner == user.id and not children.is_multi_user(ep)
+                    and children.parent_of(ep) is None)
 
     def stop(self) -> None:
         if self.start_threads:
@@ -248,8 +263,16 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         gid = registry.create_task_group(db, user, wanted)
         if not broker.declarer.group_queue(gid):
             log.warning("task group %s created but its queue is not declared", gid)
-        return {"task_group_id": gid, "amqp_url": broker.access.group_url(gid),
-                "queue": protocol.group_queue(gid)}
+        eid = str(body.endpoint_id) if body and body.endpoint_id else None
+        direct = eid if eid and broker.direct_allowed(user, eid) else None
+        answer = {"task_group_id": gid, "amqp_url": broker.access.group_url(gid, direct),
+                  "queue": protocol.group_queue(gid), "submit": None}
+        if broker.access.isolated:  # who may put results in the queue (RabbitMQ-validated)
+            answer["result_senders"] = [broker.access.broker_user]
+        if direct:
+            answer["submit"] = {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": direct}
+            answer["result_senders"].append(endpoint_user(direct))
+        return answer
 
     @app.get("/v1/task_groups/{task_group_id}")
     def get_task_group(task_group_id: Text, user: User) -> dict:

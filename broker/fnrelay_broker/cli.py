@@ -104,6 +104,10 @@ def main() -> None:
                    "results fail with a size error.")
 @click.option("--blob-limit", default=DEFAULT_BLOB_LIMIT, show_default=True,
               type=click.IntRange(min=1), metavar="BYTES", help="Largest result blob.")
+@click.option("--direct/--no-direct", default=True, show_default=True,
+              help="With --amqp-management-url: let Executors publish tasks straight to "
+                   "endpoints they own and take results straight from them, the broker "
+                   "recording both in parallel (lower latency; docs/protocol.md).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -115,7 +119,7 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
           amqp_management_user,
           amqp_management_password, log_level, ssl_certfile=None,
           ssl_keyfile=None, blob_store=None,
-          blob_limit=DEFAULT_BLOB_LIMIT) -> None:  # type: ignore[no-untyped-def]
+          blob_limit=DEFAULT_BLOB_LIMIT, direct=True) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     import uvicorn
     from alembic.util.exc import CommandError
@@ -134,7 +138,7 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
         amqp_management_url=amqp_management_url, account_idle=account_idle,
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
-        blob_store=blob_store, blob_limit=blob_limit,
+        blob_store=blob_store, blob_limit=blob_limit, direct=direct,
     )
     try:
         app = create_app(settings)

@@ -11,10 +11,11 @@ serialized values stay opaque text.
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 from fnrelay import protocol
-from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate
+from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_broker.validation import check_tree
 
 _EXCEPTION_TEXT = ("type", "message", "traceback")
@@ -55,6 +56,39 @@ def results(body: bytes) -> list[ResultMessage]:
                 _require(exc, field, (str,), optional=False)
             _require(exc, "serialized", (str,), optional=True)
     return [ResultMessage.from_dict(item) for item in items]  # unknown keys are ignored
+
+
+def _uuid(item: dict[str, Any], field: str) -> None:
+    value = item.get(field)
+    try:
+        ok = str(uuid.UUID(value)) == value
+    except (TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{field!r} must be a UUID in canonical form")
+
+
+def direct_tasks(body: bytes) -> list[TaskMessage]:
+    """Decode a `tasks` message an Executor published on the direct path; ValueError unless
+    every field has its documented type and the message names one task group."""
+    items = _items(body, "tasks")
+    if not items:
+        raise ValueError("no tasks")
+    for item in items:
+        _uuid(item, "task_id")
+        _uuid(item, "function_id")
+        _uuid(item, "task_group_id")
+        _require(item, "function", (str,), optional=False)
+        _require(item, "payload", (str,), optional=False)
+        _require(item, "resource_specification", (dict,), optional=True)
+        _require(item, "user_endpoint_config", (dict,), optional=True)
+        _require(item, "max_retries", (int,), optional=True)
+        if (item.get("max_retries") or 0) < 0:
+            raise ValueError("'max_retries' must not be negative")
+    if len({item["task_group_id"] for item in items}) != 1:
+        raise ValueError("a direct tasks message carries one task group's tasks")
+    return [TaskMessage(**{k: v for k, v in protocol.known_fields(TaskMessage, item).items()
+                           if v is not None}) for item in items]
 
 
 def status(body: bytes) -> list[StatusUpdate]:

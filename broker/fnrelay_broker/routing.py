@@ -6,15 +6,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict, deque
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import pika
 from pika.exceptions import AMQPError
 
 from fnrelay import protocol
 from fnrelay.amqp import dead_letter
-from fnrelay_broker import children, inbound, tasks
-from fnrelay_broker.accounts import endpoint_user
+from fnrelay_broker import children, direct, inbound, tasks
+from fnrelay_broker.accounts import endpoint_user, group_user
 from fnrelay_broker.amqp import (
     Backoff,
     declare_control_queue,
@@ -30,6 +31,12 @@ TASKS_PER_MESSAGE = 256
 OUTBOX_BATCH = 2048
 POLL_SECONDS = 1.0
 PREFETCH = 64
+#: Seconds before a result for a task not yet recorded is tried again (a direct-path task's
+#: record and its result travel separately; see ResultConsumer.serve).
+UNKNOWN_RETRY = 0.5
+#: Seconds direct-path records may wait to share one transaction, and how many may wait.
+HOLD = 0.05
+HOLD_MAX = PREFETCH // 2
 
 _PERSISTENT = 2
 
@@ -177,7 +184,7 @@ class OutboxPublisher(_Worker):
             )
             tasks.finish_outbox(self.db, oids, [])
         elif kind == "result":
-            forward_results(ch, tasks.result_messages(self.db, tids))
+            forward_results(ch, tasks.result_messages(self.db, tids), self.amqp_user)
             tasks.finish_outbox(self.db, oids, [])
         elif kind == children.OUTBOX_START_CHILD:
             for manager_id, msg in children.start_messages(self.db, [endpoint_id]):
@@ -214,8 +221,10 @@ def _declare_endpoint_queue(ch, declared: set[str], endpoint_id: str) -> None:  
         declared.add(endpoint_id)
 
 
-def forward_results(ch, results: list[protocol.ResultMessage]) -> None:  # type: ignore[no-untyped-def]
-    """Publish recorded results to their task groups' queues, one message per group."""
+def forward_results(ch, results: list[protocol.ResultMessage],  # type: ignore[no-untyped-def]
+                    user_id: str | None) -> None:
+    """Publish recorded results to their task groups' queues, one message per group, as
+    `user_id` (the broker's account: Executors accept results only from known senders)."""
     groups: dict[str, list[protocol.ResultMessage]] = defaultdict(list)
     for r in results:
         if r.task_group_id:
@@ -225,7 +234,7 @@ def forward_results(ch, results: list[protocol.ResultMessage]) -> None:  # type:
             ch.basic_publish(
                 protocol.GROUPS_EXCHANGE, group_id,
                 protocol.encode_results(items[i : i + TASKS_PER_MESSAGE]),
-                _props(protocol.MSG_RESULTS),
+                _props(protocol.MSG_RESULTS, user_id),
             )
 
 
@@ -260,34 +269,66 @@ class ResultConsumer(_Worker):
         declare_exchanges(ch)
         ch.queue_declare(protocol.BROKER_RESULTS_QUEUE, durable=True)
         ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.RESULTS_EXCHANGE, routing_key="#")
+        # The direct path's task records come through the same queue as the results, so a
+        # task's record is normally handled before its result.
+        ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.SUBMIT_EXCHANGE, routing_key="#")
         ch.basic_qos(prefetch_count=PREFETCH)
         fwd = conn.channel()
         fwd.confirm_delivery()
+        held = _Held(self, conn, ch, fwd)
 
         def on_message(channel, method, props, body) -> None:  # type: ignore[no-untyped-def]
-            if not self.genuine(method, props):
+            direct_path = method.exchange == protocol.SUBMIT_EXCHANGE
+            if not direct_path and not self.genuine(method, props):
                 channel.basic_reject(method.delivery_tag, requeue=False)
                 return
             try:
-                self.handle(fwd, method.routing_key, props.type, body)
+                if direct_path:
+                    held.add(method, props, body, tasks=self.direct_tasks(props, body))
+                    return
+                if props.type == protocol.MSG_RESULTS and _forwarded(props):
+                    held.add(method, props, body, results=inbound.results(body))
+                    return
+                held.flush()  # what came before this message is recorded before it
+                unknown = self.handle(fwd, method.routing_key, props.type, body)
             except (AMQPError, OSError):
                 raise  # connection trouble: unacked, redelivered after reconnect
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                log.error("dead-lettering malformed %r message from %s: %s", props.type,
-                          method.routing_key, e)
-                dead_letter(channel, method, props, body, f"malformed {props.type!r}: {e}")
+                _reject(channel, method, props, body, e)
+                return
+            if unknown:
+                held.retry_later(method, unknown, forwarded=False)
                 return
             channel.basic_ack(method.delivery_tag)
 
         ch.basic_consume(protocol.BROKER_RESULTS_QUEUE, on_message)
         while not self.stopping.is_set():
             conn.process_data_events(time_limit=0.5)
+        held.flush()
 
-    def handle(self, fwd, endpoint_id: str, kind: str | None, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    def direct_tasks(self, props, body: bytes) -> list[protocol.TaskMessage]:  # type: ignore[no-untyped-def]
+        """The tasks of a direct-path message, if its sender is the account of the task group
+        it names (RabbitMQ validated `user_id` and the routing key); else ValueError."""
+        if props.type != protocol.MSG_TASKS:
+            raise ValueError(f"only {protocol.MSG_TASKS!r} messages go to the submit exchange")
+        msgs = inbound.direct_tasks(body)
+        group_id = str(msgs[0].task_group_id)
+        if not self.verify_senders or props.user_id != group_user(group_id):
+            raise ValueError(f"sent by RabbitMQ user {props.user_id!r}, not by task group "
+                             f"{group_id}'s account")
+        return msgs
+
+    def handle(self, fwd, endpoint_id: str, kind: str | None, body: bytes,  # type: ignore[no-untyped-def]
+               ) -> list[protocol.ResultMessage]:
+        """Apply one endpoint message; returns results whose tasks are not recorded yet."""
         if kind == protocol.MSG_RESULTS:
-            recorded = tasks.record_results(self.db, endpoint_id, inbound.results(body))
-            forward_results(fwd, recorded)
-        elif kind == protocol.MSG_STATUS:
+            results = inbound.results(body)
+            unknown_ids: list[str] = []
+            recorded = tasks.record_results(self.db, endpoint_id, results, unknown_ids)
+            forward_results(fwd, recorded, self.amqp_user)
+            ids = set(unknown_ids)
+            return [r for r in results if r.task_id in ids]
+        if kind == protocol.MSG_STATUS:
             tasks.apply_status(self.db, endpoint_id, inbound.status(body))
         elif kind == protocol.MSG_CHILD_FAILED:
             d = inbound.document(body)
@@ -299,3 +340,100 @@ class ResultConsumer(_Worker):
             tasks.record_heartbeat(self.db, endpoint_id, inbound.heartbeat(endpoint_id, body))
         else:
             raise ValueError(f"unknown message type {kind!r}")
+        return []
+
+
+def _reject(channel, method, props, body: bytes, error: Exception) -> None:  # type: ignore[no-untyped-def]
+    log.error("dead-lettering malformed %r message from %s: %s", props.type,
+              method.routing_key, error)
+    dead_letter(channel, method, props, body, f"malformed {props.type!r}: {error}")
+
+
+@dataclass
+class _Delivery:
+    method: Any
+    props: Any
+    body: bytes
+    tasks: list[protocol.TaskMessage] = field(default_factory=list)
+    results: list[protocol.ResultMessage] = field(default_factory=list)
+
+
+class _Held:
+    """Direct-path messages (task records, results the endpoint already sent to their
+    groups) waiting up to HOLD seconds to be recorded together: nobody waits for these
+    records, and one transaction for many costs the broker far less CPU than one each.
+
+    Any other message first flushes what is held, so the queue's order is kept.
+    """
+
+    def __init__(self, consumer: ResultConsumer, conn, channel, fwd):  # type: ignore[no-untyped-def]
+        self.consumer, self.conn, self.channel, self.fwd = consumer, conn, channel, fwd
+        self.items: list[_Delivery] = []
+        self.scheduled = False
+
+    def add(self, method, props, body: bytes, tasks: list | None = None,  # type: ignore[no-untyped-def]
+            results: list | None = None) -> None:
+        self.items.append(_Delivery(method, props, body, tasks or [], results or []))
+        if len(self.items) >= HOLD_MAX:
+            self.flush()
+        elif not self.scheduled:
+            self.scheduled = True
+            self.conn.call_later(HOLD, self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        items, self.items = self.items, []
+        if not items:
+            return
+        db = self.consumer.db
+        failed: set[int] = set()
+        by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
+        for d in items:
+            if d.tasks:
+                by_group[(d.method.routing_key, str(d.tasks[0].task_group_id))].append(d)
+        for (endpoint_id, group_id), ds in by_group.items():
+            try:
+                direct.record(db, endpoint_id, group_id, [m for d in ds for m in d.tasks])
+            except ValueError as e:
+                for d in ds:
+                    _reject(self.channel, d.method, d.props, d.body, e)
+                    failed.add(d.method.delivery_tag)
+        by_endpoint: dict[str, list[_Delivery]] = defaultdict(list)
+        for d in items:
+            if d.results:
+                by_endpoint[d.method.routing_key].append(d)
+        unknown: set[str] = set()
+        for endpoint_id, ds in by_endpoint.items():
+            left: list[str] = []
+            tasks.record_results(db, endpoint_id, [r for d in ds for r in d.results], left)
+            unknown.update(left)
+        for d in items:
+            if d.method.delivery_tag in failed:
+                continue
+            late = [r for r in d.results if r.task_id in unknown]
+            if late:
+                self.retry_later(d.method, late, forwarded=True)
+            else:
+                self.channel.basic_ack(d.method.delivery_tag)
+
+    def retry_later(self, method, results: list[protocol.ResultMessage],  # type: ignore[no-untyped-def]
+                    forwarded: bool) -> None:
+        """Results whose tasks are not recorded yet (a direct-path task's record and result
+        travel separately): record them once more after UNKNOWN_RETRY, then give up."""
+        def retry() -> None:
+            self.flush()
+            left: list[str] = []
+            recorded = tasks.record_results(self.consumer.db, method.routing_key, results, left)
+            if not forwarded:
+                forward_results(self.fwd, recorded, self.consumer.amqp_user)
+            for task_id in left:
+                log.warning("ignoring result for unknown task %s from endpoint %s", task_id,
+                            method.routing_key)
+            self.channel.basic_ack(method.delivery_tag)
+
+        self.conn.call_later(UNKNOWN_RETRY, retry)
+
+
+def _forwarded(props) -> bool:  # type: ignore[no-untyped-def]
+    """Did the endpoint already put this message's results in their groups' queues?"""
+    return bool((props.headers or {}).get(protocol.FORWARDED_HEADER))

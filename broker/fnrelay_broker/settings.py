@@ -49,6 +49,10 @@ class BrokerSettings:
     #: Seconds a task group reader or child endpoint account may go unused before the broker
     #: deletes it (made again on demand; see reclaim.py).
     account_idle: float = DEFAULT_ACCOUNT_IDLE
+    #: Offer Executors the direct path (tasks published straight to the endpoint's queue and
+    #: results straight back, the broker recording both in parallel) on endpoints they own.
+    #: Needs per-party accounts (`amqp_management_url`): RabbitMQ must vouch for senders.
+    direct: bool = True
 
     def __post_init__(self) -> None:
         if not self.public_amqp_url:

@@ -302,13 +302,15 @@ def _started_at(created: float, r: ResultMessage, t: float) -> float | None:
 
 
 def record_results(
-    db: Database, endpoint_id: str, results: list[ResultMessage]
+    db: Database, endpoint_id: str, results: list[ResultMessage],
+    unknown: list[str] | None = None,
 ) -> list[ResultMessage]:
     """Record the first terminal result of each task routed to `endpoint_id`.
 
     Returns the recorded results (with the task group id from the database) to forward;
-    duplicates, late results and results from another endpoint are ignored. SQL Core
-    throughout: this is the broker's hottest write.
+    duplicates, late results and results from another endpoint are ignored. Ids of tasks the
+    database does not know (yet: a direct-path task's record may come second) are appended
+    to `unknown`. SQL Core throughout: this is the broker's hottest write.
     """
     recorded: list[ResultMessage] = []
     table = Task.__table__
@@ -325,6 +327,9 @@ def record_results(
         changes: list[dict[str, Any]] = []
         for r in results:
             row = rows.get(r.task_id)
+            if row is None and unknown is not None:
+                unknown.append(r.task_id)
+                continue
             if row is None or row.endpoint_id != endpoint_id:
                 log.warning("ignoring result for task %s from endpoint %s", r.task_id, endpoint_id)
                 continue

@@ -89,6 +89,8 @@ class Agent:
         self.heartbeat_period = 10.0
         self._failures: dict[str, int] = {}  # task id -> runs lost to infrastructure
         self._tasks: dict[str, TaskMessage] = {}  # running tasks as received (for retries)
+        #: Direct-path tasks not yet published: task id -> group (results go straight there).
+        self._direct: dict[str, str] = {}
         self._next_prune = 0.0
         self._blobs = (BlobUploader(config.broker_url, endpoint_id, token,
                                     config.result_blob_limit, config.result_size_limit,
@@ -158,6 +160,8 @@ class Agent:
 
     def _start_task(self, task: TaskMessage, failures: int = 0) -> None:
         self._tasks[task.task_id] = task
+        if task.direct and task.task_group_id:
+            self._direct[task.task_id] = task.task_group_id
         self.engine.submit(retries.for_engine(task, failures))
 
     def _prune(self) -> None:
@@ -273,6 +277,7 @@ class Agent:
             dead_letter(channel, method, props, body, f"malformed {props.type!r}: {e}")
             return
         if tasks:
+            _check_direct(tasks, props.user_id)
             # New tasks start while the journal's commit is fsynced; the ack waits for it.
             to_run, to_publish = self.journal.add_tasks(tasks, before_commit=self._start_tasks)
             channel.basic_ack(method.delivery_tag)  # journaled: safe to let go
@@ -419,14 +424,42 @@ class Agent:
     def _publish_results(self, results: list[ResultMessage]) -> None:
         for chunk in _chunks(results):
             try:
-                self._publish(protocol.MSG_RESULTS, protocol.encode_results(chunk))
+                forwarded = self._publish_to_groups(chunk)
+                self._publish(protocol.MSG_RESULTS, protocol.encode_results(chunk),
+                              {protocol.FORWARDED_HEADER: True} if forwarded else None)
             except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
                 log.warning("RabbitMQ did not take %d result(s) (%s); retrying in 5 s",
                             len(chunk), type(e).__name__)
                 self._retry_unpublished_later()
                 return
             self.journal.mark_published([r.task_id for r in chunk])
+            for r in chunk:
+                self._direct.pop(r.task_id, None)
             log.info("published %d result(s)", len(chunk))
+
+    def _publish_to_groups(self, chunk: list[ResultMessage]) -> bool:
+        """Publish direct-path results straight to their task groups' queues (the Executor
+        takes them from this account only); True if that covered the whole chunk, so the
+        broker records it without forwarding. Any failure leaves the forwarding to the broker
+        (an Executor ignores a second copy)."""
+        groups: dict[str, list[ResultMessage]] = {}
+        for r in chunk:
+            if r.task_id in self._direct:
+                groups.setdefault(self._direct[r.task_id], []).append(r)
+        if not groups:
+            return False
+        try:
+            for group_id, items in groups.items():
+                self._pub.basic_publish(
+                    protocol.GROUPS_EXCHANGE, group_id, protocol.encode_results(items),
+                    pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2,
+                                         type=protocol.MSG_RESULTS, user_id=self._user_id),
+                    mandatory=True)
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
+            log.info("results not taken by their task group's queue (%s); the broker "
+                     "forwards them", type(e).__name__)
+            return False
+        return sum(map(len, groups.values())) == len(chunk)
 
     def _retry_unpublished_later(self) -> None:
         if self._retry_pending or self._conn is None:
@@ -439,12 +472,12 @@ class Agent:
 
         self._conn.call_later(5.0, retry)
 
-    def _publish(self, kind: str, body: bytes) -> None:
+    def _publish(self, kind: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
         """Persistent publish with a confirm (the channel is in confirm mode)."""
         self._pub.basic_publish(
             protocol.RESULTS_EXCHANGE, self.endpoint_id, body,
             pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2, type=kind,
-                                 user_id=self._user_id),
+                                 user_id=self._user_id, headers=headers),
             mandatory=True,
         )
 
@@ -468,6 +501,14 @@ def _parse_tasks(body: bytes) -> list[TaskMessage]:
                 and isinstance(t.payload, str) and isinstance(t.function_id, str)):
             raise ValueError("task_id, function_id, function and payload must be strings")
     return tasks
+
+
+def _check_direct(tasks: list[TaskMessage], sender: str | None) -> None:
+    """Keep the direct-path mark only on tasks their own group's account sent (RabbitMQ
+    validated `user_id`): their results then go to that group's queue too."""
+    for t in tasks:
+        t.direct = bool(t.direct and t.task_group_id and sender
+                        and sender == protocol.group_account(t.task_group_id))
 
 
 def _parse_cancel(body: bytes) -> list[str]:

@@ -111,6 +111,8 @@ class Client(globus_sdk.BaseClient):
             self.transport.verify_ssl = ca_bundle()
         self._registered: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._registered_by_id: dict[int, tuple[Any, str]] = {}
+        #: Serialized code of the functions this client registered (the direct path sends it).
+        self._bodies: dict[str, str] = {}
         self._register_lock = threading.Lock()
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -145,6 +147,7 @@ class Client(globus_sdk.BaseClient):
         }
         function_id = self._call("POST", "functions", data=body)["function_id"]
         with self._register_lock:
+            self._bodies[function_id] = body["function"]
             try:
                 self._registered[fn] = function_id
             except TypeError:  # not weak-referenceable or not hashable: keep it alive by id
@@ -161,6 +164,11 @@ class Client(globus_sdk.BaseClient):
                 return found
             entry = self._registered_by_id.get(id(fn))
             return entry[1] if entry and entry[0] is fn else None
+
+    def function_body(self, function_id: str) -> str | None:
+        """The serialized code of a function this client registered (None: not known here)."""
+        with self._register_lock:
+            return self._bodies.get(function_id)
 
     def get_function(self, function_id: str) -> dict[str, Any]:
         return self._call("GET", f"functions/{function_id}")
@@ -194,9 +202,14 @@ class Client(globus_sdk.BaseClient):
         return self.submit(endpoint_id, batch.tasks, batch.task_group_id)["task_ids"]
 
     # --- task groups ---------------------------------------------------------------------------
-    def create_task_group(self, task_group_id: str | None = None) -> dict[str, Any]:
-        """Create (or re-attach to) a task group: ``{"task_group_id", "amqp_url", "queue"}``."""
-        body = {"task_group_id": task_group_id} if task_group_id else {}
+    def create_task_group(self, task_group_id: str | None = None,
+                          endpoint_id: str | None = None) -> dict[str, Any]:
+        """Create (or re-attach to) a task group: ``{"task_group_id", "amqp_url", "queue",
+        "submit", "result_senders"}``. With ``endpoint_id`` it asks for the direct path to
+        that endpoint; ``submit`` says where to publish tasks if it was granted, else None."""
+        body: dict[str, Any] = {"task_group_id": task_group_id} if task_group_id else {}
+        if endpoint_id:
+            body["endpoint_id"] = endpoint_id
         return self._call("POST", "task_groups", data=body)
 
     def get_task_group(self, task_group_id: str) -> dict[str, Any]:

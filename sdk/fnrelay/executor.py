@@ -5,7 +5,9 @@ Three pieces, each on its own thread where it needs one:
 * ``submit`` serializes the call at once (so errors surface where the user made them and later
   mutation of the arguments does not leak in) and queues it;
 * the submitter thread batches queued calls (flush at ``batch_size`` or after a few idle
-  milliseconds) into one POST /v1/submit each;
+  milliseconds) into one message each: published straight to the endpoint's queue when the
+  broker grants the direct path (an endpoint the user owns; see fnrelay.direct), else one
+  POST /v1/submit;
 * the result watcher consumes this Executor's own task group queue over AMQP and resolves the
   futures; when AMQP cannot be reached it polls the REST API instead.
 """
@@ -18,6 +20,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +30,7 @@ import pika.exceptions
 from fnrelay import blobs, errors, protocol, serialize
 from fnrelay.amqp import connection_parameters
 from fnrelay.client import Client, task_entry
+from fnrelay.direct import DirectPublisher, DirectUnavailable, task_messages
 from fnrelay.results import outcome
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
 POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
 SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
+IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
 #: AMQP reconnect delays (seconds): exponential from the first, capped, with jitter.
 RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
 
@@ -108,6 +113,9 @@ class Executor(cf.Executor):
     restart): ``reload_tasks()`` then returns futures for that group's tasks, results
     included. ``max_retries`` re-runs a task whose run is lost to infrastructure (worker or
     endpoint lost, node failure) up to that many times; the task's own exceptions never retry.
+    ``direct`` (default on) uses the direct path where the broker grants it (an endpoint you
+    own; see fnrelay.direct): tasks and results skip the broker's request and database on
+    their way, which the broker records alongside. Off, or not granted, tasks go over REST.
     """
 
     def __init__(
@@ -119,6 +127,7 @@ class Executor(cf.Executor):
         batch_size: int = 128,
         task_group_id: str | None = None,
         max_retries: int | None = None,
+        direct: bool = True,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -145,6 +154,8 @@ class Executor(cf.Executor):
         self._inflight = 0  # submit requests under way
         self.amqp_connected = False  # for diagnostics: the watcher streams over AMQP
         self._reconnects = 0  # failed AMQP connection attempts in a row
+        self.direct = direct  # cleared when the direct path fails: then REST from there on
+        self._publisher: DirectPublisher | None = None  # the submitter thread's alone
 
     # --- public API ---------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> FnRelayFuture:
@@ -218,17 +229,38 @@ class Executor(cf.Executor):
         """Create this Executor's task group (and start its watcher) before the first submit."""
         if self._group is not None:
             return
-        self._group = self.client.create_task_group(self.task_group_id)
+        self._group = self._create_group()
         self.task_group_id = self._group["task_group_id"]
         self._watcher = threading.Thread(
             target=self._watch_loop, name="fnrelay-result-watcher", daemon=True
         )
         self._watcher.start()
 
+    def _create_group(self) -> dict[str, Any]:
+        """Create or re-attach to the task group, asking for the direct path if wanted."""
+        return self.client.create_task_group(
+            self.task_group_id, self.endpoint_id if self.direct else None)
+
     def _submit_loop(self) -> None:
+        try:
+            self._submit_until_done()
+        finally:
+            if self._publisher is not None:
+                self._publisher.close()
+
+    def _next_queued(self) -> FnRelayFuture | None:
+        """The next queued future (None: shut down), answering AMQP heartbeats meanwhile."""
+        while True:
+            try:
+                return self._queue.get(timeout=IDLE_SERVICE)
+            except queue.Empty:
+                if self._publisher is not None:
+                    self._publisher.service()
+
+    def _submit_until_done(self) -> None:
         done = False
         while not done:
-            first = self._queue.get()
+            first = self._next_queued()
             if first is None:
                 break
             # Send at once what is queued now, without waiting for more: while this request is
@@ -264,6 +296,8 @@ class Executor(cf.Executor):
             self._inflight += 1
         try:
             self._ensure_group()
+            if self._send_direct(chunk):
+                return
             answer = self.client.submit(
                 self.endpoint_id, [entry for _, entry in chunk], self.task_group_id
             )
@@ -291,6 +325,43 @@ class Executor(cf.Executor):
         self._take_all(early)
         for future, _ in chunk:
             future._submitted.set()
+
+    def _send_direct(self, chunk: list[tuple[FnRelayFuture, dict[str, Any]]]) -> bool:
+        """Publish the chunk straight to the endpoint (the direct path); False if it is not
+        granted or fails before anything went out (the caller then uses REST)."""
+        assert self._group is not None
+        grant = self._group.get("submit")
+        if not (self.direct and grant):
+            return False
+        entries = [entry for _, entry in chunk]
+        bodies = [self.client.function_body(e["function_id"]) for e in entries]
+        if None in bodies:  # registered elsewhere: only the broker has the code
+            return False
+        ids = [str(uuid.uuid4()) for _ in chunk]
+        body = protocol.encode_tasks(task_messages(entries, ids, bodies,  # type: ignore[arg-type]
+                                                   str(self.task_group_id)))
+        with self._lock:  # results may come back before the publish returns
+            for (future, _), task_id in zip(chunk, ids, strict=True):
+                future.task_id = task_id
+                self._outstanding[task_id] = future
+        if self._publisher is None:
+            self._publisher = DirectPublisher(grant["exchange"], grant["routing_key"])
+        try:
+            self._publisher.publish(self._group["amqp_url"], body)
+        except DirectUnavailable as e:
+            self.direct = False
+            log.warning("direct path to endpoint %s unavailable (%s); submitting over REST "
+                        "from now on%s", self.endpoint_id, e,
+                        " (these tasks may run twice)" if e.sent else "")
+            with self._lock:
+                for (future, _), task_id in zip(chunk, ids, strict=True):
+                    self._outstanding.pop(task_id, None)
+                    future.task_id = None
+            return False
+        self._done_inflight()
+        for future, _ in chunk:
+            future._submitted.set()
+        return True
 
     def _done_inflight(self) -> None:
         with self._lock:
@@ -339,7 +410,7 @@ class Executor(cf.Executor):
 
     def _reattach(self) -> None:
         try:
-            self._group = self.client.create_task_group(self.task_group_id)
+            self._group = self._create_group()
         except errors.FnRelayError as e:
             self._fallback(e)
             return
@@ -367,7 +438,9 @@ class Executor(cf.Executor):
                         break
                     continue
                 last = time.monotonic()
-                if props.type == protocol.MSG_RESULTS:
+                if not self._trusted(props):
+                    pass
+                elif props.type == protocol.MSG_RESULTS:
                     try:
                         results = protocol.decode_results(body)
                     except (ValueError, KeyError, TypeError) as e:
@@ -385,6 +458,16 @@ class Executor(cf.Executor):
                 connection.close()
             except pika.exceptions.AMQPError:
                 pass
+
+    def _trusted(self, props: Any) -> bool:
+        """Is the message from the broker or (direct path) our endpoint? RabbitMQ validates
+        `user_id`; the broker lists who may send (older brokers list nobody: all pass)."""
+        senders = (self._group or {}).get("result_senders")
+        if senders is None or props.user_id in senders:
+            return True
+        log.warning("dropping a %r message from RabbitMQ user %r (expected one of %s)",
+                    props.type, props.user_id, ", ".join(senders))
+        return False
 
     def _take(self, result: protocol.ResultMessage) -> Callable[[], None] | None:
         """Match a result to its future (caller holds the lock); returns how to resolve it.

@@ -27,8 +27,16 @@ TASKS_EXCHANGE = "fnrelay.tasks"
 RESULTS_EXCHANGE = "fnrelay.results"
 #: Direct exchange the broker forwards recorded results to; routing key = task group id.
 GROUPS_EXCHANGE = "fnrelay.groups"
-#: Durable queue the broker consumes from RESULTS_EXCHANGE (binding "#").
+#: Topic exchange an Executor publishes tasks to directly (the direct path, docs/protocol.md);
+#: routing key = endpoint id. It is bound to TASKS_EXCHANGE (so the endpoint gets the task) and
+#: to BROKER_RESULTS_QUEUE (so the broker records it); RabbitMQ topic permissions let a task
+#: group's account publish only with its own endpoint's id.
+SUBMIT_EXCHANGE = "fnrelay.submit"
+#: Durable queue the broker consumes from RESULTS_EXCHANGE and SUBMIT_EXCHANGE (binding "#").
 BROKER_RESULTS_QUEUE = "fnrelay.broker.results"
+#: Header of an endpoint's results message: every result in it was already published to its
+#: task group's queue (the direct path), so the broker records them without forwarding.
+FORWARDED_HEADER = "x-fnrelay-forwarded"
 #: Fanout exchange and durable queue of messages a consumer could not decode. Consumers
 #: republish such a message here with the reason in DEADLETTER_REASON_HEADER, then ack it;
 #: a RabbitMQ policy dead-letters other rejected messages of fnrelay's queues here too.
@@ -40,6 +48,12 @@ DEADLETTER_REASON_HEADER = "x-fnrelay-reason"
 def endpoint_queue(endpoint_id: str) -> str:
     """Name of an endpoint's durable task queue."""
     return f"fnrelay.endpoint.{endpoint_id}.tasks"
+
+
+def group_account(task_group_id: str) -> str:
+    """The RabbitMQ account of a task group (made by a broker with per-party accounts): it
+    reads the group's queue and, on the direct path, publishes the group's tasks."""
+    return f"fnrelay-group-{task_group_id}"
 
 
 def group_queue(task_group_id: str) -> str:
@@ -126,6 +140,8 @@ class TaskMessage:
     attempt: int = 1
     #: Re-runs after infrastructure failures; None: the endpoint's default.
     max_retries: int | None = None
+    #: Submitted on the direct path: the endpoint also publishes the result to the group.
+    direct: bool = False
 
 
 @dataclass

@@ -303,3 +303,20 @@ def test_the_broker_sets_the_dead_letter_policy(iso_broker, rabbitmq, amqp_url):
                      auth=rabbitmq.admin_auth, timeout=10)
     assert r.status_code == 200
     assert r.json()["definition"]["dead-letter-exchange"] == protocol.DEADLETTER_EXCHANGE
+
+
+def test_the_direct_path_is_granted_to_the_owner_unless_turned_off(alice, bob, start_broker,
+                                                                   new_vhost, rabbitmq):
+    """POST /task_groups with an endpoint: its owner's group may publish to it directly;
+    another user's, a multi-user manager's, or any under `serve --no-direct` may not."""
+    eid, _ = _register(alice)
+    manager, _ = _register(alice, {"multi_user": True})
+    granted = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
+    assert granted["submit"] == {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": eid}
+    assert granted["result_senders"][1] == f"fnrelay-ep-{eid}"
+    assert bob.ok("POST", "/task_groups", json={"endpoint_id": eid})["submit"] is None
+    assert alice.ok("POST", "/task_groups", json={"endpoint_id": manager})["submit"] is None
+    off = start_broker(new_vhost("fnrelay-no-direct-test"), None, "--amqp-management-url",
+                       rabbitmq.management_url, "--no-direct").api()
+    eid2, _ = _register(off)
+    assert off.ok("POST", "/task_groups", json={"endpoint_id": eid2})["submit"] is None

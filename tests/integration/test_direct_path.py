@@ -1,0 +1,181 @@
+"""The direct path: an Executor publishes tasks straight to its own endpoint's queue and takes
+results straight from it, while the broker records both (fnrelay.direct, broker direct.py).
+
+Real processes throughout (the session's broker has per-party RabbitMQ accounts, so the direct
+path is on); raw pika plays a task group or an endpoint with the credentials the broker hands
+out, to check what RabbitMQ and the broker refuse.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pika
+import pika.exceptions
+import pytest
+import requests
+
+from fnrelay import Client, Executor, errors, protocol, serialize
+from fnrelay.client import task_entry
+from fnrelay.direct import task_messages
+from support.endpoint_peer import send_result
+from support.waiting import wait_for
+
+WAIT = 120.0
+DIRECT_DETAIL = "published to the endpoint by the Executor (direct path)"
+
+
+def add(a, b):  # type: ignore[no-untyped-def]
+    return a + b
+
+
+def slow_genuine():  # type: ignore[no-untyped-def]
+    import time
+
+    time.sleep(3)
+    return "genuine"
+
+
+def _record(client: Client, task_id: str, status: str) -> dict:
+    """The task's record once it has `status` (on the direct path the record may come after
+    the result)."""
+    def recorded():  # type: ignore[no-untyped-def]
+        try:
+            r = client.get_task(task_id)
+        except errors.NotFoundError:
+            return None
+        return r["status"] == status and r
+
+    return wait_for(recorded, f"task {task_id} recorded as {status}", WAIT)
+
+
+def _register_endpoint(broker_url: str, token: str) -> tuple[str, str]:
+    """A plain endpoint record (no process) and its own account's AMQP URL."""
+    eid = str(uuid.uuid4())
+    r = requests.put(f"{broker_url}/v1/endpoints/{eid}", json={"name": "peer", "metadata": {}},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r.raise_for_status()
+    return eid, r.json()["amqp_url"]
+
+
+def _publish(url: str, exchange: str, key: str, body: bytes, kind: str) -> None:
+    """Publish as the account of `url`, confirmed (raises what RabbitMQ refuses)."""
+    params = pika.URLParameters(url)
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(exchange, key, body, pika.BasicProperties(
+            type=kind, delivery_mode=2, content_type=protocol.CONTENT_TYPE,
+            user_id=params.credentials.username))
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def _tasks_body(client: Client, fn, args: tuple, group_id: str,  # type: ignore[no-untyped-def]
+                body: str | None = None) -> tuple[str, bytes]:
+    """One direct-path `tasks` message of `fn(*args)` (its code replaced by `body`)."""
+    fid = client.register_function(fn)
+    tid = str(uuid.uuid4())
+    msgs = task_messages([task_entry(fid, args, {})], [tid],
+                         [body or client.function_body(fid)], group_id)  # type: ignore[list-item]
+    return tid, protocol.encode_tasks(msgs)
+
+
+def test_executor_takes_the_direct_path_and_the_broker_records_every_step(client, endpoint_id):
+    with Executor(endpoint_id, client=client) as ex:
+        futures = [ex.submit(add, i, 1) for i in range(20)]
+        assert [f.result(WAIT) for f in futures] == list(range(1, 21))
+        assert ex._group is not None and ex._group["submit"] == {
+            "exchange": protocol.SUBMIT_EXCHANGE, "routing_key": endpoint_id}
+        group_id = ex.task_group_id
+    record = _record(client, futures[0].task_id, "success")
+    steps = [(h["status"], h["detail"]) for h in record["history"]]
+    assert steps[:2] == [("received", ""), ("waiting-for-endpoint", DIRECT_DETAIL)]
+    assert [s for s, _ in steps[2:]] == ["running", "success"]
+    times = [h["time"] for h in record["history"]]
+    assert times == sorted(times)
+    assert serialize.deserialize(record["result"]) == 1
+    # The group knows its tasks in submission order, and a re-attached Executor gets them.
+    assert client.get_task_group(group_id)["task_ids"] == [f.task_id for f in futures]
+    with Executor(endpoint_id, client=client, task_group_id=group_id) as again:
+        assert [f.result(WAIT) for f in again.reload_tasks()] == list(range(1, 21))
+
+
+def test_direct_off_submits_over_rest(client, endpoint_id):
+    with Executor(endpoint_id, client=client, direct=False) as ex:
+        future = ex.submit(add, 2, 3)
+        assert future.result(WAIT) == 5
+    record = _record(client, future.task_id, "success")
+    assert DIRECT_DETAIL not in [h["detail"] for h in record["history"]]
+
+
+def test_only_the_owner_gets_the_direct_path(client, other_client, endpoint_id):
+    theirs = other_client.create_task_group(endpoint_id=endpoint_id)
+    assert theirs["submit"] is None
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        _publish(theirs["amqp_url"], protocol.SUBMIT_EXCHANGE, endpoint_id, b"{}",
+                 protocol.MSG_TASKS)
+    assert e.value.reply_code == 403
+    # Bob's Executor on Alice's endpoint falls back to REST, which refuses it as before.
+    with Executor(endpoint_id, client=other_client) as ex:
+        with pytest.raises(Exception, match="not found|404"):
+            ex.submit(add, 1, 1).result(WAIT)
+
+
+def test_a_group_account_publishes_only_to_its_own_endpoint(client, broker_url, alice_token,
+                                                            endpoint_id):
+    other_eid, _ = _register_endpoint(broker_url, alice_token)
+    group = client.create_task_group(endpoint_id=endpoint_id)
+    assert group["submit"]["routing_key"] == endpoint_id
+    for exchange, key in ((protocol.SUBMIT_EXCHANGE, other_eid),
+                          (protocol.TASKS_EXCHANGE, endpoint_id),
+                          (protocol.GROUPS_EXCHANGE, group["task_group_id"])):
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            _publish(group["amqp_url"], exchange, key, b"{}", protocol.MSG_TASKS)
+        assert e.value.reply_code == 403, (exchange, key)
+
+
+def test_a_forged_result_from_another_endpoint_does_not_resolve_the_future(
+        client, broker_url, alice_token, endpoint_id):
+    _, intruder_url = _register_endpoint(broker_url, alice_token)
+    with Executor(endpoint_id, client=client) as ex:
+        future = ex.submit(slow_genuine)
+        wait_for(lambda: future.task_id, "the task id")
+        forged = protocol.encode_results([protocol.ResultMessage(
+            task_id=future.task_id, status="success", result=serialize.serialize("forged"),
+            task_group_id=ex.task_group_id)])
+        _publish(intruder_url, protocol.GROUPS_EXCHANGE, str(ex.task_group_id), forged,
+                 protocol.MSG_RESULTS)
+        assert future.result(WAIT) == "genuine"
+    record = _record(client, future.task_id, "success")
+    assert serialize.deserialize(record["result"]) == "genuine"
+
+
+def test_a_result_that_overtakes_its_task_record_is_still_recorded(client, broker_url,
+                                                                   alice_token):
+    eid, endpoint_url = _register_endpoint(broker_url, alice_token)
+    group = client.create_task_group(endpoint_id=eid)
+    gid = group["task_group_id"]
+    tid, body = _tasks_body(client, add, (1, 2), gid)
+    send_result(endpoint_url, eid, tid, gid, serialize.serialize(3))
+    time.sleep(0.1)  # the result is in the broker's queue first
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, body, protocol.MSG_TASKS)
+    record = _record(client, tid, "success")
+    assert serialize.deserialize(record["result"]) == 3
+    assert [h["status"] for h in record["history"]] == [
+        "received", "waiting-for-endpoint", "success"]
+
+
+def test_code_that_does_not_match_its_function_id_is_recorded_as_failed(client, broker_url,
+                                                                       alice_token):
+    eid, _ = _register_endpoint(broker_url, alice_token)
+    group = client.create_task_group(endpoint_id=eid)
+    other_code = serialize.serialize_function(slow_genuine)
+    tid, body = _tasks_body(client, add, (1, 2), group["task_group_id"], body=other_code)
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, body, protocol.MSG_TASKS)
+    record = _record(client, tid, "failed")
+    assert "does not match" in record["exception"]["message"]
+
