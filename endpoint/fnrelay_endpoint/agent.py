@@ -33,6 +33,7 @@ from fnrelay_endpoint.blobs import BlobUploader
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
+from fnrelay_endpoint.publisher import Batch, ResultPublisher
 from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Agent:
         self._pub: Any = None  # the publishing channel (confirms on)
         self._user_id: str | None = None
         self._retry_pending = False
+        self._results_pub: ResultPublisher | None = None  # one per AMQP session
         self._consumer_tag = ""
         self.heartbeat_period = 10.0
         self._failures: dict[str, int] = {}  # task id -> runs lost to infrastructure
@@ -217,6 +219,10 @@ class Agent:
             self._user_id = getattr(params.credentials, "username", None)
             self._pub = conn.channel()
             self._pub.confirm_delivery()
+            self._results_pub = ResultPublisher(
+                reg["amqp_url"], self.endpoint_id,
+                lambda: conn.add_callback_threadsafe(self._retry_unpublished_later))
+            self._results_pub.start()
             sub = self._consumer_channel(conn, reg.get("task_queue")
                                          or protocol.endpoint_queue(self.endpoint_id))
             with self._wake_lock:
@@ -232,10 +238,17 @@ class Agent:
                 on_ready()
             while not self._stop.is_set():
                 conn.process_data_events(time_limit=1)
+                if self._results_pub.failed.is_set():
+                    raise pika.exceptions.AMQPConnectionError("the result publisher's "
+                                                              "connection broke")
             self._stop_gracefully(sub)
         finally:
             with self._wake_lock:
                 self._conn = None
+            if self._results_pub is not None:
+                self._results_pub.stop()
+                self._mark_published()
+                self._results_pub = None
             self._pub = None
             try:
                 if conn.is_open:
@@ -368,6 +381,7 @@ class Agent:
         for r in stored:
             self._tasks.pop(r.task_id, None)
             self._failures.pop(r.task_id, None)
+        self._mark_published()
         if not publish or self._pub is None:
             return
         for chunk in _chunks(updates):
@@ -422,44 +436,55 @@ class Agent:
                              task_group_id=r.task_group_id)
 
     def _publish_results(self, results: list[ResultMessage]) -> None:
-        for chunk in _chunks(results):
-            try:
-                forwarded = self._publish_to_groups(chunk)
-                self._publish(protocol.MSG_RESULTS, protocol.encode_results(chunk),
-                              {protocol.FORWARDED_HEADER: True} if forwarded else None)
-            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
-                log.warning("RabbitMQ did not take %d result(s) (%s); retrying in 5 s",
-                            len(chunk), type(e).__name__)
-                self._retry_unpublished_later()
-                return
-            self.journal.mark_published([r.task_id for r in chunk])
-            for r in chunk:
-                self._direct.pop(r.task_id, None)
-            log.info("published %d result(s)", len(chunk))
+        """Hand results to the result publisher (direct-path ones with their group); those
+        it cannot publish stay unpublished in the journal for the next session."""
+        pub = self._results_pub
+        if not results or pub is None:
+            return
+        groups = {r.task_id: self._direct.pop(r.task_id) for r in results
+                  if r.task_id in self._direct}
+        pub.send(Batch(results, self._to_groups(results, groups) if groups else set()))
 
-    def _publish_to_groups(self, chunk: list[ResultMessage]) -> bool:
-        """Publish direct-path results straight to their task groups' queues (the Executor
-        takes them from this account only); True if that covered the whole chunk, so the
-        broker records it without forwarding. Any failure leaves the forwarding to the broker
-        (an Executor ignores a second copy)."""
-        groups: dict[str, list[ResultMessage]] = {}
-        for r in chunk:
-            if r.task_id in self._direct:
-                groups.setdefault(self._direct[r.task_id], []).append(r)
-        if not groups:
-            return False
-        try:
-            for group_id, items in groups.items():
-                self._pub.basic_publish(
-                    protocol.GROUPS_EXCHANGE, group_id, protocol.encode_results(items),
-                    pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2,
-                                         type=protocol.MSG_RESULTS, user_id=self._user_id),
-                    mandatory=True)
-        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
-            log.info("results not taken by their task group's queue (%s); the broker "
-                     "forwards them", type(e).__name__)
-            return False
-        return sum(map(len, groups.values())) == len(chunk)
+    def _to_groups(self, results: list[ResultMessage], groups: dict[str, str]) -> set[str]:
+        """Publish direct-path results straight to their task groups' queues; returns the ids
+        RabbitMQ took. The Executor takes them from this account only (`user_id`).
+
+        Transient messages: their confirms do not wait for a disk write, so this I/O thread
+        is soon free for the next task. The broker's copy is persistent and the broker has
+        the result recorded; an Executor that loses these with a RabbitMQ restart gets them
+        from the broker's records (it polls while it reconnects). Results a group queue does
+        not take are left to the broker to forward (an Executor ignores a second copy).
+        """
+        by_group: dict[str, list[ResultMessage]] = {}
+        for r in results:
+            if r.task_id in groups:
+                by_group.setdefault(groups[r.task_id], []).append(r)
+        sent: set[str] = set()
+        for group_id, items in by_group.items():
+            for chunk in _chunks(items):
+                try:
+                    self._pub.basic_publish(
+                        protocol.GROUPS_EXCHANGE, group_id, protocol.encode_results(chunk),
+                        pika.BasicProperties(content_type=protocol.CONTENT_TYPE,
+                                             delivery_mode=1, type=protocol.MSG_RESULTS,
+                                             user_id=self._user_id),
+                        mandatory=True)
+                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
+                    log.info("task group %s's queue did not take %d result(s) (%s); the "
+                             "broker forwards them", group_id, len(chunk), type(e).__name__)
+                    continue
+                sent.update(r.task_id for r in chunk)
+        return sent
+
+    def _mark_published(self) -> None:
+        """Mark in the journal what the result publisher got confirmed."""
+        pub = self._results_pub
+        while pub is not None:
+            try:
+                ids = pub.published.get_nowait()
+            except queue.Empty:
+                return
+            self.journal.mark_published(ids)
 
     def _retry_unpublished_later(self) -> None:
         if self._retry_pending or self._conn is None:
@@ -472,12 +497,12 @@ class Agent:
 
         self._conn.call_later(5.0, retry)
 
-    def _publish(self, kind: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
+    def _publish(self, kind: str, body: bytes) -> None:
         """Persistent publish with a confirm (the channel is in confirm mode)."""
         self._pub.basic_publish(
             protocol.RESULTS_EXCHANGE, self.endpoint_id, body,
             pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2, type=kind,
-                                 user_id=self._user_id, headers=headers),
+                                 user_id=self._user_id),
             mandatory=True,
         )
 

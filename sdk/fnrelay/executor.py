@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
 POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
 SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
+RECORD_WAIT = 10.0  # seconds a cancel waits for a direct-path task's record at the broker
 IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
 #: AMQP reconnect delays (seconds): exponential from the first, capped, with jitter.
 RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
@@ -537,7 +538,7 @@ class Executor(cf.Executor):
         if future.task_id is None or future.done():
             return future.cancelled()
         try:
-            if self.client.get_task(future.task_id)["status"] in STARTED:
+            if self._recorded_status(future.task_id) in STARTED:
                 return False
             status = self.client.cancel(future.task_id)
         except errors.FnRelayError as e:
@@ -548,6 +549,18 @@ class Executor(cf.Executor):
         with self._lock:
             self._outstanding.pop(future.task_id, None)
         return cf.Future.cancel(future)
+
+    def _recorded_status(self, task_id: str) -> str:
+        """The task's status at the broker. A direct-path task is recorded a moment after it
+        was published (the broker batches those records): wait up to RECORD_WAIT for it."""
+        deadline = time.monotonic() + RECORD_WAIT
+        while True:
+            try:
+                return str(self.client.get_task(task_id)["status"])
+            except errors.NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _finished(self) -> bool:
         """Shut down, everything sent, nothing left to wait for: the watcher may end."""
