@@ -3,9 +3,9 @@
 One I/O thread owns the pika connection (pika is not thread-safe). Engine threads never touch
 it: they put results and status updates on a queue and wake the I/O thread with
 `add_callback_threadsafe` (one pending wake-up at a time). Every task is journaled before its
-message is acked and no message is held while a task runs, so RabbitMQ's consumer_timeout
-never fires and a crash loses nothing; results stay in the journal until their publish is
-confirmed.
+message is acked (the fsync and the ack come from the Acker's thread, so they do not hold up
+results) and no message is held while a task runs, so RabbitMQ's consumer_timeout never fires
+and a crash loses nothing; results stay in the journal until their publish is confirmed.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint import retries
+from fnrelay_endpoint.acker import Acker
 from fnrelay_endpoint.blobs import BlobUploader
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
-from fnrelay_endpoint.engines.base import make_engine
+from fnrelay_endpoint.engines.base import RUNNING_HOLD, make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
 from fnrelay_endpoint.publisher import Batch, ResultPublisher
 from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 
 #: Items per published `results` / `status` message: one confirm covers them all.
 BATCH = 256
-#: Seconds a "running" update waits before it is sent: a task that ends sooner sends only
-#: its result, which carries the start time (one broker write per short task, not two).
-RUNNING_HOLD = 0.05
 #: Registration attempts at first start before giving up (later reconnects retry forever).
 FIRST_REGISTER_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
@@ -87,6 +85,7 @@ class Agent:
         self._user_id: str | None = None
         self._retry_pending = False
         self._results_pub: ResultPublisher | None = None  # one per AMQP session
+        self._acker: Acker | None = None  # one per AMQP session (WAL journals)
         self._consumer_tag = ""
         self.heartbeat_period = 10.0
         self._failures: dict[str, int] = {}  # task id -> runs lost to infrastructure
@@ -223,6 +222,9 @@ class Agent:
                 reg["amqp_url"], self.endpoint_id,
                 lambda: conn.add_callback_threadsafe(self._retry_unpublished_later))
             self._results_pub.start()
+            if self.journal.wal:
+                self._acker = Acker(self.journal.sync, conn.add_callback_threadsafe)
+                self._acker.start()
             sub = self._consumer_channel(conn, reg.get("task_queue")
                                          or protocol.endpoint_queue(self.endpoint_id))
             with self._wake_lock:
@@ -249,6 +251,9 @@ class Agent:
                 self._results_pub.stop()
                 self._mark_published()
                 self._results_pub = None
+            if self._acker is not None:
+                self._acker.stop()
+                self._acker = None
             self._pub = None
             try:
                 if conn.is_open:
@@ -271,6 +276,8 @@ class Agent:
         """Stop consuming, kill the workers, flush finished results, say `stopping`."""
         log.info("stopping: no new tasks; unfinished tasks stay in the journal")
         sub.basic_cancel(self._consumer_tag)  # prefetched, unacked messages go back
+        if self._acker is not None:
+            self._acker.flush()  # what is journaled need not come again
         self.engine.shutdown()
         self._drain()
         self._send_heartbeat("stopping")
@@ -291,10 +298,15 @@ class Agent:
             return
         if tasks:
             _check_direct(tasks, props.user_id)
-            # New tasks start while the journal's commit is fsynced; the ack waits for it.
-            to_run, to_publish = self.journal.add_tasks(tasks, before_commit=self._start_tasks)
-            channel.basic_ack(method.delivery_tag)  # journaled: safe to let go
-            log.info("received %d task(s), %d new", len(tasks), len(to_run))
+            # New tasks start before they are journaled; the ack waits for the commit's fsync.
+            acker = self._acker
+            to_run, to_publish = self.journal.add_tasks(tasks, before_commit=self._start_tasks,
+                                                        durable=acker is None)
+            if acker is None:
+                channel.basic_ack(method.delivery_tag)  # journaled: safe to let go
+            else:
+                acker.ack_after_sync(channel, method.delivery_tag)
+            log.debug("received %d task(s), %d new", len(tasks), len(to_run))
             self._publish_results(to_publish)
             return
         states = {tid: self.journal.cancel(tid) for tid in cancels}
@@ -317,7 +329,7 @@ class Agent:
 
     def _status_ready(self, update: StatusUpdate) -> None:
         self._outbox.put(("status", update))
-        if update.status == protocol.TaskState.RUNNING.value:
+        if update.status == protocol.TaskState.RUNNING.value and not self.engine.holds_running:
             self._wake_later()  # most tasks end first: their result carries the start
         else:
             self._wake()
@@ -367,6 +379,11 @@ class Agent:
                 break
             (results if kind == "result" else updates).append(item)
         results, retried = self._retry_or_finish(results)
+        # Executors waiting on the direct path get their results first; the journal (and the
+        # broker's copy) come after. A crash in between re-runs those tasks: they are
+        # journaled as unfinished, and an Executor ignores a second result.
+        forwarded = (self._to_groups(results) if publish and self._pub is not None
+                     else set())
         # A task that already finished needs no separate "running" message: its result carries
         # the start time, from which the broker records the running step. A retried task
         # keeps it, so its history shows each attempt.
@@ -386,7 +403,7 @@ class Agent:
             return
         for chunk in _chunks(updates):
             self._publish(protocol.MSG_STATUS, protocol.encode_status(chunk))
-        self._publish_results(stored)
+        self._publish_results(stored, forwarded)
 
     def _retry_or_finish(self, results: list[ResultMessage]
                          ) -> tuple[list[ResultMessage], dict[str, StatusUpdate]]:
@@ -435,17 +452,17 @@ class Agent:
                              details={**(r.details or {}), "result_size": size},
                              task_group_id=r.task_group_id)
 
-    def _publish_results(self, results: list[ResultMessage]) -> None:
-        """Hand results to the result publisher (direct-path ones with their group); those
-        it cannot publish stay unpublished in the journal for the next session."""
+    def _publish_results(self, results: list[ResultMessage],
+                         forwarded: set[str] | None = None) -> None:
+        """Hand results to the result publisher, after publishing direct-path ones to their
+        groups (unless `forwarded` says they already went); those it cannot publish stay
+        unpublished in the journal for the next session."""
         pub = self._results_pub
         if not results or pub is None:
             return
-        groups = {r.task_id: self._direct.pop(r.task_id) for r in results
-                  if r.task_id in self._direct}
-        pub.send(Batch(results, self._to_groups(results, groups) if groups else set()))
+        pub.send(Batch(results, (forwarded or set()) | self._to_groups(results)))
 
-    def _to_groups(self, results: list[ResultMessage], groups: dict[str, str]) -> set[str]:
+    def _to_groups(self, results: list[ResultMessage]) -> set[str]:
         """Publish direct-path results straight to their task groups' queues; returns the ids
         RabbitMQ took. The Executor takes them from this account only (`user_id`).
 
@@ -455,6 +472,10 @@ class Agent:
         from the broker's records (it polls while it reconnects). Results a group queue does
         not take are left to the broker to forward (an Executor ignores a second copy).
         """
+        groups = {r.task_id: self._direct.pop(r.task_id) for r in results
+                  if r.task_id in self._direct}
+        if not groups:
+            return set()
         by_group: dict[str, list[ResultMessage]] = {}
         for r in results:
             if r.task_id in groups:

@@ -7,13 +7,16 @@ result per task and ignores duplicates, so re-sending is always safe.
 
 Row states: queued -> running -> done (result stored; `published` once confirmed).
 `cancelled` is a tombstone for a cancel that arrived before its task: the task never runs.
-Used by one thread (the agent's I/O thread) at a time.
+Used by one thread (the agent's I/O thread) at a time; only `sync()` may be called from
+another (it touches the files, not the connection).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -45,7 +48,10 @@ class Journal:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        (mode,) = self.db.execute("PRAGMA journal_mode=WAL").fetchone()
+        #: In WAL mode a commit can be made durable later, from another thread (`sync`).
+        self.wal = str(mode).lower() == "wal"
+        self._sync_lock = threading.Lock()
         # Commits are synced to disk only where fnrelay acks a message after them (tasks and
         # cancels: see _tx). A result or "published" mark lost to a power cut costs a re-run or
         # a duplicate publish, which the broker ignores; an fsync per result costs latency.
@@ -67,31 +73,34 @@ class Journal:
     # --- tasks --------------------------------------------------------------------------------
     def add_tasks(self, tasks: list[TaskMessage],
                   before_commit: Callable[[list[TaskMessage]], None] | None = None,
-                  ) -> tuple[list[TaskMessage], list[ResultMessage]]:
+                  durable: bool = True) -> tuple[list[TaskMessage], list[ResultMessage]]:
         """Journal a message's tasks in one commit.
 
         Returns (to_run, to_publish): new tasks for the engine, and results to (re-)publish
         for tasks that were already done (a redelivery) or cancelled before they arrived.
         Duplicates of queued or running tasks are ignored: they already run.
-        `before_commit(to_run)` may start the new tasks while the commit's fsync runs: the
-        message is acked only after the commit, so a crash in between means a redelivery and
-        at most a second run, never a lost task.
+        `before_commit(to_run)` may start the new tasks before they are written: the message
+        is acked only once the commit is on disk, so a crash in between means a redelivery
+        and at most a second run, never a lost task. With `durable=False` (WAL mode only)
+        the commit is not fsynced here: the caller acks after a later `sync()`.
         """
         to_run: list[TaskMessage] = []
         to_publish: list[ResultMessage] = []
         t = now()
-        db = self._tx(durable=True)  # the message is acked after this commit
+        db = self._tx(durable=durable or not self.wal)
         try:
+            rows = [db.execute("SELECT state, result FROM tasks WHERE task_id = ?",
+                               (task.task_id,)).fetchone() for task in tasks]
+            to_run = [task for task, row in zip(tasks, rows, strict=True) if row is None]
+            if before_commit is not None and to_run:
+                before_commit(to_run)
             (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()
-            for task in tasks:
-                row = db.execute("SELECT state, result FROM tasks WHERE task_id = ?",
-                                 (task.task_id,)).fetchone()
+            for task, row in zip(tasks, rows, strict=True):
                 if row is None:
                     seq += 1
                     db.execute("INSERT INTO tasks (task_id, state, task, seq, updated) "
                                "VALUES (?, ?, ?, ?, ?)",
                                (task.task_id, QUEUED, json.dumps(asdict(task)), seq, t))
-                    to_run.append(task)
                 elif row[0] == TOMBSTONE:
                     result = cancelled_result(task.task_id, task.task_group_id,
                                               "cancelled before it reached the endpoint")
@@ -101,13 +110,30 @@ class Journal:
                     to_publish.append(result)
                 elif row[0] == DONE:
                     to_publish.append(_load(row[1]))
-            if before_commit is not None and to_run:
-                before_commit(to_run)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return to_run, to_publish
+
+    def sync(self) -> None:
+        """Make every commit so far durable (fsync), whatever thread calls it.
+
+        In WAL mode a commit lives in the -wal file until a checkpoint copies it into the
+        database file, and a checkpoint syncs both (synchronous=NORMAL does that much), so
+        syncing the -wal covers every commit; without one, the database file holds them.
+        """
+        with self._sync_lock:
+            for path in (f"{self.path}-wal", str(self.path)):
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                return
 
     def mark_running(self, task_ids: list[str]) -> None:
         db = self._tx()

@@ -40,6 +40,8 @@ POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
 SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
 RECORD_WAIT = 10.0  # seconds a cancel waits for a direct-path task's record at the broker
 IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
+PREFETCH = 50  # result messages RabbitMQ may push to the Executor unacknowledged
+ACK_EVERY = PREFETCH // 2  # result messages acknowledged together (and whenever idle)
 #: AMQP reconnect delays (seconds): exponential from the first, capped, with jitter.
 RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
 
@@ -425,14 +427,21 @@ class Executor(cf.Executor):
         connection = pika.BlockingConnection(params)
         try:
             channel = connection.channel()
-            channel.basic_qos(prefetch_count=50)
+            channel.basic_qos(prefetch_count=PREFETCH)
             self.amqp_connected = True
             self._reconnects = 0
             last = time.monotonic()
+            # Acks go out together, every ACK_EVERY messages and whenever the queue is quiet:
+            # one ack per result is one more frame for RabbitMQ and this process in each
+            # call. Unacked results come again after a reconnect, and a second one is ignored.
+            unacked, last_tag = 0, 0
             for method, props, body in channel.consume(queue_name, inactivity_timeout=0.2):
                 if self._stop.is_set():
                     break
                 if method is None:
+                    if unacked:
+                        channel.basic_ack(last_tag, multiple=True)
+                        unacked = 0
                     if self._finished():
                         break
                     if self._outstanding and time.monotonic() - last > SAFETY_POLL:
@@ -448,8 +457,13 @@ class Executor(cf.Executor):
                         log.warning("dropping a malformed results message: %s", e)
                         results = []
                     self._take_all(results)
-                channel.basic_ack(method.delivery_tag)
+                unacked, last_tag = unacked + 1, method.delivery_tag
+                if unacked >= ACK_EVERY:
+                    channel.basic_ack(last_tag, multiple=True)
+                    unacked = 0
             try:
+                if unacked:
+                    channel.basic_ack(last_tag, multiple=True)
                 channel.cancel()
             except pika.exceptions.AMQPError:
                 pass

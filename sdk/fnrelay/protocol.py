@@ -14,7 +14,7 @@ import enum
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -199,8 +199,9 @@ def encode(obj: Any) -> bytes:
     """JSON-encode a message body (dataclasses become dicts)."""
 
     def default(o: Any) -> Any:
-        if hasattr(o, "__dataclass_fields__"):
-            return asdict(o)
+        fields = getattr(o, "__dataclass_fields__", None)
+        if fields is not None:  # shallow: json walks the values (asdict would copy them all)
+            return {name: getattr(o, name) for name in fields}
         if isinstance(o, enum.Enum):
             return o.value
         raise TypeError(f"cannot encode {type(o).__name__} in a message")

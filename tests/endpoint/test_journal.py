@@ -95,3 +95,23 @@ def test_prune_forgets_only_old_published_results(tmp_path: Path) -> None:
     assert j.state(done.task_id) is None
     assert [t.task_id for t in j.unfinished()] == [pending.task_id]
     assert [r.task_id for r in j.unpublished()] == [unsent.task_id]
+
+
+def test_sync_fsyncs_the_file_that_holds_unsynced_commits(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Tasks journaled without an fsync (the Acker's way) become durable with `sync()`: in WAL
+    mode the commit is in the -wal file, and that is the file synced."""
+    import os
+
+    j = Journal(tmp_path / "j.sqlite")
+    assert j.wal
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                 real_fsync(fd)))
+    t = task()
+    assert j.add_tasks([t], durable=False)[0] == [t]
+    assert synced == []  # the commit itself did not wait for the disk
+    j.sync()
+    assert synced == [str(tmp_path / "j.sqlite-wal")]
+    j.close()
+    assert Journal(tmp_path / "j.sqlite").unfinished() == [t]

@@ -12,6 +12,7 @@ import pytest
 
 from fnrelay import serialize
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, new_id
+from fnrelay_endpoint.engines.base import RUNNING_HOLD
 from fnrelay_endpoint.engines.local import LocalEngine
 
 WAIT = 60.0  # an upper bound for things to happen, not a timing assertion
@@ -77,6 +78,18 @@ class Pool:
                 return update
 
 
+def cancel_running_sleep(p: Pool, tmp_path: Path) -> None:
+    """Start a task whose child sleeps, cancel it: cancelled, and the child is killed too."""
+    pidfile = str(tmp_path / "sleep.pid")
+    p.engine.submit(t := make_task(spawn_sleep_and_wait, pidfile))
+    sleep_pid = int(wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read(),
+                               "the task to start its sleep child"))
+    assert p.engine.cancel(t.task_id) is True
+    r = p.result()
+    assert (r.task_id, r.status) == (t.task_id, "cancelled")
+    wait_until(lambda: gone(sleep_pid), "the sleep child to be killed")
+
+
 @pytest.fixture
 def pool() -> Iterator[Pool]:
     p = Pool(2)
@@ -93,8 +106,17 @@ def test_runs_tasks_and_reports_results_and_running(pool: Pool) -> None:
     assert {tid: serialize.deserialize(r.result) for tid, r in results.items()} == {
         t.task_id: i * i for i, t in enumerate(tasks)}
     assert all(r.status == "success" for r in results.values())
-    assert pool.running(tasks[0].task_id).status == "running"
     assert {r.details["pid"] for r in results.values()} != {os.getpid()}  # other processes
+
+
+def test_a_task_running_longer_than_the_hold_is_reported_running(pool: Pool) -> None:
+    """Short tasks are reported by their results alone (which carry their start times); one
+    still running after RUNNING_HOLD gets a "running" update while it runs."""
+    pool.engine.submit(slow := make_task(time.sleep, 20 * RUNNING_HOLD))
+    update = pool.running(slow.task_id)
+    assert update.status == "running" and "local worker pid" in update.detail
+    assert pool.results.empty()  # reported while it still runs
+    assert pool.result().task_id == slow.task_id
 
 
 def test_remote_exception_keeps_type_and_traceback(pool: Pool) -> None:
@@ -109,15 +131,7 @@ def test_cancel_of_running_task_kills_its_process_group(tmp_path: Path) -> None:
     p = Pool(1)
     p.engine.start()
     try:
-        pidfile = str(tmp_path / "sleep.pid")
-        t = make_task(spawn_sleep_and_wait, pidfile)
-        p.engine.submit(t)
-        sleep_pid = int(wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read(),
-                                   "the task to start its sleep child"))
-        assert p.engine.cancel(t.task_id) is True
-        r = p.result()
-        assert (r.task_id, r.status) == (t.task_id, "cancelled")
-        wait_until(lambda: gone(sleep_pid), "the sleep child to be killed")
+        cancel_running_sleep(p, tmp_path)
 
         p.engine.submit(after := make_task(square, 7))  # a fresh worker took its place
         r = p.result()
@@ -180,5 +194,37 @@ def test_workers_start_on_first_task_and_stop_when_idle() -> None:
         p.engine.submit(make_task(square, 4))  # a fresh worker takes the next task
         second = p.result()
         assert serialize.deserialize(second.result) == 16 and second.details["pid"] != pid
+    finally:
+        p.engine.shutdown()
+
+
+def test_a_task_for_an_idle_worker_goes_straight_down_its_pipe(tmp_path: Path) -> None:
+    """Warm path: `submit` hands the task to the idle worker itself; the running update, a
+    walltime and a cancel still apply to a task handed down this way."""
+    p = Pool(1)
+    p.engine.start()
+    try:
+        p.engine.submit(make_task(square, 2))
+        warm_pid = p.result().details["pid"]
+        wait_until(lambda: p.engine._slots[0].idle, "the worker to idle")
+
+        p.engine.submit(t := make_task(square, 5))
+        r = p.result()
+        assert (r.task_id, serialize.deserialize(r.result), r.details["pid"]) == (
+            t.task_id, 25, warm_pid)
+        assert p.engine._slots[0].handed  # not through the queue
+
+        wait_until(lambda: p.engine._slots[0].idle, "the worker to idle")
+        slow = make_task(time.sleep, 30)
+        slow.resource_specification = {"walltime": 1}
+        p.engine.submit(slow)
+        r = p.result()
+        assert (r.task_id, r.status, r.exception.type) == (
+            slow.task_id, "failed", "fnrelay_endpoint.engines.local.WalltimeExceededError")
+
+        p.engine.submit(make_task(square, 3))  # a killed worker is replaced on demand
+        assert serialize.deserialize(p.result().result) == 9
+        wait_until(lambda: p.engine._slots[0].idle, "the fresh worker to idle")
+        cancel_running_sleep(p, tmp_path)
     finally:
         p.engine.shutdown()

@@ -179,3 +179,22 @@ def test_code_that_does_not_match_its_function_id_is_recorded_as_failed(client, 
     record = _record(client, tid, "failed")
     assert "does not match" in record["exception"]["message"]
 
+
+
+def test_results_are_acknowledged_in_batches_and_none_is_left_unacknowledged(
+        client, endpoint_id, rabbitmq):  # type: ignore[no-untyped-def]
+    """The Executor acks its result messages together (every 25, and whenever its queue is
+    quiet): 30 lone calls leave nothing unacknowledged, or ready to come again, in its queue."""
+    with Executor(endpoint_id, client=client) as ex:
+        for i in range(30):
+            assert ex.submit(add, i, 1).result(WAIT) == i + 1
+        queue = protocol.group_queue(str(ex.task_group_id))
+        url = f"{rabbitmq.management_url.rstrip('/')}/api/queues/%2F/{queue}"
+
+        def settled() -> bool:  # the management API's counts lag by up to 5 s
+            r = requests.get(url, auth=rabbitmq.admin_auth, timeout=10)
+            r.raise_for_status()
+            q = r.json()
+            return (q.get("messages_unacknowledged"), q.get("messages_ready")) == (0, 0) and \
+                q.get("message_stats", {}).get("deliver_get", 0) >= 30
+        wait_for(settled, "every result message acknowledged", WAIT)

@@ -20,12 +20,18 @@ from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage
 ResultCallback = Callable[[ResultMessage], None]
 StatusCallback = Callable[[StatusUpdate], None]
 
+#: Seconds a "running" update may be held back: a task that ends sooner sends only its result,
+#: which carries its start time (one broker write per short task, not two).
+RUNNING_HOLD = 0.05
+
 
 class Engine(abc.ABC):
     """Runs tasks; thread-safe; reports through callbacks."""
 
     #: Short name shown in heartbeats and endpoint metadata.
     name: str = "engine"
+    #: The engine itself holds "running" updates for RUNNING_HOLD (the agent need not).
+    holds_running: bool = False
 
     def __init__(self, on_result: ResultCallback, on_status: StatusCallback):
         self.on_result = on_result

@@ -5,7 +5,9 @@ Each worker is a process started by multiprocessing's forkserver (never a plain 
 threaded agent) that puts itself in its own process group, so cancelling a running task kills
 the whole group with SIGKILL (bash children of a ShellFunction included) and a fresh worker
 takes its place. One feeder thread per worker hands it tasks FIFO from a shared queue and
-waits for the answer, so an idle worker picks up the next task at once.
+waits for the answer, so an idle worker picks up the next task at once. A task submitted while
+a worker idles goes down that worker's pipe from `submit` itself: waking the feeder first
+would cost a thread switch on the task's way in.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from fnrelay.errors import ConfigurationError
 from fnrelay.functions import parse_walltime
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
+from fnrelay_endpoint.engines.base import RUNNING_HOLD, Engine, ResultCallback, StatusCallback
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def _worker_main(conn: Connection) -> None:
             return
         if task is None:
             return
-        conn.send(("result", asdict(execute(TaskMessage(**task)))))
+        conn.send(("result", execute(task)))
 
 
 def _kill_group(pid: int | None) -> None:
@@ -77,15 +78,23 @@ def task_walltime(task: TaskMessage) -> int | None:
 class _Slot:
     """One worker process, the task it runs, and whether that task was cancelled."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, lock: threading.Lock):
         self.index = index
+        #: Wakes this slot's feeder only (shares the engine's lock).
+        self.wake = threading.Condition(lock)
         self.process: Any = None
+        self.conn: Connection | None = None  # the pipe to the worker while it lives
         self.task: TaskMessage | None = None
         self.cancelled = False
+        self.reported = False  # slot.task's "running" update went out
+        #: The feeder waits for work with a live worker: `submit` may hand a task straight down.
+        self.idle = False
+        self.handed = False  # `submit` already sent slot.task down the pipe
 
 
 class LocalEngine(Engine):
     name = "local"
+    holds_running = True
 
     def __init__(self, max_workers: int, on_result: ResultCallback, on_status: StatusCallback,
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT):
@@ -96,8 +105,9 @@ class LocalEngine(Engine):
         #: Seconds a worker may wait for work before it is stopped (None: never).
         self.idle_timeout = idle_timeout
         self._queue: collections.deque[TaskMessage] = collections.deque()
-        self._cond = threading.Condition()
-        self._slots = [_Slot(i) for i in range(max_workers)]
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # queue and life cycle; feeders without workers
+        self._slots = [_Slot(i, lock) for i in range(max_workers)]
         self._threads: list[threading.Thread] = []
         self._stopping = False
 
@@ -135,8 +145,20 @@ class LocalEngine(Engine):
 
     def submit(self, task: TaskMessage) -> None:
         with self._cond:
-            self._queue.append(task)
-            self._cond.notify()
+            slot = next((s for s in self._slots if s.idle), None)
+            if slot is None:
+                self._queue.append(task)
+                self._cond.notify()  # a feeder without a worker starts one
+                return
+            slot.idle, slot.task, slot.cancelled, slot.handed = False, task, False, True
+            conn = slot.conn
+        try:
+            assert conn is not None
+            conn.send(task)
+        except (OSError, ValueError):
+            pass  # the worker died meanwhile (e.g. cancelled): its feeder reports the task
+        with self._cond:
+            slot.wake.notify()  # its feeder goes on to wait for the answer
 
     def cancel(self, task_id: str) -> bool:
         with self._cond:
@@ -163,6 +185,8 @@ class LocalEngine(Engine):
             self._stopping = True
             self._queue.clear()
             self._cond.notify_all()
+            for slot in self._slots:
+                slot.wake.notify_all()
             pids = [s.process.pid for s in self._slots if s.process is not None]
         for pid in pids:
             _kill_group(pid)
@@ -184,9 +208,12 @@ class LocalEngine(Engine):
             if conn is None:
                 time.sleep(1.0)  # the worker died while starting: do not spin
                 continue
+            slot.conn = conn
             try:
                 self._serve(slot, conn)
             finally:
+                with self._cond:
+                    slot.conn = None
                 conn.close()
                 if slot.process.exitcode is None:
                     _kill_group(slot.process.pid)
@@ -220,20 +247,26 @@ class LocalEngine(Engine):
         return parent
 
     def _next_task(self, slot: _Slot) -> TaskMessage | None:
-        """The next task for `slot`'s worker; None when the engine stops or the worker has
-        been idle for idle_timeout (the feeder then stops it; the next task starts one)."""
+        """The next task for `slot`'s worker (queued, or handed down by `submit`); None when
+        the engine stops or the worker has been idle for idle_timeout (the feeder then stops
+        it; the next task starts one)."""
         deadline = None if self.idle_timeout is None else time.monotonic() + self.idle_timeout
         with self._cond:
-            while not self._queue and not self._stopping:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    log.info("worker %d idle for %gs: stopping it", slot.index,
-                             self.idle_timeout)
-                    return None
-                self._cond.wait(remaining)
+            slot.idle = True
+            try:
+                while slot.task is None and not self._queue and not self._stopping:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        log.info("worker %d idle for %gs: stopping it", slot.index,
+                                 self.idle_timeout)
+                        return None
+                    slot.wake.wait(remaining)
+            finally:
+                slot.idle = False
             if self._stopping:
-                return None
-            slot.task, slot.cancelled = self._queue.popleft(), False
+                return None  # a task handed down meanwhile is re-run from the journal
+            if slot.task is None:
+                slot.task, slot.cancelled, slot.handed = self._queue.popleft(), False, False
             return slot.task
 
     def _serve(self, slot: _Slot, conn: Connection) -> None:
@@ -242,18 +275,17 @@ class LocalEngine(Engine):
             task = self._next_task(slot)
             if task is None:
                 return
-            self.on_status(StatusUpdate(task_id=task.task_id, status=TaskState.RUNNING.value,
-                                        detail=f"local worker pid {slot.process.pid}"))
             walltime = task_walltime(task)
             timed_out = False
             try:
-                conn.send(asdict(task))
-                if walltime is not None and not conn.poll(walltime):
-                    timed_out = True
+                if not slot.handed:
+                    conn.send(task)
+                timed_out = not self._wait_for_answer(slot, conn, task, walltime)
+                if timed_out:
                     _kill_group(slot.process.pid)
                     raise EOFError
                 _, answer = conn.recv()
-                result: ResultMessage | None = ResultMessage.from_dict(answer)
+                result: ResultMessage | None = answer
             except (EOFError, OSError):
                 result = None
             with self._cond:
@@ -268,9 +300,28 @@ class LocalEngine(Engine):
                 self.on_result(_walltime_result(task, walltime or 0))
                 return  # the worker was killed: start a fresh one
             if result is None:
+                if not slot.reported:  # it did start: its history shows the lost run
+                    self._report_running(slot, task)
                 self.on_result(self._died(task, slot))
                 return
             self.on_result(result)
+
+    def _wait_for_answer(self, slot: _Slot, conn: Connection, task: TaskMessage,
+                         walltime: int | None) -> bool:
+        """Wait for the worker's answer (False: the walltime ran out first). A task still
+        running after RUNNING_HOLD is reported running; a shorter one only by its result, so
+        a short task costs the agent one wake-up, not two."""
+        slot.reported = False
+        hold = RUNNING_HOLD if walltime is None else min(RUNNING_HOLD, walltime)
+        if conn.poll(hold):
+            return True
+        self._report_running(slot, task)
+        return walltime is None or conn.poll(max(0.0, walltime - hold))
+
+    def _report_running(self, slot: _Slot, task: TaskMessage) -> None:
+        slot.reported = True
+        self.on_status(StatusUpdate(task_id=task.task_id, status=TaskState.RUNNING.value,
+                                    detail=f"local worker pid {slot.process.pid}"))
 
     def _died(self, task: TaskMessage, slot: _Slot) -> ResultMessage:
         _kill_group(slot.process.pid)  # whatever the dead worker started goes too

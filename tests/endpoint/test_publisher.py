@@ -1,0 +1,70 @@
+"""The endpoint's result publisher against a real RabbitMQ: what goes out in which message."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pika
+import pytest
+
+from fnrelay import protocol
+from fnrelay.protocol import ResultMessage
+from fnrelay_endpoint.publisher import Batch, ResultPublisher
+from support.waiting import wait_for
+
+
+@pytest.fixture
+def results_queue(amqp_url: str) -> Iterator[tuple[str, str, pika.adapters.BlockingConnection]]:
+    """(endpoint id, queue) where the broker would get this endpoint's results."""
+    endpoint_id = str(uuid.uuid4())
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    ch.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, protocol.RESULTS_EXCHANGE, routing_key=endpoint_id)
+    yield endpoint_id, q, conn
+    conn.close()
+
+
+def messages(conn, queue: str) -> list[tuple[dict, list[str]]]:  # type: ignore[no-untyped-def]
+    """(headers, task ids) of each message waiting in `queue`."""
+    out = []
+    ch = conn.channel()
+    while True:
+        method, props, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            return out
+        out.append((props.headers or {}, [r.task_id for r in protocol.decode_results(body)]))
+
+
+def result(task_id: str) -> ResultMessage:
+    return ResultMessage(task_id=task_id, status="success", result="03\n1")
+
+
+def test_results_every_executor_has_go_out_together(amqp_url, results_queue) -> None:  # type: ignore[no-untyped-def]
+    """Direct-path results (already in their groups) linger and share one message, marked
+    forwarded; a result nobody has yet is published at once with what waits, unmarked (the
+    broker forwards it)."""
+    endpoint_id, q, conn = results_queue
+    pub = ResultPublisher(amqp_url, endpoint_id, lambda: None)
+    pub.start()
+    confirmed: list[str] = []
+
+    def count() -> int:
+        while not pub.published.empty():
+            confirmed.extend(pub.published.get_nowait())
+        return len(confirmed)
+
+    try:
+        for tid in ("a", "b", "c"):
+            pub.send(Batch([result(tid)], {tid}))
+        wait_for(lambda: count() == 3, "three confirmed results")
+        assert messages(conn, q) == [({protocol.FORWARDED_HEADER: True}, ["a", "b", "c"])]
+
+        pub.send(Batch([result("d")], {"d"}))
+        pub.send(Batch([result("e")]))
+        wait_for(lambda: count() == 5, "two more confirmed results")
+        assert messages(conn, q) == [({}, ["d", "e"])]
+    finally:
+        pub.stop()
