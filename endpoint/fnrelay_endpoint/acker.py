@@ -4,8 +4,9 @@ The agent journals a message's tasks and starts them at once, but acks the messa
 the commit is durable, so RabbitMQ keeps every task until the endpoint can no longer lose it.
 The fsync (a millisecond or so here) runs on this thread: on the I/O thread it held up the
 results of the very tasks it covered. One fsync covers every commit made before it, so a
-burst of messages costs one. The acks themselves go out on the I/O thread (pika is not
-thread-safe), scheduled through `call_soon` (the connection's add_callback_threadsafe).
+burst of messages, or lone calls in a row GATHER apart, costs one. The acks themselves go out
+on the I/O thread (pika is not thread-safe), scheduled through `call_soon` (the connection's
+add_callback_threadsafe).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import pika.exceptions
 log = logging.getLogger(__name__)
 
 RETRY = 1.0  # seconds before a failed sync is tried again
+#: Seconds the first message of a sync waits for others: one fsync and one wake-up of the I/O
+#: thread per GATHER, not per message (the endpoint's prefetch leaves room for the wait).
+GATHER = 0.02
 
 
 class Acker(threading.Thread):
@@ -57,9 +61,10 @@ class Acker(threading.Thread):
     def run(self) -> None:
         while True:
             self._wake.wait()
-            self._wake.clear()
             if self._stopped:
                 return
+            time.sleep(GATHER)
+            self._wake.clear()
             batch = self._take()
             if not batch:
                 continue

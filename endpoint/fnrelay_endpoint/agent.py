@@ -2,10 +2,14 @@
 
 One I/O thread owns the pika connection (pika is not thread-safe). Engine threads never touch
 it: they put results and status updates on a queue and wake the I/O thread with
-`add_callback_threadsafe` (one pending wake-up at a time). Every task is journaled before its
-message is acked (the fsync and the ack come from the Acker's thread, so they do not hold up
-results) and no message is held while a task runs, so RabbitMQ's consumer_timeout never fires
-and a crash loses nothing; results stay in the journal until their publish is confirmed.
+`add_callback_threadsafe` (one pending wake-up at a time). The exception that proves the rule:
+a lone direct-path result goes to its task group from the engine thread that got it, over
+the GroupSender's connection of its own, and the I/O thread journals it a little later.
+
+Every task is journaled before its message is acked (the fsync and the ack come from the
+Acker's thread, so they do not hold up results) and no message is held while a task runs, so
+RabbitMQ's consumer_timeout never fires and a crash loses nothing; results stay in the journal
+until their publish is confirmed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,7 +39,7 @@ from fnrelay_endpoint.blobs import BlobUploader
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import RUNNING_HOLD, make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
-from fnrelay_endpoint.publisher import Batch, ResultPublisher
+from fnrelay_endpoint.publisher import Batch, GroupSender, ResultPublisher, publish_to_group
 from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,8 @@ BATCH = 256
 #: Registration attempts at first start before giving up (later reconnects retry forever).
 FIRST_REGISTER_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
+#: Seconds between services of the group sender's idle connection (RabbitMQ's heartbeats).
+SERVICE = 5.0
 #: Seconds between journal prunes while the agent runs (it also prunes at start).
 PRUNE_PERIOD = 3600.0
 
@@ -77,6 +84,9 @@ class Agent:
                                   EndpointPaths.of(name).dir)
         self._stop = threading.Event()
         self._outbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        #: Results an engine thread already sent to their groups: journaled and handed to the
+        #: result publisher at the next drain, which may wait (RUNNING_HOLD, coalesced).
+        self._sent: queue.SimpleQueue[ResultMessage] = queue.SimpleQueue()
         self._wake_lock = threading.Lock()
         self._wake_pending = False
         self._hold_pending = False
@@ -86,6 +96,7 @@ class Agent:
         self._retry_pending = False
         self._results_pub: ResultPublisher | None = None  # one per AMQP session
         self._acker: Acker | None = None  # one per AMQP session (WAL journals)
+        self._groups: GroupSender | None = None  # one per AMQP session (lone results)
         self._consumer_tag = ""
         self.heartbeat_period = 10.0
         self._failures: dict[str, int] = {}  # task id -> runs lost to infrastructure
@@ -225,6 +236,7 @@ class Agent:
             if self.journal.wal:
                 self._acker = Acker(self.journal.sync, conn.add_callback_threadsafe)
                 self._acker.start()
+            self._groups = GroupSender(reg["amqp_url"])
             sub = self._consumer_channel(conn, reg.get("task_queue")
                                          or protocol.endpoint_queue(self.endpoint_id))
             with self._wake_lock:
@@ -238,8 +250,12 @@ class Agent:
             log.info("consuming %s (prefetch %d)", reg.get("task_queue"), self.config.prefetch)
             if on_ready:
                 on_ready()
+            serviced = time.monotonic()
             while not self._stop.is_set():
                 conn.process_data_events(time_limit=1)
+                if time.monotonic() - serviced > SERVICE:
+                    serviced = time.monotonic()
+                    self._groups.service()
                 if self._results_pub.failed.is_set():
                     raise pika.exceptions.AMQPConnectionError("the result publisher's "
                                                               "connection broke")
@@ -254,6 +270,9 @@ class Agent:
             if self._acker is not None:
                 self._acker.stop()
                 self._acker = None
+            if self._groups is not None:
+                self._groups.close()
+                self._groups = None
             self._pub = None
             try:
                 if conn.is_open:
@@ -324,8 +343,29 @@ class Agent:
         self._deliver(result)
 
     def _deliver(self, result: ResultMessage) -> None:
+        if self._send_lone(result):
+            self._sent.put(result)
+            self._wake_later()  # nobody waits for the journal or the broker's copy
+            return
         self._outbox.put(("result", result))
         self._wake()
+
+    def _send_lone(self, result: ResultMessage) -> bool:
+        """Publish a direct-path result to its group from this (engine) thread, if nothing
+        else waits: a lone call's result then does not wait for the I/O thread to wake up.
+        False leaves it to the I/O thread, which batches whatever piles up."""
+        groups = self._groups
+        if (groups is None or not self._outbox.empty() or self.engine.backlog()
+                or retries.is_infrastructure(result) or self._checked_size(result) is not result
+                or result.task_id not in self._direct):
+            return False
+        group_id = self._direct.pop(result.task_id, None)  # atomic: only this thread has it
+        if group_id is None:
+            return False
+        if groups.try_send(group_id, self._with_attempt(result)):
+            return True
+        self._direct[result.task_id] = group_id  # not in the outbox yet: nobody else looks
+        return False
 
     def _status_ready(self, update: StatusUpdate) -> None:
         self._outbox.put(("status", update))
@@ -335,7 +375,8 @@ class Agent:
             self._wake()
 
     def _wake_later(self) -> None:
-        """Schedule one _drain RUNNING_HOLD seconds from now (coalesced)."""
+        """Schedule one _drain RUNNING_HOLD seconds from now (coalesced: one wake-up of the I/O
+        thread for all that comes meanwhile)."""
         with self._wake_lock:
             if self._hold_pending or self._conn is None:
                 return
@@ -374,6 +415,12 @@ class Agent:
         updates: list[StatusUpdate] = []
         while True:
             try:
+                results.append(self._sent.get_nowait())
+            except queue.Empty:
+                break
+        forwarded = {r.task_id for r in results}  # already in their groups
+        while True:
+            try:
                 kind, item = self._outbox.get_nowait()
             except queue.Empty:
                 break
@@ -382,8 +429,8 @@ class Agent:
         # Executors waiting on the direct path get their results first; the journal (and the
         # broker's copy) come after. A crash in between re-runs those tasks: they are
         # journaled as unfinished, and an Executor ignores a second result.
-        forwarded = (self._to_groups(results) if publish and self._pub is not None
-                     else set())
+        if publish and self._pub is not None:
+            forwarded |= self._to_groups(results)
         # A task that already finished needs no separate "running" message: its result carries
         # the start time, from which the broker records the running step. A retried task
         # keeps it, so its history shows each attempt.
@@ -472,10 +519,8 @@ class Agent:
         from the broker's records (it polls while it reconnects). Results a group queue does
         not take are left to the broker to forward (an Executor ignores a second copy).
         """
-        groups = {r.task_id: self._direct.pop(r.task_id) for r in results
-                  if r.task_id in self._direct}
-        if not groups:
-            return set()
+        groups = {r.task_id: g for r in results
+                  if (g := self._direct.pop(r.task_id, None)) is not None}
         by_group: dict[str, list[ResultMessage]] = {}
         for r in results:
             if r.task_id in groups:
@@ -483,18 +528,8 @@ class Agent:
         sent: set[str] = set()
         for group_id, items in by_group.items():
             for chunk in _chunks(items):
-                try:
-                    self._pub.basic_publish(
-                        protocol.GROUPS_EXCHANGE, group_id, protocol.encode_results(chunk),
-                        pika.BasicProperties(content_type=protocol.CONTENT_TYPE,
-                                             delivery_mode=1, type=protocol.MSG_RESULTS,
-                                             user_id=self._user_id),
-                        mandatory=True)
-                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
-                    log.info("task group %s's queue did not take %d result(s) (%s); the "
-                             "broker forwards them", group_id, len(chunk), type(e).__name__)
-                    continue
-                sent.update(r.task_id for r in chunk)
+                if publish_to_group(self._pub, self._user_id, group_id, chunk):
+                    sent.update(r.task_id for r in chunk)
         return sent
 
     def _mark_published(self) -> None:

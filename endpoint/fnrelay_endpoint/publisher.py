@@ -5,7 +5,7 @@ message only once it is on disk (a millisecond or more here). On the agent's I/O
 waits held up the next task's arrival; here they overlap with it, and whatever results pile up
 meanwhile go out together in the next message. (Direct-path results reach their task group
 before this: the agent publishes those itself, as transient messages, whose confirms are
-quick; see Agent._to_groups.)
+quick; see Agent._to_groups and GroupSender.)
 
 The journal stays the I/O thread's alone: this thread reports what RabbitMQ confirmed through
 `published` (a thread-safe queue) and the agent marks it in the journal. A result confirmed but
@@ -164,3 +164,75 @@ def _may_linger(batches: list[Batch | None]) -> bool:
         if any(r.task_id not in b.forwarded for r in b.results):
             return False
     return n < BATCH
+
+
+def publish_to_group(channel: Any, user: str | None, group_id: str,
+                     results: list[ResultMessage]) -> bool:
+    """Publish direct-path results to their task group's queue, transient and confirmed; False
+    if the queue did not take them (the broker then forwards its copy)."""
+    try:
+        channel.basic_publish(
+            protocol.GROUPS_EXCHANGE, group_id, protocol.encode_results(results),
+            pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=1,
+                                 type=protocol.MSG_RESULTS, user_id=user),
+            mandatory=True)
+    except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
+        log.info("task group %s's queue did not take %d result(s) (%s); the broker forwards "
+                 "them", group_id, len(results), type(e).__name__)
+        return False
+    return True
+
+
+class GroupSender:
+    """Publishes a lone direct-path result to its task group from the engine thread that got
+    it, over a connection of its own (behind a lock): waking the agent's I/O thread first was
+    a thread switch on every lone call's way back. It only takes what nobody else is sending
+    (`try_send` never waits for the lock); everything else goes the batched way."""
+
+    def __init__(self, amqp_url: str):
+        params = connection_parameters(amqp_url, "fnrelay-endpoint-groups")
+        self._lock = threading.Lock()
+        self._conn: Any = pika.BlockingConnection(params)
+        self._channel: Any = self._conn.channel()
+        self._channel.confirm_delivery()
+        self._user = params.credentials.username
+
+    def try_send(self, group_id: str, result: ResultMessage) -> bool:
+        """True if the group's queue took the result; False if it did not, the sender was
+        busy, or its connection broke (the agent then publishes the result itself)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._channel is None:
+                return False
+            return publish_to_group(self._channel, self._user, group_id, [result])
+        except (pika.exceptions.AMQPError, OSError) as e:
+            log.warning("the group result sender lost its connection (%r); results go the "
+                        "batched way", e)
+            self._drop()
+            return False
+        finally:
+            self._lock.release()
+
+    def service(self) -> None:
+        """Answer RabbitMQ's heartbeats (the agent calls this every few seconds)."""
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.process_data_events(time_limit=0)
+            except (pika.exceptions.AMQPError, OSError):
+                self._drop()
+
+    def close(self) -> None:
+        with self._lock:
+            conn = self._conn
+            self._drop()
+        try:
+            if conn is not None and conn.is_open:
+                conn.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass
+
+    def _drop(self) -> None:
+        self._conn = self._channel = None

@@ -10,8 +10,18 @@ import pytest
 
 from fnrelay import protocol
 from fnrelay.protocol import ResultMessage
-from fnrelay_endpoint.publisher import Batch, ResultPublisher
+from fnrelay_endpoint.publisher import Batch, GroupSender, ResultPublisher
 from support.waiting import wait_for
+
+
+def bound_queue(conn, exchange: str, kind: str, key: str) -> str:  # type: ignore[no-untyped-def]
+    """A temporary queue getting what `exchange` routes with `key` (declared as the broker
+    declares it)."""
+    ch = conn.channel()
+    ch.exchange_declare(exchange, kind, durable=True)
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, exchange, routing_key=key)
+    return q
 
 
 @pytest.fixture
@@ -19,11 +29,7 @@ def results_queue(amqp_url: str) -> Iterator[tuple[str, str, pika.adapters.Block
     """(endpoint id, queue) where the broker would get this endpoint's results."""
     endpoint_id = str(uuid.uuid4())
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    ch = conn.channel()
-    ch.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
-    q = ch.queue_declare("", exclusive=True).method.queue
-    ch.queue_bind(q, protocol.RESULTS_EXCHANGE, routing_key=endpoint_id)
-    yield endpoint_id, q, conn
+    yield endpoint_id, bound_queue(conn, protocol.RESULTS_EXCHANGE, "topic", endpoint_id), conn
     conn.close()
 
 
@@ -68,3 +74,30 @@ def test_results_every_executor_has_go_out_together(amqp_url, results_queue) -> 
         assert messages(conn, q) == [({}, ["d", "e"])]
     finally:
         pub.stop()
+
+
+def test_the_group_sender_publishes_a_lone_result_or_declines(amqp_url) -> None:  # type: ignore[no-untyped-def]
+    """GroupSender (used from engine threads) puts a result in its group's queue, transient and
+    sent as its own account; it declines (False: the agent then takes the batched way) when
+    the group has no queue or another thread is sending."""
+    group_id = str(uuid.uuid4())
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    q = bound_queue(conn, protocol.GROUPS_EXCHANGE, "direct", group_id)
+    ch = conn.channel()
+    sender = GroupSender(amqp_url)
+    try:
+        assert sender.try_send(group_id, result("x")) is True
+        method, props, body = ch.basic_get(q, auto_ack=True)
+        assert [r.task_id for r in protocol.decode_results(body)] == ["x"]
+        assert (props.delivery_mode, props.type) == (1, protocol.MSG_RESULTS)
+        assert props.user_id == pika.URLParameters(amqp_url).credentials.username
+
+        assert sender.try_send(str(uuid.uuid4()), result("y")) is False  # no such queue
+        with sender._lock:  # another engine thread is sending
+            assert sender.try_send(group_id, result("z")) is False
+        assert ch.basic_get(q, auto_ack=True)[0] is None
+        sender.service()  # the idle connection answers heartbeats and stays usable
+        assert sender.try_send(group_id, result("w")) is True
+    finally:
+        sender.close()
+        conn.close()

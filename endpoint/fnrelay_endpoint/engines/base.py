@@ -57,6 +57,10 @@ class Engine(abc.ABC):
         """Facts for heartbeats (engine name, worker count...)."""
         return {"engine": self.name}
 
+    def backlog(self) -> int:
+        """Tasks waiting for a free worker (approximate; 0 if the engine cannot tell)."""
+        return 0
+
     @classmethod
     @abc.abstractmethod
     def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:

@@ -193,6 +193,9 @@ class LocalEngine(Engine):
         for t in self._threads:
             t.join(timeout=10)
 
+    def backlog(self) -> int:
+        return len(self._queue)  # a glance, without the lock
+
     def info(self) -> dict[str, Any]:
         with self._cond:
             busy = sum(1 for s in self._slots if s.task is not None)
