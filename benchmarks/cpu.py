@@ -75,10 +75,9 @@ def _rabbitmq_pid(stack_dir: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    n = int(argv[0]) if argv else 500
-    for name, ms in measure(n).items():
-        print(f"{name:26s} {ms:7.3f} ms")
-    return 0
+    from benchmarks.hops import probe_main
+
+    return probe_main(measure, argv, 500)
 
 
 if __name__ == "__main__":

@@ -63,11 +63,16 @@ def measure(n: int = 100, warmup: int = 20) -> dict[str, float]:
         return breakdown(client, calls)
 
 
-def main(argv: list[str]) -> int:
-    n = int(argv[0]) if argv else 100
-    for name, ms in measure(n).items():
-        print(f"{name:32s} {ms:8.2f} ms")
+def probe_main(measure_n: Any, argv: list[str], default_n: int) -> int:
+    """`python -m benchmarks.<probe> [N]`: run `measure_n(N)` and print its milliseconds."""
+    n = int(argv[0]) if argv else default_n
+    for name, ms in measure_n(n).items():
+        print(f"{name:32s} {ms:8.3f} ms")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return probe_main(measure, argv, 100)
 
 
 if __name__ == "__main__":
