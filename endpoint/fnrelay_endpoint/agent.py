@@ -39,7 +39,13 @@ from fnrelay_endpoint.blobs import BlobUploader
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import RUNNING_HOLD, make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
-from fnrelay_endpoint.publisher import Batch, GroupSender, ResultPublisher, publish_to_group
+from fnrelay_endpoint.publisher import (
+    SERVICE,
+    Batch,
+    GroupSender,
+    ResultPublisher,
+    publish_to_group,
+)
 from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
@@ -49,8 +55,6 @@ BATCH = 256
 #: Registration attempts at first start before giving up (later reconnects retry forever).
 FIRST_REGISTER_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
-#: Seconds between services of the group sender's idle connection (RabbitMQ's heartbeats).
-SERVICE = 5.0
 #: Seconds between journal prunes while the agent runs (it also prunes at start).
 PRUNE_PERIOD = 3600.0
 

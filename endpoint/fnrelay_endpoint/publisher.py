@@ -37,8 +37,10 @@ BATCH = 256  # results per message
 #: the broker's copy, so one message (one disk write at RabbitMQ, one wake-up of the broker)
 #: per LINGER rather than per task, which lone calls in a row feel as CPU taken from them.
 LINGER = 0.05
-#: Seconds between services of the idle connection (RabbitMQ's heartbeats).
+#: Seconds between services of an idle connection (RabbitMQ's heartbeats).
 SERVICE = 5.0
+#: Seconds a GroupSender publish may be held up by RabbitMQ's flow control before it fails.
+BLOCKED_TIMEOUT = 10.0
 
 
 @dataclass
@@ -191,6 +193,9 @@ class GroupSender:
 
     def __init__(self, amqp_url: str):
         params = connection_parameters(amqp_url, "fnrelay-endpoint-groups")
+        # An engine thread must not hang on RabbitMQ's flow control (a resource alarm): its
+        # publish fails after this, and results take the batched way.
+        params.blocked_connection_timeout = BLOCKED_TIMEOUT
         self._lock = threading.Lock()
         self._conn: Any = pika.BlockingConnection(params)
         self._channel: Any = self._conn.channel()
@@ -215,14 +220,17 @@ class GroupSender:
             self._lock.release()
 
     def service(self) -> None:
-        """Answer RabbitMQ's heartbeats (the agent calls this every few seconds)."""
-        with self._lock:
-            if self._conn is None:
-                return
-            try:
+        """Answer RabbitMQ's heartbeats (the agent's I/O thread calls this every few seconds;
+        it never waits: a sender busy publishing services the connection itself)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._conn is not None:
                 self._conn.process_data_events(time_limit=0)
-            except (pika.exceptions.AMQPError, OSError):
-                self._drop()
+        except (pika.exceptions.AMQPError, OSError):
+            self._drop()
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:

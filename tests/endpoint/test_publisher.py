@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -93,8 +94,12 @@ def test_the_group_sender_publishes_a_lone_result_or_declines(amqp_url) -> None:
         assert props.user_id == pika.URLParameters(amqp_url).credentials.username
 
         assert sender.try_send(str(uuid.uuid4()), result("y")) is False  # no such queue
-        with sender._lock:  # another engine thread is sending
+        with sender._lock:  # another engine thread is sending (or hangs in flow control)
             assert sender.try_send(group_id, result("z")) is False
+            service = threading.Thread(target=sender.service)  # the I/O thread's call
+            service.start()
+            service.join(10)
+            assert not service.is_alive()  # it does not wait for the sender
         assert ch.basic_get(q, auto_ack=True)[0] is None
         sender.service()  # the idle connection answers heartbeats and stays usable
         assert sender.try_send(group_id, result("w")) is True
