@@ -16,11 +16,11 @@ import pika.exceptions
 import pytest
 import requests
 
-from fnrelay import Client, Executor, errors, protocol, serialize
+from fnrelay import Client, Executor, protocol, serialize
 from fnrelay.client import task_entry
 from fnrelay.direct import task_messages
 from support.endpoint_peer import send_result
-from support.waiting import wait_for
+from support.waiting import wait_for, wait_recorded
 
 WAIT = 120.0
 DIRECT_DETAIL = "published to the endpoint by the Executor (direct path)"
@@ -35,19 +35,6 @@ def slow_genuine():  # type: ignore[no-untyped-def]
 
     time.sleep(3)
     return "genuine"
-
-
-def _record(client: Client, task_id: str, status: str) -> dict:
-    """The task's record once it has `status` (on the direct path the record may come after
-    the result)."""
-    def recorded():  # type: ignore[no-untyped-def]
-        try:
-            r = client.get_task(task_id)
-        except errors.NotFoundError:
-            return None
-        return r["status"] == status and r
-
-    return wait_for(recorded, f"task {task_id} recorded as {status}", WAIT)
 
 
 def _register_endpoint(broker_url: str, token: str) -> tuple[str, str]:
@@ -91,7 +78,7 @@ def test_executor_takes_the_direct_path_and_the_broker_records_every_step(client
         assert ex._group is not None and ex._group["submit"] == {
             "exchange": protocol.SUBMIT_EXCHANGE, "routing_key": endpoint_id}
         group_id = ex.task_group_id
-    record = _record(client, futures[0].task_id, "success")
+    record = wait_recorded(client, futures[0].task_id, "success")
     steps = [(h["status"], h["detail"]) for h in record["history"]]
     assert steps[:2] == [("received", ""), ("waiting-for-endpoint", DIRECT_DETAIL)]
     assert [s for s, _ in steps[2:]] == ["running", "success"]
@@ -108,7 +95,7 @@ def test_direct_off_submits_over_rest(client, endpoint_id):
     with Executor(endpoint_id, client=client, direct=False) as ex:
         future = ex.submit(add, 2, 3)
         assert future.result(WAIT) == 5
-    record = _record(client, future.task_id, "success")
+    record = wait_recorded(client, future.task_id, "success")
     assert DIRECT_DETAIL not in [h["detail"] for h in record["history"]]
 
 
@@ -150,7 +137,7 @@ def test_a_forged_result_from_another_endpoint_does_not_resolve_the_future(
         _publish(intruder_url, protocol.GROUPS_EXCHANGE, str(ex.task_group_id), forged,
                  protocol.MSG_RESULTS)
         assert future.result(WAIT) == "genuine"
-    record = _record(client, future.task_id, "success")
+    record = wait_recorded(client, future.task_id, "success")
     assert serialize.deserialize(record["result"]) == "genuine"
 
 
@@ -163,7 +150,7 @@ def test_a_result_that_overtakes_its_task_record_is_still_recorded(client, broke
     send_result(endpoint_url, eid, tid, gid, serialize.serialize(3))
     time.sleep(0.1)  # the result is in the broker's queue first
     _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, body, protocol.MSG_TASKS)
-    record = _record(client, tid, "success")
+    record = wait_recorded(client, tid, "success")
     assert serialize.deserialize(record["result"]) == 3
     assert [h["status"] for h in record["history"]] == [
         "received", "waiting-for-endpoint", "success"]
@@ -176,7 +163,7 @@ def test_code_that_does_not_match_its_function_id_is_recorded_as_failed(client, 
     other_code = serialize.serialize_function(slow_genuine)
     tid, body = _tasks_body(client, add, (1, 2), group["task_group_id"], body=other_code)
     _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, body, protocol.MSG_TASKS)
-    record = _record(client, tid, "failed")
+    record = wait_recorded(client, tid, "failed")
     assert "does not match" in record["exception"]["message"]
 
 

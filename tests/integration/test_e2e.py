@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fnrelay import Client, Executor, ShellFunction, ShellResult, errors
-from support.waiting import wait_for
+from support.waiting import wait_for, wait_recorded
 
 WAIT = 120.0  # upper bound for anything to happen; a bound, not a timing assertion
 
@@ -29,11 +29,6 @@ def result_of(client: Client, task_id: str, timeout: float = WAIT) -> object:
     """get_result once the task is done (re-raises what get_result raises)."""
     wait_for(lambda: not client.get_task(task_id)["pending"], f"task {task_id}", timeout)
     return client.get_result(task_id)
-
-
-def wait_status(client: Client, task_id: str, status: str) -> dict:
-    return wait_for(lambda: (r := client.get_task(task_id))["status"] == status and r,
-                    f"task {task_id} to be {status}")
 
 
 def alive(pid: int) -> bool:
@@ -199,13 +194,13 @@ def test_cancel_a_running_task_kills_it(client, endpoint_id, tmp_path):
     sleeper = ShellFunction("sleep 300 & echo $! > {pidfile}; wait")
     task_id = client.run(endpoint_id=endpoint_id, function_id=client.register_function(sleeper),
                          pidfile=str(pidfile))
-    wait_status(client, task_id, "running")
+    wait_recorded(client, task_id, "running")
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), "the sleep to start")
     pid = int(pidfile.read_text())
     assert alive(pid)
 
     assert client.cancel(task_id) == "cancelled"
-    wait_status(client, task_id, "cancelled")
+    wait_recorded(client, task_id, "cancelled")
     wait_for(lambda: not alive(pid), "the sleep process to be killed")
     with pytest.raises(errors.TaskCancelled):
         client.get_result(task_id)
@@ -224,7 +219,7 @@ def test_executor_future_cancel_keeps_concurrent_futures_meaning(client, make_en
         ep.start()
         sleeping = ex.submit(time.sleep, 300)
         wait_for(lambda: sleeping.task_id, "the sleep to be submitted")
-        wait_status(client, sleeping.task_id, "running")
+        wait_recorded(client, sleeping.task_id, "running")
         assert sleeping.cancel() is False  # it has started: concurrent.futures says no
         assert client.cancel(sleeping.task_id) == "cancelled"
         with pytest.raises(cf.CancelledError):
