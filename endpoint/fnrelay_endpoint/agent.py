@@ -360,8 +360,7 @@ class Agent:
         False leaves it to the I/O thread, which batches whatever piles up."""
         groups = self._groups
         if (groups is None or not self._outbox.empty() or self.engine.backlog()
-                or retries.is_infrastructure(result) or self._checked_size(result) is not result
-                or result.task_id not in self._direct):
+                or retries.is_infrastructure(result) or self._checked_size(result) is not result):
             return False
         group_id = self._direct.pop(result.task_id, None)  # atomic: only this thread has it
         if group_id is None:
@@ -454,7 +453,8 @@ class Agent:
             return
         for chunk in _chunks(updates):
             self._publish(protocol.MSG_STATUS, protocol.encode_status(chunk))
-        self._publish_results(stored, forwarded)
+        if stored and self._results_pub is not None:
+            self._results_pub.send(Batch(stored, forwarded))
 
     def _retry_or_finish(self, results: list[ResultMessage]
                          ) -> tuple[list[ResultMessage], dict[str, StatusUpdate]]:
@@ -503,15 +503,14 @@ class Agent:
                              details={**(r.details or {}), "result_size": size},
                              task_group_id=r.task_group_id)
 
-    def _publish_results(self, results: list[ResultMessage],
-                         forwarded: set[str] | None = None) -> None:
+    def _publish_results(self, results: list[ResultMessage]) -> None:
         """Hand results to the result publisher, after publishing direct-path ones to their
-        groups (unless `forwarded` says they already went); those it cannot publish stay
-        unpublished in the journal for the next session."""
+        groups; those it cannot publish stay unpublished in the journal for the next session.
+        (`_drain` does the same in two steps, with the journal write between them.)"""
         pub = self._results_pub
         if not results or pub is None:
             return
-        pub.send(Batch(results, (forwarded or set()) | self._to_groups(results)))
+        pub.send(Batch(results, self._to_groups(results)))
 
     def _to_groups(self, results: list[ResultMessage]) -> set[str]:
         """Publish direct-path results straight to their task groups' queues; returns the ids
