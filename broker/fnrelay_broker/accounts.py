@@ -123,7 +123,8 @@ class Accounts:
     def group_reader(self, task_group_id: str, submit_to: str | None = None) -> Credentials:
         """(Re)create a task group's account: it may consume the group queue and, with
         `submit_to` (an endpoint id), publish tasks to `fnrelay.submit` with that routing key
-        only (the direct path); nothing else."""
+        and their records with that routing key + ".records" only (the direct path); nothing
+        else."""
         if submit_to is None:
             return self._put_user(group_user(task_group_id),
                                   read=_only(protocol.group_queue(task_group_id)), write="^$",
@@ -131,7 +132,8 @@ class Accounts:
         return self._put_user(group_user(task_group_id),
                               read=_only(protocol.group_queue(task_group_id)),
                               write=_only(protocol.SUBMIT_EXCHANGE),
-                              topic_write={protocol.SUBMIT_EXCHANGE: _only(submit_to)})
+                              topic_write={protocol.SUBMIT_EXCHANGE: _only(
+                                  submit_to, submit_to + protocol.RECORDS_SUFFIX)})
 
     def deadletter_policy(self) -> None:
         """Dead-letter what fnrelay's endpoint and broker queues reject or drop.

@@ -32,8 +32,11 @@ def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
     channel.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(protocol.GROUPS_EXCHANGE, "direct", durable=True)
     channel.exchange_declare(protocol.SUBMIT_EXCHANGE, "topic", durable=True)
-    # Direct-path tasks reach the endpoints' queues through the tasks exchange.
-    channel.exchange_bind(protocol.TASKS_EXCHANGE, protocol.SUBMIT_EXCHANGE, routing_key="#")
+    # Direct-path tasks (routing key: one word, the endpoint id) reach the endpoints' queues
+    # through the tasks exchange; their records ("<id>.records") do not. Brokers before
+    # 2026-12 bound "#": that binding would hand the endpoints the records too.
+    channel.exchange_unbind(protocol.TASKS_EXCHANGE, protocol.SUBMIT_EXCHANGE, routing_key="#")
+    channel.exchange_bind(protocol.TASKS_EXCHANGE, protocol.SUBMIT_EXCHANGE, routing_key="*")
     channel.exchange_declare(protocol.DEADLETTER_EXCHANGE, "fanout", durable=True)
     channel.queue_declare(protocol.DEADLETTER_QUEUE, durable=True)
     channel.queue_bind(protocol.DEADLETTER_QUEUE, protocol.DEADLETTER_EXCHANGE)

@@ -1,30 +1,51 @@
 """The direct path's ledger: tasks an Executor published straight to its endpoint.
 
 An Executor granted the direct path (POST /v1/task_groups with its endpoint, see
-`Broker.direct_allowed`) publishes its tasks to `fnrelay.submit`. RabbitMQ routes each message
-both to the endpoint's queue and to the broker's queue, and only for the group's own account
-with the one routing key it was granted. The endpoint runs the tasks while the broker records
-them here: no database commit lies on a task's way out, and the broker's durable queue holds
-the record until it is committed (the message is acked after the commit).
+`Broker.direct_allowed`) publishes its tasks to `fnrelay.submit` with the endpoint's id as
+routing key, and RabbitMQ lets only the group's own account do so. The endpoint runs the tasks
+while the Executor sends the broker its records of them, many per message (routing key
+"<endpoint id>.records"), which are recorded here: no database commit lies on a task's way
+out, and the broker's durable queue holds a record until it is committed (the message is acked
+after the commit). Should those records never come (the Executor died within the moment it
+holds them), the endpoint's results for the broker carry enough to record the tasks:
+`record_from_results`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
-from fnrelay.protocol import ExceptionInfo, TaskMessage, TaskState, now
+from fnrelay.protocol import ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
 from fnrelay_broker import children
 from fnrelay_broker.db import Database
 from fnrelay_broker.models import Endpoint, Task, TaskGroup, TaskHistory
-from fnrelay_broker.registry import function_id_for
+from fnrelay_broker.registry import code_digest, function_id_of
 
 log = logging.getLogger(__name__)
 
 #: History detail of the step a direct-path task starts in.
 DETAIL = "published to the endpoint by the Executor (direct path)"
+#: ... and of one recorded from its result (the Executor's record never arrived).
+FROM_RESULT = ("published to the endpoint by the Executor (direct path); recorded from the "
+               "endpoint's result, without its arguments: the Executor's record never arrived")
+
+
+@dataclass
+class _Claim:
+    """What a record says of one task; `digest` is the SHA-256 (hex) of its function's code."""
+
+    task_id: str
+    function_id: str
+    digest: str
+    payload: str = ""
+    resource_specification: dict[str, Any] = field(default_factory=dict)
+    user_endpoint_config: dict[str, Any] = field(default_factory=dict)
+    max_retries: int | None = None
 
 
 def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMessage]) -> int:
@@ -35,44 +56,91 @@ def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMe
     A task whose function code does not hash to its function id is recorded as failed: the
     record says what ran, and the endpoint's result for it is then ignored.
     """
-    t = now()
+    claims = [_Claim(m.task_id, m.function_id, code_digest(m.function), m.payload,
+                     m.resource_specification or {}, m.user_endpoint_config or {},
+                     m.max_retries) for m in msgs]
     with db.write() as s:
-        group = s.get(TaskGroup, task_group_id)
-        ep = s.get(Endpoint, endpoint_id)
-        if (group is None or ep is None or ep.owner != group.owner
-                or children.is_multi_user(ep) or children.parent_of(ep) is not None):
-            raise ValueError(f"task group {task_group_id} may not publish tasks to endpoint "
-                             f"{endpoint_id} directly")
-        ids = [m.task_id for m in msgs]
-        known = set(s.scalars(select(Task.id).where(Task.id.in_(ids))))
-        rows, history = [], []
-        for m in msgs:
-            if m.task_id in known:
-                continue
-            known.add(m.task_id)
-            genuine = function_id_for(group.owner, m.function)[0] == m.function_id
-            status = TaskState.WAITING_FOR_ENDPOINT if genuine else TaskState.FAILED
-            rows.append({
-                "id": m.task_id, "owner": group.owner, "endpoint_id": endpoint_id,
-                "function_id": m.function_id, "task_group_id": task_group_id,
-                "status": status.value, "payload": m.payload,
-                "resource_specification": m.resource_specification or {},
-                "user_endpoint_config": m.user_endpoint_config or {},
-                "max_retries": m.max_retries, "details": {}, "created": t,
-                "completed": None if genuine else t,
-                "exception": None if genuine else asdict(ExceptionInfo(
-                    type="ValueError", traceback="",
-                    message=f"function {m.function_id}: its code does not match its id")),
-            })
-            history.append({"task_id": m.task_id, "status": "received", "time": t,
-                            "detail": ""})
-            history.append({"task_id": m.task_id, "status": status.value, "time": t,
-                            "detail": DETAIL if genuine else "function code does not match"})
-            if not genuine:
-                log.warning("direct task %s: function code does not match id %s", m.task_id,
-                            m.function_id)
-        if rows:
-            conn = s.connection()
-            conn.execute(insert(Task.__table__), rows)
-            conn.execute(insert(TaskHistory.__table__), history)
+        return _insert(s, endpoint_id, task_group_id, claims, DETAIL)
+
+
+def record_from_results(db: Database, endpoint_id: str, results: list[ResultMessage]
+                        ) -> set[str]:
+    """Record the direct-path tasks of `results` from what the endpoint's copy for the broker
+    carries (`ResultMessage.record`), for tasks whose Executor's record never arrived; returns
+    the ids recorded. Results without a well-formed record, or whose group may not use the
+    endpoint directly, are left out (and then ignored, as before)."""
+    by_group: dict[str, list[_Claim]] = {}
+    for r in results:
+        claim = _claim(r)
+        if claim is None or not isinstance(r.task_group_id, str):
+            continue
+        by_group.setdefault(r.task_group_id, []).append(claim)
+    recorded: set[str] = set()
+    for group_id, claims in by_group.items():
+        try:
+            with db.write() as s:
+                _insert(s, endpoint_id, group_id, claims, FROM_RESULT)
+        except ValueError as e:
+            log.warning("endpoint %s: not recording its results' tasks: %s", endpoint_id, e)
+            continue
+        recorded.update(c.task_id for c in claims)
+    return recorded
+
+
+def _claim(r: ResultMessage) -> _Claim | None:
+    """The endpoint's record of `r`'s task, if it is well formed."""
+    rec = r.record
+    if not isinstance(rec, dict):
+        return None
+    fid, digest, retries = rec.get("function_id"), rec.get("function_sha256"), rec.get(
+        "max_retries")
+    spec, config = rec.get("resource_specification") or {}, rec.get("user_endpoint_config") or {}
+    if not (isinstance(fid, str) and isinstance(digest, str) and len(digest) == 64
+            and isinstance(spec, dict) and isinstance(config, dict)
+            and (retries is None or (isinstance(retries, int) and not isinstance(retries, bool)
+                                     and retries >= 0))):
+        return None
+    return _Claim(r.task_id, fid, digest, "", spec, config, retries)
+
+
+def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Claim],
+            detail: str) -> int:
+    """Insert the tasks of `claims` not recorded yet; returns how many."""
+    t = now()
+    group = s.get(TaskGroup, task_group_id)
+    ep = s.get(Endpoint, endpoint_id)
+    if (group is None or ep is None or ep.owner != group.owner
+            or children.is_multi_user(ep) or children.parent_of(ep) is not None):
+        raise ValueError(f"task group {task_group_id} may not publish tasks to endpoint "
+                         f"{endpoint_id} directly")
+    known = set(s.scalars(select(Task.id).where(Task.id.in_([c.task_id for c in claims]))))
+    rows, history = [], []
+    for c in claims:
+        if c.task_id in known:
+            continue
+        known.add(c.task_id)
+        genuine = function_id_of(group.owner, c.digest) == c.function_id
+        status = TaskState.WAITING_FOR_ENDPOINT if genuine else TaskState.FAILED
+        rows.append({
+            "id": c.task_id, "owner": group.owner, "endpoint_id": endpoint_id,
+            "function_id": c.function_id, "task_group_id": task_group_id,
+            "status": status.value, "payload": c.payload,
+            "resource_specification": c.resource_specification,
+            "user_endpoint_config": c.user_endpoint_config,
+            "max_retries": c.max_retries, "details": {}, "created": t,
+            "completed": None if genuine else t,
+            "exception": None if genuine else asdict(ExceptionInfo(
+                type="ValueError", traceback="",
+                message=f"function {c.function_id}: its code does not match its id")),
+        })
+        history.append({"task_id": c.task_id, "status": "received", "time": t, "detail": ""})
+        history.append({"task_id": c.task_id, "status": status.value, "time": t,
+                        "detail": detail if genuine else "function code does not match"})
+        if not genuine:
+            log.warning("direct task %s: function code does not match id %s", c.task_id,
+                        c.function_id)
+    if rows:
+        conn = s.connection()
+        conn.execute(insert(Task.__table__), rows)
+        conn.execute(insert(TaskHistory.__table__), history)
     return len(rows)

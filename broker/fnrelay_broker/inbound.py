@@ -50,6 +50,7 @@ def results(body: bytes) -> list[ResultMessage]:
         _require(item, "task_group_id", (str,), optional=True)
         _require(item, "details", (dict,), optional=True)
         _require(item, "exception", (dict,), optional=True)
+        _require(item, "record", (dict,), optional=True)
         exc = item.get("exception")
         if exc is not None:
             for field in _EXCEPTION_TEXT:

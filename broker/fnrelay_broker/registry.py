@@ -23,8 +23,18 @@ _TERMINAL = [s.value for s in TERMINAL_STATES]
 
 
 def function_id_for(user_id: str, body: str) -> tuple[str, str]:
-    digest = hashlib.sha256(body.encode()).hexdigest()
-    return str(uuid.uuid5(FUNCTION_NAMESPACE, f"{user_id}:{digest}")), digest
+    digest = code_digest(body)
+    return function_id_of(user_id, digest), digest
+
+
+def code_digest(body: str) -> str:
+    """SHA-256 (hex) of a function's serialized code."""
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def function_id_of(user_id: str, digest: str) -> str:
+    """The id of `user_id`'s function whose code has SHA-256 `digest` (hex)."""
+    return str(uuid.uuid5(FUNCTION_NAMESPACE, f"{user_id}:{digest}"))
 
 
 def register_function(

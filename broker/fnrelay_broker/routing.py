@@ -269,9 +269,11 @@ class ResultConsumer(_Worker):
         declare_exchanges(ch)
         ch.queue_declare(protocol.BROKER_RESULTS_QUEUE, durable=True)
         ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.RESULTS_EXCHANGE, routing_key="#")
-        # The direct path's task records come through the same queue as the results, so a
-        # task's record is normally handled before its result.
-        ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.SUBMIT_EXCHANGE, routing_key="#")
+        # The direct path's task records come through the same queue as the results (the
+        # tasks themselves go to the endpoint only; "#" was the binding before 2026-12).
+        ch.queue_unbind(protocol.BROKER_RESULTS_QUEUE, protocol.SUBMIT_EXCHANGE, routing_key="#")
+        ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.SUBMIT_EXCHANGE,
+                      routing_key="*" + protocol.RECORDS_SUFFIX)
         ch.basic_qos(prefetch_count=PREFETCH)
         fwd = conn.channel()
         fwd.confirm_delivery()
@@ -390,7 +392,8 @@ class _Held:
         by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
         for d in items:
             if d.tasks:
-                by_group[(d.method.routing_key, str(d.tasks[0].task_group_id))].append(d)
+                endpoint_id = d.method.routing_key.removesuffix(protocol.RECORDS_SUFFIX)
+                by_group[(endpoint_id, str(d.tasks[0].task_group_id))].append(d)
         for (endpoint_id, group_id), ds in by_group.items():
             try:
                 direct.record(db, endpoint_id, group_id, [m for d in ds for m in d.tasks])
@@ -419,16 +422,25 @@ class _Held:
     def retry_later(self, method, results: list[protocol.ResultMessage],  # type: ignore[no-untyped-def]
                     forwarded: bool) -> None:
         """Results whose tasks are not recorded yet (a direct-path task's record and result
-        travel separately): record them once more after UNKNOWN_RETRY, then give up."""
+        travel separately): record them once more after UNKNOWN_RETRY. Tasks still unknown
+        then are recorded from what the endpoint's results carry (their Executor's records
+        never came); results without that are ignored."""
         def retry() -> None:
             self.flush()
+            db, endpoint_id = self.consumer.db, method.routing_key
             left: list[str] = []
-            recorded = tasks.record_results(self.consumer.db, method.routing_key, results, left)
+            recorded = tasks.record_results(db, endpoint_id, results, left)
+            if left:
+                late = set(left)
+                rest = [r for r in results if r.task_id in late]
+                if direct.record_from_results(db, endpoint_id, rest):
+                    left = []
+                    recorded += tasks.record_results(db, endpoint_id, rest, left)
             if not forwarded:
                 forward_results(self.fwd, recorded, self.consumer.amqp_user)
             for task_id in left:
                 log.warning("ignoring result for unknown task %s from endpoint %s", task_id,
-                            method.routing_key)
+                            endpoint_id)
             self.channel.basic_ack(method.delivery_tag)
 
         self.conn.call_later(UNKNOWN_RETRY, retry)

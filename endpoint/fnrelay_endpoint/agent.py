@@ -14,6 +14,7 @@ until their publish is confirmed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -434,6 +435,7 @@ class Agent:
         # journaled as unfinished, and an Executor ignores a second result.
         if publish and self._pub is not None:
             forwarded |= self._to_groups(results)
+        self._add_records(results)
         # A task that already finished needs no separate "running" message: its result carries
         # the start time, from which the broker records the running step. A retried task
         # keeps it, so its history shows each attempt.
@@ -483,6 +485,21 @@ class Agent:
                 detail=f"retry {failures} of {limit}: {reason}")
             self._start_task(task, failures)
         return final, retried
+
+    def _add_records(self, results: list[ResultMessage]) -> None:
+        """Give each direct-path result what the broker needs to record its task, in case the
+        Executor's record of it never reaches the broker (the copies to the groups are out
+        already: an Executor has no use for it)."""
+        for r in results:
+            task = self._tasks.get(r.task_id)
+            if task is not None and task.direct:
+                r.record = {
+                    "function_id": task.function_id,
+                    "function_sha256": hashlib.sha256(task.function.encode()).hexdigest(),
+                    "resource_specification": task.resource_specification or {},
+                    "user_endpoint_config": task.user_endpoint_config or {},
+                    "max_retries": task.max_retries,
+                }
 
     def _with_attempt(self, r: ResultMessage) -> ResultMessage:
         failures = self._failures.get(r.task_id, 0)

@@ -3,9 +3,12 @@
 The broker grants it per task group (``Client.create_task_group(..., endpoint_id=...)``) for
 an endpoint the user owns: the group's RabbitMQ account may then publish to
 ``fnrelay.submit`` with that endpoint's id as routing key, and RabbitMQ delivers each message
-both to the endpoint and to the broker, which records the tasks while they run. Results come
-back the same way, straight from the endpoint's account to the group's queue. No HTTP request
-and no database commit lie on a task's way there and back.
+to the endpoint. The broker's records of the tasks follow while they run (`Records`): many
+tasks per message, at most RECORDS_LINGER later, routing key = endpoint id + ".records". Results
+come back the same way, straight from the endpoint's account to the group's queue. No HTTP
+request and no database commit lie on a task's way there and back, and RabbitMQ stores each
+task once. Should the records never arrive (the Executor died first), the endpoint's copy of
+each result for the broker carries what the broker needs to record the task.
 
 Task ids are made here (UUIDs); the endpoint and the broker both ignore a task id they have
 seen, so a message whose confirm was lost can be published again safely.
@@ -27,6 +30,10 @@ log = logging.getLogger(__name__)
 
 #: Delays (seconds) before publishing an unconfirmed message again on a new connection.
 RETRY_DELAYS = (0.2, 1.0, 3.0)
+#: The broker's records of direct-path tasks wait up to this long (seconds) to share a message.
+RECORDS_LINGER = 0.05
+#: ... or until they hold this many bytes of code and arguments.
+RECORDS_MAX_BYTES = 4_000_000
 
 
 class DirectUnavailable(Exception):
@@ -53,6 +60,38 @@ def task_messages(entries: list[dict[str, Any]], task_ids: list[str], bodies: li
     ]
 
 
+class Records:
+    """Direct-path tasks published to the endpoint whose records the broker has not been sent:
+    one message per RECORDS_LINGER for all of them costs RabbitMQ and the broker far less than
+    a second copy of every task message (docs/performance.md, round 5)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[protocol.TaskMessage] = []
+        self.size = 0
+        self.due = 0.0
+
+    def add(self, tasks: list[protocol.TaskMessage]) -> None:
+        if not self.tasks:
+            self.due = time.monotonic() + RECORDS_LINGER
+        self.tasks.extend(tasks)
+        self.size += sum(len(t.payload) + len(t.function) for t in tasks)
+
+    def ready(self) -> bool:
+        """Is it time to send them?"""
+        return bool(self.tasks) and (self.size >= RECORDS_MAX_BYTES
+                                     or time.monotonic() >= self.due)
+
+    def wait(self, idle: float) -> float:
+        """How long the submitter may wait for new work before these are due."""
+        if not self.tasks:
+            return idle
+        return max(0.0, min(idle, self.due - time.monotonic()))
+
+    def take(self) -> list[protocol.TaskMessage]:
+        tasks, self.tasks, self.size = self.tasks, [], 0
+        return tasks
+
+
 class DirectPublisher:
     """One confirmed-publish connection as the task group's account (one thread uses it)."""
 
@@ -62,9 +101,11 @@ class DirectPublisher:
         self._channel: Any = None
         self._user: str | None = None
 
-    def publish(self, amqp_url: str, body: bytes) -> None:
-        """Publish one `tasks` message and wait for RabbitMQ's confirm; on a lost connection
-        publish it again (same task ids) a few times. DirectUnavailable when it cannot."""
+    def publish(self, amqp_url: str, body: bytes, records: bool = False) -> None:
+        """Publish one `tasks` message (with `records`: the broker's records of tasks already
+        published) and wait for RabbitMQ's confirm; on a lost connection publish it again (same
+        task ids) a few times. DirectUnavailable when it cannot."""
+        routing_key = self.routing_key + (protocol.RECORDS_SUFFIX if records else "")
         sent = False
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             time.sleep(delay)
@@ -77,7 +118,7 @@ class DirectPublisher:
             try:
                 sent = True
                 self._channel.basic_publish(
-                    self.exchange, self.routing_key, body,
+                    self.exchange, routing_key, body,
                     pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2,
                                          type=protocol.MSG_TASKS, user_id=self._user),
                     mandatory=True)

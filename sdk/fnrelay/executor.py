@@ -30,7 +30,7 @@ import pika.exceptions
 from fnrelay import blobs, errors, protocol, serialize
 from fnrelay.amqp import connection_parameters
 from fnrelay.client import Client, task_entry
-from fnrelay.direct import DirectPublisher, DirectUnavailable, task_messages
+from fnrelay.direct import DirectPublisher, DirectUnavailable, Records, task_messages
 from fnrelay.results import outcome
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ class Executor(cf.Executor):
         self._reconnects = 0  # failed AMQP connection attempts in a row
         self.direct = direct  # cleared when the direct path fails: then REST from there on
         self._publisher: DirectPublisher | None = None  # the submitter thread's alone
+        self._records = Records()  # the broker's copies of direct-path tasks, sent batched
 
     # --- public API ---------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> FnRelayFuture:
@@ -248,17 +249,34 @@ class Executor(cf.Executor):
         try:
             self._submit_until_done()
         finally:
+            self._send_records()
             if self._publisher is not None:
                 self._publisher.close()
 
     def _next_queued(self) -> FnRelayFuture | None:
-        """The next queued future (None: shut down), answering AMQP heartbeats meanwhile."""
+        """The next queued future (None: shut down), sending the broker's records when due and
+        answering AMQP heartbeats meanwhile."""
         while True:
             try:
-                return self._queue.get(timeout=IDLE_SERVICE)
+                return self._queue.get(timeout=self._records.wait(IDLE_SERVICE))
             except queue.Empty:
-                if self._publisher is not None:
+                if self._records.ready():
+                    self._send_records()
+                elif self._publisher is not None:
                     self._publisher.service()
+
+    def _send_records(self) -> None:
+        """Send the broker its records of the direct-path tasks published so far. If that
+        fails, the endpoint's copies of their results carry the records instead."""
+        tasks = self._records.take()
+        if not tasks or self._publisher is None or self._group is None:
+            return
+        try:
+            self._publisher.publish(self._group["amqp_url"], protocol.encode_tasks(tasks),
+                                    records=True)
+        except DirectUnavailable as e:
+            log.warning("could not send the broker its records of %d task(s) (%s); it records "
+                        "them from their results", len(tasks), e)
 
     def _submit_until_done(self) -> None:
         done = False
@@ -280,6 +298,8 @@ class Executor(cf.Executor):
                     break
                 batch.append(nxt)
             self._send(batch)
+            if self._records.ready():
+                self._send_records()
 
     def _send(self, batch: list[FnRelayFuture]) -> None:
         with self._lock:  # from here on a future is cancelled through the broker
@@ -341,8 +361,8 @@ class Executor(cf.Executor):
         if None in bodies:  # registered elsewhere: only the broker has the code
             return False
         ids = [str(uuid.uuid4()) for _ in chunk]
-        body = protocol.encode_tasks(task_messages(entries, ids, bodies,  # type: ignore[arg-type]
-                                                   str(self.task_group_id)))
+        msgs = task_messages(entries, ids, bodies, str(self.task_group_id))  # type: ignore[arg-type]
+        body = protocol.encode_tasks(msgs)
         with self._lock:  # results may come back before the publish returns
             for (future, _), task_id in zip(chunk, ids, strict=True):
                 future.task_id = task_id
@@ -361,6 +381,7 @@ class Executor(cf.Executor):
                     self._outstanding.pop(task_id, None)
                     future.task_id = None
             return False
+        self._records.add(msgs)
         self._done_inflight()
         for future, _ in chunk:
             future._submitted.set()

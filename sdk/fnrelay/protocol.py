@@ -27,12 +27,15 @@ TASKS_EXCHANGE = "fnrelay.tasks"
 RESULTS_EXCHANGE = "fnrelay.results"
 #: Direct exchange the broker forwards recorded results to; routing key = task group id.
 GROUPS_EXCHANGE = "fnrelay.groups"
-#: Topic exchange an Executor publishes tasks to directly (the direct path, docs/protocol.md);
-#: routing key = endpoint id. It is bound to TASKS_EXCHANGE (so the endpoint gets the task) and
-#: to BROKER_RESULTS_QUEUE (so the broker records it); RabbitMQ topic permissions let a task
-#: group's account publish only with its own endpoint's id.
+#: Topic exchange an Executor publishes tasks to directly (the direct path, docs/protocol.md):
+#: routing key = endpoint id for the tasks (bound to TASKS_EXCHANGE with "*", so the endpoint
+#: gets them) and endpoint id + RECORDS_SUFFIX for the broker's records of them, many tasks per
+#: message (bound to BROKER_RESULTS_QUEUE). RabbitMQ topic permissions let a task group's
+#: account publish only with its own endpoint's id.
 SUBMIT_EXCHANGE = "fnrelay.submit"
-#: Durable queue the broker consumes from RESULTS_EXCHANGE and SUBMIT_EXCHANGE (binding "#").
+RECORDS_SUFFIX = ".records"
+#: Durable queue the broker consumes from RESULTS_EXCHANGE ("#") and SUBMIT_EXCHANGE
+#: ("*" + RECORDS_SUFFIX).
 BROKER_RESULTS_QUEUE = "fnrelay.broker.results"
 #: Header of an endpoint's results message: every result in it was already published to its
 #: task group's queue (the direct path), so the broker records them without forwarding.
@@ -164,6 +167,9 @@ class ResultMessage:
     exception: ExceptionInfo | None = None
     details: dict[str, Any] = field(default_factory=dict)  # python/dill versions, times, worker
     task_group_id: str | None = None
+    #: Direct-path tasks only, in the endpoint's copy for the broker: what the broker needs to
+    #: record the task if the Executor's record of it never arrived (TaskRecord fields).
+    record: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResultMessage:
@@ -175,6 +181,7 @@ class ResultMessage:
             exception=ExceptionInfo(**known_fields(ExceptionInfo, exc)) if exc else None,
             details=d.get("details") or {},
             task_group_id=d.get("task_group_id"),
+            record=d.get("record"),
         )
 
 

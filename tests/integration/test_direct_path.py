@@ -16,7 +16,7 @@ import pika.exceptions
 import pytest
 import requests
 
-from fnrelay import Client, Executor, protocol, serialize
+from fnrelay import Client, Executor, errors, protocol, serialize
 from fnrelay.client import task_entry
 from fnrelay.direct import task_messages
 from support.endpoint_peer import send_result
@@ -118,11 +118,55 @@ def test_a_group_account_publishes_only_to_its_own_endpoint(client, broker_url, 
     group = client.create_task_group(endpoint_id=endpoint_id)
     assert group["submit"]["routing_key"] == endpoint_id
     for exchange, key in ((protocol.SUBMIT_EXCHANGE, other_eid),
+                          (protocol.SUBMIT_EXCHANGE, other_eid + protocol.RECORDS_SUFFIX),
+                          (protocol.SUBMIT_EXCHANGE, endpoint_id + ".other"),
                           (protocol.TASKS_EXCHANGE, endpoint_id),
                           (protocol.GROUPS_EXCHANGE, group["task_group_id"])):
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
             _publish(group["amqp_url"], exchange, key, b"{}", protocol.MSG_TASKS)
         assert e.value.reply_code == 403, (exchange, key)
+
+
+def test_records_go_to_the_broker_and_tasks_to_the_endpoint_only(client, broker_url, alice_token,
+                                                                 amqp_url):
+    """RabbitMQ stores a direct-path task once: the endpoint's queue gets the tasks message,
+    the broker the records message, and neither gets the other."""
+    eid, _ = _register_endpoint(broker_url, alice_token)  # no process: its queue keeps what comes
+    group = client.create_task_group(endpoint_id=eid)
+    gid = group["task_group_id"]
+    task_id, tasks = _tasks_body(client, add, (1, 2), gid)
+    record_id, records = _tasks_body(client, add, (3, 4), gid)
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, tasks, protocol.MSG_TASKS)
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, records,
+             protocol.MSG_TASKS)
+    history = wait_recorded(client, record_id, "waiting-for-endpoint")["history"]
+    assert history[-1]["detail"] == DIRECT_DETAIL
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        ch = conn.channel()
+        assert ch.basic_get(protocol.endpoint_queue(eid), auto_ack=True)[2] == tasks
+        assert ch.basic_get(protocol.endpoint_queue(eid), auto_ack=True)[0] is None
+    finally:
+        conn.close()
+    time.sleep(1.0)  # past the broker's hold and its retry of early results
+    with pytest.raises(errors.NotFoundError):
+        client.get_task(task_id)
+
+
+def test_a_task_whose_records_never_came_is_recorded_from_its_result(client, endpoint_id):
+    """An Executor that dies before it sent the broker its records: the endpoint runs the task
+    and its result for the broker carries the record (without the arguments)."""
+    group = client.create_task_group(endpoint_id=endpoint_id)
+    tid, body = _tasks_body(client, add, (20, 22), group["task_group_id"])
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, endpoint_id, body, protocol.MSG_TASKS)
+    record = wait_recorded(client, tid, "success")
+    assert serialize.deserialize(record["result"]) == 42
+    assert record["function_id"] == client.register_function(add)
+    steps = [(h["status"], h["detail"]) for h in record["history"]]
+    assert steps[0] == ("received", "")
+    assert steps[1][0] == "waiting-for-endpoint" and "recorded from the endpoint's result" in \
+        steps[1][1]
+    assert steps[-1][0] == "success"
 
 
 def test_a_forged_result_from_another_endpoint_does_not_resolve_the_future(
@@ -149,7 +193,8 @@ def test_a_result_that_overtakes_its_task_record_is_still_recorded(client, broke
     tid, body = _tasks_body(client, add, (1, 2), gid)
     send_result(endpoint_url, eid, tid, gid, serialize.serialize(3))
     time.sleep(0.1)  # the result is in the broker's queue first
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, body, protocol.MSG_TASKS)
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
+             protocol.MSG_TASKS)
     record = wait_recorded(client, tid, "success")
     assert serialize.deserialize(record["result"]) == 3
     assert [h["status"] for h in record["history"]] == [
@@ -162,7 +207,8 @@ def test_code_that_does_not_match_its_function_id_is_recorded_as_failed(client, 
     group = client.create_task_group(endpoint_id=eid)
     other_code = serialize.serialize_function(slow_genuine)
     tid, body = _tasks_body(client, add, (1, 2), group["task_group_id"], body=other_code)
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, body, protocol.MSG_TASKS)
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
+             protocol.MSG_TASKS)
     record = wait_recorded(client, tid, "failed")
     assert "does not match" in record["exception"]["message"]
 
