@@ -32,6 +32,20 @@ def test_unfinished_tasks_survive_a_restart_in_arrival_order(tmp_path: Path) -> 
     assert [r.task_id for r in j.unpublished()] == [tasks[1].task_id]
 
 
+def test_arrival_order_continues_across_a_restart(tmp_path: Path) -> None:
+    """Task ids sort the other way round on purpose: only the arrival order may decide."""
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    first = [task(f"z{i}") for i in range(3)]
+    j.add_tasks(first[:2])
+    j.add_tasks(first[2:])
+    j.close()
+    j = Journal(path)
+    later = [task(f"a{i}") for i in range(2)]
+    j.add_tasks(later)
+    assert [t.task_id for t in j.unfinished()] == [t.task_id for t in first + later]
+
+
 def test_published_results_are_not_sent_again(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.sqlite")
     t = task()
