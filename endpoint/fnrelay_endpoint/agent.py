@@ -239,6 +239,7 @@ class Agent:
                 lambda: conn.add_callback_threadsafe(self._retry_unpublished_later))
             self._results_pub.start()
             if self.journal.wal:
+                self.journal.defer_checkpoints()  # the Acker's syncs run them
                 self._acker = Acker(self.journal.sync, conn.add_callback_threadsafe)
                 self._acker.start()
             self._groups = GroupSender(reg["amqp_url"])

@@ -129,3 +129,21 @@ def test_sync_fsyncs_the_file_that_holds_unsynced_commits(tmp_path: Path, monkey
     assert synced == [str(tmp_path / "j.sqlite-wal")]
     j.close()
     assert Journal(tmp_path / "j.sqlite").unfinished() == [t]
+
+
+def test_deferred_checkpoints_run_in_sync_not_in_commits(tmp_path: Path) -> None:
+    """With checkpoints deferred (the agent's I/O thread must not copy the -wal), commits
+    leave everything in the -wal; the next sync copies it into the database file."""
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    j.defer_checkpoints()
+    big = "x" * 20_000
+    for _ in range(300):  # ~6 MB: past SQLite's automatic checkpoint at 1,000 pages
+        j.add_tasks([TaskMessage(task_id=new_id(), function_id="f", function=big,
+                                 payload="03\n[[],{}]")], durable=False)
+    before = path.stat().st_size
+    assert before < 1_000_000 and Path(f"{path}-wal").stat().st_size > 5_000_000
+    j.sync()
+    assert path.stat().st_size > 5_000_000
+    assert len(j.unfinished()) == 300
+    j.close()
