@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ UNKNOWN_RETRY = 0.5
 #: Seconds direct-path records may wait to share one transaction, and how many may wait.
 HOLD = 0.05
 HOLD_MAX = PREFETCH // 2
+#: Seconds a direct-path task's record may wait for its result, to be written with it.
+RECORD_HOLD = 0.25
 
 _PERSISTENT = 2
 
@@ -358,12 +361,20 @@ class _Delivery:
     body: bytes
     tasks: list[protocol.TaskMessage] = field(default_factory=list)
     results: list[protocol.ResultMessage] = field(default_factory=list)
+    received: float = field(default_factory=time.monotonic)
+    written: set[str] = field(default_factory=set)  # ids of `tasks` recorded so far
+
+    def due(self, now: float) -> bool:
+        """Has this message of records waited for its tasks' results long enough?"""
+        return now - self.received >= RECORD_HOLD
 
 
 class _Held:
     """Direct-path messages (task records, results the endpoint already sent to their
     groups) waiting up to HOLD seconds to be recorded together: nobody waits for these
-    records, and one transaction for many costs the broker far less CPU than one each.
+    records, and one transaction for many costs the broker far less CPU than one each. A
+    task's record waits up to RECORD_HOLD for its result, to be written finished in one row
+    (a short task's result comes within that): half the database work of two writes.
 
     Any other message first flushes what is held, so the queue's order is kept.
     """
@@ -378,46 +389,69 @@ class _Held:
         self.items.append(_Delivery(method, props, body, tasks or [], results or []))
         if len(self.items) >= HOLD_MAX:
             self.flush()
-        elif not self.scheduled:
-            self.scheduled = True
-            self.conn.call_later(HOLD, self.flush)
+        else:
+            self._schedule()
 
-    def flush(self) -> None:
+    def _schedule(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.conn.call_later(HOLD, lambda: self.flush(everything=False))
+
+    def flush(self, everything: bool = True) -> None:
+        """Record what is held; with `everything` False (the timer) records whose results
+        have not come yet wait on until they are RECORD_HOLD old."""
         self.scheduled = False
         items, self.items = self.items, []
         if not items:
             return
-        db = self.consumer.db
+        db, now = self.consumer.db, time.monotonic()
+        results = {r.task_id: r for d in items for r in d.results}
         failed: set[int] = set()
+        merged: set[str] = set()
         by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
         for d in items:
             if d.tasks:
                 endpoint_id = d.method.routing_key.removesuffix(protocol.RECORDS_SUFFIX)
                 by_group[(endpoint_id, str(d.tasks[0].task_group_id))].append(d)
         for (endpoint_id, group_id), ds in by_group.items():
+            now_due = {id(d): [m for m in d.tasks if m.task_id not in d.written and (
+                everything or d.due(now) or m.task_id in results)] for d in ds}
+            msgs = [m for d in ds for m in now_due[id(d)]]
+            if not msgs:
+                continue
+            ours = {r.task_id: r for d in items if d.method.routing_key == endpoint_id
+                    for r in d.results}
             try:
-                direct.record(db, endpoint_id, group_id, [m for d in ds for m in d.tasks])
+                merged |= direct.record(db, endpoint_id, group_id, msgs, ours)
             except ValueError as e:
                 for d in ds:
                     _reject(self.channel, d.method, d.props, d.body, e)
                     failed.add(d.method.delivery_tag)
-        by_endpoint: dict[str, list[_Delivery]] = defaultdict(list)
+                continue
+            for d in ds:
+                d.written.update(m.task_id for m in now_due[id(d)])
+        by_endpoint: dict[str, list[protocol.ResultMessage]] = defaultdict(list)
         for d in items:
-            if d.results:
-                by_endpoint[d.method.routing_key].append(d)
+            by_endpoint[d.method.routing_key] += [r for r in d.results if r.task_id not in merged]
         unknown: set[str] = set()
-        for endpoint_id, ds in by_endpoint.items():
-            left: list[str] = []
-            tasks.record_results(db, endpoint_id, [r for d in ds for r in d.results], left)
-            unknown.update(left)
+        for endpoint_id, rs in by_endpoint.items():
+            if rs:
+                left: list[str] = []
+                tasks.record_results(db, endpoint_id, rs, left)
+                unknown.update(left)
         for d in items:
             if d.method.delivery_tag in failed:
+                continue
+            if len(d.written) < len(d.tasks):  # records still waiting for their results
+                self.items.append(d)
                 continue
             late = [r for r in d.results if r.task_id in unknown]
             if late:
                 self.retry_later(d.method, late, forwarded=True)
             else:
                 self.channel.basic_ack(d.method.delivery_tag)
+        if self.items:
+            self._schedule()
 
     def retry_later(self, method, results: list[protocol.ResultMessage],  # type: ignore[no-untyped-def]
                     forwarded: bool) -> None:

@@ -276,7 +276,7 @@ def _locked_tasks(ids: list[str], *columns: Any):  # type: ignore[no-untyped-def
             .with_for_update())
 
 
-def _steps_before(task_id: str, status: str, started: float | None, t: float
+def steps_before(task_id: str, status: str, started: float | None, t: float
                   ) -> list[dict[str, Any]]:
     """History rows a result implies before itself: delivered (the publisher's bookkeeping may
     not have run yet) and running (endpoints fold a fast task's "running" into its result)."""
@@ -292,7 +292,7 @@ def _steps_before(task_id: str, status: str, started: float | None, t: float
     return steps
 
 
-def _started_at(created: float, r: ResultMessage, t: float) -> float | None:
+def started_at(created: float, r: ResultMessage, t: float) -> float | None:
     """The worker's start time (endpoint clock) kept between the task's creation and `t`, so
     history times stay in order even when the endpoint's clock is off."""
     started = (r.details or {}).get("started")
@@ -335,7 +335,7 @@ def record_results(
                 continue
             if _is_terminal(status[row.id]) or r.status not in _TERMINAL_VALUES:
                 continue
-            history += _steps_before(row.id, status[row.id], _started_at(row.created, r, t), t)
+            history += steps_before(row.id, status[row.id], started_at(row.created, r, t), t)
             history.append({"task_id": row.id, "status": r.status, "time": t, "detail": ""})
             status[row.id] = r.status
             exc = asdict(r.exception) if isinstance(r.exception, ExceptionInfo) else r.exception
