@@ -301,6 +301,9 @@ class ResultConsumer(_Worker):
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 _reject(channel, method, props, body, e)
                 return
+            if unknown and props.type == protocol.MSG_STATUS:
+                held.retry_status_later(method, unknown)
+                return
             if unknown:
                 held.retry_later(method, unknown, forwarded=False)
                 return
@@ -324,8 +327,9 @@ class ResultConsumer(_Worker):
         return msgs
 
     def handle(self, fwd, endpoint_id: str, kind: str | None, body: bytes,  # type: ignore[no-untyped-def]
-               ) -> list[protocol.ResultMessage]:
-        """Apply one endpoint message; returns results whose tasks are not recorded yet."""
+               ) -> list[Any]:
+        """Apply one endpoint message; returns its results or status updates whose tasks are
+        not recorded yet."""
         if kind == protocol.MSG_RESULTS:
             results = inbound.results(body)
             unknown_ids: list[str] = []
@@ -334,7 +338,11 @@ class ResultConsumer(_Worker):
             ids = set(unknown_ids)
             return [r for r in results if r.task_id in ids]
         if kind == protocol.MSG_STATUS:
-            tasks.apply_status(self.db, endpoint_id, inbound.status(body))
+            updates = inbound.status(body)
+            unknown_ids: list[str] = []
+            tasks.apply_status(self.db, endpoint_id, updates, unknown_ids)
+            ids = set(unknown_ids)
+            return [u for u in updates if u.task_id in ids]
         elif kind == protocol.MSG_CHILD_FAILED:
             d = inbound.document(body)
             n = children.fail_child_tasks(self.db, endpoint_id, str(d["child_id"]),
@@ -475,6 +483,17 @@ class _Held:
             for task_id in left:
                 log.warning("ignoring result for unknown task %s from endpoint %s", task_id,
                             endpoint_id)
+            self.channel.basic_ack(method.delivery_tag)
+
+        self.conn.call_later(UNKNOWN_RETRY, retry)
+
+    def retry_status_later(self, method, updates: list[protocol.StatusUpdate]) -> None:  # type: ignore[no-untyped-def]
+        """Status updates for tasks not recorded yet (the Executor's records of direct-path
+        tasks come batched, an endpoint's first status may overtake them): apply them once
+        more after UNKNOWN_RETRY, then give up (the result still records the task's end)."""
+        def retry() -> None:
+            self.flush()
+            tasks.apply_status(self.consumer.db, method.routing_key, updates)
             self.channel.basic_ack(method.delivery_tag)
 
         self.conn.call_later(UNKNOWN_RETRY, retry)

@@ -355,8 +355,11 @@ def record_results(
     return recorded
 
 
-def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate]) -> int:
-    """Apply allowed non-terminal transitions reported by the endpoint; returns how many."""
+def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate],
+                 unknown: list[str] | None = None) -> int:
+    """Apply allowed non-terminal transitions reported by the endpoint; returns how many. Ids
+    of tasks the database does not know (yet: a direct-path task's record may come after
+    the endpoint's first status) are appended to `unknown`."""
     applied = 0
     with db.write() as s:
         ids = sorted({u.task_id for u in updates})  # sorted: row locks in one order
@@ -365,6 +368,9 @@ def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate]) ->
             tasks.update({x.id: x for x in s.scalars(_locked_tasks(chunk))})
         for u in updates:
             task = tasks.get(u.task_id)
+            if task is None and unknown is not None:
+                unknown.append(u.task_id)
+                continue
             if task is None or task.endpoint_id != endpoint_id or _is_terminal(u.status):
                 continue
             if not _is_terminal(task.status):

@@ -19,7 +19,7 @@ import requests
 from fnrelay import Client, Executor, errors, protocol, serialize
 from fnrelay.client import task_entry
 from fnrelay.direct import task_messages
-from support.endpoint_peer import send_result
+from support.endpoint_peer import send_result, send_status
 from support.waiting import wait_for, wait_recorded
 
 WAIT = 120.0
@@ -199,6 +199,21 @@ def test_a_result_that_overtakes_its_task_record_is_still_recorded(client, broke
     assert serialize.deserialize(record["result"]) == 3
     assert [h["status"] for h in record["history"]] == [
         "received", "waiting-for-endpoint", "success"]
+
+
+def test_a_status_that_overtakes_its_task_record_is_still_recorded(client, broker_url,
+                                                                   alice_token):
+    """The Executor's records come batched: an endpoint's first status (a batch job's
+    "waiting-for-nodes") may reach the broker before the task's record."""
+    eid, endpoint_url = _register_endpoint(broker_url, alice_token)
+    group = client.create_task_group(endpoint_id=eid)
+    tid, body = _tasks_body(client, add, (1, 2), group["task_group_id"])
+    send_status(endpoint_url, eid, tid, "waiting-for-nodes", "slurm job 42")
+    time.sleep(0.1)  # the status is in the broker's queue first
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
+             protocol.MSG_TASKS)
+    record = wait_recorded(client, tid, "waiting-for-nodes")
+    assert record["history"][-1]["detail"] == "slurm job 42"
 
 
 def test_code_that_does_not_match_its_function_id_is_recorded_as_failed(client, broker_url,
