@@ -72,7 +72,7 @@ def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMe
                      m.resource_specification or {}, m.user_endpoint_config or {},
                      m.max_retries) for m in msgs]
     with db.write() as s:
-        return _insert(s, endpoint_id, task_group_id, claims, DETAIL, results or {})[1]
+        return _insert(s, endpoint_id, task_group_id, claims, DETAIL, results)[1]
 
 
 def record_from_results(db: Database, endpoint_id: str, results: list[ResultMessage]
@@ -120,7 +120,7 @@ def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Clai
             ) -> tuple[int, set[str]]:
     """Insert the tasks of `claims` not recorded yet, finished where `results` has their
     result; returns how many, and the ids written with their result."""
-    t = now()
+    t, results = now(), results or {}
     group = s.get(TaskGroup, task_group_id)
     ep = s.get(Endpoint, endpoint_id)
     if (group is None or ep is None or ep.owner != group.owner
@@ -136,7 +136,7 @@ def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Clai
         known.add(c.task_id)
         genuine = function_id_of(group.owner, c.digest) == c.function_id
         status = TaskState.WAITING_FOR_ENDPOINT if genuine else TaskState.FAILED
-        r = (results or {}).get(c.task_id)
+        r = results.get(c.task_id)
         if r is not None and (not genuine or r.status not in _TERMINAL):
             r = None
         rows.append({

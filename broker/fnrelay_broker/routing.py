@@ -413,7 +413,9 @@ class _Held:
         if not items:
             return
         db, now = self.consumer.db, time.monotonic()
-        results = {r.task_id: r for d in items for r in d.results}
+        results: dict[str, dict[str, protocol.ResultMessage]] = defaultdict(dict)
+        for d in items:  # by endpoint (the routing key of a results message)
+            results[d.method.routing_key].update((r.task_id, r) for r in d.results)
         failed: set[int] = set()
         merged: set[str] = set()
         by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
@@ -422,13 +424,12 @@ class _Held:
                 endpoint_id = d.method.routing_key.removesuffix(protocol.RECORDS_SUFFIX)
                 by_group[(endpoint_id, str(d.tasks[0].task_group_id))].append(d)
         for (endpoint_id, group_id), ds in by_group.items():
+            ours = results.get(endpoint_id, {})
             now_due = {id(d): [m for m in d.tasks if m.task_id not in d.written and (
-                everything or d.due(now) or m.task_id in results)] for d in ds}
+                everything or d.due(now) or m.task_id in ours)] for d in ds}
             msgs = [m for d in ds for m in now_due[id(d)]]
             if not msgs:
                 continue
-            ours = {r.task_id: r for d in items if d.method.routing_key == endpoint_id
-                    for r in d.results}
             try:
                 merged |= direct.record(db, endpoint_id, group_id, msgs, ours)
             except ValueError as e:

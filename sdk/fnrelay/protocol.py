@@ -168,7 +168,8 @@ class ResultMessage:
     details: dict[str, Any] = field(default_factory=dict)  # python/dill versions, times, worker
     task_group_id: str | None = None
     #: Direct-path tasks only, in the endpoint's copy for the broker: what the broker needs to
-    #: record the task if the Executor's record of it never arrived (TaskRecord fields).
+    #: record the task if the Executor's record of it never arrived: function_id,
+    #: function_sha256, resource_specification, user_endpoint_config, max_retries.
     record: dict[str, Any] | None = None
 
     @classmethod
