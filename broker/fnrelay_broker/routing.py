@@ -425,8 +425,7 @@ class _Held:
                 by_group[(endpoint_id, str(d.tasks[0].task_group_id))].append(d)
         for (endpoint_id, group_id), ds in by_group.items():
             ours = results.get(endpoint_id, {})
-            now_due = {id(d): [m for m in d.tasks if m.task_id not in d.written and (
-                everything or d.due(now) or m.task_id in ours)] for d in ds}
+            now_due = _due_in_order(ds, ours, everything, now)
             msgs = [m for d in ds for m in now_due[id(d)]]
             if not msgs:
                 continue
@@ -498,6 +497,25 @@ class _Held:
             self.channel.basic_ack(method.delivery_tag)
 
         self.conn.call_later(UNKNOWN_RETRY, retry)
+
+
+def _due_in_order(ds: list[_Delivery], results: dict[str, protocol.ResultMessage],
+                  everything: bool, now: float) -> dict[int, list[protocol.TaskMessage]]:
+    """The held records of one group to write now, per delivery: those with their result
+    here, or held RECORD_HOLD, or all with `everything`, but only up to the first that must
+    wait on, so a group's tasks are recorded (and listed) in the order they were sent."""
+    due: dict[int, list[protocol.TaskMessage]] = {}
+    blocked = False
+    for d in ds:
+        due[id(d)] = []
+        for m in d.tasks:
+            if m.task_id in d.written:
+                continue
+            blocked = blocked or not (everything or d.due(now) or m.task_id in results)
+            if blocked:
+                break
+            due[id(d)].append(m)
+    return due
 
 
 def _forwarded(props) -> bool:  # type: ignore[no-untyped-def]
