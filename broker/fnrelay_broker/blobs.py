@@ -23,7 +23,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from fnrelay.blobs import BlobRef
-from fnrelay.protocol import TERMINAL_STATES, now
+from fnrelay.protocol import TERMINAL_VALUES, now
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found
 from fnrelay_broker.models import Endpoint, ResultBlob, ResultBlobChunk, Task
@@ -32,7 +32,6 @@ from fnrelay_broker.models import Endpoint, ResultBlob, ResultBlobChunk, Task
 CHUNK = 1024 * 1024
 DB = "db"
 DIR = "dir"
-_TERMINAL = {s.value for s in TERMINAL_STATES}
 _SPOOL_PREFIX = ".upload-"
 
 
@@ -102,7 +101,7 @@ class BlobStore:
         with self.db.write() as s:
             task = _uploadable_task(s, user_id, endpoint_id, task_id, lock=True)
             old = s.get(ResultBlob, task_id)
-            if task.status in _TERMINAL:
+            if task.status in TERMINAL_VALUES:
                 if old is not None and old.sha256 == ref.sha256 and old.size == ref.size:
                     return False
                 raise ApiError(409, f"task {task_id} already has its result ({task.status}); "
@@ -127,7 +126,7 @@ class BlobStore:
             if task is None or task.owner != user_id:
                 raise not_found("task", task_id)
             blob = s.get(ResultBlob, task_id)
-            if blob is None or task.status not in _TERMINAL:
+            if blob is None or task.status not in TERMINAL_VALUES:
                 raise ApiError(404, f"task {task_id} has no result blob")
             size, sha, where = blob.size, blob.sha256, blob.store
         if where == DB:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from fnrelay.protocol import (
-    TERMINAL_STATES,
+    TERMINAL_VALUES,
     ExceptionInfo,
     StartChild,
     TaskState,
@@ -36,11 +36,15 @@ log = logging.getLogger(__name__)
 OUTBOX_START_CHILD = "start-child"
 #: Exception type of tasks failed because their child could not run.
 CHILD_FAILED_TYPE = "fnrelay.errors.ChildEndpointError"
-_TERMINAL = [s.value for s in TERMINAL_STATES]
 
 
 def is_multi_user(ep: Endpoint) -> bool:
     return bool((ep.metadata_ or {}).get("multi_user"))
+
+
+def plain(metadata: dict[str, Any] | None) -> bool:
+    """Is an endpoint with this metadata neither a multi-user manager nor one's child?"""
+    return not (metadata or {}).get("multi_user") and (metadata or {}).get("parent") is None
 
 
 def parent_of(ep: Endpoint | None) -> str | None:
@@ -130,7 +134,7 @@ def fail_child_tasks(db: Database, manager_id: str, child_id: str, error: str) -
                         manager_id)
             return 0
         ids = list(s.scalars(select(Task.id).where(Task.endpoint_id == child_id,
-                                                   Task.status.not_in(_TERMINAL))))
+                                                   Task.status.not_in(TERMINAL_VALUES))))
         if not ids:
             return 0
         exc = ExceptionInfo(type=CHILD_FAILED_TYPE, message=error, traceback="").__dict__

@@ -25,7 +25,6 @@ from fnrelay_broker.reclaim import Reclaimer
 log = logging.getLogger(__name__)
 
 BATCH = 500
-_TERMINAL = [s.value for s in protocol.TERMINAL_STATES]
 
 
 def interval(ttl: float) -> float:
@@ -43,7 +42,8 @@ def delete_expired(db: Database, ttl: float, now: float | None = None,
         files: list[str] = []
         with db.write() as s:
             ids = list(s.scalars(
-                select(Task.id).where(Task.status.in_(_TERMINAL), Task.completed < cutoff)
+                select(Task.id)
+                .where(Task.status.in_(protocol.TERMINAL_VALUES), Task.completed < cutoff)
                 .limit(batch)
             ))
             if ids:

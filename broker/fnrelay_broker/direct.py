@@ -21,7 +21,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from fnrelay.protocol import (
-    TERMINAL_STATES,
+    TERMINAL_VALUES,
     ExceptionInfo,
     ResultMessage,
     TaskMessage,
@@ -34,8 +34,6 @@ from fnrelay_broker.models import Endpoint, Task, TaskGroup, TaskHistory
 from fnrelay_broker.registry import code_digest, function_id_of
 
 log = logging.getLogger(__name__)
-
-_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 
 #: History detail of the step a direct-path task starts in.
 DETAIL = "published to the endpoint by the Executor (direct path)"
@@ -121,26 +119,29 @@ def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Clai
     """Insert the tasks of `claims` not recorded yet, finished where `results` has their
     result; returns how many, and the ids written with their result."""
     t, results = now(), results or {}
-    group = s.get(TaskGroup, task_group_id)
-    ep = s.get(Endpoint, endpoint_id)
-    if (group is None or ep is None or ep.owner != group.owner
-            or children.is_multi_user(ep) or children.parent_of(ep) is not None):
+    conn = s.connection()  # Core, not the ORM: this runs for every batch of records
+    same_owner = conn.execute(
+        select(TaskGroup.owner, Endpoint.metadata_)
+        .join_from(TaskGroup, Endpoint, TaskGroup.owner == Endpoint.owner)
+        .where(TaskGroup.id == task_group_id, Endpoint.id == endpoint_id)).first()
+    if same_owner is None or not children.plain(same_owner[1]):
         raise ValueError(f"task group {task_group_id} may not publish tasks to endpoint "
                          f"{endpoint_id} directly")
-    known = set(s.scalars(select(Task.id).where(Task.id.in_([c.task_id for c in claims]))))
+    owner_id = same_owner[0]
+    known = set(conn.scalars(select(Task.id).where(Task.id.in_([c.task_id for c in claims]))))
     rows, history = [], []
     finished: set[str] = set()
     for c in claims:
         if c.task_id in known:
             continue
         known.add(c.task_id)
-        genuine = function_id_of(group.owner, c.digest) == c.function_id
+        genuine = function_id_of(owner_id, c.digest) == c.function_id
         status = TaskState.WAITING_FOR_ENDPOINT if genuine else TaskState.FAILED
         r = results.get(c.task_id)
-        if r is not None and (not genuine or r.status not in _TERMINAL):
+        if r is not None and (not genuine or r.status not in TERMINAL_VALUES):
             r = None
         rows.append({
-            "id": c.task_id, "owner": group.owner, "endpoint_id": endpoint_id,
+            "id": c.task_id, "owner": owner_id, "endpoint_id": endpoint_id,
             "function_id": c.function_id, "task_group_id": task_group_id,
             "status": status.value, "payload": c.payload,
             "resource_specification": c.resource_specification,
@@ -161,7 +162,6 @@ def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Clai
             log.warning("direct task %s: function code does not match id %s", c.task_id,
                         c.function_id)
     if rows:
-        conn = s.connection()
         conn.execute(insert(Task.__table__), rows)
         conn.execute(insert(TaskHistory.__table__), history)
     return len(rows), finished

@@ -34,7 +34,6 @@ from fnrelay_broker.settings import DEFAULT_ACCOUNT_IDLE
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
-_TERMINAL = [s.value for s in protocol.TERMINAL_STATES]
 
 
 def _chunks(ids: list[str]) -> Iterable[list[str]]:
@@ -46,7 +45,8 @@ def _with_recent_tasks(s, column, ids: list[str], cutoff: float) -> set[str]:  #
     """Those of `ids` (values of Task.`column`) with a task unfinished or active since cutoff."""
     return set(s.scalars(select(column).where(
         column.in_(ids),
-        or_(Task.status.not_in(_TERMINAL), Task.created >= cutoff, Task.completed >= cutoff),
+        or_(Task.status.not_in(protocol.TERMINAL_VALUES), Task.created >= cutoff,
+            Task.completed >= cutoff),
     ).distinct()))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fnrelay.protocol import TERMINAL_STATES, ExceptionInfo, TaskState, now
+from fnrelay.protocol import TERMINAL_VALUES, ExceptionInfo, TaskState, now
 from fnrelay_broker import sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
@@ -19,7 +19,6 @@ from fnrelay_broker.models import Endpoint, Function, Outbox, Task, TaskGroup, T
 #: Namespace of function ids: uuid5(FUNCTION_NAMESPACE, f"{user_id}:{sha256(body)}").
 FUNCTION_NAMESPACE = uuid.UUID("f43e4ae4-f150-48d4-80d4-754d8775a44b")
 
-_TERMINAL = [s.value for s in TERMINAL_STATES]
 
 
 def function_id_for(user_id: str, body: str) -> tuple[str, str]:
@@ -139,7 +138,7 @@ def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> list[s
         ids = list(
             s.scalars(
                 select(Task.id).where(
-                    Task.endpoint_id.in_(removed), Task.status.not_in(_TERMINAL)
+                    Task.endpoint_id.in_(removed), Task.status.not_in(TERMINAL_VALUES)
                 )
             )
         )

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fnrelay.protocol import (
-    TERMINAL_STATES,
+    TERMINAL_VALUES,
     ExceptionInfo,
     Heartbeat,
     ResultMessage,
@@ -47,7 +47,6 @@ from fnrelay_broker.registry import ensure_task_group
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # ids per IN (...) clause
-_TERMINAL_VALUES = {s.value for s in TERMINAL_STATES}
 
 
 def _chunks(items: list, n: int = CHUNK):  # type: ignore[no-untyped-def]
@@ -56,7 +55,7 @@ def _chunks(items: list, n: int = CHUNK):  # type: ignore[no-untyped-def]
 
 
 def _is_terminal(status: str) -> bool:
-    return status in _TERMINAL_VALUES
+    return status in TERMINAL_VALUES
 
 
 # --- submit --------------------------------------------------------------------------------------
@@ -333,7 +332,7 @@ def record_results(
             if row is None or row.endpoint_id != endpoint_id:
                 log.warning("ignoring result for task %s from endpoint %s", r.task_id, endpoint_id)
                 continue
-            if _is_terminal(status[row.id]) or r.status not in _TERMINAL_VALUES:
+            if _is_terminal(status[row.id]) or r.status not in TERMINAL_VALUES:
                 continue
             history += steps_before(row.id, status[row.id], started_at(row.created, r, t), t)
             history.append({"task_id": row.id, "status": r.status, "time": t, "detail": ""})

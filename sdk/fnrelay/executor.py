@@ -52,9 +52,7 @@ def reconnect_delay(attempt: int, base: float = RECONNECT_BASE,
     so many Executors that lost RabbitMQ together do not come back in step."""
     delay = min(cap, base * 2 ** min(attempt, 30))
     return random.uniform(delay / 2, delay)
-STARTED = frozenset({protocol.TaskState.RUNNING.value}) | {
-    s.value for s in protocol.TERMINAL_STATES
-}
+STARTED = frozenset({protocol.TaskState.RUNNING.value}) | protocol.TERMINAL_VALUES
 
 
 class _Success:

@@ -95,6 +95,8 @@ class TaskState(str, enum.Enum):
 
 
 TERMINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.CANCELLED})
+#: The same as wire values (database columns, JSON): what a task's status string is compared to.
+TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATES)
 
 _S = TaskState
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
