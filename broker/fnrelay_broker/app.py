@@ -269,8 +269,9 @@ def _routes(app: FastAPI, broker: Broker) -> None:
                   "queue": protocol.group_queue(gid), "submit": None}
         if broker.access.isolated:  # who may put results in the queue (RabbitMQ-validated)
             answer["result_senders"] = [broker.access.broker_user]
-        if direct:
-            answer["submit"] = {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": direct}
+        if direct:  # the Executor holds its tasks to the payload limit as REST would
+            answer["submit"] = {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": direct,
+                                "payload_limit": s.payload_limit}
             answer["result_senders"].append(endpoint_user(direct))
         return answer
 

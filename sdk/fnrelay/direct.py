@@ -12,6 +12,10 @@ each result for the broker carries what the broker needs to record the task.
 
 Task ids are made here (UUIDs); the endpoint and the broker both ignore a task id they have
 seen, so a message whose confirm was lost can be published again safely.
+
+The broker's payload limit holds here as over REST (the grant's ``payload_limit``): a task whose
+REST request alone would exceed it fails with PayloadTooLargeError, and no message of several
+tasks exceeds it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from fnrelay import protocol
+from fnrelay import errors, protocol
 from fnrelay.amqp import connection_parameters
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,48 @@ def task_messages(entries: list[dict[str, Any]], task_ids: list[str], bodies: li
         )
         for e, tid, body in zip(entries, task_ids, bodies, strict=True)
     ]
+
+
+def _mb(n: int) -> str:
+    return f"{n} bytes ({n / 1_000_000:.1f} MB)"
+
+
+def too_large(size: int, limit: int) -> errors.PayloadTooLargeError:
+    """What REST answers (413) for a task whose submission is `size` bytes."""
+    return errors.PayloadTooLargeError(
+        f"this task's submission of {_mb(size)} (its REST request alone) exceeds the broker's "
+        f"payload limit of {_mb(limit)}; it was not sent: pass smaller arguments",
+        http_status=413, code="PAYLOAD_TOO_LARGE")
+
+
+def within_at_once(message_bytes: int, envelope_bytes: int, limit: int) -> bool:
+    """Can neither this `tasks` message nor the REST request of any one of its tasks (the
+    submit body's `envelope_bytes` without tasks, plus the task) exceed `limit`? A task's REST
+    entry is part of its message (same keys, same values), and REST's JSON (with spaces) is at
+    most twice as long as the message's (without): then no task needs measuring."""
+    return envelope_bytes + 2 * message_bytes <= limit
+
+
+def split(sizes: list[int], budget: int) -> list[slice]:
+    """Consecutive runs of items whose sizes add up to at most `budget` (a larger item alone)."""
+    runs: list[slice] = []
+    start, total = 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and total + n > budget:
+            runs.append(slice(start, i))
+            start, total = i, 0
+        total += n
+    if sizes:
+        runs.append(slice(start, len(sizes)))
+    return runs
+
+
+def message_runs(tasks: list[protocol.TaskMessage], limit: int) -> list[slice]:
+    """Consecutive runs of tasks whose `tasks` message stays within `limit` bytes. A task whose
+    message alone is larger (by its code: its REST request fits) goes alone, as the broker
+    would send it to the endpoint after a REST submit."""
+    sizes = [len(protocol.encode(t)) + 1 for t in tasks]  # each with its separating comma
+    return split(sizes, limit - len(protocol.encode_tasks([])) + 1)
 
 
 class Records:

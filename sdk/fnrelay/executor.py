@@ -29,8 +29,17 @@ import pika.exceptions
 
 from fnrelay import blobs, errors, protocol, serialize
 from fnrelay.amqp import connection_parameters
-from fnrelay.client import Client, task_entry
-from fnrelay.direct import DirectPublisher, DirectUnavailable, Records, task_messages
+from fnrelay.client import Client, submit_size, task_entry
+from fnrelay.direct import (
+    DirectPublisher,
+    DirectUnavailable,
+    Records,
+    message_runs,
+    split,
+    task_messages,
+    too_large,
+    within_at_once,
+)
 from fnrelay.results import outcome
 
 log = logging.getLogger(__name__)
@@ -102,6 +111,10 @@ class FnRelayFuture(cf.Future):
                 self.set_exception(value)
         except cf.InvalidStateError:
             pass
+
+
+#: Queued calls taken for sending: each future with its submit entry.
+Chunk = list[tuple[FnRelayFuture, dict[str, Any]]]
 
 
 class Executor(cf.Executor):
@@ -312,12 +325,14 @@ class Executor(cf.Executor):
         for chunk in _chunks(live, MAX_BATCH_BYTES):
             self._send_chunk(chunk)
 
-    def _send_chunk(self, chunk: list[tuple[FnRelayFuture, dict[str, Any]]]) -> None:
+    def _send_chunk(self, chunk: Chunk) -> None:
         with self._lock:
             self._inflight += 1
         try:
             self._ensure_group()
-            if self._send_direct(chunk):
+            chunk = self._send_direct(chunk)
+            if not chunk:
+                self._done_inflight()
                 return
             answer = self.client.submit(
                 self.endpoint_id, [entry for _, entry in chunk], self.task_group_id
@@ -347,24 +362,54 @@ class Executor(cf.Executor):
         for future, _ in chunk:
             future._submitted.set()
 
-    def _send_direct(self, chunk: list[tuple[FnRelayFuture, dict[str, Any]]]) -> bool:
-        """Publish the chunk straight to the endpoint (the direct path); False if it is not
-        granted or fails before anything went out (the caller then uses REST)."""
+    def _send_direct(self, chunk: Chunk) -> Chunk:
+        """Publish the chunk straight to the endpoint (the direct path); returns what is left
+        for REST: all of it if the path is not granted, else what a failed publish left."""
         assert self._group is not None
         grant = self._group.get("submit")
         if not (self.direct and grant):
-            return False
-        entries = [entry for _, entry in chunk]
-        bodies = [self.client.function_body(e["function_id"]) for e in entries]
+            return chunk
+        bodies = [self.client.function_body(e["function_id"]) for _, e in chunk]
         if None in bodies:  # registered elsewhere: only the broker has the code
-            return False
+            return chunk
         ids = [str(uuid.uuid4()) for _ in chunk]
-        msgs = task_messages(entries, ids, bodies, str(self.task_group_id))  # type: ignore[arg-type]
+        msgs = task_messages([e for _, e in chunk], ids, bodies,  # type: ignore[arg-type]
+                             str(self.task_group_id))
         body = protocol.encode_tasks(msgs)
+        limit = grant.get("payload_limit")  # None: an older broker
+        if limit is None or within_at_once(
+                len(body), submit_size(self.endpoint_id, [], self.task_group_id), limit):
+            return [] if self._publish_direct(grant, chunk, msgs, body) else chunk
+        return self._publish_limited(grant, chunk, msgs, limit)
+
+    def _publish_limited(self, grant: dict[str, Any], chunk: Chunk,
+                         msgs: list[protocol.TaskMessage], limit: int) -> Chunk:
+        """A chunk near the broker's payload limit: fail each task whose REST request alone
+        would exceed it (REST would refuse it), publish the others in messages within it.
+        Returns what is left for REST."""
+        fits = []
+        for item, msg in zip(chunk, msgs, strict=True):
+            size = submit_size(self.endpoint_id, [item[1]], self.task_group_id)
+            if size > limit:
+                self._fail([item], too_large(size, limit))
+            else:
+                fits.append((item, msg))
+        for run in message_runs([msg for _, msg in fits], limit):
+            part = [msg for _, msg in fits[run]]
+            if not self._publish_direct(grant, [item for item, _ in fits[run]], part,
+                                        protocol.encode_tasks(part)):
+                return [item for item, _ in fits[run.start:]]
+        return []
+
+    def _publish_direct(self, grant: dict[str, Any], chunk: Chunk,
+                        msgs: list[protocol.TaskMessage], body: bytes) -> bool:
+        """Publish one `tasks` message; False if it failed before anything went out (the
+        direct path is then off: REST from now on)."""
+        assert self._group is not None
         with self._lock:  # results may come back before the publish returns
-            for (future, _), task_id in zip(chunk, ids, strict=True):
-                future.task_id = task_id
-                self._outstanding[task_id] = future
+            for (future, _), msg in zip(chunk, msgs, strict=True):
+                future.task_id = msg.task_id
+                self._outstanding[msg.task_id] = future
         if self._publisher is None:
             self._publisher = DirectPublisher(grant["exchange"], grant["routing_key"])
         try:
@@ -375,12 +420,11 @@ class Executor(cf.Executor):
                         "from now on%s", self.endpoint_id, e,
                         " (these tasks may run twice)" if e.sent else "")
             with self._lock:
-                for (future, _), task_id in zip(chunk, ids, strict=True):
-                    self._outstanding.pop(task_id, None)
+                for (future, _), msg in zip(chunk, msgs, strict=True):
+                    self._outstanding.pop(msg.task_id, None)
                     future.task_id = None
             return False
         self._records.add(msgs)
-        self._done_inflight()
         for future, _ in chunk:
             future._submitted.set()
         return True
@@ -391,7 +435,7 @@ class Executor(cf.Executor):
             if not self._inflight:
                 self._early.clear()  # whatever is left was not ours to wait for
 
-    def _fail(self, chunk: list[tuple[FnRelayFuture, dict[str, Any]]], exc: BaseException) -> None:
+    def _fail(self, chunk: Chunk, exc: BaseException) -> None:
         for future, _ in chunk:
             future._resolve(False, exc)
             future._submitted.set()
@@ -614,20 +658,6 @@ class Executor(cf.Executor):
             )
 
 
-def _chunks(
-    items: list[tuple[FnRelayFuture, dict[str, Any]]], max_bytes: int
-) -> list[list[tuple[FnRelayFuture, dict[str, Any]]]]:
+def _chunks(items: Chunk, max_bytes: int) -> list[Chunk]:
     """Split a batch so that no request carries much more than `max_bytes` of payload."""
-    chunks: list[list[tuple[FnRelayFuture, dict[str, Any]]]] = []
-    current: list[tuple[FnRelayFuture, dict[str, Any]]] = []
-    size = 0
-    for item in items:
-        n = len(item[1]["payload"])
-        if current and size + n > max_bytes:
-            chunks.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        chunks.append(current)
-    return chunks
+    return [items[run] for run in split([len(e["payload"]) for _, e in items], max_bytes)]

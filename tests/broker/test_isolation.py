@@ -16,6 +16,9 @@ import pytest
 from fnrelay import protocol
 from support.waiting import wait_for
 
+#: Not the default (10 MB): the direct-path grant must carry the configured one.
+PAYLOAD_LIMIT = 3_000_000
+
 
 @pytest.fixture(scope="module")
 def amqp_url(new_vhost) -> str:  # type: ignore[no-untyped-def]
@@ -27,7 +30,8 @@ def amqp_url(new_vhost) -> str:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def iso_broker(start_broker, amqp_url, rabbitmq):  # type: ignore[no-untyped-def]
     """A broker of its own that makes per-party RabbitMQ accounts."""
-    return start_broker(amqp_url, None, "--amqp-management-url", rabbitmq.management_url)
+    return start_broker(amqp_url, None, "--amqp-management-url", rabbitmq.management_url,
+                        "--payload-limit", str(PAYLOAD_LIMIT))
 
 
 @pytest.fixture
@@ -312,7 +316,8 @@ def test_the_direct_path_is_granted_to_the_owner_unless_turned_off(alice, bob, s
     eid, _ = _register(alice)
     manager, _ = _register(alice, {"multi_user": True})
     granted = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
-    assert granted["submit"] == {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": eid}
+    assert granted["submit"] == {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": eid,
+                                 "payload_limit": PAYLOAD_LIMIT}
     assert granted["result_senders"][1] == f"fnrelay-ep-{eid}"
     assert bob.ok("POST", "/task_groups", json={"endpoint_id": eid})["submit"] is None
     assert alice.ok("POST", "/task_groups", json={"endpoint_id": manager})["submit"] is None
@@ -320,3 +325,12 @@ def test_the_direct_path_is_granted_to_the_owner_unless_turned_off(alice, bob, s
                        rabbitmq.management_url, "--no-direct").api()
     eid2, _ = _register(off)
     assert off.ok("POST", "/task_groups", json={"endpoint_id": eid2})["submit"] is None
+
+
+def test_the_direct_path_grant_carries_the_broker_payload_limit(alice):
+    """The Executor holds direct-path tasks to the limit REST enforces: the grant says which."""
+    eid, _ = _register(alice)
+    granted = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
+    assert granted["submit"]["payload_limit"] == PAYLOAD_LIMIT
+    r = alice("POST", "/functions", json={"function": "01\n" + "x" * PAYLOAD_LIMIT})
+    assert r.status_code == 413 and r.json()["code"] == "PAYLOAD_TOO_LARGE"

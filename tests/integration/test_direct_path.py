@@ -8,8 +8,11 @@ out, to check what RabbitMQ and the broker refuse.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pika
 import pika.exceptions
@@ -19,15 +22,23 @@ import requests
 from fnrelay import Client, Executor, errors, protocol, serialize
 from fnrelay.client import task_entry
 from fnrelay.direct import task_messages
+from fnrelay.local import BrokerServer, LocalEndpoint
 from support.endpoint_peer import send_result, send_status
+from support.session import MARKER
 from support.waiting import wait_for, wait_recorded
 
 WAIT = 120.0
 DIRECT_DETAIL = "published to the endpoint by the Executor (direct path)"
+#: The payload limit of the `limited` broker: small, so tasks near it are cheap to run.
+LIMIT = 64 * 1024
 
 
 def add(a, b):  # type: ignore[no-untyped-def]
     return a + b
+
+
+def length(text):  # type: ignore[no-untyped-def]
+    return len(text)
 
 
 def slow_genuine():  # type: ignore[no-untyped-def]
@@ -76,7 +87,8 @@ def test_executor_takes_the_direct_path_and_the_broker_records_every_step(client
         futures = [ex.submit(add, i, 1) for i in range(20)]
         assert [f.result(WAIT) for f in futures] == list(range(1, 21))
         assert ex._group is not None and ex._group["submit"] == {
-            "exchange": protocol.SUBMIT_EXCHANGE, "routing_key": endpoint_id}
+            "exchange": protocol.SUBMIT_EXCHANGE, "routing_key": endpoint_id,
+            "payload_limit": 10 * 1024 * 1024}
         group_id = ex.task_group_id
     record = wait_recorded(client, futures[0].task_id, "success")
     steps = [(h["status"], h["detail"]) for h in record["history"]]
@@ -246,3 +258,123 @@ def test_results_are_acknowledged_in_batches_and_none_is_left_unacknowledged(
             return (q.get("messages_unacknowledged"), q.get("messages_ready")) == (0, 0) and \
                 q.get("message_stats", {}).get("deliver_get", 0) >= 30
         wait_for(settled, "every result message acknowledged", WAIT)
+
+
+# --- the payload limit on the direct path -------------------------------------------------------
+@dataclass
+class Limited:
+    """A broker with payload limit LIMIT, alice's token on it and her endpoint."""
+
+    broker: BrokerServer
+    amqp_url: str
+    token: str
+    endpoint: LocalEndpoint
+
+    def client(self) -> Client:
+        return Client(self.broker.url, self.token)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, new_vhost, rabbitmq) -> Iterator[Limited]:  # type: ignore[no-untyped-def]
+    """A broker of its own (own virtual host, per-party accounts: the direct path is on) with
+    `--payload-limit LIMIT`, and an endpoint on it."""
+    tmp = tmp_path_factory.mktemp("direct-limit")
+    amqp = new_vhost("fnrelay-direct-limit")
+    broker = BrokerServer(tmp / "broker", amqp, marker=MARKER,
+                          management_url=rabbitmq.management_url,
+                          extra_args=["--heartbeat-period", "1", "--payload-limit", str(LIMIT)])
+    endpoint = None
+    try:
+        broker.start()
+        token = broker.add_user("alice")
+        endpoint = LocalEndpoint(tmp / "endpoint", "limited", broker.url, token,
+                                 marker=MARKER).configure(max_workers=2)
+        endpoint.start(foreground=True)
+        yield Limited(broker, amqp, token, endpoint)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+        broker.stop()
+
+
+def _text_for(rest_bytes: int, function_id: str, endpoint_id: str, group_id: str) -> str:
+    """An argument that makes the POST /v1/submit body of `length(text)` alone (as requests
+    encodes it) exactly `rest_bytes` long: what the broker's payload limit counts."""
+
+    def size(text: str) -> int:
+        body = {"endpoint_id": endpoint_id, "task_group_id": group_id,
+                "tasks": [task_entry(function_id, (text,), {})]}
+        return len(json.dumps(body).encode())
+
+    return "x" * (rest_bytes - size(""))
+
+
+def test_a_task_over_the_payload_limit_fails_on_the_direct_path_and_the_others_run(limited):
+    client = limited.client()
+    with Executor(limited.endpoint.endpoint_id, client=client) as ex:
+        small = ex.submit(length, "small")
+        big = ex.submit(length, "x" * LIMIT)
+        after = ex.submit(length, "after")
+        assert (small.result(WAIT), after.result(WAIT)) == (5, 5)
+        with pytest.raises(errors.PayloadTooLargeError, match=f"limit of {LIMIT} bytes"):
+            big.result(WAIT)
+        assert ex._group is not None and ex._group["submit"]["payload_limit"] == LIMIT
+    assert big.task_id is None  # never sent
+    details = [h["detail"] for h in wait_recorded(client, small.task_id, "success")["history"]]
+    assert DIRECT_DETAIL in details
+    with pytest.raises(errors.PayloadTooLargeError):  # REST refuses it the same way
+        client.run("x" * LIMIT, endpoint_id=limited.endpoint.endpoint_id,
+                   function_id=client.register_function(length))
+
+
+def test_the_direct_path_takes_exactly_what_rest_takes(limited):
+    """A task whose REST request is LIMIT bytes runs on both paths; one byte more, neither
+    takes it."""
+    client = limited.client()
+    eid, fid = limited.endpoint.endpoint_id, client.register_function(length)
+    group = client.create_task_group()["task_group_id"]  # a group id as long as an Executor's
+    at, over = (_text_for(n, fid, eid, group) for n in (LIMIT, LIMIT + 1))
+    (task_id,) = client.submit(eid, [task_entry(fid, (at,), {})], group)["task_ids"]
+    with pytest.raises(errors.PayloadTooLargeError):
+        client.submit(eid, [task_entry(fid, (over,), {})], group)
+    with Executor(eid, client=client) as ex:
+        direct_at, direct_over = ex.submit(length, at), ex.submit(length, over)
+        assert direct_at.result(WAIT) == len(at)
+        with pytest.raises(errors.PayloadTooLargeError, match=f"{LIMIT + 1} bytes"):
+            direct_over.result(WAIT)
+    assert serialize.deserialize(wait_recorded(client, task_id, "success")["result"]) == len(at)
+
+
+def test_direct_messages_of_several_tasks_stay_within_the_payload_limit(limited):
+    """Eight tasks of 0.3 LIMIT each, queued together: at most three share a message."""
+    eid, _ = _register_endpoint(limited.broker.url, limited.token)  # no process: tasks stay
+    client = limited.client()
+    client.register_function(length)
+    text = "x" * (LIMIT * 3 // 10)
+    with Executor(eid, client=client) as ex:
+        with ex._lock:  # every task is queued before the submitter sends one (in <= 2 batches)
+            futures = [ex.submit(length, text) for _ in range(8)]
+        try:
+            bodies = _drain(limited.amqp_url, protocol.endpoint_queue(eid), 8)
+        finally:  # no endpoint runs them: else shutting the Executor down would wait forever
+            assert all(f.cancel() for f in futures)
+    assert max(len(b) for b in bodies) <= LIMIT
+    assert max(len(protocol.decode_tasks(b)) for b in bodies) >= 2
+
+
+def _drain(amqp_url: str, queue: str, tasks: int) -> list[bytes]:
+    """Messages taken from `queue` until they hold `tasks` tasks."""
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    bodies: list[bytes] = []
+    try:
+        ch = conn.channel()
+
+        def all_taken() -> bool:
+            body = ch.basic_get(queue, auto_ack=True)[2]
+            if body is not None:
+                bodies.append(body)
+            return sum(len(protocol.decode_tasks(b)) for b in bodies) >= tasks
+        wait_for(all_taken, f"{tasks} tasks in {queue}")
+    finally:
+        conn.close()
+    return bodies
