@@ -228,3 +228,28 @@ def test_a_task_for_an_idle_worker_goes_straight_down_its_pipe(tmp_path: Path) -
         cancel_running_sleep(p, tmp_path)
     finally:
         p.engine.shutdown()
+
+
+def test_the_next_task_of_a_caller_waiting_on_a_result_takes_the_same_worker() -> None:
+    """A lone caller submits its next task as soon as it has the last result, which may be
+    while the engine is still reporting that result: the worker that answered takes it, and
+    no second worker is started for it (a spawn costs a core for a moment)."""
+    results: queue.Queue[ResultMessage] = queue.Queue()
+    engine: LocalEngine
+
+    def on_result(r: ResultMessage) -> None:
+        results.put(r)
+        if results.qsize() == 1:  # still inside the report of the first result
+            engine.submit(make_task(square, 6))
+            time.sleep(0.5)  # reporting takes a while (a publish, a busy core)
+
+    engine = LocalEngine(2, on_result, lambda _: None, None)
+    engine.start()
+    try:
+        engine.submit(make_task(square, 5))
+        first, second = results.get(timeout=WAIT), results.get(timeout=WAIT)
+        assert serialize.deserialize(second.result) == 36
+        assert second.details["pid"] == first.details["pid"]
+        assert engine._slots[1].process is None  # never started
+    finally:
+        engine.shutdown()

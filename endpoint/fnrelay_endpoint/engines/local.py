@@ -293,6 +293,10 @@ class LocalEngine(Engine):
                 result = None
             with self._cond:
                 slot.task, cancelled, stopping = None, slot.cancelled, self._stopping
+                # A worker that answered takes the next task at once, even while its result
+                # is still being reported: else a task arriving meanwhile (the next of a
+                # caller waiting on this result) is queued and starts a second worker.
+                slot.idle = result is not None and not (cancelled or stopping or timed_out)
             if stopping:
                 return  # unreported: the journal re-runs it at the next start
             if cancelled:
