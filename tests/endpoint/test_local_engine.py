@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,3 +254,21 @@ def test_the_next_task_of_a_caller_waiting_on_a_result_takes_the_same_worker() -
         assert engine._slots[1].process is None  # never started
     finally:
         engine.shutdown()
+
+
+@pytest.mark.parametrize(("main", "preloaded"), [
+    ("fnrelay_endpoint.cli", True), ("fnrelay_endpoint.child", True),
+    ("pytest.__main__", False), ("someone_elses.app", False), (None, False)])
+def test_the_forkserver_preloads_the_endpoint_module_it_runs_as(
+        monkeypatch: pytest.MonkeyPatch, main: str | None, preloaded: bool) -> None:
+    """multiprocessing imports the main module again in every new worker; the forkserver
+    imports the endpoint's own (`python -m fnrelay_endpoint.cli`) once for all of them."""
+    import importlib.machinery
+    import types
+
+    from fnrelay_endpoint.engines import local
+
+    fake = types.ModuleType("__main__")
+    fake.__spec__ = importlib.machinery.ModuleSpec(main, None) if main else None
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    assert local._preload() == ["fnrelay_endpoint.worker", *([main] if preloaded else [])]
