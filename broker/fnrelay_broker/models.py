@@ -73,6 +73,9 @@ class TaskGroup(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     created: Mapped[float] = mapped_column(Float)
+    #: When an Executor last asked for the group (POST /v1/task_groups): its reader account
+    #: is in use from then on, before any of its tasks is recorded (see reclaim).
+    handed_out: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Task(Base):

@@ -6,8 +6,10 @@ password at every hand-out, so deleting an unused one loses nothing: the next ha
 it again (an Executor re-attaching to its group, a manager starting the child again). Unused
 means, for `account_idle` seconds:
 
-- a task group: no unfinished task, no task created or finished, no result waiting in the
-  outbox, and nobody consuming its queue. Its result queue goes with the account.
+- a task group: not handed out (an Executor attaching), no unfinished task, no task created
+  or finished, no result waiting in the outbox, and nobody consuming its queue (RabbitMQ's
+  count lags: a fresh consumer alone does not keep the account). Its result queue goes with
+  the account.
 - a child endpoint: no unfinished task, no task created or finished, no heartbeat, and nobody
   consuming its task queue (the queue stays: tasks may still be routed to the child).
 - any `fnrelay-ep-`/`fnrelay-group-` account whose endpoint or group record is gone.
@@ -59,8 +61,9 @@ def idle_groups(db: Database, group_ids: list[str], cutoff: float) -> list[str]:
             busy |= set(s.scalars(
                 select(Task.task_group_id).join(Outbox, Outbox.task_id == Task.id)
                 .where(Task.task_group_id.in_(ids), Outbox.kind == "result").distinct()))
-            busy |= set(s.scalars(select(TaskGroup.id).where(TaskGroup.id.in_(ids),
-                                                              TaskGroup.created >= cutoff)))
+            busy |= set(s.scalars(select(TaskGroup.id).where(
+                TaskGroup.id.in_(ids),
+                or_(TaskGroup.created >= cutoff, TaskGroup.handed_out >= cutoff))))
             idle += [g for g in ids if g not in busy]
     return idle
 

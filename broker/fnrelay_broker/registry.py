@@ -186,8 +186,11 @@ def ensure_task_group(s, user: CurrentUser, task_group_id: str | None) -> str:  
 
 
 def create_task_group(db: Database, user: CurrentUser, task_group_id: str | None) -> str:
+    """The group an Executor asked for (made when missing), marked handed out now."""
     with db.write() as s:
-        return ensure_task_group(s, user, task_group_id)
+        group_id = ensure_task_group(s, user, task_group_id)
+        s.execute(update(TaskGroup).where(TaskGroup.id == group_id).values(handed_out=now()))
+        return group_id
 
 
 def get_task_group(db: Database, user: CurrentUser, task_group_id: str) -> dict[str, Any]:

@@ -130,3 +130,21 @@ def test_deleting_a_manager_deletes_its_childrens_accounts(reclaiming_broker, mg
     failed = user.ok("GET", f"/tasks/{task}")
     assert failed["status"] == "failed"
     assert "deleted" in failed["exception"]["message"]
+
+
+def test_a_group_handed_out_again_is_in_use_before_any_of_its_tasks_is_recorded(task_store):  # type: ignore[no-untyped-def]
+    """An Executor re-attaching to an idle group gets a fresh reader account; its first task
+    is recorded only later (the direct path's records come batched) and RabbitMQ's consumer
+    count lags, so the hand-out itself must keep the account from being reclaimed."""
+    import time
+
+    from fnrelay_broker import registry
+    from fnrelay_broker.reclaim import idle_groups
+
+    gid = registry.create_task_group(task_store.db, task_store.user, None)
+    time.sleep(0.01)
+    cutoff = protocol.now()
+    assert idle_groups(task_store.db, [gid], cutoff) == [gid]  # quiet since the cutoff
+    time.sleep(0.01)
+    assert registry.create_task_group(task_store.db, task_store.user, gid) == gid  # re-attach
+    assert idle_groups(task_store.db, [gid], cutoff) == []
