@@ -371,10 +371,16 @@ class _Delivery:
     results: list[protocol.ResultMessage] = field(default_factory=list)
     received: float = field(default_factory=time.monotonic)
     written: set[str] = field(default_factory=set)  # ids of `tasks` recorded so far
+    recorded: set[str] = field(default_factory=set)  # ids of `results` recorded so far
 
     def due(self, now: float) -> bool:
-        """Has this message of records waited for its tasks' results long enough?"""
+        """Has this message waited long enough for its tasks' results (records) or its
+        tasks' records (results)?"""
         return now - self.received >= RECORD_HOLD
+
+    def waiting(self) -> list[protocol.ResultMessage]:
+        """Its results not recorded yet."""
+        return [r for r in self.results if r.task_id not in self.recorded]
 
 
 class _Held:
@@ -382,7 +388,9 @@ class _Held:
     groups) waiting up to HOLD seconds to be recorded together: nobody waits for these
     records, and one transaction for many costs the broker far less CPU than one each. A
     task's record waits up to RECORD_HOLD for its result, to be written finished in one row
-    (a short task's result comes within that): half the database work of two writes.
+    (a short task's result comes within that): half the database work of two writes. A
+    result that comes before its task's record (the Executor sends its records every
+    RECORDS_LINGER) waits for it as long, for the same reason.
 
     Any other message first flushes what is held, so the queue's order is kept.
     """
@@ -415,7 +423,7 @@ class _Held:
         db, now = self.consumer.db, time.monotonic()
         results: dict[str, dict[str, protocol.ResultMessage]] = defaultdict(dict)
         for d in items:  # by endpoint (the routing key of a results message)
-            results[d.method.routing_key].update((r.task_id, r) for r in d.results)
+            results[d.method.routing_key].update((r.task_id, r) for r in d.waiting())
         failed: set[int] = set()
         merged: set[str] = set()
         by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
@@ -440,7 +448,8 @@ class _Held:
                 d.written.update(m.task_id for m in now_due[id(d)])
         by_endpoint: dict[str, list[protocol.ResultMessage]] = defaultdict(list)
         for d in items:
-            by_endpoint[d.method.routing_key] += [r for r in d.results if r.task_id not in merged]
+            by_endpoint[d.method.routing_key] += [r for r in d.waiting()
+                                                  if r.task_id not in merged]
         unknown: set[str] = set()
         for endpoint_id, rs in by_endpoint.items():
             if rs:
@@ -450,11 +459,11 @@ class _Held:
         for d in items:
             if d.method.delivery_tag in failed:
                 continue
-            if len(d.written) < len(d.tasks):  # records still waiting for their results
-                self.items.append(d)
-                continue
-            late = [r for r in d.results if r.task_id in unknown]
-            if late:
+            d.recorded.update(r.task_id for r in d.results if r.task_id not in unknown)
+            late = d.waiting()
+            if len(d.written) < len(d.tasks) or (late and not (everything or d.due(now))):
+                self.items.append(d)  # records waiting for their results, or the reverse
+            elif late:
                 self.retry_later(d.method, late, forwarded=True)
             else:
                 self.channel.basic_ack(d.method.delivery_tag)

@@ -213,6 +213,27 @@ def test_a_result_that_overtakes_its_task_record_is_still_recorded(client, broke
         "received", "waiting-for-endpoint", "success"]
 
 
+def test_a_direct_result_that_overtakes_its_record_waits_for_it_and_is_written_with_it(
+        client, broker_url, alice_token):  # type: ignore[no-untyped-def]
+    """The Executor sends its records every RECORDS_LINGER, so the endpoint's copy of a short
+    task's result often reaches the broker first: it waits (up to RECORD_HOLD) for the record,
+    and both go into the ledger in one write (every step at one time), not a write for the
+    record and another for the result half a second later."""
+    eid, endpoint_url = _register_endpoint(broker_url, alice_token)
+    group = client.create_task_group(endpoint_id=eid)
+    gid = group["task_group_id"]
+    tid, body = _tasks_body(client, add, (1, 2), gid)
+    send_result(endpoint_url, eid, tid, gid, serialize.serialize(3), forwarded=True)
+    time.sleep(0.1)  # the result is in the broker's queue first
+    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
+             protocol.MSG_TASKS)
+    record = wait_recorded(client, tid, "success")
+    assert serialize.deserialize(record["result"]) == 3
+    steps = record["history"]
+    assert [h["status"] for h in steps] == ["received", "waiting-for-endpoint", "success"]
+    assert len({h["time"] for h in steps}) == 1, steps
+
+
 def test_a_status_that_overtakes_its_task_record_is_still_recorded(client, broker_url,
                                                                    alice_token):
     """The Executor's records come batched: an endpoint's first status (a batch job's
