@@ -7,7 +7,6 @@ message a change implies is an outbox row in that transaction too (published lat
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,6 +26,7 @@ from fnrelay.protocol import (
     TaskMessage,
     TaskState,
     can_transition,
+    new_task_id,
     now,
 )
 from fnrelay_broker import children, sharing
@@ -135,7 +135,7 @@ def submit(
                 sharing.check_allowed(s, ep, wanted)
             group_id = ensure_task_group(s, user, task_group_id)
             t = now()
-            ids = [str(uuid.uuid4()) for _ in tasks]
+            ids = [new_task_id() for _ in tasks]
             routes = (children.route(s, ep, user, tasks, t) if multi_user
                       else [endpoint_id] * len(tasks))
             conn = s.connection()  # SQL Core for the inserts: the ORM's bulk path costs more

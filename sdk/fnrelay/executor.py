@@ -20,7 +20,6 @@ import queue
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -372,7 +371,7 @@ class Executor(cf.Executor):
         bodies = [self.client.function_body(e["function_id"]) for _, e in chunk]
         if None in bodies:  # registered elsewhere: only the broker has the code
             return chunk
-        ids = [str(uuid.uuid4()) for _ in chunk]
+        ids = [protocol.new_task_id() for _ in chunk]
         msgs = task_messages([e for _, e in chunk], ids, bodies,  # type: ignore[arg-type]
                              str(self.task_group_id))
         body = protocol.encode_tasks(msgs)

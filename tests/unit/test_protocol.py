@@ -91,3 +91,22 @@ def test_task_max_retries_round_trips_and_defaults_to_none():
     assert protocol.decode_tasks(protocol.encode_tasks([msg]))[0].max_retries == 0
     plain = protocol.TaskMessage(task_id="t", function_id="f", function="fn", payload="p")
     assert protocol.decode_tasks(protocol.encode_tasks([plain]))[0].max_retries is None
+
+
+def test_task_ids_are_version_7_uuids_in_creation_order() -> None:
+    """Task ids key B-tree indexes (broker database, endpoint journal): ids made later sort
+    later, so new rows land on the same pages; the rest is random, and the form canonical."""
+    import time
+    import uuid
+
+    ids = []
+    for _ in range(5):
+        ids.append(protocol.new_task_id())
+        time.sleep(0.002)  # a new millisecond
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    for i in ids:
+        u = uuid.UUID(i)
+        assert (str(u), u.version, u.variant) == (i, 7, uuid.RFC_4122)
+        assert abs((u.int >> 80) / 1000 - time.time()) < 60  # its first 48 bits: the time
+    same_ms = {protocol.new_task_id() for _ in range(1000)}
+    assert len(same_ms) == 1000
