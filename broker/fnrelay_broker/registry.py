@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from typing import Any
@@ -31,6 +32,7 @@ def code_digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)  # the ledger checks every direct-path task's function
 def function_id_of(user_id: str, digest: str) -> str:
     """The id of `user_id`'s function whose code has SHA-256 `digest` (hex)."""
     return str(uuid.uuid5(FUNCTION_NAMESPACE, f"{user_id}:{digest}"))

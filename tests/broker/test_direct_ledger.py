@@ -99,3 +99,21 @@ def test_a_malformed_record_in_a_result_records_nothing(task_store, record):  # 
     r = _result(str(uuid.uuid4()))
     r.task_group_id, r.record = _group(task_store), record
     assert direct.record_from_results(task_store.db, task_store.endpoint_id, [r]) == set()
+
+
+@pytest.mark.parametrize("finished_first", [True, False])
+def test_records_with_and_without_results_in_one_write_keep_every_field(
+        task_store, finished_first: bool) -> None:  # type: ignore[no-untyped-def]
+    """One write may hold a record whose result came and one whose result did not (it waited
+    RECORD_HOLD): the finished one keeps its result, the other stays waiting, in any order."""
+    group = _group(task_store)
+    done, waiting = _task(task_store), _task(task_store)
+    msgs = [done, waiting] if finished_first else [waiting, done]
+    finished = direct.record(task_store.db, task_store.endpoint_id, group, msgs,
+                             {done.task_id: _result(done.task_id)})
+    assert finished == {done.task_id}
+    rec = tasks.task_record(task_store.db, task_store.user, done.task_id)
+    assert (rec["status"], rec["result"]) == ("success", "03\n2")
+    assert rec["details"]["worker"] == "w"
+    rec = tasks.task_record(task_store.db, task_store.user, waiting.task_id)
+    assert (rec["status"], rec["result"]) == ("waiting-for-endpoint", None)
