@@ -19,7 +19,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 from fnrelay import protocol
@@ -122,12 +121,12 @@ class Journal:
                     self._seq += 1
                     db.execute("INSERT INTO tasks (task_id, state, task, seq, updated) "
                                "VALUES (?, ?, ?, ?, ?)",
-                               (task.task_id, QUEUED, json.dumps(asdict(task)), self._seq, t))
+                               (task.task_id, QUEUED, _dump_task(task), self._seq, t))
                 elif row[0] == TOMBSTONE:
                     result = cancelled_result(task.task_id, task.task_group_id,
                                               "cancelled before it reached the endpoint")
                     db.execute("UPDATE tasks SET state = ?, task = ?, result = ?, updated = ? "
-                               "WHERE task_id = ?", (DONE, json.dumps(asdict(task)),
+                               "WHERE task_id = ?", (DONE, _dump_task(task),
                                                      _dump(result), t, task.task_id))
                     to_publish.append(result)
                 elif row[0] == DONE:
@@ -290,6 +289,10 @@ class Journal:
     def state(self, task_id: str) -> str | None:
         row = self.db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return row[0] if row else None
+
+
+def _dump_task(task: TaskMessage) -> str:
+    return protocol.encode(task).decode()  # shallow, as _dump: on the I/O thread per task
 
 
 def _dump(result: ResultMessage) -> str:
