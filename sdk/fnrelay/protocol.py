@@ -240,6 +240,8 @@ def decode(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"malformed fnrelay message: {e}") from e
+    except RecursionError as e:  # not a ValueError: a consumer would take it for its own bug
+        raise ValueError("malformed fnrelay message: nested too deeply") from e
 
 
 def _items(body: bytes, key: str) -> list[dict[str, Any]]:

@@ -140,6 +140,7 @@ def test_malformed_message_does_not_stop_the_consumer(api, amqp):
     tid = api.submit(eid, fid)["task_ids"][0]
     _publish(amqp, eid, protocol.MSG_RESULTS, b"{not json")
     _publish(amqp, eid, protocol.MSG_RESULTS, b'{"v": 1, "results": [{"nope": 1}]}')
+    _publish(amqp, eid, protocol.MSG_RESULTS, b"[" * 100_000)  # RecursionError in json
     _publish(amqp, eid, protocol.MSG_RESULTS, _result(tid))
     _status_of(api, tid, "success")
 

@@ -110,3 +110,10 @@ def test_task_ids_are_version_7_uuids_in_creation_order() -> None:
         assert abs((u.int >> 80) / 1000 - time.time()) < 60  # its first 48 bits: the time
     same_ms = {protocol.new_task_id() for _ in range(1000)}
     assert len(same_ms) == 1000
+
+
+def test_a_body_nested_beyond_the_json_parsers_recursion_is_malformed() -> None:
+    """json raises RecursionError (not a ValueError) for such a body: a consumer that drops
+    malformed messages by ValueError would otherwise fail on it, reconnect, and get it again."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        protocol.decode(b"[" * 100_000)
