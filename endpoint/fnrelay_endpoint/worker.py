@@ -44,16 +44,18 @@ def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-#: Deserialized functions of this process, by function_id (function bodies are immutable).
+#: Deserialized functions of this process, by their serialized code: a function id names
+#: the code only as far as its sender is honest (the broker checks REST tasks; a direct-path
+#: task's id is the Executor's word), so the id alone could run another task's code.
 _FUNCTIONS: dict[str, Any] = {}
 
 
 def load_function(task: TaskMessage) -> Any:
     """The task's callable, deserialized once per process."""
-    fn = _FUNCTIONS.get(task.function_id)
+    fn = _FUNCTIONS.get(task.function)
     if fn is None:
         fn = serialize.deserialize(task.function)
-        _FUNCTIONS[task.function_id] = fn
+        _FUNCTIONS[task.function] = fn
     return fn
 
 

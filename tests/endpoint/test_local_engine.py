@@ -272,3 +272,24 @@ def test_the_forkserver_preloads_the_endpoint_module_it_runs_as(
     fake.__spec__ = importlib.machinery.ModuleSpec(main, None) if main else None
     monkeypatch.setitem(sys.modules, "__main__", fake)
     assert local._preload() == ["fnrelay_endpoint.worker", *([main] if preloaded else [])]
+
+
+def test_a_worker_runs_the_code_each_task_carries_whatever_its_function_id() -> None:
+    """Functions are cached per worker by their code: a task whose function id was seen with
+    other code (a buggy or forged direct-path task) runs its own code, and the next task
+    with that id and the first code runs the first code again."""
+    first = make_task(square, 4)
+    other = make_task(divide, 4, 2)
+    other.function_id = first.function_id
+    again = make_task(square, 5)
+    again.function_id = first.function_id
+    p = Pool(1)  # one worker: all three run in the same process
+    p.engine.start()
+    try:
+        values = []
+        for t in (first, other, again):
+            p.engine.submit(t)
+            values.append(serialize.deserialize(p.result().result))
+        assert values == [16, 2.0, 25]
+    finally:
+        p.engine.shutdown()
