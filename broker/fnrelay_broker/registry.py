@@ -21,7 +21,6 @@ from fnrelay_broker.models import Endpoint, Function, Outbox, Task, TaskGroup, T
 FUNCTION_NAMESPACE = uuid.UUID("f43e4ae4-f150-48d4-80d4-754d8775a44b")
 
 
-
 def function_id_for(user_id: str, body: str) -> tuple[str, str]:
     digest = code_digest(body)
     return function_id_of(user_id, digest), digest
