@@ -137,8 +137,7 @@ class Broker:
             return False
         with self.db.read() as s:
             ep = s.get(Endpoint, endpoint_id)
-            return (ep is not None and ep.owner == user.id and not children.is_multi_user(ep)
-                    and children.parent_of(ep) is None)
+            return ep is not None and ep.owner == user.id and children.plain(ep.metadata_)
 
     def stop(self) -> None:
         if self.start_threads:

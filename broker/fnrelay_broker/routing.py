@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -330,19 +331,16 @@ class ResultConsumer(_Worker):
                ) -> list[Any]:
         """Apply one endpoint message; returns its results or status updates whose tasks are
         not recorded yet."""
+        unknown: list[str] = []
         if kind == protocol.MSG_RESULTS:
             results = inbound.results(body)
-            unknown_ids: list[str] = []
-            recorded = tasks.record_results(self.db, endpoint_id, results, unknown_ids)
+            recorded = tasks.record_results(self.db, endpoint_id, results, unknown)
             forward_results(fwd, recorded, self.amqp_user)
-            ids = set(unknown_ids)
-            return [r for r in results if r.task_id in ids]
+            return _of(results, unknown)
         if kind == protocol.MSG_STATUS:
             updates = inbound.status(body)
-            unknown_ids: list[str] = []
-            tasks.apply_status(self.db, endpoint_id, updates, unknown_ids)
-            ids = set(unknown_ids)
-            return [u for u in updates if u.task_id in ids]
+            tasks.apply_status(self.db, endpoint_id, updates, unknown)
+            return _of(updates, unknown)
         elif kind == protocol.MSG_CHILD_FAILED:
             d = inbound.document(body)
             n = children.fail_child_tasks(self.db, endpoint_id, str(d["child_id"]),
@@ -354,6 +352,12 @@ class ResultConsumer(_Worker):
         else:
             raise ValueError(f"unknown message type {kind!r}")
         return []
+
+
+def _of(items: list[Any], task_ids: list[str]) -> list[Any]:
+    """Those of `items` (results or status updates) about the tasks `task_ids`."""
+    wanted = set(task_ids)
+    return [i for i in items if i.task_id in wanted]
 
 
 def _reject(channel, method, props, body: bytes, error: Exception) -> None:  # type: ignore[no-untyped-def]
@@ -477,13 +481,11 @@ class _Held:
         then are recorded from what the endpoint's results carry (their Executor's records
         never came); results without that are ignored."""
         def retry() -> None:
-            self.flush()
             db, endpoint_id = self.consumer.db, method.routing_key
             left: list[str] = []
             recorded = tasks.record_results(db, endpoint_id, results, left)
             if left:
-                late = set(left)
-                rest = [r for r in results if r.task_id in late]
+                rest = _of(results, left)
                 if direct.record_from_results(db, endpoint_id, rest):
                     left = []
                     recorded += tasks.record_results(db, endpoint_id, rest, left)
@@ -492,20 +494,25 @@ class _Held:
             for task_id in left:
                 log.warning("ignoring result for unknown task %s from endpoint %s", task_id,
                             endpoint_id)
-            self.channel.basic_ack(method.delivery_tag)
 
-        self.conn.call_later(UNKNOWN_RETRY, retry)
+        self._later(method, retry)
 
     def retry_status_later(self, method, updates: list[protocol.StatusUpdate]) -> None:  # type: ignore[no-untyped-def]
         """Status updates for tasks not recorded yet (the Executor's records of direct-path
         tasks come batched, an endpoint's first status may overtake them): apply them once
         more after UNKNOWN_RETRY, then give up (the result still records the task's end)."""
-        def retry() -> None:
+        self._later(method, lambda: tasks.apply_status(self.consumer.db, method.routing_key,
+                                                       updates))
+
+    def _later(self, method, apply: Callable[[], Any]) -> None:  # type: ignore[no-untyped-def]
+        """After UNKNOWN_RETRY: record what is held (it came first), `apply`, then ack the
+        message (unacked until then: a broker that stops meanwhile gets it again)."""
+        def run() -> None:
             self.flush()
-            tasks.apply_status(self.consumer.db, method.routing_key, updates)
+            apply()
             self.channel.basic_ack(method.delivery_tag)
 
-        self.conn.call_later(UNKNOWN_RETRY, retry)
+        self.conn.call_later(UNKNOWN_RETRY, run)
 
 
 def _due_in_order(ds: list[_Delivery], results: dict[str, protocol.ResultMessage],
