@@ -3,10 +3,15 @@
 JSON allows both (``"\\u0000"``, ``"\\ud800"``), Python decodes them into `str`, and then the
 database refuses them (SQLite: UnicodeEncodeError; PostgreSQL: NUL in text). Refusing them
 at validation turns what would be a 500 into a 422 that names the field.
+
+REST objects must also hold only finite numbers: Python's json reads ``Infinity`` and ``NaN``,
+which are not JSON (RFC 8259), so a task stored with them could not be read back by a client
+in another language. Endpoint messages are not held to that (a result is never refused).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -26,7 +31,8 @@ def _check_str(value: str) -> str:
     return value
 
 
-def check_tree(value: Any, depth: int = 0) -> Any:
+def check_tree(value: Any, depth: int = 0, *, finite: bool = False) -> Any:
+    """Raise ValueError for bad text anywhere in `value` (and, if `finite`, inf or NaN)."""
     if depth > _MAX_DEPTH:
         raise ValueError(f"nested deeper than {_MAX_DEPTH} levels")
     if isinstance(value, str):
@@ -34,14 +40,20 @@ def check_tree(value: Any, depth: int = 0) -> Any:
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_str(k)
-            check_tree(v, depth + 1)
+            check_tree(v, depth + 1, finite=finite)
     elif isinstance(value, list):
         for v in value:
-            check_tree(v, depth + 1)
+            check_tree(v, depth + 1, finite=finite)
+    elif finite and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a JSON number (only finite numbers are)")
     return value
+
+
+def _check_json(value: Any) -> Any:
+    return check_tree(value, finite=True)
 
 
 #: A string that is valid Unicode text without NUL.
 Text = Annotated[str, AfterValidator(_check_str)]
-#: A JSON object whose keys and string values are all `Text`.
-JsonObject = Annotated[dict[str, Any], AfterValidator(check_tree)]
+#: A JSON object whose keys and string values are all `Text` and whose numbers are finite.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]

@@ -6,6 +6,7 @@ Raw pika plays the endpoint: it reads its task queue and publishes to fnrelay.re
 from __future__ import annotations
 
 import json
+import math
 import socket
 import uuid
 
@@ -143,6 +144,23 @@ def test_malformed_message_does_not_stop_the_consumer(api, amqp):
     _publish(amqp, eid, protocol.MSG_RESULTS, b"[" * 100_000)  # RecursionError in json
     _publish(amqp, eid, protocol.MSG_RESULTS, _result(tid))
     _status_of(api, tid, "success")
+
+
+def test_numbers_json_has_not_from_an_endpoint_keep_the_result_readable(api, amqp):
+    """Python's json writes and reads NaN/Infinity, JSON responses refuse them: the result is
+    kept and its record reads with null in their place (not a 500, not a dropped result)."""
+    eid, fid = api.endpoint(), api.function()
+    tid = api.submit(eid, fid)["task_ids"][0]
+    _publish(amqp, eid, protocol.MSG_RESULTS, protocol.encode_results(
+        [protocol.ResultMessage(task_id=tid, status="success", result="03\n42",
+                                details={"seconds": math.nan, "limits": [math.inf, -math.inf]})]))
+    record = _status_of(api, tid, "success")
+    assert record["details"] == {"seconds": None, "limits": [None, None]}
+    assert record["result"] == "03\n42"
+    beat = json.dumps({"endpoint_id": eid, "time": protocol.now(), "info": {"load": math.nan}})
+    _publish(amqp, eid, protocol.MSG_HEARTBEAT, beat.encode())
+    wait_for(lambda: api.ok("GET", f"/endpoints/{eid}/status")["status"] == "online",
+             "the endpoint to be online")
 
 
 def test_cancel_of_a_queued_task_tells_the_endpoint_and_the_group(api, amqp):

@@ -7,11 +7,13 @@ check. A 5xx is a bug in the broker: bad input must answer 4xx with the error bo
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
@@ -110,6 +112,7 @@ _json_values = st.recursive(
 @given(payload=_text, spec=st.dictionaries(_text, _json_values, max_size=3),
        key=st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=30),
        name=_text)
+@example(payload="03\n1", spec={"walltime": math.inf, "n": -math.inf}, key="inf", name="f")
 def test_odd_strings_in_real_submissions_never_get_a_server_error(
     broker_url, owned, payload, spec, key, name
 ):
@@ -117,8 +120,12 @@ def test_odd_strings_in_real_submissions_never_get_a_server_error(
     auth = {"Authorization": owned["Authorization"]}
     task = {"function_id": owned["function_id"], "payload": payload,
             "resource_specification": spec, "user_endpoint_config": {}}
-    r = requests.post(f"{broker_url}/v1/submit", headers={**auth, "Idempotency-Key": key},
-                      json={"endpoint_id": owned["endpoint_id"], "tasks": [task]}, timeout=30)
+    # Sent as text: requests refuses inf in json=, a client in another language may send
+    # Python's own spelling (Infinity), which the broker must refuse as a 4xx, not a 500.
+    body = json.dumps({"endpoint_id": owned["endpoint_id"], "tasks": [task]})
+    r = requests.post(f"{broker_url}/v1/submit", data=body.encode(),
+                      headers={**auth, "Idempotency-Key": key,
+                               "Content-Type": "application/json"}, timeout=30)
     assert r.status_code < 500, r.text
     r = requests.post(f"{broker_url}/v1/functions", headers=auth, timeout=30,
                       json={"function": payload, "function_name": name, "description": name})
@@ -143,4 +150,19 @@ def test_text_a_database_cannot_store_is_a_422_naming_the_field(broker_url, owne
     assert r.status_code == 422 and "resource_specification" in r.json()["message"], r.text
     r = requests.put(f"{broker_url}/v1/endpoints/{uuid.uuid4()}", headers=auth, timeout=30,
                      json={"name": "ep", "metadata": {bad: 1}})
+    assert r.status_code == 422 and "metadata" in r.json()["message"], r.text
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_number_json_has_not_is_a_422_naming_the_field(broker_url, owned, number):
+    """Python's json reads Infinity/NaN; stored, they would break other clients' reads."""
+    auth = {"Authorization": owned["Authorization"], "Content-Type": "application/json"}
+    task = {"function_id": owned["function_id"], "payload": "03\n1",
+            "resource_specification": {"walltime": [number]}}
+    body = json.dumps({"endpoint_id": owned["endpoint_id"], "tasks": [task]})  # Infinity, NaN
+    r = requests.post(f"{broker_url}/v1/submit", timeout=30, data=body,
+                      headers={**auth, "Idempotency-Key": str(uuid.uuid4())})
+    assert r.status_code == 422 and "resource_specification" in r.json()["message"], r.text
+    r = requests.put(f"{broker_url}/v1/endpoints/{uuid.uuid4()}", headers=auth, timeout=30,
+                     data=json.dumps({"name": "ep", "metadata": {"load": number}}))
     assert r.status_code == 422 and "metadata" in r.json()["message"], r.text
