@@ -77,7 +77,7 @@ def _rabbitmq_pid(stack_dir: Path) -> int:
 def main(argv: list[str]) -> int:
     from benchmarks.hops import probe_main
 
-    return probe_main(measure, argv, 500)
+    return probe_main(measure, argv, 500, "python -m benchmarks.cpu")
 
 
 if __name__ == "__main__":

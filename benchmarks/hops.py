@@ -11,6 +11,7 @@ local stack.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 from typing import Any
@@ -63,16 +64,26 @@ def measure(n: int = 100, warmup: int = 20) -> dict[str, float]:
         return breakdown(client, calls)
 
 
-def probe_main(measure_n: Any, argv: list[str], default_n: int) -> int:
-    """`python -m benchmarks.<probe> [N]`: run `measure_n(N)` and print its milliseconds."""
-    n = int(argv[0]) if argv else default_n
+def probe_main(measure_n: Any, argv: list[str], default_n: int, prog: str) -> int:
+    """`python -m benchmarks.<probe> [N]`: run `measure_n(N)` and print its milliseconds.
+    The probe's module docstring is its --help."""
+    module = sys.modules.get(getattr(measure_n, "__module__", ""), None)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(module.__doc__ or "").strip() if module else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n", nargs="?", type=int, default=default_n,
+                        help=f"lone calls to measure (default {default_n})")
+    n = parser.parse_args(argv).n
+    if n < 1:
+        parser.error("N must be at least 1")
     for name, ms in measure_n(n).items():
         print(f"{name:32s} {ms:8.3f} ms")
     return 0
 
 
 def main(argv: list[str]) -> int:
-    return probe_main(measure, argv, 100)
+    return probe_main(measure, argv, 100, "python -m benchmarks.hops")
 
 
 if __name__ == "__main__":

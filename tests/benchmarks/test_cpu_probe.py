@@ -1,10 +1,15 @@
-"""The per-process CPU probe (benchmarks.cpu) counts a process's descendants only when asked."""
+"""The probes: benchmarks.cpu counts a process's descendants only when asked; both probes
+explain themselves and refuse a bad count with a usage error."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
+
+import pytest
 
 from benchmarks.cpu import cpu_seconds
 
@@ -27,3 +32,15 @@ def test_cpu_of_a_busy_child_counts_for_its_parent_tree_only() -> None:
     child.join()
     assert tree_during - tree_before >= 0.2
     assert own_during - own_before < 0.15
+
+
+@pytest.mark.parametrize("probe", ["cpu", "hops"])
+def test_a_probes_help_explains_and_a_bad_count_is_a_usage_error(probe: str) -> None:
+    run = [sys.executable, "-m", f"benchmarks.{probe}"]
+    shown = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and f"python -m benchmarks.{probe}" in shown.stdout
+    assert "lone call" in shown.stdout  # the module's docstring says what it measures
+    for bad in ("0", "many"):
+        refused = subprocess.run([*run, bad], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "usage:" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
