@@ -23,8 +23,10 @@ from schemathesis.generation.modes import GenerationMode  # noqa: E402
 #: Examples per operation and mode; 14 operations x 2 modes stay well under a minute.
 EXAMPLES = 12
 
+#: Random examples in every local run, so runs add up to a search; the same examples in CI
+#: (hypothesis's "ci" profile, loaded when CI is set, derandomizes), so CI is reproducible.
 _SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                     suppress_health_check=list(HealthCheck), derandomize=False)
+                     suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
