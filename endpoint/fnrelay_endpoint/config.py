@@ -358,8 +358,20 @@ def _read_config(path: Path) -> Any:
     except OSError as e:
         raise ConfigurationError(f"cannot read {path}: {e}") from e
     except yaml.YAMLError as e:
-        raise ConfigurationError(f"{path}: invalid YAML: {e}") from e
+        raise ConfigurationError(f"{path}: invalid YAML: {yaml_problem(e)}") from e
     return data or {}
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: PyYAML's own message spans lines and draws a caret."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(e).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None:
+        text += f" ({context} from line {start.line + 1})"
+    return text
 
 
 def load_any(path: Path) -> EndpointConfig | ManagerConfig:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from fnrelay.errors import ConfigurationError, FnRelayError
+from fnrelay_endpoint.config import yaml_problem
 
 
 class IdentityError(FnRelayError):
@@ -85,7 +86,7 @@ class IdentityMapping:
         except OSError as e:
             raise ConfigurationError(f"cannot read the identity mapping {path}: {e}") from e
         except yaml.YAMLError as e:
-            raise ConfigurationError(f"{path}: invalid YAML: {e}") from e
+            raise ConfigurationError(f"{path}: invalid YAML: {yaml_problem(e)}") from e
 
     def account_name(self, username: str) -> str | None:
         """The local account name for `username`, or None if nothing maps it."""

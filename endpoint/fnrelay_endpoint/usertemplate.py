@@ -20,7 +20,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from fnrelay.errors import FnRelayError
-from fnrelay_endpoint.config import EndpointConfig
+from fnrelay_endpoint.config import EndpointConfig, yaml_problem
 from fnrelay_endpoint.templating import TemplateRenderError, shquote
 
 TEMPLATE_FILE = "user_config_template.yaml.j2"
@@ -100,7 +100,8 @@ def parse(text: str, broker_url: str) -> tuple[EndpointConfig, dict[str, str], s
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UserConfigError(f"the rendered child config is not valid YAML: {e}") from e
+        raise UserConfigError(
+            f"the rendered child config is not valid YAML: {yaml_problem(e)}") from e
     if not isinstance(data, dict):
         raise UserConfigError("the rendered child config is not a mapping")
     env = data.pop("environment", None) or {}

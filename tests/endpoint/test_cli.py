@@ -62,3 +62,22 @@ def test_start_with_unreachable_broker_fails_with_log(cli) -> None:  # type: ign
     assert out.returncode == 1
     assert "did not start" in out.stderr and "cannot reach the broker" in out.stderr
     assert "stopped" in cli("list").stdout
+
+
+def test_yaml_syntax_errors_are_one_line_naming_the_place(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("configure", "ep", "--broker-url", "http://127.0.0.1:9")
+    config = cli.home / "endpoints" / "ep" / "config.yaml"
+    config.write_text(config.read_text() + "engine: [unclosed\n")
+    for cmd in (["start", "ep"], ["status", "ep"]):
+        out = cli(*cmd, check=False)
+        assert out.returncode == 1
+        assert out.stderr.count("\n") == 1 and "invalid YAML: line " in out.stderr, out.stderr
+
+    cli("configure", "site", "--broker-url", "http://127.0.0.1:9", "--multi-user")
+    mapping = cli.home / "endpoints" / "site" / "identity_mapping.yaml"
+    mapping.write_text("map: {alice: alice\n")
+    out = cli("render-user-config", "site", "--user", "alice", "--user-config", "{}",
+              check=False)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "identity_mapping.yaml: invalid YAML: line " \
+        in out.stderr, out.stderr
