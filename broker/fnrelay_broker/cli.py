@@ -73,14 +73,18 @@ def main() -> None:
               show_default=True, help="RabbitMQ URL the broker connects to.")
 @click.option("--public-amqp-url", default=None,
               help="RabbitMQ URL handed to endpoints and SDKs (default: --amqp-url).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--payload-limit", default=10 * 1024 * 1024, show_default=True, type=int,
-              help="Largest request body in bytes.")
-@click.option("--heartbeat-period", default=10.0, show_default=True, type=float,
-              help="Seconds between endpoint heartbeats (told to endpoints).")
-@click.option("--heartbeat-threshold", default=None, type=float,
-              help="Seconds without heartbeat before an endpoint is offline (default 3 periods).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve HTTP on (0.0.0.0: all interfaces).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port to serve HTTP on (0: any free port).")
+@click.option("--payload-limit", default=10 * 1024 * 1024, show_default=True,
+              type=click.IntRange(min=1), metavar="BYTES", help="Largest request body.")
+@click.option("--heartbeat-period", default=10.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Time between endpoint heartbeats (told to endpoints).")
+@click.option("--heartbeat-threshold", default=None, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS",
+              help="Time without heartbeat before an endpoint is offline (default 3 periods).")
 @click.option("--result-ttl", default=DEFAULT_RESULT_TTL, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               metavar="SECONDS", help="Delete finished tasks and their results this long "

@@ -1,0 +1,34 @@
+"""`fnrelay-broker serve` refuses nonsense numbers at once, as a usage error naming the option,
+instead of a traceback (a port out of range) or a broker that cannot work (no request fits,
+every endpoint offline)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fnrelay.local import free_port
+
+BROKER_CLI = str(Path(sys.executable).parent / "fnrelay-broker")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--port", "-1"),
+    ("--port", "70000"),
+    ("--payload-limit", "0"),
+    ("--payload-limit", "-1"),
+    ("--heartbeat-period", "0"),
+    ("--heartbeat-period", "-5"),
+    ("--heartbeat-threshold", "-1"),
+])
+def test_serve_refuses_numbers_out_of_range(tmp_path: Path, option: str, value: str) -> None:
+    # Without the check the broker would start (and run until the timeout) or crash.
+    out = subprocess.run(
+        [BROKER_CLI, "serve", "--db", f"sqlite:///{tmp_path / 'broker.db'}",
+         "--amqp-url", f"amqp://guest:guest@127.0.0.1:{free_port()}/", option, value],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f"Invalid value for '{option}'" in out.stderr and "Traceback" not in out.stderr
