@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from urllib.parse import unquote, urlsplit
 
 import click
 
@@ -55,11 +56,28 @@ def _management_auth(amqp_url: str, user: str | None, password: str | None
     """Explicit management credentials, completed from --amqp-url; None: all from it."""
     if user is None and password is None:
         return None
-    from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(amqp_url)
     return (user or unquote(parts.username or "guest"),
             password if password is not None else unquote(parts.password or "guest"))
+
+
+def _amqp_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    """A malformed RabbitMQ URL is a usage error at once, not a traceback from the AMQP threads
+    or a broker retrying forever (the message leaves out the URL: it may hold a password)."""
+    if url is None:
+        return None
+    import pika
+
+    try:
+        if not url.startswith(("amqp://", "amqps://")):
+            raise ValueError("it must start with amqp:// or amqps://")
+        pika.URLParameters(url)
+    except (ValueError, IndexError) as e:
+        reason = str(e) if isinstance(e, ValueError) else "it has no virtual host path"
+        raise click.BadParameter(
+            f"not a RabbitMQ URL like amqp://user:password@host:5672/vhost ({reason})") from None
+    return url
 
 
 @click.group()
@@ -70,8 +88,8 @@ def main() -> None:
 @main.command()
 @_db_option
 @click.option("--amqp-url", envvar="FNRELAY_AMQP_URL", default=DEFAULT_AMQP_URL,
-              show_default=True, help="RabbitMQ URL the broker connects to.")
-@click.option("--public-amqp-url", default=None,
+              show_default=True, callback=_amqp_url, help="RabbitMQ URL the broker connects to.")
+@click.option("--public-amqp-url", default=None, callback=_amqp_url,
               help="RabbitMQ URL handed to endpoints and SDKs (default: --amqp-url).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve HTTP on (0.0.0.0: all interfaces).")

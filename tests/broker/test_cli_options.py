@@ -32,3 +32,18 @@ def test_serve_refuses_numbers_out_of_range(tmp_path: Path, option: str, value: 
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert f"Invalid value for '{option}'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("option", ["--amqp-url", "--public-amqp-url"])
+@pytest.mark.parametrize("url", [
+    "rabbit.example.org",  # no scheme: was an IndexError traceback from pika
+    "http://127.0.0.1:15672/",  # the management URL by mistake: was a broker retrying forever
+    "amqp://fnrelay:Pw-0f-MQ@127.0.0.1:notaport/",  # was a ValueError traceback
+])
+def test_serve_refuses_a_malformed_rabbitmq_url(tmp_path: Path, option: str, url: str) -> None:
+    out = subprocess.run(
+        [BROKER_CLI, "serve", "--db", f"sqlite:///{tmp_path / 'broker.db'}", "--port",
+         str(free_port()), option, url], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f"Invalid value for '{option}': not a RabbitMQ URL" in out.stderr
+    assert "Traceback" not in out.stderr and "Pw-0f-MQ" not in out.stderr
