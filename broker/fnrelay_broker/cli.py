@@ -189,13 +189,26 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
 SHUTDOWN_GRACE = 5
 
 
+#: The users table's limit (a longer name fails in PostgreSQL).
+USERNAME_MAX = 200
+
+
+def _username(ctx: click.Context, param: click.Parameter, name: str) -> str:
+    """Names are typed again (`token create`, identity mappings): no empty or invisible ones."""
+    if not name or name != name.strip() or not name.isprintable() or len(name) > USERNAME_MAX:
+        raise click.BadParameter(
+            f"{name!r}: give 1 to {USERNAME_MAX} printable characters, without spaces at the "
+            "start or end")
+    return name
+
+
 @main.group()
 def user() -> None:
     """Manage users."""
 
 
 @user.command("add")
-@click.argument("name")
+@click.argument("name", callback=_username)
 @_db_option
 def user_add(name: str, db_url: str | None) -> None:
     """Create user NAME and print a new token alone on the last line (shown only once)."""

@@ -87,6 +87,14 @@ def test_token_create_rejects_a_bad_endpoint_id(broker):
     assert "not an endpoint id" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("name", ["", " padded", "two\nlines", "x" * 201])
+def test_user_add_refuses_names_nobody_could_type_again(broker, name: str):
+    out = broker.cli("user", "add", name)
+    assert out.returncode == 2, out.stdout
+    assert "Invalid value for 'NAME'" in out.stderr and "Traceback" not in out.stderr
+    assert "created user" not in out.stdout
+
+
 @pytest.fixture
 def owner(broker):  # type: ignore[no-untyped-def]
     return broker.api()
