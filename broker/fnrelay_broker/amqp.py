@@ -116,7 +116,8 @@ class Declarer:
 
 
 class Backoff:
-    """Exponential backoff with full jitter, reset after a success."""
+    """Exponential backoff with "equal jitter" (a delay d drawn from [d/2, d]), reset after a
+    success."""
 
     def __init__(self, base: float = 0.5, cap: float = 30.0):
         self.base, self.cap, self.attempt = base, cap, 0

@@ -70,7 +70,8 @@ def _chunks(items: list, size: int = BATCH) -> Iterator[list]:
 
 
 def backoff(attempt: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float:
-    """Exponential backoff with full jitter, so many endpoints do not reconnect in step."""
+    """Exponential backoff, jittered (drawn from [base/2, d]) so many endpoints do not
+    reconnect in step."""
     return random.uniform(base / 2, min(cap, base * 2**attempt))
 
 

@@ -423,7 +423,8 @@ min_uid: 1000
 def configure_multi_user(name: str, broker_url: str | None = None,
                          force: bool = False) -> tuple[EndpointPaths, str]:
     """Create a manager's directory: config.yaml, the user config template and schema, and
-    the identity mapping (kept if they exist, unless `force`). Returns (paths, endpoint id)."""
+    the identity mapping (kept if they exist, even with `force`: an administrator's edits
+    survive). Returns (paths, endpoint id)."""
     from fnrelay_endpoint import usertemplate
 
     paths, broker_url = _new_endpoint(name, broker_url, force)
