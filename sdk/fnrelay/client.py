@@ -8,6 +8,7 @@ same across the retries of that one call, so a retried submit never creates task
 from __future__ import annotations
 
 import json
+import math
 import threading
 import uuid
 import weakref
@@ -54,6 +55,34 @@ def broker_errors(base_url: str) -> Iterator[None]:
         ) from None
 
 
+def json_object(name: str, value: dict[str, Any] | None) -> dict[str, Any]:
+    """A resource_specification or user_endpoint_config checked here, where the mistake was
+    made: the broker refuses anything but a JSON object of finite numbers (422), and on the
+    direct path nothing stands between a malformed one and the endpoint."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict, not {type(value).__name__}")
+    _check_json(name, value)
+    return value
+
+
+def _check_json(where: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} must be a string")
+            _check_json(f"{where}[{key!r}]", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(f"{where}[{i}]", item)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}: only finite numbers can be sent")
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise ValueError(f"{where} is a {type(value).__name__}: only JSON values (dict, list, "
+                        "str, number, bool, None) can be sent")
+
+
 @dataclass
 class Batch:
     """Tasks to submit together in one request (Client.batch_run)."""
@@ -63,6 +92,11 @@ class Batch:
     user_endpoint_config: dict[str, Any] | None = None
     max_retries: int | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.resource_specification = json_object(
+            "resource_specification", self.resource_specification)
+        self.user_endpoint_config = json_object("user_endpoint_config", self.user_endpoint_config)
 
     def add(self, function_id: str, args: Iterable[Any] = (), kwargs: dict | None = None) -> None:
         """Queue a call of a registered function; arguments are serialized now."""

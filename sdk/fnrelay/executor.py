@@ -28,7 +28,7 @@ import pika.exceptions
 
 from fnrelay import blobs, errors, protocol, serialize
 from fnrelay.amqp import connection_parameters
-from fnrelay.client import Client, submit_size, task_entry
+from fnrelay.client import Client, json_object, submit_size, task_entry
 from fnrelay.direct import (
     DirectPublisher,
     DirectUnavailable,
@@ -129,6 +129,8 @@ class Executor(cf.Executor):
     ``direct`` (default on) uses the direct path where the broker grants it (an endpoint you
     own; see fnrelay.direct): tasks and results skip the broker's request and database on
     their way, which the broker records alongside. Off, or not granted, tasks go over REST.
+    ``resource_specification`` and ``user_endpoint_config`` are JSON objects (string keys,
+    finite numbers); anything else raises ValueError here.
     """
 
     def __init__(
@@ -150,8 +152,9 @@ class Executor(cf.Executor):
         self.endpoint_id = endpoint_id
         self.client = client or Client()
         self.max_retries = max_retries
-        self.resource_specification = resource_specification
-        self.user_endpoint_config = user_endpoint_config
+        self.resource_specification = json_object("resource_specification",
+                                                  resource_specification)
+        self.user_endpoint_config = json_object("user_endpoint_config", user_endpoint_config)
         self.batch_size = batch_size
         self.task_group_id: str | None = str(task_group_id) if task_group_id else None
         self._group: dict[str, Any] | None = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import socket
+import uuid
 
 import pytest
 from click.testing import CliRunner
 
-from fnrelay import Client, errors, serialize
+from fnrelay import Client, Executor, errors, serialize
 from fnrelay.cli import main
 from fnrelay.config import save_credentials
 from fnrelay.executor import _chunks
@@ -56,6 +58,27 @@ def test_batch_serializes_arguments_when_added(clean_env):
     assert task["function_id"] == "fid"
     assert task["resource_specification"] == {"num_nodes": 2}
     assert serialize.deserialize_args(task["payload"]) == ((1, 2), {"k": "v"})
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"resource_specification": [1, 2]}, "resource_specification must be a dict, not list"),
+    ({"resource_specification": {"num_ranks": math.inf}},
+     r"resource_specification\['num_ranks'\] is inf: only finite numbers"),
+    ({"resource_specification": {"container": {"binds": [math.nan]}}},
+     r"\['container'\]\['binds'\]\[0\] is nan"),
+    ({"user_endpoint_config": {"cores": {1, 2}}}, r"\['cores'\] is a set: only JSON values"),
+    ({"user_endpoint_config": {1: "a"}}, "user_endpoint_config: key 1 must be a string"),
+])
+def test_a_bad_resource_specification_or_endpoint_config_is_refused_where_it_is_given(
+        clean_env, kwargs, match):
+    # Over REST these failed late (inf: 'cannot reach the broker' after 15 s of retries; a set:
+    # a bare TypeError in the future); on the direct path a list reached the endpoint and
+    # killed its worker, and the future never resolved.
+    client = Client(f"http://127.0.0.1:{closed_port()}", "tok")
+    with pytest.raises(ValueError, match=match):
+        Executor(str(uuid.uuid4()), client=client, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        client.create_batch(**kwargs)
 
 
 def test_batches_are_split_by_payload_size():
