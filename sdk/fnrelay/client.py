@@ -55,6 +55,15 @@ def broker_errors(base_url: str) -> Iterator[None]:
         ) from None
 
 
+def uuid_text(name: str, value: str | uuid.UUID) -> str:
+    """An id given as text or uuid.UUID (Globus Compute takes both) as the text the broker
+    expects; ValueError naming `name` for anything that is not a UUID."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ValueError(f"{name} must be a UUID, not {value!r}") from None
+
+
 def json_object(name: str, value: dict[str, Any] | None) -> dict[str, Any]:
     """A resource_specification or user_endpoint_config checked here, where the mistake was
     made: the broker refuses anything but a JSON object of finite numbers (422), and on the
@@ -98,7 +107,8 @@ class Batch:
             "resource_specification", self.resource_specification)
         self.user_endpoint_config = json_object("user_endpoint_config", self.user_endpoint_config)
 
-    def add(self, function_id: str, args: Iterable[Any] = (), kwargs: dict | None = None) -> None:
+    def add(self, function_id: str | uuid.UUID, args: Iterable[Any] = (),
+            kwargs: dict | None = None) -> None:
         """Queue a call of a registered function; arguments are serialized now."""
         self.tasks.append(
             task_entry(function_id, tuple(args), kwargs or {}, self.resource_specification,
@@ -110,12 +120,13 @@ class Batch:
 
 
 def task_entry(
-    function_id: str, args: tuple, kwargs: dict, resource_specification: dict | None = None,
-    user_endpoint_config: dict | None = None, max_retries: int | None = None,
+    function_id: str | uuid.UUID, args: tuple, kwargs: dict,
+    resource_specification: dict | None = None, user_endpoint_config: dict | None = None,
+    max_retries: int | None = None,
 ) -> dict[str, Any]:
     """One task of a submit request (`max_retries` None: the endpoint's default)."""
     entry: dict[str, Any] = {
-        "function_id": function_id,
+        "function_id": str(function_id),
         "payload": serialize.serialize_args(args, kwargs),
         "resource_specification": resource_specification or {},
         "user_endpoint_config": user_endpoint_config or {},
@@ -125,10 +136,10 @@ def task_entry(
     return entry
 
 
-def submit_body(endpoint_id: str, tasks: list[dict[str, Any]],
+def submit_body(endpoint_id: str | uuid.UUID, tasks: list[dict[str, Any]],
                 task_group_id: str | None) -> dict[str, Any]:
     """The JSON body of POST /v1/submit."""
-    return {"endpoint_id": endpoint_id, "task_group_id": task_group_id, "tasks": tasks}
+    return {"endpoint_id": str(endpoint_id), "task_group_id": task_group_id, "tasks": tasks}
 
 
 def submit_size(endpoint_id: str, tasks: list[dict[str, Any]], task_group_id: str | None) -> int:
@@ -223,7 +234,8 @@ class Client(globus_sdk.BaseClient):
 
     # --- submitting ---------------------------------------------------------------------------
     def submit(
-        self, endpoint_id: str, tasks: list[dict[str, Any]], task_group_id: str | None = None
+        self, endpoint_id: str | uuid.UUID, tasks: list[dict[str, Any]],
+        task_group_id: str | None = None,
     ) -> dict[str, Any]:
         """One POST /v1/submit: ``{"task_group_id", "task_ids"}`` in the order of ``tasks``."""
         body = submit_body(endpoint_id, tasks, task_group_id)
@@ -231,7 +243,8 @@ class Client(globus_sdk.BaseClient):
         headers = {"Idempotency-Key": str(uuid.uuid4())}
         return self._call("POST", "submit", data=body, headers=headers)
 
-    def run(self, *args: Any, endpoint_id: str, function_id: str, **kwargs: Any) -> str:
+    def run(self, *args: Any, endpoint_id: str | uuid.UUID, function_id: str | uuid.UUID,
+            **kwargs: Any) -> str:
         """Run a registered function once on an endpoint; returns the task id."""
         return self.submit(endpoint_id, [task_entry(function_id, args, kwargs)])["task_ids"][0]
 
@@ -243,7 +256,7 @@ class Client(globus_sdk.BaseClient):
         limit."""
         return Batch(task_group_id, resource_specification, user_endpoint_config, max_retries)
 
-    def batch_run(self, endpoint_id: str, batch: Batch) -> list[str]:
+    def batch_run(self, endpoint_id: str | uuid.UUID, batch: Batch) -> list[str]:
         """Submit every task of the batch in one request; returns their task ids in order."""
         if not batch.tasks:
             return []

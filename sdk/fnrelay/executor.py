@@ -20,6 +20,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ import pika.exceptions
 
 from fnrelay import blobs, errors, protocol, serialize
 from fnrelay.amqp import connection_parameters
-from fnrelay.client import Client, json_object, submit_size, task_entry
+from fnrelay.client import Client, json_object, submit_size, task_entry, uuid_text
 from fnrelay.direct import (
     DirectPublisher,
     DirectUnavailable,
@@ -135,7 +136,7 @@ class Executor(cf.Executor):
 
     def __init__(
         self,
-        endpoint_id: str,
+        endpoint_id: str | uuid.UUID,
         client: Client | None = None,
         resource_specification: dict[str, Any] | None = None,
         user_endpoint_config: dict[str, Any] | None = None,
@@ -149,7 +150,7 @@ class Executor(cf.Executor):
         if max_retries is not None and (isinstance(max_retries, bool)
                                         or not isinstance(max_retries, int) or max_retries < 0):
             raise ValueError(f"max_retries must be a non-negative integer, not {max_retries!r}")
-        self.endpoint_id = endpoint_id
+        self.endpoint_id = uuid_text("endpoint_id", endpoint_id)
         self.client = client or Client()
         self.max_retries = max_retries
         self.resource_specification = json_object("resource_specification",
@@ -181,7 +182,7 @@ class Executor(cf.Executor):
         return self.submit_to_registered_function(function_id, args, kwargs)
 
     def submit_to_registered_function(
-        self, function_id: str, args: tuple = (), kwargs: dict[str, Any] | None = None
+        self, function_id: str | uuid.UUID, args: tuple = (), kwargs: dict[str, Any] | None = None
     ) -> FnRelayFuture:
         """Run an already registered function."""
         entry = task_entry(function_id, tuple(args), kwargs or {}, self.resource_specification,

@@ -130,6 +130,17 @@ def test_executor_runs_registered_functions_and_keyword_arguments(client, endpoi
         assert ex.submit(sorted, [3, 1, 2], reverse=True).result(timeout=WAIT) == [3, 2, 1]
 
 
+def test_ids_may_be_given_as_uuid_objects(client, endpoint_id):
+    # Globus Compute takes UUIDs; on the direct path these failed with "Object of type UUID
+    # is not JSON serializable".
+    function_id = uuid.UUID(client.register_function(square))
+    with Executor(uuid.UUID(endpoint_id), client=client) as ex:
+        assert ex.submit(square, 3).result(timeout=WAIT) == 9
+        assert ex.submit_to_registered_function(function_id, (4,)).result(timeout=WAIT) == 16
+    task_id = client.run(5, endpoint_id=uuid.UUID(endpoint_id), function_id=function_id)
+    assert result_of(client, task_id) == 25
+
+
 def test_two_executors_do_not_steal_each_others_results(client, endpoint_id):
     def tag(name, i):
         return f"{name}-{i}"

@@ -81,6 +81,12 @@ def test_a_bad_resource_specification_or_endpoint_config_is_refused_where_it_is_
         client.create_batch(**kwargs)
 
 
+def test_an_endpoint_id_that_is_not_a_uuid_is_refused_at_once(clean_env):
+    client = Client(f"http://127.0.0.1:{closed_port()}", "tok")
+    with pytest.raises(ValueError, match="endpoint_id must be a UUID, not 'my-endpoint'"):
+        Executor("my-endpoint", client=client)
+
+
 def test_batches_are_split_by_payload_size():
     items = [(object(), {"payload": "x" * 40}) for _ in range(10)]
     chunks = _chunks(items, 100)
