@@ -79,4 +79,7 @@ def resolve_credentials(broker_url: str | None = None, token: str | None = None)
             "no token: pass token=, set FNRELAY_TOKEN, or run "
             "`fnrelay login --broker-url URL --token TOKEN`"
         )
+    # Without a scheme, requests fails each retry and the error blames the network.
+    if not broker_url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"broker URL {broker_url!r} must start with http:// or https://")
     return Credentials(broker_url=broker_url.rstrip("/"), token=token)

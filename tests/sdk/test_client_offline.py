@@ -41,6 +41,12 @@ def test_client_uses_saved_credentials(clean_env):
     assert client.base_url == "http://broker.example:8080/v1/"
 
 
+def test_a_broker_url_without_scheme_is_a_configuration_error(clean_env):
+    # It used to be retried for 19 s, then reported as "cannot reach the broker".
+    with pytest.raises(errors.ConfigurationError, match="must start with http:// or https://"):
+        Client("127.0.0.1:8080", "tok")
+
+
 def test_unreachable_broker_raises_broker_unavailable(clean_env):
     client = Client(f"http://127.0.0.1:{closed_port()}", "tok")
     client.retry_config.max_retries = 0
