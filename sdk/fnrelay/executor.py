@@ -178,6 +178,7 @@ class Executor(cf.Executor):
     # --- public API ---------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> FnRelayFuture:
         """Run ``fn(*args, **kwargs)`` on the endpoint; registers ``fn`` on first use."""
+        self._check_open()  # before registering: no request to the broker for nothing
         function_id = self.client.register_function(fn)
         return self.submit_to_registered_function(function_id, args, kwargs)
 
@@ -189,12 +190,15 @@ class Executor(cf.Executor):
                            self.user_endpoint_config, self.max_retries)
         future = FnRelayFuture(self)
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot submit after shutdown")
+            self._check_open()
             self._entries[id(future)] = entry
             self._start_threads()
             self._queue.put(future)
         return future
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
 
     def reload_tasks(self) -> list[FnRelayFuture]:
         """Futures for every task of this Executor's task group (``task_group_id``), in

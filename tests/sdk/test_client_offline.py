@@ -93,6 +93,17 @@ def test_an_endpoint_id_that_is_not_a_uuid_is_refused_at_once(clean_env):
         Executor("my-endpoint", client=client)
 
 
+def test_submit_after_shutdown_raises_runtime_error_without_asking_the_broker(clean_env):
+    # It registered the function first: with the broker away, BrokerUnavailableError after
+    # retries instead of the RuntimeError concurrent.futures promises.
+    client = Client(f"http://127.0.0.1:{closed_port()}", "tok")
+    client.retry_config.max_retries = 0
+    ex = Executor(str(uuid.uuid4()), client=client)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(len, "abc")
+
+
 def test_batches_are_split_by_payload_size():
     items = [(object(), {"payload": "x" * 40}) for _ in range(10)]
     chunks = _chunks(items, 100)
