@@ -598,12 +598,26 @@ class Agent:
 
 
 def _parse_tasks(body: bytes) -> list[TaskMessage]:
+    """The tasks of a message, every field of the type the engines rely on (ValueError: the
+    message is dead-lettered). The broker and the SDK send nothing else; a hand-made
+    direct-path message once killed a local worker thread with a list as its spec."""
     tasks = protocol.decode_tasks(body)
     for t in tasks:
         if not (isinstance(t.task_id, str) and isinstance(t.function, str)
                 and isinstance(t.payload, str) and isinstance(t.function_id, str)):
             raise ValueError("task_id, function_id, function and payload must be strings")
+        if not (isinstance(t.resource_specification or {}, dict)
+                and isinstance(t.user_endpoint_config or {}, dict)):
+            raise ValueError("resource_specification and user_endpoint_config must be objects")
+        if not (_is_int(t.attempt) and (t.max_retries is None or _is_int(t.max_retries))
+                and (t.task_group_id is None or isinstance(t.task_group_id, str))
+                and isinstance(t.direct, bool)):
+            raise ValueError("attempt, max_retries, task_group_id or direct has the wrong type")
     return tasks
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_direct(tasks: list[TaskMessage], sender: str | None) -> None:

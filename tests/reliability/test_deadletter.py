@@ -1,5 +1,5 @@
-"""A real endpoint handed a malformed or truncated task message moves it to the dead-letter
-queue with the reason and keeps running tasks.
+"""A real endpoint handed a malformed task message (truncated, or a field of the wrong type)
+moves it to the dead-letter queue with the reason and keeps running tasks.
 
 Fixtures (tests/conftest.py): ``client`` (alice), ``make_endpoint``, ``amqp_url`` (the
 administrator of the session broker's virtual host).
@@ -7,9 +7,11 @@ administrator of the session broker's virtual host).
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pika
+import pytest
 
 from fnrelay import Executor, protocol
 from support.waiting import wait_for
@@ -37,21 +39,38 @@ def _dead_letter_with(amqp_url: str, body: bytes) -> dict | None:
         conn.close()
 
 
-def test_endpoint_dead_letters_a_truncated_task_message(client, make_endpoint, amqp_url):
-    ep = make_endpoint("deadletter")
-    whole = protocol.encode_tasks([protocol.TaskMessage(
+def _whole() -> bytes:
+    return protocol.encode_tasks([protocol.TaskMessage(
         task_id=str(uuid.uuid4()), function_id=str(uuid.uuid4()), function="f", payload="p")])
-    truncated = whole[: len(whole) // 2]
+
+
+def _with(**fields: object) -> bytes:
+    """A well-formed task message but for `fields` (what a hand-made client could send)."""
+    doc = json.loads(_whole())
+    doc["tasks"][0].update(fields)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(lambda: _whole()[: len(_whole()) // 2], id="truncated"),
+    # These reached the local engine, whose worker thread died on them: the task never ended
+    # and the message came back after every restart.
+    pytest.param(lambda: _with(resource_specification=["walltime", 5]), id="spec-a-list"),
+    pytest.param(lambda: _with(max_retries="3"), id="retries-a-string"),
+])
+def test_endpoint_dead_letters_a_malformed_task_message(client, make_endpoint, amqp_url, bad):
+    body = bad()
+    ep = make_endpoint("deadletter")
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         ch = conn.channel()
         ch.confirm_delivery()
-        ch.basic_publish(protocol.TASKS_EXCHANGE, ep.endpoint_id, truncated,
+        ch.basic_publish(protocol.TASKS_EXCHANGE, ep.endpoint_id, body,
                          pika.BasicProperties(type=protocol.MSG_TASKS, delivery_mode=2))
     finally:
         conn.close()
-    headers = wait_for(lambda: _dead_letter_with(amqp_url, truncated),
-                       "the truncated message in fnrelay.deadletter")
+    headers = wait_for(lambda: _dead_letter_with(amqp_url, body),
+                       "the malformed message in fnrelay.deadletter")
     assert "malformed" in headers[protocol.DEADLETTER_REASON_HEADER]
     assert headers["x-fnrelay-routing-key"] == ep.endpoint_id
     with Executor(ep.endpoint_id, client=client) as ex:  # the endpoint still runs tasks
