@@ -153,9 +153,8 @@ class Executor(cf.Executor):
         self.endpoint_id = uuid_text("endpoint_id", endpoint_id)
         self.client = client or Client()
         self.max_retries = max_retries
-        self.resource_specification = json_object("resource_specification",
-                                                  resource_specification)
-        self.user_endpoint_config = json_object("user_endpoint_config", user_endpoint_config)
+        self.resource_specification = resource_specification  # checked by the setters
+        self.user_endpoint_config = user_endpoint_config
         self.batch_size = batch_size
         self.task_group_id: str | None = str(task_group_id) if task_group_id else None
         self._group: dict[str, Any] | None = None
@@ -176,6 +175,25 @@ class Executor(cf.Executor):
         self._records = Records()  # the broker's copies of direct-path tasks, sent batched
 
     # --- public API ---------------------------------------------------------------------------
+    @property
+    def resource_specification(self) -> dict[str, Any]:
+        """Applies to tasks submitted from now on; may be set between submits, as in Globus
+        Compute (checked on every assignment)."""
+        return self._resource_specification
+
+    @resource_specification.setter
+    def resource_specification(self, value: dict[str, Any] | None) -> None:
+        self._resource_specification = json_object("resource_specification", value)
+
+    @property
+    def user_endpoint_config(self) -> dict[str, Any]:
+        """Applies to tasks submitted from now on; may be set between submits."""
+        return self._user_endpoint_config
+
+    @user_endpoint_config.setter
+    def user_endpoint_config(self, value: dict[str, Any] | None) -> None:
+        self._user_endpoint_config = json_object("user_endpoint_config", value)
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> FnRelayFuture:
         """Run ``fn(*args, **kwargs)`` on the endpoint; registers ``fn`` on first use."""
         self._check_open()  # before registering: no request to the broker for nothing

@@ -85,6 +85,13 @@ def test_a_bad_resource_specification_or_endpoint_config_is_refused_where_it_is_
         Executor(str(uuid.uuid4()), client=client, **kwargs)
     with pytest.raises(ValueError, match=match):
         client.create_batch(**kwargs)
+    ex = Executor(str(uuid.uuid4()), client=client)  # set between submits, as in Globus Compute
+    ((attribute, value),) = kwargs.items()
+    with pytest.raises(ValueError, match=match):
+        setattr(ex, attribute, value)
+    assert getattr(ex, attribute) == {}
+    setattr(ex, attribute, {"num_nodes": 2})
+    assert getattr(ex, attribute) == {"num_nodes": 2}
 
 
 def test_an_endpoint_id_that_is_not_a_uuid_is_refused_at_once(clean_env):
