@@ -134,7 +134,23 @@ def serialize_args(args: tuple, kwargs: dict) -> str:
     args, kwargs = list(args), dict(kwargs)
     if _json_safe(args) and _json_safe(kwargs):
         return f"{TAG_JSON}\n{json.dumps([args, kwargs], separators=(',', ':'))}"
-    return serialize((tuple(args), kwargs))
+    try:
+        return serialize((tuple(args), kwargs))
+    except SerializationError as e:
+        raise SerializationError(_culprit(args, kwargs) or str(e)) from e
+
+
+def _culprit(args: list, kwargs: dict) -> str | None:
+    """Which argument could not be serialized, and why (the error of the whole call names
+    only the tuple holding them)."""
+    named = [(f"argument {i}", a) for i, a in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for name, value in named:
+        try:
+            dill.dumps(value, recurse=True)
+        except Exception as e:  # noqa: BLE001 - as in serialize
+            return f"cannot serialize {name} of type {type(value).__qualname__}: {e}"
+    return None
 
 
 def deserialize(data: str) -> Any:

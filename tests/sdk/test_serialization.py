@@ -84,10 +84,13 @@ def test_arguments_keep_their_types():
     assert args == value and kwargs == {"t": (1,)}
 
 
-def test_unserializable_argument_names_the_object():
+def test_unserializable_argument_names_the_object_and_which_argument():
     gen = (i for i in range(3))
-    with pytest.raises(SerializationError, match="generator"):
-        serialize.serialize_args((gen,), {})
+    with pytest.raises(SerializationError,
+                       match=r"^cannot serialize argument 1 of type generator: .*'generator'"):
+        serialize.serialize_args((1, gen), {})
+    with pytest.raises(SerializationError, match=r"keyword argument 'items' of type generator"):
+        serialize.serialize_args((1,), {"items": gen, "n": 2})
 
 
 def test_unserializable_value_names_its_type():
