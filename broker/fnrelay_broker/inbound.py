@@ -4,8 +4,10 @@
 database refuses some values (a list where text goes, NUL, lone surrogates) with errors that
 are not ValueError. The result consumer would then fail, reconnect and get the same message
 again, forever, holding up every endpoint's results. Here every such message becomes a
-ValueError, which the consumer answers by rejecting the message. Nothing is unpickled: the
-serialized values stay opaque text.
+ValueError, which the consumer answers by rejecting the message. Numbers JSON has not (NaN,
+Infinity, 1e999: Python's json writes and reads them, PostgreSQL's json refuses them) read as
+null, so a result carrying one is kept. Nothing is unpickled: the serialized values stay
+opaque text.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _EXCEPTION_TEXT = ("type", "message", "traceback")
 
 
 def _items(body: bytes, key: str) -> list[dict[str, Any]]:
-    d = protocol.decode(body)
+    d = protocol.decode(body, finite=True)
     if not isinstance(d, dict) or not isinstance(d.get(key), list):
         raise ValueError(f"body is not an object with a list {key!r}")
     check_tree(d)
@@ -108,7 +110,7 @@ def status(body: bytes) -> list[StatusUpdate]:
 
 def heartbeat(endpoint_id: str, body: bytes) -> Heartbeat:
     """Decode a `heartbeat` message (the sender is the routing key, not the body)."""
-    d = protocol.decode(body)
+    d = protocol.decode(body, finite=True)
     if not isinstance(d, dict):
         raise ValueError("heartbeat body is not an object")
     check_tree(d)
@@ -125,7 +127,7 @@ def heartbeat(endpoint_id: str, body: bytes) -> Heartbeat:
 
 def document(body: bytes) -> dict[str, Any]:
     """Decode a message that is one JSON object (e.g. `child-failed`)."""
-    d = protocol.decode(body)
+    d = protocol.decode(body, finite=True)
     if not isinstance(d, dict):
         raise ValueError("message body is not an object")
     return check_tree(d)

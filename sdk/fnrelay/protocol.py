@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import time
 import uuid
@@ -234,14 +235,27 @@ def encode(obj: Any) -> bytes:
     return json.dumps(obj, default=default, separators=(",", ":")).encode()
 
 
-def decode(body: bytes) -> Any:
-    """Decode a message body; raises ValueError on malformed input."""
+def decode(body: bytes, *, finite: bool = False) -> Any:
+    """Decode a message body; raises ValueError on malformed input. With `finite`, NaN,
+    Infinity and floats beyond range (which Python's json reads and writes) come out as None:
+    a database's JSON (PostgreSQL's) and JSON responses have no such numbers."""
     try:
+        if finite:
+            return json.loads(body, parse_constant=_none, parse_float=_finite_or_none)
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"malformed fnrelay message: {e}") from e
     except RecursionError as e:  # not a ValueError: a consumer would take it for its own bug
         raise ValueError("malformed fnrelay message: nested too deeply") from e
+
+
+def _none(_constant: str) -> None:
+    return None
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def _items(body: bytes, key: str) -> list[dict[str, Any]]:

@@ -147,15 +147,18 @@ def test_malformed_message_does_not_stop_the_consumer(api, amqp):
 
 
 def test_numbers_json_has_not_from_an_endpoint_keep_the_result_readable(api, amqp):
-    """Python's json writes and reads NaN/Infinity, JSON responses refuse them: the result is
-    kept and its record reads with null in their place (not a 500, not a dropped result)."""
+    """Python's json writes and reads NaN/Infinity, PostgreSQL's json and JSON responses refuse
+    them: the result is kept, stored with null in their place (on PostgreSQL the write failed
+    and the consumer retried it forever, holding up every later message)."""
     eid, fid = api.endpoint(), api.function()
     tid = api.submit(eid, fid)["task_ids"][0]
-    _publish(amqp, eid, protocol.MSG_RESULTS, protocol.encode_results(
+    body = protocol.encode_results(
         [protocol.ResultMessage(task_id=tid, status="success", result="03\n42",
-                                details={"seconds": math.nan, "limits": [math.inf, -math.inf]})]))
+                                details={"seconds": math.nan, "limits": [math.inf, -math.inf],
+                                         "huge": 1.0})])
+    _publish(amqp, eid, protocol.MSG_RESULTS, body.replace(b'"huge":1.0', b'"huge":1e999'))
     record = _status_of(api, tid, "success")
-    assert record["details"] == {"seconds": None, "limits": [None, None]}
+    assert record["details"] == {"seconds": None, "limits": [None, None], "huge": None}
     assert record["result"] == "03\n42"
     beat = json.dumps({"endpoint_id": eid, "time": protocol.now(), "info": {"load": math.nan}})
     _publish(amqp, eid, protocol.MSG_HEARTBEAT, beat.encode())
