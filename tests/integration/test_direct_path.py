@@ -8,10 +8,11 @@ out, to check what RabbitMQ and the broker refuse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pika
@@ -57,19 +58,30 @@ def _register_endpoint(broker_url: str, token: str) -> tuple[str, str]:
     return eid, r.json()["amqp_url"]
 
 
-def _publish(url: str, exchange: str, key: str, body: bytes, kind: str) -> None:
-    """Publish as the account of `url`, confirmed (raises what RabbitMQ refuses)."""
+@contextlib.contextmanager
+def _publisher(url: str) -> Iterator[Callable[[str, str, bytes, str], None]]:
+    """publish(exchange, key, body, kind) as the account of `url`, confirmed (raises what
+    RabbitMQ refuses), on one connection opened beforehand."""
     params = pika.URLParameters(url)
     conn = pika.BlockingConnection(params)
     try:
         ch = conn.channel()
         ch.confirm_delivery()
-        ch.basic_publish(exchange, key, body, pika.BasicProperties(
-            type=kind, delivery_mode=2, content_type=protocol.CONTENT_TYPE,
-            user_id=params.credentials.username))
+
+        def publish(exchange: str, key: str, body: bytes, kind: str) -> None:
+            ch.basic_publish(exchange, key, body, pika.BasicProperties(
+                type=kind, delivery_mode=2, content_type=protocol.CONTENT_TYPE,
+                user_id=params.credentials.username))
+
+        yield publish
     finally:
         if conn.is_open:
             conn.close()
+
+
+def _publish(url: str, exchange: str, key: str, body: bytes, kind: str) -> None:
+    with _publisher(url) as publish:
+        publish(exchange, key, body, kind)
 
 
 def _tasks_body(client: Client, fn, args: tuple, group_id: str,  # type: ignore[no-untyped-def]
@@ -223,10 +235,13 @@ def test_a_direct_result_that_overtakes_its_record_waits_for_it_and_is_written_w
     group = client.create_task_group(endpoint_id=eid)
     gid = group["task_group_id"]
     tid, body = _tasks_body(client, add, (1, 2), gid)
-    send_result(endpoint_url, eid, tid, gid, serialize.serialize(3), forwarded=True)
-    time.sleep(0.1)  # the result is in the broker's queue first
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
-             protocol.MSG_TASKS)
+    # Connected beforehand: the record must follow well within RECORD_HOLD (0.25 s), which
+    # a new connection on a busy CI machine could take on its own.
+    with _publisher(group["amqp_url"]) as publish:
+        send_result(endpoint_url, eid, tid, gid, serialize.serialize(3), forwarded=True)
+        time.sleep(0.05)  # the result is in the broker's queue first
+        publish(protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
+                protocol.MSG_TASKS)
     record = wait_recorded(client, tid, "success")
     assert serialize.deserialize(record["result"]) == 3
     steps = record["history"]
