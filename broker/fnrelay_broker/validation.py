@@ -4,9 +4,11 @@ JSON allows both (``"\\u0000"``, ``"\\ud800"``), Python decodes them into `str`,
 database refuses them (SQLite: UnicodeEncodeError; PostgreSQL: NUL in text). Refusing them
 at validation turns what would be a 500 into a 422 that names the field.
 
-REST objects must also hold only finite numbers: Python's json reads ``Infinity`` and ``NaN``,
-which are not JSON (RFC 8259), so a task stored with them could not be read back by a client
-in another language. Endpoint messages are not held to that (a result is never refused).
+Numbers must be finite: Python's json reads ``Infinity`` and ``NaN``, which are not JSON
+(RFC 8259), so a task stored with them could not be read back by a client in another language
+(and PostgreSQL's json refuses them). REST requests holding them answer 422; endpoint
+messages never hold them here, since `inbound` decodes them as null (a result is never
+refused).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def _check_str(value: str) -> str:
     return value
 
 
-def check_tree(value: Any, depth: int = 0, *, finite: bool = False) -> Any:
-    """Raise ValueError for bad text anywhere in `value` (and, if `finite`, inf or NaN)."""
+def check_tree(value: Any, depth: int = 0) -> Any:
+    """Raise ValueError for bad text or a non-finite number anywhere in `value`."""
     if depth > _MAX_DEPTH:
         raise ValueError(f"nested deeper than {_MAX_DEPTH} levels")
     if isinstance(value, str):
@@ -40,20 +42,16 @@ def check_tree(value: Any, depth: int = 0, *, finite: bool = False) -> Any:
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_str(k)
-            check_tree(v, depth + 1, finite=finite)
+            check_tree(v, depth + 1)
     elif isinstance(value, list):
         for v in value:
-            check_tree(v, depth + 1, finite=finite)
-    elif finite and isinstance(value, float) and not math.isfinite(value):
+            check_tree(v, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{value} is not a JSON number (only finite numbers are)")
     return value
-
-
-def _check_json(value: Any) -> Any:
-    return check_tree(value, finite=True)
 
 
 #: A string that is valid Unicode text without NUL.
 Text = Annotated[str, AfterValidator(_check_str)]
 #: A JSON object whose keys and string values are all `Text` and whose numbers are finite.
-JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_tree)]
