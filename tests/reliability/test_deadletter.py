@@ -53,8 +53,9 @@ def _with(**fields: object) -> bytes:
 
 @pytest.mark.parametrize("bad", [
     pytest.param(lambda: _whole()[: len(_whole()) // 2], id="truncated"),
-    # These reached the local engine, whose worker thread died on them: the task never ended
-    # and the message came back after every restart.
+    # A list as spec reached the local engine, whose worker thread died on it: the task never
+    # ended and the message came back after every restart. Other fields of the wrong type
+    # are refused by the same check.
     pytest.param(lambda: _with(resource_specification=["walltime", 5]), id="spec-a-list"),
     pytest.param(lambda: _with(max_retries="3"), id="retries-a-string"),
 ])
