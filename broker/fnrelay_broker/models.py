@@ -87,7 +87,7 @@ class Task(Base):
     owner: Mapped[str] = mapped_column(String(36), index=True)
     endpoint_id: Mapped[str] = mapped_column(String(36), index=True)
     function_id: Mapped[str] = mapped_column(String(36))
-    task_group_id: Mapped[str] = mapped_column(String(36), index=True)
+    task_group_id: Mapped[str] = mapped_column(String(36))  # ix_tasks_group_seq
     status: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text)
     resource_specification: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

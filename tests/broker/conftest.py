@@ -195,11 +195,16 @@ class TaskStore:
 
 @pytest.fixture
 def task_store(tmp_path) -> TaskStore:  # type: ignore[no-untyped-def]
+    return make_task_store(f"sqlite:///{tmp_path / 'broker.db'}")
+
+
+def make_task_store(db_url: str) -> TaskStore:
+    """A migrated database at `db_url` with a user, an endpoint and a function."""
     from fnrelay_broker import registry
     from fnrelay_broker.auth import CurrentUser, create_user
     from fnrelay_broker.db import Database
 
-    db = Database(f"sqlite:///{tmp_path / 'broker.db'}")
+    db = Database(db_url)
     db.migrate()
     uid, _ = create_user(db, "alice")
     user = CurrentUser(id=uid, username="alice")

@@ -1,7 +1,8 @@
-"""The direct path's ledger (fnrelay_broker.direct) on a real SQLite database: a record that
-arrives with its task's result is written finished in one go, the same as two writes would
-have left it; code that does not match its id fails the task whatever the endpoint says; a
-record rebuilt from a result (the Executor's records never came) checks the same things."""
+"""The direct path's ledger (fnrelay_broker.direct) on a real SQLite database (tests/postgres
+runs these on PostgreSQL too): a record that arrives with its task's result is written finished
+in one go, the same as two writes would have left it; code that does not match its id fails
+the task whatever the endpoint says; a record rebuilt from a result (the Executor's records
+never came) checks the same things."""
 
 from __future__ import annotations
 

@@ -61,6 +61,14 @@ def other_api(broker):  # type: ignore[no-untyped-def]  # noqa: F811
     return Api(broker.url, add_user(broker.db_url))
 
 
+@pytest.fixture
+def task_store(postgres):  # type: ignore[no-untyped-def]  # noqa: F811
+    """tests/broker's in-process task store, on a PostgreSQL database of its own."""
+    store = _broker_fixtures.make_task_store(postgres.create_database())
+    yield store
+    store.db.dispose()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_databases():  # type: ignore[no-untyped-def]
     yield

@@ -1,5 +1,6 @@
-"""The broker's routing and API tests (tests/broker), run once more against a broker whose
-database is PostgreSQL (the `broker` fixture of this folder's conftest)."""
+"""The broker's routing, API and direct-path ledger tests (tests/broker), run once more
+against a broker or task store whose database is PostgreSQL (the `broker` and `task_store`
+fixtures of this folder's conftest)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,4 @@ def _tests_of(name: str, wanted=None) -> dict:  # type: ignore[no-untyped-def]
 
 globals().update(_tests_of("test_routing"))
 globals().update(_tests_of("test_api", _API_TESTS))
+globals().update(_tests_of("test_direct_ledger"))
