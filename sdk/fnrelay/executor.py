@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
@@ -170,6 +171,7 @@ class Executor(cf.Executor):
         self._inflight = 0  # submit requests under way
         self.amqp_connected = False  # for diagnostics: the watcher streams over AMQP
         self._reconnects = 0  # failed AMQP connection attempts in a row
+        self._broker_down = False  # the last REST poll failed (warned once per outage)
         self.direct = direct  # cleared when the direct path fails: then REST from there on
         self._publisher: DirectPublisher | None = None  # the submitter thread's alone
         self._records = Records()  # the broker's copies of direct-path tasks, sent batched
@@ -493,9 +495,13 @@ class Executor(cf.Executor):
 
     def _fallback(self, error: BaseException) -> None:
         delay = reconnect_delay(self._reconnects)
+        # Once per outage at WARNING (a user waiting on futures should know why), then INFO.
+        level = logging.WARNING if self._reconnects == 0 and self._group else logging.INFO
         self._reconnects += 1
-        log.info("result stream over AMQP unavailable (%s); polling the broker, reconnecting "
-                 "in %.1fs", error, delay)
+        log.log(level, "result stream from RabbitMQ at %s unavailable (%s); polling the broker "
+                "at %s meanwhile, reconnecting in %.1fs; pending futures resolve when either "
+                "answers", _host_of(self._group["amqp_url"]) if self._group else "?", error,
+                self.client.broker_url, delay)
         self.amqp_connected = False
         self._poll_for(delay)
 
@@ -517,6 +523,8 @@ class Executor(cf.Executor):
             channel = connection.channel()
             channel.basic_qos(prefetch_count=PREFETCH)
             self.amqp_connected = True
+            if self._reconnects:
+                log.info("result stream from RabbitMQ at %s is back", _host_of(amqp_url))
             self._reconnects = 0
             last = time.monotonic()
             # Acks go out together, every ACK_EVERY messages and whenever the queue is quiet:
@@ -618,8 +626,14 @@ class Executor(cf.Executor):
             try:
                 answer = self.client.get_tasks(task_ids[start:start + 1000])
             except errors.FnRelayError as e:
-                log.info("polling the broker failed: %s", e)
+                log.log(logging.INFO if self._broker_down else logging.WARNING,
+                        "cannot poll the broker at %s for results (%s); trying again",
+                        self.client.broker_url, e)
+                self._broker_down = True
                 return changed
+            if self._broker_down:
+                log.info("the broker at %s answers again", self.client.broker_url)
+                self._broker_down = False
             done = [protocol.ResultMessage.from_dict(r) for r in answer["tasks"].values()
                     if not r["pending"]]
             changed = changed or bool(done)
@@ -686,3 +700,9 @@ class Executor(cf.Executor):
 def _chunks(items: Chunk, max_bytes: int) -> list[Chunk]:
     """Split a batch so that no request carries much more than `max_bytes` of payload."""
     return [items[run] for run in split([len(e["payload"]) for _, e in items], max_bytes)]
+
+
+def _host_of(amqp_url: str) -> str:
+    """host:port of an AMQP URL, for messages: never its user name or password."""
+    parsed = urlsplit(amqp_url)
+    return f"{parsed.hostname}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"

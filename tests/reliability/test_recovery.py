@@ -3,7 +3,9 @@ processes on a stack of this module's own (tests/support/private_stack.py)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -43,7 +45,8 @@ def test_killed_endpoint_turns_offline_and_its_tasks_wait_for_it(stack):
         assert [f.result(timeout=120) for f in futures] == [i * i for i in range(20)]
 
 
-def test_all_tasks_finish_across_a_rabbitmq_restart(stack):
+def test_all_tasks_finish_across_a_rabbitmq_restart(stack, caplog):
+    caplog.set_level(logging.INFO, logger="fnrelay.executor")
     ep = stack.endpoint("amqp-restart", max_workers=4)
     client = stack.client()
     with Executor(ep.endpoint_id, client=client) as ex:
@@ -53,6 +56,46 @@ def test_all_tasks_finish_across_a_rabbitmq_restart(stack):
         stack.rabbitmq.start()
         assert [f.result(timeout=180) for f in first] == list(range(40))
         assert [f.result(timeout=180) for f in later] == [i * i for i in range(40)]
+    # The user, whose futures waited, was told why once, at WARNING, and when it was over.
+    lost = [r for r in caplog.records if "result stream from RabbitMQ" in r.getMessage()
+            and "unavailable" in r.getMessage()]
+    assert lost and lost[0].levelno == logging.WARNING
+    assert sum(r.levelno == logging.WARNING for r in lost) == 1
+    assert client.broker_url in lost[0].getMessage()
+    assert any("result stream from RabbitMQ at" in r.getMessage() and "is back" in
+               r.getMessage() for r in caplog.records)
+    reader = urlsplit(ex._group["amqp_url"])  # the group's reader account
+    assert reader.hostname in lost[0].getMessage()
+    assert not any(secret in r.getMessage() for r in lost
+                   for secret in (reader.username, reader.password)), "never the credentials"
+
+
+def test_an_executor_says_once_that_it_cannot_reach_the_service(stack, caplog):
+    """RabbitMQ and the broker both gone (the service down, or the laptop offline): the
+    futures wait, and the user is told why once, at WARNING, naming the broker."""
+    caplog.set_level(logging.INFO, logger="fnrelay.executor")
+    ep = stack.endpoint("service-gone")
+    client = stack.client()
+    client.retry_config.max_retries = 0  # each poll fails at once, not after ~19 s of retries
+
+    def said(text: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if text in r.getMessage()]
+
+    with Executor(ep.endpoint_id, client=client) as ex:
+        slow = ex.submit(sleep_then, 5, 2)
+        wait_for(lambda: slow.task_id, "the task to be accepted")
+        stack.rabbitmq.stop()
+        stack.broker.stop()
+        try:
+            wait_for(lambda: len(said("cannot poll the broker")) >= 2,
+                     "the Executor to poll the broker twice in vain", timeout=120)
+        finally:  # back up whatever happened: the next tests share them
+            stack.broker.start()
+            stack.rabbitmq.start()
+        assert slow.result(timeout=180) == 5
+    failed = said("cannot poll the broker")
+    assert [r.levelno for r in failed[:2]] == [logging.WARNING, logging.INFO]
+    assert client.broker_url in failed[0].getMessage()
 
 
 def test_reload_tasks_reattaches_to_a_task_group(stack):
