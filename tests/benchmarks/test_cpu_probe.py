@@ -1,4 +1,4 @@
-"""The probes: benchmarks.cpu counts a process's descendants only when asked; both probes
+"""The probes: benchmarks.cpu counts a process's descendants only when asked; the probes
 explain themselves and refuse a bad count with a usage error."""
 
 from __future__ import annotations
@@ -44,3 +44,18 @@ def test_a_probes_help_explains_and_a_bad_count_is_a_usage_error(probe: str) -> 
         refused = subprocess.run([*run, bad], capture_output=True, text=True, timeout=60)
         assert refused.returncode == 2 and "usage:" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+def test_the_vcpu_probe_times_both_ways_and_refuses_a_bad_count() -> None:
+    run = [sys.executable, "-m", "benchmarks.vcpu"]
+    shown = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "SCHED_IDLE" in shown.stdout
+    done = subprocess.run([*run, "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(" median")[0].strip() for line in lines] == [
+        "alone", "beside an idle-class spinner"]
+    assert all(float(line.split("median")[1].split("ms")[0]) > 0 for line in lines)
+    refused = subprocess.run([*run, "0"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "usage:" in refused.stderr
+    assert "Traceback" not in refused.stderr
