@@ -154,7 +154,8 @@ class DirectPublisher:
         routing_key = self.routing_key + (protocol.RECORDS_SUFFIX if records else "")
         sent = False
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
-            time.sleep(delay)
+            if delay:  # not sleep(0) on the first try: it hands the GIL away on every publish
+                time.sleep(delay)
             try:
                 self._connect(amqp_url)
             except (pika.exceptions.AMQPError, OSError) as e:
