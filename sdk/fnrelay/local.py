@@ -746,12 +746,19 @@ class LocalStack:
         return self.dir / "home"
 
     def state(self) -> dict[str, Any] | None:
+        """The state file's contents (None if there is none); LocalStackError if it cannot be
+        read or lacks what the stack wrote into it (a hand edit, a full disk)."""
         try:
-            return json.loads(self.state_path.read_text())
+            state = json.loads(self.state_path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
             raise LocalStackError(f"cannot read {self.state_path}: {e}") from e
+        problem = _state_problem(state)
+        if problem:
+            raise LocalStackError(f"{self.state_path} is damaged ({problem}); `fnrelay local "
+                                  "down` stops what the stack started and removes it")
+        return state
 
     def _save(self, state: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -830,8 +837,13 @@ class LocalStack:
         return out
 
     def down(self) -> list[int]:
-        """Stop all parts, newest first; returns pids that had to be killed as leftovers."""
-        state = self.state()
+        """Stop all parts, newest first; returns pids that had to be killed as leftovers.
+        With a damaged state file, its processes are found by their marker instead."""
+        try:
+            state = self.state()
+        except LocalStackError as e:
+            self.log(f"{e}: stopping the processes the stack marked as its own")
+            state = {"marker": str(self.dir)}
         if state is None:
             self.log(f"no local stack in {self.dir}")
             return []
@@ -853,6 +865,34 @@ class LocalStack:
         self.state_path.unlink(missing_ok=True)
         self.log(f"the local stack in {self.dir} is down")
         return left
+
+
+#: What each part of a state file must hold (as `up` writes it), for `_state_problem`.
+_STATE_KEYS = {
+    "rabbitmq": {"dir": str, "amqp_port": int, "dist_port": int, "management_port": int,
+                 "admin_user": str, "admin_password": str},
+    "broker": {"url": str, "port": int, "pid": int},
+    "endpoint": {"endpoint_id": str, "pid": int},
+    "exports": {ENV_HOME: str, ENV_BROKER_URL: str, ENV_TOKEN: str, ENV_ENDPOINT_ID: str},
+}
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a state file's contents, or None."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    if not isinstance(state.get("marker", ""), str):
+        return "'marker' is not text"
+    for part, keys in _STATE_KEYS.items():
+        if part not in state:
+            continue  # written step by step: a start-up that failed leaves parts out
+        if not isinstance(state[part], dict):
+            return f"'{part}' is not an object"
+        for key, kind in keys.items():
+            value = state[part].get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"'{part}' has no {kind.__name__} '{key}'"
+    return None
 
 
 def exports(state: dict[str, Any]) -> str:

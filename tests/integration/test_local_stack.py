@@ -126,3 +126,27 @@ def test_local_up_after_down_runs_functions_again(stack_dir: Path):
                          cwd=stack_dir.parent)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(2 * sum(range(10)))
+
+
+def test_a_damaged_state_file_is_a_one_line_error_and_down_still_stops_everything(
+        stack_dir: Path):
+    up = fnrelay("local", "up", "--dir", str(stack_dir))
+    assert up.returncode == 0, up.stderr
+    path = stack_dir / "state.json"
+    state = json.loads(path.read_text())
+    pids = [state["rabbitmq"]["pid"], state["broker"]["pid"], state["endpoint"]["pid"]]
+    del state["broker"]["pid"]  # a hand edit gone wrong
+    path.write_text(json.dumps(state))
+
+    status = fnrelay("local", "status", "--dir", str(stack_dir))
+    assert status.returncode == 1
+    assert "is damaged ('broker' has no int 'pid')" in status.stderr
+    assert "fnrelay local down" in status.stderr and "Traceback" not in status.stderr
+
+    down = fnrelay("local", "down", "--dir", str(stack_dir))
+    assert down.returncode == 0, down.stderr
+    assert "is damaged" in down.stderr and "Traceback" not in down.stderr
+    assert not any(pid_alive(p) for p in pids)
+    assert [p for p in marked_pids(str(stack_dir.resolve()))
+            if Path(f"/proc/{p}/comm").read_text().strip() != "epmd"] == []
+    assert not path.exists()
