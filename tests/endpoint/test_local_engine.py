@@ -293,3 +293,56 @@ def test_a_worker_runs_the_code_each_task_carries_whatever_its_function_id() -> 
         assert values == [16, 2.0, 25]
     finally:
         p.engine.shutdown()
+
+
+def mpi_command() -> str:
+    """What an MPIFunction would run in this worker."""
+    from fnrelay import MPIFunction
+
+    return MPIFunction("hostname").format_command()
+
+
+def test_an_mpi_layout_reaches_the_task_as_its_rank_count(pool: Pool) -> None:
+    """MPIFunction starts `mpiexec -n $FNRELAY_NUM_RANKS`: the local engine sets it from the
+    task's layout (it used to ignore the layout: one rank whatever was asked), and a task
+    without a layout on the same worker gets the default again."""
+    with_layout = make_task(mpi_command)
+    with_layout.resource_specification = {"num_ranks": 2}
+    pool.engine.submit(with_layout)
+    assert serialize.deserialize(pool.result().result) == "mpiexec -n 2 hostname"
+    pool.engine.submit(make_task(mpi_command))
+    assert serialize.deserialize(pool.result().result) == "mpiexec -n 1 hostname"
+
+
+@pytest.mark.parametrize(("spec", "named"), [
+    ({"container": {"type": "apptainer", "image": "/images/a.sif"}},
+     "'container': the local engine runs tasks on the endpoint's own machine as they are"),
+    ({"conda": {"env": "analysis"}}, "'conda': the local engine"),
+    ({"walltime": "ten minutes"}, "'walltime'"),
+    ({"num_nodes": 2, "num_ranks": 2}, "'num_nodes': the local engine has one node (got 2)"),
+    ({"cores": 4}, "'cores': unknown key"),
+])
+def test_a_resource_specification_the_local_engine_cannot_honour_fails_the_task(
+        pool: Pool, spec: dict, named: str) -> None:
+    """Refused, naming the key, rather than run as if it had not been asked for."""
+    t = make_task(square, 3)
+    t.resource_specification = spec
+    pool.engine.submit(t)
+    r = pool.result()
+    assert (r.task_id, r.status) == (t.task_id, "failed")
+    assert r.exception.type == "fnrelay_endpoint.ResourceSpecificationError"
+    assert named in r.exception.message, r.exception.message
+    pool.engine.submit(ok := make_task(square, 3))  # the pool goes on
+    assert (pool.result().task_id, True) == (ok.task_id, True)
+
+
+def test_placement_requests_for_a_scheduler_are_accepted_without_effect(pool: Pool) -> None:
+    """This machine answers cores, memory or a partition as it is (a Harvester queue sends
+    them for every worker)."""
+    t = make_task(square, 4)
+    t.resource_specification = {"num_nodes": 1, "ranks_per_node": 1, "cores_per_rank": 2,
+                                "memory": "2000M", "walltime": 600, "partition": "debug",
+                                "account": "atlas"}
+    pool.engine.submit(t)
+    r = pool.result()
+    assert (r.status, serialize.deserialize(r.result)) == ("success", 16)

@@ -74,6 +74,9 @@ def test_refused_resource_specification_fails_the_task(parsl_engine):
     results = h.wait([too_big, free_text], timeout=30)
     assert "do not fit a pilot block" in results[too_big].exception.message
     assert "free text" in results[free_text].exception.message
+    # the same exception type as the batch and local engines' refusals
+    assert {results[t].exception.type for t in (too_big, free_text)} == {
+        "fnrelay_endpoint.ResourceSpecificationError"}
 
 
 def test_mpi_task_gets_an_openmpi_prefix_not_parsl_mpich_flags(parsl_engine):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage
+from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
 
 ResultCallback = Callable[[ResultMessage], None]
 StatusCallback = Callable[[StatusUpdate], None]
@@ -23,6 +23,15 @@ StatusCallback = Callable[[StatusUpdate], None]
 #: Seconds a "running" update may be held back: a task that ends sooner sends only its result,
 #: which carries its start time (one broker write per short task, not two).
 RUNNING_HOLD = 0.05
+#: The exception type of a task an engine refused for its resource_specification.
+REFUSED_TYPE = "fnrelay_endpoint.ResourceSpecificationError"
+
+
+def refused_result(task: TaskMessage, message: str) -> ResultMessage:
+    """The failed result of a task refused before it ran (never retried: the task's doing)."""
+    return ResultMessage(
+        task_id=task.task_id, status=TaskState.FAILED.value, task_group_id=task.task_group_id,
+        exception=ExceptionInfo(type=REFUSED_TYPE, message=message, traceback=""))
 
 
 class Engine(abc.ABC):

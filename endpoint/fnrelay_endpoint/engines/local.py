@@ -25,9 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
-from fnrelay.functions import parse_walltime
+from fnrelay.functions import ENV_NUM_RANKS, parse_walltime
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay_endpoint.engines.base import RUNNING_HOLD, Engine, ResultCallback, StatusCallback
+from fnrelay_endpoint.engines.base import (
+    RUNNING_HOLD,
+    Engine,
+    ResultCallback,
+    StatusCallback,
+    refused_result,
+)
+from fnrelay_endpoint.resources import (
+    LAYOUT_KEYS,
+    ResourceSpecification,
+    ResourceSpecificationError,
+)
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
 
 log = logging.getLogger(__name__)
@@ -50,6 +61,44 @@ def _preload() -> list[str]:
     return ["fnrelay_endpoint.worker", *([main] if ours else [])]
 
 
+#: What the local engine honours of a resource_specification: a walltime, and an MPI layout
+#: on this one machine (MPIFunction starts `mpiexec -n $FNRELAY_NUM_RANKS`).
+LOCAL_KEYS = frozenset({"walltime", *LAYOUT_KEYS})
+#: Placement requests for a scheduler, which this machine answers as it is: accepted, no
+#: effect (a Harvester queue sends them for every worker).
+PLACEMENT_KEYS = frozenset({"cores_per_rank", "gpus_per_node", "memory", "partition", "queue",
+                            "account", "qos", "constraint", "exclusive"})
+
+
+def refusal(spec: dict[str, Any] | None) -> str | None:
+    """Why the local engine cannot run a task with resource_specification `spec`, or None.
+    What would change the result is refused rather than ignored: a bad value (a walltime it
+    cannot read meant no limit), more than one node, a container or conda environment (the
+    task would run in another software environment without a word)."""
+    if not spec:
+        return None
+    try:
+        layout = ResourceSpecification.from_task(spec)
+    except ResourceSpecificationError as e:
+        return str(e)
+    unknown = sorted(set(spec) - LOCAL_KEYS - PLACEMENT_KEYS)
+    if unknown:
+        return (f"resource_specification {unknown[0]!r}: the local engine runs tasks on the "
+                f"endpoint's own machine as they are; use a batch or parsl endpoint for it")
+    if layout.num_nodes != 1:
+        return (f"resource_specification 'num_nodes': the local engine has one node (got "
+                f"{layout.num_nodes})")
+    return None
+
+
+def _num_ranks(task: TaskMessage) -> int | None:
+    """The MPI ranks a task asks for (None: it sets no layout); the agent refused bad ones."""
+    spec = task.resource_specification
+    if not spec or not any(k in spec for k in LAYOUT_KEYS):
+        return None
+    return ResourceSpecification.from_task(spec).num_ranks
+
+
 def _worker_main(conn: Connection) -> None:
     """Body of a pool process: own process group, then run tasks until the pipe closes."""
     os.setpgrp()
@@ -61,6 +110,11 @@ def _worker_main(conn: Connection) -> None:
             return
         if task is None:
             return
+        ranks = _num_ranks(task)
+        if ranks is None:
+            os.environ.pop(ENV_NUM_RANKS, None)
+        else:
+            os.environ[ENV_NUM_RANKS] = str(ranks)
         conn.send(("result", execute(task)))
 
 
@@ -79,7 +133,8 @@ class WalltimeExceededError(TimeoutError):
 
 
 def task_walltime(task: TaskMessage) -> int | None:
-    """The task's walltime in seconds (None: no limit, or a value the engine cannot read)."""
+    """The task's walltime in seconds (None: no limit; a value it cannot read was refused at
+    submit)."""
     try:
         return parse_walltime((task.resource_specification or {}).get("walltime"))
     except ValueError:
@@ -156,6 +211,10 @@ class LocalEngine(Engine):
             self._threads.append(t)
 
     def submit(self, task: TaskMessage) -> None:
+        problem = refusal(task.resource_specification)
+        if problem is not None:
+            self.on_result(refused_result(task, problem))
+            return
         with self._cond:
             slot = next((s for s in self._slots if s.idle), None)
             if slot is None:

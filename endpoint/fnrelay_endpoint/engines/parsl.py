@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
+from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback, refused_result
 from fnrelay_endpoint.engines.parsl_settings import (
     HTEX_LABEL,
     MPI_LABEL,
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 WORKER_LOST_TYPE = "fnrelay_endpoint.WorkerLost"
 PARSL_FAILURE_TYPE = "fnrelay_endpoint.ParslFailure"
-REFUSED_TYPE = "fnrelay_endpoint.ResourceSpecificationRefused"
 #: Parsl exceptions that mean the worker or its pilot block went away under the task.
 _LOST = ("ManagerLost", "WorkerLost")
 
@@ -105,7 +104,7 @@ class ParslEngine(Engine):
         try:
             label, mpi, spec = self._route(task)
         except ResourceSpecificationError as e:
-            self.on_result(_failed(task, REFUSED_TYPE, str(e)))
+            self.on_result(refused_result(task, str(e)))
             return
         entry = _Entry(task)
         with self._lock:
