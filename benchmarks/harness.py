@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import amqp_bench, fnrelay_bench, memory, parsl_bench, report
+from benchmarks import amqp_bench, fnrelay_bench, memory, parsl_bench, report, vcpu
 from benchmarks.stack import local_stack
 from benchmarks.tasks import task_message_size
 
@@ -59,8 +60,16 @@ def _phase(result: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
 
 
 def _machine() -> dict[str, Any]:
+    """What the numbers were measured on; `cpu_interference` (benchmarks.vcpu: how much a
+    loop on one CPU slows beside work on another, 1.0 = not at all) says how much background
+    work anywhere on the machine reaches a lone call's tail."""
+    try:
+        interference = vcpu.interference()
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+        log(f"cpu interference probe failed: {e}")
+        interference = None
     return {"cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_interference": interference}
 
 
 def run(opts: Options) -> dict[str, Any]:

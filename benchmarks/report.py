@@ -103,6 +103,9 @@ def render(r: dict[str, Any]) -> str:
     parts = [
         f"fnrelay benchmark {r['timestamp']}  (latency n={o['n_latency']}, throughput "
         f"n={o['n_throughput']}, workers={o['workers']}, cpus={r['machine']['cpus']})",
+        *([f"work on one CPU slows a loop on another {cross:.2f}x here (python -m "
+           "benchmarks.vcpu; 1.00 = independent CPUs): background work reaches the tail"]
+          if (cross := r["machine"].get("cpu_interference")) else []),
         "",
         _table(["", "fnrelay", "Parsl HTEX", "raw AMQP", "fnrelay/Parsl", "fnrelay/AMQP"],
                rows),

@@ -13,6 +13,7 @@ machine, shortens the latency tail (docs/performance.md, round 8).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -49,20 +50,37 @@ def measure(rounds: int, cpus: tuple[int, int]) -> dict[str, list[float]]:
     return times
 
 
+def interference(rounds: int = 4) -> float | None:
+    """How much slower a loop on one CPU runs beside a spinner on another (median ratio), in
+    a child process (the probe pins the process it runs in); None with fewer than two CPUs."""
+    if len(os.sched_getaffinity(0)) < 2:
+        return None
+    done = subprocess.run([sys.executable, "-m", "benchmarks.vcpu", "--json", str(rounds)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return float(json.loads(done.stdout)["ratio"])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.vcpu",
                                      description=(__doc__ or "").strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rounds", nargs="?", type=int, default=8,
                         help="rounds of three loops each way (default 8)")
-    rounds = parser.parse_args(argv).rounds
-    if rounds < 1:
+    parser.add_argument("--json", action="store_true",
+                        help="print the medians (ms) and their ratio as one JSON object")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
         parser.error("ROUNDS must be at least 1")
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         parser.error("needs two CPUs to run on (this process may use one)")
-    times = measure(rounds, (cpus[0], cpus[1]))
+    times = measure(args.rounds, (cpus[0], cpus[1]))
     alone = statistics.median(times["alone"])
+    if args.json:
+        beside = statistics.median(times["beside an idle-class spinner"])
+        print(json.dumps({"alone_ms": 1000 * alone, "beside_ms": 1000 * beside,
+                          "ratio": beside / alone}))
+        return 0
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:30s} median {1000 * median:7.1f} ms  best {1000 * min(values):7.1f} ms"

@@ -90,6 +90,14 @@ def test_ratios_targets_and_memory_are_complete(tiny_run):
         assert mem[probe]["rss_mb"] > 0 and mem[probe]["peak_rss_mb"] >= mem[probe]["rss_mb"]
 
 
+def test_the_run_says_how_independent_the_machines_cpus_are(tiny_run):
+    """The tail depends on it (docs/performance.md, round 8): recorded and printed."""
+    proc, out = tiny_run
+    cross = json.loads((out / "latest.json").read_text())["machine"]["cpu_interference"]
+    assert isinstance(cross, float) and cross > 0  # CI machines have two CPUs or more
+    assert f"work on one CPU slows a loop on another {cross:.2f}x" in proc.stdout
+
+
 def test_results_are_written_with_a_timestamped_copy_and_a_chart(tiny_run):
     _, out = tiny_run
     stamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
