@@ -271,7 +271,8 @@ def test_the_forkserver_preloads_the_endpoint_module_it_runs_as(
     fake = types.ModuleType("__main__")
     fake.__spec__ = importlib.machinery.ModuleSpec(main, None) if main else None
     monkeypatch.setitem(sys.modules, "__main__", fake)
-    assert local._preload() == ["fnrelay_endpoint.worker", *([main] if preloaded else [])]
+    assert local._preload() == ["fnrelay_endpoint.worker", "fnrelay_endpoint.engines.local",
+                                *([main] if preloaded else [])]
 
 
 def test_a_worker_runs_the_code_each_task_carries_whatever_its_function_id() -> None:

@@ -51,14 +51,15 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 
 
 def _preload() -> list[str]:
-    """Modules the forkserver imports once for all workers: the worker's, and the module this
-    process runs as (`python -m fnrelay_endpoint.cli`, `.child`), which multiprocessing
-    imports again in every new worker; without it there, each worker start paid ~90 ms of
-    CPU importing the CLI and its dependencies."""
+    """Modules the forkserver imports once for all workers: the worker's, this one (its
+    `_worker_main` is what a worker runs), and the module this process runs as (`python -m
+    fnrelay_endpoint.cli`, `.child`), which multiprocessing imports again in every new
+    worker; without it there, each worker start paid ~90 ms of CPU importing the CLI and its
+    dependencies."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     main = getattr(spec, "name", None) or ""
     ours = main.startswith("fnrelay_endpoint.") and not main.endswith(".__main__")
-    return ["fnrelay_endpoint.worker", *([main] if ours else [])]
+    return ["fnrelay_endpoint.worker", __name__, *([main] if ours else [])]
 
 
 #: What the local engine honours of a resource_specification: a walltime, and an MPI layout
@@ -92,11 +93,14 @@ def refusal(spec: dict[str, Any] | None) -> str | None:
 
 
 def _num_ranks(task: TaskMessage) -> int | None:
-    """The MPI ranks a task asks for (None: it sets no layout); the agent refused bad ones."""
+    """The MPI ranks a task asks for (None: it sets no layout, or one `submit` refused)."""
     spec = task.resource_specification
     if not spec or not any(k in spec for k in LAYOUT_KEYS):
         return None
-    return ResourceSpecification.from_task(spec).num_ranks
+    try:
+        return ResourceSpecification.from_task(spec).num_ranks
+    except ResourceSpecificationError:  # never raise in the worker's loop: it would die
+        return None
 
 
 def _worker_main(conn: Connection) -> None:
