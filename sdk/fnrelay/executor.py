@@ -500,8 +500,8 @@ class Executor(cf.Executor):
         self._reconnects += 1
         log.log(level, "result stream from RabbitMQ at %s unavailable (%s); polling the broker "
                 "at %s meanwhile, reconnecting in %.1fs; pending futures resolve when either "
-                "answers", _host_of(self._group["amqp_url"]) if self._group else "?", error,
-                self.client.broker_url, delay)
+                "answers", _host_of(self._group["amqp_url"]) if self._group else "?",
+                str(error) or type(error).__name__, self.client.broker_url, delay)
         self.amqp_connected = False
         self._poll_for(delay)
 

@@ -62,8 +62,11 @@ def test_all_tasks_finish_across_a_rabbitmq_restart(stack, caplog):
     assert lost and lost[0].levelno == logging.WARNING
     assert sum(r.levelno == logging.WARNING for r in lost) == 1
     assert client.broker_url in lost[0].getMessage()
-    assert any("result stream from RabbitMQ at" in r.getMessage() and "is back" in
-               r.getMessage() for r in caplog.records)
+    assert "unavailable ()" not in lost[0].getMessage()  # an error without text is named
+    if ex.amqp_connected:  # the stream came back before the results did (not always: polling
+        # may get them first while the reconnect waits out its backoff) and said so
+        assert any("result stream from RabbitMQ at" in r.getMessage() and "is back" in
+                   r.getMessage() for r in caplog.records)
     reader = urlsplit(ex._group["amqp_url"])  # the group's reader account
     assert reader.hostname in lost[0].getMessage()
     assert not any(secret in r.getMessage() for r in lost
