@@ -29,7 +29,7 @@ from typing import Any
 from fnrelay.errors import ConfigurationError
 from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
-from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback
+from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback, refused_result
 from fnrelay_endpoint.engines.sandbox import TASKS_DIR, Sandbox, write_atomic
 from fnrelay_endpoint.resources import (
     FREE_TEXT_KEYS,
@@ -325,8 +325,7 @@ class BatchEngine(Engine):
         try:
             script = self._prepare(sandbox, task)
         except (ResourceSpecificationError, TemplateRenderError) as e:
-            self._finish(job, result=_failed(task.task_id, task.task_group_id, str(e),
-                                             "fnrelay_endpoint.ResourceSpecificationError"))
+            self._finish(job, result=refused_result(task, str(e)))
             return
         if sandbox.ran():  # a job ran here but its id was never journaled: settle from files
             self._watch(job, "", announce=False)
