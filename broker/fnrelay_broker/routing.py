@@ -396,7 +396,8 @@ class _Held:
     result that comes before its task's record (the Executor sends its records every
     RECORDS_LINGER) waits for it as long, for the same reason.
 
-    Any other message first flushes what is held, so the queue's order is kept.
+    Any other message first flushes what is held, so the queue's order is kept (a result
+    still waiting for its record stays: it was out of order already).
     """
 
     def __init__(self, consumer: ResultConsumer, conn, channel, fwd):  # type: ignore[no-untyped-def]
@@ -419,7 +420,8 @@ class _Held:
 
     def flush(self, everything: bool = True) -> None:
         """Record what is held; with `everything` False (the timer) records whose results
-        have not come yet wait on until they are RECORD_HOLD old."""
+        have not come yet wait on until they are RECORD_HOLD old (results whose records have
+        not come always do)."""
         self.scheduled = False
         items, self.items = self.items, []
         if not items:
@@ -465,7 +467,9 @@ class _Held:
                 continue
             d.recorded.update(r.task_id for r in d.results if r.task_id not in unknown)
             late = d.waiting()
-            if len(d.written) < len(d.tasks) or (late and not (everything or d.due(now))):
+            # A result whose record has not come yet waits for it even when another message
+            # flushes (an endpoint's heartbeat on a busy broker): it would be deferred anyway.
+            if len(d.written) < len(d.tasks) or (late and not d.due(now)):
                 self.items.append(d)  # records waiting for their results, or the reverse
             elif late:
                 self.retry_later(d.method, late, forwarded=True)

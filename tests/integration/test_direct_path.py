@@ -24,7 +24,13 @@ from fnrelay import Client, Executor, errors, protocol, serialize
 from fnrelay.client import task_entry
 from fnrelay.direct import task_messages
 from fnrelay.local import BrokerServer, LocalEndpoint
-from support.endpoint_peer import send_result, send_status
+from support.endpoint_peer import (
+    connected,
+    result_message,
+    send_result,
+    send_status,
+    status_message,
+)
 from support.session import MARKER
 from support.waiting import wait_for, wait_recorded
 
@@ -237,9 +243,12 @@ def test_a_direct_result_that_overtakes_its_record_waits_for_it_and_is_written_w
     tid, body = _tasks_body(client, add, (1, 2), gid)
     # Connected beforehand: the record must follow well within RECORD_HOLD (0.25 s), which
     # a new connection on a busy CI machine could take on its own.
-    with _publisher(group["amqp_url"]) as publish:
-        send_result(endpoint_url, eid, tid, gid, serialize.serialize(3), forwarded=True)
-        time.sleep(0.05)  # the result is in the broker's queue first
+    with _publisher(group["amqp_url"]) as publish, connected(endpoint_url, eid) as send:
+        send(result_message(tid, gid, serialize.serialize(3), forwarded=True))
+        # Any other message in between flushes what the broker holds (on a busy broker,
+        # another endpoint's heartbeat): the result must still wait for its record.
+        send(status_message(str(uuid.uuid4()), "running", ""))
+        time.sleep(0.05)  # both are in the broker's queue first
         publish(protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
                 protocol.MSG_TASKS)
     record = wait_recorded(client, tid, "success")

@@ -11,7 +11,7 @@ import pytest
 
 from fnrelay import Executor
 from fnrelay.local import LocalStackError
-from support.waiting import wait_for
+from support.waiting import wait_for, wait_recorded
 
 
 def die_once(marker):
@@ -65,8 +65,10 @@ def kill_endpoint(marker):
     time.sleep(30)
 
 
-def history(client, task_id):
-    return [(h["status"], h["detail"]) for h in client.get_task(task_id)["history"]]
+def history(client, task_id, final):
+    """(status, detail) of each step, once the broker has recorded the task as `final` (the
+    Executor has its result straight from the endpoint; the broker's record follows)."""
+    return [(h["status"], h["detail"]) for h in wait_recorded(client, task_id, final)["history"]]
 
 
 def test_lost_worker_is_retried_and_the_retry_is_in_the_history(client, make_endpoint, tmp_path):
@@ -74,7 +76,7 @@ def test_lost_worker_is_retried_and_the_retry_is_in_the_history(client, make_end
     with Executor(ep.endpoint_id, client=client) as ex:
         fut = ex.submit(die_once, str(tmp_path / "died"))
         assert fut.result(timeout=120) == "survived"
-    steps = history(client, fut.task_id)
+    steps = history(client, fut.task_id, "success")
     retry = [d for s, d in steps if s == "waiting-for-endpoint" and d.startswith("retry 1 of")]
     assert retry and "worker lost (signal 9)" in retry[0], steps
     assert client.get_task(fut.task_id)["details"]["attempt"] == 2
@@ -88,9 +90,7 @@ def test_a_task_that_always_loses_its_worker_fails_after_max_retries(client, mak
             fut.result(timeout=120)
     assert "gave up after 3 attempt(s)" in str(err.value)
     assert "max_retries=2" in str(err.value)
-    record = client.get_task(fut.task_id)
-    assert record["status"] == "failed"
-    retries = [d for s, d in history(client, fut.task_id) if d.startswith("retry ")]
+    retries = [d for s, d in history(client, fut.task_id, "failed") if d.startswith("retry ")]
     assert len(retries) == 2
 
 
@@ -121,7 +121,8 @@ def test_walltime_kills_a_local_task_and_fails_it(client, make_endpoint):
         with pytest.raises(Exception, match=r"walltime exceeded \(2 s\)"):
             slow.result(timeout=120)
         assert quick.result(timeout=120) == 0
-    assert [s for s, _ in history(client, slow.task_id)].count("waiting-for-endpoint") == 1
+    steps = [s for s, _ in history(client, slow.task_id, "failed")]
+    assert steps.count("waiting-for-endpoint") == 1
 
 
 def test_a_result_over_the_size_limit_fails_saying_how_big_it_was(client, make_endpoint):
