@@ -24,13 +24,7 @@ from fnrelay import Client, Executor, errors, protocol, serialize
 from fnrelay.client import task_entry
 from fnrelay.direct import task_messages
 from fnrelay.local import BrokerServer, LocalEndpoint
-from support.endpoint_peer import (
-    connected,
-    result_message,
-    send_result,
-    send_status,
-    status_message,
-)
+from support.endpoint_peer import connected, result_message, status_message
 from support.session import MARKER
 from support.waiting import wait_for, wait_recorded
 
@@ -221,10 +215,12 @@ def test_a_result_that_overtakes_its_task_record_is_still_recorded(client, broke
     group = client.create_task_group(endpoint_id=eid)
     gid = group["task_group_id"]
     tid, body = _tasks_body(client, add, (1, 2), gid)
-    send_result(endpoint_url, eid, tid, gid, serialize.serialize(3))
-    time.sleep(0.1)  # the result is in the broker's queue first
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
-             protocol.MSG_TASKS)
+    # Connected beforehand: the record must come within UNKNOWN_RETRY (0.5 s) of the result.
+    with _publisher(group["amqp_url"]) as publish, connected(endpoint_url, eid) as send:
+        send(result_message(tid, gid, serialize.serialize(3)))
+        time.sleep(0.1)  # the result is in the broker's queue first
+        publish(protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
+                protocol.MSG_TASKS)
     record = wait_recorded(client, tid, "success")
     assert serialize.deserialize(record["result"]) == 3
     assert [h["status"] for h in record["history"]] == [
@@ -265,10 +261,12 @@ def test_a_status_that_overtakes_its_task_record_is_still_recorded(client, broke
     eid, endpoint_url = _register_endpoint(broker_url, alice_token)
     group = client.create_task_group(endpoint_id=eid)
     tid, body = _tasks_body(client, add, (1, 2), group["task_group_id"])
-    send_status(endpoint_url, eid, tid, "waiting-for-nodes", "slurm job 42")
-    time.sleep(0.1)  # the status is in the broker's queue first
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
-             protocol.MSG_TASKS)
+    # Connected beforehand: the record must come within UNKNOWN_RETRY (0.5 s) of the status.
+    with _publisher(group["amqp_url"]) as publish, connected(endpoint_url, eid) as send:
+        send(status_message(tid, "waiting-for-nodes", "slurm job 42"))
+        time.sleep(0.1)  # the status is in the broker's queue first
+        publish(protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
+                protocol.MSG_TASKS)
     record = wait_recorded(client, tid, "waiting-for-nodes")
     assert record["history"][-1]["detail"] == "slurm job 42"
 
