@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from fnrelay import serialize
+from fnrelay.local import pid_alive
 from support.waiting import wait_for
 
 WAIT = 60.0  # upper bound for something to happen, not a timing assertion
@@ -128,13 +129,7 @@ def test_cancel_of_running_task_kills_its_children(broker_cli, rest, endpoint,  
                        "the task to start its child"))
     assert rest.call("POST", f"/tasks/{tid}/cancel")["status"] == "cancelled"
 
-    def gone() -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        except FileNotFoundError:
-            return True
-
-    wait_for(gone, "the cancelled task's child to be killed")
+    wait_for(lambda: not pid_alive(pid), "the cancelled task's child to be killed")
     (after,) = rest.submit(endpoint, nap_and_echo, ("after",))
     assert serialize.deserialize(rest.done(after)["result"]) == "after"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fnrelay import serialize
+from fnrelay.local import pid_alive
 from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, new_id
 from fnrelay_endpoint.engines.base import RUNNING_HOLD
 from fnrelay_endpoint.engines.local import LocalEngine
@@ -56,11 +57,7 @@ def wait_until(check, what: str):  # type: ignore[no-untyped-def]
 
 def gone(pid: int) -> bool:
     """True once `pid` no longer runs (zombies count as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return not pid_alive(pid)
 
 
 class Pool:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fnrelay import Client, Executor, ShellFunction, ShellResult, errors
+from fnrelay.local import pid_alive
 from support.waiting import wait_for, wait_recorded
 
 WAIT = 120.0  # upper bound for anything to happen; a bound, not a timing assertion
@@ -29,14 +30,6 @@ def result_of(client: Client, task_id: str, timeout: float = WAIT) -> object:
     """get_result once the task is done (re-raises what get_result raises)."""
     wait_for(lambda: not client.get_task(task_id)["pending"], f"task {task_id}", timeout)
     return client.get_result(task_id)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()
-    except FileNotFoundError:
-        return False
 
 
 def square(x):
@@ -208,11 +201,11 @@ def test_cancel_a_running_task_kills_it(client, endpoint_id, tmp_path):
     wait_recorded(client, task_id, "running")
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), "the sleep to start")
     pid = int(pidfile.read_text())
-    assert alive(pid)
+    assert pid_alive(pid)
 
     assert client.cancel(task_id) == "cancelled"
     wait_recorded(client, task_id, "cancelled")
-    wait_for(lambda: not alive(pid), "the sleep process to be killed")
+    wait_for(lambda: not pid_alive(pid), "the sleep process to be killed")
     with pytest.raises(errors.TaskCancelled):
         client.get_result(task_id)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fnrelay import Client, Executor
 from fnrelay.client import task_entry
+from fnrelay.local import pid_alive
 from fnrelay.protocol import child_endpoint_id
 from support.waiting import wait_for
 
@@ -103,8 +104,7 @@ def test_users_and_configs_select_their_children(make_manager, client, other_cli
     pids = [r["pid"] for r in children(manager) if r["pid"]]
     manager.stop()
     for p in pids:
-        wait_for(lambda p=p: not Path(f"/proc/{p}").exists()
-                 or "\nState:\tZ" in Path(f"/proc/{p}/status").read_text(), f"child {p} to stop")
+        wait_for(lambda p=p: not pid_alive(p), f"child {p} to stop")
 
 
 def test_refusals_fail_the_task_with_a_clear_error(make_manager, client, carol, broker,

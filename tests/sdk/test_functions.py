@@ -9,6 +9,7 @@ import pytest
 
 from fnrelay import MPIFunction, ShellFunction, ShellResult
 from fnrelay.functions import TIMEOUT_RETURNCODE, parse_walltime
+from fnrelay.local import pid_alive
 
 
 def test_runs_bash_and_returns_a_shell_result():
@@ -49,14 +50,6 @@ def test_bad_walltimes_are_refused_clearly(value):
         ShellFunction("true", walltime=value)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()
-    except FileNotFoundError:
-        return False
-
-
 def test_walltime_kills_the_command_and_its_children(tmp_path):
     pidfile = tmp_path / "pid"
     fn = ShellFunction(f"sleep 300 & echo $! > {pidfile}; echo started; wait", walltime=1)
@@ -66,9 +59,9 @@ def test_walltime_kills_the_command_and_its_children(tmp_path):
     assert result.stdout == "started\n"
     child = int(pidfile.read_text())
     deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
+    while pid_alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not pid_alive(child)
 
 
 def test_mpi_function_uses_the_prefix_from_the_environment(monkeypatch):
