@@ -41,6 +41,7 @@ from fnrelay.direct import (
     too_large,
     within_at_once,
 )
+from fnrelay.library_logs import reports_its_own_errors
 from fnrelay.results import outcome
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,7 @@ class Executor(cf.Executor):
             self.task_group_id, self.endpoint_id if self.direct else None)
 
     def _submit_loop(self) -> None:
+        reports_its_own_errors()  # a lost direct path is one WARNING, not pika's ERRORs
         try:
             self._submit_until_done()
         finally:
@@ -471,6 +473,7 @@ class Executor(cf.Executor):
     def _watch_loop(self) -> None:
         """Stream results over AMQP while it works; poll REST while it does not."""
         assert self._group is not None
+        reports_its_own_errors()  # an outage is one WARNING each (_fallback, _broker_down)
         last_result = time.monotonic()
         while not self._stop.is_set() and not self._finished():
             try:

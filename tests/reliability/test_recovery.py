@@ -45,6 +45,14 @@ def test_killed_endpoint_turns_offline_and_its_tasks_wait_for_it(stack):
         assert [f.result(timeout=120) for f in futures] == [i * i for i in range(20)]
 
 
+def library_noise(caplog) -> list[logging.LogRecord]:  # type: ignore[no-untyped-def]
+    """pika's and globus-sdk's records of the outage from the Executor's threads, at INFO or
+    above. They should be none: pika logs each failed attempt as seven ERRORs and a traceback,
+    globus-sdk each failed request at WARNING; the Executor's one WARNING says it all."""
+    return [r for r in caplog.records if r.name.split(".")[0] in ("pika", "globus_sdk")
+            and r.threadName.startswith("fnrelay-") and r.levelno >= logging.INFO]
+
+
 def test_all_tasks_finish_across_a_rabbitmq_restart(stack, caplog):
     caplog.set_level(logging.INFO, logger="fnrelay.executor")
     ep = stack.endpoint("amqp-restart", max_workers=4)
@@ -67,6 +75,7 @@ def test_all_tasks_finish_across_a_rabbitmq_restart(stack, caplog):
         # may get them first while the reconnect waits out its backoff) and said so
         assert any("result stream from RabbitMQ at" in r.getMessage() and "is back" in
                    r.getMessage() for r in caplog.records)
+    assert not library_noise(caplog)
     reader = urlsplit(ex._group["amqp_url"])  # the group's reader account
     assert reader.hostname in lost[0].getMessage()
     assert not any(secret in r.getMessage() for r in lost
@@ -98,6 +107,7 @@ def test_an_executor_says_once_that_it_cannot_reach_the_service(stack, caplog):
         assert slow.result(timeout=180) == 5
     failed = said("cannot poll the broker")
     assert [r.levelno for r in failed[:2]] == [logging.WARNING, logging.INFO]
+    assert not library_noise(caplog)
     assert client.broker_url in failed[0].getMessage()
 
 
