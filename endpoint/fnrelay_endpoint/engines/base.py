@@ -12,7 +12,7 @@ import abc
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fnrelay.errors import ConfigurationError
 from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
@@ -27,11 +27,25 @@ RUNNING_HOLD = 0.05
 REFUSED_TYPE = "fnrelay_endpoint.ResourceSpecificationError"
 
 
-def refused_result(task: TaskMessage, message: str) -> ResultMessage:
-    """The failed result of a task refused before it ran (never retried: the task's doing)."""
+class _OfTask(Protocol):
+    """A task, or an engine's record of one (a batch job)."""
+    task_id: str
+    task_group_id: str | None
+
+
+def failed_result(task: _OfTask, exc_type: str, message: str, *,
+                  details: dict[str, Any] | None = None, traceback: str = "") -> ResultMessage:
+    """A failed result that is no exception of the task's own code (a refusal, a lost worker,
+    a failed batch job): `exc_type` names what went wrong."""
     return ResultMessage(
         task_id=task.task_id, status=TaskState.FAILED.value, task_group_id=task.task_group_id,
-        exception=ExceptionInfo(type=REFUSED_TYPE, message=message, traceback=""))
+        exception=ExceptionInfo(type=exc_type, message=message, traceback=traceback),
+        details=details or {})
+
+
+def refused_result(task: TaskMessage, message: str) -> ResultMessage:
+    """The failed result of a task refused before it ran (never retried: the task's doing)."""
+    return failed_result(task, REFUSED_TYPE, message)
 
 
 class Engine(abc.ABC):

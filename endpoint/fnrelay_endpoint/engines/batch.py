@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
-from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
-from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback, refused_result
+from fnrelay_endpoint.engines.base import (
+    Engine,
+    ResultCallback,
+    StatusCallback,
+    failed_result,
+    refused_result,
+)
 from fnrelay_endpoint.engines.sandbox import TASKS_DIR, Sandbox, write_atomic
 from fnrelay_endpoint.resources import (
     FREE_TEXT_KEYS,
@@ -243,7 +249,7 @@ class BatchEngine(Engine):
             else:
                 self._jobs[task.task_id] = _Job(task.task_id, sandbox, task.task_group_id)
         if sandbox is None:
-            self.on_result(_failed(task.task_id, task.task_group_id, error))
+            self.on_result(failed_result(task, FAILURE_TYPE, error))
             return
         self._submissions.put(task)
 
@@ -304,8 +310,8 @@ class BatchEngine(Engine):
                 self._submit_one(job, task)
             except Exception as e:  # noqa: BLE001 - one bad task must not stop the others
                 log.exception("batch submission of task %s failed", task.task_id)
-                self._finish(job, result=_failed(task.task_id, task.task_group_id,
-                                                 f"batch submission failed: {e}"))
+                self._finish(job, result=failed_result(task, FAILURE_TYPE,
+                                                       f"batch submission failed: {e}"))
 
     def _submit_one(self, job: _Job, task: TaskMessage) -> None:
         """Settle, re-attach or submit one task (see the module docstring for the order)."""
@@ -335,9 +341,9 @@ class BatchEngine(Engine):
             job_id = self.scheduler.find_by_name(name) or \
                 self.scheduler.submit(script, name, sandbox.path)
         except SchedulerError as e:
-            self._finish(job, result=_failed(task.task_id, task.task_group_id,
-                                             f"batch job submission refused: {e}",
-                                             details={"scheduler_error": True}))
+            self._finish(job, result=failed_result(task, FAILURE_TYPE,
+                                                   f"batch job submission refused: {e}",
+                                                   details={"scheduler_error": True}))
             return
         sandbox.write_job_id(job_id)
         self._watch(job, job_id, announce=True)
@@ -497,19 +503,7 @@ class BatchEngine(Engine):
             message += "\nstderr (last lines):\n" + tails["stderr"]
         traceback = f"stdout (last lines):\n{tails['stdout']}\n\nstderr (last lines):\n" \
                     f"{tails['stderr']}\n"
-        return _failed(job.task_id, job.task_group_id, message, details=details,
-                       traceback=traceback)
-
-
-def _failed(task_id: str, task_group_id: str | None, message: str,
-            exc_type: str = FAILURE_TYPE, details: dict[str, Any] | None = None,
-            traceback: str = "") -> ResultMessage:
-    """A failed result that is not a Python exception of the task (refusal, job failure)."""
-    return ResultMessage(
-        task_id=task_id, status=TaskState.FAILED.value, task_group_id=task_group_id,
-        exception=ExceptionInfo(type=exc_type, message=message, traceback=traceback),
-        details=details or {},
-    )
+        return failed_result(job, FAILURE_TYPE, message, details=details, traceback=traceback)
 
 
 ENGINE = BatchEngine

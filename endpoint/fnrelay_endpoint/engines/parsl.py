@@ -24,8 +24,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay_endpoint.engines.base import Engine, ResultCallback, StatusCallback, refused_result
+from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay_endpoint.engines.base import (
+    Engine,
+    ResultCallback,
+    StatusCallback,
+    failed_result,
+    refused_result,
+)
 from fnrelay_endpoint.engines.parsl_settings import (
     HTEX_LABEL,
     MPI_LABEL,
@@ -54,14 +60,6 @@ class _Entry:
     future: Any = None
     running: bool = False
     cancelled: bool = False
-
-
-def _failed(task: TaskMessage, exc_type: str, message: str,
-            details: dict[str, Any] | None = None) -> ResultMessage:
-    return ResultMessage(
-        task_id=task.task_id, status=TaskState.FAILED.value, task_group_id=task.task_group_id,
-        exception=ExceptionInfo(type=exc_type, message=message, traceback=""),
-        details=details or {})
 
 
 class ParslEngine(Engine):
@@ -125,8 +123,9 @@ class ParslEngine(Engine):
                 self._tasks.pop(task.task_id, None)
                 stopping = self._stopping
             if not stopping:
-                self.on_result(_failed(task, PARSL_FAILURE_TYPE, f"parsl refused the task: {e}",
-                                       {"infrastructure": True}))
+                self.on_result(failed_result(task, PARSL_FAILURE_TYPE,
+                                             f"parsl refused the task: {e}",
+                                             details={"infrastructure": True}))
             return
         entry.future = future
         future.add_done_callback(partial(self._done, task.task_id))
@@ -233,11 +232,11 @@ class ParslEngine(Engine):
         kind = type(exc).__name__
         details = {"infrastructure": True, "parsl_error": kind}
         if kind in _LOST:
-            return _failed(task, WORKER_LOST_TYPE,
-                           f"worker lost: the Parsl worker or pilot job running this task died "
-                           f"({kind}: {exc})", details)
-        return _failed(task, PARSL_FAILURE_TYPE, f"the parsl engine could not run this task "
-                       f"({kind}: {exc})", details)
+            return failed_result(task, WORKER_LOST_TYPE,
+                                 f"worker lost: the Parsl worker or pilot job running this "
+                                 f"task died ({kind}: {exc})", details=details)
+        return failed_result(task, PARSL_FAILURE_TYPE, f"the parsl engine could not run this "
+                             f"task ({kind}: {exc})", details=details)
 
     def _gate_request(self, task_id: str, host: str) -> str:
         """A worker is about to start `task_id`: 'go' (and report running) or 'cancel'."""
