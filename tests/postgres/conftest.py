@@ -4,29 +4,15 @@ overridden to use a PostgreSQL database, so broker tests re-run here on PostgreS
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from fnrelay_broker.auth import create_user
 from fnrelay_broker.db import Database
+from support import broker_fixtures as _broker_fixtures
 from support.postgres_fixtures import pg_url, postgres  # noqa: F401
 
-
-def _load_broker_conftest():  # type: ignore[no-untyped-def]
-    """tests/broker/conftest.py as a module of its own (its folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "broker" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("fnrelay_tests_broker_fixtures", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = module  # type: ignore[union-attr]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-_broker_fixtures = _load_broker_conftest()
 Api = _broker_fixtures.Api
 BrokerProcess = _broker_fixtures.BrokerProcess
 amqp = _broker_fixtures.amqp
