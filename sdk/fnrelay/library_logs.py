@@ -5,6 +5,12 @@ globus-sdk each failed request at WARNING. The Executor's threads tell their use
 outage themselves, once, at WARNING, naming the service; from those threads the libraries'
 records are DEBUG instead: still there for whoever debugs the library, not a wall of red in a
 notebook. Other threads (the user's own calls) are untouched.
+
+A logger decides whether a record is wanted (`isEnabledFor(record's level)`) before its filters
+run, and its handlers (basicConfig's among them, at NOTSET) check only their own level. So a
+filter that merely relabels an ERROR as DEBUG lets it through wherever ERROR was enabled. The
+filter here makes the decision again, for DEBUG: the record goes on, as DEBUG, only when the
+logger it was made by is enabled for DEBUG, and is dropped otherwise.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ _reporting = threading.local()
 
 class _DemoteInReportingThreads(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.DEBUG and getattr(_reporting, "on", False):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        if record.levelno <= logging.DEBUG or not getattr(_reporting, "on", False):
+            return True
+        # The level check the logger made was for the record's own level; DEBUG's is this one.
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -45,15 +46,39 @@ def test_killed_endpoint_turns_offline_and_its_tasks_wait_for_it(stack):
         assert [f.result(timeout=120) for f in futures] == [i * i for i in range(20)]
 
 
-def library_noise(caplog) -> list[logging.LogRecord]:  # type: ignore[no-untyped-def]
-    """pika's and globus-sdk's records of the outage from the Executor's threads, at INFO or
-    above. They should be none: pika logs each failed attempt as seven ERRORs and a traceback,
-    globus-sdk each failed request at WARNING; the Executor's one WARNING says it all."""
-    return [r for r in caplog.records if r.name.split(".")[0] in ("pika", "globus_sdk")
-            and r.threadName.startswith("fnrelay-") and r.levelno >= logging.INFO]
+class _Printed(logging.Handler):
+    """Keeps what a handler at NOTSET on the root would print of pika's and globus-sdk's
+    records from the Executor's threads (named fnrelay-...)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (record.name.split(".")[0] in ("pika", "globus_sdk")
+                and record.threadName.startswith("fnrelay-")):
+            self.records.append(record)
 
 
-def test_all_tasks_finish_across_a_rabbitmq_restart(stack, caplog):
+@pytest.fixture
+def library_noise() -> Iterator[list[logging.LogRecord]]:
+    """What a program that said `logging.basicConfig(level=logging.WARNING)` prints of the
+    libraries' records of the outage from the Executor's threads: the root logger at WARNING,
+    its handler at NOTSET (as basicConfig makes it). It should be nothing, under any label:
+    pika logs each failed attempt as seven ERRORs and a traceback, globus-sdk each failed
+    request at WARNING; the Executor's one WARNING says it all."""
+    root, handler = logging.getLogger(), _Printed()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    root.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_all_tasks_finish_across_a_rabbitmq_restart(stack, caplog, library_noise):
     caplog.set_level(logging.INFO, logger="fnrelay.executor")
     ep = stack.endpoint("amqp-restart", max_workers=4)
     client = stack.client()
@@ -75,14 +100,14 @@ def test_all_tasks_finish_across_a_rabbitmq_restart(stack, caplog):
         # may get them first while the reconnect waits out its backoff) and said so
         assert any("result stream from RabbitMQ at" in r.getMessage() and "is back" in
                    r.getMessage() for r in caplog.records)
-    assert not library_noise(caplog)
+    assert not library_noise, [f"{r.levelname} {r.name}: {r.getMessage()}" for r in library_noise]
     reader = urlsplit(ex._group["amqp_url"])  # the group's reader account
     assert reader.hostname in lost[0].getMessage()
     assert not any(secret in r.getMessage() for r in lost
                    for secret in (reader.username, reader.password)), "never the credentials"
 
 
-def test_an_executor_says_once_that_it_cannot_reach_the_service(stack, caplog):
+def test_an_executor_says_once_that_it_cannot_reach_the_service(stack, caplog, library_noise):
     """RabbitMQ and the broker both gone (the service down, or the laptop offline): the
     futures wait, and the user is told why once, at WARNING, naming the broker."""
     caplog.set_level(logging.INFO, logger="fnrelay.executor")
@@ -107,7 +132,7 @@ def test_an_executor_says_once_that_it_cannot_reach_the_service(stack, caplog):
         assert slow.result(timeout=180) == 5
     failed = said("cannot poll the broker")
     assert [r.levelno for r in failed[:2]] == [logging.WARNING, logging.INFO]
-    assert not library_noise(caplog)
+    assert not library_noise, [f"{r.levelname} {r.name}: {r.getMessage()}" for r in library_noise]
     assert client.broker_url in failed[0].getMessage()
 
 
