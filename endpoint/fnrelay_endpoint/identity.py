@@ -2,8 +2,13 @@
 
 An exact `map` first, then `rules` (regular expressions matched against the whole username
 with re.fullmatch; the account may use the match's groups). Whatever the mapping says, root,
-accounts below the site's minimum uid and (for a manager not run as root) anyone but the
-manager's own account are refused.
+accounts below the site's minimum uid, the mapping's `denied_accounts` and (for a manager not
+run as root) anyone but the manager's own account are refused.
+
+`denied_accounts` defaults to `nobody`: the kernel's overflow id (65534), which NFS gives to
+squashed and unmappable owners and which several daemons share. Users mapped to it would share
+one identity with each other and with those, so nothing local would keep them apart; its uid is
+above any min_uid, so min_uid alone lets it through.
 """
 
 from __future__ import annotations
@@ -54,16 +59,25 @@ class Rule:
     account: str
 
 
+#: Refused unless identity_mapping.yaml says otherwise: account names, and uids whatever the
+#: account is called. 65534 is Linux's default overflow uid (`nobody`); 4294967294 is (uid_t)-2,
+#: `nfsnobody` on older 64-bit Red Hat systems.
+DEFAULT_DENIED_ACCOUNTS: tuple[str | int, ...] = ("nobody", "nfsnobody", 65534, 4294967294)
+
+
 @dataclass(frozen=True)
 class IdentityMapping:
     exact: dict[str, str]
     rules: tuple[Rule, ...]
+    #: Account names (str) and uids (int) refused whatever maps to them.
+    denied: tuple[str | int, ...] = DEFAULT_DENIED_ACCOUNTS
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "identity mapping") -> IdentityMapping:
         data = data or {}
-        if not isinstance(data, dict) or set(data) - {"map", "rules"}:
-            raise ConfigurationError(f"{source}: expected a mapping with keys 'map' and 'rules'")
+        if not isinstance(data, dict) or set(data) - {"map", "rules", "denied_accounts"}:
+            raise ConfigurationError(f"{source}: expected a mapping with keys 'map', 'rules' "
+                                     "and 'denied_accounts'")
         exact = data.get("map") or {}
         if not isinstance(exact, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in exact.items()):
@@ -77,7 +91,13 @@ class IdentityMapping:
                 rules.append(Rule(re.compile(rule["match"]), rule["account"]))
             except re.error as e:
                 raise ConfigurationError(f"{source}: rules[{i}].match: {e}") from None
-        return cls(exact=dict(exact), rules=tuple(rules))
+        denied = data.get("denied_accounts")
+        if denied is None:  # absent or left empty: the safe default; `[]` is how to deny none
+            denied = DEFAULT_DENIED_ACCOUNTS
+        if not isinstance(denied, (list, tuple)) or not all(map(_name_or_uid, denied)):
+            raise ConfigurationError(f"{source}: 'denied_accounts' must be a list of account "
+                                     "names and uids (e.g. [nobody, 65534]); [] denies none")
+        return cls(exact=dict(exact), rules=tuple(rules), denied=tuple(denied))
 
     @classmethod
     def load(cls, path: Path) -> IdentityMapping:
@@ -102,6 +122,13 @@ class IdentityMapping:
         return None
 
 
+def _name_or_uid(entry: Any) -> bool:
+    """An account name (non-empty text) or a uid (a YAML integer: `65534`, not `"65534"`)."""
+    if isinstance(entry, str):
+        return bool(entry)
+    return isinstance(entry, int) and not isinstance(entry, bool) and entry >= 0
+
+
 def resolve(mapping: IdentityMapping, username: str, min_uid: int,
             as_root: bool | None = None) -> LocalAccount:
     """The local account that runs `username`'s tasks, or IdentityError saying why not."""
@@ -116,6 +143,9 @@ def resolve(mapping: IdentityMapping, username: str, min_uid: int,
     if account.uid < min_uid:
         raise IdentityError(f"broker user {username!r} maps to {name!r} (uid {account.uid}), "
                             f"a system account (below min_uid {min_uid}): refused")
+    if account.name in mapping.denied or account.uid in mapping.denied:
+        raise IdentityError(f"broker user {username!r} maps to {name!r} (uid {account.uid}), "
+                            "an account this endpoint denies (denied_accounts): refused")
     if as_root is None:
         as_root = os.geteuid() == 0
     if not as_root and account.uid != os.getuid():

@@ -6,7 +6,9 @@ import os
 import pwd
 
 import pytest
+import yaml
 
+from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint import usertemplate
 from fnrelay_endpoint.identity import IdentityError, IdentityMapping, resolve
 
@@ -32,8 +34,45 @@ def test_unmapped_root_and_system_accounts_are_refused():
         resolve(m, "d", 1000)
 
 
+def test_nobody_is_refused_by_default_whatever_maps_to_it():
+    """nobody's uid (65534) is above any min_uid; it is refused as an account all its users
+    and the site's daemons would share."""
+    m = IdentityMapping.from_dict({"map": {"n": "nobody"},
+                                   "rules": [{"match": r"guest\d+", "account": "nobody"}]})
+    for user in ("n", "guest7"):
+        with pytest.raises(IdentityError, match="denied_accounts"):
+            resolve(m, user, 1000, as_root=True)
+
+
+def test_denied_accounts_are_configurable_by_name_and_uid():
+    nobody = pwd.getpwnam("nobody")
+    by_uid = IdentityMapping.from_dict({"map": {"n": "nobody"}, "denied_accounts": [65534]})
+    with pytest.raises(IdentityError, match="denied_accounts"):
+        resolve(by_uid, "n", 1000, as_root=True)
+    daemon = IdentityMapping.from_dict({"map": {"d": "daemon"}, "denied_accounts": ["daemon"]})
+    with pytest.raises(IdentityError, match="denied_accounts"):
+        resolve(daemon, "d", 1, as_root=True)  # min_uid 1 alone would let uid 1 through
+    allowed = IdentityMapping.from_dict({"map": {"n": "nobody", "r": "root"},
+                                         "denied_accounts": []})
+    assert resolve(allowed, "n", 1000, as_root=True).uid == nobody.pw_uid
+    with pytest.raises(IdentityError, match="root account"):  # root, whatever the list says
+        resolve(allowed, "r", 1000, as_root=True)
+    empty = IdentityMapping.from_dict({"map": {"n": "nobody"}, "denied_accounts": None})
+    with pytest.raises(IdentityError, match="denied_accounts"):  # left empty: the default
+        resolve(empty, "n", 1000, as_root=True)
+    for bad in ("nobody", ["nobody", True], [-1], [""], {"nobody": 1}):
+        with pytest.raises(ConfigurationError, match="denied_accounts"):
+            IdentityMapping.from_dict({"denied_accounts": bad})
+
+
+def test_the_packaged_identity_mapping_denies_nobody():
+    m = IdentityMapping.from_dict(yaml.safe_load(usertemplate.packaged(
+        usertemplate.IDENTITY_FILE)))
+    assert "nobody" in m.denied and 65534 in m.denied
+
+
 def test_a_manager_not_run_as_root_accepts_only_its_own_account():
-    m = IdentityMapping.from_dict({"map": {"me": ME, "other": "nobody"}})
+    m = IdentityMapping.from_dict({"map": {"me": ME, "other": "daemon"}})
     with pytest.raises(IdentityError, match="own account"):
         resolve(m, "other", 1, as_root=False)
     if os.getuid() != 0:
