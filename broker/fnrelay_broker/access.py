@@ -16,6 +16,7 @@ from fnrelay_broker.accounts import (
 )
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError
+from fnrelay_broker.queues import QueueNames
 from fnrelay_broker.reclaim import Reclaimer
 from fnrelay_broker.settings import BrokerSettings
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class AmqpAccess:
     """Hands out AMQP URLs; a failure of the management API answers 503 (clients retry)."""
 
-    def __init__(self, settings: BrokerSettings):
+    def __init__(self, settings: BrokerSettings, names: QueueNames):
         self.public_url = settings.public_amqp_url or settings.amqp_url
         #: The broker's own account: the only sender endpoints accept control messages from.
         self.broker_user = pika.URLParameters(settings.amqp_url).credentials.username
@@ -33,7 +34,7 @@ class AmqpAccess:
         if settings.amqp_management_url:
             assert settings.amqp_management_auth is not None
             self.accounts = Accounts(settings.amqp_management_url,
-                                     settings.amqp_management_auth, settings.amqp_url)
+                                     settings.amqp_management_auth, settings.amqp_url, names)
         else:
             log.warning("no --amqp-management-url: endpoints and task groups share the "
                         "broker's RabbitMQ account (no isolation between parties)")

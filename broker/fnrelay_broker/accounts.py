@@ -21,6 +21,7 @@ import pika
 import requests
 
 from fnrelay import protocol
+from fnrelay_broker.queues import QueueNames
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ class Credentials:
 class Accounts:
     """Creates, resets and deletes the per-party accounts in the broker's virtual host."""
 
-    def __init__(self, management_url: str, admin: tuple[str, str], amqp_url: str):
+    def __init__(self, management_url: str, admin: tuple[str, str], amqp_url: str,
+                 names: QueueNames):
+        self.names = names
         self.api = management_url.rstrip("/") + "/api"
         self.auth = admin
         self.vhost = pika.URLParameters(amqp_url).virtual_host
@@ -106,18 +109,19 @@ class Accounts:
         """(Re)create an endpoint's account with a new password.
 
         Reads its task queue (a manager: also its control queue); writes `fnrelay.results` with
-        routing key = its own id only; declares nothing (the broker declares its queues).
+        routing key = its own id only, and the groups exchange with "<its id>.<group>" only
+        (which reaches just the groups that granted it the direct path); declares nothing (the
+        broker declares its queues).
         """
-        queues = [protocol.endpoint_queue(endpoint_id)]
+        queues = [self.names.endpoint(endpoint_id)]
         if multi_user:
-            queues.append(protocol.control_queue(endpoint_id))
-        # fnrelay.groups (direct, so no topic permission): results of direct-path tasks go
-        # straight to their group; Executors accept them only with this account's user_id.
+            queues.append(self.names.control(endpoint_id))
         return self._put_user(
             endpoint_user(endpoint_id), read=_only(*queues),
             write=_only(protocol.RESULTS_EXCHANGE, protocol.DEADLETTER_EXCHANGE,
                         protocol.GROUPS_EXCHANGE),
-            topic_write={protocol.RESULTS_EXCHANGE: _only(endpoint_id)},
+            topic_write={protocol.RESULTS_EXCHANGE: _only(endpoint_id),
+                         protocol.GROUPS_EXCHANGE: "^" + re.escape(endpoint_id) + r"\.[^.]+$"},
         )
 
     def group_reader(self, task_group_id: str, submit_to: str | None = None) -> Credentials:
@@ -127,10 +131,10 @@ class Accounts:
         else."""
         if submit_to is None:
             return self._put_user(group_user(task_group_id),
-                                  read=_only(protocol.group_queue(task_group_id)), write="^$",
+                                  read=_only(self.names.group(task_group_id)), write="^$",
                                   topic_write={})
         return self._put_user(group_user(task_group_id),
-                              read=_only(protocol.group_queue(task_group_id)),
+                              read=_only(self.names.group(task_group_id)),
                               write=_only(protocol.SUBMIT_EXCHANGE),
                               topic_write={protocol.SUBMIT_EXCHANGE: _only(
                                   submit_to, submit_to + protocol.RECORDS_SUFFIX)})

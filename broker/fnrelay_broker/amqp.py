@@ -11,9 +11,11 @@ import random
 import threading
 
 import pika
+import pika.exceptions
 
 from fnrelay import protocol
 from fnrelay.amqp import connection_parameters
+from fnrelay_broker.queues import QueueNames, legacy_endpoint_queue
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ def parameters(url: str) -> pika.URLParameters:
 def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
     channel.exchange_declare(protocol.TASKS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
-    channel.exchange_declare(protocol.GROUPS_EXCHANGE, "direct", durable=True)
+    channel.exchange_declare(protocol.GROUPS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(protocol.SUBMIT_EXCHANGE, "topic", durable=True)
     # Direct-path tasks (routing key: one word, the endpoint id) reach the endpoints' queues
     # through the tasks exchange; their records ("<id>.records") do not. Brokers before
@@ -42,37 +44,65 @@ def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
     channel.queue_bind(protocol.DEADLETTER_QUEUE, protocol.DEADLETTER_EXCHANGE)
 
 
-def declare_endpoint_queue(channel, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
-    queue = protocol.endpoint_queue(endpoint_id)
+def declare_endpoint_queue(channel, names: QueueNames, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
+    queue = names.endpoint(endpoint_id)
     channel.queue_declare(queue, durable=True)
     channel.queue_bind(queue, protocol.TASKS_EXCHANGE, routing_key=endpoint_id)
     return queue
 
 
-def declare_control_queue(channel, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
+def declare_control_queue(channel, names: QueueNames, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
     """A multi-user manager's control queue (start-child messages)."""
-    queue = protocol.control_queue(endpoint_id)
+    queue = names.control(endpoint_id)
     channel.queue_declare(queue, durable=True)
     channel.queue_bind(queue, protocol.TASKS_EXCHANGE,
                        routing_key=protocol.control_routing_key(endpoint_id))
     return queue
 
 
-def declare_group_queue(channel, task_group_id: str, expires_s: float) -> str:  # type: ignore[no-untyped-def]
-    queue = protocol.group_queue(task_group_id)
+def declare_group_queue(channel, names: QueueNames, task_group_id: str,  # type: ignore[no-untyped-def]
+                        expires_s: float, direct_endpoint: str | None = None) -> str:
+    """A group's result queue, bound for the broker's results and, with `direct_endpoint`,
+    for that endpoint's (the direct path's grant)."""
+    queue = names.group(task_group_id)
     channel.queue_declare(
         queue, durable=True, arguments={"x-expires": int(expires_s * 1000)}
     )
-    channel.queue_bind(queue, protocol.GROUPS_EXCHANGE, routing_key=task_group_id)
+    channel.queue_bind(queue, protocol.GROUPS_EXCHANGE,
+                       routing_key=protocol.group_routing_key(task_group_id))
+    if direct_endpoint is not None:
+        channel.queue_bind(queue, protocol.GROUPS_EXCHANGE, routing_key=protocol.
+                           group_routing_key(task_group_id, direct_endpoint))
     return queue
+
+
+def move_legacy_queue(channel, legacy: str, queue: str) -> int:  # type: ignore[no-untyped-def]
+    """Move the messages of a queue with an old, guessable name into `queue`, then delete it;
+    returns how many (0 when there is no such queue). The channel must confirm publishes:
+    each message is acked from the old queue only after the new one took it."""
+    try:
+        channel.queue_declare(legacy, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return -1  # no such queue (and this channel is closed)
+    moved = 0
+    while True:
+        method, props, body = channel.basic_get(legacy)
+        if method is None:
+            break
+        channel.basic_publish("", queue, body, props)
+        channel.basic_ack(method.delivery_tag)
+        moved += 1
+    channel.queue_delete(legacy, if_empty=True)
+    return moved
 
 
 class Declarer:
     """Declares queues for request handlers, one short-lived connection per call."""
 
-    def __init__(self, url: str, group_expires_s: float):
+    def __init__(self, url: str, group_expires_s: float, names: QueueNames):
         self.url = url
         self.group_expires_s = group_expires_s
+        self.names = names
         self._lock = threading.Lock()  # bounds connection churn under bursts
 
     def _run(self, fn) -> bool:  # type: ignore[no-untyped-def]
@@ -97,21 +127,37 @@ class Declarer:
                     pass
 
     def endpoint_queue(self, endpoint_id: str) -> bool:
-        return self._run(lambda ch: declare_endpoint_queue(ch, endpoint_id))
+        """Declare an endpoint's queue, moving in what its queue under the old name held."""
+        def declare(ch) -> None:  # type: ignore[no-untyped-def]
+            queue = declare_endpoint_queue(ch, self.names, endpoint_id)
+            legacy_ch = ch.connection.channel()
+            legacy_ch.confirm_delivery()
+            moved = move_legacy_queue(legacy_ch, legacy_endpoint_queue(endpoint_id), queue)
+            if moved > 0:
+                log.info("moved %d message(s) of endpoint %s into its new queue", moved,
+                         endpoint_id)
+        return self._run(declare)
 
     def control_queue(self, endpoint_id: str) -> bool:
         """A multi-user manager's control queue (its account may not declare it)."""
-        return self._run(lambda ch: declare_control_queue(ch, endpoint_id))
+        return self._run(lambda ch: declare_control_queue(ch, self.names, endpoint_id))
 
-    def group_queue(self, task_group_id: str) -> bool:
-        return self._run(lambda ch: declare_group_queue(ch, task_group_id, self.group_expires_s))
+    def group_queue(self, task_group_id: str, direct_endpoint: str | None = None) -> bool:
+        return self._run(lambda ch: declare_group_queue(
+            ch, self.names, task_group_id, self.group_expires_s, direct_endpoint))
+
+    def revoke_group_grant(self, task_group_id: str, endpoint_id: str) -> bool:
+        """Unbind a group's queue from an endpoint's results (its grant is gone)."""
+        return self._run(lambda ch: ch.queue_unbind(
+            self.names.group(task_group_id), protocol.GROUPS_EXCHANGE,
+            routing_key=protocol.group_routing_key(task_group_id, endpoint_id)))
 
     def delete_endpoint_queue(self, endpoint_id: str) -> bool:
         """Delete an endpoint's task queue and, had it one (a multi-user manager), its control
         queue (deleting a queue that does not exist is a no-op in RabbitMQ)."""
         def delete(ch) -> None:  # type: ignore[no-untyped-def]
-            ch.queue_delete(protocol.endpoint_queue(endpoint_id))
-            ch.queue_delete(protocol.control_queue(endpoint_id))
+            ch.queue_delete(self.names.endpoint(endpoint_id))
+            ch.queue_delete(self.names.control(endpoint_id))
         return self._run(delete)
 
 

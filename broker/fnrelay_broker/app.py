@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
 
 from fnrelay import protocol
-from fnrelay_broker import auth, blob_api, children, registry, tasks
+from fnrelay_broker import auth, blob_api, children, queues, registry, tasks
 from fnrelay_broker.access import AmqpAccess
 from fnrelay_broker.accounts import endpoint_user
 from fnrelay_broker.amqp import Declarer
@@ -112,9 +112,10 @@ class Broker:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.db.create_tables()
-        self.declarer = Declarer(settings.amqp_url, settings.group_queue_expires)
-        self.access = AmqpAccess(settings)
-        self.publisher = OutboxPublisher(self.db, settings.amqp_url)
+        self.names = queues.load(self.db)
+        self.declarer = Declarer(settings.amqp_url, settings.group_queue_expires, self.names)
+        self.access = AmqpAccess(settings, self.names)
+        self.publisher = OutboxPublisher(self.db, settings.amqp_url, self.names)
         self.consumer = ResultConsumer(self.db, settings.amqp_url,
                                        verify_senders=self.access.isolated)
         self.blobs = BlobStore.open(self.db, settings.blob_store, settings.blob_limit)
@@ -196,24 +197,36 @@ def _routes(app: FastAPI, broker: Broker) -> None:
     def get_function(function_id: Text, user: User) -> dict:
         return registry.get_function(db, user, function_id)
 
-    @app.put("/v1/endpoints/{endpoint_id}")
-    def register_endpoint(endpoint_id: uuid.UUID, body: EndpointIn, user: AnyToken) -> dict:
-        eid = str(endpoint_id)
-        endpoint_scope(user, eid)
-        registry.register_endpoint(db, user, eid, body.name, body.metadata)
-        multi_user = bool(body.metadata.get("multi_user"))
+    def _registration(eid: str, name: str, multi_user: bool) -> dict:
+        """What an endpoint needs to run: its queue names and its AMQP account."""
         _declare_endpoint_queues(eid, multi_user)
-        return {
+        answer = {
             "endpoint_id": eid,
-            "name": body.name,
+            "name": name,
             "amqp_url": broker.access.endpoint_url(eid, multi_user),
-            "task_queue": protocol.endpoint_queue(eid),
+            "task_queue": broker.names.endpoint(eid),
             "tasks_exchange": protocol.TASKS_EXCHANGE,
             "results_exchange": protocol.RESULTS_EXCHANGE,
             "heartbeat_period": s.heartbeat_period,
             "broker_user": broker.access.broker_user,
             "result_blobs": blobs_offer,
         }
+        if multi_user:
+            answer["control_queue"] = broker.names.control(eid)
+        return answer
+
+    @app.post("/v1/endpoints")
+    def create_endpoint(body: EndpointIn, user: User) -> dict:
+        """A new endpoint, with an id the broker picks; PUT updates it from then on."""
+        eid = registry.create_endpoint(db, user, body.name, body.metadata)
+        return _registration(eid, body.name, bool(body.metadata.get("multi_user")))
+
+    @app.put("/v1/endpoints/{endpoint_id}")
+    def register_endpoint(endpoint_id: uuid.UUID, body: EndpointIn, user: AnyToken) -> dict:
+        eid = str(endpoint_id)
+        endpoint_scope(user, eid)
+        metadata = registry.update_endpoint(db, user, eid, body.name, body.metadata)
+        return _registration(eid, body.name, bool(metadata.get("multi_user")))
 
     def _declare_endpoint_queues(eid: str, multi_user: bool = False) -> None:
         """Endpoints with their own accounts cannot declare: then a failure here is a 503."""
@@ -235,7 +248,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         return {
             "endpoint_id": cid,
             "amqp_url": broker.access.endpoint_url(cid),
-            "task_queue": protocol.endpoint_queue(cid),
+            "task_queue": broker.names.endpoint(cid),
             "broker_user": broker.access.broker_user,
         }
 
@@ -250,22 +263,26 @@ def _routes(app: FastAPI, broker: Broker) -> None:
 
     @app.delete("/v1/endpoints/{endpoint_id}")
     def delete_endpoint(endpoint_id: Text, user: User) -> dict:
-        for eid in registry.delete_endpoint(db, user, endpoint_id):  # with a manager's children
+        removed, grants = registry.delete_endpoint(db, user, endpoint_id)
+        for eid in removed:  # with a manager's children
             broker.declarer.delete_endpoint_queue(eid)
             broker.access.forget_endpoint(eid)
+        for gid, eid in grants:  # groups granted the direct path to one of them
+            broker.declarer.revoke_group_grant(gid, eid)
+            broker.access.forget_group(gid)  # closes its connections; it re-attaches ungranted
         broker.publisher.wake()
         return {"endpoint_id": endpoint_id, "deleted": True}
 
     @app.post("/v1/task_groups")
     def create_task_group(user: User, body: TaskGroupIn | None = None) -> dict:
         wanted = str(body.task_group_id) if body and body.task_group_id else None
-        gid = registry.create_task_group(db, user, wanted)
-        if not broker.declarer.group_queue(gid):
-            log.warning("task group %s created but its queue is not declared", gid)
         eid = str(body.endpoint_id) if body and body.endpoint_id else None
         direct = eid if eid and broker.direct_allowed(user, eid) else None
+        gid = registry.create_task_group(db, user, wanted, direct)
+        if not broker.declarer.group_queue(gid, direct):
+            log.warning("task group %s created but its queue is not declared", gid)
         answer = {"task_group_id": gid, "amqp_url": broker.access.group_url(gid, direct),
-                  "queue": protocol.group_queue(gid), "submit": None}
+                  "queue": broker.names.group(gid), "submit": None}
         if broker.access.isolated:  # who may put results in the queue (RabbitMQ-validated)
             answer["result_senders"] = [broker.access.broker_user]
         if direct:  # the Executor holds its tasks to the payload limit as REST would

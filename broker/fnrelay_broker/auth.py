@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fnrelay.protocol import now
 from fnrelay_broker.db import Database
-from fnrelay_broker.models import Token, User
+from fnrelay_broker.models import Endpoint, Token, User
 
 
 class UserExistsError(Exception):
@@ -59,13 +59,19 @@ def create_user(db: Database, username: str) -> tuple[str, str]:
 
 def create_token(db: Database, username: str, endpoint_id: str | None = None) -> str:
     """A further token for an existing user; with `endpoint_id`, an endpoint token that may
-    only register that endpoint (it cannot submit or read tasks)."""
+    only register that endpoint, one of the user's (it cannot submit or read tasks, nor
+    change the endpoint's policy)."""
     token = new_token()
     kind = "endpoint" if endpoint_id else "user"
     with db.write() as s:
         user_id = s.scalar(select(User.id).where(User.username == username))
         if not user_id:
             raise LookupError(f"no user {username!r}")
+        if endpoint_id is not None:
+            ep = s.get(Endpoint, endpoint_id)
+            if ep is None or ep.owner != user_id:
+                raise LookupError(f"user {username!r} has no endpoint {endpoint_id} (register "
+                                  "it first: `fnrelay-endpoint start` with a user token)")
         s.add(Token(hash=hash_token(token), user_id=user_id, kind=kind,
                     endpoint_id=endpoint_id, created=now()))
     return token

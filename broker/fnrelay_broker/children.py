@@ -1,7 +1,7 @@
 """Multi-user endpoints at the broker: routing tasks to per-(user, config) child endpoints.
 
 A manager registers with metadata ``{"multi_user": true}``. Any user may submit to it: each
-task goes to the child ``child_endpoint_id(manager, user, config)``, a record the broker creates
+task goes to the user's child for that config, a record the broker creates (with a random id)
 and gives to the submitting user (so only they see its tasks), and a ``start-child`` control
 message for the manager is committed in the same transaction (an outbox row). The manager
 answers ``child-failed`` when it cannot run a child; the child's unfinished tasks then fail with
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -22,7 +23,6 @@ from fnrelay.protocol import (
     StartChild,
     TaskState,
     canonical_config,
-    child_endpoint_id,
     now,
 )
 from fnrelay_broker.auth import CurrentUser
@@ -54,15 +54,26 @@ def parent_of(ep: Endpoint | None) -> str | None:
 
 def _ensure_child(s, manager: Endpoint, user: CurrentUser, config: dict[str, Any],  # type: ignore[no-untyped-def]
                   t: float) -> str:
-    child_id = child_endpoint_id(manager.id, user.id, config)
-    if s.get(Endpoint, child_id) is None:
-        digest = hashlib.sha256(child_id.encode()).hexdigest()[:8]
-        s.add(Endpoint(
-            id=child_id, owner=user.id, name=f"{manager.name}/{user.username}/{digest}",
-            metadata_={"parent": manager.id, "user_endpoint_config": config},
-            state="registered", created=t,
-        ))
-        s.flush()
+    """The user's child of `manager` for `config`, created with a random id when missing.
+
+    Found by owner, parent and config, never by an id derived from them: a derived id is one
+    another user can compute, and a record of theirs under it would receive this user's
+    tasks.
+    """
+    key = canonical_config(config)
+    for ep in s.scalars(select(Endpoint).where(
+            Endpoint.owner == user.id,
+            Endpoint.metadata_["parent"].as_string() == manager.id)):
+        if canonical_config((ep.metadata_ or {}).get("user_endpoint_config")) == key:
+            return str(ep.id)
+    child_id = str(uuid.uuid4())
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    s.add(Endpoint(
+        id=child_id, owner=user.id, name=f"{manager.name}/{user.username}/{digest}",
+        metadata_={"parent": manager.id, "user_endpoint_config": config},
+        state="registered", created=t,
+    ))
+    s.flush()
     return child_id
 
 

@@ -76,6 +76,26 @@ class TaskGroup(Base):
     #: When an Executor last asked for the group (POST /v1/task_groups): its reader account
     #: is in use from then on, before any of its tasks is recorded (see reclaim).
     handed_out: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The endpoint this group's account may publish tasks to (the direct path's grant),
+    #: so that deleting the endpoint revokes the grant.
+    direct_endpoint: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+
+
+class DeletedEndpoint(Base):
+    """An endpoint id that was deleted: its owner is told so (others see it as unknown)."""
+
+    __tablename__ = "deleted_endpoints"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(36))
+    deleted: Mapped[float] = mapped_column(Float)
+
+
+class BrokerSecret(Base):
+    """Secrets the broker replicas share (e.g. the key of the queue names)."""
+
+    __tablename__ = "broker_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
 
 
 class Task(Base):

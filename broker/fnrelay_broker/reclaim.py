@@ -101,9 +101,10 @@ class Reclaimer:
         endpoints = [n[len(ENDPOINT_PREFIX):] for n in names if n.startswith(ENDPOINT_PREFIX)]
         deleted = 0
         for gid in idle_groups(self.db, groups, cutoff):
-            deleted += self._reclaim(GROUP_PREFIX + gid, protocol.group_queue(gid), True)
+            deleted += self._reclaim(GROUP_PREFIX + gid, self.accounts.names.group(gid), True)
         for eid in idle_children(self.db, endpoints, cutoff):
-            deleted += self._reclaim(ENDPOINT_PREFIX + eid, protocol.endpoint_queue(eid), False)
+            deleted += self._reclaim(ENDPOINT_PREFIX + eid, self.accounts.names.endpoint(eid),
+                                    False)
         return deleted
 
     def _reclaim(self, username: str, queue: str, delete_queue: bool) -> bool:

@@ -15,7 +15,15 @@ from fnrelay_broker import sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found
-from fnrelay_broker.models import Endpoint, Function, Outbox, Task, TaskGroup, TaskHistory
+from fnrelay_broker.models import (
+    DeletedEndpoint,
+    Endpoint,
+    Function,
+    Outbox,
+    Task,
+    TaskGroup,
+    TaskHistory,
+)
 
 #: Namespace of function ids: uuid5(FUNCTION_NAMESPACE, f"{user_id}:{sha256(body)}").
 FUNCTION_NAMESPACE = uuid.UUID("f43e4ae4-f150-48d4-80d4-754d8775a44b")
@@ -69,24 +77,48 @@ def get_function(db: Database, user: CurrentUser, function_id: str) -> dict[str,
         }
 
 
-def register_endpoint(
-    db: Database, user: CurrentUser, endpoint_id: str, name: str, metadata: dict[str, Any]
-) -> None:
-    """Create or update an endpoint; 403 if someone else owns this id."""
+#: Metadata keys that are the owner's policy, not the endpoint process's description: an
+#: endpoint token (what a site's endpoint runs with) may not change them.
+POLICY_KEYS = (sharing.KEY, "multi_user")
+
+
+def create_endpoint(db: Database, user: CurrentUser, name: str,
+                    metadata: dict[str, Any]) -> str:
+    """A new endpoint of `user` with an id the broker picks (uuid4).
+
+    Ids are never chosen by clients: an id someone else can compute or has seen (a
+    multi-user child, a deleted endpoint, a shared one) can then never be claimed by them.
+    """
+    sharing.validate(metadata)
+    endpoint_id = str(uuid.uuid4())
+    with db.write() as s:
+        s.add(Endpoint(id=endpoint_id, owner=user.id, name=name, metadata_=metadata,
+                       state="registered", created=now()))
+    return endpoint_id
+
+
+def update_endpoint(db: Database, user: CurrentUser, endpoint_id: str, name: str,
+                    metadata: dict[str, Any]) -> dict[str, Any]:
+    """Update the user's endpoint; returns its metadata now. 404 alike for an unknown id and
+    another user's (the answer tells nothing about ids that are not yours); a child of a
+    multi-user endpoint is the broker's record, not a PUT's. Policy keys the body leaves out
+    keep their values (an endpoint restarting does not unshare it); an endpoint token may not
+    change them (403)."""
     sharing.validate(metadata)
     with db.write() as s:
         ep = s.get(Endpoint, endpoint_id)
-        if ep is None:
-            s.add(
-                Endpoint(
-                    id=endpoint_id, owner=user.id, name=name, metadata_=metadata,
-                    state="registered", created=now(),
-                )
-            )
-        elif ep.owner != user.id:
-            raise ApiError(403, f"endpoint {endpoint_id} belongs to another user")
-        else:
-            ep.name, ep.metadata_ = name, metadata
+        if ep is None or ep.owner != user.id or (ep.metadata_ or {}).get("parent"):
+            raise not_found("endpoint", endpoint_id)
+        stored = ep.metadata_ or {}
+        if user.is_endpoint_token:
+            changed = [k for k in POLICY_KEYS if k in metadata and metadata[k] != stored.get(k)]
+            if changed:
+                raise ApiError(403, f"an endpoint token may not change {', '.join(changed)} "
+                                    f"of endpoint {endpoint_id}: that is its owner's policy "
+                                    "(change it with a user token)")
+        merged = {**{k: stored[k] for k in POLICY_KEYS if k in stored}, **metadata}
+        ep.name, ep.metadata_ = name, merged
+        return dict(merged)
 
 
 def endpoint_status(ep: Endpoint, threshold: float) -> str:
@@ -124,10 +156,21 @@ def get_endpoint_status(
         }
 
 
-def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> list[str]:
+def missing_endpoint(s, user: CurrentUser, endpoint_id: str) -> ApiError:  # type: ignore[no-untyped-def]
+    """The 404 for an endpoint that is not the user's: it says "deleted" to its former owner
+    only (to anyone else a deleted id is as unknown as one never used)."""
+    gone = s.get(DeletedEndpoint, endpoint_id)
+    if gone is not None and gone.owner == user.id:
+        return ApiError(404, f"endpoint {endpoint_id} was deleted")
+    return not_found("endpoint", endpoint_id)
+
+
+def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str
+                    ) -> tuple[list[str], list[tuple[str, str]]]:
     """Remove the endpoint and, for a multi-user manager, its child endpoints (they cannot
     run without it); their unfinished tasks fail (and are forwarded). Returns the ids removed
-    (their queues and RabbitMQ accounts go next)."""
+    (their queues and RabbitMQ accounts go next) and the (group, endpoint) grants of the
+    direct path that named them (to be revoked)."""
     t = now()
     with db.write() as s:
         ep = s.get(Endpoint, endpoint_id)
@@ -135,7 +178,15 @@ def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> list[s
             raise not_found("endpoint", endpoint_id)
         removed = [endpoint_id, *s.scalars(
             select(Endpoint.id).where(Endpoint.metadata_["parent"].as_string() == endpoint_id))]
+        owners = dict(s.execute(select(Endpoint.id, Endpoint.owner)
+                                .where(Endpoint.id.in_(removed))).tuples().all())
         s.execute(delete(Endpoint).where(Endpoint.id.in_(removed)))
+        s.add_all([DeletedEndpoint(id=i, owner=owners[i], deleted=t) for i in removed])
+        grants = [(str(g), str(e)) for g, e in s.execute(
+            select(TaskGroup.id, TaskGroup.direct_endpoint)
+            .where(TaskGroup.direct_endpoint.in_(removed)))]
+        s.execute(update(TaskGroup).where(TaskGroup.direct_endpoint.in_(removed))
+                  .values(direct_endpoint=None))
         ids = list(
             s.scalars(
                 select(Task.id).where(
@@ -168,7 +219,7 @@ def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> list[s
                 Outbox.__table__.insert(),
                 [{"kind": "result", "endpoint_id": endpoint_id, "task_id": i} for i in ids],
             )
-    return removed
+    return removed, grants
 
 
 def ensure_task_group(s, user: CurrentUser, task_group_id: str | None) -> str:  # type: ignore[no-untyped-def]
@@ -186,11 +237,14 @@ def ensure_task_group(s, user: CurrentUser, task_group_id: str | None) -> str:  
     return task_group_id
 
 
-def create_task_group(db: Database, user: CurrentUser, task_group_id: str | None) -> str:
-    """The group an Executor asked for (made when missing), marked handed out now."""
+def create_task_group(db: Database, user: CurrentUser, task_group_id: str | None,
+                      direct_endpoint: str | None = None) -> str:
+    """The group an Executor asked for (made when missing), marked handed out now, with the
+    endpoint it is granted the direct path to (None: none)."""
     with db.write() as s:
         group_id = ensure_task_group(s, user, task_group_id)
-        s.execute(update(TaskGroup).where(TaskGroup.id == group_id).values(handed_out=now()))
+        s.execute(update(TaskGroup).where(TaskGroup.id == group_id)
+                  .values(handed_out=now(), direct_endpoint=direct_endpoint))
         return group_id
 
 

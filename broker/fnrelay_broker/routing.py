@@ -26,6 +26,7 @@ from fnrelay_broker.amqp import (
     parameters,
 )
 from fnrelay_broker.db import Database
+from fnrelay_broker.queues import QueueNames
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,9 @@ class OutboxPublisher(_Worker):
     RabbitMQ is down (or lost in a failed publish) go out on the next connection.
     """
 
-    def __init__(self, db: Database, amqp_url: str):
+    def __init__(self, db: Database, amqp_url: str, names: QueueNames):
         super().__init__("fnrelay-outbox-publisher", db, amqp_url)
+        self.names = names
         self.wake_event = threading.Event()
         self.handoffs: deque[tasks.Handoff] = deque()
 
@@ -181,7 +183,7 @@ class OutboxPublisher(_Worker):
             self._publish_tasks(ch, declared, endpoint_id, oids,
                                 tasks.task_messages(self.db, tids))
         elif kind == "cancel":
-            _declare_endpoint_queue(ch, declared, endpoint_id)
+            _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
             body = protocol.encode({"v": protocol.PROTOCOL_VERSION, "task_ids": tids})
             ch.basic_publish(
                 protocol.TASKS_EXCHANGE, endpoint_id, body, _props(protocol.MSG_CANCEL)
@@ -193,7 +195,7 @@ class OutboxPublisher(_Worker):
         elif kind == children.OUTBOX_START_CHILD:
             for manager_id, msg in children.start_messages(self.db, [endpoint_id]):
                 if f"control:{manager_id}" not in declared:
-                    declare_control_queue(ch, manager_id)
+                    declare_control_queue(ch, self.names, manager_id)
                     declared.add(f"control:{manager_id}")
                 ch.basic_publish(
                     protocol.TASKS_EXCHANGE, protocol.control_routing_key(manager_id),
@@ -208,7 +210,7 @@ class OutboxPublisher(_Worker):
     def _publish_tasks(self, ch, declared, endpoint_id: str, oids: list[int],  # type: ignore[no-untyped-def]
                        msgs: list[protocol.TaskMessage]) -> None:
         """One message of tasks to an endpoint; its outbox rows go once RabbitMQ confirmed."""
-        _declare_endpoint_queue(ch, declared, endpoint_id)
+        _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
         published = protocol.now()
         if msgs:
             ch.basic_publish(
@@ -218,10 +220,11 @@ class OutboxPublisher(_Worker):
         tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
 
 
-def _declare_endpoint_queue(ch, declared: set[str], endpoint_id: str) -> None:  # type: ignore[no-untyped-def]
+def _declare_endpoint_queue(ch, names: QueueNames, declared: set[str],  # type: ignore[no-untyped-def]
+                            endpoint_id: str) -> None:
     """Declare an endpoint's queue once per publisher connection (`declared` remembers)."""
     if endpoint_id not in declared:
-        declare_endpoint_queue(ch, endpoint_id)
+        declare_endpoint_queue(ch, names, endpoint_id)
         declared.add(endpoint_id)
 
 
@@ -236,7 +239,7 @@ def forward_results(ch, results: list[protocol.ResultMessage],  # type: ignore[n
     for group_id, items in groups.items():
         for i in range(0, len(items), TASKS_PER_MESSAGE):
             ch.basic_publish(
-                protocol.GROUPS_EXCHANGE, group_id,
+                protocol.GROUPS_EXCHANGE, protocol.group_routing_key(group_id),
                 protocol.encode_results(items[i : i + TASKS_PER_MESSAGE]),
                 _props(protocol.MSG_RESULTS, user_id),
             )

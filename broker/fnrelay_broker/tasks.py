@@ -42,7 +42,7 @@ from fnrelay_broker.models import (
     Task,
     TaskHistory,
 )
-from fnrelay_broker.registry import ensure_task_group
+from fnrelay_broker.registry import ensure_task_group, missing_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def submit(
             shared = (ep is not None and ep.owner != user.id and not multi_user
                       and sharing.is_shared(ep))
             if ep is None or (ep.owner != user.id and not multi_user and not shared):
-                raise not_found("endpoint", endpoint_id)
+                raise missing_endpoint(s, user, endpoint_id)
             wanted = {t["function_id"] for t in tasks}
             bodies: dict[str, str] = {
                 fid: body for fid, body in s.execute(

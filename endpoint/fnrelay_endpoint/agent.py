@@ -214,6 +214,11 @@ class Agent:
                 if r.status_code in (401, 403):
                     raise AuthenticationError(f"the broker refused the token: {message}",
                                               r.status_code)
+                if r.status_code == 404:
+                    raise BrokerError(
+                        f"registration failed: {message} (if it was deleted, remove "
+                        "endpoint.json from the endpoint's directory to register it as a new "
+                        "endpoint)", 404)
                 if r.status_code < 500:
                     raise BrokerError(f"registration failed: {message}", r.status_code)
                 error = f"the broker answered {r.status_code}: {message}"
@@ -243,9 +248,8 @@ class Agent:
                 self.journal.defer_checkpoints()  # the Acker's syncs run them
                 self._acker = Acker(self.journal.sync, conn.add_callback_threadsafe)
                 self._acker.start()
-            self._groups = GroupSender(reg["amqp_url"])
-            sub = self._consumer_channel(conn, reg.get("task_queue")
-                                         or protocol.endpoint_queue(self.endpoint_id))
+            self._groups = GroupSender(reg["amqp_url"], self.endpoint_id)
+            sub = self._consumer_channel(conn, reg["task_queue"])
             with self._wake_lock:
                 self._conn, self._wake_pending, self._hold_pending = conn, False, False
             self._publish_results(self.journal.unpublished())
@@ -550,7 +554,7 @@ class Agent:
         sent: set[str] = set()
         for group_id, items in by_group.items():
             for chunk in _chunks(items):
-                if publish_to_group(self._pub, self._user_id, group_id, chunk):
+                if publish_to_group(self._pub, self._user_id, self.endpoint_id, group_id, chunk):
                     sent.update(r.task_id for r in chunk)
         return sent
 

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fnrelay import protocol
 from fnrelay.errors import FnRelayError
 from fnrelay.protocol import ResultMessage, TaskMessage
 from fnrelay_endpoint import usertemplate
@@ -77,15 +76,16 @@ class ChildAgent(Agent):
     its AMQP URL came on stdin."""
 
     def __init__(self, name: str, endpoint_id: str, config: EndpointConfig, journal: Any,
-                 amqp_url: str, heartbeat_period: float):
+                 amqp_url: str, task_queue: str, heartbeat_period: float):
         super().__init__(name, endpoint_id, config, journal, token="")
+        self._task_queue = task_queue
         self.activity = _Activity()
         self.engine = _Counting(self.engine, self.activity)
         self._amqp_url, self._hb = amqp_url, heartbeat_period
 
     def register(self, attempts: int | None = None) -> dict[str, Any]:
         return {"endpoint_id": self.endpoint_id, "amqp_url": self._amqp_url,
-                "task_queue": protocol.endpoint_queue(self.endpoint_id),
+                "task_queue": self._task_queue,
                 "heartbeat_period": self._hb}
 
     def _result_ready(self, result: ResultMessage) -> None:
@@ -168,7 +168,7 @@ def main() -> int:
     paths.pid.write_text(f"{os.getpid()}\n")
     journal = Journal(paths.journal)
     agent = ChildAgent(boot["name"], boot["child_id"], config, journal, boot["amqp_url"],
-                       float(boot.get("heartbeat_period") or 10.0))
+                       boot["task_queue"], float(boot.get("heartbeat_period") or 10.0))
     idle_timeout = float(boot.get("idle_timeout") or 600)
     went_idle = threading.Event()
 

@@ -47,16 +47,20 @@ def configure(name: str, broker_url: str | None, max_workers: int | None, force:
     """Create endpoint NAME's directory and a commented config.yaml."""
     if multi_user:
         paths, endpoint_id = cfg.configure_multi_user(name, broker_url, force)
-        click.echo(f"configured multi-user endpoint {name} ({endpoint_id})")
+        click.echo(f"configured multi-user endpoint {name} ({_id_note(endpoint_id)})")
         click.echo(f"config: {paths.config}")
         click.echo(f"edit also: {paths.dir}/user_config_template.yaml.j2, "
                    "user_config_schema.json, identity_mapping.yaml")
         click.echo(f"start it with: fnrelay-endpoint start {name}")
         return
     paths, endpoint_id = cfg.configure(name, broker_url, max_workers, force)
-    click.echo(f"configured endpoint {name} ({endpoint_id})")
+    click.echo(f"configured endpoint {name} ({_id_note(endpoint_id)})")
     click.echo(f"config: {paths.config}")
     click.echo(f"start it with: fnrelay-endpoint start {name}")
+
+
+def _id_note(endpoint_id: str | None) -> str:
+    return endpoint_id or "no id yet: the broker gives it one at the first start"
 
 
 @main.command()

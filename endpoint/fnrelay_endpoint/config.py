@@ -60,7 +60,7 @@ class EndpointPaths:
     ready = property(lambda self: self.dir / "endpoint.ready")
 
     def exists(self) -> bool:
-        return self.config.exists() and self.identity.exists()
+        return self.config.exists()
 
     def require(self) -> EndpointPaths:
         """Self, or a clear error naming the unknown endpoint."""
@@ -72,6 +72,10 @@ class EndpointPaths:
         return self
 
     def endpoint_id(self) -> str:
+        if not self.identity.exists():
+            raise ConfigurationError(
+                f"endpoint {self.name!r} has no id yet: the broker gives it one when it is "
+                f"first started (`fnrelay-endpoint start {self.name}`)")
         try:
             return str(uuid.UUID(json.loads(self.identity.read_text())["endpoint_id"]))
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -266,9 +270,29 @@ def _new_endpoint(name: str, broker_url: str | None, force: bool) -> tuple[Endpo
     return paths, broker_url
 
 
+def _registered_id(paths: EndpointPaths, broker_url: str, multi_user: bool) -> str | None:
+    """The endpoint's id, created at the broker now if it has none and a token is at hand;
+    None if it cannot be yet (it is then created at the first start)."""
+    from fnrelay.errors import FnRelayError
+    from fnrelay_endpoint import registration
+
+    if paths.identity.exists():
+        return paths.endpoint_id()
+    try:
+        token = resolve_credentials(broker_url=broker_url).token
+    except ConfigurationError:
+        return None
+    metadata = {"multi_user": True} if multi_user else {}
+    try:
+        return registration.create(paths, broker_url, token, paths.name, metadata)
+    except FnRelayError:
+        return None
+
+
 def configure(name: str, broker_url: str | None = None, max_workers: int | None = None,
-              force: bool = False) -> tuple[EndpointPaths, str]:
-    """Create (or with `force` rewrite) an endpoint's directory; returns (paths, endpoint id).
+              force: bool = False) -> tuple[EndpointPaths, str | None]:
+    """Create (or with `force` rewrite) an endpoint's directory; returns (paths, endpoint id),
+    the id None when the broker could not be asked for one yet.
 
     A forced rewrite keeps the existing endpoint id.
     """
@@ -278,12 +302,7 @@ def configure(name: str, broker_url: str | None = None, max_workers: int | None 
     EndpointConfig.from_dict(yaml.safe_load(text), "config.yaml")  # reject bad flags now
     paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths.config.write_text(text)
-    if paths.identity.exists():
-        endpoint_id = paths.endpoint_id()
-    else:
-        endpoint_id = str(uuid.uuid4())
-        paths.identity.write_text(json.dumps({"endpoint_id": endpoint_id}) + "\n")
-    return paths, endpoint_id
+    return paths, _registered_id(paths, broker_url, multi_user=False)
 
 
 # --- multi-user endpoints (managers) -----------------------------------------------------------
@@ -421,7 +440,7 @@ min_uid: 1000
 
 
 def configure_multi_user(name: str, broker_url: str | None = None,
-                         force: bool = False) -> tuple[EndpointPaths, str]:
+                         force: bool = False) -> tuple[EndpointPaths, str | None]:
     """Create a manager's directory: config.yaml, the user config template and schema, and
     the identity mapping (kept if they exist, even with `force`: an administrator's edits
     survive). Returns (paths, endpoint id)."""
@@ -437,9 +456,4 @@ def configure_multi_user(name: str, broker_url: str | None = None,
         target = paths.dir / file
         if not target.exists():  # an administrator's edits survive --force
             target.write_text(usertemplate.packaged(file))
-    if paths.identity.exists():
-        endpoint_id = paths.endpoint_id()
-    else:
-        endpoint_id = str(uuid.uuid4())
-        paths.identity.write_text(json.dumps({"endpoint_id": endpoint_id}) + "\n")
-    return paths, endpoint_id
+    return paths, _registered_id(paths, broker_url, multi_user=True)

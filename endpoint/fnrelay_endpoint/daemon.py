@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from fnrelay.errors import FnRelayError
+from fnrelay_endpoint import registration
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def run_foreground(name: str) -> None:
     paths = EndpointPaths.of(name).require()
     config = EndpointConfig.load(paths.config)
     token = config.resolved_token()
-    endpoint_id = paths.endpoint_id()
+    endpoint_id = registration.ensure_id(paths, config.broker_url, token,
+                                         config.display_name or name, {})
     other = running_pid(paths)
     if other and other != os.getpid():
         raise FnRelayError(f"endpoint {name!r} is already running (pid {other})")
@@ -109,7 +111,9 @@ def run_foreground(name: str) -> None:
 def start_background(name: str, timeout: float = START_TIMEOUT) -> int:
     """Start the endpoint detached; returns its pid once it consumes, else raises StartError."""
     paths = EndpointPaths.of(name).require()
-    EndpointConfig.load(paths.config).resolved_token()  # config and token errors show here
+    config = EndpointConfig.load(paths.config)
+    token = config.resolved_token()  # config and token errors show here, and the broker's
+    registration.ensure_id(paths, config.broker_url, token, config.display_name or name, {})
     pid = running_pid(paths)
     if pid:
         raise FnRelayError(f"endpoint {name!r} is already running (pid {pid})")

@@ -36,7 +36,7 @@ from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
 from fnrelay.local import MARKER
 from fnrelay.protocol import ChildFailed, StartChild
-from fnrelay_endpoint import daemon, identity, usertemplate
+from fnrelay_endpoint import daemon, identity, registration, usertemplate
 from fnrelay_endpoint.agent import backoff
 from fnrelay_endpoint.config import EndpointPaths, ManagerConfig
 
@@ -145,7 +145,7 @@ class Manager:
             self._user_id = getattr(params.credentials, "username", None)
             ch = conn.channel()
             ch.confirm_delivery()
-            queue = protocol.control_queue(self.endpoint_id)
+            queue = self._reg["control_queue"]  # a name only the broker knows how to make
             ch.queue_declare(queue, passive=True)  # the broker declares it at registration
             ch.basic_qos(prefetch_count=64)
             ch.basic_consume(queue, self._on_message)
@@ -262,8 +262,9 @@ class Manager:
             "idle_timeout": self.config.idle_timeout,
         }
 
-    def child_amqp_url(self, child: Child) -> str:
-        """The child's own RabbitMQ account (a new password per start), from the broker."""
+    def child_credentials(self, child: Child) -> dict[str, Any]:
+        """The child's own RabbitMQ account (a new password per start) and task queue, from
+        the broker."""
         url = (f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}/children/"
                f"{child.child_id}/credentials")
         try:
@@ -275,13 +276,14 @@ class Manager:
         if not r.ok:
             raise BrokerError(f"the broker refused credentials for child {child.child_id} "
                               f"({r.status_code}): {r.text[:300]}", r.status_code)
-        return str(r.json()["amqp_url"])
+        answer = r.json()
+        return {"amqp_url": str(answer["amqp_url"]), "task_queue": str(answer["task_queue"])}
 
     def spawn(self, child: Child, account: identity.LocalAccount, template: str) -> None:
         """Start the child process as `account`, its bootstrap (and secrets) on stdin."""
         boot = self.bootstrap(child, account, template)
         try:
-            boot["amqp_url"] = self.child_amqp_url(child)
+            boot.update(self.child_credentials(child))
         except FnRelayError as e:
             self.fail(child, str(e))
             return
@@ -425,6 +427,8 @@ def run_foreground(name: str) -> None:
     paths = EndpointPaths.of(name).require()
     config = ManagerConfig.load(paths.config)
     token = config.resolved_token()
+    registration.ensure_id(paths, config.broker_url, token, config.display_name or name,
+                           {"multi_user": True})
     identity.IdentityMapping.load(paths.dir / config.identity_mapping)  # errors show now
     usertemplate.load_schema(paths.dir / usertemplate.SCHEMA_FILE)
     other = daemon.running_pid(paths)

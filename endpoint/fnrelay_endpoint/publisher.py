@@ -168,13 +168,15 @@ def _may_linger(batches: list[Batch | None]) -> bool:
     return n < BATCH
 
 
-def publish_to_group(channel: Any, user: str | None, group_id: str,
+def publish_to_group(channel: Any, user: str | None, endpoint_id: str, group_id: str,
                      results: list[ResultMessage]) -> bool:
     """Publish direct-path results to their task group's queue, transient and confirmed; False
-    if the queue did not take them (the broker then forwards its copy)."""
+    if the queue did not take them (the broker then forwards its copy). The routing key names
+    this endpoint: only a group that granted it the direct path is bound to it."""
     try:
         channel.basic_publish(
-            protocol.GROUPS_EXCHANGE, group_id, protocol.encode_results(results),
+            protocol.GROUPS_EXCHANGE, protocol.group_routing_key(group_id, endpoint_id),
+            protocol.encode_results(results),
             pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=1,
                                  type=protocol.MSG_RESULTS, user_id=user),
             mandatory=True)
@@ -191,7 +193,8 @@ class GroupSender:
     a thread switch on every lone call's way back. It only takes what nobody else is sending
     (`try_send` never waits for the lock); everything else goes the batched way."""
 
-    def __init__(self, amqp_url: str):
+    def __init__(self, amqp_url: str, endpoint_id: str):
+        self._endpoint_id = endpoint_id
         params = connection_parameters(amqp_url, "fnrelay-endpoint-groups")
         # An engine thread must not hang on RabbitMQ's flow control (a resource alarm): its
         # publish fails after this, and results take the batched way.
@@ -210,7 +213,8 @@ class GroupSender:
         try:
             if self._channel is None:
                 return False
-            return publish_to_group(self._channel, self._user, group_id, [result])
+            return publish_to_group(self._channel, self._user, self._endpoint_id, group_id,
+                                    [result])
         except (pika.exceptions.AMQPError, OSError) as e:
             log.warning("the group result sender lost its connection (%r); results go the "
                         "batched way", e)

@@ -41,6 +41,7 @@ from fnrelay.direct import (
     too_large,
     within_at_once,
 )
+from fnrelay.droplog import DropLog
 from fnrelay.library_logs import reports_its_own_errors
 from fnrelay.results import outcome
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
 POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
 SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
+#: Senders of a task group's messages, as `Executor._sender` tells them apart.
+_BROKER, _ENDPOINT = "broker", "endpoint"
 RECORD_WAIT = 10.0  # seconds a cancel waits for a direct-path task's record at the broker
 IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
 PREFETCH = 50  # result messages RabbitMQ may push to the Executor unacknowledged
@@ -86,6 +89,9 @@ class FnRelayFuture(cf.Future):
         self._claimed = False  # taken by the submitter: can no longer be cancelled locally
         self._submitted = threading.Event()  # set when the submit request has finished
         self._value_lock = threading.Lock()
+        #: Published straight to the endpoint: the one task whose result may come from the
+        #: endpoint's account rather than the broker's.
+        self._direct = False
 
     def cancel(self) -> bool:
         """True only if the task has not started (and now never will)."""
@@ -176,6 +182,7 @@ class Executor(cf.Executor):
         self.direct = direct  # cleared when the direct path fails: then REST from there on
         self._publisher: DirectPublisher | None = None  # the submitter thread's alone
         self._records = Records()  # the broker's copies of direct-path tasks, sent batched
+        self._dropped = DropLog(log)  # messages not believed: one WARNING per interval
 
     # --- public API ---------------------------------------------------------------------------
     @property
@@ -438,6 +445,7 @@ class Executor(cf.Executor):
         with self._lock:  # results may come back before the publish returns
             for (future, _), msg in zip(chunk, msgs, strict=True):
                 future.task_id = msg.task_id
+                future._direct = True
                 self._outstanding[msg.task_id] = future
         if self._publisher is None:
             self._publisher = DirectPublisher(grant["exchange"], grant["routing_key"])
@@ -452,6 +460,7 @@ class Executor(cf.Executor):
                 for (future, _), msg in zip(chunk, msgs, strict=True):
                     self._outstanding.pop(msg.task_id, None)
                     future.task_id = None
+                    future._direct = False
             return False
         self._records.add(msgs)
         for future, _ in chunk:
@@ -547,15 +556,16 @@ class Executor(cf.Executor):
                         break
                     continue
                 last = time.monotonic()
-                if not self._trusted(props):
+                sender = self._sender(props)
+                if sender is None:
                     pass
                 elif props.type == protocol.MSG_RESULTS:
                     try:
                         results = protocol.decode_results(body)
                     except (ValueError, KeyError, TypeError) as e:
-                        log.warning("dropping a malformed results message: %s", e)
+                        self._dropped.note(f"a malformed results message ({e})")
                         results = []
-                    self._take_all(results)
+                    self._take_all(results, via_endpoint=sender == _ENDPOINT)
                 unacked, last_tag = unacked + 1, method.delivery_tag
                 if unacked >= ACK_EVERY:
                     channel.basic_ack(last_tag, multiple=True)
@@ -573,21 +583,35 @@ class Executor(cf.Executor):
             except pika.exceptions.AMQPError:
                 pass
 
-    def _trusted(self, props: Any) -> bool:
-        """Is the message from the broker or (direct path) our endpoint? RabbitMQ validates
-        `user_id`; the broker lists who may send (older brokers list nobody: all pass)."""
+    def _sender(self, props: Any) -> str | None:
+        """Who sent the message: _BROKER, _ENDPOINT (the direct path's), or None for anyone
+        else (dropped). RabbitMQ validates `user_id`; the broker lists who may send, its own
+        account first (older brokers list nobody: then everything counts as the broker's)."""
         senders = (self._group or {}).get("result_senders")
-        if senders is None or props.user_id in senders:
-            return True
-        log.warning("dropping a %r message from RabbitMQ user %r (expected one of %s)",
-                    props.type, props.user_id, ", ".join(senders))
-        return False
+        if senders is None or props.user_id == senders[0]:
+            return _BROKER
+        if props.user_id in senders[1:]:
+            return _ENDPOINT
+        self._dropped.note(f"a {props.type!r} message from RabbitMQ user {props.user_id!r} "
+                           f"(expected one of {', '.join(senders)})")
+        return None
 
-    def _take(self, result: protocol.ResultMessage) -> Callable[[], None] | None:
+    def _take(self, result: protocol.ResultMessage,
+              via_endpoint: bool = False) -> Callable[[], None] | None:
         """Match a result to its future (caller holds the lock); returns how to resolve it.
 
-        Futures are resolved after the lock is released, so callbacks may use the Executor.
+        A result the endpoint sent itself settles only a task this Executor published to
+        that endpoint: anything else the endpoint's account says is not believed (the broker
+        checked the result of every other task). Futures are resolved after the lock is
+        released, so callbacks may use the Executor.
         """
+        if via_endpoint:
+            future = self._outstanding.get(result.task_id)
+            if future is None or not future._direct:
+                if future is not None:
+                    self._dropped.note(f"the endpoint's result for task {result.task_id}, "
+                                       "which was not sent to it directly")
+                return None
         future = self._outstanding.pop(result.task_id, None)
         if future is None:
             if self._inflight:  # its submit answer may still be on the way
@@ -606,9 +630,10 @@ class Executor(cf.Executor):
         )
         future._resolve(ok, value)
 
-    def _take_all(self, results: list[protocol.ResultMessage]) -> None:
+    def _take_all(self, results: list[protocol.ResultMessage],
+                  via_endpoint: bool = False) -> None:
         with self._lock:
-            actions = [a for a in map(self._take, results) if a]
+            actions = [a for r in results if (a := self._take(r, via_endpoint))]
         for action in actions:
             action()
 

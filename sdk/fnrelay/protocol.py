@@ -27,8 +27,13 @@ TASKS_EXCHANGE = "fnrelay.tasks"
 #: Topic exchange endpoints publish results, status updates and heartbeats to;
 #: routing key = endpoint id.
 RESULTS_EXCHANGE = "fnrelay.results"
-#: Direct exchange the broker forwards recorded results to; routing key = task group id.
-GROUPS_EXCHANGE = "fnrelay.groups"
+#: Topic exchange of results for task groups. The broker publishes with routing key = the
+#: group id; an endpoint granted a group's direct path with "<endpoint id>.<group id>"
+#: (`group_routing_key`), which its topic permission allows for its own id only and which
+#: reaches a group's queue only where the broker bound it for that grant. So no other
+#: endpoint can put anything into a group's queue. (The direct exchange "fnrelay.groups" of
+#: earlier brokers let any endpoint account publish to every group.)
+GROUPS_EXCHANGE = "fnrelay.group-results"
 #: Topic exchange an Executor publishes tasks to directly (the direct path, docs/protocol.md):
 #: routing key = endpoint id for the tasks (bound to TASKS_EXCHANGE with "*", so the endpoint
 #: gets them) and endpoint id + RECORDS_SUFFIX for the broker's records of them, many tasks per
@@ -50,20 +55,15 @@ DEADLETTER_QUEUE = "fnrelay.deadletter"
 DEADLETTER_REASON_HEADER = "x-fnrelay-reason"
 
 
-def endpoint_queue(endpoint_id: str) -> str:
-    """Name of an endpoint's durable task queue."""
-    return f"fnrelay.endpoint.{endpoint_id}.tasks"
-
-
 def group_account(task_group_id: str) -> str:
     """The RabbitMQ account of a task group (made by a broker with per-party accounts): it
     reads the group's queue and, on the direct path, publishes the group's tasks."""
     return f"fnrelay-group-{task_group_id}"
 
 
-def group_queue(task_group_id: str) -> str:
-    """Name of a task group's result queue (expires when no consumer uses it for a while)."""
-    return f"fnrelay.group.{task_group_id}"
+def group_routing_key(task_group_id: str, endpoint_id: str | None = None) -> str:
+    """Routing key on GROUPS_EXCHANGE: the broker's (no endpoint) or a granted endpoint's."""
+    return task_group_id if endpoint_id is None else f"{endpoint_id}.{task_group_id}"
 
 
 #: AMQP message `type` property values.
@@ -328,13 +328,6 @@ def canonical_config(user_endpoint_config: dict[str, Any] | None) -> str:
     """One JSON text per config (sorted keys, no spaces): equal configs pick the same child."""
     return json.dumps(user_endpoint_config or {}, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False)
-
-
-def child_endpoint_id(manager_id: str, user_id: str,
-                      user_endpoint_config: dict[str, Any] | None) -> str:
-    """The child endpoint of a manager for one (user, config): uuid5(manager, user:config)."""
-    name = f"{user_id}:{canonical_config(user_endpoint_config)}"
-    return str(uuid.uuid5(uuid.UUID(manager_id), name))
 
 
 @dataclass

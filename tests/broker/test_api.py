@@ -49,12 +49,17 @@ def test_same_code_registers_to_the_same_id(api, other_api):
 
 
 def test_endpoint_ownership(api, other_api):
-    eid = api.endpoint()
+    first = api.register()
+    eid = first["endpoint_id"]
     again = api.ok("PUT", f"/endpoints/{eid}", json={"name": "renamed", "metadata": {"a": 1}})
-    assert again["task_queue"] == f"fnrelay.endpoint.{eid}.tasks"
+    # Its queue's name is the broker's secret, the same at every registration.
+    assert again["task_queue"] == first["task_queue"]
+    assert eid not in again["task_queue"] and again["task_queue"].startswith("fnrelay.endpoint.")
     assert again["amqp_url"].startswith("amqp://")
     r = other_api("PUT", f"/endpoints/{eid}", json={"name": "mine", "metadata": {}})
-    assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN"
+    unknown = other_api("PUT", f"/endpoints/{uuid.uuid4()}", json={"name": "x", "metadata": {}})
+    assert r.status_code == unknown.status_code == 404  # not yours = unknown
+    assert r.json()["code"] == "NOT_FOUND"
     assert other_api("GET", f"/endpoints/{eid}/status").status_code == 404
     listed = api.ok("GET", "/endpoints")["endpoints"]
     assert [e["name"] for e in listed if e["endpoint_id"] == eid] == ["renamed"]

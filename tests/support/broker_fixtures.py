@@ -55,6 +55,19 @@ class BrokerProcess:
         assert out.returncode == 0, out.stderr
         return out.stdout.strip().splitlines()[-1]
 
+    @property
+    def names(self):  # type: ignore[no-untyped-def]
+        """The broker's queue names (their key is in its database): what only the party
+        reading a queue is told, which tests read here instead."""
+        from fnrelay_broker import queues
+        from fnrelay_broker.db import Database
+
+        db = Database(self.db_url)
+        try:
+            return queues.load(db)
+        finally:
+            db.dispose()
+
     def api(self, token: str | None = None) -> Api:
         return Api(self.url, token or self.add_user())
 
@@ -131,10 +144,13 @@ class Api:
             "function_id"
         ]
 
-    def endpoint(self, endpoint_id: str | None = None) -> str:
-        eid = endpoint_id or str(uuid.uuid4())
-        self.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": {}})
-        return eid
+    def endpoint(self, metadata: dict | None = None) -> str:
+        """A new endpoint of this user (the broker picks its id)."""
+        return self.register(metadata)["endpoint_id"]
+
+    def register(self, metadata: dict | None = None) -> dict:
+        """POST /v1/endpoints: the new endpoint's registration answer."""
+        return self.ok("POST", "/endpoints", json={"name": "ep", "metadata": metadata or {}})
 
     def submit(self, endpoint_id: str, function_id: str, n: int = 1, group: str | None = None,
                key: str | None = None) -> dict:
@@ -209,7 +225,6 @@ def make_task_store(db_url: str) -> TaskStore:
     db.migrate()
     uid, _ = create_user(db, "alice")
     user = CurrentUser(id=uid, username="alice")
-    endpoint_id = str(uuid.uuid4())
-    registry.register_endpoint(db, user, endpoint_id, "ep", {})
+    endpoint_id = registry.create_endpoint(db, user, "ep", {})
     function_id = registry.register_function(db, user, "04\nbody", "f", None)
     return TaskStore(db, user, endpoint_id, function_id)

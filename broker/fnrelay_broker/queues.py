@@ -1,0 +1,68 @@
+"""Queue names no one can guess: HMAC-SHA256 of the id under a key only the broker holds.
+
+RabbitMQ answers a passive `queue.declare` without a permission check, so anyone with an
+account learns whether a queue of a known name exists and has consumers. Endpoint ids and
+task-group ids are seen by other parties (shared endpoints, the endpoint that runs a group's
+tasks), so names built from them alone would tell another tenant when an endpoint is online
+or a group is in use. Each name carries 128 bits derived under the broker's key instead, and
+is told only to the party that reads the queue. The key lives in the database, so every
+replica names queues alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy.exc import IntegrityError
+
+from fnrelay_broker.db import Database
+from fnrelay_broker.models import BrokerSecret
+
+SECRET_NAME = "queue-names"
+
+
+class QueueNames:
+    """The names of the endpoint, control and group queues under one key."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+
+    def _token(self, kind: str, ident: str) -> str:
+        mac = hmac.new(self._key, f"{kind}:{ident}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]  # 128 bits
+
+    def endpoint(self, endpoint_id: str) -> str:
+        """An endpoint's durable task queue."""
+        return f"fnrelay.endpoint.{self._token('endpoint', endpoint_id)}.tasks"
+
+    def control(self, endpoint_id: str) -> str:
+        """A multi-user manager's durable control queue."""
+        return f"fnrelay.endpoint.{self._token('control', endpoint_id)}.control"
+
+    def group(self, task_group_id: str) -> str:
+        """A task group's result queue."""
+        return f"fnrelay.group.{self._token('group', task_group_id)}"
+
+
+def legacy_endpoint_queue(endpoint_id: str) -> str:
+    """The guessable name endpoint queues had before: tasks left in one are moved."""
+    return f"fnrelay.endpoint.{endpoint_id}.tasks"
+
+
+def load(db: Database) -> QueueNames:
+    """The queue names of this broker's database (the key is made on first use)."""
+    with db.read() as s:
+        row = s.get(BrokerSecret, SECRET_NAME)
+        if row is not None:
+            return QueueNames(bytes.fromhex(row.value))
+    try:
+        with db.write() as s:
+            s.add(BrokerSecret(name=SECRET_NAME, value=secrets.token_hex(32)))
+    except IntegrityError:  # another replica made it first: use theirs
+        pass
+    with db.read() as s:
+        row = s.get(BrokerSecret, SECRET_NAME)
+        assert row is not None
+        return QueueNames(bytes.fromhex(row.value))
