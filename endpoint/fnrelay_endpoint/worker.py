@@ -1,7 +1,10 @@
 """Run one task: deserialize, call, serialize. Used inside pool processes and batch jobs.
 
 Failures never escape as Python exceptions: every outcome becomes a ResultMessage, so the
-caller (a pool worker or a job wrapper) only has to ship it back.
+caller (a pool worker or a job wrapper) only has to ship it back. That includes what the task
+raises beyond `Exception` (SystemExit from argparse or click, KeyboardInterrupt) and an
+exception that cannot even be described (its `__str__` raises): all are the task's own answer,
+and a worker that died of them would be retried as lost infrastructure.
 """
 
 from __future__ import annotations
@@ -63,22 +66,50 @@ def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def exit_status(exc: SystemExit) -> int:
+    """The exit status Python gives `sys.exit(code)`: None is 0, an int itself, else 1."""
+    code = exc.code
+    if code is None:
+        return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 1
+
+
+def _text(exc: BaseException) -> str:
+    """str(exc), or a stand-in when the exception's own __str__ raises (as traceback does)."""
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001 - any failure here would kill the worker
+        return f"<exception str() failed: {qualified_name(type(exc))}>"
+
+
 def exception_info(exc: BaseException, skip_frames: int = 0) -> ExceptionInfo:
-    """Describe `exc` for the wire; `skip_frames` drops fnrelay's own outer frames."""
+    """Describe `exc` for the wire; `skip_frames` drops fnrelay's own outer frames.
+
+    Only an `Exception` is shipped as an object to re-raise: a SystemExit or KeyboardInterrupt
+    re-raised by `future.result()` would end or interrupt the caller's own program (silently,
+    for code 0), so those reach the SDK as their type, message and traceback
+    (TaskExecutionFailed).
+    """
     tb = exc.__traceback__
     for _ in range(skip_frames):
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
+    serialized: str | None = None
+    if isinstance(exc, Exception):
+        try:
+            serialized = serialize.serialize(exc)
+        except BaseException:  # noqa: BLE001 - an unpicklable exception still reports its text
+            serialized = None
+    message = _text(exc)
+    if isinstance(exc, SystemExit):
+        message = f"the task called sys.exit() (exit code {exit_status(exc)})" + (
+            f": {message}" if isinstance(exc.code, str) else "")
     try:
-        serialized: str | None = serialize.serialize(exc)
-    except Exception:  # noqa: BLE001 - an unpicklable exception still reports its text
-        serialized = None
-    return ExceptionInfo(
-        type=qualified_name(type(exc)),
-        message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, tb)),
-        serialized=serialized,
-    )
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # noqa: BLE001 - e.g. a __repr__ in a frame that raises
+        text = f"{qualified_name(type(exc))}: {message}\n(the traceback could not be formatted)\n"
+    return ExceptionInfo(type=qualified_name(type(exc)), message=message, traceback=text,
+                         serialized=serialized)
 
 
 def _call(task: TaskMessage) -> Any:
@@ -106,17 +137,19 @@ def execute(task: TaskMessage, size_limit: int | None = None) -> ResultMessage:
     )
     try:
         value = _call(task)
-    except Exception as e:  # noqa: BLE001 - the user's failure is the task's result
+    except BaseException as e:  # noqa: BLE001 - whatever the task raised is its answer
         result.status = TaskState.FAILED.value
         result.exception = exception_info(e, skip_frames=2)
+        if isinstance(e, SystemExit):
+            details["exit_code"] = exit_status(e)
     else:
         try:
             result.result = serialize.serialize(value)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - a value whose pickling raises SystemExit
             result.status = TaskState.FAILED.value
             err = SerializationError(
                 f"the task's result of type {qualified_name(type(value))} cannot be "
-                f"serialized: {e}"
+                f"serialized: {_text(e)}"
             )
             result.exception = exception_info(err)
         else:
