@@ -1,0 +1,315 @@
+"""Another tenant with an ordinary account attacks through the public interfaces: REST with
+their own token, AMQP with the credentials the broker hands them, the SDK.
+
+One broker with per-party RabbitMQ accounts (`--amqp-management-url`), as deployed. Alice and
+Bob are victims; Mallory is the attacker. Results are pickles: a result a victim's Executor
+accepts from the wrong party is code run in the victim's process, so every test here that
+delivers a forged result checks that it is never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+
+import pika
+import pika.exceptions
+import pytest
+
+from fnrelay import Client, Executor, protocol, serialize
+from support.waiting import wait_for
+
+
+@pytest.fixture(scope="module")
+def amqp_url(new_vhost) -> str:  # type: ignore[no-untyped-def]
+    return new_vhost("fnrelay-tenants-test")
+
+
+@pytest.fixture(scope="module")
+def tenant_broker(start_broker, amqp_url, rabbitmq):  # type: ignore[no-untyped-def]
+    return start_broker(amqp_url, None, "--amqp-management-url", rabbitmq.management_url)
+
+
+@pytest.fixture
+def alice(tenant_broker):  # type: ignore[no-untyped-def]
+    return tenant_broker.api()
+
+
+@pytest.fixture
+def bob(tenant_broker):  # type: ignore[no-untyped-def]
+    return tenant_broker.api()
+
+
+@pytest.fixture
+def mallory(tenant_broker):  # type: ignore[no-untyped-def]
+    return tenant_broker.api()
+
+
+def _user_id(api) -> str:  # type: ignore[no-untyped-def]
+    return str(api.ok("GET", "/whoami")["user_id"])
+
+
+def _old_child_id(manager_id: str, user_id: str, config: dict) -> str:
+    """How child ids used to be derived (anyone who knew the user id could compute them)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return str(uuid.uuid5(uuid.UUID(manager_id), f"{user_id}:{text}"))
+
+
+def _put(api, eid: str, metadata: dict | None = None):  # type: ignore[no-untyped-def]
+    return api("PUT", f"/endpoints/{eid}", json={"name": "mine", "metadata": metadata or {}})
+
+
+def _channel(url: str):  # type: ignore[no-untyped-def]
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    return conn, conn.channel()
+
+
+# --- 1. squatting a multi-user child id ---------------------------------------------------------
+def test_no_user_can_claim_the_child_endpoint_that_another_users_tasks_go_to(
+        alice, bob, mallory):
+    manager = alice.endpoint({"multi_user": True})
+    bob_id = _user_id(bob)  # shown to the owner of any multi-user endpoint Bob used
+    for config in ({}, {"label": "x"}):
+        assert _put(mallory, _old_child_id(manager, bob_id, config)).status_code == 404
+    assert _put(mallory, str(uuid.uuid4())).status_code == 404  # PUT creates nothing
+    bob.submit(manager, bob.function())
+    children = [e for e in bob.ok("GET", "/endpoints")["endpoints"]
+                if e["name"].startswith("ep/")]
+    assert len(children) == 1
+    child = children[0]["endpoint_id"]
+    assert child != _old_child_id(manager, bob_id, {})
+    assert all(e["endpoint_id"] != child for e in mallory.ok("GET", "/endpoints")["endpoints"])
+    # Only the manager's owner gets the child's credentials, and no one can re-describe it.
+    assert mallory("POST", f"/endpoints/{manager}/children/{child}/credentials"
+                   ).status_code == 404
+    assert _put(bob, child).status_code == 404
+    assert _put(mallory, child).status_code == 404
+
+
+# --- 2. a deleted endpoint id ---------------------------------------------------------------------
+def test_a_deleted_endpoint_stays_retired_and_its_direct_path_grants_go(alice, mallory):
+    eid = alice.endpoint()
+    group = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
+    assert group["submit"] is not None  # the direct path is granted
+    alice.ok("DELETE", f"/endpoints/{eid}")
+    # Nobody registers the id again, Mallory least of all.
+    assert _put(mallory, eid).status_code == 404
+    assert _put(alice, eid).status_code == 404
+    # The grant's account is gone with it: its credentials no longer connect.
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(pika.URLParameters(group["amqp_url"]))
+    again = alice.ok("POST", "/task_groups", json={"task_group_id": group["task_group_id"],
+                                                   "endpoint_id": eid})
+    assert again["submit"] is None
+    # Alice is told it was deleted; to Mallory it is as unknown as any id.
+    fid = alice.function()
+    r = alice("POST", "/submit", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+        "endpoint_id": eid, "tasks": [{"function_id": fid, "payload": "03\n[]"}]})
+    assert r.status_code == 404 and "was deleted" in r.json()["message"]
+    r = mallory("POST", "/submit", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+        "endpoint_id": eid, "tasks": [{"function_id": mallory.function(),
+                                       "payload": "03\n[]"}]})
+    unknown = mallory("POST", "/submit", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+        "endpoint_id": str(uuid.uuid4()), "tasks": [{"function_id": mallory.function(),
+                                                     "payload": "03\n[]"}]})
+    assert r.status_code == unknown.status_code == 404
+    assert "deleted" not in r.json()["message"]
+
+
+def test_an_executor_whose_endpoint_is_deleted_fails_its_futures_saying_so(
+        tenant_broker, alice):
+    reg = alice.register()
+    eid = reg["endpoint_id"]
+    client = Client(tenant_broker.url, alice.http.headers["Authorization"].split()[1])
+    with Executor(eid, client=client) as ex:
+        before = ex.submit(pow, 2, 3)
+        wait_for(lambda: before.task_id and _recorded(alice, before.task_id),
+                 "the task to be recorded")
+        alice.ok("DELETE", f"/endpoints/{eid}")
+        with pytest.raises(Exception, match="deleted"):
+            before.result(timeout=60)
+        after = ex.submit(pow, 2, 4)
+        with pytest.raises(Exception, match="deleted"):
+            after.result(timeout=60)
+
+
+def _recorded(api, task_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return api("GET", f"/tasks/{task_id}").status_code == 200
+
+
+# --- 4. an endpoint token is not an owner token -----------------------------------------------
+def test_an_endpoint_token_cannot_change_its_endpoints_policy(tenant_broker, alice, bob):
+    eid = alice.endpoint()
+    fid_bob = bob.function("01\nshared-code")
+    alice.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": {
+        "allowed_functions": [protocol_digest("01\nshared-code")]}})
+    username = alice.ok("GET", "/whoami")["username"]
+    out = tenant_broker.cli("token", "create", username, "--endpoint", eid)
+    assert out.returncode == 0, out.stderr
+    ep_token = tenant_broker.api(out.stdout.strip().splitlines()[-1])
+    for policy in ({"allowed_functions": ["0" * 64]}, {"allowed_functions": None},
+                   {"multi_user": True}):
+        r = _put(ep_token, eid, policy)
+        assert r.status_code == 403, r.text
+        assert "owner" in r.json()["message"]
+    # What an endpoint does, it may: register its process (policy kept), and get its account.
+    reg = ep_token.ok("PUT", f"/endpoints/{eid}", json={"name": "site", "metadata": {
+        "hostname": "node1"}})
+    assert reg["amqp_url"].startswith("amqp")
+    bob.submit(eid, fid_bob)  # still shared with Bob for that function
+    # It cannot create endpoints, nor a token for an endpoint that is not the user's.
+    assert ep_token("POST", "/endpoints", json={"name": "x", "metadata": {}}).status_code == 403
+    out = tenant_broker.cli("token", "create", username, "--endpoint", str(uuid.uuid4()))
+    assert out.returncode != 0 and "has no endpoint" in out.stderr + out.stdout
+
+
+def protocol_digest(body: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+# --- 5. oracles and floods ------------------------------------------------------------------------
+def test_another_users_endpoint_answers_like_an_unknown_one(alice, mallory):
+    eid = alice.endpoint()
+    for method, path in (("PUT", f"/endpoints/{eid}"), ("GET", f"/endpoints/{eid}/status"),
+                         ("DELETE", f"/endpoints/{eid}")):
+        mine = mallory(method, path, json={"name": "x", "metadata": {}})
+        unknown = mallory(method, path.replace(eid, str(uuid.uuid4())),
+                          json={"name": "x", "metadata": {}})
+        assert (mine.status_code, mine.json()["code"]) == (
+            unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND"), method
+
+
+def test_queue_names_cannot_be_guessed_from_ids_another_party_knows(alice, mallory):
+    """RabbitMQ answers passive declares without a permission check: a queue named after an
+    id would tell Mallory whether Alice's endpoint is online or her group in use."""
+    reg = alice.register()
+    eid = reg["endpoint_id"]
+    group = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
+    assert eid not in reg["task_queue"] and group["task_group_id"] not in group["queue"]
+    conn, _ = _channel(reg["amqp_url"])  # Alice's endpoint is online, consuming its queue
+    ch = conn.channel()
+    ch.basic_consume(reg["task_queue"], lambda *a: None)
+    attacker, _ = _channel(mallory.register()["amqp_url"])
+    try:
+        for guess in (f"fnrelay.endpoint.{eid}.tasks", f"fnrelay.group.{group['task_group_id']}",
+                      f"fnrelay.endpoint.{eid}.control"):
+            probe = attacker.channel()
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+                probe.queue_declare(guess, passive=True)
+            assert e.value.reply_code == 404, guess
+    finally:
+        attacker.close()
+        conn.close()
+
+
+def test_no_other_endpoint_can_publish_into_a_task_group(alice, mallory):
+    eid = alice.endpoint()
+    group = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
+    gid = group["task_group_id"]
+    forged = protocol.encode_results([protocol.ResultMessage(
+        task_id=str(uuid.uuid4()), status="success", result=serialize.serialize("forged"),
+        task_group_id=gid)])
+    mreg = mallory.register()
+    mid = mreg["endpoint_id"]
+    conn, ch = _channel(mreg["amqp_url"])
+    user = pika.URLParameters(mreg["amqp_url"]).credentials.username
+    try:
+        for key in (gid, protocol.group_routing_key(gid, mid), protocol.group_routing_key(
+                gid, eid)):
+            try:
+                ch.basic_publish(protocol.GROUPS_EXCHANGE, key, forged, pika.BasicProperties(
+                    type=protocol.MSG_RESULTS, user_id=user))
+            except pika.exceptions.ChannelClosedByBroker as e:
+                assert e.value.reply_code == 403
+                ch = conn.channel()
+    finally:
+        conn.close()
+    reader, rch = _channel(group["amqp_url"])
+    try:
+        assert rch.basic_get(group["queue"], auto_ack=True)[0] is None
+    finally:
+        reader.close()
+
+
+def test_a_flood_of_bad_messages_costs_one_log_line(tenant_broker, alice, caplog):
+    reg = alice.register()
+    eid = reg["endpoint_id"]
+    client = Client(tenant_broker.url, alice.http.headers["Authorization"].split()[1])
+    with Executor(eid, client=client) as ex:
+        fut = ex.submit(pow, 2, 5)
+        wait_for(lambda: fut.task_id, "the task to be sent")
+        assert ex._group is not None
+        gid, key = ex._group["task_group_id"], protocol.group_routing_key(
+            ex._group["task_group_id"], eid)
+        conn, ch = _channel(reg["amqp_url"])  # the granted endpoint, gone bad
+        user = pika.URLParameters(reg["amqp_url"]).credentials.username
+        with caplog.at_level(logging.WARNING, logger="fnrelay"):
+            for _ in range(200):
+                ch.basic_publish(protocol.GROUPS_EXCHANGE, key, b"\x00not json",
+                                 pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user))
+            genuine = protocol.encode_results([protocol.ResultMessage(
+                task_id=fut.task_id, status="success", result=serialize.serialize(32),
+                task_group_id=gid)])
+            ch.basic_publish(protocol.GROUPS_EXCHANGE, key, genuine, pika.BasicProperties(
+                type=protocol.MSG_RESULTS, user_id=user))
+            assert fut.result(timeout=60) == 32  # after all 200 were read
+        conn.close()
+    drops = [r for r in caplog.records if "dropping" in r.getMessage()]
+    assert len(drops) == 1, [r.getMessage() for r in drops]
+
+
+# --- defence in depth: the SDK's own check ------------------------------------------------
+def test_the_endpoints_own_result_settles_only_a_task_sent_to_it_directly(tenant_broker, alice):
+    """The broker vouches for every result it forwards; a result the endpoint's account puts
+    in the group queue is believed only for a task the Executor published to it directly."""
+    reg = alice.register()
+    eid = reg["endpoint_id"]
+    client = Client(tenant_broker.url, alice.http.headers["Authorization"].split()[1])
+    ex = Executor(eid, client=client)
+    try:
+        ex.submit(pow, 1, 1)  # the direct path: the group is granted
+        wait_for(lambda: ex._group is not None, "the task group")
+        ex.direct = False  # from now on over REST: the broker records first
+        fut = ex.submit(pow, 2, 6)
+        wait_for(lambda: fut.task_id, "the REST submission")
+        assert ex._group is not None
+        gid = ex._group["task_group_id"]
+        forged = protocol.encode_results([protocol.ResultMessage(
+            task_id=fut.task_id, status="success", task_group_id=gid,
+            result=serialize.serialize(_Tripwire()))])
+        conn, ch = _channel(reg["amqp_url"])
+        user = pika.URLParameters(reg["amqp_url"]).credentials.username
+        try:
+            ch.basic_publish(protocol.GROUPS_EXCHANGE, protocol.group_routing_key(gid, eid),
+                             forged, pika.BasicProperties(type=protocol.MSG_RESULTS,
+                                                          user_id=user))
+            # The genuine result, through the broker (which records it first).
+            ch.basic_publish(protocol.RESULTS_EXCHANGE, eid, protocol.encode_results([
+                protocol.ResultMessage(task_id=fut.task_id, status="success",
+                                       result=serialize.serialize(64), task_group_id=gid)]),
+                pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user,
+                                     content_type=protocol.CONTENT_TYPE))
+            assert fut.result(timeout=60) == 64
+        finally:
+            conn.close()
+    finally:  # the first task is never answered: nothing to wait for
+        ex.shutdown(wait=False, cancel_futures=True)
+    assert not _TRIPPED.is_set()
+
+
+class _Tripwire:
+    """Sets _TRIPPED when unpickled (a forged result's code running in the victim)."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_trip, ())
+
+
+def _trip() -> None:
+    _TRIPPED.set()
+
+
+_TRIPPED = threading.Event()
