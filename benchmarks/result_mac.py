@@ -6,9 +6,9 @@ results of 100 B, 10 KiB and 1 MiB (the length of the serialized value, the `res
 - what the Executor does with each result today: `fnrelay.protocol.decode_results` of a
   results message holding it, and `fnrelay.serialize.deserialize` of its value;
 - the MAC that docs/result-authentication.md weighs: HMAC-SHA256 with a 32-byte key over the
-  framed (task group, task id, status, value) bytes, as the endpoint would make it and the SDK
-  check it (`hmac.digest` plus `hmac.compare_digest`), and beside it keyed BLAKE2b and plain
-  SHA-256 (what the blob check already pays per byte).
+  framed task group, task id, status, value and exception, as the endpoint would make it and
+  the SDK check it (`hmac.digest` plus `hmac.compare_digest`), and beside it keyed BLAKE2b and
+  plain SHA-256 (what the blob check already pays per byte).
 
 Each figure is the median over several timed batches of one operation, in microseconds. Two
 kinds of value: JSON (a list of ints; strategy 03) and dill (bytes, as an array's buffer
