@@ -1,13 +1,23 @@
-"""`fnrelay-broker`: serve the API, manage users and tokens."""
+"""`fnrelay-broker`: serve the API, manage users and tokens.
+
+Every local user can read a process's command line (`ps`, /proc/PID/cmdline), only its owner
+its environment: passwords come from environment variables or 0600 files, and one given on
+the command line still works but is warned about. Commands that manage users and tokens act
+on FNRELAY_BROKER_DB (which `fnrelay local up` exports) and name the database they wrote.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import stat
 import sys
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import click
+from click.core import ParameterSource
 
 from fnrelay_broker.settings import (
     DEFAULT_ACCOUNT_IDLE,
@@ -18,15 +28,53 @@ from fnrelay_broker.settings import (
     default_db_url,
 )
 
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return "@" in url  # malformed: say so rather than guess
+
+
+def _warn_if_on_command_line(ctx: click.Context, param: click.Parameter, secret: bool,
+                             instead: str) -> None:
+    """Warn when a password came on the command line, where every local user can read it."""
+    if secret and ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE:
+        name = param.opts[0] if param.opts else param.name
+        click.echo(f"warning: the password in {name} is visible to every local user (ps, "
+                   f"/proc/PID/cmdline); pass it in {instead} instead", err=True)
+
+
+def _db_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    if url is not None:
+        _warn_if_on_command_line(ctx, param, _has_password(url), "FNRELAY_BROKER_DB")
+    return url
+
+
 _db_option = click.option(
-    "--db", "db_url", envvar="FNRELAY_BROKER_DB", default=None,
-    help="SQLAlchemy database URL (default: SQLite under FNRELAY_HOME/broker/).",
+    "--db", "db_url", envvar="FNRELAY_BROKER_DB", default=None, callback=_db_url,
+    help="SQLAlchemy database URL (default: FNRELAY_BROKER_DB, else SQLite under "
+         "FNRELAY_HOME/broker/).",
 )
 
 
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (None for another database or an in-memory one)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
 
 
 def _db_failure(what: str, url: str, e: BaseException) -> None:
@@ -43,12 +91,24 @@ def _database(db_url: str | None):  # type: ignore[no-untyped-def]
     from fnrelay_broker.db import Database
 
     url = db_url or default_db_url()
+    path = _sqlite_path(url)
+    new = path is not None and not path.exists()
     try:
         db = Database(url)
         db.create_tables()
     except (SQLAlchemyError, CommandError, OSError) as e:
         _db_failure("cannot open database", url, e)
+    if new:
+        # Most likely not the database a running broker uses: say so before a token is shown.
+        click.echo(f"note: there was no database at {path}: made a new one (--db or "
+                   "FNRELAY_BROKER_DB names another)", err=True)
     return db
+
+
+def _management_password(ctx: click.Context, param: click.Parameter, password: str | None
+                         ) -> str | None:
+    _warn_if_on_command_line(ctx, param, bool(password), _SAFER["amqp_management_password"])
+    return password
 
 
 def _management_auth(amqp_url: str, user: str | None, password: str | None
@@ -60,6 +120,13 @@ def _management_auth(amqp_url: str, user: str | None, password: str | None
     parts = urlsplit(amqp_url)
     return (user or unquote(parts.username or "guest"),
             password if password is not None else unquote(parts.password or "guest"))
+
+
+#: Where each RabbitMQ URL option may come from instead of the command line.
+_SAFER = {"amqp_url": "FNRELAY_AMQP_URL or --amqp-url-file",
+          "public_amqp_url": "FNRELAY_PUBLIC_AMQP_URL",
+          "amqp_management_password": "FNRELAY_AMQP_MANAGEMENT_PASSWORD or "
+                                      "--amqp-management-password-file"}
 
 
 def _amqp_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
@@ -77,7 +144,55 @@ def _amqp_url(ctx: click.Context, param: click.Parameter, url: str | None) -> st
         reason = str(e) if isinstance(e, ValueError) else "it has no virtual host path"
         raise click.BadParameter(
             f"not a RabbitMQ URL like amqp://user:password@host:5672/vhost ({reason})") from None
+    if param.name in _SAFER:  # not for the URL read from --amqp-url-file
+        _warn_if_on_command_line(ctx, param, _has_password(url), _SAFER[param.name])
     return url
+
+
+def _secret_file(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
+    """The first line of a file, for a secret kept off the command line."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text()
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {path}: {e.strerror}") from None
+    lines = text.strip().splitlines()
+    if not lines:
+        raise click.BadParameter(f"{path} is empty")
+    if mode & 0o077:
+        click.echo(f"warning: {path} is readable by other local users (mode {mode:04o}): "
+                   f"chmod 600 {path}", err=True)
+    return lines[0].strip()
+
+
+def _amqp_url_file(ctx: click.Context, param: click.Parameter, path: str | None
+                   ) -> str | None:
+    return _amqp_url(ctx, param, _secret_file(ctx, param, path))
+
+
+def _one_of(ctx: click.Context, value: str | None, name: str, from_file: str | None,
+            file_option: str) -> str | None:
+    """`value` or the one read from `file_option`: both given is a usage error."""
+    if from_file is None:
+        return value
+    if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+        raise click.UsageError(f"give {file_option} or --{name.replace('_', '-')} (or its "
+                               "environment variable), not both")
+    return from_file
+
+
+def _warn_if_readable(db_url: str) -> None:
+    path = _sqlite_path(db_url)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode) if path else 0
+    except OSError:
+        return
+    if mode & 0o077:
+        logging.getLogger("fnrelay_broker").warning(
+            "%s is readable by other local users (mode %04o), and with it every payload and "
+            "result: chmod 600 %s*", path, mode, path)
 
 
 @click.group()
@@ -88,8 +203,13 @@ def main() -> None:
 @main.command()
 @_db_option
 @click.option("--amqp-url", envvar="FNRELAY_AMQP_URL", default=DEFAULT_AMQP_URL,
-              show_default=True, callback=_amqp_url, help="RabbitMQ URL the broker connects to.")
-@click.option("--public-amqp-url", default=None, callback=_amqp_url,
+              show_default=True, callback=_amqp_url,
+              help="RabbitMQ URL the broker connects to. With a password, pass it in "
+                   "FNRELAY_AMQP_URL or --amqp-url-file: every local user sees command lines.")
+@click.option("--amqp-url-file", default=None, callback=_amqp_url_file, metavar="PATH",
+              help="Read --amqp-url from the first line of this file (mode 0600).")
+@click.option("--public-amqp-url", envvar="FNRELAY_PUBLIC_AMQP_URL", default=None,
+              callback=_amqp_url,
               help="RabbitMQ URL handed to endpoints and SDKs (default: --amqp-url).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve HTTP on (0.0.0.0: all interfaces).")
@@ -119,7 +239,11 @@ def main() -> None:
 @click.option("--amqp-management-user", envvar="FNRELAY_AMQP_MANAGEMENT_USER", default=None,
               help="Management API administrator (default: the user of --amqp-url).")
 @click.option("--amqp-management-password", envvar="FNRELAY_AMQP_MANAGEMENT_PASSWORD",
-              default=None, help="Its password (default: the password of --amqp-url).")
+              default=None, callback=_management_password,
+              help="Its password (default: the password of --amqp-url); better in "
+                   "FNRELAY_AMQP_MANAGEMENT_PASSWORD or --amqp-management-password-file.")
+@click.option("--amqp-management-password-file", default=None, callback=_secret_file,
+              metavar="PATH", help="Read --amqp-management-password from this file (0600).")
 @click.option("--blob-store", default=None, envvar="FNRELAY_BLOB_STORE", metavar="db|DIR",
               help="Keep results too large for a message as blobs: 'db' in this database, "
                    "or an absolute directory every broker replica mounts. Unset: such "
@@ -141,8 +265,15 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
           amqp_management_user,
           amqp_management_password, log_level, ssl_certfile=None,
           ssl_keyfile=None, blob_store=None,
-          blob_limit=DEFAULT_BLOB_LIMIT, direct=True) -> None:  # type: ignore[no-untyped-def]
+          blob_limit=DEFAULT_BLOB_LIMIT, direct=True, amqp_url_file=None,
+          amqp_management_password_file=None) -> None:  # type: ignore[no-untyped-def]
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
+    ctx = click.get_current_context()
+    amqp_url = _one_of(ctx, amqp_url, "amqp_url", amqp_url_file, "--amqp-url-file")
+    amqp_management_password = _one_of(ctx, amqp_management_password,
+                                       "amqp_management_password",
+                                       amqp_management_password_file,
+                                       "--amqp-management-password-file")
     import uvicorn
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
@@ -168,6 +299,7 @@ def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbea
         _fail(str(e))
     except (SQLAlchemyError, CommandError, OSError) as e:
         _db_failure("cannot open database", settings.db_url, e)
+    _warn_if_readable(settings.db_url)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         _fail("--ssl-certfile and --ssl-keyfile go together")
     # A bounded graceful stop: requests in flight get SHUTDOWN_GRACE seconds, and an idle
@@ -219,7 +351,8 @@ def user_add(name: str, db_url: str | None) -> None:
         user_id, token = create_user(db, name)
     except UserExistsError as e:
         _fail(str(e))
-    click.echo(f"created user {name} ({user_id}); its token (shown once, stored hashed):")
+    click.echo(f"created user {name} ({user_id}) in {db.display_url}; its token (shown once, "
+               "stored hashed):")
     click.echo(token)
 
 
@@ -251,7 +384,7 @@ def token_create(username: str, endpoint_id: str | None, db_url: str | None) -> 
     except LookupError as e:
         _fail(str(e))
     scope = f"endpoint {endpoint_id} of {username}" if endpoint_id else username
-    click.echo(f"new token for {scope} (shown once, stored hashed):")
+    click.echo(f"new token for {scope} in {db.display_url} (shown once, stored hashed):")
     click.echo(new)
 
 

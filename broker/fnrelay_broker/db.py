@@ -8,6 +8,7 @@ not retried by busy_timeout) when another connection committed in between; so wr
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+from fnrelay.config import private_mkdir
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -84,6 +87,19 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     return engine
 
 
+def _create_private(path: Path) -> None:
+    """A new SQLite database: its missing directories 0700, its file 0600 (every payload and
+    result is in it; SQLite gives the -wal and -shm files the database file's mode). An
+    existing file keeps the mode its owner chose."""
+    if str(path).startswith("file:"):
+        return  # a URI: SQLite opens it
+    private_mkdir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 class Database:
     """Owns the engines; `read()` and `write()` give sessions in one transaction each."""
 
@@ -94,7 +110,7 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(parsed.database).expanduser())
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:

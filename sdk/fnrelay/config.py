@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ ENV_HOME = "FNRELAY_HOME"
 ENV_BROKER_URL = "FNRELAY_BROKER_URL"
 ENV_TOKEN = "FNRELAY_TOKEN"
 ENV_ENDPOINT_ID = "FNRELAY_ENDPOINT_ID"
+#: The broker database `fnrelay-broker` commands act on (`--db`); `fnrelay local up` exports it.
+ENV_BROKER_DB = "FNRELAY_BROKER_DB"
 
 
 def fnrelay_home() -> Path:
@@ -35,15 +38,44 @@ class Credentials:
     token: str
 
 
-def save_credentials(broker_url: str, token: str, home: Path | None = None) -> Path:
-    """Write credentials.json readable by the owner only."""
-    path = (home or fnrelay_home()) / "credentials.json"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"broker_url": broker_url.rstrip("/"), "token": token}, f)
-    os.chmod(path, 0o600)
+def private_mkdir(path: Path) -> Path:
+    """Create `path` and any missing parents with mode 0700 (`mkdir -p` would give the parents
+    the umask's 0755, and any local user could list them); existing ones are left as they are.
+    fnrelay's state (tokens, payloads, results) must not be readable by other local users."""
+    missing = []
+    p = path
+    while not p.exists() and not p.is_symlink():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
     return path
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to `path` with mode 0600 from its first byte on. A new file is renamed over
+    the old one: a symlink at `path` is replaced, never followed (the directory may be another
+    account's), and readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_credentials(broker_url: str, token: str, home: Path | None = None) -> Path:
+    """Write credentials.json readable by the owner only, in a directory only the owner reads."""
+    path = private_mkdir(home or fnrelay_home()) / "credentials.json"
+    return write_private(path, json.dumps({"broker_url": broker_url.rstrip("/"),
+                                           "token": token}))
 
 
 def _saved() -> dict:

@@ -4,17 +4,26 @@
 is what users start. Every process the stack starts carries the environment variable
 FNRELAY_LOCAL_STACK=<its directory>, so `down` can prove that nothing it started survives
 (worker pools and Erlang helpers included) by scanning /proc for that marker.
+
+On a shared machine the stack is its owner's alone: RabbitMQ has no guest account (its
+administrator's random password is kept in a 0600 file), passwords reach processes by their
+environment (readable by their owner only), never their command line (readable by all), and
+directories are 0700 and files 0600 (the stack's directory 0710 with group rabbitmq when
+RabbitMQ, run as that user, keeps its data inside it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
+import re
 import secrets
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -27,7 +36,16 @@ import click
 import requests
 
 from fnrelay.amqp import requests_verify
-from fnrelay.config import ENV_BROKER_URL, ENV_ENDPOINT_ID, ENV_HOME, ENV_TOKEN, save_credentials
+from fnrelay.config import (
+    ENV_BROKER_DB,
+    ENV_BROKER_URL,
+    ENV_ENDPOINT_ID,
+    ENV_HOME,
+    ENV_TOKEN,
+    private_mkdir,
+    save_credentials,
+    write_private,
+)
 from fnrelay.errors import FnRelayError
 
 MARKER = "FNRELAY_LOCAL_STACK"
@@ -104,9 +122,11 @@ def executable(name: str) -> str:
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a long-lived process in its own session (a Ctrl-C on the caller leaves it alone)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    """Start a long-lived process in its own session (a Ctrl-C on the caller leaves it alone);
+    its output goes to `log`, readable by its owner only."""
+    private_mkdir(log.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    with os.fdopen(os.open(log, flags, 0o600), "ab") as out:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -222,8 +242,10 @@ def _as_rabbitmq(argv: list[str], env: dict[str, str]) -> list[str]:
 class RabbitMQServer:
     """A private RabbitMQ node with its data, logs, Erlang cookie and ports under `dir`.
 
-    Ports left as None are chosen free at start(). The node has the management plugin and an
-    administrator account (random password) for the broker; `guest` keeps loopback access.
+    Ports left as None are chosen free at start(). The node has the management plugin and one
+    account, an administrator for the broker, whose random password is kept in
+    `dir`/admin-password (0600) so that a node restarted on its kept data can be logged into.
+    There is no guest account: on 127.0.0.1 every local user would be guest.
     """
 
     def __init__(self, dir: Path | str, amqp_port: int | None = None,
@@ -239,7 +261,12 @@ class RabbitMQServer:
         self.dist_port = dist_port
         self.management_port = management_port
         self.admin_user = admin_user
-        self.admin_password = admin_password or secrets.token_urlsafe(18)
+        self.admin_password = (admin_password or self._kept_password()
+                               or secrets.token_urlsafe(18))
+        for what, value in (("user", admin_user), ("password", self.admin_password)):
+            if not _CONF_WORD.fullmatch(value):  # it goes into rabbitmq.conf as it is
+                raise LocalStackError(f"the RabbitMQ administrator's {what} may hold only "
+                                      "letters, digits, '.', '_' and '-'")
         self.marker = marker or str(self.dir)
         self.log = log
         self.proc: subprocess.Popen | None = None
@@ -262,6 +289,16 @@ class RabbitMQServer:
     @property
     def admin_auth(self) -> tuple[str, str]:
         return (self.admin_user, self.admin_password)
+
+    @property
+    def password_path(self) -> Path:
+        return self.dir / "admin-password"
+
+    def _kept_password(self) -> str | None:
+        try:
+            return self.password_path.read_text().strip() or None
+        except OSError:
+            return None
 
     @property
     def pid(self) -> int | None:
@@ -315,18 +352,29 @@ class RabbitMQServer:
             self.amqps_port = free_port(exclude=taken)
 
     def _prepare_dir(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "log").mkdir(exist_ok=True)
-        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
-        (self.dir / "rabbitmq.conf").write_text(
+        """The node's directory, 0700 and (as root) the rabbitmq user's, with its config."""
+        private_mkdir(self.dir)
+        _refuse_foreign_dir(self.dir)
+        os.chmod(self.dir, 0o700)
+        (self.dir / "log").mkdir(exist_ok=True, mode=0o700)
+        write_private(self.password_path, self.admin_password + "\n")
+        write_private(self.dir / "enabled_plugins", "[rabbitmq_management].\n")
+        # default_user replaces guest on a node's first boot (a node whose data an older
+        # fnrelay made still has guest: _secure_accounts deletes it).
+        write_private(self.dir / "rabbitmq.conf", (
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
             f"management.tcp.ip = 127.0.0.1\n"
             f"management.tcp.port = {self.management_port}\n"
-            "loopback_users.guest = true\n"
+            f"default_user = {self.admin_user}\n"
+            f"default_pass = {self.admin_password}\n"
+            "default_user_tags.administrator = true\n"
+            "default_permissions.configure = .*\n"
+            "default_permissions.read = .*\n"
+            "default_permissions.write = .*\n"
             "log.console = false\n"
             "log.file.level = info\n"
             + self._tls_config()
-        )
+        ))
         (self.dir / "pid").unlink(missing_ok=True)
         if _is_root():
             _chown_tree(self.dir, RABBITMQ_USER)
@@ -344,7 +392,7 @@ class RabbitMQServer:
             return ""
         names = ("cert.pem", "key.pem", "ca.pem")
         for src, name in zip(self.tls, names, strict=True):
-            shutil.copyfile(src, self.dir / name)
+            write_private(self.dir / name, Path(src).read_text())
         cert, key, ca = (self.dir / n for n in names)
         return (f"listeners.ssl.default = 127.0.0.1:{self.amqps_port}\n"
                 f"ssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n"
@@ -376,24 +424,52 @@ class RabbitMQServer:
                 raise LocalStackError(
                     f"RabbitMQ exited with status {self.proc.returncode}; see "
                     f"{self.dir / 'server.out'} and {self.dir / 'log'}")
-            return self.pid is not None and http_ok(f"{self.management_url}/api/overview",
-                                                    auth=("guest", "guest"))
+            return self.pid is not None and _answers(f"{self.management_url}/api/overview")
 
         wait_until(up, f"RabbitMQ on port {self.amqp_port}", timeout, 0.25)
-        self._add_admin()
+        self._secure_accounts()
         return self
 
-    def _add_admin(self) -> None:
-        """Create (or reset) the administrator account through the management API."""
-        api, guest = f"{self.management_url}/api", ("guest", "guest")
-        user = quote(self.admin_user, safe="")
+    def _secure_accounts(self, timeout: float = 20.0) -> None:
+        """Make sure the administrator logs in with `admin_password` and guest is gone.
+
+        A fresh node has the administrator from rabbitmq.conf and no guest. A node whose data
+        an older fnrelay made has guest (and the administrator with a password since lost):
+        guest resets the administrator, then the administrator deletes guest.
+        """
+        api = f"{self.management_url}/api"
+        admin = quote(self.admin_user, safe="")
+
+        def logs_in(auth: tuple[str, str]) -> bool:
+            return http_ok(f"{api}/whoami", auth=auth)
+
+        def admin_ok() -> bool:
+            if logs_in(self.admin_auth):
+                return True
+            if logs_in(_GUEST):
+                try:
+                    requests.put(f"{api}/users/{admin}", auth=_GUEST, timeout=10, json={
+                        "password": self.admin_password, "tags": "administrator"})
+                    requests.put(f"{api}/permissions/%2F/{admin}", auth=_GUEST, timeout=10,
+                                 json={"configure": ".*", "write": ".*", "read": ".*"})
+                except requests.RequestException:
+                    pass  # tried again
+            return False
+
         try:
-            requests.put(f"{api}/users/{user}", auth=guest, timeout=10, json={
-                "password": self.admin_password, "tags": "administrator"}).raise_for_status()
-            requests.put(f"{api}/permissions/%2F/{user}", auth=guest, timeout=10, json={
-                "configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+            wait_until(admin_ok, "the RabbitMQ administrator to log in", timeout, 0.25)
+        except LocalStackError:
+            raise LocalStackError(
+                f"cannot log in to RabbitMQ as {self.admin_user!r} with the password in "
+                f"{self.password_path}: the node's data in {self.dir / 'mnesia'} has another; "
+                "stop the node and remove that directory to start afresh") from None
+        try:
+            gone = requests.delete(f"{api}/users/guest", auth=self.admin_auth, timeout=10)
         except requests.RequestException as e:
-            raise LocalStackError(f"cannot create the RabbitMQ administrator: {e}") from e
+            raise LocalStackError(f"cannot delete RabbitMQ's guest account: {e}") from e
+        if gone.status_code not in (204, 404):
+            raise LocalStackError(f"cannot delete RabbitMQ's guest account: HTTP "
+                                  f"{gone.status_code} {gone.text[:200]}")
 
     def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run `rabbitmqctl -n NODE ARGS` with the node's HOME (hence its Erlang cookie)."""
@@ -419,23 +495,59 @@ class RabbitMQServer:
             self.proc.wait()
 
 
+_GUEST = ("guest", "guest")
+#: What may go unquoted into rabbitmq.conf.
+_CONF_WORD = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _answers(url: str) -> bool:
+    """True if `url` answers HTTP at all (401 included: the server is up)."""
+    try:
+        requests.get(url, timeout=2)
+    except requests.RequestException:
+        return False
+    return True
+
+
 def _chown_tree(path: Path, user: str) -> None:
-    shutil.chown(path, user, None)
+    """chown -R that changes symlinks themselves, never what they point to."""
+    uid = pwd.getpwnam(user).pw_uid
+    os.chown(path, uid, -1, follow_symlinks=False)
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
-            shutil.chown(os.path.join(root, name), user, None)
+            os.chown(os.path.join(root, name), uid, -1, follow_symlinks=False)
+
+
+def _refuse_foreign_dir(path: Path) -> None:
+    """Refuse a directory that is a symlink or belongs to another account than us or (as root)
+    rabbitmq: another local user could have made it first to have root write through it."""
+    st = os.lstat(path)
+    owners = {os.geteuid()}
+    if _is_root():
+        owners.add(pwd.getpwnam(RABBITMQ_USER).pw_uid)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owners:
+        raise LocalStackError(
+            f"{path} is not a directory of yours (or of {RABBITMQ_USER}): another local user may "
+            f"have made it to trap you; remove it (rm -rf {path}) or choose another --dir")
 
 
 def rabbitmq_dir_for(base: Path) -> Path:
     """Where RabbitMQ keeps its data: base/rabbitmq, unless (as root) the rabbitmq user could
-    not reach it, e.g. under /root; then a private directory under /tmp named after base."""
+    not reach base, e.g. under /root; then a directory under /tmp named after base, made here
+    (root's, 0700: once it is ours, /tmp's sticky bit keeps others from replacing it)."""
     wanted = base.resolve() / "rabbitmq"
-    if not _is_root() or _reachable_by_others(wanted.parent):
+    if not _is_root() or _reachable_by_others(wanted.parent.parent):
         return wanted
     import hashlib
 
     digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"fnrelay-rabbitmq-{digest}"
+    path = Path("/tmp") / f"fnrelay-rabbitmq-{digest}"
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    _refuse_foreign_dir(path)
+    return path
 
 
 def _reachable_by_others(path: Path) -> bool:
@@ -455,11 +567,17 @@ def make_shared_tmpdir(prefix: str) -> Path:
 
 
 # --- broker -------------------------------------------------------------------------------------
+#: `fnrelay-broker serve --amqp-url` from the environment.
+ENV_AMQP_URL = "FNRELAY_AMQP_URL"
+
+
 class BrokerServer:
     """A `fnrelay-broker serve` process on `amqp_url` with its database and log under `dir`.
 
     With `management_url` (RabbitMQ's management API; `amqp_url` is then an administrator's)
     the broker gives every endpoint and task group reader its own RabbitMQ account.
+    The URLs (they may hold passwords) reach `fnrelay-broker` by its environment, which only
+    its owner can read, not by its command line, which every local user can.
     """
 
     def __init__(self, dir: Path | str, amqp_url: str, db_url: str | None = None,
@@ -495,14 +613,15 @@ class BrokerServer:
     def start(self, timeout: float = START_TIMEOUT) -> BrokerServer:
         if self.port is None or not port_free(self.port):
             self.port = free_port()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_mkdir(self.dir)
         self.log(f"starting the broker on {self.url} (log: {self.log_path})")
-        argv = [executable("fnrelay-broker"), "serve", "--db", self.db_url,
-                "--amqp-url", self.amqp_url, "--host", "127.0.0.1", "--port", str(self.port),
+        argv = [executable("fnrelay-broker"), "serve", "--host", "127.0.0.1",
+                "--port", str(self.port),
                 *(["--amqp-management-url", self.management_url] if self.management_url
                   else []),
                 *self.extra_args]
-        env = _marked_env(self.marker, **{ENV_HOME: str(self.dir)})
+        env = _marked_env(self.marker, **{ENV_HOME: str(self.dir), ENV_BROKER_DB: self.db_url,
+                                          ENV_AMQP_URL: self.amqp_url})
         self.proc = spawn(argv, self.log_path, env)
 
         def up() -> bool:
@@ -516,9 +635,9 @@ class BrokerServer:
         return self
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        """`fnrelay-broker ARGS --db <this broker's database>`."""
-        return subprocess.run([executable("fnrelay-broker"), *args, "--db", self.db_url],
-                              capture_output=True, text=True)
+        """`fnrelay-broker ARGS` on this broker's database."""
+        return subprocess.run([executable("fnrelay-broker"), *args], capture_output=True,
+                              text=True, env={**os.environ, ENV_BROKER_DB: self.db_url})
 
     def add_user(self, name: str) -> str:
         """Create user `name` (or, if it exists, a further token of it); returns the token."""
@@ -606,7 +725,7 @@ class LocalEndpoint:
         Each override replaces the key of that name wherever it sits in config.yaml (for
         example max_workers=4 sets engine.max_workers); a dict value is merged.
         """
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_mkdir(self.home)
         save_credentials(self.broker_url, self.token, home=self.home)
         if not self.config_path.exists():
             out = self.cli("configure", self.name, "--broker-url", self.broker_url)
@@ -623,7 +742,9 @@ class LocalEndpoint:
         if overrides:
             for key, value in overrides.items():
                 _set_key(config, key, value)
-            self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+            write_private(self.config_path, yaml.safe_dump(config, sort_keys=False))
+        # It may hold a token ('token:'): its owner's alone, whoever wrote it.
+        os.chmod(self.config_path, 0o600)
         return self
 
     def start(self, foreground: bool | None = None, timeout: float = START_TIMEOUT
@@ -761,11 +882,22 @@ class LocalStack:
         return state
 
     def _save(self, state: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f, indent=2)
-        os.chmod(self.state_path, 0o600)
+        write_private(private_mkdir(self.dir) / self.state_path.name, json.dumps(state, indent=2))
+
+    def _secure_dir(self, rabbit_dir: Path) -> None:
+        """The stack's directory: 0700, or 0710 with group rabbitmq when (as root) RabbitMQ,
+        running as that user, keeps its data inside and must pass through. Set on every start,
+        so a directory an older fnrelay left readable (0755) is closed too."""
+        private_mkdir(self.dir)
+        if _is_root() and rabbit_dir.parent == self.dir:
+            os.chown(self.dir, -1, pwd.getpwnam(RABBITMQ_USER).pw_gid)
+            os.chmod(self.dir, 0o710)
+        else:
+            os.chmod(self.dir, 0o700)
+        for entry in self.dir.iterdir():  # the broker's database and log, among others
+            st = entry.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.chmod(entry, stat.S_IMODE(st.st_mode) & 0o700)
 
     def up(self) -> dict[str, Any]:
         """Start everything (or nothing, if it all runs already); returns the state."""
@@ -773,13 +905,16 @@ class LocalStack:
         if old is not None:
             if all(c["running"] for c in self.status().values()):
                 self.log(f"the local stack in {self.dir} is already up")
+                if "db_url" in old.get("broker", {}):  # a state an older fnrelay wrote
+                    old["exports"].setdefault(ENV_BROKER_DB, old["broker"]["db_url"])
                 return old
             self.log("part of the previous local stack is down: restarting all of it")
             self.down()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        rabbit_dir = rabbitmq_dir_for(self.dir)
+        self._secure_dir(rabbit_dir)
         marker = str(self.dir)
         prev = (old or {}).get("rabbitmq", {})
-        rabbit = RabbitMQServer(rabbitmq_dir_for(self.dir), prev.get("amqp_port"),
+        rabbit = RabbitMQServer(rabbit_dir, prev.get("amqp_port"),
                                 prev.get("dist_port"), prev.get("management_port"),
                                 marker=marker, log=self.log)
         state: dict[str, Any] = {"dir": str(self.dir), "marker": marker}
@@ -799,8 +934,11 @@ class LocalStack:
             endpoint.configure().start()
             state["endpoint"] = {"name": self.ENDPOINT, "endpoint_id": endpoint.endpoint_id,
                                  "pid": endpoint.pid}
+            # FNRELAY_BROKER_DB: `fnrelay-broker user add` in the shell that evaluated these
+            # lines acts on this stack's broker, not on a database under FNRELAY_HOME.
             state["exports"] = {ENV_HOME: str(self.home), ENV_BROKER_URL: broker.url,
-                                ENV_TOKEN: token, ENV_ENDPOINT_ID: endpoint.endpoint_id}
+                                ENV_TOKEN: token, ENV_ENDPOINT_ID: endpoint.endpoint_id,
+                                ENV_BROKER_DB: broker.db_url}
             self._save(state)
         except BaseException:
             self.log("start-up failed: stopping what was started")

@@ -19,7 +19,8 @@ import pytest
 from fnrelay.local import make_shared_tmpdir, marked_pids, pid_alive
 
 FNRELAY = str(Path(sys.executable).parent / "fnrelay")
-EXPORTS = ("FNRELAY_HOME", "FNRELAY_BROKER_URL", "FNRELAY_TOKEN", "FNRELAY_ENDPOINT_ID")
+EXPORTS = ("FNRELAY_HOME", "FNRELAY_BROKER_URL", "FNRELAY_TOKEN", "FNRELAY_ENDPOINT_ID",
+           "FNRELAY_BROKER_DB")
 
 RUN_A_FUNCTION = """
 import os
