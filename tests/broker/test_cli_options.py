@@ -4,6 +4,7 @@ every endpoint offline)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,37 @@ def test_serve_refuses_a_malformed_rabbitmq_url(tmp_path: Path, option: str, url
     assert out.returncode == 2, out.stderr
     assert f"Invalid value for '{option}': not a RabbitMQ URL" in out.stderr
     assert "Traceback" not in out.stderr and "Pw-0f-MQ" not in out.stderr
+
+
+def test_serve_takes_the_rabbitmq_url_from_a_file_or_a_flag_not_both(tmp_path: Path) -> None:
+    url_file = tmp_path / "amqp-url"
+    url_file.write_text("amqp://fnrelay:Pw-0f-MQ@127.0.0.1:5672/\n")
+    url_file.chmod(0o600)
+    both = subprocess.run(
+        [BROKER_CLI, "serve", "--db", f"sqlite:///{tmp_path / 'broker.db'}",
+         "--amqp-url-file", str(url_file), "--amqp-url", "amqp://x:y@127.0.0.1:5672/"],
+        capture_output=True, text=True, timeout=60)
+    assert both.returncode == 2, both.stderr
+    assert "give --amqp-url-file or --amqp-url" in both.stderr
+    assert "Pw-0f-MQ" not in both.stderr and "Traceback" not in both.stderr
+
+    url_file.write_text("http://fnrelay:Pw-0f-MQ@127.0.0.1:15672/\n")
+    bad = subprocess.run(
+        [BROKER_CLI, "serve", "--db", f"sqlite:///{tmp_path / 'broker.db'}",
+         "--amqp-url-file", str(url_file)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad.stderr
+    assert "Invalid value for '--amqp-url-file': not a RabbitMQ URL" in bad.stderr
+    assert "Pw-0f-MQ" not in bad.stderr
+
+
+def test_a_password_on_the_command_line_is_warned_about_and_not_from_the_environment(
+        tmp_path: Path) -> None:
+    """`ps` shows every local user a command line, only its owner the environment."""
+    url = f"postgresql://fnrelay:Pw-0f-DB@127.0.0.1:{free_port()}/fnrelay"
+    flag = subprocess.run([BROKER_CLI, "user", "add", "someone", "--db", url],
+                          capture_output=True, text=True, timeout=60)
+    assert "warning: the password in --db is visible to every local user" in flag.stderr
+    assert "FNRELAY_BROKER_DB" in flag.stderr and "Pw-0f-DB" not in flag.stderr
+    env = subprocess.run([BROKER_CLI, "user", "add", "someone"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "FNRELAY_BROKER_DB": url})
+    assert env.returncode == 1 and "warning" not in env.stderr, env.stderr
