@@ -19,6 +19,7 @@ import pika.exceptions
 import pytest
 
 from fnrelay import Client, Executor, protocol, serialize
+from support.postgres_fixtures import postgres  # noqa: F401
 from support.waiting import wait_for
 
 
@@ -313,3 +314,12 @@ def _trip() -> None:
 
 
 _TRIPPED = threading.Event()
+
+
+# --- the same ids on PostgreSQL (its JSON path queries differ from SQLite's) --------------------
+def test_child_and_deleted_ids_hold_on_postgresql(start_broker, amqp_url, rabbitmq, postgres):
+    pg = start_broker(amqp_url, postgres.create_database(), "--amqp-management-url",
+                      rabbitmq.management_url)
+    test_no_user_can_claim_the_child_endpoint_that_another_users_tasks_go_to(
+        pg.api(), pg.api(), pg.api())
+    test_a_deleted_endpoint_stays_retired_and_its_direct_path_grants_go(pg.api(), pg.api())
