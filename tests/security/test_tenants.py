@@ -317,7 +317,8 @@ _TRIPPED = threading.Event()
 
 
 # --- the same ids on PostgreSQL (its JSON path queries differ from SQLite's) --------------------
-def test_child_and_deleted_ids_hold_on_postgresql(start_broker, amqp_url, rabbitmq, postgres):
+def test_child_and_deleted_ids_hold_on_postgresql(start_broker, amqp_url, rabbitmq,
+                                                  postgres):  # noqa: F811
     pg = start_broker(amqp_url, postgres.create_database(), "--amqp-management-url",
                       rabbitmq.management_url)
     test_no_user_can_claim_the_child_endpoint_that_another_users_tasks_go_to(
