@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-import uuid
 from typing import Any
 
 from benchmarks import hops
@@ -65,8 +64,8 @@ def store_tasks(stack: Stack, count: int, timeout: float = 600.0) -> dict[str, A
     from fnrelay.client import task_entry
 
     client = stack.client()
-    offline = str(uuid.uuid4())
-    client.put(f"endpoints/{offline}", data={"name": "bench-offline", "metadata": {}})
+    offline = client.post("endpoints", data={"name": "bench-offline", "metadata": {}})[
+        "endpoint_id"]
     function_id = client.register_function(noop)
     t0 = deadline = clock()
     deadline += timeout
