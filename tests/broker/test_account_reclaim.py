@@ -58,6 +58,19 @@ def mgmt(rabbitmq, amqp_url) -> Mgmt:  # type: ignore[no-untyped-def]
     return Mgmt(rabbitmq, amqp_url)
 
 
+def _manager(api) -> dict:  # type: ignore[no-untyped-def]
+    """A new multi-user endpoint "mu" of `api`'s user: its registration answer."""
+    return api.ok("POST", "/endpoints", json={"name": "mu", "metadata": {"multi_user": True}})
+
+
+def _child_of(user) -> str:  # type: ignore[no-untyped-def]
+    """The one child of manager "mu" the broker made for `user` (its record is the user's)."""
+    children = [e["endpoint_id"] for e in user.ok("GET", "/endpoints")["endpoints"]
+                if e["name"].startswith("mu/")]
+    assert len(children) == 1, children
+    return children[0]
+
+
 def double(x: int) -> int:
     return 2 * x
 
@@ -76,7 +89,8 @@ def test_idle_group_reader_is_deleted_and_made_again_on_reattach(
             reader = f"fnrelay-group-{group}"
             assert mgmt.user(reader)  # in use (its Executor consumes): kept
         wait_for(lambda: not mgmt.user(reader), "the idle reader account to be deleted")
-        wait_for(lambda: not mgmt.queue(protocol.group_queue(group)), "its queue to go")
+        queue = reclaiming_broker.names.group(group)
+        wait_for(lambda: not mgmt.queue(queue), "its queue to go")
         assert mgmt.user(f"fnrelay-ep-{ep.endpoint_id}")  # endpoints keep theirs
 
         with Executor(ep.endpoint_id, client=client, task_group_id=group) as again:
@@ -91,12 +105,12 @@ def test_idle_group_reader_is_deleted_and_made_again_on_reattach(
 
 def test_retired_child_account_is_deleted_and_made_again(reclaiming_broker, mgmt):
     admin, user = reclaiming_broker.api(), reclaiming_broker.api()
-    manager = str(uuid.uuid4())
-    admin.ok("PUT", f"/endpoints/{manager}", json={"name": "mu", "metadata": {"multi_user": True}})
+    manager = _manager(admin)["endpoint_id"]
     answer = user.submit(manager, user.function())
-    child = protocol.child_endpoint_id(manager, user.ok("GET", "/whoami")["user_id"], {})
+    child = _child_of(user)
     path = f"/endpoints/{manager}/children/{child}/credentials"
-    url = admin.ok("POST", path)["amqp_url"]
+    creds = admin.ok("POST", path)
+    url = creds["amqp_url"]
     account = f"fnrelay-ep-{child}"
     assert mgmt.user(account)
     send_result(url, child, answer["task_ids"][0], answer["task_group_id"], "00\ndone")
@@ -104,7 +118,7 @@ def test_retired_child_account_is_deleted_and_made_again(reclaiming_broker, mgmt
              "the child's result to be recorded")
     wait_for(lambda: not mgmt.user(account), "the retired child's account to be deleted")
     assert mgmt.user(f"fnrelay-ep-{manager}")  # the manager keeps its own
-    assert mgmt.queue(protocol.endpoint_queue(child))  # tasks may still come: the queue stays
+    assert mgmt.queue(creds["task_queue"])  # tasks may still come: the queue stays
 
     # The manager starts the child again: its account is made again, and works.
     again = admin.ok("POST", path)["amqp_url"]
@@ -114,19 +128,20 @@ def test_retired_child_account_is_deleted_and_made_again(reclaiming_broker, mgmt
 
 def test_deleting_a_manager_deletes_its_childrens_accounts(reclaiming_broker, mgmt):
     admin, user = reclaiming_broker.api(), reclaiming_broker.api()
-    manager = str(uuid.uuid4())
-    admin.ok("PUT", f"/endpoints/{manager}", json={"name": "mu", "metadata": {"multi_user": True}})
+    reg = _manager(admin)
+    manager, control = reg["endpoint_id"], reg["control_queue"]
     task = user.submit(manager, user.function())["task_ids"][0]
-    child = protocol.child_endpoint_id(manager, user.ok("GET", "/whoami")["user_id"], {})
-    admin.ok("POST", f"/endpoints/{manager}/children/{child}/credentials")
+    child = _child_of(user)
+    child_queue = admin.ok("POST", f"/endpoints/{manager}/children/{child}/credentials"
+                           )["task_queue"]
     assert mgmt.user(f"fnrelay-ep-{child}")  # busy (an unfinished task): not reclaimed
-    assert mgmt.queue(protocol.control_queue(manager))
+    assert mgmt.queue(control)
 
     admin.ok("DELETE", f"/endpoints/{manager}")
     assert not mgmt.user(f"fnrelay-ep-{child}")
     assert not mgmt.user(f"fnrelay-ep-{manager}")
-    assert not mgmt.queue(protocol.endpoint_queue(child))
-    assert not mgmt.queue(protocol.control_queue(manager))
+    assert not mgmt.queue(child_queue)
+    assert not mgmt.queue(control)
     failed = user.ok("GET", f"/tasks/{task}")
     assert failed["status"] == "failed"
     assert "deleted" in failed["exception"]["message"]

@@ -3,8 +3,6 @@ after they finished, and keeps unfinished ones however old."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from fnrelay import protocol
@@ -25,8 +23,7 @@ def ttl_broker(start_broker, amqp_url):  # type: ignore[no-untyped-def]
 
 def test_finished_tasks_expire_and_pending_ones_stay(ttl_broker, amqp_url):
     api = ttl_broker.api()
-    eid = str(uuid.uuid4())
-    api.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": {}})
+    eid = api.endpoint()
     fn = api.function()
     first = api.submit(eid, fn)
     done, group = first["task_ids"][0], first["task_group_id"]

@@ -45,9 +45,8 @@ def bob(iso_broker):  # type: ignore[no-untyped-def]
 
 
 def _register(api, metadata: dict | None = None) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    eid = str(uuid.uuid4())
-    reg = api.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": metadata or {}})
-    return eid, reg["amqp_url"]
+    reg = api.register(metadata)
+    return reg["endpoint_id"], reg["amqp_url"]
 
 
 class As:
@@ -105,11 +104,11 @@ def _register_again(api, eid: str) -> tuple[str, str]:  # type: ignore[no-untype
 
 
 def test_endpoint_cannot_read_or_feed_another_endpoints_queue(alice, bob):
-    a_id, a_url = _register(alice)
-    b_id, _ = _register(bob)
+    a_reg, b_reg = alice.register(), bob.register()
+    a_url, a_queue = a_reg["amqp_url"], a_reg["task_queue"]
+    b_id, b_queue = b_reg["endpoint_id"], b_reg["task_queue"]
     a = As(a_url)
     try:
-        b_queue = protocol.endpoint_queue(b_id)
         assert a.refused(lambda ch: ch.basic_consume(b_queue, lambda *x: None)) == 403
         assert a.refused(lambda ch: ch.basic_get(b_queue)) == 403
         assert a.refused(lambda ch: ch.basic_publish(
@@ -117,11 +116,11 @@ def test_endpoint_cannot_read_or_feed_another_endpoints_queue(alice, bob):
         assert a.refused(lambda ch: ch.basic_publish("", b_queue, b"{}")) == 403
         # Nor may it declare or bind anything (the broker declares every queue).
         assert a.refused(lambda ch: ch.queue_declare("fnrelay.sneaky", durable=True)) == 403
-        assert a.refused(lambda ch: ch.queue_bind(protocol.endpoint_queue(a_id),
-                                                  protocol.TASKS_EXCHANGE, b_id)) == 403
+        assert a.refused(lambda ch: ch.queue_bind(a_queue, protocol.TASKS_EXCHANGE,
+                                                  b_id)) == 403
         # Its own queue it may consume.
         ch = a.conn.channel()
-        ch.basic_consume(protocol.endpoint_queue(a_id), lambda *x: None)
+        ch.basic_consume(a_queue, lambda *x: None)
         ch.close()
     finally:
         a.close()
@@ -230,11 +229,12 @@ def test_results_stream_to_the_group_reader(alice):
 
 
 def test_child_endpoints_get_their_own_accounts_from_their_manager_only(alice, bob):
-    manager, manager_url = _register(alice, {"multi_user": True})
-    m = As(manager_url)
+    reg = alice.register({"multi_user": True})
+    manager, control = reg["endpoint_id"], reg["control_queue"]
+    m = As(reg["amqp_url"])
     try:  # the manager reads its control queue, declared for it by the broker
         ch = m.conn.channel()
-        ch.basic_consume(protocol.control_queue(manager), lambda *x: None)
+        ch.basic_consume(control, lambda *x: None)
         ch.close()
     finally:
         m.close()
@@ -247,10 +247,9 @@ def test_child_endpoints_get_their_own_accounts_from_their_manager_only(alice, b
     try:
         assert c.user == f"fnrelay-ep-{child}"
         ch = c.conn.channel()
-        ch.basic_consume(protocol.endpoint_queue(child), lambda *x: None)
+        ch.basic_consume(creds["task_queue"], lambda *x: None)
         ch.close()
-        assert c.refused(lambda ch: ch.basic_consume(protocol.control_queue(manager),
-                                                     lambda *x: None)) == 403
+        assert c.refused(lambda ch: ch.basic_consume(control, lambda *x: None)) == 403
     finally:
         c.close()
     assert bob("POST", path).status_code == 404  # not bob's manager

@@ -61,10 +61,11 @@ def _status_of(api, task_id: str, status: str):  # type: ignore[no-untyped-def]
 
 
 def test_task_reaches_the_endpoint_queue_with_its_function(api, amqp):
-    eid = api.endpoint()
+    reg = api.register()
+    eid = reg["endpoint_id"]
     fid = api.function("01\nthe-function-body")
     answer = api.submit(eid, fid, n=3)
-    body = _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_TASKS, "the task message")
+    body = _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message")
     msgs = protocol.decode_tasks(body)
     assert [m.task_id for m in msgs] == answer["task_ids"]
     assert {m.function for m in msgs} == {"01\nthe-function-body"}
@@ -75,7 +76,8 @@ def test_task_reaches_the_endpoint_queue_with_its_function(api, amqp):
 
 
 def test_a_tasks_own_max_retries_reaches_the_endpoint(api, amqp):
-    eid, fid = api.endpoint(), api.function()
+    reg, fid = api.register(), api.function()
+    eid = reg["endpoint_id"]
     tasks = [{"function_id": fid, "payload": "03\n[0]", "max_retries": 0},
              {"function_id": fid, "payload": "03\n[1]"}]
     bad = api("POST", "/submit", json={"endpoint_id": eid, "tasks": [
@@ -85,16 +87,19 @@ def test_a_tasks_own_max_retries_reaches_the_endpoint(api, amqp):
     api.ok("POST", "/submit", json={"endpoint_id": eid, "tasks": tasks},
            headers={"Idempotency-Key": str(uuid.uuid4())})
     msgs = protocol.decode_tasks(
-        _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_TASKS, "the task message"))
+        _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message"))
     assert [m.max_retries for m in msgs] == [0, None]
 
 
-def test_result_is_recorded_once_and_forwarded_to_the_group(api, amqp):
-    eid, fid = api.endpoint(), api.function()
+def test_result_is_recorded_once_and_forwarded_to_the_group(api, amqp, broker):
+    reg, fid = api.register(), api.function()
+    eid = reg["endpoint_id"]
     group = api.ok("POST", "/task_groups", json={})
-    assert group["queue"] == protocol.group_queue(group["task_group_id"])
+    # The group's queue is named under the broker's secret, not after the group's id.
+    assert group["queue"] == broker.names.group(group["task_group_id"])
+    assert group["task_group_id"] not in group["queue"]
     tid = api.submit(eid, fid, group=group["task_group_id"])["task_ids"][0]
-    _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_TASKS, "the task message")
+    _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message")
     _status_of(api, tid, "waiting-for-endpoint")
 
     _publish(amqp, eid, protocol.MSG_STATUS,
@@ -167,14 +172,15 @@ def test_numbers_json_has_not_from_an_endpoint_keep_the_result_readable(api, amq
 
 
 def test_cancel_of_a_queued_task_tells_the_endpoint_and_the_group(api, amqp):
-    eid, fid = api.endpoint(), api.function()
+    reg, fid = api.register(), api.function()
+    eid = reg["endpoint_id"]
     group = api.ok("POST", "/task_groups", json={})
     tid = api.submit(eid, fid, group=group["task_group_id"])["task_ids"][0]
-    _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_TASKS, "the task message")
+    _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message")
     _status_of(api, tid, "waiting-for-endpoint")
     assert api.ok("POST", f"/tasks/{tid}/cancel") == {"task_id": tid, "status": "cancelled"}
     cancel = json.loads(
-        _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_CANCEL, "the cancel message"))
+        _get(amqp, reg["task_queue"], protocol.MSG_CANCEL, "the cancel message"))
     assert cancel["task_ids"] == [tid]
     forwarded = protocol.decode_results(
         _get(amqp, group["queue"], protocol.MSG_RESULTS, "the cancelled result"))
@@ -219,7 +225,8 @@ def test_tasks_accepted_while_rabbitmq_is_down_go_out_when_it_returns(
         closed_port = s.getsockname()[1]
     down = start_broker(f"amqp://guest:guest@127.0.0.1:{closed_port}/")
     api = down.api()
-    eid, fid = api.endpoint(), api.function()  # registration works without RabbitMQ
+    reg, fid = api.register(), api.function()  # registration works without RabbitMQ
+    eid, queue = reg["endpoint_id"], reg["task_queue"]
     answer = api.submit(eid, fid, n=2)
     tid = answer["task_ids"][0]
     assert api.ok("GET", f"/tasks/{tid}")["status"] == "received"
@@ -228,9 +235,8 @@ def test_tasks_accepted_while_rabbitmq_is_down_go_out_when_it_returns(
     back = start_broker(amqp_url, down.db_url)  # same database, RabbitMQ reachable
     # The new broker declares the endpoint's queue before its first publish; reading a queue
     # that does not exist yet would close the test's channel.
-    wait_for(lambda: _queue_exists(amqp.connection, protocol.endpoint_queue(eid)),
-             "the endpoint queue")
-    body = _get(amqp, protocol.endpoint_queue(eid), protocol.MSG_TASKS, "the queued tasks")
+    wait_for(lambda: _queue_exists(amqp.connection, queue), "the endpoint queue")
+    body = _get(amqp, queue, protocol.MSG_TASKS, "the queued tasks")
     assert [m.task_id for m in protocol.decode_tasks(body)] == answer["task_ids"]
     _status_of(back.api(api.http.headers["Authorization"].split()[1]), tid,
                "waiting-for-endpoint")

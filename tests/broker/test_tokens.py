@@ -50,7 +50,7 @@ def test_a_revoked_token_is_refused_at_once(broker):
 def test_endpoint_token_may_only_register_its_endpoint(broker):
     name, token = _user(broker)
     user = broker.api(token)
-    eid = str(uuid.uuid4())
+    eid = user.endpoint()  # an endpoint token is for an endpoint its user has
     ep = broker.api(_new_token(broker, name, "--endpoint", eid))
     reg = ep.ok("PUT", f"/endpoints/{eid}", json={"name": "scoped", "metadata": {}})
     assert reg["endpoint_id"] == eid
@@ -70,6 +70,7 @@ def test_endpoint_token_may_only_register_its_endpoint(broker):
         ep("POST", "/tasks/batch_status", json={"task_ids": [tid]}),
         ep("POST", f"/tasks/{tid}/cancel"),
         ep("GET", "/endpoints"),
+        ep("POST", "/endpoints", json={"name": "another", "metadata": {}}),
         ep("GET", f"/endpoints/{uuid.uuid4()}/status"),
         ep("DELETE", f"/endpoints/{eid}"),
         ep("POST", "/task_groups", json={}),
@@ -115,9 +116,7 @@ def test_a_single_user_endpoint_is_shared_only_through_its_allowlist(owner, gues
     code = f"01\nshared-{uuid.uuid4()}"
     allowed = owner.function(code)
     private = owner.endpoint()
-    shared = str(uuid.uuid4())
-    owner.ok("PUT", f"/endpoints/{shared}",
-             json={"name": "shared", "metadata": {"allowed_functions": [allowed]}})
+    shared = owner.endpoint({"allowed_functions": [allowed]})
     same_code, other_code = guest.function(code), guest.function()
     assert same_code != allowed  # function ids are per user: matched by their code
     # Without an allowlist the endpoint is the owner's alone: others see nothing.
@@ -137,10 +136,8 @@ def test_a_single_user_endpoint_is_shared_only_through_its_allowlist(owner, gues
 
 def test_allowlist_may_name_code_digests_and_must_be_a_list(owner, guest):
     code = f"01\ndigest-{uuid.uuid4()}"
-    eid = str(uuid.uuid4())
     digest = hashlib.sha256(code.encode()).hexdigest()
-    owner.ok("PUT", f"/endpoints/{eid}",
-             json={"name": "d", "metadata": {"allowed_functions": [digest]}})
+    eid = owner.endpoint({"allowed_functions": [digest]})
     assert _submit(guest, eid, guest.function(code)).status_code == 200
     r = owner("PUT", f"/endpoints/{eid}",
               json={"name": "d", "metadata": {"allowed_functions": "everything"}})
