@@ -35,8 +35,8 @@ def api(broker) -> Api:
 @pytest.fixture(scope="module")
 def registration(api: Api) -> dict[str, Any]:
     """An endpoint registered but never started (its tasks stay queued for us to inspect):
-    the broker's answer to PUT /v1/endpoints/{id}, with its own `amqp_url`."""
-    return api("PUT", f"/endpoints/{uuid.uuid4()}", json={"name": "idle"})
+    the broker's answer to POST /v1/endpoints, with its own `amqp_url` and `task_queue`."""
+    return api("POST", "/endpoints", json={"name": "idle"})
 
 
 @pytest.fixture(scope="module")

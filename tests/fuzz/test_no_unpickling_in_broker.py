@@ -78,7 +78,7 @@ def test_tripwire_fires_when_unpickled(tmp_path):
 
 
 def test_broker_passes_pickles_through_without_loading_them(
-    tmp_path, api, idle_endpoint, submit, publish_as_endpoint, channel
+    tmp_path, api, registration, idle_endpoint, submit, publish_as_endpoint, channel
 ):
     markers = {kind: tmp_path / f"{kind}-{uuid.uuid4().hex}" for kind in
                ("function", "payload", "result", "exception")}
@@ -86,7 +86,7 @@ def test_broker_passes_pickles_through_without_loading_them(
     task_id, group_id = submit(idle_endpoint, function, payload)
 
     # The endpoint's queue gets the very same text (the broker never looked inside).
-    queue = protocol.endpoint_queue(idle_endpoint)
+    queue = registration["task_queue"]
     _method, _props, body = wait_for(lambda: _get(channel, queue), "the task message")
     tasks = protocol.decode_tasks(body)
     assert [(t.task_id, t.function, t.payload) for t in tasks] == [(task_id, function, payload)]

@@ -86,10 +86,10 @@ def test_no_generated_request_gets_a_server_error(schema, broker_url, fuzz_token
 def owned(broker_url, fuzz_token) -> dict[str, str]:
     """A real endpoint and function of the fuzz user, so submit reaches the database."""
     auth = {"Authorization": f"Bearer {fuzz_token}"}
-    eid = str(uuid.uuid4())
-    r = requests.put(f"{broker_url}/v1/endpoints/{eid}", json={"name": "fuzz"}, headers=auth,
-                     timeout=30)
+    r = requests.post(f"{broker_url}/v1/endpoints", json={"name": "fuzz"}, headers=auth,
+                      timeout=30)
     r.raise_for_status()
+    eid = r.json()["endpoint_id"]
     r = requests.post(f"{broker_url}/v1/functions", headers=auth, timeout=30,
                       json={"function": "03\n\"not a function\"", "function_name": "f"})
     r.raise_for_status()
@@ -137,6 +137,10 @@ def test_odd_strings_in_real_submissions_never_get_a_server_error(
     assert r.status_code < 500, r.text
 
 
+#: Where an endpoint's metadata reaches the broker: POST creates, PUT updates (`owned`'s).
+_REGISTRATIONS = [("POST", "/v1/endpoints"), ("PUT", "/v1/endpoints/{endpoint_id}")]
+
+
 @pytest.mark.parametrize("bad", ["\x00", "x\ud800", "\udc00y"])
 def test_text_a_database_cannot_store_is_a_422_naming_the_field(broker_url, owned, bad):
     """NUL and lone surrogates once reached SQLite and answered 500 (found by this suite)."""
@@ -150,9 +154,10 @@ def test_text_a_database_cannot_store_is_a_422_naming_the_field(broker_url, owne
                       headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
                       json={"endpoint_id": owned["endpoint_id"], "tasks": [task]})
     assert r.status_code == 422 and "resource_specification" in r.json()["message"], r.text
-    r = requests.put(f"{broker_url}/v1/endpoints/{uuid.uuid4()}", headers=auth, timeout=30,
-                     json={"name": "ep", "metadata": {bad: 1}})
-    assert r.status_code == 422 and "metadata" in r.json()["message"], r.text
+    for method, path in _REGISTRATIONS:  # creating an endpoint, and updating one
+        r = requests.request(method, f"{broker_url}{path.format(**owned)}", headers=auth,
+                             timeout=30, json={"name": "ep", "metadata": {bad: 1}})
+        assert r.status_code == 422 and "metadata" in r.json()["message"], (method, r.text)
 
 
 @pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
@@ -165,6 +170,8 @@ def test_a_number_json_has_not_is_a_422_naming_the_field(broker_url, owned, numb
     r = requests.post(f"{broker_url}/v1/submit", timeout=30, data=body,
                       headers={**auth, "Idempotency-Key": str(uuid.uuid4())})
     assert r.status_code == 422 and "resource_specification" in r.json()["message"], r.text
-    r = requests.put(f"{broker_url}/v1/endpoints/{uuid.uuid4()}", headers=auth, timeout=30,
-                     data=json.dumps({"name": "ep", "metadata": {"load": number}}))
-    assert r.status_code == 422 and "metadata" in r.json()["message"], r.text
+    for method, path in _REGISTRATIONS:
+        r = requests.request(method, f"{broker_url}{path.format(**owned)}", headers=auth,
+                             timeout=30, data=json.dumps({"name": "ep",
+                                                          "metadata": {"load": number}}))
+        assert r.status_code == 422 and "metadata" in r.json()["message"], (method, r.text)
