@@ -86,6 +86,17 @@ def parse_memory(value: Any, key: str = "memory") -> str:
     return f"{int(m.group(1))}{m.group(2).upper()}"
 
 
+#: Memory units in 1024s, as Slurm's --mem and PBS's mem read them.
+MEMORY_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def memory_bytes(value: Any, key: str = "memory") -> int:
+    """Bytes of a memory size: `memory` is what the task may use on each of its nodes (the
+    batch scheduler's per-node request; the local engine's one node enforces it)."""
+    text = parse_memory(value, key)
+    return int(text[:-1]) * MEMORY_UNITS[text[-1]]
+
+
 def _int(key: str, value: Any) -> int:
     low, high = INT_BOUNDS[key]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -2,12 +2,16 @@
 while there is work and stopped after `idle_timeout` seconds without any.
 
 Each worker is a process started by multiprocessing's forkserver (never a plain fork of the
-threaded agent) that puts itself in its own process group, so cancelling a running task kills
-the whole group with SIGKILL (bash children of a ShellFunction included) and a fresh worker
-takes its place. One feeder thread per worker hands it tasks FIFO from a shared queue and
-waits for the answer, so an idle worker picks up the next task at once. A task submitted while
-a worker idles goes down that worker's pipe from `submit` itself: waking the feeder first
-would cost a thread switch on the task's way in.
+threaded agent) that puts itself in its own process group. A task is contained while it runs
+(`fnrelay_endpoint.containment`): every process it started ends when it ends, whether it
+answered, was cancelled or ran out of walltime (then the worker goes too, and a fresh one takes
+its place), and its `memory` is enforced. Its stdout and stderr go to its own capped files
+(`fnrelay_endpoint.task_output`), not the agent's log.
+
+One feeder thread per worker hands it tasks FIFO from a shared queue and waits for the
+answer, so an idle worker picks up the next task at once. A task submitted while a worker idles
+goes down that worker's pipe from `submit` itself: waking the feeder first would cost a thread
+switch on the task's way in.
 """
 
 from __future__ import annotations
@@ -16,17 +20,27 @@ import collections
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
 from fnrelay.functions import ENV_NUM_RANKS, parse_walltime
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay_endpoint import task_output
+from fnrelay_endpoint.containment import (
+    MODES,
+    Containment,
+    WorkerContainment,
+    memory_limit_error,
+)
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
     Engine,
@@ -38,7 +52,10 @@ from fnrelay_endpoint.resources import (
     LAYOUT_KEYS,
     ResourceSpecification,
     ResourceSpecificationError,
+    memory_bytes,
+    parse_memory,
 )
+from fnrelay_endpoint.task_output import DEFAULT_OUTPUT_LIMIT, TaskOutput
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
 
 log = logging.getLogger(__name__)
@@ -46,6 +63,9 @@ log = logging.getLogger(__name__)
 #: Seconds an idle worker waits for work before it is stopped (the endpoint's footprint
 #: returns to the agent alone); the next task starts a fresh one.
 DEFAULT_IDLE_TIMEOUT = 600.0
+#: Seconds a task's output files are kept (as the journal keeps results by default).
+DEFAULT_OUTPUT_RETENTION = 7 * 24 * 3600.0
+_PRUNE_EVERY = 3600.0
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 
@@ -62,12 +82,13 @@ def _preload() -> list[str]:
     return ["fnrelay_endpoint.worker", __name__, *([main] if ours else [])]
 
 
-#: What the local engine honours of a resource_specification: a walltime, and an MPI layout
-#: on this one machine (MPIFunction starts `mpiexec -n $FNRELAY_NUM_RANKS`).
-LOCAL_KEYS = frozenset({"walltime", *LAYOUT_KEYS})
+#: What the local engine honours of a resource_specification: a walltime, the memory the
+#: task may use on this node (as a scheduler reads it per node), and an MPI layout on this
+#: one machine (MPIFunction starts `mpiexec -n $FNRELAY_NUM_RANKS`).
+LOCAL_KEYS = frozenset({"walltime", "memory", *LAYOUT_KEYS})
 #: Placement requests for a scheduler, which this machine answers as it is: accepted, no
 #: effect (a Harvester queue sends them for every worker).
-PLACEMENT_KEYS = frozenset({"cores_per_rank", "gpus_per_node", "memory", "partition", "queue",
+PLACEMENT_KEYS = frozenset({"cores_per_rank", "gpus_per_node", "partition", "queue",
                             "account", "qos", "constraint", "exclusive"})
 
 
@@ -103,9 +124,30 @@ def _num_ranks(task: TaskMessage) -> int | None:
         return None
 
 
-def _worker_main(conn: Connection) -> None:
+def task_memory(task: TaskMessage) -> str | None:
+    """The task's memory request, normalized ("512M"; None: no limit or one refused)."""
+    value = (task.resource_specification or {}).get("memory")
+    if value is None:
+        return None
+    try:
+        return parse_memory(value)
+    except ResourceSpecificationError:
+        return None
+
+
+@dataclass(frozen=True)
+class _WorkerSettings:
+    """What a worker needs besides its pipe (sent once, when it starts)."""
+
+    containment: WorkerContainment
+    output_root: Path
+    output_limit: int
+
+
+def _worker_main(conn: Connection, settings: _WorkerSettings) -> None:
     """Body of a pool process: own process group, then run tasks until the pipe closes."""
     os.setpgrp()
+    settings.containment.setup()
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -119,11 +161,40 @@ def _worker_main(conn: Connection) -> None:
             os.environ.pop(ENV_NUM_RANKS, None)
         else:
             os.environ[ENV_NUM_RANKS] = str(ranks)
-        conn.send(("result", execute(task)))
+        conn.send(("result", _run(task, settings)))
+
+
+def _run(task: TaskMessage, settings: _WorkerSettings) -> ResultMessage:
+    """Run one task contained: its output to its files, its processes ended with it, its
+    memory limited; a task over its memory fails saying so (never retried)."""
+    memory = task_memory(task)
+    output = TaskOutput(settings.output_root, task.task_id, settings.output_limit)
+    output.start()
+    box = settings.containment.begin(None if memory is None else memory_bytes(memory))
+    try:
+        result = execute(task)
+    finally:
+        oom = box.end()
+        outputs = output.finish()
+    exc = result.exception
+    hit_rlimit = box.by_rlimit and exc is not None and exc.type == "builtins.MemoryError"
+    if memory is not None and (oom or hit_rlimit):
+        how = ("the task's allocation failed at its RLIMIT_DATA" if hit_rlimit else
+               "a process of the task was killed by the memory cgroup's OOM killer")
+        err = memory_limit_error(memory, how)
+        info = exception_info(err)
+        if hit_rlimit and exc is not None:
+            info = ExceptionInfo(type=info.type, message=info.message,
+                                 traceback=exc.traceback, serialized=info.serialized)
+        result = ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
+                               exception=info, task_group_id=task.task_group_id,
+                               details={**result.details, "memory_limit": memory})
+    result.details.update(outputs)
+    return result
 
 
 def _kill_group(pid: int | None) -> None:
-    """SIGKILL the process group led by `pid` (the worker and everything it started)."""
+    """SIGKILL the process group led by `pid` (an idle worker: it runs no task)."""
     if not pid:
         return
     try:
@@ -167,13 +238,24 @@ class LocalEngine(Engine):
     holds_running = True
 
     def __init__(self, max_workers: int, on_result: ResultCallback, on_status: StatusCallback,
-                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT):
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, *,
+                 containment: str = "auto", output_dir: Path | None = None,
+                 output_limit: int = DEFAULT_OUTPUT_LIMIT,
+                 output_retention: float | None = DEFAULT_OUTPUT_RETENTION):
         super().__init__(on_result, on_status)
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
         #: Seconds a worker may wait for work before it is stopped (None: never).
         self.idle_timeout = idle_timeout
+        self._containment = Containment(containment)
+        #: Task output goes under <output_dir>/tasks/ (None: a private temporary directory,
+        #: removed at shutdown).
+        self.output_dir = output_dir
+        self._own_output_dir = False
+        self.output_limit = output_limit
+        self.output_retention = output_retention
+        self._pruned = 0.0
         self._queue: collections.deque[TaskMessage] = collections.deque()
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # queue and life cycle; feeders without workers
@@ -184,7 +266,8 @@ class LocalEngine(Engine):
     @classmethod
     def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:
         for key in config:
-            if key not in ("type", "max_workers", "idle_timeout"):
+            if key not in ("type", "max_workers", "idle_timeout", "containment", "output_limit",
+                           "output_retention"):
                 raise ConfigurationError(f"{source}: unknown key 'engine.{key}' for engine 'local'")
         workers = config.get("max_workers", os.cpu_count() or 1)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -196,18 +279,45 @@ class LocalEngine(Engine):
             raise ConfigurationError(
                 f"{source}: 'engine.idle_timeout' must be a positive number of seconds or null "
                 f"(never stop idle workers), got {idle!r}")
-        return {"type": "local", "max_workers": workers, "idle_timeout": idle}
+        containment = config.get("containment", "auto")
+        if containment not in MODES:
+            raise ConfigurationError(f"{source}: 'engine.containment' must be one of "
+                                     f"{', '.join(MODES)}, got {containment!r}")
+        limit = config.get("output_limit", DEFAULT_OUTPUT_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigurationError(f"{source}: 'engine.output_limit' must be a number of "
+                                     f"bytes (0 or more), got {limit!r}")
+        retention = config.get("output_retention", DEFAULT_OUTPUT_RETENTION)
+        if retention is not None and (isinstance(retention, bool)
+                                      or not isinstance(retention, (int, float))
+                                      or retention <= 0):
+            raise ConfigurationError(
+                f"{source}: 'engine.output_retention' must be a positive number of seconds or "
+                f"null (keep task output forever), got {retention!r}")
+        return {"type": "local", "max_workers": workers, "idle_timeout": idle,
+                "containment": containment, "output_limit": limit,
+                "output_retention": retention}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], workdir: Path, on_result: ResultCallback,
                     on_status: StatusCallback) -> LocalEngine:
         idle = config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+        retention = config.get("output_retention", DEFAULT_OUTPUT_RETENTION)
         return cls(int(config["max_workers"]), on_result, on_status,
-                   None if idle is None else float(idle))
+                   None if idle is None else float(idle),
+                   containment=config.get("containment", "auto"), output_dir=Path(workdir),
+                   output_limit=int(config.get("output_limit", DEFAULT_OUTPUT_LIMIT)),
+                   output_retention=None if retention is None else float(retention))
 
     # --- public API -----------------------------------------------------------------------
     def start(self) -> None:
         _CONTEXT.set_forkserver_preload(_preload())
+        self._containment.start()
+        if self.output_dir is None:
+            self.output_dir = Path(tempfile.mkdtemp(prefix="fnrelay-local-output-"))
+            self._own_output_dir = True
+        (self.output_dir / "tasks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._prune()
         for slot in self._slots:
             t = threading.Thread(target=self._feed, args=(slot,), daemon=True,
                                  name=f"fnrelay-local-worker-{slot.index}")
@@ -246,7 +356,8 @@ class LocalEngine(Engine):
                 for slot in self._slots:
                     if slot.task is not None and slot.task.task_id == task_id:
                         slot.cancelled = True
-                        _kill_group(slot.process.pid)  # the feeder reports the cancellation
+                        # Under the lock: the slot cannot move on to its next task meanwhile.
+                        self._containment.kill(slot.index, slot.process.pid)
                         return True
                 return False
         self.on_result(cancelled_result(task.task_id, task.task_group_id,
@@ -262,11 +373,14 @@ class LocalEngine(Engine):
             self._cond.notify_all()
             for slot in self._slots:
                 slot.wake.notify_all()
-            pids = [s.process.pid for s in self._slots if s.process is not None]
-        for pid in pids:
-            _kill_group(pid)
+            pids = [(s.index, s.process.pid) for s in self._slots if s.process is not None]
+        for index, pid in pids:
+            self._containment.kill(index, pid)
         for t in self._threads:
             t.join(timeout=10)
+        self._containment.close(len(self._slots))
+        if self._own_output_dir and self.output_dir is not None:
+            shutil.rmtree(self.output_dir, ignore_errors=True)
 
     def backlog(self) -> int:
         return len(self._queue)  # a glance, without the lock
@@ -275,13 +389,23 @@ class LocalEngine(Engine):
         with self._cond:
             busy = sum(1 for s in self._slots if s.task is not None)
             return {"engine": self.name, "workers": self.max_workers, "busy": busy,
-                    "queued": len(self._queue)}
+                    "queued": len(self._queue), "containment": self._containment.mode}
+
+    def _prune(self) -> None:
+        """Remove task output older than output_retention (at start, then hourly)."""
+        self._pruned = time.monotonic()
+        if self.output_retention is not None and self.output_dir is not None:
+            removed = task_output.prune(self.output_dir, self.output_retention)
+            if removed:
+                log.info("removed the output of %d old task(s)", removed)
 
     # --- feeder threads ---------------------------------------------------------------------
     def _feed(self, slot: _Slot) -> None:
         """Keep one worker alive and busy until shutdown, started when the first task
         waits (an idle endpoint holds no worker processes, nor the forkserver)."""
         while self._wait_for_work():
+            if time.monotonic() - self._pruned > _PRUNE_EVERY:
+                self._prune()
             conn = self._spawn(slot)
             if conn is None:
                 time.sleep(1.0)  # the worker died while starting: do not spin
@@ -296,6 +420,7 @@ class LocalEngine(Engine):
                 if slot.process.exitcode is None:
                     _kill_group(slot.process.pid)
                 slot.process.join(timeout=10)
+                self._containment.release(slot.index)  # what a killed task left behind
 
     def _wait_for_work(self) -> bool:
         """Block until a task is queued (True) or the engine stops (False)."""
@@ -306,7 +431,10 @@ class LocalEngine(Engine):
 
     def _spawn(self, slot: _Slot) -> Connection | None:
         parent, child = _CONTEXT.Pipe(duplex=True)
-        process = _CONTEXT.Process(target=_worker_main, args=(child,), daemon=True,
+        assert self.output_dir is not None
+        settings = _WorkerSettings(self._containment.for_worker(slot.index), self.output_dir,
+                                   self.output_limit)
+        process = _CONTEXT.Process(target=_worker_main, args=(child, settings), daemon=True,
                                    name=f"fnrelay-worker-{slot.index}")
         with self._cond:
             if self._stopping:
@@ -360,7 +488,7 @@ class LocalEngine(Engine):
                     conn.send(task)
                 timed_out = not self._wait_for_answer(slot, conn, task, walltime)
                 if timed_out:
-                    _kill_group(slot.process.pid)
+                    self._containment.kill(slot.index, slot.process.pid)
                     raise EOFError
                 _, answer = conn.recv()
                 result: ResultMessage | None = answer
@@ -379,7 +507,9 @@ class LocalEngine(Engine):
                                                 "cancelled while running"))
                 return  # the worker was killed: start a fresh one
             if timed_out:
-                self.on_result(_walltime_result(task, walltime or 0))
+                result = _walltime_result(task, walltime or 0)
+                result.details.update(self._outputs(task))
+                self.on_result(result)
                 return  # the worker was killed: start a fresh one
             if result is None:
                 if not slot.reported:  # it did start: its history shows the lost run
@@ -405,17 +535,33 @@ class LocalEngine(Engine):
         self.on_status(StatusUpdate(task_id=task.task_id, status=TaskState.RUNNING.value,
                                     detail=f"local worker pid {slot.process.pid}"))
 
+    def _outputs(self, task: TaskMessage) -> dict[str, Any]:
+        """The output a killed task left in its files (its worker could not report it)."""
+        if self.output_dir is None:
+            return {}
+        return task_output.output_details(task_output.task_dir(self.output_dir, task.task_id))
+
     def _died(self, task: TaskMessage, slot: _Slot) -> ResultMessage:
-        _kill_group(slot.process.pid)  # whatever the dead worker started goes too
+        self._containment.kill(slot.index, slot.process.pid)  # whatever it started goes too
         slot.process.join(timeout=10)
+        oom = self._containment.release(slot.index)
         code = slot.process.exitcode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        memory = task_memory(task)
+        details: dict[str, Any] = {"completed": time.time(), **self._outputs(task)}
+        if oom and memory is not None:
+            # The task's own doing, like a walltime: failed for good.
+            err = memory_limit_error(memory, f"the memory cgroup's OOM killer killed the "
+                                             f"worker running the task ({how})")
+            return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
+                                 exception=exception_info(err), task_group_id=task.task_group_id,
+                                 details={**details, "memory_limit": memory})
         err = WorkerLostError(f"the worker process running this task died ({how})")
         # Infrastructure, not the task's answer: the agent retries it (up to max_retries).
         return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
                              exception=exception_info(err), task_group_id=task.task_group_id,
-                             details={"infrastructure": True, "reason": f"worker lost ({how})",
-                                      "completed": time.time()})
+                             details={**details, "infrastructure": True,
+                                      "reason": f"worker lost ({how})"})
 
 
 class WorkerLostError(RuntimeError):
