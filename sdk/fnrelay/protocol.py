@@ -319,11 +319,6 @@ def control_routing_key(endpoint_id: str) -> str:
     return f"{endpoint_id}.control"
 
 
-def control_queue(endpoint_id: str) -> str:
-    """Name of a multi-user manager's durable control queue."""
-    return f"fnrelay.endpoint.{endpoint_id}.control"
-
-
 def canonical_config(user_endpoint_config: dict[str, Any] | None) -> str:
     """One JSON text per config (sorted keys, no spaces): equal configs pick the same child."""
     return json.dumps(user_endpoint_config or {}, sort_keys=True, separators=(",", ":"),

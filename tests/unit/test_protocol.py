@@ -65,9 +65,23 @@ def test_status_round_trip_and_malformed_body():
         protocol.decode(b"\xff{not json")
 
 
-def test_queue_names_embed_ids():
-    assert protocol.endpoint_queue("abc") == "fnrelay.endpoint.abc.tasks"
-    assert protocol.group_queue("g1") == "fnrelay.group.g1"
+def test_queue_names_are_derived_under_the_brokers_key_and_do_not_embed_ids():
+    from fnrelay_broker.queues import QueueNames
+
+    eid, gid = "0b6f3c7e-4a8d-4f0e-9d7a-1c2b3d4e5f60", "7d1e2f3a-5b6c-4d7e-8f90-a1b2c3d4e5f6"
+    names, other = QueueNames(b"k" * 32), QueueNames(b"j" * 32)
+    queue = names.endpoint(eid)
+    assert queue == names.endpoint(eid)  # the same at every registration
+    assert queue.startswith("fnrelay.endpoint.") and queue.endswith(".tasks")
+    assert names.control(eid).endswith(".control") and names.group(gid).startswith("fnrelay.group.")
+    assert eid not in queue + names.control(eid) and gid not in names.group(gid)
+    assert queue != other.endpoint(eid)  # only the key's holder can compute them
+    assert len({names.endpoint(eid), names.control(eid), names.group(eid)}) == 3
+
+
+def test_group_routing_keys_name_the_sending_endpoint():
+    assert protocol.group_routing_key("g1") == "g1"  # the broker's
+    assert protocol.group_routing_key("g1", "e1") == "e1.g1"  # a granted endpoint's
 
 
 def test_fields_from_newer_peers_are_ignored():
