@@ -16,7 +16,14 @@ from typing import Any
 
 import yaml
 
-from fnrelay.config import ENV_BROKER_URL, credentials_path, fnrelay_home, resolve_credentials
+from fnrelay.config import (
+    ENV_BROKER_URL,
+    credentials_path,
+    fnrelay_home,
+    private_mkdir,
+    resolve_credentials,
+    write_private,
+)
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.engines.base import engine_class
 
@@ -300,8 +307,9 @@ def configure(name: str, broker_url: str | None = None, max_workers: int | None 
     workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
     text = _TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"), max_workers=workers)
     EndpointConfig.from_dict(yaml.safe_load(text), "config.yaml")  # reject bad flags now
-    paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths.config.write_text(text)
+    private_mkdir(paths.dir)
+    os.chmod(paths.dir, 0o700)  # config.yaml may hold the token
+    write_private(paths.config, text)
     return paths, _registered_id(paths, broker_url, multi_user=False)
 
 
@@ -449,8 +457,9 @@ def configure_multi_user(name: str, broker_url: str | None = None,
     paths, broker_url = _new_endpoint(name, broker_url, force)
     text = _MANAGER_TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"))
     ManagerConfig.from_dict(yaml.safe_load(text), "config.yaml")
-    paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths.config.write_text(text)
+    private_mkdir(paths.dir)
+    os.chmod(paths.dir, 0o700)  # config.yaml may hold the token
+    write_private(paths.config, text)
     for file in (usertemplate.TEMPLATE_FILE, usertemplate.SCHEMA_FILE,
                  usertemplate.IDENTITY_FILE):
         target = paths.dir / file

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 import requests
 
 from fnrelay.amqp import requests_verify
+from fnrelay.config import write_private
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay_endpoint.config import EndpointPaths
 
@@ -41,9 +41,7 @@ def create(paths: EndpointPaths, broker_url: str, token: str, name: str,
         raise BrokerError(f"creating endpoint {paths.name!r} failed: {_message(r)}",
                           r.status_code)
     endpoint_id = str(r.json()["endpoint_id"])
-    fd = os.open(paths.identity, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps({"endpoint_id": endpoint_id}) + "\n")
+    write_private(paths.identity, json.dumps({"endpoint_id": endpoint_id}) + "\n")
     log.info("created endpoint %s (%s) at %s", paths.name, endpoint_id, broker_url)
     return endpoint_id
 

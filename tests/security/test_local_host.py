@@ -231,3 +231,17 @@ def test_a_squatted_rabbitmq_directory_under_tmp_is_refused(base: Path, attacker
     finally:
         _down(path)
         shutil.rmtree(squat, ignore_errors=True)
+
+
+def test_an_endpoints_directory_and_config_are_its_owners_alone(tmp_path, attacker):
+    """config.yaml may hold the endpoint's token, endpoint.json names it."""
+    home = tmp_path / "home"
+    out = subprocess.run([str(BIN / "fnrelay-endpoint"), "configure", "site",
+                          "--broker-url", "http://127.0.0.1:9"], capture_output=True, text=True,
+                         env=clean_env(FNRELAY_HOME=str(home)), timeout=60)
+    assert out.returncode == 0, out.stderr
+    site = home / "endpoints" / "site"
+    for path in (home, home / "endpoints", site, site / "config.yaml"):
+        assert private(path), oct(path.stat().st_mode)
+    os.chmod(tmp_path, 0o755)
+    assert as_attacker("cat", str(site / "config.yaml")).returncode != 0
