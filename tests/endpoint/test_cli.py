@@ -5,23 +5,43 @@ from __future__ import annotations
 import json
 import uuid
 
+import requests
 import yaml
 
 from fnrelay_endpoint.config import EndpointConfig
 
 
-def test_configure_writes_config_and_a_lasting_id(cli) -> None:  # type: ignore[no-untyped-def]
-    cli("configure", "ep1", "--broker-url", "http://127.0.0.1:9", "--max-workers", "3")
+def test_configure_writes_config_and_leaves_the_id_to_the_broker(cli) -> None:  # type: ignore[no-untyped-def]
+    """Without a token the broker cannot be asked for an id: none is made up here."""
+    out = cli("configure", "ep1", "--broker-url", "http://127.0.0.1:9", "--max-workers", "3")
+    assert "no id yet" in out.stdout
     d = cli.home / "endpoints" / "ep1"
     config = EndpointConfig.from_dict(yaml.safe_load((d / "config.yaml").read_text()))
     assert (config.broker_url, config.max_workers, config.prefetch) == (
         "http://127.0.0.1:9", 3, 512)
-    endpoint_id = json.loads((d / "endpoint.json").read_text())["endpoint_id"]
-    assert uuid.UUID(endpoint_id)
+    assert not (d / "endpoint.json").exists()
 
     again = cli("configure", "ep1", "--broker-url", "http://127.0.0.1:9", check=False)
     assert again.returncode == 1 and "--force" in again.stderr
     cli("configure", "ep1", "--broker-url", "http://127.0.0.1:10", "--force")
+    listing = cli("list").stdout
+    assert "ep1" in listing and "stopped" in listing
+
+
+def test_configure_with_a_token_gets_a_lasting_id_from_the_broker(broker_cli, broker) -> None:  # type: ignore[no-untyped-def]
+    cli = broker_cli
+    out = cli("configure", "ep1", "--broker-url", broker.url, "--max-workers", "3")
+    endpoint_id = cli.endpoint_id("ep1")
+    assert uuid.UUID(endpoint_id) and endpoint_id in out.stdout
+    d = cli.home / "endpoints" / "ep1"
+    assert (d / "endpoint.json").stat().st_mode & 0o777 == 0o600
+    r = requests.get(f"{broker.url}/v1/endpoints/{endpoint_id}/status", timeout=10,
+                     headers={"Authorization": f"Bearer {broker.token}"})
+    assert r.status_code == 200, r.text  # the broker made it, for this token's user
+
+    again = cli("configure", "ep1", "--broker-url", broker.url, check=False)
+    assert again.returncode == 1 and "--force" in again.stderr
+    cli("configure", "ep1", "--broker-url", broker.url, "--force")
     assert cli.endpoint_id("ep1") == endpoint_id  # the id outlives a rewrite
 
     listing = cli("list").stdout
@@ -58,6 +78,13 @@ def test_bad_config_names_the_key(cli) -> None:  # type: ignore[no-untyped-def]
 def test_start_with_unreachable_broker_fails_with_log(cli) -> None:  # type: ignore[no-untyped-def]
     cli("configure", "ep", "--broker-url", "http://127.0.0.1:9")
     cli.env["FNRELAY_TOKEN"] = "some-token"
+    # With no id yet, start asks the broker for one first: that fails at once.
+    out = cli("start", "ep", check=False)
+    assert out.returncode == 1 and "cannot reach the broker" in out.stderr
+    assert "Traceback" not in out.stderr
+    # An endpoint the broker made earlier starts, and says why it stopped.
+    identity = cli.home / "endpoints" / "ep" / "endpoint.json"
+    identity.write_text(json.dumps({"endpoint_id": str(uuid.uuid4())}) + "\n")
     out = cli("start", "ep", check=False)
     assert out.returncode == 1
     assert "did not start" in out.stderr and "cannot reach the broker" in out.stderr

@@ -79,13 +79,18 @@ def test_results_every_executor_has_go_out_together(amqp_url, results_queue) -> 
 
 def test_the_group_sender_publishes_a_lone_result_or_declines(amqp_url) -> None:  # type: ignore[no-untyped-def]
     """GroupSender (used from engine threads) puts a result in its group's queue, transient and
-    sent as its own account; it declines (False: the agent then takes the batched way) when
-    the group has no queue or another thread is sending."""
-    group_id = str(uuid.uuid4())
+    sent as its own account with its endpoint id in the routing key; it declines (False: the
+    agent then takes the batched way) when the group has no queue bound for this endpoint (no
+    such group, or one that did not grant it the direct path) or another thread is sending."""
+    group_id, endpoint_id = str(uuid.uuid4()), str(uuid.uuid4())
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    q = bound_queue(conn, protocol.GROUPS_EXCHANGE, "direct", group_id)
+    # Bound as the broker binds a group that granted this endpoint the direct path.
+    q = bound_queue(conn, protocol.GROUPS_EXCHANGE, "topic",
+                    protocol.group_routing_key(group_id, endpoint_id))
+    ungranted = str(uuid.uuid4())  # bound for the broker's results only
+    bound_queue(conn, protocol.GROUPS_EXCHANGE, "topic", protocol.group_routing_key(ungranted))
     ch = conn.channel()
-    sender = GroupSender(amqp_url)
+    sender = GroupSender(amqp_url, endpoint_id)
     try:
         assert sender.try_send(group_id, result("x")) is True
         method, props, body = ch.basic_get(q, auto_ack=True)
@@ -94,6 +99,7 @@ def test_the_group_sender_publishes_a_lone_result_or_declines(amqp_url) -> None:
         assert props.user_id == pika.URLParameters(amqp_url).credentials.username
 
         assert sender.try_send(str(uuid.uuid4()), result("y")) is False  # no such queue
+        assert sender.try_send(ungranted, result("y")) is False  # not granted to this endpoint
         with sender._lock:  # another engine thread is sending (or hangs in flow control)
             assert sender.try_send(group_id, result("z")) is False
             service = threading.Thread(target=sender.service)  # the I/O thread's call
