@@ -335,8 +335,8 @@ def test_a_resource_specification_the_local_engine_cannot_honour_fails_the_task(
 
 
 def test_placement_requests_for_a_scheduler_are_accepted_without_effect(pool: Pool) -> None:
-    """This machine answers cores, memory or a partition as it is (a Harvester queue sends
-    them for every worker)."""
+    """This machine answers cores or a partition as it is (a Harvester queue sends them for
+    every worker); a memory request it can meet is met."""
     t = make_task(square, 4)
     t.resource_specification = {"num_nodes": 1, "ranks_per_node": 1, "cores_per_rank": 2,
                                 "memory": "2000M", "walltime": 600, "partition": "debug",
@@ -344,3 +344,46 @@ def test_placement_requests_for_a_scheduler_are_accepted_without_effect(pool: Po
     pool.engine.submit(t)
     r = pool.result()
     assert (r.status, serialize.deserialize(r.result)) == ("success", 16)
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("containment", "docker", "'engine.containment' must be one of auto, cgroup, fallback"),
+    ("output_limit", "10M", "'engine.output_limit' must be a number of bytes"),
+    ("output_retention", 0, "'engine.output_retention' must be a positive number"),
+])
+def test_the_containment_and_output_keys_are_checked(key: str, value: object, says: str) -> None:
+    from fnrelay.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=says):
+        LocalEngine.validate_config({"type": "local", key: value}, "config.yaml")
+    config = LocalEngine.validate_config({"type": "local"}, "config.yaml")
+    assert (config["containment"], config["output_limit"], config["output_retention"]) == (
+        "auto", 10 * 1024 * 1024, 7 * 24 * 3600)
+
+
+def print_lines(n):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        print(f"line {i}")
+    return n
+
+
+def test_a_tasks_output_is_kept_up_to_the_engines_output_limit(tmp_path: Path) -> None:
+    """output_limit bytes per stream in the task's own file, then its end after a note."""
+    engine_results: queue.Queue[ResultMessage] = queue.Queue()
+    engine = LocalEngine(1, engine_results.put, lambda _: None, None, output_dir=tmp_path,
+                         output_limit=1000)
+    engine.start()
+    try:
+        engine.submit(t := make_task(print_lines, 5000))
+        r = engine_results.get(timeout=WAIT)
+        assert r.details["stdout_file"] == str(tmp_path / "tasks" / t.task_id / "stdout")
+        text = (tmp_path / "tasks" / t.task_id / "stdout").read_text()
+        assert text.startswith("line 0\nline 1\n")
+        assert "went over its 1000-byte limit" in text and text.endswith("line 4999\n")
+        assert r.details["stdout_tail"].endswith("line 4999")
+        assert "stderr_file" not in r.details  # a quiet stream leaves no file
+        engine.submit(quiet := make_task(square, 2))
+        assert "stdout_file" not in engine_results.get(timeout=WAIT).details
+        assert not (tmp_path / "tasks" / quiet.task_id).exists()
+    finally:
+        engine.shutdown()

@@ -73,3 +73,18 @@ def test_bad_payload_is_a_failure_not_a_crash() -> None:
     t.payload = "99\ngarbage"
     r = execute(t)
     assert r.status == "failed" and "SerializationError" in r.exception.type
+
+
+def exits(code):  # type: ignore[no-untyped-def]
+    import sys
+
+    sys.exit(code)
+
+
+def test_a_system_exit_is_the_tasks_failure_not_an_escape() -> None:
+    """execute() answers for whatever the task raised (a batch job writes it as its result)."""
+    r = execute(make_task(exits, 4))
+    assert (r.status, r.exception.type, r.details["exit_code"]) == (
+        "failed", "builtins.SystemExit", 4)
+    assert r.exception.serialized is None  # never re-raised in the caller's program
+    assert "in exits" in r.exception.traceback

@@ -18,6 +18,9 @@ from support.waiting import wait_for
 #: Upper bound for an answer (not a timing assertion).
 WAIT = 60.0
 MODES = ("cgroup", "fallback")
+#: Chooses the mode (fnrelay_endpoint.containment.ENV_CONTAINMENT; spelled out so that these
+#: tests also run against an endpoint that predates it).
+ENV_CONTAINMENT = "FNRELAY_LOCAL_CONTAINMENT"
 
 
 def make_task(fn, *args, spec: dict | None = None, **kwargs) -> TaskMessage:  # type: ignore[no-untyped-def]

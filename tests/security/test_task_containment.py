@@ -15,10 +15,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from security.local_pool import MODES, Pool, gone, kill_leftovers, make_task, read_pids
+from security.local_pool import (
+    ENV_CONTAINMENT,
+    MODES,
+    Pool,
+    gone,
+    kill_leftovers,
+    make_task,
+    read_pids,
+)
 
 from fnrelay import ShellFunction, serialize
-from fnrelay_endpoint.containment import ENV_CONTAINMENT
 from support.waiting import wait_for
 
 MEMORY_ERROR = "fnrelay_endpoint.containment.MemoryLimitExceededError"
@@ -68,7 +75,7 @@ def flood_output(megabytes: int) -> str:
     import subprocess
     import sys
 
-    chunk = "x" * (1 << 20 - 1) + "\n"
+    chunk = "x" * ((1 << 20) - 1) + "\n"
     for _ in range(megabytes // 2):
         sys.stdout.write(chunk)
     sys.stdout.flush()
