@@ -356,9 +356,15 @@ def test_the_containment_and_output_keys_are_checked(key: str, value: object, sa
 
     with pytest.raises(ConfigurationError, match=says):
         LocalEngine.validate_config({"type": "local", key: value}, "config.yaml")
-    config = LocalEngine.validate_config({"type": "local"}, "config.yaml")
-    assert (config["containment"], config["output_limit"], config["output_retention"]) == (
-        "auto", 10 * 1024 * 1024, 7 * 24 * 3600)
+    config = LocalEngine.validate_config({"type": "local", key: None if key ==
+                                          "output_retention" else 0 if key == "output_limit"
+                                          else "fallback"}, "config.yaml")
+    engine = LocalEngine.from_config(config, Path("/nonexistent"), lambda _: None,
+                                     lambda _: None)
+    assert (engine._containment.requested, engine.output_limit, engine.output_retention) == {
+        "containment": ("fallback", 10 * 1024 * 1024, 7 * 24 * 3600),
+        "output_limit": ("auto", 0, 7 * 24 * 3600),
+        "output_retention": ("auto", 10 * 1024 * 1024, None)}[key]
 
 
 def print_lines(n):  # type: ignore[no-untyped-def]

@@ -294,9 +294,11 @@ class LocalEngine(Engine):
             raise ConfigurationError(
                 f"{source}: 'engine.output_retention' must be a positive number of seconds or "
                 f"null (keep task output forever), got {retention!r}")
-        return {"type": "local", "max_workers": workers, "idle_timeout": idle,
-                "containment": containment, "output_limit": limit,
-                "output_retention": retention}
+        # The containment and output keys appear only when set: their defaults live in
+        # from_config, and a config that never names them reads as it did before they existed.
+        chosen = {k: config[k] for k in ("containment", "output_limit", "output_retention")
+                  if k in config}
+        return {"type": "local", "max_workers": workers, "idle_timeout": idle, **chosen}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], workdir: Path, on_result: ResultCallback,
