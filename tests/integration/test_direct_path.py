@@ -49,13 +49,19 @@ def slow_genuine():  # type: ignore[no-untyped-def]
     return "genuine"
 
 
+def _registration(broker_url: str, token: str) -> dict:
+    """A new plain endpoint record (no process): the broker's answer (its id, its own
+    account's AMQP URL, its task queue)."""
+    r = requests.post(f"{broker_url}/v1/endpoints", json={"name": "peer", "metadata": {}},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
 def _register_endpoint(broker_url: str, token: str) -> tuple[str, str]:
     """A plain endpoint record (no process) and its own account's AMQP URL."""
-    eid = str(uuid.uuid4())
-    r = requests.put(f"{broker_url}/v1/endpoints/{eid}", json={"name": "peer", "metadata": {}},
-                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    r.raise_for_status()
-    return eid, r.json()["amqp_url"]
+    reg = _registration(broker_url, token)
+    return reg["endpoint_id"], reg["amqp_url"]
 
 
 @contextlib.contextmanager
@@ -155,7 +161,8 @@ def test_records_go_to_the_broker_and_tasks_to_the_endpoint_only(client, broker_
                                                                  amqp_url):
     """RabbitMQ stores a direct-path task once: the endpoint's queue gets the tasks message,
     the broker the records message, and neither gets the other."""
-    eid, _ = _register_endpoint(broker_url, alice_token)  # no process: its queue keeps what comes
+    reg = _registration(broker_url, alice_token)  # no process: its queue keeps what comes
+    eid, queue = reg["endpoint_id"], reg["task_queue"]
     group = client.create_task_group(endpoint_id=eid)
     gid = group["task_group_id"]
     task_id, tasks = _tasks_body(client, add, (1, 2), gid)
@@ -168,8 +175,8 @@ def test_records_go_to_the_broker_and_tasks_to_the_endpoint_only(client, broker_
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         ch = conn.channel()
-        assert ch.basic_get(protocol.endpoint_queue(eid), auto_ack=True)[2] == tasks
-        assert ch.basic_get(protocol.endpoint_queue(eid), auto_ack=True)[0] is None
+        assert ch.basic_get(queue, auto_ack=True)[2] == tasks
+        assert ch.basic_get(queue, auto_ack=True)[0] is None
     finally:
         conn.close()
     time.sleep(1.0)  # past the broker's hold and its retry of early results
@@ -195,15 +202,22 @@ def test_a_task_whose_records_never_came_is_recorded_from_its_result(client, end
 
 def test_a_forged_result_from_another_endpoint_does_not_resolve_the_future(
         client, broker_url, alice_token, endpoint_id):
-    _, intruder_url = _register_endpoint(broker_url, alice_token)
+    intruder, intruder_url = _register_endpoint(broker_url, alice_token)
     with Executor(endpoint_id, client=client) as ex:
         future = ex.submit(slow_genuine)
         wait_for(lambda: future.task_id, "the task id")
+        gid = str(ex.task_group_id)
         forged = protocol.encode_results([protocol.ResultMessage(
             task_id=future.task_id, status="success", result=serialize.serialize("forged"),
-            task_group_id=ex.task_group_id)])
-        _publish(intruder_url, protocol.GROUPS_EXCHANGE, str(ex.task_group_id), forged,
-                 protocol.MSG_RESULTS)
+            task_group_id=gid)])
+        # As the broker (routing key = the group): refused by the intruder's topic permission.
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            _publish(intruder_url, protocol.GROUPS_EXCHANGE, protocol.group_routing_key(gid),
+                     forged, protocol.MSG_RESULTS)
+        assert e.value.reply_code == 403
+        # As itself: allowed, but the group granted only its own endpoint, so it goes nowhere.
+        _publish(intruder_url, protocol.GROUPS_EXCHANGE,
+                 protocol.group_routing_key(gid, intruder), forged, protocol.MSG_RESULTS)
         assert future.result(WAIT) == "genuine"
     record = wait_recorded(client, future.task_id, "success")
     assert serialize.deserialize(record["result"]) == "genuine"
@@ -291,7 +305,7 @@ def test_results_are_acknowledged_in_batches_and_none_is_left_unacknowledged(
     with Executor(endpoint_id, client=client) as ex:
         for i in range(30):
             assert ex.submit(add, i, 1).result(WAIT) == i + 1
-        queue = protocol.group_queue(str(ex.task_group_id))
+        queue = ex._group["queue"]  # its group's queue, as the broker told the Executor
         url = f"{rabbitmq.management_url.rstrip('/')}/api/queues/%2F/{queue}"
 
         def settled() -> bool:  # the management API's counts lag by up to 5 s
@@ -390,7 +404,8 @@ def test_the_direct_path_takes_exactly_what_rest_takes(limited):
 
 def test_direct_messages_of_several_tasks_stay_within_the_payload_limit(limited):
     """Eight tasks of 0.3 LIMIT each, queued together: at most three share a message."""
-    eid, _ = _register_endpoint(limited.broker.url, limited.token)  # no process: tasks stay
+    reg = _registration(limited.broker.url, limited.token)  # no process: tasks stay
+    eid = reg["endpoint_id"]
     client = limited.client()
     client.register_function(length)
     text = "x" * (LIMIT * 3 // 10)
@@ -398,7 +413,7 @@ def test_direct_messages_of_several_tasks_stay_within_the_payload_limit(limited)
         with ex._lock:  # every task is queued before the submitter sends one (in <= 2 batches)
             futures = [ex.submit(length, text) for _ in range(8)]
         try:
-            bodies = _drain(limited.amqp_url, protocol.endpoint_queue(eid), 8)
+            bodies = _drain(limited.amqp_url, reg["task_queue"], 8)
         finally:  # no endpoint runs them: else shutting the Executor down would wait forever
             assert all(f.cancel() for f in futures)
     assert max(len(b) for b in bodies) <= LIMIT

@@ -9,11 +9,16 @@ from fnrelay import Executor
 
 
 def test_endpoint_runs_with_an_endpoint_token(broker, client, make_endpoint):
-    ep = make_endpoint("scoped", start=False)
-    out = broker.cli("token", "create", "alice", "--endpoint", ep.endpoint_id)
+    # An endpoint token cannot create an endpoint: started once with the user's token, the
+    # endpoint is created (the broker picks its id), then runs with a token for that id.
+    ep = make_endpoint("scoped")
+    eid = ep.endpoint_id
+    ep.stop()
+    out = broker.cli("token", "create", "alice", "--endpoint", eid)
     assert out.returncode == 0, out.stderr
     ep.token = out.stdout.strip().splitlines()[-1]
     ep.start(foreground=True)
+    assert ep.endpoint_id == eid
 
     def double(x):
         return 2 * x
