@@ -3,6 +3,7 @@ children that run as the local accounts the identity mapping names."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -13,7 +14,7 @@ from pathlib import Path
 from fnrelay import Client, Executor
 from fnrelay.client import task_entry
 from fnrelay.local import pid_alive
-from fnrelay.protocol import child_endpoint_id
+from fnrelay.protocol import canonical_config
 from support.waiting import wait_for
 
 WAIT = 120.0
@@ -46,6 +47,15 @@ def run(client: Client, endpoint_id: str, config: dict) -> tuple[dict, dict]:
     return client.get_result(task_id), record
 
 
+def child_of(client: Client, manager, config: dict) -> str:
+    """The child the broker made for `client`'s user and `config`: a record of that user's
+    (ids are random), named '<manager>/<username>/<digest of the config>'."""
+    username = client.whoami()["username"]
+    digest = hashlib.sha256(canonical_config(config).encode()).hexdigest()[:8]
+    mine = {e["name"]: e["endpoint_id"] for e in client.get_endpoints()}
+    return mine[f"{manager.name}/{username}/{digest}"]
+
+
 def children(manager) -> list[dict]:
     try:
         return json.loads((manager.dir / "children.json").read_text())["children"]
@@ -74,7 +84,7 @@ def test_users_and_configs_select_their_children(make_manager, client, other_cli
             account = pwd.getpwnam(accounts["a" if who == "alice" else "b"])
             assert result["uid"] == account.pw_uid  # ran as the mapped account
             assert result["label"] == label and result["shell_label"] == label
-            expected = child_endpoint_id(mid, c.whoami()["user_id"], {"label": label})
+            expected = child_of(c, manager, {"label": label})
             assert record["endpoint_id"] == expected
             seen[(who, label)] = expected
     assert len(set(seen.values())) == 4
