@@ -60,7 +60,11 @@ def test_two_replicas_serve_one_user_consistently(start_broker, amqp_url, amqp, 
     assert api_a.ok("GET", "/whoami") == api_b.ok("GET", "/whoami")
 
     # registered through A, used through B
-    eid = api_a.endpoint()
+    reg = api_a.register()
+    eid, queue = reg["endpoint_id"], reg["task_queue"]
+    # Both name its queue alike (the key of queue names is in the one database).
+    again = api_b.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": {}})
+    assert again["task_queue"] == queue
     fid = api_a.function("01\nreplicated-function")
     assert api_b.ok("GET", f"/functions/{fid}")["function_id"] == fid
     group = api_a.ok("POST", "/task_groups", json={})
@@ -75,7 +79,6 @@ def test_two_replicas_serve_one_user_consistently(start_broker, amqp_url, amqp, 
     assert api_a.submit(eid, fid, n=1, group=gid, key="same-key") == repeat  # idempotent
     submitted += repeat["task_ids"]
 
-    queue = protocol.endpoint_queue(eid)
     seen: list[str] = []
     wait_for(lambda: seen.extend(_task_ids(_drain(amqp, queue, protocol.MSG_TASKS)))
              or set(seen) == set(submitted), "every task at the endpoint")
