@@ -512,9 +512,9 @@ class Containment:
     def kill(self, index: int, pid: int | None) -> None:
         """End slot `index`'s worker `pid` and everything its task started."""
         slot = self.slot(index)
-        if slot is not None:
+        if slot is not None and slot.populated():
             slot.kill_all()
-        elif pid:
+        elif pid:  # the fallback, or a worker that could not join its cgroup
             kill_tree(pid, include_root=True)
         if pid:
             try:

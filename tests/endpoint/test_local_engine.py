@@ -393,3 +393,20 @@ def test_a_tasks_output_is_kept_up_to_the_engines_output_limit(tmp_path: Path) -
         assert not (tmp_path / "tasks" / quiet.task_id).exists()
     finally:
         engine.shutdown()
+
+
+def test_task_output_older_than_the_retention_is_removed_at_start(tmp_path: Path) -> None:
+    old, recent = tmp_path / "tasks" / "old-task", tmp_path / "tasks" / "recent-task"
+    for d in (old, recent):
+        d.mkdir(parents=True)
+        (d / "stdout").write_text("output\n")
+    week_ago = time.time() - 8 * 24 * 3600
+    for path in (old / "stdout", old):
+        os.utime(path, (week_ago, week_ago))
+    engine = LocalEngine(1, lambda _: None, lambda _: None, None, output_dir=tmp_path)
+    engine.start()
+    try:
+        wait_until(lambda: not old.exists(), "the old task's output to be removed")
+        assert (recent / "stdout").read_text() == "output\n"
+    finally:
+        engine.shutdown()

@@ -174,8 +174,10 @@ def _run(task: TaskMessage, settings: _WorkerSettings) -> ResultMessage:
     try:
         result = execute(task)
     finally:
-        oom = box.end()
-        outputs = output.finish()
+        try:
+            oom = box.end()
+        finally:  # the worker's own stdout and stderr back, whatever happened
+            outputs = output.finish()
     exc = result.exception
     hit_rlimit = box.by_rlimit and exc is not None and exc.type == "builtins.MemoryError"
     if memory is not None and (oom or hit_rlimit):
@@ -255,7 +257,7 @@ class LocalEngine(Engine):
         self._own_output_dir = False
         self.output_limit = output_limit
         self.output_retention = output_retention
-        self._pruned = 0.0
+        self._stopped = threading.Event()  # ends the pruner
         self._queue: collections.deque[TaskMessage] = collections.deque()
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # queue and life cycle; feeders without workers
@@ -319,7 +321,9 @@ class LocalEngine(Engine):
             self.output_dir = Path(tempfile.mkdtemp(prefix="fnrelay-local-output-"))
             self._own_output_dir = True
         (self.output_dir / "tasks").mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._prune()
+        if self.output_retention is not None and not self._own_output_dir:
+            threading.Thread(target=self._prune_loop, daemon=True,
+                             name="fnrelay-local-output-pruner").start()
         for slot in self._slots:
             t = threading.Thread(target=self._feed, args=(slot,), daemon=True,
                                  name=f"fnrelay-local-worker-{slot.index}")
@@ -371,6 +375,7 @@ class LocalEngine(Engine):
             if self._stopping:
                 return
             self._stopping = True
+            self._stopped.set()
             self._queue.clear()
             self._cond.notify_all()
             for slot in self._slots:
@@ -393,21 +398,26 @@ class LocalEngine(Engine):
             return {"engine": self.name, "workers": self.max_workers, "busy": busy,
                     "queued": len(self._queue), "containment": self._containment.mode}
 
-    def _prune(self) -> None:
-        """Remove task output older than output_retention (at start, then hourly)."""
-        self._pruned = time.monotonic()
-        if self.output_retention is not None and self.output_dir is not None:
-            removed = task_output.prune(self.output_dir, self.output_retention)
-            if removed:
-                log.info("removed the output of %d old task(s)", removed)
+    def _prune_loop(self) -> None:
+        """Remove task output older than output_retention, at start and then hourly (on a
+        thread of its own: many directories must not delay a task)."""
+        assert self.output_dir is not None and self.output_retention is not None
+        while True:
+            try:
+                removed = task_output.prune(self.output_dir, self.output_retention)
+            except OSError as e:
+                log.warning("cannot prune task output in %s: %s", self.output_dir, e)
+            else:
+                if removed:
+                    log.info("removed the output of %d old task(s)", removed)
+            if self._stopped.wait(_PRUNE_EVERY):
+                return
 
     # --- feeder threads ---------------------------------------------------------------------
     def _feed(self, slot: _Slot) -> None:
         """Keep one worker alive and busy until shutdown, started when the first task
         waits (an idle endpoint holds no worker processes, nor the forkserver)."""
         while self._wait_for_work():
-            if time.monotonic() - self._pruned > _PRUNE_EVERY:
-                self._prune()
             conn = self._spawn(slot)
             if conn is None:
                 time.sleep(1.0)  # the worker died while starting: do not spin
