@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import queue
-import time
 from pathlib import Path
 
 from fnrelay import serialize
@@ -74,4 +73,3 @@ def kill_leftovers(pids: list[int]) -> None:
             os.kill(pid, 9)
         except (ProcessLookupError, PermissionError):
             pass
-    time.sleep(0)
