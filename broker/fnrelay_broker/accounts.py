@@ -36,6 +36,10 @@ class AccountError(Exception):
 
 DEADLETTER_POLICY = "fnrelay-deadletter"
 DEADLETTER_PATTERN = r"^fnrelay\.(endpoint|broker)\."
+DEADLETTER_LIMIT_POLICY = "fnrelay-deadletter-limit"
+#: The dead-letter queue keeps the newest this many messages and bytes.
+DEADLETTER_MAX_LENGTH = 100_000
+DEADLETTER_MAX_BYTES = 256 * 1024 * 1024
 
 
 def endpoint_user(endpoint_id: str) -> str:
@@ -148,6 +152,14 @@ class Accounts:
         self._call("PUT", f"policies/{vhost}/{DEADLETTER_POLICY}", {
             "pattern": DEADLETTER_PATTERN, "apply-to": "queues", "priority": 0,
             "definition": {"dead-letter-exchange": protocol.DEADLETTER_EXCHANGE},
+        })
+        # Any endpoint may dead-letter (what it cannot decode): one tenant's flood must not
+        # fill RabbitMQ's disk, whose alarm would block every tenant's publishers.
+        self._call("PUT", f"policies/{vhost}/{DEADLETTER_LIMIT_POLICY}", {
+            "pattern": "^" + re.escape(protocol.DEADLETTER_QUEUE) + "$", "apply-to": "queues",
+            "priority": 0, "definition": {"max-length": DEADLETTER_MAX_LENGTH,
+                                          "max-length-bytes": DEADLETTER_MAX_BYTES,
+                                          "overflow": "drop-head"},
         })
 
     def delete(self, username: str) -> None:

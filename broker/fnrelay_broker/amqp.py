@@ -19,6 +19,8 @@ from fnrelay_broker.queues import QueueNames, legacy_endpoint_queue
 
 log = logging.getLogger(__name__)
 
+LEGACY_GROUPS_EXCHANGE = "fnrelay.groups"
+
 
 def parameters(url: str) -> pika.URLParameters:
     params = connection_parameters(url)
@@ -33,6 +35,9 @@ def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
     channel.exchange_declare(protocol.TASKS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(protocol.GROUPS_EXCHANGE, "topic", durable=True)
+    # The direct exchange earlier brokers forwarded group results through: any endpoint
+    # account could publish to every group by it.
+    channel.exchange_delete(LEGACY_GROUPS_EXCHANGE)
     channel.exchange_declare(protocol.SUBMIT_EXCHANGE, "topic", durable=True)
     # Direct-path tasks (routing key: one word, the endpoint id) reach the endpoints' queues
     # through the tasks exchange; their records ("<id>.records") do not. Brokers before
@@ -76,14 +81,17 @@ def declare_group_queue(channel, names: QueueNames, task_group_id: str,  # type:
     return queue
 
 
-def move_legacy_queue(channel, legacy: str, queue: str) -> int:  # type: ignore[no-untyped-def]
-    """Move the messages of a queue with an old, guessable name into `queue`, then delete it;
-    returns how many (0 when there is no such queue). The channel must confirm publishes:
-    each message is acked from the old queue only after the new one took it."""
+def move_legacy_queue(channel, endpoint_id: str, queue: str) -> int:  # type: ignore[no-untyped-def]
+    """Move the messages of the endpoint's queue under its old, guessable name into `queue`,
+    then delete it; returns how many (-1 when there is no such queue). The channel must
+    confirm publishes: each message is acked from the old queue only after the new one took
+    it. The old queue is unbound first, so nothing arrives in it meanwhile."""
+    legacy = legacy_endpoint_queue(endpoint_id)
     try:
         channel.queue_declare(legacy, passive=True)
     except pika.exceptions.ChannelClosedByBroker:
         return -1  # no such queue (and this channel is closed)
+    channel.queue_unbind(legacy, protocol.TASKS_EXCHANGE, routing_key=endpoint_id)  # no more
     moved = 0
     while True:
         method, props, body = channel.basic_get(legacy)
@@ -132,7 +140,7 @@ class Declarer:
             queue = declare_endpoint_queue(ch, self.names, endpoint_id)
             legacy_ch = ch.connection.channel()
             legacy_ch.confirm_delivery()
-            moved = move_legacy_queue(legacy_ch, legacy_endpoint_queue(endpoint_id), queue)
+            moved = move_legacy_queue(legacy_ch, endpoint_id, queue)
             if moved > 0:
                 log.info("moved %d message(s) of endpoint %s into its new queue", moved,
                          endpoint_id)

@@ -99,10 +99,13 @@ def record_from_results(db: Database, endpoint_id: str, results: list[ResultMess
 
 
 # Built once: building a statement per batch (operators, coercions, cache key) was a sixth
-# of the ledger's CPU. The owner of a group, if it owns the endpoint too, and its metadata:
+# of the ledger's CPU. The owner of a group that granted the endpoint the direct path (so it
+# owns the endpoint too), and the endpoint's metadata: an endpoint may not record tasks in its
+# owner's other groups, whose Executors would then read its results as the broker's.
 _SAME_OWNER = (select(TaskGroup.owner, Endpoint.metadata_)
                .join_from(TaskGroup, Endpoint, TaskGroup.owner == Endpoint.owner)
-               .where(TaskGroup.id == bindparam("group"), Endpoint.id == bindparam("endpoint")))
+               .where(TaskGroup.id == bindparam("group"), Endpoint.id == bindparam("endpoint"),
+                      TaskGroup.direct_endpoint == Endpoint.id))
 #: ... and which of a batch's task ids are recorded already.
 _KNOWN = select(Task.id).where(Task.id.in_(bindparam("ids", expanding=True)))
 

@@ -80,6 +80,18 @@ def get_function(db: Database, user: CurrentUser, function_id: str) -> dict[str,
 #: Metadata keys that are the owner's policy, not the endpoint process's description: an
 #: endpoint token (what a site's endpoint runs with) may not change them.
 POLICY_KEYS = (sharing.KEY, "multi_user")
+#: Metadata keys only the broker writes (a multi-user child's record): a client setting them
+#: would make its endpoint another manager's child, or someone's endpoint its own child.
+BROKER_KEYS = ("parent", "user_endpoint_config")
+
+
+def _check_client_metadata(metadata: dict[str, Any]) -> None:
+    """422 for keys only the broker sets; the sharing list's shape."""
+    sharing.validate(metadata)
+    taken = [k for k in BROKER_KEYS if k in metadata]
+    if taken:
+        raise ApiError(422, f"metadata.{taken[0]} is set by the broker alone (for the child "
+                            "endpoints of multi-user endpoints)")
 
 
 def create_endpoint(db: Database, user: CurrentUser, name: str,
@@ -89,7 +101,7 @@ def create_endpoint(db: Database, user: CurrentUser, name: str,
     Ids are never chosen by clients: an id someone else can compute or has seen (a
     multi-user child, a deleted endpoint, a shared one) can then never be claimed by them.
     """
-    sharing.validate(metadata)
+    _check_client_metadata(metadata)
     endpoint_id = str(uuid.uuid4())
     with db.write() as s:
         s.add(Endpoint(id=endpoint_id, owner=user.id, name=name, metadata_=metadata,
@@ -104,7 +116,7 @@ def update_endpoint(db: Database, user: CurrentUser, endpoint_id: str, name: str
     multi-user endpoint is the broker's record, not a PUT's. Policy keys the body leaves out
     keep their values (an endpoint restarting does not unshare it); an endpoint token may not
     change them (403)."""
-    sharing.validate(metadata)
+    _check_client_metadata(metadata)
     with db.write() as s:
         ep = s.get(Endpoint, endpoint_id)
         if ep is None or ep.owner != user.id or (ep.metadata_ or {}).get("parent"):
@@ -223,17 +235,17 @@ def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str
 
 
 def ensure_task_group(s, user: CurrentUser, task_group_id: str | None) -> str:  # type: ignore[no-untyped-def]
-    """The id of the user's group (created when missing); 404 if another user owns it."""
+    """The id of the user's group; a new one (the broker picks its id) when None. 404 alike
+    for an unknown id and another user's: a client naming an id only re-attaches, so no one
+    claims an id another party has seen (endpoints see the group ids of their tasks)."""
     if task_group_id is None:
         task_group_id = str(uuid.uuid4())
-    else:
-        group = s.get(TaskGroup, task_group_id)
-        if group is not None:
-            if group.owner != user.id:
-                raise not_found("task group", task_group_id)
-            return task_group_id
-    s.add(TaskGroup(id=task_group_id, owner=user.id, created=now()))
-    s.flush()
+        s.add(TaskGroup(id=task_group_id, owner=user.id, created=now()))
+        s.flush()
+        return task_group_id
+    group = s.get(TaskGroup, task_group_id)
+    if group is None or group.owner != user.id:
+        raise not_found("task group", task_group_id)
     return task_group_id
 
 

@@ -16,6 +16,7 @@ from pika.exceptions import AMQPError
 
 from fnrelay import protocol
 from fnrelay.amqp import dead_letter
+from fnrelay.droplog import DropLog
 from fnrelay_broker import children, direct, inbound, tasks
 from fnrelay_broker.accounts import endpoint_user, group_user
 from fnrelay_broker.amqp import (
@@ -186,7 +187,8 @@ class OutboxPublisher(_Worker):
             _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
             body = protocol.encode({"v": protocol.PROTOCOL_VERSION, "task_ids": tids})
             ch.basic_publish(
-                protocol.TASKS_EXCHANGE, endpoint_id, body, _props(protocol.MSG_CANCEL)
+                protocol.TASKS_EXCHANGE, endpoint_id, body, _props(protocol.MSG_CANCEL,
+                                                                 self.amqp_user)
             )
             tasks.finish_outbox(self.db, oids, [])
         elif kind == "result":
@@ -363,9 +365,14 @@ def _of(items: list[Any], task_ids: list[str]) -> list[Any]:
     return [i for i in items if i.task_id in wanted]
 
 
+#: Messages the broker drops or dead-letters: an endpoint can send many, the log says it
+#: once a minute.
+_DROPPED = DropLog(log)
+
+
 def _reject(channel, method, props, body: bytes, error: Exception) -> None:  # type: ignore[no-untyped-def]
-    log.error("dead-lettering malformed %r message from %s: %s", props.type,
-              method.routing_key, error)
+    _DROPPED.note(f"(dead-lettering) a malformed {props.type!r} message from "
+                  f"{method.routing_key}: {error}")
     dead_letter(channel, method, props, body, f"malformed {props.type!r}: {error}")
 
 
@@ -499,8 +506,8 @@ class _Held:
             if not forwarded:
                 forward_results(self.fwd, recorded, self.consumer.amqp_user)
             for task_id in left:
-                log.warning("ignoring result for unknown task %s from endpoint %s", task_id,
-                            endpoint_id)
+                _DROPPED.note(f"a result for unknown task {task_id} from endpoint "
+                              f"{endpoint_id}")
 
         self._later(method, retry)
 

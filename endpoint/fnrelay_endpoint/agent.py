@@ -99,6 +99,7 @@ class Agent:
         self._conn: pika.BlockingConnection | None = None
         self._pub: Any = None  # the publishing channel (confirms on)
         self._user_id: str | None = None
+        self._broker_user: str | None = None
         self._retry_pending = False
         self._results_pub: ResultPublisher | None = None  # one per AMQP session
         self._acker: Acker | None = None  # one per AMQP session (WAL journals)
@@ -238,6 +239,9 @@ class Agent:
         consuming = False
         try:
             self._user_id = getattr(params.credentials, "username", None)
+            #: Only the broker cancels: a task group's account may publish to this queue too
+            #: (the direct path), but must not cancel other groups' tasks.
+            self._broker_user = reg.get("broker_user")
             self._pub = conn.channel()
             self._pub.confirm_delivery()
             self._results_pub = ResultPublisher(
@@ -320,6 +324,11 @@ class Agent:
                 cancels: list[str] = []
             elif props.type == protocol.MSG_CANCEL:
                 tasks, cancels = [], _parse_cancel(body)
+                if self._broker_user and props.user_id != self._broker_user:
+                    log.warning("dropping a cancel from RabbitMQ user %r (only the broker, %r, "
+                                "cancels)", props.user_id, self._broker_user)
+                    channel.basic_ack(method.delivery_tag)
+                    return
             else:
                 raise ValueError(f"unknown message type {props.type!r}")
         except (ValueError, KeyError, TypeError, AttributeError) as e:

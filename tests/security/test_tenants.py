@@ -216,17 +216,21 @@ def test_no_other_endpoint_can_publish_into_a_task_group(alice, mallory):
         task_group_id=gid)])
     mreg = mallory.register()
     mid = mreg["endpoint_id"]
-    conn, ch = _channel(mreg["amqp_url"])
+    conn, _ = _channel(mreg["amqp_url"])
     user = pika.URLParameters(mreg["amqp_url"]).credentials.username
     try:
         for key in (gid, protocol.group_routing_key(gid, mid), protocol.group_routing_key(
                 gid, eid)):
+            ch = conn.channel()
+            ch.confirm_delivery()  # a refusal then shows at this publish
             try:
                 ch.basic_publish(protocol.GROUPS_EXCHANGE, key, forged, pika.BasicProperties(
                     type=protocol.MSG_RESULTS, user_id=user))
             except pika.exceptions.ChannelClosedByBroker as e:
-                assert e.value.reply_code == 403
-                ch = conn.channel()
+                assert e.reply_code == 403, key
+            else:  # allowed (its own id) but bound to no group of Alice's
+                assert key == protocol.group_routing_key(gid, mid)
+                ch.close()
     finally:
         conn.close()
     reader, rch = _channel(group["amqp_url"])
@@ -317,10 +321,100 @@ _TRIPPED = threading.Event()
 
 
 # --- the same ids on PostgreSQL (its JSON path queries differ from SQLite's) --------------------
-def test_child_and_deleted_ids_hold_on_postgresql(start_broker, amqp_url, rabbitmq,
+def test_child_and_deleted_ids_hold_on_postgresql(start_broker, new_vhost, rabbitmq,
                                                   postgres):  # noqa: F811
-    pg = start_broker(amqp_url, postgres.create_database(), "--amqp-management-url",
-                      rabbitmq.management_url)
+    # A virtual host of its own: two brokers on one would take each other's results.
+    pg = start_broker(new_vhost("fnrelay-tenants-pg-test"), postgres.create_database(),
+                      "--amqp-management-url", rabbitmq.management_url)
     test_no_user_can_claim_the_child_endpoint_that_another_users_tasks_go_to(
         pg.api(), pg.api(), pg.api())
     test_a_deleted_endpoint_stays_retired_and_its_direct_path_grants_go(pg.api(), pg.api())
+
+
+# --- fields and ids only the broker sets ---------------------------------------------------------
+def test_no_client_makes_an_endpoint_a_child_of_a_multi_user_endpoint(tenant_broker, alice,
+                                                                       mallory):
+    """Were `parent` a client's to set, a stolen endpoint token could make its endpoint the
+    child of the thief's manager, who would then get its credentials and its tasks."""
+    eid = alice.endpoint()
+    manager = mallory.endpoint({"multi_user": True})
+    username = alice.ok("GET", "/whoami")["username"]
+    out = tenant_broker.cli("token", "create", username, "--endpoint", eid)
+    stolen = tenant_broker.api(out.stdout.strip().splitlines()[-1])
+    for api in (stolen, alice):
+        for key in ("parent", "user_endpoint_config"):
+            r = _put(api, eid, {key: manager if key == "parent" else {}})
+            assert r.status_code == 422 and key in r.json()["message"], r.text
+    r = mallory("POST", "/endpoints", json={"name": "x", "metadata": {"parent": manager}})
+    assert r.status_code == 422
+    assert mallory("POST", f"/endpoints/{manager}/children/{eid}/credentials"
+                   ).status_code == 404
+    assert _put(alice, eid).status_code == 200  # still Alice's own
+
+
+def test_task_group_ids_are_the_brokers_to_choose(alice, mallory):
+    gid = alice.ok("POST", "/task_groups", json={})["task_group_id"]
+    theirs = mallory("POST", "/task_groups", json={"task_group_id": gid})
+    unknown = mallory("POST", "/task_groups", json={"task_group_id": str(uuid.uuid4())})
+    assert (theirs.status_code, theirs.json()["code"]) == (
+        unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND")
+    # Nor does a submission claim a group id someone has seen (an endpoint sees its tasks').
+    claimed = str(uuid.uuid4())
+    r = mallory("POST", "/submit", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+        "endpoint_id": mallory.endpoint(), "task_group_id": claimed,
+        "tasks": [{"function_id": mallory.function(), "payload": "03\n[]"}]})
+    assert r.status_code == 404
+    assert alice.ok("POST", "/task_groups", json={"task_group_id": gid})["task_group_id"] == gid
+
+
+def test_an_endpoint_cannot_plant_tasks_in_its_owners_other_groups(alice):
+    """An endpoint's result for a task the broker does not know may record that task from the
+    result's `record` (the direct path's fallback), but only in a group that granted that
+    endpoint the direct path: else a stolen endpoint account plants pickles that the owner's
+    Executor on another endpoint reads as the broker's."""
+    import hashlib
+
+    from fnrelay_broker.registry import function_id_of
+
+    e1 = alice.register()
+    e2 = alice.endpoint()
+    answer = alice.submit(e2, alice.function())  # a REST group of Alice's other endpoint
+    gid = answer["task_group_id"]
+    digest = hashlib.sha256(b"01\nplanted").hexdigest()
+    planted = str(uuid.uuid4())
+    forged = protocol.encode_results([protocol.ResultMessage(
+        task_id=planted, status="success", result=serialize.serialize("planted"),
+        task_group_id=gid, record={"function_id": function_id_of(_user_id(alice), digest),
+                                   "function_sha256": digest})])
+    conn, ch = _channel(e1["amqp_url"])
+    user = pika.URLParameters(e1["amqp_url"]).credentials.username
+    try:
+        ch.basic_publish(protocol.RESULTS_EXCHANGE, e1["endpoint_id"], forged,
+                         pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user,
+                                              content_type=protocol.CONTENT_TYPE))
+        # A genuine result of E1's own REST task after it: once that is recorded, so would
+        # the planted one be (the unknown one's retry comes UNKNOWN_RETRY after it).
+        own = alice.submit(e1["endpoint_id"], alice.function())["task_ids"][0]
+        ch.basic_publish(protocol.RESULTS_EXCHANGE, e1["endpoint_id"], protocol.encode_results(
+            [protocol.ResultMessage(task_id=own, status="success",
+                                    result=serialize.serialize(1))]),
+            pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user,
+                                 content_type=protocol.CONTENT_TYPE))
+    finally:
+        conn.close()
+    wait_for(lambda: alice.ok("GET", f"/tasks/{own}")["status"] == "success", "E1's result")
+    threading.Event().wait(1.5)  # past UNKNOWN_RETRY (0.5 s) and its retries
+    assert planted not in alice.ok("GET", f"/task_groups/{gid}")["task_ids"]
+    assert alice("GET", f"/tasks/{planted}").status_code == 404
+
+
+def test_the_dead_letter_queue_is_bounded(tenant_broker, rabbitmq, amqp_url):
+    """Any endpoint may dead-letter: a flood must not fill RabbitMQ's disk for every tenant."""
+    import requests
+
+    vhost = requests.utils.quote(pika.URLParameters(amqp_url).virtual_host, safe="")
+    r = requests.get(f"{rabbitmq.management_url.rstrip('/')}/api/policies/{vhost}/"
+                     "fnrelay-deadletter-limit", auth=rabbitmq.admin_auth, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["definition"]["overflow"] == "drop-head"
+    assert r.json()["definition"]["max-length"] > 0
