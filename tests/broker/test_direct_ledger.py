@@ -12,7 +12,7 @@ import pytest
 
 from fnrelay import protocol
 from fnrelay_broker import direct, tasks
-from fnrelay_broker.registry import code_digest, ensure_task_group
+from fnrelay_broker.registry import code_digest, create_task_group
 
 BODY = "04\nbody"  # the task_store fixture registers its function with this code
 
@@ -27,9 +27,11 @@ def _result(task_id: str, status: str = "success") -> protocol.ResultMessage:
                                   details={"started": protocol.now(), "worker": "w"})
 
 
-def _group(store) -> str:  # type: ignore[no-untyped-def]
-    with store.db.write() as s:
-        return ensure_task_group(s, store.user, None)
+def _group(store, granted: bool = True) -> str:  # type: ignore[no-untyped-def]
+    """A new group of the store's user, granted the direct path to its endpoint (as POST
+    /task_groups with that endpoint makes it) unless not `granted`."""
+    return create_task_group(store.db, store.user, None,
+                             store.endpoint_id if granted else None)
 
 
 def _steps(store, task_id: str) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -77,17 +79,20 @@ def test_code_that_does_not_match_fails_the_task_and_its_result_is_not_taken(tas
 
 def test_a_record_from_a_result_checks_the_code_and_the_group(task_store):  # type: ignore[no-untyped-def]
     group = _group(task_store)
-    good, forged, stray = (_result(str(uuid.uuid4())) for _ in range(3))
+    good, forged, stray, ungranted = (_result(str(uuid.uuid4())) for _ in range(4))
     for r, digest, group_id in ((good, code_digest(BODY), group),
                                 (forged, code_digest("04\nother"), group),
-                                (stray, code_digest(BODY), str(uuid.uuid4()))):
+                                (stray, code_digest(BODY), str(uuid.uuid4())),
+                                (ungranted, code_digest(BODY), _group(task_store, False))):
         r.task_group_id = group_id
         r.record = {"function_id": task_store.function_id, "function_sha256": digest,
                     "resource_specification": {}, "user_endpoint_config": {},
                     "max_retries": None}
     recorded = direct.record_from_results(task_store.db, task_store.endpoint_id,
-                                          [good, forged, stray])
-    assert recorded == {good.task_id, forged.task_id}  # `stray`'s group does not exist
+                                          [good, forged, stray, ungranted])
+    # `stray`'s group does not exist; `ungranted`'s, the same owner's, did not grant the
+    # endpoint the direct path.
+    assert recorded == {good.task_id, forged.task_id}
     assert _steps(task_store, good.task_id)[1][1] == direct.FROM_RESULT
     assert tasks.task_record(task_store.db, task_store.user, forged.task_id)["status"] == \
         "failed"
