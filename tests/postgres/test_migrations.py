@@ -4,6 +4,7 @@ adopted, and replicas that start together migrate once."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -94,8 +95,10 @@ def test_replicas_starting_together_migrate_once(postgres):
 
 def test_unreachable_database_is_a_one_line_error_without_the_password(postgres):
     secret = uuid.uuid4().hex
-    out = _cli("db", "upgrade", "--db",
-               f"postgresql://fnrelay:{secret}@127.0.0.1:{postgres.port}/nosuchdb")
+    # By environment, as docs/deployment.md says (on the command line it would warn first).
+    out = subprocess.run([BROKER_CLI, "db", "upgrade"], capture_output=True, text=True, env={
+        **os.environ,
+        "FNRELAY_BROKER_DB": f"postgresql://fnrelay:{secret}@127.0.0.1:{postgres.port}/nosuchdb"})
     assert out.returncode == 1
     assert out.stderr.startswith("error: cannot migrate ") and out.stderr.count("\n") == 1
     assert secret not in out.stderr and "Traceback" not in out.stderr
