@@ -47,6 +47,7 @@ from fnrelay_endpoint.publisher import (
     ResultPublisher,
     publish_to_group,
 )
+from fnrelay_endpoint.registration import error_message
 from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class Agent:
                     log.info("registered endpoint %s (%s) with %s", self.name,
                              self.endpoint_id, self.config.broker_url)
                     return reg
-                message = _error_message(r)
+                message = error_message(r)
                 if r.status_code in (401, 403):
                     raise AuthenticationError(f"the broker refused the token: {message}",
                                               r.status_code)
@@ -654,8 +655,3 @@ def _reason(e: Exception) -> str:
     return m.group(0) if m else (str(e) or type(e).__name__)
 
 
-def _error_message(r: requests.Response) -> str:
-    try:
-        return str(r.json().get("message") or r.text)
-    except ValueError:
-        return r.text[:200] or r.reason

@@ -32,13 +32,13 @@ def create(paths: EndpointPaths, broker_url: str, token: str, name: str,
         raise BrokerUnavailableError(f"cannot reach the broker at {broker_url}: {e}") from e
     if r.status_code == 403:
         raise AuthenticationError(
-            f"the broker refused to create endpoint {paths.name!r}: {_message(r)}. An "
+            f"the broker refused to create endpoint {paths.name!r}: {error_message(r)}. An "
             "endpoint token cannot create an endpoint: start it once with a user token, "
             "then give it the endpoint token", r.status_code)
     if r.status_code == 401:
-        raise AuthenticationError(f"the broker refused the token: {_message(r)}", 401)
+        raise AuthenticationError(f"the broker refused the token: {error_message(r)}", 401)
     if not r.ok:
-        raise BrokerError(f"creating endpoint {paths.name!r} failed: {_message(r)}",
+        raise BrokerError(f"creating endpoint {paths.name!r} failed: {error_message(r)}",
                           r.status_code)
     endpoint_id = str(r.json()["endpoint_id"])
     write_private(paths.identity, json.dumps({"endpoint_id": endpoint_id}) + "\n")
@@ -54,7 +54,8 @@ def ensure_id(paths: EndpointPaths, broker_url: str, token: str, name: str,
     return create(paths, broker_url, token, name, metadata)
 
 
-def _message(r: requests.Response) -> str:
+def error_message(r: requests.Response) -> str:
+    """The broker's own words for a failed request (its JSON `message`), else the text."""
     try:
         return str(r.json().get("message") or r.text)
     except ValueError:
