@@ -3,7 +3,7 @@
 `python -m benchmarks.result_mac` times, on this machine and in this process (no stack), for
 results of 100 B, 10 KiB and 1 MiB (the length of the serialized value, the `result` field):
 
-- what the Executor does with each result today: `fnrelay.protocol.decode_results` of a
+- what the Executor does with each result today: `fnrelay.wire.decode_results` of a
   results message holding it, and `fnrelay.serialize.deserialize` of its value;
 - the MAC that docs/result-authentication.md weighs: HMAC-SHA256 with a 32-byte key over the
   framed task group, task id, status, value and exception, as the endpoint would make it and
@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fnrelay import protocol, serialize
+from fnrelay import serialize, wire
 
 SIZES = (("100 B", 100), ("10 KiB", 10 * 1024), ("1 MiB", 1024 * 1024))
 KEY = os.urandom(32)
@@ -51,7 +51,7 @@ def frame(*fields: bytes | None) -> bytes:
     return b"".join(parts)
 
 
-def mac_input(result: protocol.ResultMessage) -> bytes:
+def mac_input(result: wire.ResultMessage) -> bytes:
     """The bytes a result's MAC covers: every field the SDK unpickles or shows as the outcome."""
     exc = result.exception
 
@@ -78,14 +78,14 @@ def value_of(kind: str, size: int) -> Any:
     return make(low)
 
 
-def message(text: str) -> tuple[protocol.ResultMessage, bytes]:
+def message(text: str) -> tuple[wire.ResultMessage, bytes]:
     """A success as an endpoint sends it (the worker's details), and its results message."""
-    result = protocol.ResultMessage(
-        task_id=protocol.new_task_id(), status=protocol.TaskState.SUCCESS.value, result=text,
+    result = wire.ResultMessage(
+        task_id=wire.new_task_id(), status=wire.TaskState.SUCCESS.value, result=text,
         task_group_id=str(uuid.uuid4()),
         details={**serialize.versions(), "hostname": platform.node(), "pid": os.getpid(),
                  "started": time.time(), "completed": time.time()})
-    return result, protocol.encode_results([result])
+    return result, wire.encode_results([result])
 
 
 #: Seconds per timed batch (--quick: less, for a smoke test).
@@ -118,15 +118,15 @@ def row(kind: str, label: str, size: int, batches: int) -> dict[str, Any]:
     data = mac_input(result)
     tag = hmac.digest(KEY, data, "sha256")
 
-    def verify(got: protocol.ResultMessage) -> bool:
+    def verify(got: wire.ResultMessage) -> bool:
         """The SDK's check: frame what arrived, MAC it, compare in constant time."""
         return hmac.compare_digest(hmac.digest(KEY, mac_input(got), "sha256"), tag)
 
-    assert verify(protocol.decode_results(body)[0])
+    assert verify(wire.decode_results(body)[0])
     return {
         "kind": kind, "size": label, "value_bytes": len(text.encode()),
         "message_bytes": len(body),
-        "decode_results": per_call(lambda: protocol.decode_results(body), batches),
+        "decode_results": per_call(lambda: wire.decode_results(body), batches),
         "deserialize": per_call(lambda: serialize.deserialize(text), batches),
         "frame": per_call(lambda: mac_input(result), batches),
         "hmac_sha256": per_call(lambda: verify(result), batches),

@@ -31,10 +31,10 @@ noop.__name__ = noop.__qualname__ = "noop"
 
 def task_message_size() -> int:
     """Bytes of one fnrelay `tasks` message carrying one no-op call (what raw AMQP sends)."""
-    from fnrelay import protocol, serialize
+    from fnrelay import serialize, wire
 
-    msg = protocol.TaskMessage(
+    msg = wire.TaskMessage(
         task_id=str(uuid.uuid4()), function_id=str(uuid.uuid4()),
         function=serialize.serialize_function(noop), payload=serialize.serialize_args((0,), {}),
         task_group_id=str(uuid.uuid4()))
-    return len(protocol.encode_tasks([msg]))
+    return len(wire.encode_tasks([msg]))

@@ -20,13 +20,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pika
 import requests
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay_broker.queues import QueueNames
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_PREFIX = "fnrelay-ep-"
-GROUP_PREFIX = protocol.group_account("")
+GROUP_PREFIX = wire.group_account("")
 _TIMEOUT = 10
 
 
@@ -48,7 +48,7 @@ def endpoint_user(endpoint_id: str) -> str:
 
 
 def group_user(task_group_id: str) -> str:
-    return protocol.group_account(task_group_id)
+    return wire.group_account(task_group_id)
 
 
 def url_with_credentials(url: str, username: str, password: str) -> str:
@@ -122,10 +122,10 @@ class Accounts:
             queues.append(self.names.control(endpoint_id))
         return self._put_user(
             endpoint_user(endpoint_id), read=_only(*queues),
-            write=_only(protocol.RESULTS_EXCHANGE, protocol.DEADLETTER_EXCHANGE,
-                        protocol.GROUPS_EXCHANGE),
-            topic_write={protocol.RESULTS_EXCHANGE: _only(endpoint_id),
-                         protocol.GROUPS_EXCHANGE: "^" + re.escape(endpoint_id) + r"\.[^.]+$"},
+            write=_only(wire.RESULTS_EXCHANGE, wire.DEADLETTER_EXCHANGE,
+                        wire.GROUPS_EXCHANGE),
+            topic_write={wire.RESULTS_EXCHANGE: _only(endpoint_id),
+                         wire.GROUPS_EXCHANGE: "^" + re.escape(endpoint_id) + r"\.[^.]+$"},
         )
 
     def group_reader(self, task_group_id: str, submit_to: str | None = None) -> Credentials:
@@ -139,9 +139,9 @@ class Accounts:
                                   topic_write={})
         return self._put_user(group_user(task_group_id),
                               read=_only(self.names.group(task_group_id)),
-                              write=_only(protocol.SUBMIT_EXCHANGE),
-                              topic_write={protocol.SUBMIT_EXCHANGE: _only(
-                                  submit_to, submit_to + protocol.RECORDS_SUFFIX)})
+                              write=_only(wire.SUBMIT_EXCHANGE),
+                              topic_write={wire.SUBMIT_EXCHANGE: _only(
+                                  submit_to, submit_to + wire.RECORDS_SUFFIX)})
 
     def deadletter_policy(self) -> None:
         """Dead-letter what fnrelay's endpoint and broker queues reject or drop.
@@ -151,12 +151,12 @@ class Accounts:
         vhost = quote(self.vhost, safe="")
         self._call("PUT", f"policies/{vhost}/{DEADLETTER_POLICY}", {
             "pattern": DEADLETTER_PATTERN, "apply-to": "queues", "priority": 0,
-            "definition": {"dead-letter-exchange": protocol.DEADLETTER_EXCHANGE},
+            "definition": {"dead-letter-exchange": wire.DEADLETTER_EXCHANGE},
         })
         # Any endpoint may dead-letter (what it cannot decode): one tenant's flood must not
         # fill RabbitMQ's disk, whose alarm would block every tenant's publishers.
         self._call("PUT", f"policies/{vhost}/{DEADLETTER_LIMIT_POLICY}", {
-            "pattern": "^" + re.escape(protocol.DEADLETTER_QUEUE) + "$", "apply-to": "queues",
+            "pattern": "^" + re.escape(wire.DEADLETTER_QUEUE) + "$", "apply-to": "queues",
             "priority": 0, "definition": {"max-length": DEADLETTER_MAX_LENGTH,
                                           "max-length-bytes": DEADLETTER_MAX_BYTES,
                                           "overflow": "drop-head"},

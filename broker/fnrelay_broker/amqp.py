@@ -13,7 +13,7 @@ import threading
 import pika
 import pika.exceptions
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay.amqp import connection_parameters
 from fnrelay_broker.queues import QueueNames, legacy_endpoint_queue
 
@@ -32,27 +32,27 @@ def parameters(url: str) -> pika.URLParameters:
 
 
 def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
-    channel.exchange_declare(protocol.TASKS_EXCHANGE, "topic", durable=True)
-    channel.exchange_declare(protocol.RESULTS_EXCHANGE, "topic", durable=True)
-    channel.exchange_declare(protocol.GROUPS_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(wire.TASKS_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(wire.RESULTS_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(wire.GROUPS_EXCHANGE, "topic", durable=True)
     # The direct exchange earlier brokers forwarded group results through: any endpoint
     # account could publish to every group by it.
     channel.exchange_delete(LEGACY_GROUPS_EXCHANGE)
-    channel.exchange_declare(protocol.SUBMIT_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(wire.SUBMIT_EXCHANGE, "topic", durable=True)
     # Direct-path tasks (routing key: one word, the endpoint id) reach the endpoints' queues
     # through the tasks exchange; their records ("<id>.records") do not. Brokers before
     # 2026-12 bound "#": that binding would hand the endpoints the records too.
-    channel.exchange_unbind(protocol.TASKS_EXCHANGE, protocol.SUBMIT_EXCHANGE, routing_key="#")
-    channel.exchange_bind(protocol.TASKS_EXCHANGE, protocol.SUBMIT_EXCHANGE, routing_key="*")
-    channel.exchange_declare(protocol.DEADLETTER_EXCHANGE, "fanout", durable=True)
-    channel.queue_declare(protocol.DEADLETTER_QUEUE, durable=True)
-    channel.queue_bind(protocol.DEADLETTER_QUEUE, protocol.DEADLETTER_EXCHANGE)
+    channel.exchange_unbind(wire.TASKS_EXCHANGE, wire.SUBMIT_EXCHANGE, routing_key="#")
+    channel.exchange_bind(wire.TASKS_EXCHANGE, wire.SUBMIT_EXCHANGE, routing_key="*")
+    channel.exchange_declare(wire.DEADLETTER_EXCHANGE, "fanout", durable=True)
+    channel.queue_declare(wire.DEADLETTER_QUEUE, durable=True)
+    channel.queue_bind(wire.DEADLETTER_QUEUE, wire.DEADLETTER_EXCHANGE)
 
 
 def declare_endpoint_queue(channel, names: QueueNames, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
     queue = names.endpoint(endpoint_id)
     channel.queue_declare(queue, durable=True)
-    channel.queue_bind(queue, protocol.TASKS_EXCHANGE, routing_key=endpoint_id)
+    channel.queue_bind(queue, wire.TASKS_EXCHANGE, routing_key=endpoint_id)
     return queue
 
 
@@ -60,8 +60,8 @@ def declare_control_queue(channel, names: QueueNames, endpoint_id: str) -> str: 
     """A multi-user manager's control queue (start-child messages)."""
     queue = names.control(endpoint_id)
     channel.queue_declare(queue, durable=True)
-    channel.queue_bind(queue, protocol.TASKS_EXCHANGE,
-                       routing_key=protocol.control_routing_key(endpoint_id))
+    channel.queue_bind(queue, wire.TASKS_EXCHANGE,
+                       routing_key=wire.control_routing_key(endpoint_id))
     return queue
 
 
@@ -73,10 +73,10 @@ def declare_group_queue(channel, names: QueueNames, task_group_id: str,  # type:
     channel.queue_declare(
         queue, durable=True, arguments={"x-expires": int(expires_s * 1000)}
     )
-    channel.queue_bind(queue, protocol.GROUPS_EXCHANGE,
-                       routing_key=protocol.group_routing_key(task_group_id))
+    channel.queue_bind(queue, wire.GROUPS_EXCHANGE,
+                       routing_key=wire.group_routing_key(task_group_id))
     if direct_endpoint is not None:
-        channel.queue_bind(queue, protocol.GROUPS_EXCHANGE, routing_key=protocol.
+        channel.queue_bind(queue, wire.GROUPS_EXCHANGE, routing_key=wire.
                            group_routing_key(task_group_id, direct_endpoint))
     return queue
 
@@ -91,7 +91,7 @@ def move_legacy_queue(channel, endpoint_id: str, queue: str) -> int:  # type: ig
         channel.queue_declare(legacy, passive=True)
     except pika.exceptions.ChannelClosedByBroker:
         return -1  # no such queue (and this channel is closed)
-    channel.queue_unbind(legacy, protocol.TASKS_EXCHANGE, routing_key=endpoint_id)  # no more
+    channel.queue_unbind(legacy, wire.TASKS_EXCHANGE, routing_key=endpoint_id)  # no more
     moved = 0
     while True:
         method, props, body = channel.basic_get(legacy)
@@ -157,8 +157,8 @@ class Declarer:
     def revoke_group_grant(self, task_group_id: str, endpoint_id: str) -> bool:
         """Unbind a group's queue from an endpoint's results (its grant is gone)."""
         return self._run(lambda ch: ch.queue_unbind(
-            self.names.group(task_group_id), protocol.GROUPS_EXCHANGE,
-            routing_key=protocol.group_routing_key(task_group_id, endpoint_id)))
+            self.names.group(task_group_id), wire.GROUPS_EXCHANGE,
+            routing_key=wire.group_routing_key(task_group_id, endpoint_id)))
 
     def delete_endpoint_queue(self, endpoint_id: str) -> bool:
         """Delete an endpoint's task queue and, had it one (a multi-user manager), its control

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay_broker import auth, blob_api, children, queues, registry, tasks
 from fnrelay_broker.access import AmqpAccess
 from fnrelay_broker.accounts import endpoint_user
@@ -177,7 +177,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
 
     @app.get("/v1/version")
     def version() -> dict:
-        return {"version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
+        return {"version": VERSION, "protocol": wire.PROTOCOL_VERSION}
 
     @app.get("/v1/whoami")
     def whoami(user: AnyToken) -> dict:
@@ -205,8 +205,8 @@ def _routes(app: FastAPI, broker: Broker) -> None:
             "name": name,
             "amqp_url": broker.access.endpoint_url(eid, multi_user),
             "task_queue": broker.names.endpoint(eid),
-            "tasks_exchange": protocol.TASKS_EXCHANGE,
-            "results_exchange": protocol.RESULTS_EXCHANGE,
+            "tasks_exchange": wire.TASKS_EXCHANGE,
+            "results_exchange": wire.RESULTS_EXCHANGE,
             "heartbeat_period": s.heartbeat_period,
             "broker_user": broker.access.broker_user,
             "result_blobs": blobs_offer,
@@ -286,7 +286,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         if broker.access.isolated:  # who may put results in the queue (RabbitMQ-validated)
             answer["result_senders"] = [broker.access.broker_user]
         if direct:  # the Executor holds its tasks to the payload limit as REST would
-            answer["submit"] = {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": direct,
+            answer["submit"] = {"exchange": wire.SUBMIT_EXCHANGE, "routing_key": direct,
                                 "payload_limit": s.payload_limit}
             answer["result_senders"].append(endpoint_user(direct))
         return answer

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from fnrelay.protocol import now
+from fnrelay.wire import now
 from fnrelay_broker.db import Database
 from fnrelay_broker.models import Endpoint, Token, User
 

@@ -23,7 +23,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from fnrelay.blobs import BlobRef
-from fnrelay.protocol import TERMINAL_VALUES, now
+from fnrelay.wire import TERMINAL_VALUES, now
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found
 from fnrelay_broker.models import Endpoint, ResultBlob, ResultBlobChunk, Task

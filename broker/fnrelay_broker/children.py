@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from fnrelay.protocol import (
+from fnrelay.wire import (
     TERMINAL_VALUES,
     ExceptionInfo,
     StartChild,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy import delete, select
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay_broker import blobs
 from fnrelay_broker.blobs import BlobStore
 from fnrelay_broker.db import Database
@@ -36,14 +36,14 @@ def delete_expired(db: Database, ttl: float, now: float | None = None,
                    batch: int = BATCH, blob_store: BlobStore | None = None) -> int:
     """Delete terminal tasks completed more than `ttl` seconds ago, and their result blobs
     (files in `blob_store`'s directory once the rows are gone); the number deleted."""
-    cutoff = (protocol.now() if now is None else now) - ttl
+    cutoff = (wire.now() if now is None else now) - ttl
     total = 0
     while True:
         files: list[str] = []
         with db.write() as s:
             ids = list(s.scalars(
                 select(Task.id)
-                .where(Task.status.in_(protocol.TERMINAL_VALUES), Task.completed < cutoff)
+                .where(Task.status.in_(wire.TERMINAL_VALUES), Task.completed < cutoff)
                 .limit(batch)
             ))
             if ids:

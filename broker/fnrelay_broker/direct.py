@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from fnrelay.protocol import (
+from fnrelay.wire import (
     TERMINAL_VALUES,
     ExceptionInfo,
     ResultMessage,

@@ -1,6 +1,6 @@
 """Check what endpoints send before it reaches the database.
 
-`fnrelay.protocol` decodes JSON into messages but does not check field types, and the
+`fnrelay.wire` decodes JSON into messages but does not check field types, and the
 database refuses some values (a list where text goes, NUL, lone surrogates) with errors that
 are not ValueError. The result consumer would then fail, reconnect and get the same message
 again, forever, holding up every endpoint's results. Here every such message becomes a
@@ -16,15 +16,15 @@ import math
 import uuid
 from typing import Any
 
-from fnrelay import protocol
-from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
+from fnrelay import wire
+from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_broker.validation import check_tree
 
 _EXCEPTION_TEXT = ("type", "message", "traceback")
 
 
 def _items(body: bytes, key: str) -> list[dict[str, Any]]:
-    d = protocol.decode(body, finite=True)
+    d = wire.decode(body, finite=True)
     if not isinstance(d, dict) or not isinstance(d.get(key), list):
         raise ValueError(f"body is not an object with a list {key!r}")
     check_tree(d)
@@ -90,7 +90,7 @@ def direct_tasks(body: bytes) -> list[TaskMessage]:
             raise ValueError("'max_retries' must not be negative")
     if len({item["task_group_id"] for item in items}) != 1:
         raise ValueError("a direct tasks message carries one task group's tasks")
-    return [TaskMessage(**{k: v for k, v in protocol.known_fields(TaskMessage, item).items()
+    return [TaskMessage(**{k: v for k, v in wire.known_fields(TaskMessage, item).items()
                            if v is not None}) for item in items]
 
 
@@ -103,21 +103,21 @@ def status(body: bytes) -> list[StatusUpdate]:
         _require(item, "time", (int, float), optional=True)
         _require(item, "detail", (str,), optional=True)
     # Keys this version does not know (from newer endpoints) are ignored.
-    return [StatusUpdate(**{k: v for k, v in protocol.known_fields(StatusUpdate, item).items()
+    return [StatusUpdate(**{k: v for k, v in wire.known_fields(StatusUpdate, item).items()
                             if v is not None})
             for item in items]
 
 
 def heartbeat(endpoint_id: str, body: bytes) -> Heartbeat:
     """Decode a `heartbeat` message (the sender is the routing key, not the body)."""
-    d = protocol.decode(body, finite=True)
+    d = wire.decode(body, finite=True)
     if not isinstance(d, dict):
         raise ValueError("heartbeat body is not an object")
     check_tree(d)
     _require(d, "time", (int, float), optional=True)
     _require(d, "info", (dict,), optional=True)
     try:
-        t = float(d["time"]) if d.get("time") is not None else protocol.now()
+        t = float(d["time"]) if d.get("time") is not None else wire.now()
     except OverflowError:  # an integer beyond any float
         t = math.inf
     if not math.isfinite(t):
@@ -127,7 +127,7 @@ def heartbeat(endpoint_id: str, body: bytes) -> Heartbeat:
 
 def document(body: bytes) -> dict[str, Any]:
     """Decode a message that is one JSON object (e.g. `child-failed`)."""
-    d = protocol.decode(body, finite=True)
+    d = wire.decode(body, finite=True)
     if not isinstance(d, dict):
         raise ValueError("message body is not an object")
     return check_tree(d)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import or_, select
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay_broker.accounts import ENDPOINT_PREFIX, GROUP_PREFIX, AccountError, Accounts
 from fnrelay_broker.children import parent_of
 from fnrelay_broker.db import Database
@@ -47,7 +47,7 @@ def _with_recent_tasks(s, column, ids: list[str], cutoff: float) -> set[str]:  #
     """Those of `ids` (values of Task.`column`) with a task unfinished or active since cutoff."""
     return set(s.scalars(select(column).where(
         column.in_(ids),
-        or_(Task.status.not_in(protocol.TERMINAL_VALUES), Task.created >= cutoff,
+        or_(Task.status.not_in(wire.TERMINAL_VALUES), Task.created >= cutoff,
             Task.completed >= cutoff),
     ).distinct()))
 
@@ -95,7 +95,7 @@ class Reclaimer:
 
     def run(self, now: float | None = None) -> int:
         """One pass; the number of accounts deleted."""
-        cutoff = (protocol.now() if now is None else now) - self.idle
+        cutoff = (wire.now() if now is None else now) - self.idle
         names = self.accounts.usernames()
         groups = [n[len(GROUP_PREFIX):] for n in names if n.startswith(GROUP_PREFIX)]
         endpoints = [n[len(ENDPOINT_PREFIX):] for n in names if n.startswith(ENDPOINT_PREFIX)]

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fnrelay.protocol import TERMINAL_VALUES, ExceptionInfo, TaskState, now
+from fnrelay.wire import TERMINAL_VALUES, ExceptionInfo, TaskState, now
 from fnrelay_broker import sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database

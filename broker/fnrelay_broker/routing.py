@@ -14,7 +14,7 @@ from typing import Any
 import pika
 from pika.exceptions import AMQPError
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay.amqp import dead_letter
 from fnrelay.droplog import DropLog
 from fnrelay_broker import children, direct, inbound, tasks
@@ -51,7 +51,7 @@ def _props(kind: str, user_id: str | None = None) -> pika.BasicProperties:
     """`user_id` (validated by RabbitMQ) proves to a multi-user manager that a control
     message comes from the broker's account."""
     return pika.BasicProperties(
-        content_type=protocol.CONTENT_TYPE, delivery_mode=_PERSISTENT, type=kind,
+        content_type=wire.CONTENT_TYPE, delivery_mode=_PERSISTENT, type=kind,
         user_id=user_id,
     )
 
@@ -185,9 +185,9 @@ class OutboxPublisher(_Worker):
                                 tasks.task_messages(self.db, tids))
         elif kind == "cancel":
             _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
-            body = protocol.encode({"v": protocol.PROTOCOL_VERSION, "task_ids": tids})
+            body = wire.encode({"v": wire.PROTOCOL_VERSION, "task_ids": tids})
             ch.basic_publish(
-                protocol.TASKS_EXCHANGE, endpoint_id, body, _props(protocol.MSG_CANCEL,
+                wire.TASKS_EXCHANGE, endpoint_id, body, _props(wire.MSG_CANCEL,
                                                                  self.amqp_user)
             )
             tasks.finish_outbox(self.db, oids, [])
@@ -200,9 +200,9 @@ class OutboxPublisher(_Worker):
                     declare_control_queue(ch, self.names, manager_id)
                     declared.add(f"control:{manager_id}")
                 ch.basic_publish(
-                    protocol.TASKS_EXCHANGE, protocol.control_routing_key(manager_id),
-                    protocol.encode({"v": protocol.PROTOCOL_VERSION, **asdict(msg)}),
-                    _props(protocol.MSG_START_CHILD, self.amqp_user),
+                    wire.TASKS_EXCHANGE, wire.control_routing_key(manager_id),
+                    wire.encode({"v": wire.PROTOCOL_VERSION, **asdict(msg)}),
+                    _props(wire.MSG_START_CHILD, self.amqp_user),
                 )
             tasks.finish_outbox(self.db, oids, [])
         else:
@@ -210,14 +210,14 @@ class OutboxPublisher(_Worker):
             tasks.finish_outbox(self.db, oids, [])
 
     def _publish_tasks(self, ch, declared, endpoint_id: str, oids: list[int],  # type: ignore[no-untyped-def]
-                       msgs: list[protocol.TaskMessage]) -> None:
+                       msgs: list[wire.TaskMessage]) -> None:
         """One message of tasks to an endpoint; its outbox rows go once RabbitMQ confirmed."""
         _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
-        published = protocol.now()
+        published = wire.now()
         if msgs:
             ch.basic_publish(
-                protocol.TASKS_EXCHANGE, endpoint_id, protocol.encode_tasks(msgs),
-                _props(protocol.MSG_TASKS), mandatory=False,
+                wire.TASKS_EXCHANGE, endpoint_id, wire.encode_tasks(msgs),
+                _props(wire.MSG_TASKS), mandatory=False,
             )
         tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
 
@@ -230,20 +230,20 @@ def _declare_endpoint_queue(ch, names: QueueNames, declared: set[str],  # type: 
         declared.add(endpoint_id)
 
 
-def forward_results(ch, results: list[protocol.ResultMessage],  # type: ignore[no-untyped-def]
+def forward_results(ch, results: list[wire.ResultMessage],  # type: ignore[no-untyped-def]
                     user_id: str | None) -> None:
     """Publish recorded results to their task groups' queues, one message per group, as
     `user_id` (the broker's account: Executors accept results only from known senders)."""
-    groups: dict[str, list[protocol.ResultMessage]] = defaultdict(list)
+    groups: dict[str, list[wire.ResultMessage]] = defaultdict(list)
     for r in results:
         if r.task_group_id:
             groups[r.task_group_id].append(r)
     for group_id, items in groups.items():
         for i in range(0, len(items), TASKS_PER_MESSAGE):
             ch.basic_publish(
-                protocol.GROUPS_EXCHANGE, protocol.group_routing_key(group_id),
-                protocol.encode_results(items[i : i + TASKS_PER_MESSAGE]),
-                _props(protocol.MSG_RESULTS, user_id),
+                wire.GROUPS_EXCHANGE, wire.group_routing_key(group_id),
+                wire.encode_results(items[i : i + TASKS_PER_MESSAGE]),
+                _props(wire.MSG_RESULTS, user_id),
             )
 
 
@@ -276,20 +276,20 @@ class ResultConsumer(_Worker):
     def serve(self, conn: pika.BlockingConnection) -> None:
         ch = conn.channel()
         declare_exchanges(ch)
-        ch.queue_declare(protocol.BROKER_RESULTS_QUEUE, durable=True)
-        ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.RESULTS_EXCHANGE, routing_key="#")
+        ch.queue_declare(wire.BROKER_RESULTS_QUEUE, durable=True)
+        ch.queue_bind(wire.BROKER_RESULTS_QUEUE, wire.RESULTS_EXCHANGE, routing_key="#")
         # The direct path's task records come through the same queue as the results (the
         # tasks themselves go to the endpoint only; "#" was the binding before 2026-12).
-        ch.queue_unbind(protocol.BROKER_RESULTS_QUEUE, protocol.SUBMIT_EXCHANGE, routing_key="#")
-        ch.queue_bind(protocol.BROKER_RESULTS_QUEUE, protocol.SUBMIT_EXCHANGE,
-                      routing_key="*" + protocol.RECORDS_SUFFIX)
+        ch.queue_unbind(wire.BROKER_RESULTS_QUEUE, wire.SUBMIT_EXCHANGE, routing_key="#")
+        ch.queue_bind(wire.BROKER_RESULTS_QUEUE, wire.SUBMIT_EXCHANGE,
+                      routing_key="*" + wire.RECORDS_SUFFIX)
         ch.basic_qos(prefetch_count=PREFETCH)
         fwd = conn.channel()
         fwd.confirm_delivery()
         held = _Held(self, conn, ch, fwd)
 
         def on_message(channel, method, props, body) -> None:  # type: ignore[no-untyped-def]
-            direct_path = method.exchange == protocol.SUBMIT_EXCHANGE
+            direct_path = method.exchange == wire.SUBMIT_EXCHANGE
             if not direct_path and not self.genuine(method, props):
                 channel.basic_reject(method.delivery_tag, requeue=False)
                 return
@@ -297,7 +297,7 @@ class ResultConsumer(_Worker):
                 if direct_path:
                     held.add(method, props, body, tasks=self.direct_tasks(props, body))
                     return
-                if props.type == protocol.MSG_RESULTS and _forwarded(props):
+                if props.type == wire.MSG_RESULTS and _forwarded(props):
                     held.add(method, props, body, results=inbound.results(body))
                     return
                 held.flush()  # what came before this message is recorded before it
@@ -307,7 +307,7 @@ class ResultConsumer(_Worker):
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 _reject(channel, method, props, body, e)
                 return
-            if unknown and props.type == protocol.MSG_STATUS:
+            if unknown and props.type == wire.MSG_STATUS:
                 held.retry_status_later(method, unknown)
                 return
             if unknown:
@@ -315,16 +315,16 @@ class ResultConsumer(_Worker):
                 return
             channel.basic_ack(method.delivery_tag)
 
-        ch.basic_consume(protocol.BROKER_RESULTS_QUEUE, on_message)
+        ch.basic_consume(wire.BROKER_RESULTS_QUEUE, on_message)
         while not self.stopping.is_set():
             conn.process_data_events(time_limit=0.5)
         held.flush()
 
-    def direct_tasks(self, props, body: bytes) -> list[protocol.TaskMessage]:  # type: ignore[no-untyped-def]
+    def direct_tasks(self, props, body: bytes) -> list[wire.TaskMessage]:  # type: ignore[no-untyped-def]
         """The tasks of a direct-path message, if its sender is the account of the task group
         it names (RabbitMQ validated `user_id` and the routing key); else ValueError."""
-        if props.type != protocol.MSG_TASKS:
-            raise ValueError(f"only {protocol.MSG_TASKS!r} messages go to the submit exchange")
+        if props.type != wire.MSG_TASKS:
+            raise ValueError(f"only {wire.MSG_TASKS!r} messages go to the submit exchange")
         msgs = inbound.direct_tasks(body)
         group_id = str(msgs[0].task_group_id)
         if not self.verify_senders or props.user_id != group_user(group_id):
@@ -337,22 +337,22 @@ class ResultConsumer(_Worker):
         """Apply one endpoint message; returns its results or status updates whose tasks are
         not recorded yet."""
         unknown: list[str] = []
-        if kind == protocol.MSG_RESULTS:
+        if kind == wire.MSG_RESULTS:
             results = inbound.results(body)
             recorded = tasks.record_results(self.db, endpoint_id, results, unknown)
             forward_results(fwd, recorded, self.amqp_user)
             return _of(results, unknown)
-        if kind == protocol.MSG_STATUS:
+        if kind == wire.MSG_STATUS:
             updates = inbound.status(body)
             tasks.apply_status(self.db, endpoint_id, updates, unknown)
             return _of(updates, unknown)
-        elif kind == protocol.MSG_CHILD_FAILED:
+        elif kind == wire.MSG_CHILD_FAILED:
             d = inbound.document(body)
             n = children.fail_child_tasks(self.db, endpoint_id, str(d["child_id"]),
                                           str(d["error"]))
             log.info("manager %s: child %s failed (%d task(s)): %s", endpoint_id,
                      d["child_id"], n, d["error"])
-        elif kind == protocol.MSG_HEARTBEAT:
+        elif kind == wire.MSG_HEARTBEAT:
             tasks.record_heartbeat(self.db, endpoint_id, inbound.heartbeat(endpoint_id, body))
         else:
             raise ValueError(f"unknown message type {kind!r}")
@@ -381,8 +381,8 @@ class _Delivery:
     method: Any
     props: Any
     body: bytes
-    tasks: list[protocol.TaskMessage] = field(default_factory=list)
-    results: list[protocol.ResultMessage] = field(default_factory=list)
+    tasks: list[wire.TaskMessage] = field(default_factory=list)
+    results: list[wire.ResultMessage] = field(default_factory=list)
     received: float = field(default_factory=time.monotonic)
     written: set[str] = field(default_factory=set)  # ids of `tasks` recorded so far
     recorded: set[str] = field(default_factory=set)  # ids of `results` recorded so far
@@ -392,7 +392,7 @@ class _Delivery:
         tasks' records (results)?"""
         return now - self.received >= RECORD_HOLD
 
-    def waiting(self) -> list[protocol.ResultMessage]:
+    def waiting(self) -> list[wire.ResultMessage]:
         """Its results not recorded yet."""
         return [r for r in self.results if r.task_id not in self.recorded]
 
@@ -437,7 +437,7 @@ class _Held:
         if not items:
             return
         db, now = self.consumer.db, time.monotonic()
-        results: dict[str, dict[str, protocol.ResultMessage]] = defaultdict(dict)
+        results: dict[str, dict[str, wire.ResultMessage]] = defaultdict(dict)
         for d in items:  # by endpoint (the routing key of a results message)
             results[d.method.routing_key].update((r.task_id, r) for r in d.waiting())
         failed: set[int] = set()
@@ -445,7 +445,7 @@ class _Held:
         by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
         for d in items:
             if d.tasks:
-                endpoint_id = d.method.routing_key.removesuffix(protocol.RECORDS_SUFFIX)
+                endpoint_id = d.method.routing_key.removesuffix(wire.RECORDS_SUFFIX)
                 by_group[(endpoint_id, str(d.tasks[0].task_group_id))].append(d)
         for (endpoint_id, group_id), ds in by_group.items():
             ours = results.get(endpoint_id, {})
@@ -462,7 +462,7 @@ class _Held:
                 continue
             for d in ds:
                 d.written.update(m.task_id for m in now_due[id(d)])
-        by_endpoint: dict[str, list[protocol.ResultMessage]] = defaultdict(list)
+        by_endpoint: dict[str, list[wire.ResultMessage]] = defaultdict(list)
         for d in items:
             by_endpoint[d.method.routing_key] += [r for r in d.waiting()
                                                   if r.task_id not in merged]
@@ -488,7 +488,7 @@ class _Held:
         if self.items:
             self._schedule()
 
-    def retry_later(self, method, results: list[protocol.ResultMessage],  # type: ignore[no-untyped-def]
+    def retry_later(self, method, results: list[wire.ResultMessage],  # type: ignore[no-untyped-def]
                     forwarded: bool) -> None:
         """Results whose tasks are not recorded yet (a direct-path task's record and result
         travel separately): record them once more after UNKNOWN_RETRY. Tasks still unknown
@@ -511,7 +511,7 @@ class _Held:
 
         self._later(method, retry)
 
-    def retry_status_later(self, method, updates: list[protocol.StatusUpdate]) -> None:  # type: ignore[no-untyped-def]
+    def retry_status_later(self, method, updates: list[wire.StatusUpdate]) -> None:  # type: ignore[no-untyped-def]
         """Status updates for tasks not recorded yet (the Executor's records of direct-path
         tasks come batched, an endpoint's first status may overtake them): apply them once
         more after UNKNOWN_RETRY, then give up (the result still records the task's end)."""
@@ -529,12 +529,12 @@ class _Held:
         self.conn.call_later(UNKNOWN_RETRY, run)
 
 
-def _due_in_order(ds: list[_Delivery], results: dict[str, protocol.ResultMessage],
-                  everything: bool, now: float) -> dict[int, list[protocol.TaskMessage]]:
+def _due_in_order(ds: list[_Delivery], results: dict[str, wire.ResultMessage],
+                  everything: bool, now: float) -> dict[int, list[wire.TaskMessage]]:
     """The held records of one group to write now, per delivery: those with their result
     here, or held RECORD_HOLD, or all with `everything`, but only up to the first that must
     wait on, so a group's tasks are recorded (and listed) in the order they were sent."""
-    due: dict[int, list[protocol.TaskMessage]] = {}
+    due: dict[int, list[wire.TaskMessage]] = {}
     blocked = False
     for d in ds:
         due[id(d)] = []
@@ -550,4 +550,4 @@ def _due_in_order(ds: list[_Delivery], results: dict[str, protocol.ResultMessage
 
 def _forwarded(props) -> bool:  # type: ignore[no-untyped-def]
     """Did the endpoint already put this message's results in their groups' queues?"""
-    return bool((props.headers or {}).get(protocol.FORWARDED_HEADER))
+    return bool((props.headers or {}).get(wire.FORWARDED_HEADER))

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fnrelay.protocol import (
+from fnrelay.wire import (
     TERMINAL_VALUES,
     ExceptionInfo,
     Heartbeat,

@@ -30,10 +30,10 @@ import pika
 import pika.exceptions
 import requests
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
-from fnrelay.protocol import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
+from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint import retries
 from fnrelay_endpoint.acker import Acker
 from fnrelay_endpoint.blobs import BlobUploader
@@ -170,7 +170,7 @@ class Agent:
             if failures:
                 self._failures[task.task_id] = failures
                 self._outbox.put(("status", StatusUpdate(
-                    task_id=task.task_id, status=protocol.TaskState.WAITING_FOR_ENDPOINT.value,
+                    task_id=task.task_id, status=wire.TaskState.WAITING_FOR_ENDPOINT.value,
                     detail=f"retry {failures} of {limit}: the endpoint stopped while it ran")))
             self._start_task(task, failures)
 
@@ -186,9 +186,9 @@ class Agent:
 
     def _prune(self) -> None:
         """Forget published results older than the configured retention (hourly)."""
-        if protocol.now() < self._next_prune:
+        if wire.now() < self._next_prune:
             return
-        self._next_prune = protocol.now() + PRUNE_PERIOD
+        self._next_prune = wire.now() + PRUNE_PERIOD
         n = self.journal.prune(self.config.journal_retention)
         if n:
             log.info("pruned %d old journal row(s)", n)
@@ -320,10 +320,10 @@ class Agent:
     # --- incoming messages -------------------------------------------------------------------
     def _on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         try:
-            if props.type == protocol.MSG_TASKS:
+            if props.type == wire.MSG_TASKS:
                 tasks = _parse_tasks(body)
                 cancels: list[str] = []
-            elif props.type == protocol.MSG_CANCEL:
+            elif props.type == wire.MSG_CANCEL:
                 tasks, cancels = [], _parse_cancel(body)
                 if self._broker_user and props.user_id != self._broker_user:
                     log.warning("dropping a cancel from RabbitMQ user %r (only the broker, %r, "
@@ -389,7 +389,7 @@ class Agent:
 
     def _status_ready(self, update: StatusUpdate) -> None:
         self._outbox.put(("status", update))
-        if update.status == protocol.TaskState.RUNNING.value and not self.engine.holds_running:
+        if update.status == wire.TaskState.RUNNING.value and not self.engine.holds_running:
             self._wake_later()  # most tasks end first: their result carries the start
         else:
             self._wake()
@@ -458,7 +458,7 @@ class Agent:
         finished = {r.task_id for r in results}
         updates = [u for u in updates if u.task_id not in finished]
         running = [u.task_id for u in updates
-                   if u.status == protocol.TaskState.RUNNING.value and u.task_id not in retried]
+                   if u.status == wire.TaskState.RUNNING.value and u.task_id not in retried]
         if running:
             self.journal.mark_running(running)
         updates += retried.values()
@@ -470,7 +470,7 @@ class Agent:
         if not publish or self._pub is None:
             return
         for chunk in _chunks(updates):
-            self._publish(protocol.MSG_STATUS, protocol.encode_status(chunk))
+            self._publish(wire.MSG_STATUS, wire.encode_status(chunk))
         if stored and self._results_pub is not None:
             self._results_pub.send(Batch(stored, forwarded))
 
@@ -497,7 +497,7 @@ class Agent:
             reason = retries.reason_of(r)
             log.warning("task %s: %s; retry %d of %d", r.task_id, reason, failures, limit)
             retried[r.task_id] = StatusUpdate(
-                task_id=r.task_id, status=protocol.TaskState.WAITING_FOR_ENDPOINT.value,
+                task_id=r.task_id, status=wire.TaskState.WAITING_FOR_ENDPOINT.value,
                 detail=f"retry {failures} of {limit}: {reason}")
             self._start_task(task, failures)
         return final, retried
@@ -531,7 +531,7 @@ class Agent:
         size = len(r.result.encode())
         if size <= limit:
             return r
-        return ResultMessage(task_id=r.task_id, status=protocol.TaskState.FAILED.value,
+        return ResultMessage(task_id=r.task_id, status=wire.TaskState.FAILED.value,
                              exception=exception_info(too_large_error(size, limit)),
                              details={**(r.details or {}), "result_size": size},
                              task_group_id=r.task_group_id)
@@ -592,16 +592,16 @@ class Agent:
     def _publish(self, kind: str, body: bytes) -> None:
         """Persistent publish with a confirm (the channel is in confirm mode)."""
         self._pub.basic_publish(
-            protocol.RESULTS_EXCHANGE, self.endpoint_id, body,
-            pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2, type=kind,
+            wire.RESULTS_EXCHANGE, self.endpoint_id, body,
+            pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=2, type=kind,
                                  user_id=self._user_id),
             mandatory=True,
         )
 
     def _send_heartbeat(self, state: str) -> None:
         info = {"state": state, **self.engine.info()}
-        self._publish(protocol.MSG_HEARTBEAT,
-                      protocol.encode(Heartbeat(endpoint_id=self.endpoint_id, info=info)))
+        self._publish(wire.MSG_HEARTBEAT,
+                      wire.encode(Heartbeat(endpoint_id=self.endpoint_id, info=info)))
 
     def _heartbeat(self) -> None:
         if self._stop.is_set() or self._conn is None:
@@ -615,7 +615,7 @@ def _parse_tasks(body: bytes) -> list[TaskMessage]:
     """The tasks of a message, every field of the type the engines rely on (ValueError: the
     message is dead-lettered). The broker and the SDK send nothing else; a hand-made
     direct-path message once killed a local worker thread with a list as its spec."""
-    tasks = protocol.decode_tasks(body)
+    tasks = wire.decode_tasks(body)
     for t in tasks:
         if not (isinstance(t.task_id, str) and isinstance(t.function, str)
                 and isinstance(t.payload, str) and isinstance(t.function_id, str)):
@@ -639,11 +639,11 @@ def _check_direct(tasks: list[TaskMessage], sender: str | None) -> None:
     validated `user_id`): their results then go to that group's queue too."""
     for t in tasks:
         t.direct = bool(t.direct and t.task_group_id and sender
-                        and sender == protocol.group_account(t.task_group_id))
+                        and sender == wire.group_account(t.task_group_id))
 
 
 def _parse_cancel(body: bytes) -> list[str]:
-    ids = protocol.decode(body)["task_ids"]
+    ids = wire.decode(body)["task_ids"]
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("task_ids must be a list of strings")
     return ids

@@ -22,7 +22,7 @@ import requests
 
 from fnrelay.amqp import requests_verify
 from fnrelay.blobs import BlobRef, describe, reference
-from fnrelay.protocol import ResultMessage, TaskState
+from fnrelay.wire import ResultMessage, TaskState
 from fnrelay_endpoint.worker import ResultTooLargeError, exception_info, too_large_error
 
 log = logging.getLogger(__name__)

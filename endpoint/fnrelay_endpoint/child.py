@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import FnRelayError
-from fnrelay.protocol import ResultMessage, TaskMessage
+from fnrelay.wire import ResultMessage, TaskMessage
 from fnrelay_endpoint import usertemplate
 from fnrelay_endpoint.agent import Agent
 from fnrelay_endpoint.config import EndpointConfig, EndpointPaths

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fnrelay import protocol
-from fnrelay.protocol import ResultMessage, TaskMessage, now
+from fnrelay import wire
+from fnrelay.wire import ResultMessage, TaskMessage, now
 from fnrelay_endpoint.worker import cancelled_result
 
 QUEUED, RUNNING, DONE, TOMBSTONE = "queued", "running", "done", "cancelled"
@@ -292,11 +292,11 @@ class Journal:
 
 
 def _dump_task(task: TaskMessage) -> str:
-    return protocol.encode(task).decode()  # shallow, as _dump: on the I/O thread per task
+    return wire.encode(task).decode()  # shallow, as _dump: on the I/O thread per task
 
 
 def _dump(result: ResultMessage) -> str:
-    return protocol.encode(result).decode()  # shallow: asdict would deep-copy every value
+    return wire.encode(result).decode()  # shallow: asdict would deep-copy every value
 
 
 def _id_chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:

@@ -31,11 +31,11 @@ import pika
 import pika.exceptions
 import requests
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
 from fnrelay.local import MARKER
-from fnrelay.protocol import ChildFailed, StartChild
+from fnrelay.wire import ChildFailed, StartChild
 from fnrelay_endpoint import daemon, identity, registration, usertemplate
 from fnrelay_endpoint.agent import backoff
 from fnrelay_endpoint.config import EndpointPaths, ManagerConfig
@@ -53,7 +53,7 @@ INHERITED_ENV = ("LANG", "LC_ALL", "TZ", MARKER)
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(protocol.canonical_config(config).encode()).hexdigest()[:12]
+    return hashlib.sha256(wire.canonical_config(config).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -176,9 +176,9 @@ class Manager:
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
         try:
-            if props.type != protocol.MSG_START_CHILD:
+            if props.type != wire.MSG_START_CHILD:
                 raise ValueError(f"unknown control message type {props.type!r}")
-            d = protocol.decode(body)
+            d = wire.decode(body)
             msg = StartChild(child_id=str(d["child_id"]), user_id=str(d["user_id"]),
                              username=str(d["username"]),
                              user_endpoint_config=dict(d.get("user_endpoint_config") or {}))
@@ -193,15 +193,15 @@ class Manager:
         if self._ch is None:
             return
         self._ch.basic_publish(
-            protocol.RESULTS_EXCHANGE, self.endpoint_id, body,
-            pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2,
+            wire.RESULTS_EXCHANGE, self.endpoint_id, body,
+            pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=2,
                                  type=kind, user_id=self._user_id))
 
     def _heartbeat(self, state: str) -> None:
         running = sum(1 for c in self.children.values() if c.state in ("starting", "running"))
         info = {"state": state, "multi_user": True, "children": running}
-        self._publish(protocol.MSG_HEARTBEAT, protocol.encode(
-            protocol.Heartbeat(endpoint_id=self.endpoint_id, info=info)))
+        self._publish(wire.MSG_HEARTBEAT, wire.encode(
+            wire.Heartbeat(endpoint_id=self.endpoint_id, info=info)))
         period = float(self.config.heartbeat_period or self._reg.get("heartbeat_period") or 10)
         self._next_heartbeat = time.monotonic() + period
 
@@ -209,8 +209,8 @@ class Manager:
         """Mark the child failed and have the broker fail its unfinished tasks."""
         log.warning("child %s of %s: %s", child.child_id, child.user, error)
         child.state, child.error, self._dirty = "failed", error, True
-        self._publish(protocol.MSG_CHILD_FAILED, protocol.encode(
-            {"v": protocol.PROTOCOL_VERSION, **asdict(ChildFailed(child.child_id, error))}))
+        self._publish(wire.MSG_CHILD_FAILED, wire.encode(
+            {"v": wire.PROTOCOL_VERSION, **asdict(ChildFailed(child.child_id, error))}))
 
     # --- children ----------------------------------------------------------------------------
     def request(self, msg: StartChild) -> None:
@@ -219,7 +219,7 @@ class Manager:
         if child is None:
             child = Child(msg.child_id, msg.username, msg.user_id, msg.user_endpoint_config)
             self.children[msg.child_id] = child
-        child.last_task, child.last_request, self._dirty = protocol.now(), time.monotonic(), True
+        child.last_task, child.last_request, self._dirty = wire.now(), time.monotonic(), True
         if child.proc is not None or child.state == "waiting":
             return  # running, starting, or exiting (then _exited restarts it)
         self.try_start(child)
@@ -307,7 +307,7 @@ class Manager:
         finally:
             logfile.close()
         child.proc, child.pid, child.messages = proc, proc.pid, []
-        child.state, child.started, child.error, self._dirty = "starting", protocol.now(), "", True
+        child.state, child.started, child.error, self._dirty = "starting", wire.now(), "", True
         threading.Thread(target=self._read, args=(child, proc), daemon=True,
                          name=f"child-{child.child_id[:8]}").start()
         try:
@@ -406,7 +406,7 @@ class Manager:
         self._dirty = True
 
     def write_state(self) -> None:
-        data = {"endpoint_id": self.endpoint_id, "updated": protocol.now(),
+        data = {"endpoint_id": self.endpoint_id, "updated": wire.now(),
                 "children": [c.row() for c in self.children.values()]}
         tmp = self.paths.dir / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(data, indent=1))

@@ -26,9 +26,9 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay.amqp import connection_parameters
-from fnrelay.protocol import ResultMessage
+from fnrelay.wire import ResultMessage
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ class ResultPublisher(threading.Thread):
             # All of them already went to their groups: the broker records without forwarding.
             done = all(r.task_id in forwarded for r in chunk)
             try:
-                self._publish(protocol.RESULTS_EXCHANGE, self.endpoint_id,
-                              protocol.encode_results(chunk),
-                              {protocol.FORWARDED_HEADER: True} if done else None)
+                self._publish(wire.RESULTS_EXCHANGE, self.endpoint_id,
+                              wire.encode_results(chunk),
+                              {wire.FORWARDED_HEADER: True} if done else None)
             except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
                 log.warning("RabbitMQ did not take %d result(s) (%s); retrying in 5 s",
                             len(chunk), type(e).__name__)
@@ -149,8 +149,8 @@ class ResultPublisher(threading.Thread):
                  headers: dict[str, Any] | None = None) -> None:
         self._channel.basic_publish(
             exchange, key, body,
-            pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2,
-                                 type=protocol.MSG_RESULTS, user_id=self._user,
+            pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=2,
+                                 type=wire.MSG_RESULTS, user_id=self._user,
                                  headers=headers),
             mandatory=True)
 
@@ -175,10 +175,10 @@ def publish_to_group(channel: Any, user: str | None, endpoint_id: str, group_id:
     this endpoint: only a group that granted it the direct path is bound to it."""
     try:
         channel.basic_publish(
-            protocol.GROUPS_EXCHANGE, protocol.group_routing_key(group_id, endpoint_id),
-            protocol.encode_results(results),
-            pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=1,
-                                 type=protocol.MSG_RESULTS, user_id=user),
+            wire.GROUPS_EXCHANGE, wire.group_routing_key(group_id, endpoint_id),
+            wire.encode_results(results),
+            pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=1,
+                                 type=wire.MSG_RESULTS, user_id=user),
             mandatory=True)
     except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
         log.info("task group %s's queue did not take %d result(s) (%s); the broker forwards "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fnrelay.protocol import ResultMessage, TaskMessage, TaskState, now
+from fnrelay.wire import ResultMessage, TaskMessage, TaskState, now
 
 #: Largest retry limit a task may ask for.
 MAX_RETRIES_CAP = 100

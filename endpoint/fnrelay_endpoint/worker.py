@@ -16,7 +16,7 @@ from typing import Any
 
 from fnrelay import serialize
 from fnrelay.errors import SerializationError
-from fnrelay.protocol import ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
+from fnrelay.wire import ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
 
 #: Largest serialized result (bytes) unless the endpoint sets `result_size_limit`; the agent
 #: passes its configured value to workers in this environment variable.

@@ -5,7 +5,7 @@
         print(ex.submit(pow, 2, 10).result())
 
 The public names are imported lazily: the broker and endpoint workers import
-``fnrelay.protocol`` and ``fnrelay.functions`` without paying for the HTTP and AMQP clients.
+``fnrelay.wire`` and ``fnrelay.functions`` without paying for the HTTP and AMQP clients.
 """
 
 from __future__ import annotations

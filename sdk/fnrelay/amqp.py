@@ -45,10 +45,10 @@ def dead_letter(channel, method, props, body: bytes, reason: str) -> None:  # ty
     message with the reason in a header. If the exchange is missing or refused, the message is
     rejected without requeue instead (RabbitMQ's policy may still dead-letter it).
     """
-    from fnrelay import protocol
+    from fnrelay import wire
 
     headers = dict(getattr(props, "headers", None) or {})
-    headers[protocol.DEADLETTER_REASON_HEADER] = reason[:1000]
+    headers[wire.DEADLETTER_REASON_HEADER] = reason[:1000]
     headers["x-fnrelay-exchange"] = method.exchange or ""
     headers["x-fnrelay-routing-key"] = method.routing_key or ""
     out = pika.BasicProperties(
@@ -56,7 +56,7 @@ def dead_letter(channel, method, props, body: bytes, reason: str) -> None:  # ty
         delivery_mode=2, headers=headers,
     )
     try:
-        channel.basic_publish(protocol.DEADLETTER_EXCHANGE, "", body, out)
+        channel.basic_publish(wire.DEADLETTER_EXCHANGE, "", body, out)
     except Exception:  # noqa: BLE001 - fall back to a plain reject
         channel.basic_reject(method.delivery_tag, requeue=False)
         return

@@ -22,8 +22,8 @@ import globus_sdk
 from fnrelay import blobs, errors, serialize
 from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
 from fnrelay.config import resolve_credentials
-from fnrelay.protocol import ExceptionInfo, TaskState
 from fnrelay.results import outcome
+from fnrelay.wire import ExceptionInfo, TaskState
 
 _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
     401: errors.AuthenticationError,

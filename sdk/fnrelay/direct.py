@@ -27,7 +27,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from fnrelay import errors, protocol
+from fnrelay import errors, wire
 from fnrelay.amqp import connection_parameters
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,10 @@ class DirectUnavailable(Exception):
 
 
 def task_messages(entries: list[dict[str, Any]], task_ids: list[str], bodies: list[str],
-                  task_group_id: str) -> list[protocol.TaskMessage]:
+                  task_group_id: str) -> list[wire.TaskMessage]:
     """The endpoint's view of submit entries (`fnrelay.client.task_entry`)."""
     return [
-        protocol.TaskMessage(
+        wire.TaskMessage(
             task_id=tid, function_id=e["function_id"], function=body, payload=e["payload"],
             task_group_id=task_group_id,
             resource_specification=e.get("resource_specification") or {},
@@ -98,12 +98,12 @@ def split(sizes: list[int], budget: int) -> list[slice]:
     return runs
 
 
-def message_runs(tasks: list[protocol.TaskMessage], limit: int) -> list[slice]:
+def message_runs(tasks: list[wire.TaskMessage], limit: int) -> list[slice]:
     """Consecutive runs of tasks whose `tasks` message stays within `limit` bytes. A task whose
     message alone is larger (by its code: its REST request fits) goes alone, as the broker
     would send it to the endpoint after a REST submit."""
-    sizes = [len(protocol.encode(t)) + 1 for t in tasks]  # each with its separating comma
-    return split(sizes, limit - len(protocol.encode_tasks([])) + 1)
+    sizes = [len(wire.encode(t)) + 1 for t in tasks]  # each with its separating comma
+    return split(sizes, limit - len(wire.encode_tasks([])) + 1)
 
 
 class Records:
@@ -112,11 +112,11 @@ class Records:
     a second copy of every task message (docs/performance.md, round 5)."""
 
     def __init__(self) -> None:
-        self.tasks: list[protocol.TaskMessage] = []
+        self.tasks: list[wire.TaskMessage] = []
         self.size = 0
         self.due = 0.0
 
-    def add(self, tasks: list[protocol.TaskMessage]) -> None:
+    def add(self, tasks: list[wire.TaskMessage]) -> None:
         if not self.tasks:
             self.due = time.monotonic() + RECORDS_LINGER
         self.tasks.extend(tasks)
@@ -133,7 +133,7 @@ class Records:
             return idle
         return max(0.0, min(idle, self.due - time.monotonic()))
 
-    def take(self) -> list[protocol.TaskMessage]:
+    def take(self) -> list[wire.TaskMessage]:
         tasks, self.tasks, self.size = self.tasks, [], 0
         return tasks
 
@@ -151,7 +151,7 @@ class DirectPublisher:
         """Publish one `tasks` message (with `records`: the broker's records of tasks already
         published) and wait for RabbitMQ's confirm; on a lost connection publish it again (same
         task ids) a few times. DirectUnavailable when it cannot."""
-        routing_key = self.routing_key + (protocol.RECORDS_SUFFIX if records else "")
+        routing_key = self.routing_key + (wire.RECORDS_SUFFIX if records else "")
         sent = False
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:  # not sleep(0) on the first try: it hands the GIL away on every publish
@@ -166,8 +166,8 @@ class DirectPublisher:
                 sent = True
                 self._channel.basic_publish(
                     self.exchange, routing_key, body,
-                    pika.BasicProperties(content_type=protocol.CONTENT_TYPE, delivery_mode=2,
-                                         type=protocol.MSG_TASKS, user_id=self._user),
+                    pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=2,
+                                         type=wire.MSG_TASKS, user_id=self._user),
                     mandatory=True)
                 return
             except pika.exceptions.ChannelClosedByBroker as e:  # refused (403): no retry

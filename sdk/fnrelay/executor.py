@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 
-from fnrelay import blobs, errors, protocol, serialize
+from fnrelay import blobs, errors, serialize, wire
 from fnrelay.amqp import connection_parameters
 from fnrelay.client import Client, json_object, submit_size, task_entry, uuid_text
 from fnrelay.direct import (
@@ -66,7 +66,7 @@ def reconnect_delay(attempt: int, base: float = RECONNECT_BASE,
     so many Executors that lost RabbitMQ together do not come back in step."""
     delay = min(cap, base * 2 ** min(attempt, 30))
     return random.uniform(delay / 2, delay)
-STARTED = frozenset({protocol.TaskState.RUNNING.value}) | protocol.TERMINAL_VALUES
+STARTED = frozenset({wire.TaskState.RUNNING.value}) | wire.TERMINAL_VALUES
 
 
 class _Success:
@@ -170,7 +170,7 @@ class Executor(cf.Executor):
         self._entries: dict[int, dict[str, Any]] = {}  # id(future) -> task entry, until sent
         self._lock = threading.RLock()
         self._outstanding: dict[str, FnRelayFuture] = {}  # task_id -> submitted, unresolved
-        self._early: dict[str, protocol.ResultMessage] = {}  # results that beat their task id
+        self._early: dict[str, wire.ResultMessage] = {}  # results that beat their task id
         self._shutdown = False
         self._stop = threading.Event()
         self._submitter: threading.Thread | None = None
@@ -319,7 +319,7 @@ class Executor(cf.Executor):
         if not tasks or self._publisher is None or self._group is None:
             return
         try:
-            self._publisher.publish(self._group["amqp_url"], protocol.encode_tasks(tasks),
+            self._publisher.publish(self._group["amqp_url"], wire.encode_tasks(tasks),
                                     records=True)
         except DirectUnavailable as e:
             log.warning("could not send the broker its records of %d task(s) (%s); it records "
@@ -408,10 +408,10 @@ class Executor(cf.Executor):
         bodies = [self.client.function_body(e["function_id"]) for _, e in chunk]
         if None in bodies:  # registered elsewhere: only the broker has the code
             return chunk
-        ids = [protocol.new_task_id() for _ in chunk]
+        ids = [wire.new_task_id() for _ in chunk]
         msgs = task_messages([e for _, e in chunk], ids, bodies,  # type: ignore[arg-type]
                              str(self.task_group_id))
-        body = protocol.encode_tasks(msgs)
+        body = wire.encode_tasks(msgs)
         limit = grant.get("payload_limit")  # None: an older broker
         if limit is None or within_at_once(
                 len(body), submit_size(self.endpoint_id, [], self.task_group_id), limit):
@@ -419,7 +419,7 @@ class Executor(cf.Executor):
         return self._publish_limited(grant, chunk, msgs, limit)
 
     def _publish_limited(self, grant: dict[str, Any], chunk: Chunk,
-                         msgs: list[protocol.TaskMessage], limit: int) -> Chunk:
+                         msgs: list[wire.TaskMessage], limit: int) -> Chunk:
         """A chunk near the broker's payload limit: fail each task whose REST request alone
         would exceed it (REST would refuse it), publish the others in messages within it.
         Returns what is left for REST."""
@@ -433,12 +433,12 @@ class Executor(cf.Executor):
         for run in message_runs([msg for _, msg in fits], limit):
             part = [msg for _, msg in fits[run]]
             if not self._publish_direct(grant, [item for item, _ in fits[run]], part,
-                                        protocol.encode_tasks(part)):
+                                        wire.encode_tasks(part)):
                 return [item for item, _ in fits[run.start:]]
         return []
 
     def _publish_direct(self, grant: dict[str, Any], chunk: Chunk,
-                        msgs: list[protocol.TaskMessage], body: bytes) -> bool:
+                        msgs: list[wire.TaskMessage], body: bytes) -> bool:
         """Publish one `tasks` message; False if it failed before anything went out (the
         direct path is then off: REST from now on)."""
         assert self._group is not None
@@ -559,9 +559,9 @@ class Executor(cf.Executor):
                 sender = self._sender(props)
                 if sender is None:
                     pass
-                elif props.type == protocol.MSG_RESULTS:
+                elif props.type == wire.MSG_RESULTS:
                     try:
-                        results = protocol.decode_results(body)
+                        results = wire.decode_results(body)
                     except (ValueError, KeyError, TypeError) as e:
                         self._dropped.note(f"a malformed results message ({e})")
                         results = []
@@ -596,7 +596,7 @@ class Executor(cf.Executor):
                            f"(expected one of {', '.join(senders)})")
         return None
 
-    def _take(self, result: protocol.ResultMessage,
+    def _take(self, result: wire.ResultMessage,
               via_endpoint: bool = False) -> Callable[[], None] | None:
         """Match a result to its future (caller holds the lock); returns how to resolve it.
 
@@ -620,8 +620,8 @@ class Executor(cf.Executor):
         return lambda: self._settle(future, result)
 
     @staticmethod
-    def _settle(future: FnRelayFuture, result: protocol.ResultMessage) -> None:
-        if result.status == protocol.TaskState.SUCCESS.value:
+    def _settle(future: FnRelayFuture, result: wire.ResultMessage) -> None:
+        if result.status == wire.TaskState.SUCCESS.value:
             outcome(result.task_id, result.status, None, None, result.details)  # version check
             future._resolve(True, _Success(result.result))
             return
@@ -630,7 +630,7 @@ class Executor(cf.Executor):
         )
         future._resolve(ok, value)
 
-    def _take_all(self, results: list[protocol.ResultMessage],
+    def _take_all(self, results: list[wire.ResultMessage],
                   via_endpoint: bool = False) -> None:
         with self._lock:
             actions = [a for r in results if (a := self._take(r, via_endpoint))]
@@ -662,7 +662,7 @@ class Executor(cf.Executor):
             if self._broker_down:
                 log.info("the broker at %s answers again", self.client.broker_url)
                 self._broker_down = False
-            done = [protocol.ResultMessage.from_dict(r) for r in answer["tasks"].values()
+            done = [wire.ResultMessage.from_dict(r) for r in answer["tasks"].values()
                     if not r["pending"]]
             changed = changed or bool(done)
             self._take_all(done)
@@ -688,7 +688,7 @@ class Executor(cf.Executor):
         except errors.FnRelayError as e:
             log.info("could not cancel task %s: %s", future.task_id, e)
             return False
-        if status != protocol.TaskState.CANCELLED.value:
+        if status != wire.TaskState.CANCELLED.value:
             return False
         with self._lock:
             self._outstanding.pop(future.task_id, None)

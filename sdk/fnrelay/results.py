@@ -12,7 +12,7 @@ from typing import Any
 
 from fnrelay import serialize
 from fnrelay.errors import SerializationError, TaskCancelled, TaskExecutionFailed
-from fnrelay.protocol import ExceptionInfo, TaskState
+from fnrelay.wire import ExceptionInfo, TaskState
 
 _warned = False
 _warn_lock = threading.Lock()

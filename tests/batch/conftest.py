@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fnrelay import serialize
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage
+from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint.engines.batch import BatchEngine
 
 #: Upper bound for a job to start and finish on the idle test cluster, not a timing assertion.

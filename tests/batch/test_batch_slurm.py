@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fnrelay import MPIFunction, ShellFunction, serialize
-from fnrelay.protocol import TaskState
+from fnrelay.wire import TaskState
 from fnrelay_endpoint.engines.sandbox import Sandbox
 
 WAIT = 90.0  # upper bound for the cluster to act, not a timing assertion

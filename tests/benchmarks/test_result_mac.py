@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from benchmarks.result_mac import frame, mac_input
-from fnrelay.protocol import ExceptionInfo, ResultMessage
+from fnrelay.wire import ExceptionInfo, ResultMessage
 
 
 def test_the_mac_input_keeps_fields_apart_and_covers_what_is_unpickled() -> None:

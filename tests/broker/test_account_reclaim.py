@@ -13,7 +13,7 @@ import pika
 import pytest
 import requests
 
-from fnrelay import Client, Executor, protocol
+from fnrelay import Client, Executor, wire
 from fnrelay.local import LocalEndpoint
 from support.endpoint_peer import send_result
 from support.session import MARKER
@@ -158,7 +158,7 @@ def test_a_group_handed_out_again_is_in_use_before_any_of_its_tasks_is_recorded(
 
     gid = registry.create_task_group(task_store.db, task_store.user, None)
     time.sleep(0.01)
-    cutoff = protocol.now()
+    cutoff = wire.now()
     assert idle_groups(task_store.db, [gid], cutoff) == [gid]  # quiet since the cutoff
     time.sleep(0.01)
     assert registry.create_task_group(task_store.db, task_store.user, gid) == gid  # re-attach

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fnrelay import protocol
+from fnrelay import wire
 from support.endpoint_peer import send_result
 from support.waiting import wait_for
 
@@ -34,4 +34,4 @@ def test_finished_tasks_expire_and_pending_ones_stay(ttl_broker, amqp_url):
     # The unfinished task is older than the ttl too, and it stays.
     r = api("GET", f"/tasks/{pending}")
     assert r.status_code == 200
-    assert not protocol.TaskState(r.json()["status"]).terminal
+    assert not wire.TaskState(r.json()["status"]).terminal

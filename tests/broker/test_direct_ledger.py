@@ -10,21 +10,21 @@ import uuid
 
 import pytest
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay_broker import direct, tasks
 from fnrelay_broker.registry import code_digest, create_task_group
 
 BODY = "04\nbody"  # the task_store fixture registers its function with this code
 
 
-def _task(store, body: str = BODY) -> protocol.TaskMessage:  # type: ignore[no-untyped-def]
-    return protocol.TaskMessage(task_id=str(uuid.uuid4()), function_id=store.function_id,
+def _task(store, body: str = BODY) -> wire.TaskMessage:  # type: ignore[no-untyped-def]
+    return wire.TaskMessage(task_id=str(uuid.uuid4()), function_id=store.function_id,
                                 function=body, payload="03\n[[1],{}]", direct=True)
 
 
-def _result(task_id: str, status: str = "success") -> protocol.ResultMessage:
-    return protocol.ResultMessage(task_id=task_id, status=status, result="03\n2",
-                                  details={"started": protocol.now(), "worker": "w"})
+def _result(task_id: str, status: str = "success") -> wire.ResultMessage:
+    return wire.ResultMessage(task_id=task_id, status=status, result="03\n2",
+                                  details={"started": wire.now(), "worker": "w"})
 
 
 def _group(store, granted: bool = True) -> str:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pika
 import pytest
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay_broker import queues, tasks
 from fnrelay_broker.amqp import declare_endpoint_queue, declare_exchanges
 from fnrelay_broker.routing import OutboxPublisher
@@ -46,7 +46,7 @@ class _Reader:
 def _next_task_ids(ch: _Reader) -> list[str]:
     def poll():  # type: ignore[no-untyped-def]
         method, _, body = ch.get()
-        return None if method is None else [t["task_id"] for t in protocol.decode(body)["tasks"]]
+        return None if method is None else [t["task_id"] for t in wire.decode(body)["tasks"]]
     return wait_for(poll, "a tasks message on the endpoint queue")
 
 

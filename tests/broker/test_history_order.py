@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from fnrelay.protocol import ResultMessage, StatusUpdate, now
+from fnrelay.wire import ResultMessage, StatusUpdate, now
 from fnrelay_broker import tasks
 
 

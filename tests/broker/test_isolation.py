@@ -13,7 +13,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from fnrelay import protocol
+from fnrelay import wire
 from support.waiting import wait_for
 
 #: Not the default (10 MB): the direct-path grant must carry the configured one.
@@ -70,7 +70,7 @@ class As:
         ch = self.conn.channel()
         ch.confirm_delivery()
         ch.basic_publish(exchange, key, body, pika.BasicProperties(
-            type=kind, delivery_mode=2, content_type=protocol.CONTENT_TYPE,
+            type=kind, delivery_mode=2, content_type=wire.CONTENT_TYPE,
             user_id=user_id or self.user))
         ch.close()
 
@@ -79,7 +79,7 @@ class As:
 
 
 def _result(task_id: str, value: str, group: str) -> bytes:
-    return protocol.encode_results([protocol.ResultMessage(
+    return wire.encode_results([wire.ResultMessage(
         task_id=task_id, status="success", result=value, task_group_id=group)])
 
 
@@ -112,11 +112,11 @@ def test_endpoint_cannot_read_or_feed_another_endpoints_queue(alice, bob):
         assert a.refused(lambda ch: ch.basic_consume(b_queue, lambda *x: None)) == 403
         assert a.refused(lambda ch: ch.basic_get(b_queue)) == 403
         assert a.refused(lambda ch: ch.basic_publish(
-            protocol.TASKS_EXCHANGE, b_id, b"{}", pika.BasicProperties(type="tasks"))) == 403
+            wire.TASKS_EXCHANGE, b_id, b"{}", pika.BasicProperties(type="tasks"))) == 403
         assert a.refused(lambda ch: ch.basic_publish("", b_queue, b"{}")) == 403
         # Nor may it declare or bind anything (the broker declares every queue).
         assert a.refused(lambda ch: ch.queue_declare("fnrelay.sneaky", durable=True)) == 403
-        assert a.refused(lambda ch: ch.queue_bind(a_queue, protocol.TASKS_EXCHANGE,
+        assert a.refused(lambda ch: ch.queue_bind(a_queue, wire.TASKS_EXCHANGE,
                                                   b_id)) == 403
         # Its own queue it may consume.
         ch = a.conn.channel()
@@ -136,26 +136,26 @@ def test_forged_results_for_another_endpoints_task_are_not_recorded(alice, bob, 
         forged = _result(tid, "forged", group)
         # Routing key B from A's account: refused by B-only topic permissions.
         assert a.refused(lambda ch: ch.basic_publish(
-            protocol.RESULTS_EXCHANGE, b_id, forged, pika.BasicProperties(
-                type=protocol.MSG_RESULTS, user_id=a.user))) == 403
+            wire.RESULTS_EXCHANGE, b_id, forged, pika.BasicProperties(
+                type=wire.MSG_RESULTS, user_id=a.user))) == 403
         # user_id B from A's connection: refused by RabbitMQ.
         assert a.refused(lambda ch: ch.basic_publish(
-            protocol.RESULTS_EXCHANGE, a_id, forged, pika.BasicProperties(
-                type=protocol.MSG_RESULTS, user_id=b.user))) == 406
+            wire.RESULTS_EXCHANGE, a_id, forged, pika.BasicProperties(
+                type=wire.MSG_RESULTS, user_id=b.user))) == 406
         # Routing key A (allowed) about B's task: delivered, but the broker ignores it.
-        a.publish(protocol.RESULTS_EXCHANGE, a_id, forged, protocol.MSG_RESULTS)
+        a.publish(wire.RESULTS_EXCHANGE, a_id, forged, wire.MSG_RESULTS)
         # An account that may publish anything (the broker's own administrator) without B's
         # user_id: the broker drops it, whatever its routing key says.
         admin = As(amqp_url)
         try:
             ch = admin.conn.channel()
-            ch.basic_publish(protocol.RESULTS_EXCHANGE, b_id, forged, pika.BasicProperties(
-                type=protocol.MSG_RESULTS, delivery_mode=2, content_type=protocol.CONTENT_TYPE))
+            ch.basic_publish(wire.RESULTS_EXCHANGE, b_id, forged, pika.BasicProperties(
+                type=wire.MSG_RESULTS, delivery_mode=2, content_type=wire.CONTENT_TYPE))
         finally:
             admin.close()
         # B's genuine result, sent after the forgeries, is the one recorded.
-        b.publish(protocol.RESULTS_EXCHANGE, b_id, _result(tid, "genuine", group),
-                  protocol.MSG_RESULTS)
+        b.publish(wire.RESULTS_EXCHANGE, b_id, _result(tid, "genuine", group),
+                  wire.MSG_RESULTS)
         rec = wait_for(lambda: (r := bob.ok("GET", f"/tasks/{tid}"))["status"] == "success"
                        and r, "B's result to be recorded")
         assert rec["result"] == "genuine"
@@ -167,24 +167,24 @@ def test_forged_results_for_another_endpoints_task_are_not_recorded(alice, bob, 
 def test_heartbeats_count_only_from_the_endpoints_own_account(alice, bob, amqp_url):
     a_id, a_url = _register(alice)
     b_id, b_url = _register(bob)
-    hb = protocol.encode(protocol.Heartbeat(endpoint_id=b_id, info={"state": "online"}))
+    hb = wire.encode(wire.Heartbeat(endpoint_id=b_id, info={"state": "online"}))
     admin = As(amqp_url)
     try:  # no user_id: dropped, so B stays offline
         ch = admin.conn.channel()
-        ch.basic_publish(protocol.RESULTS_EXCHANGE, b_id, hb, pika.BasicProperties(
-            type=protocol.MSG_HEARTBEAT, delivery_mode=2))
+        ch.basic_publish(wire.RESULTS_EXCHANGE, b_id, hb, pika.BasicProperties(
+            type=wire.MSG_HEARTBEAT, delivery_mode=2))
     finally:
         admin.close()
     b = As(b_url)
     try:  # then a genuine one from A about A, and B's status is still offline
         a = As(a_url)
-        a.publish(protocol.RESULTS_EXCHANGE, a_id, protocol.encode(protocol.Heartbeat(
-            endpoint_id=a_id, info={"state": "online"})), protocol.MSG_HEARTBEAT)
+        a.publish(wire.RESULTS_EXCHANGE, a_id, wire.encode(wire.Heartbeat(
+            endpoint_id=a_id, info={"state": "online"})), wire.MSG_HEARTBEAT)
         a.close()
         wait_for(lambda: alice.ok("GET", f"/endpoints/{a_id}/status")["status"] == "online",
                  "A's heartbeat")
         assert bob.ok("GET", f"/endpoints/{b_id}/status")["status"] == "offline"
-        b.publish(protocol.RESULTS_EXCHANGE, b_id, hb, protocol.MSG_HEARTBEAT)
+        b.publish(wire.RESULTS_EXCHANGE, b_id, hb, wire.MSG_HEARTBEAT)
         wait_for(lambda: bob.ok("GET", f"/endpoints/{b_id}/status")["status"] == "online",
                  "B's own heartbeat")
     finally:
@@ -199,7 +199,7 @@ def test_group_reader_reads_only_its_own_group(alice, bob):
         assert r1.user == f"fnrelay-group-{g1['task_group_id']}"
         assert r1.refused(lambda ch: ch.basic_consume(g2["queue"], lambda *x: None)) == 403
         assert r1.refused(lambda ch: ch.basic_publish(
-            protocol.GROUPS_EXCHANGE, g2["task_group_id"], b"{}")) == 403
+            wire.GROUPS_EXCHANGE, g2["task_group_id"], b"{}")) == 403
         ch = r1.conn.channel()
         ch.basic_consume(g1["queue"], lambda *x: None)
         ch.close()
@@ -213,13 +213,13 @@ def test_results_stream_to_the_group_reader(alice):
     tid = alice.submit(eid, alice.function(), group=group["task_group_id"])["task_ids"][0]
     ep, reader = As(url), As(group["amqp_url"])
     try:
-        ep.publish(protocol.RESULTS_EXCHANGE, eid,
-                   _result(tid, "streamed", group["task_group_id"]), protocol.MSG_RESULTS)
+        ep.publish(wire.RESULTS_EXCHANGE, eid,
+                   _result(tid, "streamed", group["task_group_id"]), wire.MSG_RESULTS)
         ch = reader.conn.channel()
 
         def got():  # type: ignore[no-untyped-def]
             method, _, body = ch.basic_get(group["queue"], auto_ack=True)
-            return body and protocol.decode_results(body)
+            return body and wire.decode_results(body)
 
         results = wait_for(got, "the result on the group queue")
         assert [(r.task_id, r.result) for r in results] == [(tid, "streamed")]
@@ -264,7 +264,7 @@ def _dead_letters(amqp_url: str) -> list[tuple[bytes, dict]]:
         ch = admin.conn.channel()
         out = []
         while True:
-            method, props, body = ch.basic_get(protocol.DEADLETTER_QUEUE, auto_ack=True)
+            method, props, body = ch.basic_get(wire.DEADLETTER_QUEUE, auto_ack=True)
             if method is None:
                 return out
             out.append((body, props.headers or {}))
@@ -279,12 +279,12 @@ def test_malformed_results_go_to_the_dead_letter_queue_with_the_reason(alice, am
     a = As(a_url)
     try:
         truncated = _result(tid, "never", group)[:-7]
-        a.publish(protocol.RESULTS_EXCHANGE, a_id, truncated, protocol.MSG_RESULTS)
-        wrong_type = protocol.encode({"v": 1, "results": [{"task_id": tid, "status": 3}]})
-        a.publish(protocol.RESULTS_EXCHANGE, a_id, wrong_type, protocol.MSG_RESULTS)
+        a.publish(wire.RESULTS_EXCHANGE, a_id, truncated, wire.MSG_RESULTS)
+        wrong_type = wire.encode({"v": 1, "results": [{"task_id": tid, "status": 3}]})
+        a.publish(wire.RESULTS_EXCHANGE, a_id, wrong_type, wire.MSG_RESULTS)
         # The consumer goes on: a good result sent afterwards is recorded.
-        a.publish(protocol.RESULTS_EXCHANGE, a_id, _result(tid, "good", group),
-                  protocol.MSG_RESULTS)
+        a.publish(wire.RESULTS_EXCHANGE, a_id, _result(tid, "good", group),
+                  wire.MSG_RESULTS)
         rec = wait_for(lambda: (r := alice.ok("GET", f"/tasks/{tid}"))["status"] == "success"
                        and r, "the good result to be recorded")
         assert rec["result"] == "good"
@@ -292,8 +292,8 @@ def test_malformed_results_go_to_the_dead_letter_queue_with_the_reason(alice, am
         a.close()
     dead = {body: headers for body, headers in _dead_letters(amqp_url)}
     assert truncated in dead and wrong_type in dead
-    assert "malformed" in dead[truncated][protocol.DEADLETTER_REASON_HEADER]
-    assert "'status' must be str" in dead[wrong_type][protocol.DEADLETTER_REASON_HEADER]
+    assert "malformed" in dead[truncated][wire.DEADLETTER_REASON_HEADER]
+    assert "'status' must be str" in dead[wrong_type][wire.DEADLETTER_REASON_HEADER]
     assert dead[truncated]["x-fnrelay-routing-key"] == a_id
 
 
@@ -305,7 +305,7 @@ def test_the_broker_sets_the_dead_letter_policy(iso_broker, rabbitmq, amqp_url):
                      f"{requests.utils.quote(vhost, safe='')}/fnrelay-deadletter",
                      auth=rabbitmq.admin_auth, timeout=10)
     assert r.status_code == 200
-    assert r.json()["definition"]["dead-letter-exchange"] == protocol.DEADLETTER_EXCHANGE
+    assert r.json()["definition"]["dead-letter-exchange"] == wire.DEADLETTER_EXCHANGE
 
 
 def test_the_direct_path_is_granted_to_the_owner_unless_turned_off(alice, bob, start_broker,
@@ -315,7 +315,7 @@ def test_the_direct_path_is_granted_to_the_owner_unless_turned_off(alice, bob, s
     eid, _ = _register(alice)
     manager, _ = _register(alice, {"multi_user": True})
     granted = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
-    assert granted["submit"] == {"exchange": protocol.SUBMIT_EXCHANGE, "routing_key": eid,
+    assert granted["submit"] == {"exchange": wire.SUBMIT_EXCHANGE, "routing_key": eid,
                                  "payload_limit": PAYLOAD_LIMIT}
     assert granted["result_senders"][1] == f"fnrelay-ep-{eid}"
     assert bob.ok("POST", "/task_groups", json={"endpoint_id": eid})["submit"] is None

@@ -12,7 +12,7 @@ import uuid
 
 import pika
 
-from fnrelay import protocol
+from fnrelay import wire
 from support.waiting import wait_for
 
 
@@ -24,7 +24,7 @@ def _get(ch, queue: str, kind: str, what: str):  # type: ignore[no-untyped-def]
         if method is None:
             return None
         assert props.type == kind, (props.type, body)
-        assert props.delivery_mode == 2 and props.content_type == protocol.CONTENT_TYPE
+        assert props.delivery_mode == 2 and props.content_type == wire.CONTENT_TYPE
         return body
 
     return wait_for(poll, what)
@@ -43,14 +43,14 @@ def _queue_exists(conn, queue: str) -> bool:  # type: ignore[no-untyped-def]
 
 def _publish(ch, endpoint_id: str, kind: str, body: bytes) -> None:  # type: ignore[no-untyped-def]
     ch.basic_publish(
-        protocol.RESULTS_EXCHANGE, endpoint_id, body,
-        pika.BasicProperties(type=kind, delivery_mode=2, content_type=protocol.CONTENT_TYPE),
+        wire.RESULTS_EXCHANGE, endpoint_id, body,
+        pika.BasicProperties(type=kind, delivery_mode=2, content_type=wire.CONTENT_TYPE),
     )
 
 
 def _result(task_id: str, value: str = "03\n42") -> bytes:
-    return protocol.encode_results(
-        [protocol.ResultMessage(task_id=task_id, status="success", result=value,
+    return wire.encode_results(
+        [wire.ResultMessage(task_id=task_id, status="success", result=value,
                                 details={"python": "3"})]
     )
 
@@ -65,8 +65,8 @@ def test_task_reaches_the_endpoint_queue_with_its_function(api, amqp):
     eid = reg["endpoint_id"]
     fid = api.function("01\nthe-function-body")
     answer = api.submit(eid, fid, n=3)
-    body = _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message")
-    msgs = protocol.decode_tasks(body)
+    body = _get(amqp, reg["task_queue"], wire.MSG_TASKS, "the task message")
+    msgs = wire.decode_tasks(body)
     assert [m.task_id for m in msgs] == answer["task_ids"]
     assert {m.function for m in msgs} == {"01\nthe-function-body"}
     assert {m.function_id for m in msgs} == {fid}
@@ -86,8 +86,8 @@ def test_a_tasks_own_max_retries_reaches_the_endpoint(api, amqp):
     assert bad.status_code == 422
     api.ok("POST", "/submit", json={"endpoint_id": eid, "tasks": tasks},
            headers={"Idempotency-Key": str(uuid.uuid4())})
-    msgs = protocol.decode_tasks(
-        _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message"))
+    msgs = wire.decode_tasks(
+        _get(amqp, reg["task_queue"], wire.MSG_TASKS, "the task message"))
     assert [m.max_retries for m in msgs] == [0, None]
 
 
@@ -99,29 +99,29 @@ def test_result_is_recorded_once_and_forwarded_to_the_group(api, amqp, broker):
     assert group["queue"] == broker.names.group(group["task_group_id"])
     assert group["task_group_id"] not in group["queue"]
     tid = api.submit(eid, fid, group=group["task_group_id"])["task_ids"][0]
-    _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message")
+    _get(amqp, reg["task_queue"], wire.MSG_TASKS, "the task message")
     _status_of(api, tid, "waiting-for-endpoint")
 
-    _publish(amqp, eid, protocol.MSG_STATUS,
-             protocol.encode_status([protocol.StatusUpdate(task_id=tid, status="running")]))
+    _publish(amqp, eid, wire.MSG_STATUS,
+             wire.encode_status([wire.StatusUpdate(task_id=tid, status="running")]))
     _status_of(api, tid, "running")
-    _publish(amqp, eid, protocol.MSG_RESULTS, _result(tid, "03\n42"))
+    _publish(amqp, eid, wire.MSG_RESULTS, _result(tid, "03\n42"))
     done = _status_of(api, tid, "success")
     assert done["pending"] is False and done["result"] == "03\n42"
     assert done["details"] == {"python": "3"} and done["completed"]
     assert [h["status"] for h in done["history"]] == [
         "received", "waiting-for-endpoint", "running", "success"]
 
-    forwarded = protocol.decode_results(
-        _get(amqp, group["queue"], protocol.MSG_RESULTS, "the forwarded result"))
+    forwarded = wire.decode_results(
+        _get(amqp, group["queue"], wire.MSG_RESULTS, "the forwarded result"))
     assert [(r.task_id, r.status, r.result) for r in forwarded] == [(tid, "success", "03\n42")]
 
     # a duplicate (at-least-once delivery) changes nothing and is not forwarded again
-    _publish(amqp, eid, protocol.MSG_RESULTS, _result(tid, "03\n43"))
+    _publish(amqp, eid, wire.MSG_RESULTS, _result(tid, "03\n43"))
     marker = api.submit(eid, fid, group=group["task_group_id"])["task_ids"][0]
-    _publish(amqp, eid, protocol.MSG_RESULTS, _result(marker, "03\n1"))
-    after = protocol.decode_results(
-        _get(amqp, group["queue"], protocol.MSG_RESULTS, "the marker result"))
+    _publish(amqp, eid, wire.MSG_RESULTS, _result(marker, "03\n1"))
+    after = wire.decode_results(
+        _get(amqp, group["queue"], wire.MSG_RESULTS, "the marker result"))
     assert [r.task_id for r in after] == [marker]  # the duplicate was not forwarded
     again = api.ok("GET", f"/tasks/{tid}")
     assert again["result"] == "03\n42" and len(again["history"]) == 4
@@ -132,10 +132,10 @@ def test_result_from_another_endpoint_is_ignored(api, other_api, amqp):
     intruder = other_api.endpoint()
     tid = api.submit(eid, fid)["task_ids"][0]
     _status_of(api, tid, "waiting-for-endpoint")
-    _publish(amqp, intruder, protocol.MSG_RESULTS, _result(tid, "03\n666"))
-    _publish(amqp, intruder, protocol.MSG_STATUS,
-             protocol.encode_status([protocol.StatusUpdate(task_id=tid, status="running")]))
-    _publish(amqp, eid, protocol.MSG_RESULTS, _result(tid, "03\n7"))  # the genuine one
+    _publish(amqp, intruder, wire.MSG_RESULTS, _result(tid, "03\n666"))
+    _publish(amqp, intruder, wire.MSG_STATUS,
+             wire.encode_status([wire.StatusUpdate(task_id=tid, status="running")]))
+    _publish(amqp, eid, wire.MSG_RESULTS, _result(tid, "03\n7"))  # the genuine one
     done = _status_of(api, tid, "success")
     assert done["result"] == "03\n7"
     assert "running" not in [h["status"] for h in done["history"]]
@@ -144,10 +144,10 @@ def test_result_from_another_endpoint_is_ignored(api, other_api, amqp):
 def test_malformed_message_does_not_stop_the_consumer(api, amqp):
     eid, fid = api.endpoint(), api.function()
     tid = api.submit(eid, fid)["task_ids"][0]
-    _publish(amqp, eid, protocol.MSG_RESULTS, b"{not json")
-    _publish(amqp, eid, protocol.MSG_RESULTS, b'{"v": 1, "results": [{"nope": 1}]}')
-    _publish(amqp, eid, protocol.MSG_RESULTS, b"[" * 100_000)  # RecursionError in json
-    _publish(amqp, eid, protocol.MSG_RESULTS, _result(tid))
+    _publish(amqp, eid, wire.MSG_RESULTS, b"{not json")
+    _publish(amqp, eid, wire.MSG_RESULTS, b'{"v": 1, "results": [{"nope": 1}]}')
+    _publish(amqp, eid, wire.MSG_RESULTS, b"[" * 100_000)  # RecursionError in json
+    _publish(amqp, eid, wire.MSG_RESULTS, _result(tid))
     _status_of(api, tid, "success")
 
 
@@ -157,16 +157,16 @@ def test_numbers_json_has_not_from_an_endpoint_keep_the_result_readable(api, amq
     and the consumer retried it forever, holding up every later message)."""
     eid, fid = api.endpoint(), api.function()
     tid = api.submit(eid, fid)["task_ids"][0]
-    body = protocol.encode_results(
-        [protocol.ResultMessage(task_id=tid, status="success", result="03\n42",
+    body = wire.encode_results(
+        [wire.ResultMessage(task_id=tid, status="success", result="03\n42",
                                 details={"seconds": math.nan, "limits": [math.inf, -math.inf],
                                          "huge": 1.0})])
-    _publish(amqp, eid, protocol.MSG_RESULTS, body.replace(b'"huge":1.0', b'"huge":1e999'))
+    _publish(amqp, eid, wire.MSG_RESULTS, body.replace(b'"huge":1.0', b'"huge":1e999'))
     record = _status_of(api, tid, "success")
     assert record["details"] == {"seconds": None, "limits": [None, None], "huge": None}
     assert record["result"] == "03\n42"
-    beat = json.dumps({"endpoint_id": eid, "time": protocol.now(), "info": {"load": math.nan}})
-    _publish(amqp, eid, protocol.MSG_HEARTBEAT, beat.encode())
+    beat = json.dumps({"endpoint_id": eid, "time": wire.now(), "info": {"load": math.nan}})
+    _publish(amqp, eid, wire.MSG_HEARTBEAT, beat.encode())
     wait_for(lambda: api.ok("GET", f"/endpoints/{eid}/status")["status"] == "online",
              "the endpoint to be online")
 
@@ -176,17 +176,17 @@ def test_cancel_of_a_queued_task_tells_the_endpoint_and_the_group(api, amqp):
     eid = reg["endpoint_id"]
     group = api.ok("POST", "/task_groups", json={})
     tid = api.submit(eid, fid, group=group["task_group_id"])["task_ids"][0]
-    _get(amqp, reg["task_queue"], protocol.MSG_TASKS, "the task message")
+    _get(amqp, reg["task_queue"], wire.MSG_TASKS, "the task message")
     _status_of(api, tid, "waiting-for-endpoint")
     assert api.ok("POST", f"/tasks/{tid}/cancel") == {"task_id": tid, "status": "cancelled"}
     cancel = json.loads(
-        _get(amqp, reg["task_queue"], protocol.MSG_CANCEL, "the cancel message"))
+        _get(amqp, reg["task_queue"], wire.MSG_CANCEL, "the cancel message"))
     assert cancel["task_ids"] == [tid]
-    forwarded = protocol.decode_results(
-        _get(amqp, group["queue"], protocol.MSG_RESULTS, "the cancelled result"))
+    forwarded = wire.decode_results(
+        _get(amqp, group["queue"], wire.MSG_RESULTS, "the cancelled result"))
     assert [(r.task_id, r.status) for r in forwarded] == [(tid, "cancelled")]
     # a late result does not undo the cancel; cancelling again answers the terminal state
-    _publish(amqp, eid, protocol.MSG_RESULTS, _result(tid))
+    _publish(amqp, eid, wire.MSG_RESULTS, _result(tid))
     assert api.ok("POST", f"/tasks/{tid}/cancel")["status"] == "cancelled"
     assert api.ok("GET", f"/tasks/{tid}")["pending"] is False
 
@@ -196,8 +196,8 @@ def test_heartbeat_online_then_stopping_is_offline(api, amqp):
     assert api.ok("GET", f"/endpoints/{eid}/status")["status"] == "offline"
 
     def beat(state: str) -> None:
-        body = json.dumps({"endpoint_id": eid, "time": protocol.now(), "info": {"state": state}})
-        _publish(amqp, eid, protocol.MSG_HEARTBEAT, body.encode())
+        body = json.dumps({"endpoint_id": eid, "time": wire.now(), "info": {"state": state}})
+        _publish(amqp, eid, wire.MSG_HEARTBEAT, body.encode())
 
     beat("online")
     st = wait_for(lambda: (s := api.ok("GET", f"/endpoints/{eid}/status"))["status"] == "online"
@@ -236,8 +236,8 @@ def test_tasks_accepted_while_rabbitmq_is_down_go_out_when_it_returns(
     # The new broker declares the endpoint's queue before its first publish; reading a queue
     # that does not exist yet would close the test's channel.
     wait_for(lambda: _queue_exists(amqp.connection, queue), "the endpoint queue")
-    body = _get(amqp, queue, protocol.MSG_TASKS, "the queued tasks")
-    assert [m.task_id for m in protocol.decode_tasks(body)] == answer["task_ids"]
+    body = _get(amqp, queue, wire.MSG_TASKS, "the queued tasks")
+    assert [m.task_id for m in wire.decode_tasks(body)] == answer["task_ids"]
     _status_of(back.api(api.http.headers["Authorization"].split()[1]), tid,
                "waiting-for-endpoint")
     assert str(uuid.UUID(tid)) == tid

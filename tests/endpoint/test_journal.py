@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fnrelay.protocol import ResultMessage, TaskMessage, new_id
+from fnrelay.wire import ResultMessage, TaskMessage, new_id
 from fnrelay_endpoint.journal import Journal
 
 

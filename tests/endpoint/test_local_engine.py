@@ -13,7 +13,7 @@ import pytest
 
 from fnrelay import serialize
 from fnrelay.local import pid_alive
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, new_id
+from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, new_id
 from fnrelay_endpoint.engines.base import RUNNING_HOLD
 from fnrelay_endpoint.engines.local import LocalEngine
 

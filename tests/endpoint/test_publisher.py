@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from fnrelay import protocol
-from fnrelay.protocol import ResultMessage
+from fnrelay import wire
+from fnrelay.wire import ResultMessage
 from fnrelay_endpoint.publisher import Batch, GroupSender, ResultPublisher
 from support.waiting import wait_for
 
@@ -30,7 +30,7 @@ def results_queue(amqp_url: str) -> Iterator[tuple[str, str, pika.adapters.Block
     """(endpoint id, queue) where the broker would get this endpoint's results."""
     endpoint_id = str(uuid.uuid4())
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    yield endpoint_id, bound_queue(conn, protocol.RESULTS_EXCHANGE, "topic", endpoint_id), conn
+    yield endpoint_id, bound_queue(conn, wire.RESULTS_EXCHANGE, "topic", endpoint_id), conn
     conn.close()
 
 
@@ -42,7 +42,7 @@ def messages(conn, queue: str) -> list[tuple[dict, list[str]]]:  # type: ignore[
         method, props, body = ch.basic_get(queue, auto_ack=True)
         if method is None:
             return out
-        out.append((props.headers or {}, [r.task_id for r in protocol.decode_results(body)]))
+        out.append((props.headers or {}, [r.task_id for r in wire.decode_results(body)]))
 
 
 def result(task_id: str) -> ResultMessage:
@@ -67,7 +67,7 @@ def test_results_every_executor_has_go_out_together(amqp_url, results_queue) -> 
         for tid in ("a", "b", "c"):
             pub.send(Batch([result(tid)], {tid}))
         wait_for(lambda: count() == 3, "three confirmed results")
-        assert messages(conn, q) == [({protocol.FORWARDED_HEADER: True}, ["a", "b", "c"])]
+        assert messages(conn, q) == [({wire.FORWARDED_HEADER: True}, ["a", "b", "c"])]
 
         pub.send(Batch([result("d")], {"d"}))
         pub.send(Batch([result("e")]))
@@ -85,17 +85,17 @@ def test_the_group_sender_publishes_a_lone_result_or_declines(amqp_url) -> None:
     group_id, endpoint_id = str(uuid.uuid4()), str(uuid.uuid4())
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     # Bound as the broker binds a group that granted this endpoint the direct path.
-    q = bound_queue(conn, protocol.GROUPS_EXCHANGE, "topic",
-                    protocol.group_routing_key(group_id, endpoint_id))
+    q = bound_queue(conn, wire.GROUPS_EXCHANGE, "topic",
+                    wire.group_routing_key(group_id, endpoint_id))
     ungranted = str(uuid.uuid4())  # bound for the broker's results only
-    bound_queue(conn, protocol.GROUPS_EXCHANGE, "topic", protocol.group_routing_key(ungranted))
+    bound_queue(conn, wire.GROUPS_EXCHANGE, "topic", wire.group_routing_key(ungranted))
     ch = conn.channel()
     sender = GroupSender(amqp_url, endpoint_id)
     try:
         assert sender.try_send(group_id, result("x")) is True
         method, props, body = ch.basic_get(q, auto_ack=True)
-        assert [r.task_id for r in protocol.decode_results(body)] == ["x"]
-        assert (props.delivery_mode, props.type) == (1, protocol.MSG_RESULTS)
+        assert [r.task_id for r in wire.decode_results(body)] == ["x"]
+        assert (props.delivery_mode, props.type) == (1, wire.MSG_RESULTS)
         assert props.user_id == pika.URLParameters(amqp_url).credentials.username
 
         assert sender.try_send(str(uuid.uuid4()), result("y")) is False  # no such queue

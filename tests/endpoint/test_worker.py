@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from fnrelay import serialize
-from fnrelay.protocol import TaskMessage, new_id
+from fnrelay.wire import TaskMessage, new_id
 from fnrelay_endpoint.worker import execute
 
 

@@ -11,7 +11,7 @@ import pika
 import pytest
 import requests
 
-from fnrelay import protocol
+from fnrelay import wire
 
 
 class Api:
@@ -74,9 +74,9 @@ def channel(registration: dict[str, Any]) -> Iterator[Any]:
 
 
 def _publish(ch: Any, endpoint_id: str, kind: str | None, body: bytes) -> None:
-    ch.basic_publish(protocol.RESULTS_EXCHANGE, endpoint_id, body,
+    ch.basic_publish(wire.RESULTS_EXCHANGE, endpoint_id, body,
                      pika.BasicProperties(type=kind, delivery_mode=2, user_id=ch.user_id,
-                                          content_type=protocol.CONTENT_TYPE))
+                                          content_type=wire.CONTENT_TYPE))
 
 
 @pytest.fixture(scope="module")

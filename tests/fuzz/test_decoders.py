@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fnrelay import protocol, serialize
+from fnrelay import serialize, wire
 from fnrelay.errors import SerializationError
 
 #: What every consumer of decoded messages catches (broker, endpoint agent, manager, Executor).
@@ -43,12 +43,12 @@ _bodies = st.one_of(
 @given(body=_bodies)
 def test_decode_raises_only_value_error(body):
     try:
-        protocol.decode(body)
+        wire.decode(body)
     except ValueError:
         pass
 
 
-@pytest.mark.parametrize("decoder", [protocol.decode_tasks, protocol.decode_status])
+@pytest.mark.parametrize("decoder", [wire.decode_tasks, wire.decode_status])
 @_settings
 @given(body=_bodies)
 def test_message_decoders_raise_only_what_consumers_catch(decoder, body):
@@ -62,7 +62,7 @@ def test_message_decoders_raise_only_what_consumers_catch(decoder, body):
 @given(body=_bodies)
 def test_result_decoder_raises_only_known_errors(body):
     try:
-        protocol.decode_results(body)
+        wire.decode_results(body)
     except CAUGHT:
         pass
 
@@ -70,7 +70,7 @@ def test_result_decoder_raises_only_known_errors(body):
 @pytest.mark.parametrize("body", [b'{"v":1,"results":["x"]}', b'{"v":1,"results":"ab"}'])
 def test_result_decoder_raises_only_what_the_executor_catches(body):
     with pytest.raises(CAUGHT):
-        protocol.decode_results(body)
+        wire.decode_results(body)
 
 
 @_settings

@@ -17,7 +17,7 @@ from pathlib import Path
 import dill
 
 import fnrelay_broker
-from fnrelay import protocol, serialize
+from fnrelay import serialize, wire
 from support.waiting import wait_for
 
 BROKER_SOURCES = sorted(Path(fnrelay_broker.__file__).parent.rglob("*.py"))
@@ -88,23 +88,23 @@ def test_broker_passes_pickles_through_without_loading_them(
     # The endpoint's queue gets the very same text (the broker never looked inside).
     queue = registration["task_queue"]
     _method, _props, body = wait_for(lambda: _get(channel, queue), "the task message")
-    tasks = protocol.decode_tasks(body)
+    tasks = wire.decode_tasks(body)
     assert [(t.task_id, t.function, t.payload) for t in tasks] == [(task_id, function, payload)]
 
     # A fake endpoint reports a result and a remote exception that are tripwires too.
-    result = protocol.ResultMessage(
+    result = wire.ResultMessage(
         task_id=task_id, status="success", result=_tripwire(markers["result"]),
         exception=None, task_group_id=group_id)
-    publish_as_endpoint(idle_endpoint, protocol.MSG_RESULTS, protocol.encode_results([result]))
+    publish_as_endpoint(idle_endpoint, wire.MSG_RESULTS, wire.encode_results([result]))
     record = wait_for(lambda: (r := api("GET", f"/tasks/{task_id}"))["status"] == "success"
                       and r, "the result to be recorded")
     assert record["result"] == result.result
     other, _ = submit(idle_endpoint, function, payload)
-    failure = protocol.ResultMessage(
+    failure = wire.ResultMessage(
         task_id=other, status="failed", task_group_id=group_id,
-        exception=protocol.ExceptionInfo(type="x.Y", message="m", traceback="",
+        exception=wire.ExceptionInfo(type="x.Y", message="m", traceback="",
                                          serialized=_tripwire(markers["exception"])))
-    publish_as_endpoint(idle_endpoint, protocol.MSG_RESULTS, protocol.encode_results([failure]))
+    publish_as_endpoint(idle_endpoint, wire.MSG_RESULTS, wire.encode_results([failure]))
     record = wait_for(lambda: (r := api("GET", f"/tasks/{other}"))["status"] == "failed" and r,
                       "the failure to be recorded")
     assert record["exception"]["serialized"] == failure.exception.serialized

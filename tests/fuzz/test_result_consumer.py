@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fnrelay import protocol
+from fnrelay import wire
 from support.waiting import wait_for
 
-_KINDS = [protocol.MSG_RESULTS, protocol.MSG_STATUS, protocol.MSG_HEARTBEAT,
-          protocol.MSG_CHILD_FAILED, None, "tasks", "\u00e9"]
+_KINDS = [wire.MSG_RESULTS, wire.MSG_STATUS, wire.MSG_HEARTBEAT,
+          wire.MSG_CHILD_FAILED, None, "tasks", "\u00e9"]
 _scalars = (st.none() | st.booleans() | st.integers() | st.floats()
             | st.text(st.characters(exclude_categories=()), max_size=12)
             | st.sampled_from(["success", "failed", "cancelled", "running", "\x00", "\ud800"]))
@@ -68,11 +68,11 @@ def test_malformed_messages_are_rejected_and_record_nothing(api, idle_endpoint, 
     # A well-formed heartbeat after them all: seeing it applied means the consumer got past
     # every message before it (one consumer, in order; a crash would redeliver the culprit
     # first, forever).
-    publish_as_endpoint(idle_endpoint, protocol.MSG_HEARTBEAT, protocol.encode(
-        protocol.Heartbeat(endpoint_id=idle_endpoint, info={"state": "online"})))
+    publish_as_endpoint(idle_endpoint, wire.MSG_HEARTBEAT, wire.encode(
+        wire.Heartbeat(endpoint_id=idle_endpoint, info={"state": "online"})))
     wait_for(lambda: api("GET", f"/endpoints/{idle_endpoint}/status")["status"] == "online",
              "the heartbeat sent after the malformed messages")
-    queue = channel.queue_declare(protocol.BROKER_RESULTS_QUEUE, passive=True)
+    queue = channel.queue_declare(wire.BROKER_RESULTS_QUEUE, passive=True)
     assert queue.method.message_count == 0
     after = api("GET", f"/tasks/{task_id}")
     assert after["result"] is None and after["exception"] is None

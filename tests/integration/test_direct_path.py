@@ -20,7 +20,7 @@ import pika.exceptions
 import pytest
 import requests
 
-from fnrelay import Client, Executor, errors, protocol, serialize
+from fnrelay import Client, Executor, errors, serialize, wire
 from fnrelay.client import task_entry
 from fnrelay.direct import task_messages
 from fnrelay.local import BrokerServer, LocalEndpoint
@@ -76,7 +76,7 @@ def _publisher(url: str) -> Iterator[Callable[[str, str, bytes, str], None]]:
 
         def publish(exchange: str, key: str, body: bytes, kind: str) -> None:
             ch.basic_publish(exchange, key, body, pika.BasicProperties(
-                type=kind, delivery_mode=2, content_type=protocol.CONTENT_TYPE,
+                type=kind, delivery_mode=2, content_type=wire.CONTENT_TYPE,
                 user_id=params.credentials.username))
 
         yield publish
@@ -97,7 +97,7 @@ def _tasks_body(client: Client, fn, args: tuple, group_id: str,  # type: ignore[
     tid = str(uuid.uuid4())
     msgs = task_messages([task_entry(fid, args, {})], [tid],
                          [body or client.function_body(fid)], group_id)  # type: ignore[list-item]
-    return tid, protocol.encode_tasks(msgs)
+    return tid, wire.encode_tasks(msgs)
 
 
 def test_executor_takes_the_direct_path_and_the_broker_records_every_step(client, endpoint_id):
@@ -105,7 +105,7 @@ def test_executor_takes_the_direct_path_and_the_broker_records_every_step(client
         futures = [ex.submit(add, i, 1) for i in range(20)]
         assert [f.result(WAIT) for f in futures] == list(range(1, 21))
         assert ex._group is not None and ex._group["submit"] == {
-            "exchange": protocol.SUBMIT_EXCHANGE, "routing_key": endpoint_id,
+            "exchange": wire.SUBMIT_EXCHANGE, "routing_key": endpoint_id,
             "payload_limit": 10 * 1024 * 1024}
         group_id = ex.task_group_id
     record = wait_recorded(client, futures[0].task_id, "success")
@@ -133,8 +133,8 @@ def test_only_the_owner_gets_the_direct_path(client, other_client, endpoint_id):
     theirs = other_client.create_task_group(endpoint_id=endpoint_id)
     assert theirs["submit"] is None
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
-        _publish(theirs["amqp_url"], protocol.SUBMIT_EXCHANGE, endpoint_id, b"{}",
-                 protocol.MSG_TASKS)
+        _publish(theirs["amqp_url"], wire.SUBMIT_EXCHANGE, endpoint_id, b"{}",
+                 wire.MSG_TASKS)
     assert e.value.reply_code == 403
     # Bob's Executor on Alice's endpoint falls back to REST, which refuses it as before.
     with Executor(endpoint_id, client=other_client) as ex:
@@ -147,13 +147,13 @@ def test_a_group_account_publishes_only_to_its_own_endpoint(client, broker_url, 
     other_eid, _ = _register_endpoint(broker_url, alice_token)
     group = client.create_task_group(endpoint_id=endpoint_id)
     assert group["submit"]["routing_key"] == endpoint_id
-    for exchange, key in ((protocol.SUBMIT_EXCHANGE, other_eid),
-                          (protocol.SUBMIT_EXCHANGE, other_eid + protocol.RECORDS_SUFFIX),
-                          (protocol.SUBMIT_EXCHANGE, endpoint_id + ".other"),
-                          (protocol.TASKS_EXCHANGE, endpoint_id),
-                          (protocol.GROUPS_EXCHANGE, group["task_group_id"])):
+    for exchange, key in ((wire.SUBMIT_EXCHANGE, other_eid),
+                          (wire.SUBMIT_EXCHANGE, other_eid + wire.RECORDS_SUFFIX),
+                          (wire.SUBMIT_EXCHANGE, endpoint_id + ".other"),
+                          (wire.TASKS_EXCHANGE, endpoint_id),
+                          (wire.GROUPS_EXCHANGE, group["task_group_id"])):
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
-            _publish(group["amqp_url"], exchange, key, b"{}", protocol.MSG_TASKS)
+            _publish(group["amqp_url"], exchange, key, b"{}", wire.MSG_TASKS)
         assert e.value.reply_code == 403, (exchange, key)
 
 
@@ -167,9 +167,9 @@ def test_records_go_to_the_broker_and_tasks_to_the_endpoint_only(client, broker_
     gid = group["task_group_id"]
     task_id, tasks = _tasks_body(client, add, (1, 2), gid)
     record_id, records = _tasks_body(client, add, (3, 4), gid)
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid, tasks, protocol.MSG_TASKS)
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, records,
-             protocol.MSG_TASKS)
+    _publish(group["amqp_url"], wire.SUBMIT_EXCHANGE, eid, tasks, wire.MSG_TASKS)
+    _publish(group["amqp_url"], wire.SUBMIT_EXCHANGE, eid + wire.RECORDS_SUFFIX, records,
+             wire.MSG_TASKS)
     history = wait_recorded(client, record_id, "waiting-for-endpoint")["history"]
     assert history[-1]["detail"] == DIRECT_DETAIL
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -189,7 +189,7 @@ def test_a_task_whose_records_never_came_is_recorded_from_its_result(client, end
     and its result for the broker carries the record (without the arguments)."""
     group = client.create_task_group(endpoint_id=endpoint_id)
     tid, body = _tasks_body(client, add, (20, 22), group["task_group_id"])
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, endpoint_id, body, protocol.MSG_TASKS)
+    _publish(group["amqp_url"], wire.SUBMIT_EXCHANGE, endpoint_id, body, wire.MSG_TASKS)
     record = wait_recorded(client, tid, "success")
     assert serialize.deserialize(record["result"]) == 42
     assert record["function_id"] == client.register_function(add)
@@ -207,17 +207,17 @@ def test_a_forged_result_from_another_endpoint_does_not_resolve_the_future(
         future = ex.submit(slow_genuine)
         wait_for(lambda: future.task_id, "the task id")
         gid = str(ex.task_group_id)
-        forged = protocol.encode_results([protocol.ResultMessage(
+        forged = wire.encode_results([wire.ResultMessage(
             task_id=future.task_id, status="success", result=serialize.serialize("forged"),
             task_group_id=gid)])
         # As the broker (routing key = the group): refused by the intruder's topic permission.
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
-            _publish(intruder_url, protocol.GROUPS_EXCHANGE, protocol.group_routing_key(gid),
-                     forged, protocol.MSG_RESULTS)
+            _publish(intruder_url, wire.GROUPS_EXCHANGE, wire.group_routing_key(gid),
+                     forged, wire.MSG_RESULTS)
         assert e.value.reply_code == 403
         # As itself: allowed, but the group granted only its own endpoint, so it goes nowhere.
-        _publish(intruder_url, protocol.GROUPS_EXCHANGE,
-                 protocol.group_routing_key(gid, intruder), forged, protocol.MSG_RESULTS)
+        _publish(intruder_url, wire.GROUPS_EXCHANGE,
+                 wire.group_routing_key(gid, intruder), forged, wire.MSG_RESULTS)
         assert future.result(WAIT) == "genuine"
     record = wait_recorded(client, future.task_id, "success")
     assert serialize.deserialize(record["result"]) == "genuine"
@@ -233,8 +233,8 @@ def test_a_result_that_overtakes_its_task_record_is_still_recorded(client, broke
     with _publisher(group["amqp_url"]) as publish, connected(endpoint_url, eid) as send:
         send(result_message(tid, gid, serialize.serialize(3)))
         time.sleep(0.1)  # the result is in the broker's queue first
-        publish(protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
-                protocol.MSG_TASKS)
+        publish(wire.SUBMIT_EXCHANGE, eid + wire.RECORDS_SUFFIX, body,
+                wire.MSG_TASKS)
     record = wait_recorded(client, tid, "success")
     assert serialize.deserialize(record["result"]) == 3
     assert [h["status"] for h in record["history"]] == [
@@ -259,8 +259,8 @@ def test_a_direct_result_that_overtakes_its_record_waits_for_it_and_is_written_w
         # another endpoint's heartbeat): the result must still wait for its record.
         send(status_message(str(uuid.uuid4()), "running", ""))
         time.sleep(0.05)  # both are in the broker's queue first
-        publish(protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
-                protocol.MSG_TASKS)
+        publish(wire.SUBMIT_EXCHANGE, eid + wire.RECORDS_SUFFIX, body,
+                wire.MSG_TASKS)
     record = wait_recorded(client, tid, "success")
     assert serialize.deserialize(record["result"]) == 3
     steps = record["history"]
@@ -279,8 +279,8 @@ def test_a_status_that_overtakes_its_task_record_is_still_recorded(client, broke
     with _publisher(group["amqp_url"]) as publish, connected(endpoint_url, eid) as send:
         send(status_message(tid, "waiting-for-nodes", "slurm job 42"))
         time.sleep(0.1)  # the status is in the broker's queue first
-        publish(protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
-                protocol.MSG_TASKS)
+        publish(wire.SUBMIT_EXCHANGE, eid + wire.RECORDS_SUFFIX, body,
+                wire.MSG_TASKS)
     record = wait_recorded(client, tid, "waiting-for-nodes")
     assert record["history"][-1]["detail"] == "slurm job 42"
 
@@ -291,8 +291,8 @@ def test_code_that_does_not_match_its_function_id_is_recorded_as_failed(client, 
     group = client.create_task_group(endpoint_id=eid)
     other_code = serialize.serialize_function(slow_genuine)
     tid, body = _tasks_body(client, add, (1, 2), group["task_group_id"], body=other_code)
-    _publish(group["amqp_url"], protocol.SUBMIT_EXCHANGE, eid + protocol.RECORDS_SUFFIX, body,
-             protocol.MSG_TASKS)
+    _publish(group["amqp_url"], wire.SUBMIT_EXCHANGE, eid + wire.RECORDS_SUFFIX, body,
+             wire.MSG_TASKS)
     record = wait_recorded(client, tid, "failed")
     assert "does not match" in record["exception"]["message"]
 
@@ -417,7 +417,7 @@ def test_direct_messages_of_several_tasks_stay_within_the_payload_limit(limited)
         finally:  # no endpoint runs them: else shutting the Executor down would wait forever
             assert all(f.cancel() for f in futures)
     assert max(len(b) for b in bodies) <= LIMIT
-    assert max(len(protocol.decode_tasks(b)) for b in bodies) >= 2
+    assert max(len(wire.decode_tasks(b)) for b in bodies) >= 2
 
 
 def _drain(amqp_url: str, queue: str, tasks: int) -> list[bytes]:
@@ -431,7 +431,7 @@ def _drain(amqp_url: str, queue: str, tasks: int) -> list[bytes]:
             body = ch.basic_get(queue, auto_ack=True)[2]
             if body is not None:
                 bodies.append(body)
-            return sum(len(protocol.decode_tasks(b)) for b in bodies) >= tasks
+            return sum(len(wire.decode_tasks(b)) for b in bodies) >= tasks
         wait_for(all_taken, f"{tasks} tasks in {queue}")
     finally:
         conn.close()

@@ -19,9 +19,9 @@ import pika.exceptions
 import pytest
 import requests
 
-from fnrelay import protocol
+from fnrelay import wire
 from fnrelay.amqp import connection_parameters
-from fnrelay.protocol import StartChild
+from fnrelay.wire import StartChild
 from support.waiting import wait_for
 
 
@@ -58,9 +58,9 @@ def _publish(url: str, manager_id: str, body: bytes, user_id: str | None) -> Non
     try:
         ch = conn.channel()
         ch.confirm_delivery()
-        ch.basic_publish(protocol.TASKS_EXCHANGE, protocol.control_routing_key(manager_id),
+        ch.basic_publish(wire.TASKS_EXCHANGE, wire.control_routing_key(manager_id),
                          body, pika.BasicProperties(
-                             type=protocol.MSG_START_CHILD, content_type=protocol.CONTENT_TYPE,
+                             type=wire.MSG_START_CHILD, content_type=wire.CONTENT_TYPE,
                              delivery_mode=2, user_id=user_id), mandatory=True)
     finally:
         if conn.is_open:
@@ -71,7 +71,7 @@ def test_forged_start_child_is_dropped(make_manager, client, broker, accounts, f
     manager = make_manager()
     alice = client.whoami()["user_id"]
     child = str(uuid.uuid4())  # child ids are the broker's (random): any will do here
-    body = protocol.encode({"v": protocol.PROTOCOL_VERSION, **asdict(StartChild(
+    body = wire.encode({"v": wire.PROTOCOL_VERSION, **asdict(StartChild(
         child_id=child, user_id=alice, username="alice", user_endpoint_config={}))})
     forger = pika.URLParameters(forger_url).credentials.username
 

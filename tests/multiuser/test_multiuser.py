@@ -14,7 +14,7 @@ from pathlib import Path
 from fnrelay import Client, Executor
 from fnrelay.client import task_entry
 from fnrelay.local import pid_alive
-from fnrelay.protocol import canonical_config
+from fnrelay.wire import canonical_config
 from support.waiting import wait_for
 
 WAIT = 120.0

@@ -18,7 +18,7 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from fnrelay import serialize  # noqa: E402
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage  # noqa: E402
+from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage  # noqa: E402
 from fnrelay_endpoint.engines.parsl import ParslEngine  # noqa: E402
 from support.slurm_fixtures import slurm_cluster  # noqa: E402, F401
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pika
 
-from fnrelay import protocol
+from fnrelay import wire
 from support.waiting import wait_for
 
 BATCHES = 40
@@ -32,22 +32,22 @@ def _drain(ch, queue: str, kind: str) -> list[bytes]:  # type: ignore[no-untyped
 
 
 def _task_ids(bodies: list[bytes]) -> list[str]:
-    return [m.task_id for b in bodies for m in protocol.decode_tasks(b)]
+    return [m.task_id for b in bodies for m in wire.decode_tasks(b)]
 
 
 def _result_ids(bodies: list[bytes]) -> list[str]:
-    return [r.task_id for b in bodies for r in protocol.decode_results(b)]
+    return [r.task_id for b in bodies for r in wire.decode_results(b)]
 
 
 def _publish_results(ch, endpoint_id: str, task_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
-    body = protocol.encode_results([
-        protocol.ResultMessage(task_id=t, status="success", result=f"03\n{i}")
+    body = wire.encode_results([
+        wire.ResultMessage(task_id=t, status="success", result=f"03\n{i}")
         for i, t in enumerate(task_ids)
     ])
     ch.basic_publish(
-        protocol.RESULTS_EXCHANGE, endpoint_id, body,
-        pika.BasicProperties(type=protocol.MSG_RESULTS, delivery_mode=2,
-                             content_type=protocol.CONTENT_TYPE),
+        wire.RESULTS_EXCHANGE, endpoint_id, body,
+        pika.BasicProperties(type=wire.MSG_RESULTS, delivery_mode=2,
+                             content_type=wire.CONTENT_TYPE),
     )
 
 
@@ -80,7 +80,7 @@ def test_two_replicas_serve_one_user_consistently(start_broker, amqp_url, amqp, 
     submitted += repeat["task_ids"]
 
     seen: list[str] = []
-    wait_for(lambda: seen.extend(_task_ids(_drain(amqp, queue, protocol.MSG_TASKS)))
+    wait_for(lambda: seen.extend(_task_ids(_drain(amqp, queue, wire.MSG_TASKS)))
              or set(seen) == set(submitted), "every task at the endpoint")
 
     # every result twice (at-least-once delivery), into the results queue both replicas consume
@@ -101,7 +101,7 @@ def test_two_replicas_serve_one_user_consistently(start_broker, amqp_url, amqp, 
 
     # Stopped replicas publish nothing more: now every message that ever went out is queued.
     assert a.stop() == 0 and b.stop() == 0
-    seen += _task_ids(_drain(amqp, queue, protocol.MSG_TASKS))
+    seen += _task_ids(_drain(amqp, queue, wire.MSG_TASKS))
     assert Counter(seen) == Counter(submitted), "a task was published twice or not at all"
-    forwarded = _result_ids(_drain(amqp, group["queue"], protocol.MSG_RESULTS))
+    forwarded = _result_ids(_drain(amqp, group["queue"], wire.MSG_RESULTS))
     assert Counter(forwarded) == Counter(submitted), "a result was forwarded twice or not at all"

@@ -13,7 +13,7 @@ import uuid
 import pika
 import pytest
 
-from fnrelay import Executor, protocol
+from fnrelay import Executor, wire
 from support.waiting import wait_for
 
 
@@ -24,7 +24,7 @@ def _dead_letter_with(amqp_url: str, body: bytes) -> dict | None:
         ch = conn.channel()
         found, others = None, []
         while True:
-            method, props, got = ch.basic_get(protocol.DEADLETTER_QUEUE)
+            method, props, got = ch.basic_get(wire.DEADLETTER_QUEUE)
             if method is None:
                 break
             if got == body:
@@ -40,7 +40,7 @@ def _dead_letter_with(amqp_url: str, body: bytes) -> dict | None:
 
 
 def _whole() -> bytes:
-    return protocol.encode_tasks([protocol.TaskMessage(
+    return wire.encode_tasks([wire.TaskMessage(
         task_id=str(uuid.uuid4()), function_id=str(uuid.uuid4()), function="f", payload="p")])
 
 
@@ -66,13 +66,13 @@ def test_endpoint_dead_letters_a_malformed_task_message(client, make_endpoint, a
     try:
         ch = conn.channel()
         ch.confirm_delivery()
-        ch.basic_publish(protocol.TASKS_EXCHANGE, ep.endpoint_id, body,
-                         pika.BasicProperties(type=protocol.MSG_TASKS, delivery_mode=2))
+        ch.basic_publish(wire.TASKS_EXCHANGE, ep.endpoint_id, body,
+                         pika.BasicProperties(type=wire.MSG_TASKS, delivery_mode=2))
     finally:
         conn.close()
     headers = wait_for(lambda: _dead_letter_with(amqp_url, body),
                        "the malformed message in fnrelay.deadletter")
-    assert "malformed" in headers[protocol.DEADLETTER_REASON_HEADER]
+    assert "malformed" in headers[wire.DEADLETTER_REASON_HEADER]
     assert headers["x-fnrelay-routing-key"] == ep.endpoint_id
     with Executor(ep.endpoint_id, client=client) as ex:  # the endpoint still runs tasks
         assert ex.submit(pow, 2, 5).result(timeout=120) == 32

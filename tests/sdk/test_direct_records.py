@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from fnrelay import direct, protocol
+from fnrelay import direct, wire
 
 
-def _tasks(n: int, payload: str = "03\n[[],{}]") -> list[protocol.TaskMessage]:
-    return [protocol.TaskMessage(task_id=str(i), function_id="f", function="03\nfn",
+def _tasks(n: int, payload: str = "03\n[[],{}]") -> list[wire.TaskMessage]:
+    return [wire.TaskMessage(task_id=str(i), function_id="f", function="03\nfn",
                                  payload=payload, direct=True) for i in range(n)]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from fnrelay import results, serialize
 from fnrelay.errors import TaskCancelled, TaskExecutionFailed
-from fnrelay.protocol import ExceptionInfo
+from fnrelay.wire import ExceptionInfo
 
 REMOTE_TB = 'Traceback (most recent call last):\n  File "job.py", line 3, in f\nKeyError: \'x\'\n'
 

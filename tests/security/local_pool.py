@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fnrelay import serialize
 from fnrelay.local import pid_alive
-from fnrelay.protocol import ResultMessage, TaskMessage, new_id
+from fnrelay.wire import ResultMessage, TaskMessage, new_id
 from fnrelay_endpoint.engines.local import LocalEngine
 from support.waiting import wait_for
 

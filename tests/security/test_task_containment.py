@@ -154,7 +154,7 @@ HARNESS = """
 import json, queue, sys
 from dataclasses import asdict
 from pathlib import Path
-from fnrelay.protocol import TaskMessage
+from fnrelay.wire import TaskMessage
 from fnrelay_endpoint.engines.local import LocalEngine
 
 task = TaskMessage(**json.loads(Path(sys.argv[1]).read_text()))

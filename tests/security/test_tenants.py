@@ -18,7 +18,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from fnrelay import Client, Executor, protocol, serialize
+from fnrelay import Client, Executor, serialize, wire
 from support.postgres_fixtures import postgres  # noqa: F401
 from support.waiting import wait_for
 
@@ -211,7 +211,7 @@ def test_no_other_endpoint_can_publish_into_a_task_group(alice, mallory):
     eid = alice.endpoint()
     group = alice.ok("POST", "/task_groups", json={"endpoint_id": eid})
     gid = group["task_group_id"]
-    forged = protocol.encode_results([protocol.ResultMessage(
+    forged = wire.encode_results([wire.ResultMessage(
         task_id=str(uuid.uuid4()), status="success", result=serialize.serialize("forged"),
         task_group_id=gid)])
     mreg = mallory.register()
@@ -219,17 +219,17 @@ def test_no_other_endpoint_can_publish_into_a_task_group(alice, mallory):
     conn, _ = _channel(mreg["amqp_url"])
     user = pika.URLParameters(mreg["amqp_url"]).credentials.username
     try:
-        for key in (gid, protocol.group_routing_key(gid, mid), protocol.group_routing_key(
+        for key in (gid, wire.group_routing_key(gid, mid), wire.group_routing_key(
                 gid, eid)):
             ch = conn.channel()
             ch.confirm_delivery()  # a refusal then shows at this publish
             try:
-                ch.basic_publish(protocol.GROUPS_EXCHANGE, key, forged, pika.BasicProperties(
-                    type=protocol.MSG_RESULTS, user_id=user))
+                ch.basic_publish(wire.GROUPS_EXCHANGE, key, forged, pika.BasicProperties(
+                    type=wire.MSG_RESULTS, user_id=user))
             except pika.exceptions.ChannelClosedByBroker as e:
                 assert e.reply_code == 403, key
             else:  # allowed (its own id) but bound to no group of Alice's
-                assert key == protocol.group_routing_key(gid, mid)
+                assert key == wire.group_routing_key(gid, mid)
                 ch.close()
     finally:
         conn.close()
@@ -248,19 +248,19 @@ def test_a_flood_of_bad_messages_costs_one_log_line(tenant_broker, alice, caplog
         fut = ex.submit(pow, 2, 5)
         wait_for(lambda: fut.task_id, "the task to be sent")
         assert ex._group is not None
-        gid, key = ex._group["task_group_id"], protocol.group_routing_key(
+        gid, key = ex._group["task_group_id"], wire.group_routing_key(
             ex._group["task_group_id"], eid)
         conn, ch = _channel(reg["amqp_url"])  # the granted endpoint, gone bad
         user = pika.URLParameters(reg["amqp_url"]).credentials.username
         with caplog.at_level(logging.WARNING, logger="fnrelay"):
             for _ in range(200):
-                ch.basic_publish(protocol.GROUPS_EXCHANGE, key, b"\x00not json",
-                                 pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user))
-            genuine = protocol.encode_results([protocol.ResultMessage(
+                ch.basic_publish(wire.GROUPS_EXCHANGE, key, b"\x00not json",
+                                 pika.BasicProperties(type=wire.MSG_RESULTS, user_id=user))
+            genuine = wire.encode_results([wire.ResultMessage(
                 task_id=fut.task_id, status="success", result=serialize.serialize(32),
                 task_group_id=gid)])
-            ch.basic_publish(protocol.GROUPS_EXCHANGE, key, genuine, pika.BasicProperties(
-                type=protocol.MSG_RESULTS, user_id=user))
+            ch.basic_publish(wire.GROUPS_EXCHANGE, key, genuine, pika.BasicProperties(
+                type=wire.MSG_RESULTS, user_id=user))
             assert fut.result(timeout=60) == 32  # after all 200 were read
         conn.close()
     drops = [r for r in caplog.records if "dropping" in r.getMessage()]
@@ -283,21 +283,21 @@ def test_the_endpoints_own_result_settles_only_a_task_sent_to_it_directly(tenant
         wait_for(lambda: fut.task_id, "the REST submission")
         assert ex._group is not None
         gid = ex._group["task_group_id"]
-        forged = protocol.encode_results([protocol.ResultMessage(
+        forged = wire.encode_results([wire.ResultMessage(
             task_id=fut.task_id, status="success", task_group_id=gid,
             result=serialize.serialize(_Tripwire()))])
         conn, ch = _channel(reg["amqp_url"])
         user = pika.URLParameters(reg["amqp_url"]).credentials.username
         try:
-            ch.basic_publish(protocol.GROUPS_EXCHANGE, protocol.group_routing_key(gid, eid),
-                             forged, pika.BasicProperties(type=protocol.MSG_RESULTS,
+            ch.basic_publish(wire.GROUPS_EXCHANGE, wire.group_routing_key(gid, eid),
+                             forged, pika.BasicProperties(type=wire.MSG_RESULTS,
                                                           user_id=user))
             # The genuine result, through the broker (which records it first).
-            ch.basic_publish(protocol.RESULTS_EXCHANGE, eid, protocol.encode_results([
-                protocol.ResultMessage(task_id=fut.task_id, status="success",
+            ch.basic_publish(wire.RESULTS_EXCHANGE, eid, wire.encode_results([
+                wire.ResultMessage(task_id=fut.task_id, status="success",
                                        result=serialize.serialize(64), task_group_id=gid)]),
-                pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user,
-                                     content_type=protocol.CONTENT_TYPE))
+                pika.BasicProperties(type=wire.MSG_RESULTS, user_id=user,
+                                     content_type=wire.CONTENT_TYPE))
             assert fut.result(timeout=60) == 64
         finally:
             conn.close()
@@ -382,24 +382,24 @@ def test_an_endpoint_cannot_plant_tasks_in_its_owners_other_groups(alice):
     gid = answer["task_group_id"]
     digest = hashlib.sha256(b"01\nplanted").hexdigest()
     planted = str(uuid.uuid4())
-    forged = protocol.encode_results([protocol.ResultMessage(
+    forged = wire.encode_results([wire.ResultMessage(
         task_id=planted, status="success", result=serialize.serialize("planted"),
         task_group_id=gid, record={"function_id": function_id_of(_user_id(alice), digest),
                                    "function_sha256": digest})])
     conn, ch = _channel(e1["amqp_url"])
     user = pika.URLParameters(e1["amqp_url"]).credentials.username
     try:
-        ch.basic_publish(protocol.RESULTS_EXCHANGE, e1["endpoint_id"], forged,
-                         pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user,
-                                              content_type=protocol.CONTENT_TYPE))
+        ch.basic_publish(wire.RESULTS_EXCHANGE, e1["endpoint_id"], forged,
+                         pika.BasicProperties(type=wire.MSG_RESULTS, user_id=user,
+                                              content_type=wire.CONTENT_TYPE))
         # A genuine result of E1's own REST task after it: once that is recorded, so would
         # the planted one be (the unknown one's retry comes UNKNOWN_RETRY after it).
         own = alice.submit(e1["endpoint_id"], alice.function())["task_ids"][0]
-        ch.basic_publish(protocol.RESULTS_EXCHANGE, e1["endpoint_id"], protocol.encode_results(
-            [protocol.ResultMessage(task_id=own, status="success",
+        ch.basic_publish(wire.RESULTS_EXCHANGE, e1["endpoint_id"], wire.encode_results(
+            [wire.ResultMessage(task_id=own, status="success",
                                     result=serialize.serialize(1))]),
-            pika.BasicProperties(type=protocol.MSG_RESULTS, user_id=user,
-                                 content_type=protocol.CONTENT_TYPE))
+            pika.BasicProperties(type=wire.MSG_RESULTS, user_id=user,
+                                 content_type=wire.CONTENT_TYPE))
     finally:
         conn.close()
     wait_for(lambda: alice.ok("GET", f"/tasks/{own}")["status"] == "success", "E1's result")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pika
 
-from fnrelay import protocol
+from fnrelay import wire
 
 #: A message as an endpoint sends it: (kind, body, headers).
 Message = tuple[str, bytes, "dict[str, object] | None"]
@@ -16,16 +16,16 @@ Message = tuple[str, bytes, "dict[str, object] | None"]
 def result_message(task_id: str, group: str, result: str, forwarded: bool = False) -> Message:
     """A task's success as its endpoint reports it. `forwarded`: as the copy of a direct-path
     result the endpoint already put in its group's queue."""
-    return (protocol.MSG_RESULTS, protocol.encode_results(
-        [protocol.ResultMessage(task_id=task_id, status="success", result=result,
+    return (wire.MSG_RESULTS, wire.encode_results(
+        [wire.ResultMessage(task_id=task_id, status="success", result=result,
                                 task_group_id=group)]),
-            {protocol.FORWARDED_HEADER: True} if forwarded else None)
+            {wire.FORWARDED_HEADER: True} if forwarded else None)
 
 
 def status_message(task_id: str, status: str, detail: str) -> Message:
     """A status update for a task as its endpoint reports it."""
-    return (protocol.MSG_STATUS, protocol.encode_status(
-        [protocol.StatusUpdate(task_id=task_id, status=status, detail=detail)]), None)
+    return (wire.MSG_STATUS, wire.encode_status(
+        [wire.StatusUpdate(task_id=task_id, status=status, detail=detail)]), None)
 
 
 @contextlib.contextmanager
@@ -40,7 +40,7 @@ def connected(url: str, endpoint_id: str) -> Iterator[Callable[[Message], None]]
 
         def send(message: Message) -> None:
             kind, body, headers = message
-            ch.basic_publish(protocol.RESULTS_EXCHANGE, endpoint_id, body, pika.BasicProperties(
+            ch.basic_publish(wire.RESULTS_EXCHANGE, endpoint_id, body, pika.BasicProperties(
                 type=kind, delivery_mode=2, user_id=params.credentials.username,
                 headers=headers))
 

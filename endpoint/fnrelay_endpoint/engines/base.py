@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fnrelay.errors import ConfigurationError
-from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
 
 ResultCallback = Callable[[ResultMessage], None]
 StatusCallback = Callable[[StatusUpdate], None]

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
+from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint.engines.base import (
     Engine,
     ResultCallback,

@@ -33,7 +33,7 @@ from typing import Any
 
 from fnrelay.errors import ConfigurationError
 from fnrelay.functions import ENV_NUM_RANKS, parse_walltime
-from fnrelay.protocol import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint import task_output
 from fnrelay_endpoint.containment import (
     MODES,

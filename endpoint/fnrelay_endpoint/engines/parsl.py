@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fnrelay.protocol import ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint.engines.base import (
     Engine,
     ResultCallback,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from fnrelay.protocol import TaskMessage
+from fnrelay.wire import TaskMessage
 from fnrelay_endpoint.worker import execute
 from fnrelay_wrappers.chain import build_chain
 from fnrelay_wrappers.mpi import Layout

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fnrelay.protocol import ResultMessage, TaskMessage
+from fnrelay.wire import ResultMessage, TaskMessage
 from fnrelay_endpoint.schedulers.base import EXIT_STATUS_FILE
 from fnrelay_endpoint.templating import STDERR_FILE, STDOUT_FILE
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from fnrelay.errors import FnRelayError
 from fnrelay.functions import ShellResult
-from fnrelay.protocol import TaskState
 from fnrelay.results import outcome
+from fnrelay.wire import TaskState
 
 from .common import (
     ST_CANCELLED,

@@ -2,67 +2,67 @@
 
 import pytest
 
-from fnrelay import protocol
-from fnrelay.protocol import TaskState as S
+from fnrelay import wire
+from fnrelay.wire import TaskState as S
 
 
 def test_terminal_states_allow_no_transition():
     for state in (S.SUCCESS, S.FAILED, S.CANCELLED):
         assert state.terminal
-        assert all(not protocol.can_transition(state, other) for other in S)
+        assert all(not wire.can_transition(state, other) for other in S)
 
 
 def test_live_states_can_reach_every_terminal_state_except_from_received():
     for state in (S.WAITING_FOR_ENDPOINT, S.WAITING_FOR_NODES, S.RUNNING):
         assert not state.terminal
         for end in (S.SUCCESS, S.FAILED, S.CANCELLED):
-            assert protocol.can_transition(state, end)
+            assert wire.can_transition(state, end)
     # A task the broker has not yet handed to RabbitMQ cannot have produced a result.
-    assert not protocol.can_transition(S.RECEIVED, S.SUCCESS)
-    assert not protocol.can_transition(S.RECEIVED, S.RUNNING)
+    assert not wire.can_transition(S.RECEIVED, S.SUCCESS)
+    assert not wire.can_transition(S.RECEIVED, S.RUNNING)
 
 
 def test_states_accept_wire_strings():
-    assert protocol.can_transition("running", "success")
+    assert wire.can_transition("running", "success")
     assert str(S.WAITING_FOR_NODES) == "waiting-for-nodes"
     with pytest.raises(ValueError):
-        protocol.can_transition("running", "exploded")
+        wire.can_transition("running", "exploded")
 
 
 def test_task_batch_round_trip():
     tasks = [
-        protocol.TaskMessage(
-            task_id=protocol.new_id(),
-            function_id=protocol.new_id(),
+        wire.TaskMessage(
+            task_id=wire.new_id(),
+            function_id=wire.new_id(),
             function="01\nabc",
             payload="03\n[[1],{}]",
             resource_specification={"num_ranks": 2},
         )
         for _ in range(3)
     ]
-    assert protocol.decode_tasks(protocol.encode_tasks(tasks)) == tasks
+    assert wire.decode_tasks(wire.encode_tasks(tasks)) == tasks
 
 
 def test_result_batch_round_trip_keeps_exception_info():
     results = [
-        protocol.ResultMessage(task_id="t1", status="success", result="03\n42"),
-        protocol.ResultMessage(
+        wire.ResultMessage(task_id="t1", status="success", result="03\n42"),
+        wire.ResultMessage(
             task_id="t2",
             status="failed",
-            exception=protocol.ExceptionInfo("builtins.ValueError", "bad", "Traceback ..."),
+            exception=wire.ExceptionInfo("builtins.ValueError", "bad", "Traceback ..."),
             details={"python_version": "3.11.7"},
         ),
     ]
-    decoded = protocol.decode_results(protocol.encode_results(results))
+    decoded = wire.decode_results(wire.encode_results(results))
     assert decoded == results
     assert decoded[1].exception.type == "builtins.ValueError"
 
 
 def test_status_round_trip_and_malformed_body():
-    updates = [protocol.StatusUpdate(task_id="t1", status="running", detail="worker 3")]
-    assert protocol.decode_status(protocol.encode_status(updates)) == updates
+    updates = [wire.StatusUpdate(task_id="t1", status="running", detail="worker 3")]
+    assert wire.decode_status(wire.encode_status(updates)) == updates
     with pytest.raises(ValueError, match="malformed"):
-        protocol.decode(b"\xff{not json")
+        wire.decode(b"\xff{not json")
 
 
 def test_queue_names_are_derived_under_the_brokers_key_and_do_not_embed_ids():
@@ -80,31 +80,31 @@ def test_queue_names_are_derived_under_the_brokers_key_and_do_not_embed_ids():
 
 
 def test_group_routing_keys_name_the_sending_endpoint():
-    assert protocol.group_routing_key("g1") == "g1"  # the broker's
-    assert protocol.group_routing_key("g1", "e1") == "e1.g1"  # a granted endpoint's
+    assert wire.group_routing_key("g1") == "g1"  # the broker's
+    assert wire.group_routing_key("g1", "e1") == "e1.g1"  # a granted endpoint's
 
 
 def test_fields_from_newer_peers_are_ignored():
     """The protocol can grow: a message with keys this version does not know still decodes."""
-    tasks = protocol.decode_tasks(protocol.encode({"v": 1, "tasks": [{
+    tasks = wire.decode_tasks(wire.encode({"v": 1, "tasks": [{
         "task_id": "t", "function_id": "f", "function": "fn", "payload": "p",
         "max_retries": 2, "priority": 9}]}))
     assert tasks[0].max_retries == 2 and not hasattr(tasks[0], "priority")
-    results = protocol.decode_results(protocol.encode({"v": 1, "results": [{
+    results = wire.decode_results(wire.encode({"v": 1, "results": [{
         "task_id": "t", "status": "failed", "blob_url": "x",
         "exception": {"type": "E", "message": "m", "traceback": "", "notes": []}}]}))
     assert results[0].exception.message == "m"
-    updates = protocol.decode_status(protocol.encode({"v": 1, "updates": [{
+    updates = wire.decode_status(wire.encode({"v": 1, "updates": [{
         "task_id": "t", "status": "running", "node": "n1"}]}))
     assert updates[0].status == "running"
 
 
 def test_task_max_retries_round_trips_and_defaults_to_none():
-    msg = protocol.TaskMessage(task_id="t", function_id="f", function="fn", payload="p",
+    msg = wire.TaskMessage(task_id="t", function_id="f", function="fn", payload="p",
                                max_retries=0)
-    assert protocol.decode_tasks(protocol.encode_tasks([msg]))[0].max_retries == 0
-    plain = protocol.TaskMessage(task_id="t", function_id="f", function="fn", payload="p")
-    assert protocol.decode_tasks(protocol.encode_tasks([plain]))[0].max_retries is None
+    assert wire.decode_tasks(wire.encode_tasks([msg]))[0].max_retries == 0
+    plain = wire.TaskMessage(task_id="t", function_id="f", function="fn", payload="p")
+    assert wire.decode_tasks(wire.encode_tasks([plain]))[0].max_retries is None
 
 
 def test_task_ids_are_version_7_uuids_in_creation_order() -> None:
@@ -115,14 +115,14 @@ def test_task_ids_are_version_7_uuids_in_creation_order() -> None:
 
     ids = []
     for _ in range(5):
-        ids.append(protocol.new_task_id())
+        ids.append(wire.new_task_id())
         time.sleep(0.002)  # a new millisecond
     assert ids == sorted(ids) and len(set(ids)) == 5
     for i in ids:
         u = uuid.UUID(i)
         assert (str(u), u.version, u.variant) == (i, 7, uuid.RFC_4122)
         assert abs((u.int >> 80) / 1000 - time.time()) < 60  # its first 48 bits: the time
-    same_ms = {protocol.new_task_id() for _ in range(1000)}
+    same_ms = {wire.new_task_id() for _ in range(1000)}
     assert len(same_ms) == 1000
 
 
@@ -130,4 +130,4 @@ def test_a_body_nested_beyond_the_json_parsers_recursion_is_malformed() -> None:
     """json raises RecursionError (not a ValueError) for such a body: a consumer that drops
     malformed messages by ValueError would otherwise fail on it, reconnect, and get it again."""
     with pytest.raises(ValueError, match="nested too deeply"):
-        protocol.decode(b"[" * 100_000)
+        wire.decode(b"[" * 100_000)
