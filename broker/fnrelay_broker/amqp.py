@@ -7,7 +7,6 @@ their own, while the publisher and consumer threads each keep one long-lived con
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
 import pika
@@ -167,19 +166,3 @@ class Declarer:
             ch.queue_delete(self.names.endpoint(endpoint_id))
             ch.queue_delete(self.names.control(endpoint_id))
         return self._run(delete)
-
-
-class Backoff:
-    """Exponential backoff with "equal jitter" (a delay d drawn from [d/2, d]), reset after a
-    success."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0):
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.base * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.attempt = 0

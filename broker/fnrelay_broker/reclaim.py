@@ -22,11 +22,10 @@ Endpoints and managers keep their accounts until they are deleted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 from sqlalchemy import or_, select
 
-from fnrelay import wire
+from fnrelay import chunks, wire
 from fnrelay_broker.accounts import ENDPOINT_PREFIX, GROUP_PREFIX, AccountError, Accounts
 from fnrelay_broker.children import parent_of
 from fnrelay_broker.db import Database
@@ -36,11 +35,6 @@ from fnrelay_broker.settings import DEFAULT_ACCOUNT_IDLE
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
-
-
-def _chunks(ids: list[str]) -> Iterable[list[str]]:
-    for i in range(0, len(ids), _CHUNK):
-        yield ids[i : i + _CHUNK]
 
 
 def _with_recent_tasks(s, column, ids: list[str], cutoff: float) -> set[str]:  # type: ignore[no-untyped-def]
@@ -56,7 +50,7 @@ def idle_groups(db: Database, group_ids: list[str], cutoff: float) -> list[str]:
     """The task groups among `group_ids` with nothing to do since `cutoff` (or no record)."""
     idle = []
     with db.read() as s:
-        for ids in _chunks(group_ids):
+        for ids in chunks.by_count(group_ids, _CHUNK):
             busy = _with_recent_tasks(s, Task.task_group_id, ids, cutoff)
             busy |= set(s.scalars(
                 select(Task.task_group_id).join(Outbox, Outbox.task_id == Task.id)
@@ -73,7 +67,7 @@ def idle_children(db: Database, endpoint_ids: list[str], cutoff: float) -> list[
     other endpoints (single-user ones, managers) are never idle here."""
     idle = []
     with db.read() as s:
-        for ids in _chunks(endpoint_ids):
+        for ids in chunks.by_count(endpoint_ids, _CHUNK):
             records = {ep.id: ep for ep in s.scalars(select(Endpoint).where(Endpoint.id.in_(ids)))}
             busy = _with_recent_tasks(s, Task.endpoint_id, ids, cutoff)
             for eid in ids:

@@ -16,11 +16,11 @@ from pika.exceptions import AMQPError
 
 from fnrelay import wire
 from fnrelay.amqp import dead_letter
+from fnrelay.backoff import Backoff
 from fnrelay.droplog import DropLog
 from fnrelay_broker import children, direct, inbound, tasks
 from fnrelay_broker.accounts import endpoint_user, group_user
 from fnrelay_broker.amqp import (
-    Backoff,
     declare_control_queue,
     declare_endpoint_queue,
     declare_exchanges,
@@ -64,7 +64,7 @@ class _Worker(threading.Thread):
         self.db, self.amqp_url = db, amqp_url
         self.stopping = threading.Event()
         self.connected = threading.Event()
-        self.backoff = Backoff()
+        self.backoff = Backoff(base=0.5, cap=30.0)
         self.amqp_user = parameters(amqp_url).credentials.username
 
     def stop(self, timeout: float = 10.0) -> None:

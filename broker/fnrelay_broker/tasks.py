@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from fnrelay import chunks
 from fnrelay.wire import (
     TERMINAL_VALUES,
     ExceptionInfo,
@@ -47,11 +48,6 @@ from fnrelay_broker.registry import ensure_task_group, missing_endpoint
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # ids per IN (...) clause
-
-
-def _chunks(items: list, n: int = CHUNK):  # type: ignore[no-untyped-def]
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 def _is_terminal(status: str) -> bool:
@@ -209,7 +205,7 @@ def task_records(db: Database, user: CurrentUser, task_ids: list[str]) -> dict[s
     """Records of the user's tasks among `task_ids` (others' and unknown ids are left out)."""
     out: dict[str, dict] = {}
     with db.read() as s:
-        for chunk in _chunks(list(dict.fromkeys(task_ids))):
+        for chunk in chunks.by_count(list(dict.fromkeys(task_ids)), CHUNK):
             tasks = list(
                 s.scalars(select(Task).where(Task.id.in_(chunk), Task.owner == user.id))
             )
@@ -317,7 +313,7 @@ def record_results(
         conn = s.connection()
         ids = sorted({r.task_id for r in results})  # sorted: row locks in one order
         rows = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks.by_count(ids, CHUNK):
             rows.update({row.id: row for row in conn.execute(
                 _locked_tasks(chunk, *_RESULT_COLUMNS))})
         t = now()  # after the row locks: later than any step recorded before them
@@ -363,7 +359,7 @@ def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate],
     with db.write() as s:
         ids = sorted({u.task_id for u in updates})  # sorted: row locks in one order
         tasks: dict[str, Task] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks.by_count(ids, CHUNK):
             tasks.update({x.id: x for x in s.scalars(_locked_tasks(chunk))})
         for u in updates:
             task = tasks.get(u.task_id)
@@ -413,7 +409,7 @@ def task_messages(db: Database, task_ids: list[str]) -> list[TaskMessage]:
     """TaskMessages (with function bodies) in the order of `task_ids`."""
     found: dict[str, TaskMessage] = {}
     with db.read() as s:
-        for chunk in _chunks(task_ids):
+        for chunk in chunks.by_count(task_ids, CHUNK):
             rows = s.execute(
                 select(Task, Function.body)
                 .join(Function, Function.id == Task.function_id)
@@ -434,7 +430,7 @@ def result_messages(db: Database, task_ids: list[str]) -> list[ResultMessage]:
     """ResultMessages of terminal tasks, for forwarding to their task groups."""
     out = []
     with db.read() as s:
-        for chunk in _chunks(task_ids):
+        for chunk in chunks.by_count(task_ids, CHUNK):
             for task in s.scalars(select(Task).where(Task.id.in_(chunk))):
                 if not _is_terminal(task.status):
                     continue
@@ -490,7 +486,7 @@ def claim_outbox(db: Database, limit: int, only: list[int] | None = None
             failure = e
         finally:
             _claim.reset(token)
-        for chunk in _chunks(claim.outbox_ids):
+        for chunk in chunks.by_count(claim.outbox_ids, CHUNK):
             s.execute(delete(Outbox).where(Outbox.id.in_(chunk)))
     if claim.sent:
         with db.write() as s:
@@ -519,7 +515,7 @@ def finish_outbox(
         claim.sent += sent
         return
     with db.write() as s:
-        for chunk in _chunks(outbox_ids):
+        for chunk in chunks.by_count(outbox_ids, CHUNK):
             s.connection().execute(delete(Outbox.__table__).where(Outbox.id.in_(chunk)))
         _advance_sent(s, sent)
 
@@ -531,7 +527,8 @@ def _advance_sent(s: Session, sent: list[tuple[str, float]]) -> None:
     conn = s.connection()
     tasks_t = Task.__table__
     moved: list[str] = []
-    for chunk in _chunks(sorted(published)):  # row locks in one order; a racing cancel wins
+    # Row locks in one order; a racing cancel wins.
+    for chunk in chunks.by_count(sorted(published), CHUNK):
         moved += conn.execute(
             update(tasks_t)
             .where(tasks_t.c.id.in_(chunk), tasks_t.c.status == TaskState.RECEIVED.value)
@@ -545,7 +542,7 @@ def _advance_sent(s: Session, sent: list[tuple[str, float]]) -> None:
         ])
     rest = sorted(set(published) - set(moved))
     cancelled: list[tuple[str, str]] = []
-    for chunk in _chunks(rest):
+    for chunk in chunks.by_count(rest, CHUNK):
         cancelled += [tuple(r) for r in conn.execute(
             select(tasks_t.c.id, tasks_t.c.endpoint_id)
             .where(tasks_t.c.id.in_(chunk), tasks_t.c.status == TaskState.CANCELLED.value))]

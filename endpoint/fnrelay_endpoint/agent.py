@@ -18,19 +18,18 @@ import hashlib
 import logging
 import os
 import queue
-import random
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pika
 import pika.exceptions
 import requests
 
-from fnrelay import wire
+from fnrelay import backoff, chunks, wire
 from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
 from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
@@ -63,17 +62,6 @@ PRUNE_PERIOD = 3600.0
 
 class Stopped(Exception):
     """stop() was called while the agent waited (e.g. between registration attempts)."""
-
-
-def _chunks(items: list, size: int = BATCH) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def backoff(attempt: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float:
-    """Exponential backoff, jittered (drawn from [base/2, d]) so many endpoints do not
-    reconnect in step."""
-    return random.uniform(base / 2, min(cap, base * 2**attempt))
 
 
 class Agent:
@@ -114,7 +102,7 @@ class Agent:
         self._next_prune = 0.0
         self._blobs = (BlobUploader(config.broker_url, endpoint_id, token,
                                     config.result_blob_limit, config.result_size_limit,
-                                    self._deliver, self._stop, backoff)
+                                    self._deliver, self._stop)
                        if config.result_blob_limit and token else None)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -139,7 +127,7 @@ class Agent:
                         attempt = 0
                     on_ready = None
                 except (pika.exceptions.AMQPError, OSError) as e:
-                    delay = backoff(attempt)
+                    delay = backoff.delay(attempt, cap=MAX_BACKOFF)
                     attempt += 1
                     log.warning("AMQP connection lost (%s); reconnecting in %.1f s",
                                 e or type(e).__name__, delay)
@@ -227,7 +215,7 @@ class Agent:
             attempt += 1
             if attempts is not None and attempt >= attempts:
                 raise BrokerUnavailableError(error)
-            delay = backoff(attempt)
+            delay = backoff.delay(attempt, cap=MAX_BACKOFF)
             log.warning("%s; retrying in %.1f s", error, delay)
             if self._stop.wait(delay):
                 raise Stopped
@@ -462,14 +450,15 @@ class Agent:
         if running:
             self.journal.mark_running(running)
         updates += retried.values()
-        stored = [r for chunk in _chunks(results) for r in self.journal.store_results(chunk)]
+        stored = [r for chunk in chunks.by_count(results, BATCH)
+                  for r in self.journal.store_results(chunk)]
         for r in stored:
             self._tasks.pop(r.task_id, None)
             self._failures.pop(r.task_id, None)
         self._mark_published()
         if not publish or self._pub is None:
             return
-        for chunk in _chunks(updates):
+        for chunk in chunks.by_count(updates, BATCH):
             self._publish(wire.MSG_STATUS, wire.encode_status(chunk))
         if stored and self._results_pub is not None:
             self._results_pub.send(Batch(stored, forwarded))
@@ -563,7 +552,7 @@ class Agent:
                 by_group.setdefault(groups[r.task_id], []).append(r)
         sent: set[str] = set()
         for group_id, items in by_group.items():
-            for chunk in _chunks(items):
+            for chunk in chunks.by_count(items, BATCH):
                 if publish_to_group(self._pub, self._user_id, self.endpoint_id, group_id, chunk):
                     sent.update(r.task_id for r in chunk)
         return sent

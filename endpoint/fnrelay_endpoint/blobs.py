@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from fnrelay import backoff
 from fnrelay.amqp import requests_verify
 from fnrelay.blobs import BlobRef, describe, reference
 from fnrelay.wire import ResultMessage, TaskState
@@ -40,10 +41,10 @@ class BlobUploader:
 
     def __init__(self, broker_url: str, endpoint_id: str, token: str, blob_limit: int,
                  size_limit: int, deliver: Callable[[ResultMessage], None],
-                 stop: threading.Event, backoff: Callable[[int], float]):
+                 stop: threading.Event):
         self.url = f"{broker_url}/v1/endpoints/{endpoint_id}/blobs"
         self.token, self.blob_limit, self.size_limit = token, blob_limit, size_limit
-        self.deliver, self.stop, self.backoff = deliver, stop, backoff
+        self.deliver, self.stop = deliver, stop
         self.broker_limit = 0  # the broker's blob limit; 0: it keeps no blobs
         self._offered = threading.Event()  # registered: broker_limit is known
         self._pool = ThreadPoolExecutor(UPLOADERS, thread_name_prefix="fnrelay-blob-upload")
@@ -101,7 +102,7 @@ class BlobUploader:
                 return _failed(result, f"the broker did not take the result blob of {size} "
                                        f"bytes: {error}", size)
             attempt += 1
-            delay = self.backoff(attempt)
+            delay = backoff.delay(attempt)
             log.warning("task %s: %s; retrying the blob upload in %.1f s", result.task_id,
                         error, delay)
             self.stop.wait(delay)

@@ -31,13 +31,12 @@ import pika
 import pika.exceptions
 import requests
 
-from fnrelay import wire
+from fnrelay import backoff, wire
 from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
 from fnrelay.local import MARKER
 from fnrelay.wire import ChildFailed, StartChild
 from fnrelay_endpoint import daemon, identity, registration, usertemplate
-from fnrelay_endpoint.agent import backoff
 from fnrelay_endpoint.config import EndpointPaths, ManagerConfig
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ class Manager:
                     self._session(on_ready)
                     on_ready, attempt = None, 0
                 except (pika.exceptions.AMQPError, OSError) as e:
-                    delay = backoff(attempt)
+                    delay = backoff.delay(attempt)
                     attempt += 1
                     log.warning("AMQP connection lost (%s); reconnecting in %.1f s",
                                 e or type(e).__name__, delay)

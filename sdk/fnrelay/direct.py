@@ -27,7 +27,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from fnrelay import errors, wire
+from fnrelay import chunks, errors, wire
 from fnrelay.amqp import connection_parameters
 
 log = logging.getLogger(__name__)
@@ -84,26 +84,12 @@ def within_at_once(message_bytes: int, envelope_bytes: int, limit: int) -> bool:
     return envelope_bytes + 2 * message_bytes <= limit
 
 
-def split(sizes: list[int], budget: int) -> list[slice]:
-    """Consecutive runs of items whose sizes add up to at most `budget` (a larger item alone)."""
-    runs: list[slice] = []
-    start, total = 0, 0
-    for i, n in enumerate(sizes):
-        if i > start and total + n > budget:
-            runs.append(slice(start, i))
-            start, total = i, 0
-        total += n
-    if sizes:
-        runs.append(slice(start, len(sizes)))
-    return runs
-
-
 def message_runs(tasks: list[wire.TaskMessage], limit: int) -> list[slice]:
     """Consecutive runs of tasks whose `tasks` message stays within `limit` bytes. A task whose
     message alone is larger (by its code: its REST request fits) goes alone, as the broker
     would send it to the endpoint after a REST submit."""
     sizes = [len(wire.encode(t)) + 1 for t in tasks]  # each with its separating comma
-    return split(sizes, limit - len(wire.encode_tasks([])) + 1)
+    return chunks.by_size(sizes, limit - len(wire.encode_tasks([])) + 1)
 
 
 class Records:

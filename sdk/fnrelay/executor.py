@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import queue
-import random
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 
-from fnrelay import blobs, errors, serialize, wire
+from fnrelay import backoff, blobs, chunks, errors, serialize, wire
 from fnrelay.amqp import connection_parameters
 from fnrelay.client import Client, json_object, submit_size, task_entry, uuid_text
 from fnrelay.direct import (
@@ -36,7 +35,6 @@ from fnrelay.direct import (
     DirectUnavailable,
     Records,
     message_runs,
-    split,
     task_messages,
     too_large,
     within_at_once,
@@ -60,12 +58,6 @@ ACK_EVERY = PREFETCH // 2  # result messages acknowledged together (and whenever
 RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
 
 
-def reconnect_delay(attempt: int, base: float = RECONNECT_BASE,
-                    cap: float = RECONNECT_CAP) -> float:
-    """Delay before reconnect `attempt` (0-based): exponential, capped, jittered in [d/2, d]
-    so many Executors that lost RabbitMQ together do not come back in step."""
-    delay = min(cap, base * 2 ** min(attempt, 30))
-    return random.uniform(delay / 2, delay)
 STARTED = frozenset({wire.TaskState.RUNNING.value}) | wire.TERMINAL_VALUES
 
 
@@ -506,7 +498,7 @@ class Executor(cf.Executor):
                 self._poll_once()
 
     def _fallback(self, error: BaseException) -> None:
-        delay = reconnect_delay(self._reconnects)
+        delay = backoff.delay(self._reconnects, RECONNECT_BASE, RECONNECT_CAP)
         # Once per outage at WARNING (a user waiting on futures should know why), then INFO.
         level = logging.WARNING if self._reconnects == 0 and self._group else logging.INFO
         self._reconnects += 1
@@ -727,7 +719,7 @@ class Executor(cf.Executor):
 
 def _chunks(items: Chunk, max_bytes: int) -> list[Chunk]:
     """Split a batch so that no request carries much more than `max_bytes` of payload."""
-    return [items[run] for run in split([len(e["payload"]) for _, e in items], max_bytes)]
+    return [items[run] for run in chunks.by_size([len(e["payload"]) for _, e in items], max_bytes)]
 
 
 def _host_of(amqp_url: str) -> str:
