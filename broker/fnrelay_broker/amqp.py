@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pika
 import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
 
 from fnrelay import wire
 from fnrelay.amqp import connection_parameters
@@ -30,7 +33,7 @@ def parameters(url: str) -> pika.URLParameters:
     return params
 
 
-def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
+def declare_exchanges(channel: BlockingChannel) -> None:
     channel.exchange_declare(wire.TASKS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(wire.RESULTS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(wire.GROUPS_EXCHANGE, "topic", durable=True)
@@ -48,14 +51,14 @@ def declare_exchanges(channel) -> None:  # type: ignore[no-untyped-def]
     channel.queue_bind(wire.DEADLETTER_QUEUE, wire.DEADLETTER_EXCHANGE)
 
 
-def declare_endpoint_queue(channel, names: QueueNames, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
+def declare_endpoint_queue(channel: BlockingChannel, names: QueueNames, endpoint_id: str) -> str:
     queue = names.endpoint(endpoint_id)
     channel.queue_declare(queue, durable=True)
     channel.queue_bind(queue, wire.TASKS_EXCHANGE, routing_key=endpoint_id)
     return queue
 
 
-def declare_control_queue(channel, names: QueueNames, endpoint_id: str) -> str:  # type: ignore[no-untyped-def]
+def declare_control_queue(channel: BlockingChannel, names: QueueNames, endpoint_id: str) -> str:
     """A multi-user manager's control queue (start-child messages)."""
     queue = names.control(endpoint_id)
     channel.queue_declare(queue, durable=True)
@@ -64,7 +67,7 @@ def declare_control_queue(channel, names: QueueNames, endpoint_id: str) -> str: 
     return queue
 
 
-def declare_group_queue(channel, names: QueueNames, task_group_id: str,  # type: ignore[no-untyped-def]
+def declare_group_queue(channel: BlockingChannel, names: QueueNames, task_group_id: str,
                         expires_s: float, direct_endpoint: str | None = None) -> str:
     """A group's result queue, bound for the broker's results and, with `direct_endpoint`,
     for that endpoint's (the direct path's grant)."""
@@ -80,7 +83,7 @@ def declare_group_queue(channel, names: QueueNames, task_group_id: str,  # type:
     return queue
 
 
-def move_legacy_queue(channel, endpoint_id: str, queue: str) -> int:  # type: ignore[no-untyped-def]
+def move_legacy_queue(channel: BlockingChannel, endpoint_id: str, queue: str) -> int:
     """Move the messages of the endpoint's queue under its old, guessable name into `queue`,
     then delete it; returns how many (-1 when there is no such queue). The channel must
     confirm publishes: each message is acked from the old queue only after the new one took
@@ -112,7 +115,7 @@ class Declarer:
         self.names = names
         self._lock = threading.Lock()  # bounds connection churn under bursts
 
-    def _run(self, fn) -> bool:  # type: ignore[no-untyped-def]
+    def _run(self, fn: Callable[[BlockingChannel], Any]) -> bool:
         with self._lock:
             try:
                 conn = pika.BlockingConnection(parameters(self.url))
@@ -135,7 +138,7 @@ class Declarer:
 
     def endpoint_queue(self, endpoint_id: str) -> bool:
         """Declare an endpoint's queue, moving in what its queue under the old name held."""
-        def declare(ch) -> None:  # type: ignore[no-untyped-def]
+        def declare(ch: BlockingChannel) -> None:
             queue = declare_endpoint_queue(ch, self.names, endpoint_id)
             legacy_ch = ch.connection.channel()
             legacy_ch.confirm_delivery()
@@ -162,7 +165,7 @@ class Declarer:
     def delete_endpoint_queue(self, endpoint_id: str) -> bool:
         """Delete an endpoint's task queue and, had it one (a multi-user manager), its control
         queue (deleting a queue that does not exist is a no-op in RabbitMQ)."""
-        def delete(ch) -> None:  # type: ignore[no-untyped-def]
+        def delete(ch: BlockingChannel) -> None:
             ch.queue_delete(self.names.endpoint(endpoint_id))
             ch.queue_delete(self.names.control(endpoint_id))
         return self._run(delete)

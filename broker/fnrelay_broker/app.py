@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
@@ -153,7 +154,7 @@ def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
     broker = Broker(settings, start_threads=start_threads)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         broker.start()
         try:
             yield
@@ -254,12 +255,12 @@ def _routes(app: FastAPI, broker: Broker) -> None:
 
     @app.get("/v1/endpoints")
     def list_endpoints(user: User) -> dict:
-        return {"endpoints": registry.list_endpoints(db, user, s.heartbeat_threshold)}
+        return {"endpoints": registry.list_endpoints(db, user, s.offline_after)}
 
     @app.get("/v1/endpoints/{endpoint_id}/status")
     def endpoint_status(endpoint_id: Text, user: AnyToken) -> dict:
         endpoint_scope(user, endpoint_id)  # `fnrelay-endpoint status` with an endpoint token
-        return registry.get_endpoint_status(db, user, endpoint_id, s.heartbeat_threshold)
+        return registry.get_endpoint_status(db, user, endpoint_id, s.offline_after)
 
     @app.delete("/v1/endpoints/{endpoint_id}")
     def delete_endpoint(endpoint_id: Text, user: User) -> dict:
@@ -281,8 +282,9 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         gid = registry.create_task_group(db, user, wanted, direct)
         if not broker.declarer.group_queue(gid, direct):
             log.warning("task group %s created but its queue is not declared", gid)
-        answer = {"task_group_id": gid, "amqp_url": broker.access.group_url(gid, direct),
-                  "queue": broker.names.group(gid), "submit": None}
+        answer: dict[str, Any] = {
+            "task_group_id": gid, "amqp_url": broker.access.group_url(gid, direct),
+            "queue": broker.names.group(gid), "submit": None}
         if broker.access.isolated:  # who may put results in the queue (RabbitMQ-validated)
             answer["result_senders"] = [broker.access.broker_user]
         if direct:  # the Executor holds its tasks to the payload limit as REST would

@@ -16,11 +16,11 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from fnrelay.blobs import BlobRef, is_sha256
 from fnrelay_broker.auth import CurrentUser
@@ -32,7 +32,7 @@ SHA256_HEADER = "X-Fnrelay-Sha256"
 _UPLOAD_PATH = re.compile(r"/v1/endpoints/[^/]+/blobs/[^/]+")
 
 
-def is_upload(scope: dict[str, Any]) -> bool:
+def is_upload(scope: Scope) -> bool:
     """True for blob uploads, which PayloadLimit leaves to the route's own blob limit."""
     path = scope.get("path", "")
     return scope.get("method") == "PUT" and _UPLOAD_PATH.fullmatch(path) is not None

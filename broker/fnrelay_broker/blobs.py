@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -186,7 +187,7 @@ def _insert_chunks(s: Session, task_id: str, spool: Path) -> None:
             seq += 1
 
 
-def _file_pieces(f) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _file_pieces(f: BinaryIO) -> Iterator[bytes]:
     with f:
         while piece := f.read(CHUNK):
             yield piece

@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from fnrelay.wire import (
     TERMINAL_VALUES,
@@ -52,7 +53,7 @@ def parent_of(ep: Endpoint | None) -> str | None:
     return (ep.metadata_ or {}).get("parent") if ep is not None else None
 
 
-def _ensure_child(s, manager: Endpoint, user: CurrentUser, config: dict[str, Any],  # type: ignore[no-untyped-def]
+def _ensure_child(s: Session, manager: Endpoint, user: CurrentUser, config: dict[str, Any],
                   t: float) -> str:
     """The user's child of `manager` for `config`, created with a random id when missing.
 
@@ -77,7 +78,7 @@ def _ensure_child(s, manager: Endpoint, user: CurrentUser, config: dict[str, Any
     return child_id
 
 
-def route(s, manager: Endpoint, user: CurrentUser, tasks: list[dict[str, Any]],  # type: ignore[no-untyped-def]
+def route(s: Session, manager: Endpoint, user: CurrentUser, tasks: list[dict[str, Any]],
           t: float) -> list[str]:
     """The child endpoint id of each task (records created as needed), in task order."""
     cache: dict[str, str] = {}
@@ -91,7 +92,7 @@ def route(s, manager: Endpoint, user: CurrentUser, tasks: list[dict[str, Any]], 
     return routes
 
 
-def request_start(s, routes: list[str], task_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
+def request_start(s: Session, routes: list[str], task_ids: list[str]) -> None:
     """One start-child outbox row per child of this submission, after its task rows.
 
     Sent on every submission, not only when the child looks offline: a child that is stopping

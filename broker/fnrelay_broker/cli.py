@@ -14,6 +14,7 @@ import signal
 import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import click
@@ -27,6 +28,11 @@ from fnrelay_broker.settings import (
     BrokerSettings,
     default_db_url,
 )
+
+if TYPE_CHECKING:  # annotations only: the commands import the database layer where used
+    from fnrelay_broker.db import Database
+
+_T = TypeVar("_T")
 
 
 def _has_password(url: str) -> bool:
@@ -58,7 +64,7 @@ _db_option = click.option(
 )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -77,14 +83,14 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(parsed.database).expanduser()
 
 
-def _db_failure(what: str, url: str, e: BaseException) -> None:
+def _db_failure(what: str, url: str, e: BaseException) -> NoReturn:
     """Exit with one line naming the database without its password (never a traceback)."""
     from fnrelay_broker.db import redact, redact_url
 
     _fail(f"{what} {redact_url(url)}: {redact(_first_line(e), url)}")
 
 
-def _database(db_url: str | None):  # type: ignore[no-untyped-def]
+def _database(db_url: str | None) -> Database:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -172,8 +178,8 @@ def _amqp_url_file(ctx: click.Context, param: click.Parameter, path: str | None
     return _amqp_url(ctx, param, _secret_file(ctx, param, path))
 
 
-def _one_of(ctx: click.Context, value: str | None, name: str, from_file: str | None,
-            file_option: str) -> str | None:
+def _one_of(ctx: click.Context, value: _T, name: str, from_file: str | None,
+            file_option: str) -> _T | str:
     """`value` or the one read from `file_option`: both given is a usage error."""
     if from_file is None:
         return value
@@ -260,13 +266,15 @@ def main() -> None:
               help="PEM certificate (chain): serve HTTPS instead of HTTP.")
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM private key of --ssl-certfile.")
-def serve(db_url, amqp_url, public_amqp_url, host, port, payload_limit, heartbeat_period,
-          heartbeat_threshold, result_ttl, amqp_management_url, account_idle,
-          amqp_management_user,
-          amqp_management_password, log_level, ssl_certfile=None,
-          ssl_keyfile=None, blob_store=None,
-          blob_limit=DEFAULT_BLOB_LIMIT, direct=True, amqp_url_file=None,
-          amqp_management_password_file=None) -> None:  # type: ignore[no-untyped-def]
+def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: str,
+          port: int, payload_limit: int, heartbeat_period: float,
+          heartbeat_threshold: float | None, result_ttl: float,
+          amqp_management_url: str | None, account_idle: float,
+          amqp_management_user: str | None, amqp_management_password: str | None,
+          log_level: str, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+          blob_store: str | None = None, blob_limit: int = DEFAULT_BLOB_LIMIT,
+          direct: bool = True, amqp_url_file: str | None = None,
+          amqp_management_password_file: str | None = None) -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     ctx = click.get_current_context()
     amqp_url = _one_of(ctx, amqp_url, "amqp_url", amqp_url_file, "--amqp-url-file")
@@ -406,7 +414,7 @@ def db() -> None:
     """Manage the database schema (migrations)."""
 
 
-def _engine_or_fail(db_url: str | None):  # type: ignore[no-untyped-def]
+def _engine_or_fail(db_url: str | None) -> Database:
     from sqlalchemy.exc import ArgumentError
 
     from fnrelay_broker.db import Database
@@ -418,7 +426,7 @@ def _engine_or_fail(db_url: str | None):  # type: ignore[no-untyped-def]
         _db_failure("cannot open database", url, e)
 
 
-def _first_line(e: Exception) -> str:
+def _first_line(e: BaseException) -> str:
     """Database errors span lines (driver detail, links): a CLI says one."""
     text = str(getattr(e, "orig", None) or e).strip()
     return text.splitlines()[0] if text else type(e).__name__

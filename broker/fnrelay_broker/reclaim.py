@@ -22,8 +22,10 @@ Endpoints and managers keep their accounts until they are deleted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from fnrelay import chunks, wire
 from fnrelay_broker.accounts import ENDPOINT_PREFIX, GROUP_PREFIX, AccountError, Accounts
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 500
 
 
-def _with_recent_tasks(s, column, ids: list[str], cutoff: float) -> set[str]:  # type: ignore[no-untyped-def]
+def _with_recent_tasks(s: Session, column: InstrumentedAttribute[str | None], ids: Sequence[str],
+                       cutoff: float) -> set[str]:
     """Those of `ids` (values of Task.`column`) with a task unfinished or active since cutoff."""
     return set(s.scalars(select(column).where(
         column.in_(ids),

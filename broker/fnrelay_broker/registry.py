@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from fnrelay.wire import TERMINAL_VALUES, ExceptionInfo, TaskState, now
 from fnrelay_broker import sharing
@@ -168,7 +169,7 @@ def get_endpoint_status(
         }
 
 
-def missing_endpoint(s, user: CurrentUser, endpoint_id: str) -> ApiError:  # type: ignore[no-untyped-def]
+def missing_endpoint(s: Session, user: CurrentUser, endpoint_id: str) -> ApiError:
     """The 404 for an endpoint that is not the user's: it says "deleted" to its former owner
     only (to anyone else a deleted id is as unknown as one never used)."""
     gone = s.get(DeletedEndpoint, endpoint_id)
@@ -234,7 +235,7 @@ def delete_endpoint(db: Database, user: CurrentUser, endpoint_id: str
     return removed, grants
 
 
-def ensure_task_group(s, user: CurrentUser, task_group_id: str | None) -> str:  # type: ignore[no-untyped-def]
+def ensure_task_group(s: Session, user: CurrentUser, task_group_id: str | None) -> str:
     """The id of the user's group; a new one (the broker picks its id) when None. 404 alike
     for an unknown id and another user's: a client naming an id only re-attaches, so no one
     claims an id another party has seen (endpoints see the group ids of their tasks)."""

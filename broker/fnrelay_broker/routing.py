@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pika
+from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
+from pika.spec import Basic
 
 from fnrelay import wire
 from fnrelay.amqp import dead_letter
@@ -140,7 +142,7 @@ class OutboxPublisher(_Worker):
             conn.process_data_events(time_limit=0)
             self.wake_event.wait(POLL_SECONDS)
 
-    def _drain_handoffs(self, ch, declared: set[str]) -> None:  # type: ignore[no-untyped-def]
+    def _drain_handoffs(self, ch: BlockingChannel, declared: set[str]) -> None:
         """Publish handed-off tasks whose outbox rows are still unclaimed (a poll may have
         sent them already; another replica may hold them)."""
         while self.handoffs:
@@ -157,7 +159,7 @@ class OutboxPublisher(_Worker):
                         self._publish_tasks(ch, declared, h.endpoint_id,
                                             [o for o, _ in part], [m for _, m in part])
 
-    def _drain_once(self, ch, declared: set[str]) -> bool:  # type: ignore[no-untyped-def]
+    def _drain_once(self, ch: BlockingChannel, declared: set[str]) -> bool:
         """Publish one batch of outbox rows; False when the outbox is empty."""
         # Claimed rows are this replica's alone (PostgreSQL: row locks; see claim_outbox).
         with tasks.claim_outbox(self.db, OUTBOX_BATCH) as rows:
@@ -177,7 +179,8 @@ class OutboxPublisher(_Worker):
                                   items[i : i + TASKS_PER_MESSAGE])
         return len(rows) == OUTBOX_BATCH
 
-    def _publish(self, ch, declared, kind, endpoint_id, items) -> None:  # type: ignore[no-untyped-def]
+    def _publish(self, ch: BlockingChannel, declared: set[str], kind: str, endpoint_id: str,
+                 items: list[tuple[int, str]]) -> None:
         oids = [o for o, _ in items]
         tids = [t for _, t in items]
         if kind == "task":
@@ -209,8 +212,8 @@ class OutboxPublisher(_Worker):
             log.error("dropping outbox rows of unknown kind %r", kind)
             tasks.finish_outbox(self.db, oids, [])
 
-    def _publish_tasks(self, ch, declared, endpoint_id: str, oids: list[int],  # type: ignore[no-untyped-def]
-                       msgs: list[wire.TaskMessage]) -> None:
+    def _publish_tasks(self, ch: BlockingChannel, declared: set[str], endpoint_id: str,
+                       oids: list[int], msgs: list[wire.TaskMessage]) -> None:
         """One message of tasks to an endpoint; its outbox rows go once RabbitMQ confirmed."""
         _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
         published = wire.now()
@@ -222,7 +225,7 @@ class OutboxPublisher(_Worker):
         tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
 
 
-def _declare_endpoint_queue(ch, names: QueueNames, declared: set[str],  # type: ignore[no-untyped-def]
+def _declare_endpoint_queue(ch: BlockingChannel, names: QueueNames, declared: set[str],
                             endpoint_id: str) -> None:
     """Declare an endpoint's queue once per publisher connection (`declared` remembers)."""
     if endpoint_id not in declared:
@@ -230,7 +233,7 @@ def _declare_endpoint_queue(ch, names: QueueNames, declared: set[str],  # type: 
         declared.add(endpoint_id)
 
 
-def forward_results(ch, results: list[wire.ResultMessage],  # type: ignore[no-untyped-def]
+def forward_results(ch: BlockingChannel, results: list[wire.ResultMessage],
                     user_id: str | None) -> None:
     """Publish recorded results to their task groups' queues, one message per group, as
     `user_id` (the broker's account: Executors accept results only from known senders)."""
@@ -260,7 +263,7 @@ class ResultConsumer(_Worker):
         #: (on when every endpoint has its own RabbitMQ account).
         self.verify_senders = verify_senders
 
-    def genuine(self, method, props) -> bool:  # type: ignore[no-untyped-def]
+    def genuine(self, method: Basic.Deliver, props: pika.BasicProperties) -> bool:
         """Was this message sent by the endpoint its routing key names? RabbitMQ validates
         `user_id` against the connection's account; topic permissions bind the routing key."""
         if not self.verify_senders:
@@ -288,7 +291,8 @@ class ResultConsumer(_Worker):
         fwd.confirm_delivery()
         held = _Held(self, conn, ch, fwd)
 
-        def on_message(channel, method, props, body) -> None:  # type: ignore[no-untyped-def]
+        def on_message(channel: BlockingChannel, method: Basic.Deliver,
+                       props: pika.BasicProperties, body: bytes) -> None:
             direct_path = method.exchange == wire.SUBMIT_EXCHANGE
             if not direct_path and not self.genuine(method, props):
                 channel.basic_reject(method.delivery_tag, requeue=False)
@@ -320,7 +324,7 @@ class ResultConsumer(_Worker):
             conn.process_data_events(time_limit=0.5)
         held.flush()
 
-    def direct_tasks(self, props, body: bytes) -> list[wire.TaskMessage]:  # type: ignore[no-untyped-def]
+    def direct_tasks(self, props: pika.BasicProperties, body: bytes) -> list[wire.TaskMessage]:
         """The tasks of a direct-path message, if its sender is the account of the task group
         it names (RabbitMQ validated `user_id` and the routing key); else ValueError."""
         if props.type != wire.MSG_TASKS:
@@ -332,7 +336,7 @@ class ResultConsumer(_Worker):
                              f"{group_id}'s account")
         return msgs
 
-    def handle(self, fwd, endpoint_id: str, kind: str | None, body: bytes,  # type: ignore[no-untyped-def]
+    def handle(self, fwd: BlockingChannel, endpoint_id: str, kind: str | None, body: bytes,
                ) -> list[Any]:
         """Apply one endpoint message; returns its results or status updates whose tasks are
         not recorded yet."""
@@ -370,7 +374,8 @@ def _of(items: list[Any], task_ids: list[str]) -> list[Any]:
 _DROPPED = DropLog(log)
 
 
-def _reject(channel, method, props, body: bytes, error: Exception) -> None:  # type: ignore[no-untyped-def]
+def _reject(channel: BlockingChannel, method: Basic.Deliver, props: pika.BasicProperties,
+            body: bytes, error: Exception) -> None:
     _DROPPED.note(f"(dead-lettering) a malformed {props.type!r} message from "
                   f"{method.routing_key}: {error}")
     dead_letter(channel, method, props, body, f"malformed {props.type!r}: {error}")
@@ -378,8 +383,8 @@ def _reject(channel, method, props, body: bytes, error: Exception) -> None:  # t
 
 @dataclass
 class _Delivery:
-    method: Any
-    props: Any
+    method: Basic.Deliver
+    props: pika.BasicProperties
     body: bytes
     tasks: list[wire.TaskMessage] = field(default_factory=list)
     results: list[wire.ResultMessage] = field(default_factory=list)
@@ -410,13 +415,15 @@ class _Held:
     still waiting for its record stays: it was out of order already).
     """
 
-    def __init__(self, consumer: ResultConsumer, conn, channel, fwd):  # type: ignore[no-untyped-def]
+    def __init__(self, consumer: ResultConsumer, conn: pika.BlockingConnection,
+                 channel: BlockingChannel, fwd: BlockingChannel) -> None:
         self.consumer, self.conn, self.channel, self.fwd = consumer, conn, channel, fwd
         self.items: list[_Delivery] = []
         self.scheduled = False
 
-    def add(self, method, props, body: bytes, tasks: list | None = None,  # type: ignore[no-untyped-def]
-            results: list | None = None) -> None:
+    def add(self, method: Basic.Deliver, props: pika.BasicProperties, body: bytes,
+            tasks: list[wire.TaskMessage] | None = None,
+            results: list[wire.ResultMessage] | None = None) -> None:
         self.items.append(_Delivery(method, props, body, tasks or [], results or []))
         if len(self.items) >= HOLD_MAX:
             self.flush()
@@ -488,7 +495,7 @@ class _Held:
         if self.items:
             self._schedule()
 
-    def retry_later(self, method, results: list[wire.ResultMessage],  # type: ignore[no-untyped-def]
+    def retry_later(self, method: Basic.Deliver, results: list[wire.ResultMessage],
                     forwarded: bool) -> None:
         """Results whose tasks are not recorded yet (a direct-path task's record and result
         travel separately): record them once more after UNKNOWN_RETRY. Tasks still unknown
@@ -511,14 +518,15 @@ class _Held:
 
         self._later(method, retry)
 
-    def retry_status_later(self, method, updates: list[wire.StatusUpdate]) -> None:  # type: ignore[no-untyped-def]
+    def retry_status_later(self, method: Basic.Deliver,
+                           updates: list[wire.StatusUpdate]) -> None:
         """Status updates for tasks not recorded yet (the Executor's records of direct-path
         tasks come batched, an endpoint's first status may overtake them): apply them once
         more after UNKNOWN_RETRY, then give up (the result still records the task's end)."""
         self._later(method, lambda: tasks.apply_status(self.consumer.db, method.routing_key,
                                                        updates))
 
-    def _later(self, method, apply: Callable[[], Any]) -> None:  # type: ignore[no-untyped-def]
+    def _later(self, method: Basic.Deliver, apply: Callable[[], Any]) -> None:
         """After UNKNOWN_RETRY: record what is held (it came first), `apply`, then ack the
         message (unacked until then: a broker that stops meanwhile gets it again)."""
         def run() -> None:
@@ -548,6 +556,6 @@ def _due_in_order(ds: list[_Delivery], results: dict[str, wire.ResultMessage],
     return due
 
 
-def _forwarded(props) -> bool:  # type: ignore[no-untyped-def]
+def _forwarded(props: pika.BasicProperties) -> bool:
     """Did the endpoint already put this message's results in their groups' queues?"""
     return bool((props.headers or {}).get(wire.FORWARDED_HEADER))

@@ -54,11 +54,16 @@ class BrokerSettings:
     #: Needs per-party accounts (`amqp_management_url`): RabbitMQ must vouch for senders.
     direct: bool = True
 
+    @property
+    def offline_after(self) -> float:
+        """`heartbeat_threshold`, by default 3 heartbeat periods."""
+        if self.heartbeat_threshold is None:
+            return 3 * self.heartbeat_period
+        return self.heartbeat_threshold
+
     def __post_init__(self) -> None:
         if not self.public_amqp_url:
             self.public_amqp_url = self.amqp_url
         if self.amqp_management_url and self.amqp_management_auth is None:
             creds = pika.URLParameters(self.amqp_url).credentials
             self.amqp_management_auth = (creds.username, creds.password)
-        if self.heartbeat_threshold is None:
-            self.heartbeat_threshold = 3 * self.heartbeat_period

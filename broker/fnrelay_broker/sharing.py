@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from fnrelay_broker.errors import ApiError
 from fnrelay_broker.models import Endpoint, Function
@@ -39,7 +40,7 @@ def is_shared(ep: Endpoint) -> bool:
     return bool((ep.metadata_ or {}).get(KEY))
 
 
-def check_allowed(s, ep: Endpoint, function_ids: set[str]) -> None:  # type: ignore[no-untyped-def]
+def check_allowed(s: Session, ep: Endpoint, function_ids: set[str]) -> None:
     """403 naming the first function of `function_ids` the endpoint's allowlist lacks."""
     entries = [str(v) for v in (ep.metadata_ or {}).get(KEY) or []]
     digests = {v for v in entries if _SHA256.match(v)}

@@ -7,13 +7,14 @@ message a change implies is an outbox row in that transaction too (published lat
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -242,9 +243,10 @@ def cancel(db: Database, user: CurrentUser, task_id: str) -> dict[str, Any]:
         t = now()
         task.status, task.completed = TaskState.CANCELLED.value, t
         s.add(TaskHistory(task_id=task_id, status="cancelled", time=t, detail="cancelled by user"))
-        dropped = s.execute(
+        # A DML statement's result is a CursorResult (Session.execute is typed for queries).
+        dropped = cast(CursorResult, s.execute(
             delete(Outbox).where(Outbox.kind == "task", Outbox.task_id == task_id)
-        ).rowcount
+        )).rowcount
         if not dropped:
             s.add(Outbox(kind="cancel", endpoint_id=task.endpoint_id, task_id=task_id))
         s.add(Outbox(kind="result", endpoint_id=task.endpoint_id, task_id=task_id))
@@ -252,7 +254,7 @@ def cancel(db: Database, user: CurrentUser, task_id: str) -> dict[str, Any]:
 
 
 # --- from endpoints ------------------------------------------------------------------------------
-def _mark_delivered(s, task: Task, t: float) -> None:  # type: ignore[no-untyped-def]
+def _mark_delivered(s: Session, task: Task, t: float) -> None:
     """An endpoint reporting on a task proves it was delivered, even if the publisher's own
     bookkeeping commit has not happened yet: record that step so the history stays whole."""
     if task.status == TaskState.RECEIVED.value:
@@ -263,7 +265,7 @@ def _mark_delivered(s, task: Task, t: float) -> None:  # type: ignore[no-untyped
 _RESULT_COLUMNS = (Task.id, Task.endpoint_id, Task.status, Task.created, Task.task_group_id)
 
 
-def _locked_tasks(ids: list[str], *columns: Any):  # type: ignore[no-untyped-def]
+def _locked_tasks(ids: Sequence[str], *columns: Any) -> Select:
     """Select tasks (or just `columns` of them) FOR UPDATE, in id order (PostgreSQL; SQLite's
     write transaction already excludes others): two broker replicas consuming duplicates of
     one result then record it once."""
@@ -390,7 +392,7 @@ def record_heartbeat(db: Database, endpoint_id: str, hb: Heartbeat) -> bool:
 
 
 # --- outbox --------------------------------------------------------------------------------------
-def _outbox_rows(limit: int, only: list[int] | None = None):  # type: ignore[no-untyped-def]
+def _outbox_rows(limit: int, only: list[int] | None = None) -> Select:
     q = select(Outbox.id, Outbox.kind, Outbox.endpoint_id, Outbox.task_id)
     if only is not None:
         q = q.where(Outbox.id.in_(only))

@@ -12,6 +12,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import Script
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
@@ -31,7 +32,7 @@ def config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-def _locked(engine: Engine):  # type: ignore[no-untyped-def]
+def _locked(engine: Engine) -> Connection:
     conn = engine.connect()
     conn.begin()
     if conn.dialect.name == "postgresql":
@@ -72,7 +73,9 @@ def revision(engine: Engine, message: str) -> str:
     with engine.connect() as conn:
         script = command.revision(config(conn), message=message, autogenerate=True,
                                   rev_id=_next_rev_id())
-    return str(script.path)  # type: ignore[union-attr]
+    if not isinstance(script, Script):  # alembic may also return none or several
+        raise RuntimeError(f"alembic made no single revision: {script!r}")
+    return str(script.path)
 
 
 def _next_rev_id() -> str:
