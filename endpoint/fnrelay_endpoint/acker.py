@@ -11,6 +11,7 @@ add_callback_threadsafe).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -78,7 +79,7 @@ class Acker(threading.Thread):
                 self._wake.set()
                 continue
             try:
-                self._call_soon(lambda batch=batch: _ack(batch))
+                self._call_soon(functools.partial(_ack, batch))
             except Exception:  # noqa: BLE001 - the connection is closing: RabbitMQ redelivers
                 return
 

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from fnrelay import wire
@@ -185,7 +185,7 @@ class Journal:
         return row[0] if row else None
 
     # --- results ------------------------------------------------------------------------------
-    def store_results(self, results: list[ResultMessage]) -> list[ResultMessage]:
+    def store_results(self, results: Sequence[ResultMessage]) -> list[ResultMessage]:
         """Spool results (one commit); returns those stored, i.e. the first per task.
 
         One SELECT for the tasks already done and one executemany for the rest: this runs on

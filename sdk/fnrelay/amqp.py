@@ -11,6 +11,8 @@ import os
 import ssl
 
 import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic
 
 #: A PEM file of the CA(s) that signed the broker's HTTPS and RabbitMQ's AMQPS certificates.
 ENV_CA_BUNDLE = "FNRELAY_CA_BUNDLE"
@@ -38,7 +40,8 @@ def connection_parameters(url: str, name: str | None = None) -> pika.URLParamete
     return params
 
 
-def dead_letter(channel, method, props, body: bytes, reason: str) -> None:  # type: ignore[no-untyped-def]
+def dead_letter(channel: BlockingChannel, method: Basic.Deliver,
+                props: pika.BasicProperties | None, body: bytes, reason: str) -> None:
     """Move an undecodable message to the dead-letter exchange with `reason`, then ack it.
 
     RabbitMQ's own dead-lettering (x-death) records no reason, so the consumer republishes the

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fnrelay import errors
 from fnrelay.config import save_credentials
+
+if TYPE_CHECKING:  # annotations only: `_client` imports it when a command needs it
+    from fnrelay.client import Client
 
 CLI_RETRIES = 2  # a CLI user would rather see "cannot reach" quickly than wait for backoff
 
@@ -29,7 +32,7 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-def _client(broker_url: str | None = None, token: str | None = None):  # type: ignore[no-untyped-def]
+def _client(broker_url: str | None = None, token: str | None = None) -> Client:
     from fnrelay.client import Client
 
     client = Client(broker_url=broker_url, token=token)

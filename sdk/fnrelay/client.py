@@ -166,8 +166,8 @@ class Client(globus_sdk.BaseClient):
             app_name="fnrelay",
         )
         self.broker_url = creds.broker_url
-        if ca_bundle():  # a private CA for the broker's HTTPS certificate
-            self.transport.verify_ssl = ca_bundle()
+        if bundle := ca_bundle():  # a private CA for the broker's HTTPS certificate
+            self.transport.verify_ssl = bundle
         self._registered: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._registered_by_id: dict[int, tuple[Any, str]] = {}
         #: Serialized code of the functions this client registered (the direct path sends it).
@@ -199,14 +199,15 @@ class Client(globus_sdk.BaseClient):
         cached = self._cached_function_id(fn)
         if cached:
             return cached
+        code = serialize.serialize_function(fn)
         body = {
-            "function": serialize.serialize_function(fn),
+            "function": code,
             "function_name": getattr(fn, "__name__", type(fn).__name__),
             "description": description,
         }
         function_id = self._call("POST", "functions", data=body)["function_id"]
         with self._register_lock:
-            self._bodies[function_id] = body["function"]
+            self._bodies[function_id] = code
             try:
                 self._registered[fn] = function_id
             except TypeError:  # not weak-referenceable or not hashable: keep it alive by id

@@ -141,7 +141,7 @@ def run_command(cmd: str, timeout: float | None, snippet_lines: int) -> ShellRes
         ["bash", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    tails = [deque(maxlen=snippet_lines), deque(maxlen=snippet_lines)]
+    tails: list[deque[str]] = [deque(maxlen=snippet_lines), deque(maxlen=snippet_lines)]
     readers = [
         threading.Thread(target=_drain, args=(stream, tail), daemon=True)
         for stream, tail in zip((proc.stdout, proc.stderr), tails, strict=True)
@@ -168,7 +168,7 @@ def run_command(cmd: str, timeout: float | None, snippet_lines: int) -> ShellRes
     return ShellResult(cmd=cmd, returncode=returncode, stdout=stdout, stderr=stderr)
 
 
-def _drain(stream: IO[bytes], tail: deque) -> None:
+def _drain(stream: IO[bytes], tail: deque[str]) -> None:
     with stream:
         for line in stream:
             tail.append(line.decode(errors="replace"))

@@ -71,8 +71,8 @@ def recreate_exception(
     if exc is None:
         return TaskExecutionFailed(f"{info.type}: {info.message}", tb, task_id)
     try:
-        exc.remote_traceback = tb  # type: ignore[attr-defined]
-        exc.task_id = task_id  # type: ignore[attr-defined]
+        exc.remote_traceback = tb  # type: ignore[attr-defined]  # added to any exception
+        exc.task_id = task_id  # type: ignore[attr-defined]  # added to any exception
     except (AttributeError, TypeError):  # exceptions with __slots__
         return TaskExecutionFailed(f"{info.type}: {info.message}", tb, task_id)
     if tb and hasattr(exc, "add_note"):

@@ -55,7 +55,7 @@ def _is_installed_module(module_name: str | None) -> bool:
         return True
     mod = sys.modules.get(module_name)
     path = getattr(mod, "__file__", None)
-    return bool(path) and path.startswith(_INSTALLED_PREFIXES)
+    return isinstance(path, str) and path.startswith(_INSTALLED_PREFIXES)
 
 
 def _unimportable(obj: Any) -> bool:
@@ -131,13 +131,13 @@ def _json_safe(obj: Any, depth: int = 0) -> bool:
 
 def serialize_args(args: tuple, kwargs: dict) -> str:
     """Serialize a call's arguments as one value (JSON when every argument allows it)."""
-    args, kwargs = list(args), dict(kwargs)
-    if _json_safe(args) and _json_safe(kwargs):
-        return f"{TAG_JSON}\n{json.dumps([args, kwargs], separators=(',', ':'))}"
+    positional, kwargs = list(args), dict(kwargs)
+    if _json_safe(positional) and _json_safe(kwargs):
+        return f"{TAG_JSON}\n{json.dumps([positional, kwargs], separators=(',', ':'))}"
     try:
         return serialize((tuple(args), kwargs))
     except SerializationError as e:
-        raise SerializationError(_culprit(args, kwargs) or str(e)) from e
+        raise SerializationError(_culprit(positional, kwargs) or str(e)) from e
 
 
 def _culprit(args: list, kwargs: dict) -> str | None:

@@ -32,15 +32,18 @@ class CondaEnv:
     executable: str = "conda"
 
     def __post_init__(self) -> None:
-        if (self.env is None) == (self.prefix is None):
-            raise ValueError("a conda environment needs exactly one of 'env' or 'prefix'")
-        if self.env is not None:
+        if self.env is not None and self.prefix is None:
             check_env_name(self.env)
-        else:
+        elif self.prefix is not None and self.env is None:
             check_path(self.prefix)
+        else:
+            raise ValueError("a conda environment needs exactly one of 'env' or 'prefix'")
 
     def selector(self) -> list[str]:
-        return ["-n", self.env] if self.env is not None else ["-p", self.prefix]
+        if self.env is not None:
+            return ["-n", self.env]
+        assert self.prefix is not None  # __post_init__: exactly one of the two is set
+        return ["-p", self.prefix]
 
     def run_argv(self) -> list[Token]:
         """``conda run --no-capture-output -n ENV``: output streams as the command writes it."""
@@ -48,7 +51,7 @@ class CondaEnv:
 
     def activation_lines(self) -> list[str]:
         """Shell lines that activate the env in the current bash."""
-        target = self.env if self.env is not None else self.prefix
+        target = self.selector()[1]
         return [
             f'eval "$({shlex.quote(self.executable)} shell.bash hook)"',
             f"conda activate {shlex.quote(target)}",

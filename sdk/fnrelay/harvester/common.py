@@ -8,12 +8,15 @@ so its logger helpers work; without Harvester a local base does the same assignm
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:  # pragma: no cover - depends on whether Harvester is installed
     from pandaharvester.harvestercore.plugin_base import PluginBase as _HarvesterBase
 except ImportError:  # pragma: no cover
     _HarvesterBase = None
+
+if TYPE_CHECKING:
+    from fnrelay.client import Client
 
 
 class _LocalPluginBase:
@@ -24,7 +27,10 @@ class _LocalPluginBase:
             setattr(self, key, value)
 
 
-PluginBase: type = _HarvesterBase or _LocalPluginBase
+if TYPE_CHECKING:  # Harvester's class is not typed; the local one states its contract
+    PluginBase = _LocalPluginBase
+else:
+    PluginBase = _HarvesterBase or _LocalPluginBase
 
 #: Worker statuses, as WorkSpec spells them (plugins must not need Harvester to import).
 ST_SUBMITTED = "submitted"
@@ -47,7 +53,7 @@ class FnRelayPlugin(PluginBase):
     max_retries: int | None = None
 
     def __init__(self, **kwarg: Any) -> None:
-        self._client = None
+        self._client: Client | None = None
         PluginBase.__init__(self, **kwarg)
 
     @property
