@@ -23,7 +23,7 @@ import jinja2
 import fnrelay, fnrelay_broker, fnrelay_endpoint, fnrelay_wrappers
 for mod in (fnrelay, fnrelay_broker, fnrelay_endpoint, fnrelay_wrappers):
     assert mod.__file__.startswith(sys.prefix), (mod.__file__, sys.prefix)
-templates = importlib.resources.files("fnrelay_endpoint.templates")
+templates = importlib.resources.files("fnrelay_endpoint.engines.batch") / "templates"
 names = sorted(p.name for p in templates.iterdir() if p.name.endswith(".j2"))
 assert "slurm.sh.j2" in names, names
 env = jinja2.Environment(loader=jinja2.FunctionLoader(
@@ -40,6 +40,27 @@ assert script.startswith("#!/bin/bash"), script
 assert "#SBATCH --job-name=fnrelay-demo" in script, script
 assert "echo hello" in script, script
 print("ok", ",".join(names))
+"""
+
+CHECK_MULTIUSER = r"""
+import sys
+import yaml
+from fnrelay_endpoint.multiuser import usertemplate
+assert usertemplate.__file__.startswith(sys.prefix), (usertemplate.__file__, sys.prefix)
+schema = usertemplate.load_schema_text(usertemplate.packaged(usertemplate.SCHEMA_FILE))
+assert yaml.safe_load(usertemplate.packaged(usertemplate.IDENTITY_FILE)) is not None
+text = usertemplate.packaged(usertemplate.TEMPLATE_FILE)
+assert "{{" in text, text
+print("ok", schema.get("type"))
+"""
+
+#: Prints each named module that does not import from the installed wheel.
+CHECK_MODULES = r"""
+import importlib.util, sys
+for name in sys.argv[1:]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not (spec.origin or "").startswith(sys.prefix):
+        print("missing", name, spec and spec.origin)
 """
 
 
@@ -74,6 +95,16 @@ def fresh_venv(tmp_path_factory, wheel: Path) -> Path:
     return root
 
 
+def source_modules() -> list[str]:
+    """Every module of the four packages in the source tree, by dotted name."""
+    names = []
+    for folder in ("sdk", "broker", "endpoint", "wrappers"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
 def test_wheel_ships_packages_and_templates(fresh_venv: Path, tmp_path: Path):
     run = subprocess.run([fresh_venv / "bin" / "python", "-c", CHECK], cwd=tmp_path,
                          capture_output=True, text=True)
@@ -88,3 +119,20 @@ def test_console_scripts_are_installed(fresh_venv: Path, tmp_path: Path, script:
     run = subprocess.run([path, "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "Usage" in run.stdout
+
+
+def test_wheel_ships_the_multi_user_template_schema_and_mapping(fresh_venv: Path,
+                                                                tmp_path: Path):
+    run = subprocess.run([fresh_venv / "bin" / "python", "-c", CHECK_MULTIUSER], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("ok")
+
+
+def test_wheel_ships_every_module_of_the_source_tree(fresh_venv: Path, tmp_path: Path):
+    modules = source_modules()
+    assert "fnrelay_endpoint.engines.batch.schedulers.slurm" in modules
+    run = subprocess.run([fresh_venv / "bin" / "python", "-c", CHECK_MODULES, *modules],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ""

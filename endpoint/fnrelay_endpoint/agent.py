@@ -36,7 +36,7 @@ from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint import retries
 from fnrelay_endpoint.acker import Acker
 from fnrelay_endpoint.blobs import BlobUploader
-from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
+from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import RUNNING_HOLD, make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
 from fnrelay_endpoint.publisher import (

@@ -12,8 +12,8 @@ import requests
 
 from fnrelay.amqp import requests_verify
 from fnrelay.errors import BrokerUnavailableError, FnRelayError
-from fnrelay_endpoint import config as cfg
 from fnrelay_endpoint import daemon
+from fnrelay_endpoint.config import model as cfg
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,7 +70,7 @@ def _id_note(endpoint_id: str | None) -> str:
 def start(name: str, foreground: bool) -> None:
     """Start endpoint NAME (in the background unless --foreground)."""
     if cfg.is_multi_user(cfg.EndpointPaths.of(name).config):
-        from fnrelay_endpoint import manager
+        from fnrelay_endpoint.multiuser import manager
 
         if foreground:
             manager.run_foreground(name)
@@ -147,7 +147,7 @@ def _print_children(paths: cfg.EndpointPaths) -> None:
     """The children table of a multi-user endpoint (from the state its manager saved)."""
     import time
 
-    from fnrelay_endpoint.manager import read_state
+    from fnrelay_endpoint.multiuser.manager import read_state
 
     rows = read_state(paths)
     click.echo(f"children:    {len(rows)}")
@@ -178,7 +178,7 @@ def render_user_config(name: str, user_config: str, user: str | None) -> None:
     """Print the config a child of multi-user endpoint NAME would get."""
     import json
 
-    from fnrelay_endpoint.manager import render_for
+    from fnrelay_endpoint.multiuser.manager import render_for
 
     try:
         value = json.loads(user_config)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fnrelay.errors import FnRelayError
 from fnrelay_endpoint import registration
-from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
+from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import requests
 from fnrelay.amqp import requests_verify
 from fnrelay.config import write_private
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
-from fnrelay_endpoint.config import EndpointPaths
+from fnrelay_endpoint.config.model import EndpointPaths
 
 log = logging.getLogger(__name__)
 

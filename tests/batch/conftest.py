@@ -14,7 +14,7 @@ import pytest
 
 from fnrelay import serialize
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage
-from fnrelay_endpoint.engines.batch import BatchEngine
+from fnrelay_endpoint.engines.batch.engine import BatchEngine
 
 #: Upper bound for a job to start and finish on the idle test cluster, not a timing assertion.
 WAIT = 90.0

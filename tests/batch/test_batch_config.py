@@ -8,7 +8,7 @@ import pytest
 from fnrelay import MPIFunction, ShellFunction
 from fnrelay.errors import ConfigurationError
 from fnrelay.serialize import serialize_function
-from fnrelay_endpoint.engines.batch import BatchConfig, is_mpi_function
+from fnrelay_endpoint.engines.batch.engine import BatchConfig, is_mpi_function
 
 
 def test_a_full_config_is_accepted(tmp_path):

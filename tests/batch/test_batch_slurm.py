@@ -10,7 +10,7 @@ import pytest
 
 from fnrelay import MPIFunction, ShellFunction, serialize
 from fnrelay.wire import TaskState
-from fnrelay_endpoint.engines.sandbox import Sandbox
+from fnrelay_endpoint.engines.batch.sandbox import Sandbox
 
 WAIT = 90.0  # upper bound for the cluster to act, not a timing assertion
 

@@ -8,7 +8,7 @@ import uuid
 import requests
 import yaml
 
-from fnrelay_endpoint.config import EndpointConfig
+from fnrelay_endpoint.config.model import EndpointConfig
 
 
 def test_configure_writes_config_and_leaves_the_id_to_the_broker(cli) -> None:  # type: ignore[no-untyped-def]

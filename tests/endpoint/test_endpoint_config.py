@@ -7,7 +7,7 @@ import os
 import pytest
 
 from fnrelay.errors import ConfigurationError
-from fnrelay_endpoint.config import EndpointConfig
+from fnrelay_endpoint.config.model import EndpointConfig
 
 BASE = {"broker_url": "https://broker.example.org/"}
 

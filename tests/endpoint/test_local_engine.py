@@ -15,7 +15,7 @@ from fnrelay import serialize
 from fnrelay.local import pid_alive
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, new_id
 from fnrelay_endpoint.engines.base import RUNNING_HOLD
-from fnrelay_endpoint.engines.local import LocalEngine
+from fnrelay_endpoint.engines.local.engine import LocalEngine
 
 WAIT = 60.0  # an upper bound for things to happen, not a timing assertion
 
@@ -218,7 +218,7 @@ def test_a_task_for_an_idle_worker_goes_straight_down_its_pipe(tmp_path: Path) -
         p.engine.submit(slow)
         r = p.result()
         assert (r.task_id, r.status, r.exception.type) == (
-            slow.task_id, "failed", "fnrelay_endpoint.engines.local.WalltimeExceededError")
+            slow.task_id, "failed", "fnrelay_endpoint.engines.local.engine.WalltimeExceededError")
 
         p.engine.submit(make_task(square, 3))  # a killed worker is replaced on demand
         assert serialize.deserialize(p.result().result) == 9
@@ -254,7 +254,7 @@ def test_the_next_task_of_a_caller_waiting_on_a_result_takes_the_same_worker() -
 
 
 @pytest.mark.parametrize(("main", "preloaded"), [
-    ("fnrelay_endpoint.cli", True), ("fnrelay_endpoint.child", True),
+    ("fnrelay_endpoint.cli", True), ("fnrelay_endpoint.multiuser.child", True),
     ("pytest.__main__", False), ("someone_elses.app", False), (None, False)])
 def test_the_forkserver_preloads_the_endpoint_module_it_runs_as(
         monkeypatch: pytest.MonkeyPatch, main: str | None, preloaded: bool) -> None:
@@ -263,12 +263,12 @@ def test_the_forkserver_preloads_the_endpoint_module_it_runs_as(
     import importlib.machinery
     import types
 
-    from fnrelay_endpoint.engines import local
+    from fnrelay_endpoint.engines.local import engine as local
 
     fake = types.ModuleType("__main__")
     fake.__spec__ = importlib.machinery.ModuleSpec(main, None) if main else None
     monkeypatch.setitem(sys.modules, "__main__", fake)
-    assert local._preload() == ["fnrelay_endpoint.worker", "fnrelay_endpoint.engines.local",
+    assert local._preload() == ["fnrelay_endpoint.worker", "fnrelay_endpoint.engines.local.engine",
                                 *([main] if preloaded else [])]
 
 

@@ -64,7 +64,8 @@ def child_python() -> Iterator[str]:
         shutil.copytree(source, target, symlinks=True)
     python = str(venv / "bin" / "python")
     check = subprocess.run(["runuser", "-u", "nobody", "--", python, "-c",
-                            "import fnrelay_endpoint.child"], capture_output=True, text=True)
+                            "import fnrelay_endpoint.multiuser.child"],
+                           capture_output=True, text=True)
     if check.returncode != 0:
         pytest.skip(f"the child venv does not work for other accounts: {check.stderr[-500:]}")
     yield python

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from fnrelay.errors import ConfigurationError
-from fnrelay_endpoint import usertemplate
-from fnrelay_endpoint.identity import IdentityError, IdentityMapping, resolve
+from fnrelay_endpoint.multiuser import usertemplate
+from fnrelay_endpoint.multiuser.identity import IdentityError, IdentityMapping, resolve
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 

@@ -19,7 +19,7 @@ if _TESTS not in sys.path:
 
 from fnrelay import serialize  # noqa: E402
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage  # noqa: E402
-from fnrelay_endpoint.engines.parsl import ParslEngine  # noqa: E402
+from fnrelay_endpoint.engines.parsl.engine import ParslEngine  # noqa: E402
 from support.slurm_fixtures import slurm_cluster  # noqa: E402, F401
 
 #: Heartbeats short enough that a lost worker pool is noticed in seconds.

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from fnrelay.errors import ConfigurationError
-from fnrelay_endpoint.engines.parsl import ParslEngine
+from fnrelay_endpoint.engines.parsl.engine import ParslEngine
 
 
 def double(x):

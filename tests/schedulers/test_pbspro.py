@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from fnrelay_endpoint.schedulers.base import JobState, SchedulerError
-from fnrelay_endpoint.schedulers.pbspro import PBSProScheduler, map_job, parse_qstat_json
+from fnrelay_endpoint.engines.batch.schedulers.base import JobState, SchedulerError
+from fnrelay_endpoint.engines.batch.schedulers.pbspro import (
+    PBSProScheduler,
+    map_job,
+    parse_qstat_json,
+)
 
 DATA = Path(__file__).parent / "data"
 S = JobState

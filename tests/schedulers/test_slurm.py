@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from fnrelay_endpoint.schedulers.base import (
+from fnrelay_endpoint.engines.batch.schedulers.base import (
     JobState,
     SchedulerError,
     status_from_exit_file,
 )
-from fnrelay_endpoint.schedulers.slurm import SlurmScheduler
+from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler
 from support.slurm_jobs import wait_gate, wait_status, write_job
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")

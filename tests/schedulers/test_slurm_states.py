@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fnrelay_endpoint.schedulers.base import (
+from fnrelay_endpoint.engines.batch.schedulers.base import (
     JobState,
     SchedulerError,
     make_scheduler,
     read_exit_status,
     status_from_exit_file,
 )
-from fnrelay_endpoint.schedulers.slurm import SlurmScheduler, map_state, parse_squeue
+from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler, map_state, parse_squeue
 
 S = JobState
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from fnrelay import serialize
 from fnrelay.local import pid_alive
 from fnrelay.wire import ResultMessage, TaskMessage, new_id
-from fnrelay_endpoint.engines.local import LocalEngine
+from fnrelay_endpoint.engines.local.engine import LocalEngine
 from support.waiting import wait_for
 
 #: Upper bound for an answer (not a timing assertion).
 WAIT = 60.0
 MODES = ("cgroup", "fallback")
-#: Chooses the mode (fnrelay_endpoint.containment.ENV_CONTAINMENT; spelled out so that these
-#: tests also run against an endpoint that predates it).
+#: Chooses the mode (fnrelay_endpoint.engines.local.containment.ENV_CONTAINMENT; spelled out
+#: so that these tests also run against an endpoint that predates it).
 ENV_CONTAINMENT = "FNRELAY_LOCAL_CONTAINMENT"
 
 

@@ -28,7 +28,7 @@ from security.local_pool import (
 from fnrelay import ShellFunction, serialize
 from support.waiting import wait_for
 
-MEMORY_ERROR = "fnrelay_endpoint.containment.MemoryLimitExceededError"
+MEMORY_ERROR = "fnrelay_endpoint.engines.local.containment.MemoryLimitExceededError"
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -134,7 +134,7 @@ def test_cancel_ends_every_process_of_the_task(pool: Pool, tmp_path: Path) -> No
 def test_walltime_ends_every_process_of_the_task(pool: Pool, tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     r = pool.run(make_task(leave_processes_behind, str(pidfile), "sleep", spec={"walltime": 1}))
-    assert r.exception.type == "fnrelay_endpoint.engines.local.WalltimeExceededError"
+    assert r.exception.type == "fnrelay_endpoint.engines.local.engine.WalltimeExceededError"
     check_leftovers_end(read_pids(pidfile, 3))
 
 
@@ -155,7 +155,7 @@ import json, queue, sys
 from dataclasses import asdict
 from pathlib import Path
 from fnrelay.wire import TaskMessage
-from fnrelay_endpoint.engines.local import LocalEngine
+from fnrelay_endpoint.engines.local.engine import LocalEngine
 
 task = TaskMessage(**json.loads(Path(sys.argv[1]).read_text()))
 results = queue.Queue()

@@ -158,5 +158,5 @@ def test_a_worker_that_dies_without_raising_is_lost_and_retried(pool: Pool, fn, 
     doing; the agent retries it as documented in docs/reliability.md."""
     r = pool.run(make_task(fn))
     assert r.status == "failed"
-    assert r.exception.type == "fnrelay_endpoint.engines.local.WorkerLostError"
+    assert r.exception.type == "fnrelay_endpoint.engines.local.engine.WorkerLostError"
     assert r.details["infrastructure"] is True and how in r.details["reason"]

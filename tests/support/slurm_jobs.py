@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fnrelay_endpoint.schedulers.base import EXIT_STATUS_FILE, JobStatus, Scheduler
+from fnrelay_endpoint.engines.batch.schedulers.base import EXIT_STATUS_FILE, JobStatus, Scheduler
 
 
 def write_job(sandbox: Path, body: str, directives: tuple[str, ...] = ()) -> Path:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from fnrelay_endpoint.resources import ResourceSpecification, ResourceSpecificationError
-from fnrelay_endpoint.templating import (
+from fnrelay_endpoint.engines.batch.templating import (
     TemplateRenderError,
     batch_context,
     hms,
     render_batch_script,
     slurm_minutes,
 )
+from fnrelay_endpoint.engines.resources import ResourceSpecification, ResourceSpecificationError
 from fnrelay_wrappers.shell import EnvRef
 
 GOLDEN = Path(__file__).parent / "golden"

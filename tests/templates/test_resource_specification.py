@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fnrelay_endpoint.resources import (
+from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
     ResourceSpecification,
     ResourceSpecificationError,

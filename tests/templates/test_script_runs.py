@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fnrelay_endpoint.resources import ResourceSpecification
-from fnrelay_endpoint.templating import batch_context, render_batch_script
+from fnrelay_endpoint.engines.batch.templating import batch_context, render_batch_script
+from fnrelay_endpoint.engines.resources import ResourceSpecification
 
 TASK_ID = "t-1"
 

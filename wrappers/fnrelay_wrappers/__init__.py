@@ -2,7 +2,8 @@
 
 Each piece is a small module producing argv tokens (`mpi`, `container`, `conda`) or set-up
 lines (`prelude`); `shell` quotes them and `chain` composes them. Where the nodes come from is
-the scheduler template's business (``fnrelay_endpoint.templating``), not this package's.
+the scheduler template's business (``fnrelay_endpoint.engines.batch.templating``), not this
+package's.
 """
 
 from fnrelay_wrappers.chain import LaunchChain, build_chain

@@ -100,9 +100,9 @@ class Engine(abc.ABC):
 #: Engine type (the config's `engine.type`) -> module defining it as `ENGINE`. Imported only
 #: when used, so a laptop endpoint never loads Parsl or the scheduler code.
 ENGINE_MODULES = {
-    "local": "fnrelay_endpoint.engines.local",
-    "batch": "fnrelay_endpoint.engines.batch",
-    "parsl": "fnrelay_endpoint.engines.parsl",
+    "local": "fnrelay_endpoint.engines.local.engine",
+    "batch": "fnrelay_endpoint.engines.batch.engine",
+    "parsl": "fnrelay_endpoint.engines.parsl.engine",
 }
 
 

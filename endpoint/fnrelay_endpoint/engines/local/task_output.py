@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fnrelay_endpoint.engines.sandbox import Sandbox, tail
+from fnrelay_endpoint.engines.batch.sandbox import Sandbox, tail
 
 log = logging.getLogger(__name__)
 

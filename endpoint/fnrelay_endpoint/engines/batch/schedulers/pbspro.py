@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from fnrelay_endpoint.schedulers.base import (
+from fnrelay_endpoint.engines.batch.schedulers.base import (
     UNKNOWN,
     JobState,
     JobStatus,

@@ -36,13 +36,8 @@ from fnrelay_endpoint.engines.base import (
     failed_result,
     refused_result,
 )
-from fnrelay_endpoint.engines.sandbox import TASKS_DIR, Sandbox, write_atomic
-from fnrelay_endpoint.resources import (
-    FREE_TEXT_KEYS,
-    ResourceSpecification,
-    ResourceSpecificationError,
-)
-from fnrelay_endpoint.schedulers.base import (
+from fnrelay_endpoint.engines.batch.sandbox import TASKS_DIR, Sandbox, write_atomic
+from fnrelay_endpoint.engines.batch.schedulers.base import (
     JobState,
     JobStatus,
     Scheduler,
@@ -50,19 +45,24 @@ from fnrelay_endpoint.schedulers.base import (
     make_scheduler,
     status_from_exit_file,
 )
-from fnrelay_endpoint.templating import (
+from fnrelay_endpoint.engines.batch.templating import (
     SCHEDULERS,
     TemplateRenderError,
     batch_context,
     render_batch_script,
+)
+from fnrelay_endpoint.engines.resources import (
+    FREE_TEXT_KEYS,
+    ResourceSpecification,
+    ResourceSpecificationError,
 )
 from fnrelay_endpoint.worker import cancelled_result
 from fnrelay_wrappers.mpi import LAUNCHERS, Layout, launcher_argv
 
 log = logging.getLogger(__name__)
 
-#: The in-job entry point (see batch_job.py).
-JOB_ENTRY_MODULE = "fnrelay_endpoint.engines.batch_job"
+#: The in-job entry point (see job.py).
+JOB_ENTRY_MODULE = "fnrelay_endpoint.engines.batch.job"
 #: Launcher used when the config names none.
 DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich"}
 #: Polls in a row a job may be unknown to the scheduler, with no exit status in its sandbox,

@@ -20,7 +20,7 @@ from typing import Any
 from jinja2 import FunctionLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from fnrelay_endpoint.resources import (
+from fnrelay_endpoint.engines.resources import (
     DIRECTIVE_PREFIX,
     ResourceSpecification,
     ResourceSpecificationError,
@@ -29,7 +29,8 @@ from fnrelay_wrappers.chain import LaunchChain
 from fnrelay_wrappers.container import check_path
 from fnrelay_wrappers.shell import check_env_name
 
-TEMPLATE_PACKAGE = "fnrelay_endpoint.templates"
+#: The packaged job-script templates: package data of the batch engine, beside this module.
+TEMPLATE_PACKAGE, TEMPLATE_DIR = "fnrelay_endpoint.engines.batch", "templates"
 SCHEDULERS = tuple(DIRECTIVE_PREFIX)
 EXIT_STATUS_FILE = "exit_status"
 STDOUT_FILE = "stdout"
@@ -65,7 +66,7 @@ def envname(value: Any) -> str:
 
 
 def _packaged(name: str) -> str | None:
-    resource = importlib.resources.files(TEMPLATE_PACKAGE).joinpath(name)
+    resource = importlib.resources.files(TEMPLATE_PACKAGE) / TEMPLATE_DIR / name
     return resource.read_text() if resource.is_file() else None
 
 

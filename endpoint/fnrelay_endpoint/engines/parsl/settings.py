@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
-from fnrelay_endpoint.resources import (
+from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
     NAME_PATTERN,
     ResourceSpecificationError,

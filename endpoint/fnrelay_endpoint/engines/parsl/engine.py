@@ -8,7 +8,7 @@ only those keys. Parsl's strategy grows blocks with queued tasks and retires idl
 fail its in-flight tasks, reported here as "worker lost" with ``details.infrastructure``.
 
 Every task reports `waiting-for-nodes` when handed to Parsl and `running` when a worker asks
-the start gate (see parsl_worker.py) for permission to start it. A task cancelled before that
+the start gate (see worker.py) for permission to start it. A task cancelled before that
 never runs; a running one cannot be stopped (Parsl's HTEX has no per-task kill).
 """
 
@@ -32,14 +32,14 @@ from fnrelay_endpoint.engines.base import (
     failed_result,
     refused_result,
 )
-from fnrelay_endpoint.engines.parsl_settings import (
+from fnrelay_endpoint.engines.parsl.settings import (
     HTEX_LABEL,
     MPI_LABEL,
     ParslSettings,
     build_config,
 )
-from fnrelay_endpoint.engines.parsl_worker import CANCELLED_KEY, run_task
-from fnrelay_endpoint.resources import (
+from fnrelay_endpoint.engines.parsl.worker import CANCELLED_KEY, run_task
+from fnrelay_endpoint.engines.resources import (
     LAYOUT_KEYS,
     ResourceSpecification,
     ResourceSpecificationError,

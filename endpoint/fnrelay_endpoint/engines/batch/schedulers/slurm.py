@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from fnrelay_endpoint.schedulers.base import (
+from fnrelay_endpoint.engines.batch.schedulers.base import (
     UNKNOWN,
     JobState,
     JobStatus,

@@ -452,7 +452,7 @@ def configure_multi_user(name: str, broker_url: str | None = None,
     """Create a manager's directory: config.yaml, the user config template and schema, and
     the identity mapping (kept if they exist, even with `force`: an administrator's edits
     survive). Returns (paths, endpoint id)."""
-    from fnrelay_endpoint import usertemplate
+    from fnrelay_endpoint.multiuser import usertemplate
 
     paths, broker_url = _new_endpoint(name, broker_url, force)
     text = _MANAGER_TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"))

@@ -1,4 +1,4 @@
-"""The entry point a batch job runs: ``python -m fnrelay_endpoint.engines.batch_job SANDBOX``.
+"""The entry point a batch job runs: ``python -m fnrelay_endpoint.engines.batch.job SANDBOX``.
 
 It reads the task from the sandbox, runs it with `worker.execute` (so a task's own failure is a
 result, not a crash) and writes result.json atomically. It exits 0 whenever it wrote a result:
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fnrelay_endpoint.engines.sandbox import Sandbox
+from fnrelay_endpoint.engines.batch.sandbox import Sandbox
 
 #: Scheduler variables holding the job id, recorded in the result's details.
 JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID")
@@ -22,7 +22,7 @@ JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID")
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m fnrelay_endpoint.engines.batch_job SANDBOX", file=sys.stderr)
+        print("usage: python -m fnrelay_endpoint.engines.batch.job SANDBOX", file=sys.stderr)
         return 2
     sandbox = Sandbox(Path(args[0]))
     try:

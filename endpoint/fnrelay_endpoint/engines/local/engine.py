@@ -3,10 +3,10 @@ while there is work and stopped after `idle_timeout` seconds without any.
 
 Each worker is a process started by multiprocessing's forkserver (never a plain fork of the
 threaded agent) that puts itself in its own process group. A task is contained while it runs
-(`fnrelay_endpoint.containment`): every process it started ends when it ends, whether it
+(`containment`, beside this module): every process it started ends when it ends, whether it
 answered, was cancelled or ran out of walltime (then the worker goes too, and a fresh one takes
 its place), and its `memory` is enforced. Its stdout and stderr go to its own capped files
-(`fnrelay_endpoint.task_output`), not the agent's log.
+(`task_output`), not the agent's log.
 
 One feeder thread per worker hands it tasks FIFO from a shared queue and waits for the
 answer, so an idle worker picks up the next task at once. A task submitted while a worker idles
@@ -34,13 +34,6 @@ from typing import Any
 from fnrelay.errors import ConfigurationError
 from fnrelay.functions import ENV_NUM_RANKS, parse_walltime
 from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay_endpoint import task_output
-from fnrelay_endpoint.containment import (
-    MODES,
-    Containment,
-    WorkerContainment,
-    memory_limit_error,
-)
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
     Engine,
@@ -48,14 +41,21 @@ from fnrelay_endpoint.engines.base import (
     StatusCallback,
     refused_result,
 )
-from fnrelay_endpoint.resources import (
+from fnrelay_endpoint.engines.local import task_output
+from fnrelay_endpoint.engines.local.containment import (
+    MODES,
+    Containment,
+    WorkerContainment,
+    memory_limit_error,
+)
+from fnrelay_endpoint.engines.local.task_output import DEFAULT_OUTPUT_LIMIT, TaskOutput
+from fnrelay_endpoint.engines.resources import (
     LAYOUT_KEYS,
     ResourceSpecification,
     ResourceSpecificationError,
     memory_bytes,
     parse_memory,
 )
-from fnrelay_endpoint.task_output import DEFAULT_OUTPUT_LIMIT, TaskOutput
 from fnrelay_endpoint.worker import cancelled_result, exception_info, execute
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from fnrelay.errors import FnRelayError
-from fnrelay_endpoint.config import EndpointConfig, yaml_problem
-from fnrelay_endpoint.templating import TemplateRenderError, shquote
+from fnrelay_endpoint.config.model import EndpointConfig, yaml_problem
+from fnrelay_endpoint.engines.batch.templating import TemplateRenderError, shquote
 
 TEMPLATE_FILE = "user_config_template.yaml.j2"
 SCHEMA_FILE = "user_config_schema.json"
@@ -37,8 +37,8 @@ class UserConfigError(FnRelayError):
 
 
 def packaged(name: str) -> str:
-    """The default file `name` shipped in fnrelay_endpoint.templates."""
-    return files("fnrelay_endpoint.templates").joinpath(name).read_text()
+    """The default file `name` shipped in this package's templates/ folder."""
+    return (files("fnrelay_endpoint.multiuser") / "templates" / name).read_text()
 
 
 def load_schema(path: Path) -> dict[str, Any]:

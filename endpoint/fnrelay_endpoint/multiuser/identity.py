@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from fnrelay.errors import ConfigurationError, FnRelayError
-from fnrelay_endpoint.config import yaml_problem
+from fnrelay_endpoint.config.model import yaml_problem
 
 
 class IdentityError(FnRelayError):

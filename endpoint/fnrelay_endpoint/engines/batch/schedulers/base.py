@@ -171,11 +171,11 @@ def decode_wait_status(raw: int) -> tuple[int, str]:
 def make_scheduler(kind: str, **options) -> Scheduler:
     """The adapter named `kind` ('slurm' or 'pbspro')."""
     if kind == "slurm":
-        from fnrelay_endpoint.schedulers.slurm import SlurmScheduler
+        from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler
 
         return SlurmScheduler(**options)
     if kind in ("pbspro", "pbs", "openpbs"):
-        from fnrelay_endpoint.schedulers.pbspro import PBSProScheduler
+        from fnrelay_endpoint.engines.batch.schedulers.pbspro import PBSProScheduler
 
         return PBSProScheduler(**options)
     raise SchedulerError(f"unknown scheduler {kind!r}: expected 'slurm' or 'pbspro'")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.wire import ResultMessage, TaskMessage
-from fnrelay_endpoint.schedulers.base import EXIT_STATUS_FILE
-from fnrelay_endpoint.templating import STDERR_FILE, STDOUT_FILE
+from fnrelay_endpoint.engines.batch.schedulers.base import EXIT_STATUS_FILE
+from fnrelay_endpoint.engines.batch.templating import STDERR_FILE, STDOUT_FILE
 
 TASKS_DIR = "tasks"
 #: Task ids become directory names: plain names only (the broker makes UUIDs).

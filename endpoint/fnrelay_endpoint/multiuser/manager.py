@@ -3,8 +3,8 @@
 The broker routes a task sent to the manager to the child ``child_endpoint_id(manager, user,
 config)`` and sends the manager a `start-child` message on its control queue. The manager maps
 the user to a local account, validates the config against the site's schema, and starts the
-child (fnrelay_endpoint.child) as that account with a bootstrap on stdin. It reports children
-that cannot run (`child-failed`: the broker fails their tasks with the reason), restarts
+child (`child`, beside this module) as that account with a bootstrap on stdin. It reports
+children that cannot run (`child-failed`: the broker fails their tasks with the reason), restarts
 crashed children, starts idle-stopped ones again on their next task, bounds how many run, and
 stops them all when it stops. Its state is in children.json, for `fnrelay-endpoint status`.
 
@@ -36,8 +36,9 @@ from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
 from fnrelay.local import MARKER
 from fnrelay.wire import ChildFailed, StartChild
-from fnrelay_endpoint import daemon, identity, registration, usertemplate
-from fnrelay_endpoint.config import EndpointPaths, ManagerConfig
+from fnrelay_endpoint import daemon, registration
+from fnrelay_endpoint.config.model import EndpointPaths, ManagerConfig
+from fnrelay_endpoint.multiuser import identity, usertemplate
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,8 @@ class Manager:
         logfile = (self.paths.dir / CHILD_LOGS / f"{child.child_id}.log").open("ab")
         try:
             proc = subprocess.Popen(
-                [self.config.child_python or sys.executable, "-m", "fnrelay_endpoint.child"],
+                [self.config.child_python or sys.executable, "-m",
+                 "fnrelay_endpoint.multiuser.child"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logfile, env=env,
                 cwd=cwd, start_new_session=True, close_fds=True, **drop)
         except OSError as e:

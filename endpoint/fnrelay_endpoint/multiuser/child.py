@@ -1,12 +1,12 @@
 """A multi-user endpoint's child: one normal endpoint agent for one (user, config).
 
-The manager starts ``python -m fnrelay_endpoint.child`` already switched to the mapped account
-and writes a bootstrap JSON object to its stdin: the user's config, the site's template and
-schema, and the AMQP URL (credentials never travel in argv or the environment). The child
-checks it cannot get root back *before* it renders or runs anything, renders its config into
-its own FNRELAY_HOME, runs the agent, and stops itself after `idle_timeout` seconds without
-tasks. It reports to the manager with JSON lines on stdout: {"ready": true}, {"error": ...},
-{"stopped": "idle"}.
+The manager starts ``python -m fnrelay_endpoint.multiuser.child`` already switched to the
+mapped account and writes a bootstrap JSON object to its stdin: the user's config, the site's
+template and schema, and the AMQP URL (credentials never travel in argv or the environment).
+The child checks it cannot get root back *before* it renders or runs anything, renders its
+config into its own FNRELAY_HOME, runs the agent, and stops itself after `idle_timeout`
+seconds without tasks. It reports to the manager with JSON lines on stdout: {"ready": true},
+{"error": ...}, {"stopped": "idle"}.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 
 from fnrelay.errors import FnRelayError
 from fnrelay.wire import ResultMessage, TaskMessage
-from fnrelay_endpoint import usertemplate
 from fnrelay_endpoint.agent import Agent
-from fnrelay_endpoint.config import EndpointConfig, EndpointPaths
+from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import Engine
-from fnrelay_endpoint.identity import LocalAccount, drop_privileges, ensure_unprivileged
+from fnrelay_endpoint.multiuser import usertemplate
+from fnrelay_endpoint.multiuser.identity import LocalAccount, drop_privileges, ensure_unprivileged
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""An endpoint's configuration: its files and the typed settings model (`model`)."""
