@@ -17,7 +17,7 @@ import subprocess
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, overload
 
 #: Exit status of a command killed for exceeding its walltime (as coreutils `timeout`).
 TIMEOUT_RETURNCODE = 124
@@ -27,6 +27,10 @@ ENV_NUM_RANKS = "FNRELAY_NUM_RANKS"
 _HMS = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2})$")
 
 
+@overload
+def parse_walltime(walltime: int | str) -> int: ...
+@overload
+def parse_walltime(walltime: None) -> None: ...
 def parse_walltime(walltime: int | str | None) -> int | None:
     """Seconds from an int (seconds) or an "HH:MM:SS" string; None means no limit."""
     if walltime is None:
