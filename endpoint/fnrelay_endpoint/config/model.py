@@ -119,15 +119,7 @@ class EndpointConfig:
         return int(workers) if workers is not None else None
 
     def resolved_token(self) -> str:
-        """The token from the config, else FNRELAY_TOKEN, else `fnrelay login`'s credentials."""
-        if self.token:
-            return self.token
-        try:
-            return resolve_credentials(broker_url=self.broker_url).token
-        except ConfigurationError:
-            raise ConfigurationError(
-                "no token: set 'token' in the endpoint's config.yaml, set FNRELAY_TOKEN, or run "
-                "`fnrelay login --broker-url URL --token TOKEN`") from None
+        return _resolved_token(self.token, self.broker_url)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> EndpointConfig:
@@ -323,6 +315,18 @@ def is_multi_user(path: Path) -> bool:
     return isinstance(data, dict) and data.get("multi_user") is True
 
 
+def _resolved_token(token: str | None, broker_url: str) -> str:
+    """The token from the config, else FNRELAY_TOKEN, else `fnrelay login`'s credentials."""
+    if token:
+        return token
+    try:
+        return resolve_credentials(broker_url=broker_url).token
+    except ConfigurationError:
+        raise ConfigurationError(
+            "no token: set 'token' in the endpoint's config.yaml, set FNRELAY_TOKEN, or run "
+            "`fnrelay login --broker-url URL --token TOKEN`") from None
+
+
 @dataclass
 class ManagerConfig:
     """Settings of a multi-user endpoint (a manager of per-user child endpoints)."""
@@ -337,7 +341,8 @@ class ManagerConfig:
     child_python: str | None = None
     heartbeat_period: float | None = None
 
-    resolved_token = EndpointConfig.resolved_token
+    def resolved_token(self) -> str:
+        return _resolved_token(self.token, self.broker_url)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> ManagerConfig:

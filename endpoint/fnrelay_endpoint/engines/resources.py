@@ -229,16 +229,15 @@ def _free_text_used(task: Mapping[str, Any], raw: Any) -> list[str]:
 
 
 def _derive_layout(values: dict[str, Any]) -> tuple[int, int, int]:
-    nodes = values.get("num_nodes")
-    ppn = values.get("ranks_per_node")
-    ranks = values.get("num_ranks")
+    nodes: int | None = values.get("num_nodes")
+    ppn: int | None = values.get("ranks_per_node")
+    ranks: int | None = values.get("num_ranks")
     if ranks is None:
         nodes, ppn = nodes or 1, ppn or 1
         ranks = nodes * ppn
-    elif nodes is None and ppn is None:
-        nodes, ppn = 1, ranks
     elif nodes is None:
-        nodes = math.ceil(ranks / ppn)
+        nodes = 1 if ppn is None else math.ceil(ranks / ppn)
+        ppn = ranks if ppn is None else ppn
     elif ppn is None:
         ppn = math.ceil(ranks / nodes)
     if ranks > nodes * ppn or ranks < nodes:

@@ -26,7 +26,6 @@ from fnrelay.errors import FnRelayError
 from fnrelay.wire import ResultMessage, TaskMessage
 from fnrelay_endpoint.agent import Agent
 from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
-from fnrelay_endpoint.engines.base import Engine
 from fnrelay_endpoint.multiuser import usertemplate
 from fnrelay_endpoint.multiuser.identity import LocalAccount, drop_privileges, ensure_unprivileged
 
@@ -34,20 +33,6 @@ log = logging.getLogger(__name__)
 
 #: Exit status of a child that refused to run (it reported {"error": ...} first).
 EXIT_REFUSED = 3
-
-
-class _Counting:
-    """Wraps the real engine (any kind) to know whether a task is in flight (for idleness)."""
-
-    def __init__(self, inner: Engine, activity: _Activity):
-        self.inner, self.activity = inner, activity
-
-    def submit(self, task: TaskMessage) -> None:
-        self.activity.begin()
-        self.inner.submit(task)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class _Activity:
@@ -79,14 +64,17 @@ class ChildAgent(Agent):
                  amqp_url: str, task_queue: str, heartbeat_period: float):
         super().__init__(name, endpoint_id, config, journal, token="")
         self._task_queue = task_queue
-        self.activity = _Activity()
-        self.engine = _Counting(self.engine, self.activity)
+        self.activity = _Activity()  # tasks in flight, for idleness (whatever the engine)
         self._amqp_url, self._hb = amqp_url, heartbeat_period
 
     def register(self, attempts: int | None = None) -> dict[str, Any]:
         return {"endpoint_id": self.endpoint_id, "amqp_url": self._amqp_url,
                 "task_queue": self._task_queue,
                 "heartbeat_period": self._hb}
+
+    def _start_task(self, task: TaskMessage, failures: int = 0) -> None:
+        self.activity.begin()
+        super()._start_task(task, failures)
 
     def _result_ready(self, result: ResultMessage) -> None:
         self.activity.end()

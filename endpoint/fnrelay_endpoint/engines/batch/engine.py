@@ -244,12 +244,12 @@ class BatchEngine(Engine):
             try:
                 sandbox = Sandbox.of(self.workdir, task.task_id)
             except ValueError as e:
-                sandbox = None
-                error = str(e)
+                refused: str | None = str(e)
             else:
+                refused = None
                 self._jobs[task.task_id] = _Job(task.task_id, sandbox, task.task_group_id)
-        if sandbox is None:
-            self.on_result(failed_result(task, FAILURE_TYPE, error))
+        if refused is not None:
+            self.on_result(failed_result(task, FAILURE_TYPE, refused))
             return
         self._submissions.put(task)
 
@@ -421,9 +421,10 @@ class BatchEngine(Engine):
     def _observe(self, job: _Job, status: JobStatus) -> None:
         """Turn one job's status into a status update or its result."""
         if status.state is JobState.UNKNOWN:
-            status = self._forgotten(job)
-            if status is None:
+            forgotten = self._forgotten(job)
+            if forgotten is None:
                 return
+            status = forgotten
         else:
             job.unknown_polls = 0
         if status.state is JobState.QUEUED:

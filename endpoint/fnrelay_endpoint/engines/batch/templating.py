@@ -142,6 +142,7 @@ def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpec
                     f"resource_specification {key!r}: not supported by PBSPro endpoints")
     walltime = spec.walltime
     memory = spec.memory
+    walltime_text: str | int | None  # Slurm takes minutes, PBS "HH:MM:SS"
     if scheduler == "pbspro":
         walltime_text = hms(walltime) if walltime else None
         memory_text = pbs_memory(memory) if memory else None

@@ -298,8 +298,9 @@ class LocalEngine(Engine):
                 f"null (keep task output forever), got {retention!r}")
         # The containment and output keys appear only when set: their defaults live in
         # from_config, and a config that never names them reads as it did before they existed.
-        chosen = {k: config[k] for k in ("containment", "output_limit", "output_retention")
-                  if k in config}
+        chosen: dict[str, Any] = {
+            k: config[k] for k in ("containment", "output_limit", "output_retention")
+            if k in config}
         return {"type": "local", "max_workers": workers, "idle_timeout": idle, **chosen}
 
     @classmethod
@@ -353,12 +354,11 @@ class LocalEngine(Engine):
 
     def cancel(self, task_id: str) -> bool:
         with self._cond:
-            for task in self._queue:
-                if task.task_id == task_id:
-                    self._queue.remove(task)
+            for queued in self._queue:
+                if queued.task_id == task_id:
+                    self._queue.remove(queued)
                     break
             else:
-                task = None
                 for slot in self._slots:
                     if slot.task is not None and slot.task.task_id == task_id:
                         slot.cancelled = True
@@ -366,7 +366,7 @@ class LocalEngine(Engine):
                         self._containment.kill(slot.index, slot.process.pid)
                         return True
                 return False
-        self.on_result(cancelled_result(task.task_id, task.task_group_id,
+        self.on_result(cancelled_result(queued.task_id, queued.task_group_id,
                                         "cancelled while queued"))
         return True
 
@@ -568,10 +568,10 @@ class LocalEngine(Engine):
             return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
                                  exception=exception_info(err), task_group_id=task.task_group_id,
                                  details={**details, "memory_limit": memory})
-        err = WorkerLostError(f"the worker process running this task died ({how})")
+        lost = WorkerLostError(f"the worker process running this task died ({how})")
         # Infrastructure, not the task's answer: the agent retries it (up to max_retries).
         return ResultMessage(task_id=task.task_id, status=TaskState.FAILED.value,
-                             exception=exception_info(err), task_group_id=task.task_group_id,
+                             exception=exception_info(lost), task_group_id=task.task_group_id,
                              details={**details, "infrastructure": True,
                                       "reason": f"worker lost ({how})"})
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.engines.resources import (
@@ -102,9 +102,14 @@ def _err(source: str, key: str, why: str, value: Any) -> ConfigurationError:
     return ConfigurationError(f"{source}: 'engine.{key}' {why}, got {value!r}")
 
 
+@overload
+def _int(c: dict, key: str, default: int, source: str, low: int = 0) -> int: ...
+@overload
+def _int(c: dict, key: str, default: None, source: str, low: int = 0) -> int | None: ...
 def _int(c: dict, key: str, default: int | None, source: str, low: int = 0) -> int | None:
+    """An integer setting; null only where there is no default (like `_number`)."""
     value = c.get(key, default)
-    if value is None:
+    if value is None and default is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise _err(source, key, f"must be an integer >= {low}", value)
@@ -357,7 +362,7 @@ def _no_zero_scale_in(cls: type) -> type:
     asks for 0 blocks when slots outnumber tasks, and HTEX.scale_in then kills every block
     without a connected manager (a pilot still pending) - a new pilot never starts."""
 
-    class Guarded(cls):  # type: ignore[misc, valid-type]
+    class Guarded(cls):
         def scale_in(self, blocks: int, max_idletime: float | None = None) -> list[str]:
             if blocks <= 0:
                 return []
@@ -373,8 +378,8 @@ def build_config(s: ParslSettings, run_dir: Path) -> Any:
     from parsl.executors import HighThroughputExecutor, MPIExecutor
     from parsl.launchers import SimpleLauncher
 
-    HighThroughputExecutor = _no_zero_scale_in(HighThroughputExecutor)  # noqa: N806
-    MPIExecutor = _no_zero_scale_in(MPIExecutor)  # noqa: N806
+    htex_class = _no_zero_scale_in(HighThroughputExecutor)
+    mpi_class = _no_zero_scale_in(MPIExecutor)
 
     common: dict[str, Any] = {
         "heartbeat_period": s.heartbeat_period, "heartbeat_threshold": s.heartbeat_threshold,
@@ -385,14 +390,14 @@ def build_config(s: ParslSettings, run_dir: Path) -> Any:
         common["address"] = s.address
     elif s.provider == "local":
         common["address"] = "127.0.0.1"
-    htex = HighThroughputExecutor(
+    htex = htex_class(
         label=HTEX_LABEL, max_workers_per_node=s.max_workers_per_node, cores_per_worker=1e-6
         if s.max_workers_per_node else 1.0, launch_cmd=worker_pool_cmd(s, True),
         provider=_provider(s, _block_launcher(s.launcher), s.nodes_per_block, s.init_blocks,
                            s.min_blocks, s.max_blocks), **common)
     executors = [htex]
     if s.mpi.enabled:
-        executors.append(MPIExecutor(
+        executors.append(mpi_class(
             label=MPI_LABEL, max_workers_per_block=s.mpi.max_workers_per_block,
             launch_cmd=worker_pool_cmd(s, False),
             mpi_launcher="srun" if s.provider == "slurm" else "mpiexec",

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fnrelay.errors import FnRelayError
 
@@ -168,7 +169,7 @@ def decode_wait_status(raw: int) -> tuple[int, str]:
     return (raw >> 8) & 0xFF, ""
 
 
-def make_scheduler(kind: str, **options) -> Scheduler:
+def make_scheduler(kind: str, **options: Any) -> Scheduler:
     """The adapter named `kind` ('slurm' or 'pbspro')."""
     if kind == "slurm":
         from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler

@@ -137,6 +137,12 @@ def _join(reason: str, comment: str) -> str:
     return f"{reason}: {comment}" if comment else reason
 
 
+def _job_number(job_id: str) -> int:
+    """The number a job id starts with ('1234[].server' -> 1234)."""
+    m = re.match(r"\d+", job_id)
+    return int(m.group()) if m else -1
+
+
 def short_id(job_id: str) -> str:
     """'1234.server.domain' -> '1234', to match ids whose server suffix differs."""
     return job_id.split(".", 1)[0]
@@ -161,7 +167,7 @@ class PBSProScheduler(Scheduler):
     def find_by_name(self, job_name: str) -> str | None:
         out = self.run(["qselect", "-x", "-N", job_name, "-u", getpass.getuser()]).stdout
         ids = [line.strip() for line in out.splitlines() if re.match(r"\d", line.strip())]
-        return max(ids, key=lambda j: int(re.match(r"\d+", j).group())) if ids else None
+        return max(ids, key=_job_number) if ids else None
 
     def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
         wanted = list(dict.fromkeys(str(j) for j in job_ids))
