@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from fnrelay.errors import FnRelayError
+from fnrelay.processes import pid_alive
 from fnrelay_endpoint import registration
 from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
 
@@ -30,28 +31,13 @@ class StartError(FnRelayError):
     """The background endpoint did not become ready."""
 
 
-def _alive(pid: int) -> bool:
-    """True if `pid` runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def running_pid(paths: EndpointPaths) -> int | None:
     """The pid of the endpoint's agent if it runs, else None (a stale pid file is ignored)."""
     try:
         pid = int(paths.pid.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -150,7 +136,7 @@ def stop(name: str, timeout: float = STOP_TIMEOUT) -> int | None:
         return None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             log.warning("endpoint %s (pid %d) ignored SIGTERM; killing it", name, pid)
             os.kill(pid, signal.SIGKILL)

@@ -21,6 +21,9 @@ ENV_TOKEN = "FNRELAY_TOKEN"
 ENV_ENDPOINT_ID = "FNRELAY_ENDPOINT_ID"
 #: The broker database `fnrelay-broker` commands act on (`--db`); `fnrelay local up` exports it.
 ENV_BROKER_DB = "FNRELAY_BROKER_DB"
+#: Marks every process the local stack starts (value: the stack's marker), so that `fnrelay
+#: local down` finds them all; the multi-user endpoint passes it on to the endpoints it starts.
+ENV_LOCAL_STACK = "FNRELAY_LOCAL_STACK"
 
 
 def fnrelay_home() -> Path:

@@ -33,8 +33,8 @@ import requests
 
 from fnrelay import backoff, wire
 from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
+from fnrelay.config import ENV_LOCAL_STACK
 from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
-from fnrelay.local import MARKER
 from fnrelay.wire import ChildFailed, StartChild
 from fnrelay_endpoint import daemon, registration
 from fnrelay_endpoint.config.model import EndpointPaths, ManagerConfig
@@ -49,7 +49,7 @@ MAX_RESTARTS = 3
 RESTART_WINDOW = 60.0
 STOP_GRACE = 30.0
 #: Environment variables a child inherits from the manager (all else is set explicitly).
-INHERITED_ENV = ("LANG", "LC_ALL", "TZ", MARKER)
+INHERITED_ENV = ("LANG", "LC_ALL", "TZ", ENV_LOCAL_STACK)
 
 
 def config_hash(config: dict[str, Any]) -> str:

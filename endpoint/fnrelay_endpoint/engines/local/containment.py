@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fnrelay.errors import ConfigurationError
+from fnrelay.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +98,6 @@ def _own_cgroups() -> dict[str, str]:
 def _write(path: Path, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -223,7 +214,7 @@ def _sweep_stale(*parents: Path | None) -> None:
             continue
         for base in entries:
             m = _BASE_NAME.fullmatch(base.name)
-            if not m or _pid_alive(int(m.group(1))):
+            if not m or pid_alive(int(m.group(1))):
                 continue
             try:
                 slots = [p for p in base.iterdir() if p.is_dir()]
