@@ -1,8 +1,8 @@
 """The fnrelay stack under test: `fnrelay local up` in a temporary directory, torn down after.
 
-The harness uses the same code users start (fnrelay.local.LocalStack), with the endpoint's
-worker count set to the benchmark's, and reads pids, URLs and the database path from the
-stack's state so that the memory and profile probes know whom to watch.
+The harness uses the same code users start (fnrelay.devstack.stack.LocalStack), with the
+endpoint's worker count set to the benchmark's, and reads pids, URLs and the database path from
+the stack's state so that the memory and profile probes know whom to watch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.config import ENV_BROKER_URL, ENV_ENDPOINT_ID, ENV_HOME, ENV_TOKEN
-from fnrelay.local import LocalEndpoint, LocalStack, RabbitMQServer, make_shared_tmpdir
+from fnrelay.devstack.rabbitmq import RabbitMQServer, make_shared_tmpdir
+from fnrelay.devstack.services import LocalEndpoint
+from fnrelay.devstack.stack import LocalStack
 
 
 @dataclass

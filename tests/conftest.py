@@ -1,5 +1,5 @@
 """Session fixtures: a real RabbitMQ, a real broker and real endpoints, started with the same code
-as `fnrelay local up` (fnrelay.local).
+as `fnrelay local up` (fnrelay.devstack).
 
 Set FNRELAY_TEST_AMQP_URL (and FNRELAY_TEST_AMQP_MGMT for its management API) to use a
 RabbitMQ that already runs instead of starting one: a shortcut for development.
@@ -19,13 +19,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 import requests
 
-from fnrelay.local import (
-    BrokerServer,
-    LocalEndpoint,
-    RabbitMQServer,
-    make_shared_tmpdir,
-    reap_marked,
-)
+from fnrelay.devstack.processes import reap_marked
+from fnrelay.devstack.rabbitmq import RabbitMQServer, make_shared_tmpdir
+from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from support.session import MARKER
 
 #: Session fixtures of the test-only servers, for any test that asks for them.

@@ -113,9 +113,9 @@ def endpoints() -> None:
 
 
 try:
-    from fnrelay.local import local_cli
+    from fnrelay.devstack.cli import local_cli
 except ModuleNotFoundError as e:  # the local stack is optional; its own bugs are not hidden
-    if e.name != "fnrelay.local":
+    if e.name not in ("fnrelay.devstack", "fnrelay.devstack.cli"):
         raise
 else:
     main.add_command(local_cli, "local")

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from fnrelay import Client, Executor, wire
-from fnrelay.local import LocalEndpoint
+from fnrelay.devstack.services import LocalEndpoint
 from support.endpoint_peer import send_result
 from support.session import MARKER
 from support.waiting import wait_for

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fnrelay.local import free_port
+from fnrelay.devstack.processes import free_port
 
 BROKER_CLI = str(Path(sys.executable).parent / "fnrelay-broker")
 

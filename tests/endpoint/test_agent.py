@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from fnrelay import serialize
-from fnrelay.local import pid_alive
+from fnrelay.processes import pid_alive
 from support.waiting import wait_for
 
 WAIT = 60.0  # upper bound for something to happen, not a timing assertion

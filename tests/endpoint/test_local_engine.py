@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fnrelay import serialize
-from fnrelay.local import pid_alive
+from fnrelay.processes import pid_alive
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, new_id
 from fnrelay_endpoint.engines.base import RUNNING_HOLD
 from fnrelay_endpoint.engines.local.engine import LocalEngine

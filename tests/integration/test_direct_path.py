@@ -22,8 +22,8 @@ import requests
 
 from fnrelay import Client, Executor, errors, serialize, wire
 from fnrelay.client import task_entry
+from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from fnrelay.direct import task_messages
-from fnrelay.local import BrokerServer, LocalEndpoint
 from support.endpoint_peer import connected, result_message, status_message
 from support.session import MARKER
 from support.waiting import wait_for, wait_recorded

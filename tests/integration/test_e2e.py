@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fnrelay import Client, Executor, ShellFunction, ShellResult, errors
-from fnrelay.local import pid_alive
+from fnrelay.processes import pid_alive
 from support.waiting import wait_for, wait_recorded
 
 WAIT = 120.0  # upper bound for anything to happen; a bound, not a timing assertion

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fnrelay.local import make_shared_tmpdir, marked_pids, pid_alive
+from fnrelay.devstack.processes import marked_pids
+from fnrelay.devstack.rabbitmq import make_shared_tmpdir
+from fnrelay.processes import pid_alive
 
 FNRELAY = str(Path(sys.executable).parent / "fnrelay")
 EXPORTS = ("FNRELAY_HOME", "FNRELAY_BROKER_URL", "FNRELAY_TOKEN", "FNRELAY_ENDPOINT_ID",

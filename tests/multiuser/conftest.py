@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from fnrelay import Client
-from fnrelay.local import LocalEndpoint, make_shared_tmpdir
+from fnrelay.devstack.rabbitmq import make_shared_tmpdir
+from fnrelay.devstack.services import LocalEndpoint
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fnrelay import Client, Executor
 from fnrelay.client import task_entry
-from fnrelay.local import pid_alive
+from fnrelay.processes import pid_alive
 from fnrelay.wire import canonical_config
 from support.waiting import wait_for
 

@@ -20,7 +20,7 @@ import requests
 
 from fnrelay import Client, Executor, errors
 from fnrelay.blobs import parse_reference
-from fnrelay.local import BrokerServer, LocalEndpoint
+from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from fnrelay_broker import cleanup
 from fnrelay_broker.db import Database
 from support.postgres_fixtures import postgres  # noqa: F401 - fixture

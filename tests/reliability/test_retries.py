@@ -10,7 +10,7 @@ import os
 import pytest
 
 from fnrelay import Executor
-from fnrelay.local import LocalStackError
+from fnrelay.devstack.processes import LocalStackError
 from support.waiting import wait_for, wait_recorded
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from fnrelay import MPIFunction, ShellFunction, ShellResult
 from fnrelay.functions import TIMEOUT_RETURNCODE, parse_walltime
-from fnrelay.local import pid_alive
+from fnrelay.processes import pid_alive
 
 
 def test_runs_bash_and_returns_a_shell_result():

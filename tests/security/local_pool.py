@@ -9,7 +9,7 @@ import queue
 from pathlib import Path
 
 from fnrelay import serialize
-from fnrelay.local import pid_alive
+from fnrelay.processes import pid_alive
 from fnrelay.wire import ResultMessage, TaskMessage, new_id
 from fnrelay_endpoint.engines.local.engine import LocalEngine
 from support.waiting import wait_for

@@ -27,7 +27,8 @@ import pika
 import pytest
 import requests
 
-from fnrelay.local import make_shared_tmpdir, marked_pids
+from fnrelay.devstack.processes import marked_pids
+from fnrelay.devstack.rabbitmq import make_shared_tmpdir
 
 ATTACKER = "fnrelay-attacker"
 BIN = Path(sys.executable).parent

@@ -22,7 +22,7 @@ import pika
 import pytest
 import requests
 
-from fnrelay.local import free_port
+from fnrelay.devstack.processes import free_port
 from support.waiting import wait_for
 
 BIN = Path(sys.executable).parent

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay import Client
-from fnrelay.local import BrokerServer, LocalEndpoint, RabbitMQServer, make_shared_tmpdir
+from fnrelay.devstack.rabbitmq import RabbitMQServer, make_shared_tmpdir
+from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 
 
 @dataclass

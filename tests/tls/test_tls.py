@@ -19,15 +19,10 @@ from cryptography.x509.oid import NameOID
 
 from fnrelay import Client, Executor
 from fnrelay.amqp import ENV_CA_BUNDLE, connection_parameters
+from fnrelay.devstack.processes import executable, free_port, spawn
+from fnrelay.devstack.rabbitmq import RabbitMQServer, make_shared_tmpdir
+from fnrelay.devstack.services import LocalEndpoint
 from fnrelay.errors import BrokerUnavailableError
-from fnrelay.local import (
-    LocalEndpoint,
-    RabbitMQServer,
-    executable,
-    free_port,
-    make_shared_tmpdir,
-    spawn,
-)
 from support.waiting import wait_for
 
 

@@ -1,0 +1,68 @@
+"""`fnrelay local up|down|status`: the local stack from the command line.
+
+`fnrelay.cli` adds this group as `fnrelay local`; progress goes to stderr so that stdout holds
+only the `export` lines of `up`, for `eval "$(fnrelay local up)"`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fnrelay.devstack.stack import LocalStack, exports
+from fnrelay.errors import FnRelayError
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except FnRelayError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+
+
+_dir_option = click.option(
+    "--dir", "dir_", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where the stack keeps its data (default: $FNRELAY_HOME/local or ~/.fnrelay/local).")
+
+
+@click.group("local")
+def local_cli() -> None:
+    """An all-in-one stack on this machine: RabbitMQ, a broker and one endpoint."""
+
+
+@local_cli.command("up")
+@_dir_option
+def up_cmd(dir_: Path | None) -> None:
+    """Start the stack and print `export` lines for it (eval "$(fnrelay local up)")."""
+    state = _run(LocalStack(dir_, log=_progress).up)
+    click.echo(exports(state), nl=False)
+
+
+@local_cli.command("down")
+@_dir_option
+def down_cmd(dir_: Path | None) -> None:
+    """Stop everything the stack started."""
+    _run(LocalStack(dir_, log=_progress).down)
+
+
+@local_cli.command("status")
+@_dir_option
+def status_cmd(dir_: Path | None) -> None:
+    """Show whether each part runs; exits 1 unless all of them do."""
+    stack = LocalStack(dir_)
+    status = _run(stack.status)
+    for name, info in status.items():
+        extra = "  ".join(f"{k}={v}" for k, v in info.items() if k != "running" and v)
+        click.echo(f"{name:9} {'running' if info['running'] else 'stopped':8} {extra}".rstrip())
+    if not all(info["running"] for info in status.values()):
+        sys.exit(1)

@@ -1,0 +1,241 @@
+"""The whole local stack: RabbitMQ, a broker, user `local` and endpoint `default` in one directory.
+
+`fnrelay local up|down|status` and the test fixtures share this code, so what the tests start
+is what users start. `up` records what it started in state.json step by step, so `down` stops
+exactly that, and, should the file be damaged, finds the processes by their marker instead.
+The directory is 0700 and its files 0600 (0710 with group rabbitmq when RabbitMQ, run by root
+as that user, keeps its data inside it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import stat
+from pathlib import Path
+from typing import Any
+
+from fnrelay.config import (
+    ENV_BROKER_DB,
+    ENV_BROKER_URL,
+    ENV_ENDPOINT_ID,
+    ENV_HOME,
+    ENV_TOKEN,
+    private_mkdir,
+    write_private,
+)
+from fnrelay.devstack.processes import (
+    LocalStackError,
+    Log,
+    comm,
+    http_ok,
+    marked_pids,
+    quiet,
+    reap_marked,
+)
+from fnrelay.devstack.rabbitmq import (
+    RABBITMQ_USER,
+    RabbitMQServer,
+    is_root,
+    rabbitmq_dir_for,
+)
+from fnrelay.devstack.services import BrokerServer, LocalEndpoint
+from fnrelay.processes import pid_alive
+
+
+def default_dir() -> Path:
+    """$FNRELAY_HOME/local, else ~/.fnrelay/local."""
+    home = os.environ.get(ENV_HOME)
+    return (Path(home) if home else Path.home() / ".fnrelay").expanduser() / "local"
+
+
+class LocalStack:
+    """RabbitMQ + broker + user `local` + endpoint `default`, all under one directory."""
+
+    USER = "local"
+    ENDPOINT = "default"
+
+    def __init__(self, dir: Path | str | None = None, log: Log = quiet):
+        self.dir = Path(dir or default_dir()).expanduser().resolve()
+        self.log = log
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def home(self) -> Path:
+        return self.dir / "home"
+
+    def state(self) -> dict[str, Any] | None:
+        """The state file's contents (None if there is none); LocalStackError if it cannot be
+        read or lacks what the stack wrote into it (a hand edit, a full disk)."""
+        try:
+            state = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise LocalStackError(f"cannot read {self.state_path}: {e}") from e
+        problem = _state_problem(state)
+        if problem:
+            raise LocalStackError(f"{self.state_path} is damaged ({problem}); `fnrelay local "
+                                  "down` stops what the stack started and removes it")
+        return state
+
+    def _save(self, state: dict[str, Any]) -> None:
+        write_private(private_mkdir(self.dir) / self.state_path.name, json.dumps(state, indent=2))
+
+    def _secure_dir(self, rabbit_dir: Path) -> None:
+        """The stack's directory: 0700, or 0710 with group rabbitmq when (as root) RabbitMQ,
+        running as that user, keeps its data inside and must pass through. Set on every start,
+        so a directory an older fnrelay left readable (0755) is closed too."""
+        private_mkdir(self.dir)
+        if is_root() and rabbit_dir.parent == self.dir:
+            os.chown(self.dir, -1, pwd.getpwnam(RABBITMQ_USER).pw_gid)
+            os.chmod(self.dir, 0o710)
+        else:
+            os.chmod(self.dir, 0o700)
+        for entry in self.dir.iterdir():  # the broker's database and log, among others
+            st = entry.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.chmod(entry, stat.S_IMODE(st.st_mode) & 0o700)
+
+    def up(self) -> dict[str, Any]:
+        """Start everything (or nothing, if it all runs already); returns the state."""
+        old = self.state()
+        if old is not None:
+            if all(c["running"] for c in self.status().values()):
+                self.log(f"the local stack in {self.dir} is already up")
+                if "db_url" in old.get("broker", {}):  # a state an older fnrelay wrote
+                    old["exports"].setdefault(ENV_BROKER_DB, old["broker"]["db_url"])
+                return old
+            self.log("part of the previous local stack is down: restarting all of it")
+            self.down()
+        rabbit_dir = rabbitmq_dir_for(self.dir)
+        self._secure_dir(rabbit_dir)
+        marker = str(self.dir)
+        prev = (old or {}).get("rabbitmq", {})
+        rabbit = RabbitMQServer(rabbit_dir, prev.get("amqp_port"),
+                                prev.get("dist_port"), prev.get("management_port"),
+                                marker=marker, log=self.log)
+        state: dict[str, Any] = {"dir": str(self.dir), "marker": marker}
+        try:
+            rabbit.start()
+            state["rabbitmq"] = rabbit.to_dict()
+            self._save(state)
+            broker = BrokerServer(self.dir, rabbit.amqp_url, marker=marker, log=self.log,
+                                  port=(old or {}).get("broker", {}).get("port"),
+                                  management_url=rabbit.management_url).start()
+            state["broker"] = {"url": broker.url, "port": broker.port, "pid": broker.pid,
+                               "db_url": broker.db_url}
+            self._save(state)
+            token = broker.add_user(self.USER)
+            endpoint = LocalEndpoint(self.home, self.ENDPOINT, broker.url, token,
+                                     marker=marker, log=self.log)
+            endpoint.configure().start()
+            state["endpoint"] = {"name": self.ENDPOINT, "endpoint_id": endpoint.endpoint_id,
+                                 "pid": endpoint.pid}
+            # FNRELAY_BROKER_DB: `fnrelay-broker user add` in the shell that evaluated these
+            # lines acts on this stack's broker, not on a database under FNRELAY_HOME.
+            state["exports"] = {ENV_HOME: str(self.home), ENV_BROKER_URL: broker.url,
+                                ENV_TOKEN: token, ENV_ENDPOINT_ID: endpoint.endpoint_id,
+                                ENV_BROKER_DB: broker.db_url}
+            self._save(state)
+        except BaseException:
+            self.log("start-up failed: stopping what was started")
+            self.down()
+            raise
+        self.log(f"the local stack is up in {self.dir}")
+        return state
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """{component: {"running": bool, ...}} for rabbitmq, broker and endpoint."""
+        state = self.state() or {}
+        out: dict[str, dict[str, Any]] = {}
+        if "rabbitmq" in state:
+            rabbit = RabbitMQServer.from_dict(state["rabbitmq"])
+            out["rabbitmq"] = {"running": rabbit.running(), "pid": rabbit.pid,
+                               "url": f"amqp://127.0.0.1:{rabbit.amqp_port}",
+                               "management_url": rabbit.management_url}
+        else:
+            out["rabbitmq"] = {"running": False}
+        if "broker" in state:
+            b = state["broker"]
+            out["broker"] = {"running": pid_alive(b["pid"]) and http_ok(f"{b['url']}/v1/version"),
+                             "pid": b["pid"], "url": b["url"]}
+        else:
+            out["broker"] = {"running": False}
+        if "exports" in state:
+            ex = state["exports"]
+            ep = LocalEndpoint(ex[ENV_HOME], self.ENDPOINT, ex[ENV_BROKER_URL], ex[ENV_TOKEN])
+            out["endpoint"] = {"running": ep.running() and ep.status() == "online",
+                               "pid": ep.pid, "endpoint_id": ex[ENV_ENDPOINT_ID],
+                               "broker_status": ep.status()}
+        else:
+            out["endpoint"] = {"running": False}
+        return out
+
+    def down(self) -> list[int]:
+        """Stop all parts, newest first; returns pids that had to be killed as leftovers.
+        With a damaged state file, its processes are found by their marker instead."""
+        try:
+            state = self.state()
+        except LocalStackError as e:
+            self.log(f"{e}: stopping the processes the stack marked as its own")
+            state = {"marker": str(self.dir)}
+        if state is None:
+            self.log(f"no local stack in {self.dir}")
+            return []
+        if "exports" in state or "broker" in state:
+            ex = state.get("exports") or {}
+            ep = LocalEndpoint(ex.get(ENV_HOME, self.home), self.ENDPOINT,
+                               ex.get(ENV_BROKER_URL, ""), ex.get(ENV_TOKEN, ""), log=self.log)
+            if ep.config_path.exists():
+                ep.stop()
+        if "broker" in state:
+            BrokerServer(self.dir, "", log=self.log, pid=state["broker"]["pid"]).stop()
+        if "rabbitmq" in state:
+            RabbitMQServer.from_dict(state["rabbitmq"], log=self.log).stop()
+        left = reap_marked(state.get("marker", str(self.dir)), self.log)
+        remaining = [p for p in marked_pids(state.get("marker", str(self.dir)))
+                     if comm(p) != "epmd"]
+        if remaining:
+            raise LocalStackError(f"processes still running after down: {remaining}")
+        self.state_path.unlink(missing_ok=True)
+        self.log(f"the local stack in {self.dir} is down")
+        return left
+
+
+#: What each part of a state file must hold (as `up` writes it), for `_state_problem`.
+_STATE_KEYS = {
+    "rabbitmq": {"dir": str, "amqp_port": int, "dist_port": int, "management_port": int,
+                 "admin_user": str, "admin_password": str},
+    "broker": {"url": str, "port": int, "pid": int},
+    "endpoint": {"endpoint_id": str, "pid": int},
+    "exports": {ENV_HOME: str, ENV_BROKER_URL: str, ENV_TOKEN: str, ENV_ENDPOINT_ID: str},
+}
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a state file's contents, or None."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    if not isinstance(state.get("marker", ""), str):
+        return "'marker' is not text"
+    for part, keys in _STATE_KEYS.items():
+        if part not in state:
+            continue  # written step by step: a start-up that failed leaves parts out
+        if not isinstance(state[part], dict):
+            return f"'{part}' is not an object"
+        for key, kind in keys.items():
+            value = state[part].get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"'{part}' has no {kind.__name__} '{key}'"
+    return None
+
+
+def exports(state: dict[str, Any]) -> str:
+    """Shell lines that point the SDK, CLI and fnrelay-endpoint at the stack (values quoted)."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in state["exports"].items())
