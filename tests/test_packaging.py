@@ -21,7 +21,9 @@ CHECK = r"""
 import importlib.resources, sys
 import jinja2
 import fnrelay, fnrelay_broker, fnrelay_endpoint, fnrelay_wrappers
-for mod in (fnrelay, fnrelay_broker, fnrelay_endpoint, fnrelay_wrappers):
+import fnrelay.devstack.cli, fnrelay.wire  # subpackages: pyproject must list each
+for mod in (fnrelay, fnrelay_broker, fnrelay_endpoint, fnrelay_wrappers, fnrelay.wire,
+            fnrelay.devstack):
     assert mod.__file__.startswith(sys.prefix), (mod.__file__, sys.prefix)
 templates = importlib.resources.files("fnrelay_endpoint.engines.batch") / "templates"
 names = sorted(p.name for p in templates.iterdir() if p.name.endswith(".j2"))
