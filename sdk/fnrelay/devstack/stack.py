@@ -209,7 +209,7 @@ class LocalStack:
 
 
 #: What each part of a state file must hold (as `up` writes it), for `_state_problem`.
-_STATE_KEYS = {
+_STATE_KEYS: dict[str, dict[str, type]] = {
     "rabbitmq": {"dir": str, "amqp_port": int, "dist_port": int, "management_port": int,
                  "admin_user": str, "admin_password": str},
     "broker": {"url": str, "port": int, "pid": int},
