@@ -105,7 +105,7 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 def stop_pid(pid: int | None, timeout: float = STOP_TIMEOUT, group: bool = False) -> None:
     """SIGTERM `pid` (or its process group), then SIGKILL if it is still there after `timeout`."""
-    if not pid_alive(pid):
+    if pid is None or not pid_alive(pid):
         return
     kill = os.killpg if group else os.kill
     try:

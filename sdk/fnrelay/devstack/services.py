@@ -277,7 +277,7 @@ class LocalEndpoint:
     def kill(self) -> None:
         """SIGKILL the endpoint and its workers at once, as a crash would."""
         pid = self.pid
-        if pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             try:
                 os.killpg(pid, signal.SIGKILL) if self.proc is not None else os.kill(
                     pid, signal.SIGKILL)
