@@ -27,6 +27,7 @@ from fnrelay.wire import (
     ResultMessage,
     TaskMessage,
     TaskState,
+    decode_record,
     now,
 )
 from fnrelay_broker import children, tasks
@@ -111,19 +112,12 @@ _KNOWN = select(Task.id).where(Task.id.in_(bindparam("ids", expanding=True)))
 
 
 def _claim(r: ResultMessage) -> _Claim | None:
-    """The endpoint's record of `r`'s task, if it is well formed."""
-    rec = r.record
-    if not isinstance(rec, dict):
+    """The endpoint's record of `r`'s task, if it is well formed (`wire.decode_record`)."""
+    rec = decode_record(r.record)
+    if rec is None:
         return None
-    fid, digest, retries = rec.get("function_id"), rec.get("function_sha256"), rec.get(
-        "max_retries")
-    spec, config = rec.get("resource_specification") or {}, rec.get("user_endpoint_config") or {}
-    if not (isinstance(fid, str) and isinstance(digest, str) and len(digest) == 64
-            and isinstance(spec, dict) and isinstance(config, dict)
-            and (retries is None or (isinstance(retries, int) and not isinstance(retries, bool)
-                                     and retries >= 0))):
-        return None
-    return _Claim(r.task_id, fid, digest, "", spec, config, retries)
+    return _Claim(r.task_id, rec.function_id, rec.function_sha256, "",
+                  rec.resource_specification, rec.user_endpoint_config, rec.max_retries)
 
 
 def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Claim],

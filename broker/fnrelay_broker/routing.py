@@ -8,7 +8,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -188,11 +188,8 @@ class OutboxPublisher(_Worker):
                                 tasks.task_messages(self.db, tids))
         elif kind == "cancel":
             _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
-            body = wire.encode({"v": wire.PROTOCOL_VERSION, "task_ids": tids})
-            ch.basic_publish(
-                wire.TASKS_EXCHANGE, endpoint_id, body, _props(wire.MSG_CANCEL,
-                                                                 self.amqp_user)
-            )
+            ch.basic_publish(wire.TASKS_EXCHANGE, endpoint_id, wire.encode_cancel(tids),
+                             _props(wire.MSG_CANCEL, self.amqp_user))
             tasks.finish_outbox(self.db, oids, [])
         elif kind == "result":
             forward_results(ch, tasks.result_messages(self.db, tids), self.amqp_user)
@@ -204,7 +201,7 @@ class OutboxPublisher(_Worker):
                     declared.add(f"control:{manager_id}")
                 ch.basic_publish(
                     wire.TASKS_EXCHANGE, wire.control_routing_key(manager_id),
-                    wire.encode({"v": wire.PROTOCOL_VERSION, **asdict(msg)}),
+                    wire.encode_start_child(msg),
                     _props(wire.MSG_START_CHILD, self.amqp_user),
                 )
             tasks.finish_outbox(self.db, oids, [])
@@ -351,11 +348,10 @@ class ResultConsumer(_Worker):
             tasks.apply_status(self.db, endpoint_id, updates, unknown)
             return _of(updates, unknown)
         elif kind == wire.MSG_CHILD_FAILED:
-            d = inbound.document(body)
-            n = children.fail_child_tasks(self.db, endpoint_id, str(d["child_id"]),
-                                          str(d["error"]))
+            failed = inbound.child_failed(body)
+            n = children.fail_child_tasks(self.db, endpoint_id, failed.child_id, failed.error)
             log.info("manager %s: child %s failed (%d task(s)): %s", endpoint_id,
-                     d["child_id"], n, d["error"])
+                     failed.child_id, n, failed.error)
         elif kind == wire.MSG_HEARTBEAT:
             tasks.record_heartbeat(self.db, endpoint_id, inbound.heartbeat(endpoint_id, body))
         else:

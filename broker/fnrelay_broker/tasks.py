@@ -30,6 +30,7 @@ from fnrelay.wire import (
     can_transition,
     new_task_id,
     now,
+    task_from_entry,
 )
 from fnrelay_broker import children, sharing
 from fnrelay_broker.auth import CurrentUser
@@ -68,16 +69,6 @@ class Handoff:
     endpoint_id: str
     outbox_ids: list[int]
     messages: list[TaskMessage]
-
-
-def _message(task_id: str, spec: dict[str, Any], body: str, group_id: str) -> TaskMessage:
-    return TaskMessage(
-        task_id=task_id, function_id=spec["function_id"], function=body,
-        payload=spec["payload"], task_group_id=group_id,
-        resource_specification=spec.get("resource_specification") or {},
-        user_endpoint_config=spec.get("user_endpoint_config") or {},
-        max_retries=spec.get("max_retries"),
-    )
 
 
 def _stored_answer(db: Database, user_id: str, key: str) -> dict[str, Any] | None:
@@ -173,7 +164,7 @@ def submit(
                 user_id=user.id, key=idempotency_key, response=answer, created=t))
         if handoff is not None and not multi_user:  # children start first: the outbox's order
             handoff(Handoff(endpoint_id, outbox_ids, [
-                _message(tid, spec, bodies[spec["function_id"]], group_id)
+                task_from_entry(tid, spec, bodies[spec["function_id"]], group_id)
                 for tid, spec in zip(ids, tasks, strict=True)
             ]))
         return answer

@@ -355,5 +355,5 @@ def _record_outcome(record: dict[str, Any], client: Client) -> tuple[bool, Any]:
         result = blobs.resolve(record["task_id"], result, client.get_result_blob)
     return outcome(
         record["task_id"], record["status"], result,
-        ExceptionInfo(**exc) if exc else None, record.get("details"),
+        ExceptionInfo.from_dict(exc) if exc else None, record.get("details"),
     )

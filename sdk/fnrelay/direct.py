@@ -52,16 +52,8 @@ class DirectUnavailable(Exception):
 def task_messages(entries: list[dict[str, Any]], task_ids: list[str], bodies: list[str],
                   task_group_id: str) -> list[wire.TaskMessage]:
     """The endpoint's view of submit entries (`fnrelay.client.task_entry`)."""
-    return [
-        wire.TaskMessage(
-            task_id=tid, function_id=e["function_id"], function=body, payload=e["payload"],
-            task_group_id=task_group_id,
-            resource_specification=e.get("resource_specification") or {},
-            user_endpoint_config=e.get("user_endpoint_config") or {},
-            max_retries=e.get("max_retries"), direct=True,
-        )
-        for e, tid, body in zip(entries, task_ids, bodies, strict=True)
-    ]
+    return [wire.task_from_entry(tid, e, body, task_group_id, direct=True)
+            for e, tid, body in zip(entries, task_ids, bodies, strict=True)]
 
 
 def _mb(n: int) -> str:

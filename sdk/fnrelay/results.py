@@ -58,7 +58,7 @@ def recreate_exception(
     traceback printed locally shows where it failed remotely).
     """
     if isinstance(info, dict):
-        info = ExceptionInfo(**info)
+        info = ExceptionInfo.from_dict(info)
     tb = info.traceback or ""
     exc: BaseException | None = None
     if info.serialized:

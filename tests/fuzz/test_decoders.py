@@ -58,6 +58,20 @@ def test_message_decoders_raise_only_what_consumers_catch(decoder, body):
         pass
 
 
+@pytest.mark.parametrize("decoder", [
+    wire.decode_tasks, wire.decode_direct_tasks, wire.decode_results, wire.decode_status,
+    wire.decode_cancel, wire.decode_start_child, wire.decode_child_failed,
+    lambda b: wire.decode_heartbeat(b, "ep"), wire.decode_task, wire.decode_result])
+@_settings
+@given(body=_bodies)
+def test_every_wire_decoder_raises_only_wire_error(decoder, body):
+    """One error type: a consumer refuses a malformed message by catching WireError alone."""
+    try:
+        decoder(body)
+    except wire.WireError:
+        pass
+
+
 @_settings
 @given(body=_bodies)
 def test_result_decoder_raises_only_known_errors(body):
@@ -80,7 +94,7 @@ def test_broker_inbound_checks_raise_only_value_error(body):
     into ValueError, which it answers by rejecting the message."""
     from fnrelay_broker import inbound
 
-    for decode in (inbound.results, inbound.status, inbound.document,
+    for decode in (inbound.results, inbound.status, inbound.child_failed, inbound.direct_tasks,
                    lambda b: inbound.heartbeat("ep", b)):
         try:
             decode(body)
