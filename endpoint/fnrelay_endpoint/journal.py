@@ -13,7 +13,6 @@ another (it touches the files, not the connection).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -249,7 +248,7 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return TaskMessage(**json.loads(row[0])), failures
+        return wire.decode_task(row[0]), failures
 
     def recover(self, count_running: bool = True) -> list[tuple[TaskMessage, int]]:
         """Unfinished tasks at start, with their failure counts: a task that was running when
@@ -266,7 +265,7 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return [(TaskMessage(**json.loads(r[0])), int(r[1])) for r in rows]
+        return [(wire.decode_task(r[0]), int(r[1])) for r in rows]
 
     def failures(self, task_id: str) -> int:
         row = self.db.execute("SELECT failures FROM tasks WHERE task_id = ?",
@@ -278,7 +277,7 @@ class Journal:
         """Tasks received but without a result (queued or running when the agent stopped)."""
         rows = self.db.execute("SELECT task FROM tasks WHERE state IN (?, ?) ORDER BY seq",
                                (QUEUED, RUNNING)).fetchall()
-        return [TaskMessage(**json.loads(r[0])) for r in rows]
+        return [wire.decode_task(r[0]) for r in rows]
 
     def unpublished(self) -> list[ResultMessage]:
         """Results whose publish the broker has not confirmed yet."""
@@ -306,4 +305,4 @@ def _id_chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
 
 
 def _load(text: str) -> ResultMessage:
-    return ResultMessage.from_dict(json.loads(text))
+    return wire.decode_result(text)

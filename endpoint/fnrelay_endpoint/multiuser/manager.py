@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -178,11 +178,8 @@ class Manager:
         try:
             if props.type != wire.MSG_START_CHILD:
                 raise ValueError(f"unknown control message type {props.type!r}")
-            d = wire.decode(body)
-            msg = StartChild(child_id=str(d["child_id"]), user_id=str(d["user_id"]),
-                             username=str(d["username"]),
-                             user_endpoint_config=dict(d.get("user_endpoint_config") or {}))
-        except (ValueError, KeyError, TypeError) as e:
+            msg = wire.decode_start_child(body)
+        except ValueError as e:  # wire.WireError, or an unknown type
             log.error("dead-lettering malformed control message: %s", e)
             dead_letter(channel, method, props, body, f"malformed control message: {e}")
             return
@@ -200,7 +197,7 @@ class Manager:
     def _heartbeat(self, state: str) -> None:
         running = sum(1 for c in self.children.values() if c.state in ("starting", "running"))
         info = {"state": state, "multi_user": True, "children": running}
-        self._publish(wire.MSG_HEARTBEAT, wire.encode(
+        self._publish(wire.MSG_HEARTBEAT, wire.encode_heartbeat(
             wire.Heartbeat(endpoint_id=self.endpoint_id, info=info)))
         period = float(self.config.heartbeat_period or self._reg.get("heartbeat_period") or 10)
         self._next_heartbeat = time.monotonic() + period
@@ -209,8 +206,8 @@ class Manager:
         """Mark the child failed and have the broker fail its unfinished tasks."""
         log.warning("child %s of %s: %s", child.child_id, child.user, error)
         child.state, child.error, self._dirty = "failed", error, True
-        self._publish(wire.MSG_CHILD_FAILED, wire.encode(
-            {"v": wire.PROTOCOL_VERSION, **asdict(ChildFailed(child.child_id, error))}))
+        self._publish(wire.MSG_CHILD_FAILED,
+                      wire.encode_child_failed(ChildFailed(child.child_id, error)))
 
     # --- children ----------------------------------------------------------------------------
     def request(self, msg: StartChild) -> None:

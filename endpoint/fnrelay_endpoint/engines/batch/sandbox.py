@@ -19,10 +19,10 @@ import os
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from fnrelay import wire
 from fnrelay.wire import ResultMessage, TaskMessage
-from fnrelay_endpoint.engines.batch.schedulers.base import EXIT_STATUS_FILE
+from fnrelay.wire.names import EXIT_STATUS_FILE
 from fnrelay_endpoint.engines.batch.templating import STDERR_FILE, STDOUT_FILE
 
 TASKS_DIR = "tasks"
@@ -85,7 +85,7 @@ class Sandbox:
         write_atomic(self.task_file, json.dumps(asdict(task)))
 
     def read_task(self) -> TaskMessage:
-        return TaskMessage(**json.loads(self.task_file.read_text()))
+        return wire.decode_task(self.task_file.read_text())
 
     # --- job id ------------------------------------------------------------------------------
     def write_job_id(self, job_id: str) -> None:
@@ -122,7 +122,6 @@ class Sandbox:
 
 def _read_result(path: Path) -> ResultMessage | None:
     try:
-        data: Any = json.loads(path.read_text())
-        return ResultMessage.from_dict(data)
+        return wire.decode_result(path.read_text())
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -107,4 +107,4 @@ def run_task(task: dict[str, Any], gate: dict[str, Any] | None = None,
         return {CANCELLED_KEY: True}
     env = mpi_env(mpi, os.getcwd()) if mpi else {}
     with _environ(env):
-        return asdict(execute(TaskMessage(**task)))
+        return asdict(execute(TaskMessage.from_dict(task)))
