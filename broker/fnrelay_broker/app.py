@@ -28,9 +28,6 @@ from fnrelay_broker.validation import JsonObject, Text
 
 log = logging.getLogger(__name__)
 
-#: Largest per-task retry limit (endpoints cap it the same way).
-MAX_RETRIES_CAP = 100
-
 VERSION = "0.1.0"
 
 
@@ -59,7 +56,7 @@ class TaskIn(BaseModel):
     user_endpoint_config: JsonObject = Field(default_factory=dict)
     #: Re-runs after infrastructure failures (worker lost, endpoint killed); None: the
     #: endpoint's default.
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_CAP)
+    max_retries: int | None = Field(default=None, ge=0, le=wire.MAX_RETRIES_CAP)
 
 
 class SubmitIn(BaseModel):

@@ -14,10 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fnrelay.wire import ResultMessage, TaskMessage, TaskState, now
-
-#: Largest retry limit a task may ask for.
-MAX_RETRIES_CAP = 100
+from fnrelay.wire import MAX_RETRIES_CAP, ResultMessage, TaskMessage, TaskState, now
 
 
 def max_retries(task: TaskMessage, default: int) -> int:

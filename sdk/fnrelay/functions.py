@@ -19,10 +19,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any, overload
 
+from fnrelay.wire.names import ENV_MPI_PREFIX, ENV_NUM_RANKS
+
 #: Exit status of a command killed for exceeding its walltime (as coreutils `timeout`).
 TIMEOUT_RETURNCODE = 124
-ENV_MPI_PREFIX = "FNRELAY_MPI_PREFIX"
-ENV_NUM_RANKS = "FNRELAY_NUM_RANKS"
 
 _HMS = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2})$")
 

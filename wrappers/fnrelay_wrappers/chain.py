@@ -13,17 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fnrelay.wire.names import ENV_MPI_PREFIX, ENV_NUM_NODES, ENV_NUM_RANKS, ENV_TASK_SANDBOX
 from fnrelay_wrappers import shell
 from fnrelay_wrappers.conda import CondaEnv
 from fnrelay_wrappers.container import Bind, container_argv
 from fnrelay_wrappers.mpi import Layout, launcher_argv
 from fnrelay_wrappers.prelude import module_lines, pre_exec_lines
 from fnrelay_wrappers.shell import Token
-
-ENV_MPI_PREFIX = "FNRELAY_MPI_PREFIX"
-ENV_NUM_RANKS = "FNRELAY_NUM_RANKS"
-ENV_NUM_NODES = "FNRELAY_NUM_NODES"
-ENV_TASK_SANDBOX = "FNRELAY_TASK_SANDBOX"
 
 
 @dataclass(frozen=True)

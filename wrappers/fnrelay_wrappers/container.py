@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from fnrelay.wire.names import ENV_NUM_NODES, ENV_NUM_RANKS, ENV_TASK_SANDBOX
 from fnrelay_wrappers.shell import Token, split_options
 
 RUNTIMES = ("apptainer", "singularity", "podman", "docker", "shifter")
@@ -21,7 +22,7 @@ _PATH = re.compile(r"^/[A-Za-z0-9_./+@%=-]*$")
 #: and apptainer URIs (``docker://...``, ``library://...``).
 IMAGE_PATTERN = re.compile(r"^[A-Za-z0-9_/.][A-Za-z0-9_./:@+-]*$")
 #: Variables passed into runtimes that do not inherit the environment (podman, docker).
-PASSED_ENV = ("FNRELAY_TASK_SANDBOX", "FNRELAY_NUM_RANKS", "FNRELAY_NUM_NODES")
+PASSED_ENV = (ENV_TASK_SANDBOX, ENV_NUM_RANKS, ENV_NUM_NODES)
 
 
 def check_path(path: str) -> str:

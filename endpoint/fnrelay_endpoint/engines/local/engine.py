@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import ConfigurationError
-from fnrelay.functions import ENV_NUM_RANKS, parse_walltime
+from fnrelay.functions import parse_walltime
 from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.wire.names import ENV_NUM_RANKS
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
     Engine,

@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.errors import FnRelayError
-
-#: File the job script writes into its sandbox with the command's exit status, atomically:
-#: `echo "$rc" > "$SB/exit_status.tmp" && mv "$SB/exit_status.tmp" "$SB/exit_status"`.
-EXIT_STATUS_FILE = "exit_status"
+from fnrelay.wire.names import EXIT_STATUS_FILE
 
 #: Default timeout of one scheduler command, in seconds (slurmctld can be slow when busy).
 COMMAND_TIMEOUT = 60.0
