@@ -33,7 +33,7 @@ SDK_MODULES_FOR_DAEMONS = {
     "amqp": "the AMQP connection settings (TLS, CA bundle) and dead-letter queues both sides "
             "declare alike",
     "serialize": "the payload tags the batch engine must recognise to run a function",
-    "functions": "walltime parsing and the MPI rank variable ShellFunction/MPIFunction promise",
+    "functions": "walltime parsing, as ShellFunction/MPIFunction read it",
     "blobs": "references to large payloads kept outside the messages",
     "droplog": "one WARNING per interval for dropped messages, however many arrive",
     "backoff": "the one jittered backoff for reconnects and retries",
