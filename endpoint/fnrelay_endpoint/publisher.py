@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,7 +169,7 @@ def _may_linger(batches: list[Batch | None]) -> bool:
 
 
 def publish_to_group(channel: Any, user: str | None, endpoint_id: str, group_id: str,
-                     results: list[ResultMessage]) -> bool:
+                     results: Sequence[ResultMessage]) -> bool:
     """Publish direct-path results to their task group's queue, transient and confirmed; False
     if the queue did not take them (the broker then forwards its copy). The routing key names
     this endpoint: only a group that granted it the direct path is bound to it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,7 @@ def task_from_entry(task_id: str, entry: dict[str, Any], function: str,
     )
 
 
-def encode_tasks(tasks: list[TaskMessage]) -> bytes:
+def encode_tasks(tasks: Sequence[TaskMessage]) -> bytes:
     return encode({"v": PROTOCOL_VERSION, "tasks": tasks})
 
 
@@ -198,7 +199,7 @@ class ResultMessage:
         )
 
 
-def encode_results(results: list[ResultMessage]) -> bytes:
+def encode_results(results: Sequence[ResultMessage]) -> bytes:
     return encode({"v": PROTOCOL_VERSION, "results": results})
 
 
@@ -233,7 +234,7 @@ class StatusUpdate:
                    detail=codec.opt_text(item, "detail") or "")
 
 
-def encode_status(updates: list[StatusUpdate]) -> bytes:
+def encode_status(updates: Sequence[StatusUpdate]) -> bytes:
     return encode({"v": PROTOCOL_VERSION, "updates": updates})
 
 
