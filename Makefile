@@ -48,6 +48,7 @@ test: test-deps venv lint
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: deps venv
 	$(BIN)/python -m benchmarks
