@@ -380,16 +380,14 @@ class Manager:
 
     def stop_children(self) -> None:
         """SIGTERM every child, wait for them, SIGKILL the stubborn."""
-        live = [c for c in self.children.values() if c.proc is not None]
-        for c in live:
+        live = [(c, c.proc) for c in self.children.values() if c.proc is not None]
+        for _, proc in live:
             try:
-                os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+                os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + STOP_GRACE
-        for c in live:
-            proc = c.proc
-            assert proc is not None
+        for c, proc in live:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
