@@ -44,10 +44,14 @@ assert "echo hello" in script, script
 print("ok", ",".join(names))
 """
 
-CHECK_MULTIUSER = r"""
+CHECK_ENDPOINT_FILES = r"""
 import sys
 import yaml
+from fnrelay_endpoint.config import scaffold
 from fnrelay_endpoint.multiuser import usertemplate
+for name in ("endpoint.yaml", "manager.yaml"):
+    text = scaffold.scaffold(name).format(name="ep", broker_url="http://b", max_workers=1)
+    assert yaml.safe_load(text)["broker_url"] == "http://b", text
 assert usertemplate.__file__.startswith(sys.prefix), (usertemplate.__file__, sys.prefix)
 schema = usertemplate.load_schema_text(usertemplate.packaged(usertemplate.SCHEMA_FILE))
 assert yaml.safe_load(usertemplate.packaged(usertemplate.IDENTITY_FILE)) is not None
@@ -123,10 +127,10 @@ def test_console_scripts_are_installed(fresh_venv: Path, tmp_path: Path, script:
     assert "Usage" in run.stdout
 
 
-def test_wheel_ships_the_multi_user_template_schema_and_mapping(fresh_venv: Path,
-                                                                tmp_path: Path):
-    run = subprocess.run([fresh_venv / "bin" / "python", "-c", CHECK_MULTIUSER], cwd=tmp_path,
-                         capture_output=True, text=True)
+def test_wheel_ships_the_config_scaffolds_and_multi_user_files(fresh_venv: Path,
+                                                               tmp_path: Path):
+    run = subprocess.run([fresh_venv / "bin" / "python", "-c", CHECK_ENDPOINT_FILES],
+                         cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("ok")
 

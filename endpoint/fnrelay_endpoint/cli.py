@@ -45,15 +45,19 @@ def main() -> None:
 def configure(name: str, broker_url: str | None, max_workers: int | None, force: bool,
               multi_user: bool) -> None:
     """Create endpoint NAME's directory and a commented config.yaml."""
+    # Here, not at the top: it loads the multi-user templating (Jinja2, jsonschema), which
+    # every other command, and the local engine's forkserver preloading this module, can skip.
+    from fnrelay_endpoint.config import scaffold
+
     if multi_user:
-        paths, endpoint_id = cfg.configure_multi_user(name, broker_url, force)
+        paths, endpoint_id = scaffold.configure_multi_user(name, broker_url, force)
         click.echo(f"configured multi-user endpoint {name} ({_id_note(endpoint_id)})")
         click.echo(f"config: {paths.config}")
         click.echo(f"edit also: {paths.dir}/user_config_template.yaml.j2, "
                    "user_config_schema.json, identity_mapping.yaml")
         click.echo(f"start it with: fnrelay-endpoint start {name}")
         return
-    paths, endpoint_id = cfg.configure(name, broker_url, max_workers, force)
+    paths, endpoint_id = scaffold.configure(name, broker_url, max_workers, force)
     click.echo(f"configured endpoint {name} ({_id_note(endpoint_id)})")
     click.echo(f"config: {paths.config}")
     click.echo(f"start it with: fnrelay-endpoint start {name}")

@@ -16,20 +16,22 @@ from typing import Any
 
 import yaml
 
-from fnrelay.config import (
-    ENV_BROKER_URL,
-    credentials_path,
-    fnrelay_home,
-    private_mkdir,
-    resolve_credentials,
-    write_private,
-)
+from fnrelay.config import fnrelay_home, resolve_credentials
 from fnrelay.errors import ConfigurationError
+from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import engine_class
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RESULT_SIZE_LIMIT = 10 * 1024 * 1024
 DEFAULT_JOURNAL_RETENTION = 7 * 86400.0
+
+#: The keys of a normal endpoint's config.yaml, and of a multi-user manager's.
+ENDPOINT_KEYS = frozenset({"broker_url", "token", "engine", "prefetch", "heartbeat_period",
+                           "display_name", "max_retries", "result_size_limit",
+                           "result_blob_limit", "journal_retention"})
+MANAGER_KEYS = frozenset({"multi_user", "broker_url", "token", "display_name", "idle_timeout",
+                          "max_children", "identity_mapping", "min_uid", "child_python",
+                          "heartbeat_period"})
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -126,13 +128,7 @@ class EndpointConfig:
         """Validate `data`; errors name the file and the bad key."""
         if not isinstance(data, dict):
             raise ConfigurationError(f"{source}: expected a mapping of settings")
-        known = {"broker_url", "token", "engine", "prefetch", "heartbeat_period", "display_name",
-                 "max_retries", "result_size_limit", "result_blob_limit",
-                 "journal_retention"}
-        for key in data:
-            if key not in known:
-                raise ConfigurationError(
-                    f"{source}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        check.known_keys(data, ENDPOINT_KEYS, source)
         url = data.get("broker_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigurationError(
@@ -146,19 +142,19 @@ class EndpointConfig:
         return cls(
             broker_url=url.rstrip("/"), token=token,
             engine=_engine(data.get("engine"), source),
-            prefetch=_positive_int(data.get("prefetch", 512), "prefetch", source),
+            prefetch=check.integer(data.get("prefetch", 512), "prefetch", source, low=1),
             heartbeat_period=_heartbeat(data.get("heartbeat_period"), source),
             display_name=name,
-            max_retries=_count(data.get("max_retries", DEFAULT_MAX_RETRIES), "max_retries",
-                               source),
-            result_size_limit=_positive_int(
+            max_retries=check.integer(data.get("max_retries", DEFAULT_MAX_RETRIES),
+                                      "max_retries", source, low=0, high=100),
+            result_size_limit=check.integer(
                 data.get("result_size_limit", DEFAULT_RESULT_SIZE_LIMIT), "result_size_limit",
-                source),
-            result_blob_limit=_non_negative_int(data.get("result_blob_limit", 0),
-                                                "result_blob_limit", source),
-            journal_retention=float(_positive_int(
+                source, low=1),
+            result_blob_limit=check.integer(data.get("result_blob_limit", 0),
+                                            "result_blob_limit", source, low=0),
+            journal_retention=float(check.integer(
                 data.get("journal_retention", int(DEFAULT_JOURNAL_RETENTION)),
-                "journal_retention", source)),
+                "journal_retention", source, low=1)),
         )
 
     @classmethod
@@ -166,32 +162,9 @@ class EndpointConfig:
         return cls.from_dict(_read_config(path), str(path))
 
 
-def _positive_int(value: Any, key: str, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{source}: {key!r} must be a positive integer, got {value!r}")
-    return value
-
-
-def _non_negative_int(value: Any, key: str, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{source}: {key!r} must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _count(value: Any, key: str, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-        raise ConfigurationError(
-            f"{source}: {key!r} must be an integer from 0 to 100, got {value!r}")
-    return value
-
-
 def _heartbeat(value: Any, source: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(
-            f"{source}: 'heartbeat_period' must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return check.seconds_or_null(value, "heartbeat_period", source,
+                                 "the period the broker gives at registration")
 
 
 def _engine(value: Any, source: str) -> dict[str, Any]:
@@ -202,107 +175,7 @@ def _engine(value: Any, source: str) -> dict[str, Any]:
     return engine_class(kind, source).validate_config({**value, "type": kind}, source)
 
 
-def default_broker_url() -> str | None:
-    """FNRELAY_BROKER_URL, else the URL saved by `fnrelay login`."""
-    url = os.environ.get(ENV_BROKER_URL)
-    if url:
-        return url
-    try:
-        return json.loads(credentials_path().read_text()).get("broker_url")
-    except (OSError, ValueError, AttributeError):
-        return None
 
-
-_TEMPLATE = """\
-# fnrelay endpoint {name!r}; edit, then `fnrelay-endpoint start {name}`.
-
-# The broker's REST address (the endpoint only makes outbound connections).
-broker_url: {broker_url}
-
-# The owner's token. Default: FNRELAY_TOKEN, else the credentials of `fnrelay login`.
-# token: ...
-
-# Name shown by the broker (default: the endpoint's local name).
-display_name: {name}
-
-engine:
-  # local: a warm pool of worker processes on this machine.
-  type: local
-  # Tasks that run at once (default: the number of CPUs).
-  max_workers: {max_workers}
-
-# Tasks the broker hands over before the endpoint has journaled earlier ones.
-prefetch: 512
-
-# Seconds between heartbeats; default: what the broker says at registration.
-# heartbeat_period: 10
-
-# Re-runs after an infrastructure failure (worker lost, endpoint killed, node failure);
-# a task's own max_retries wins. A task's own exception is never retried.
-# max_retries: 3
-
-# Largest result in bytes (default 10 MB): a larger one fails its task with a clear error.
-# result_size_limit: 10485760
-
-# Larger results, up to this many bytes, go to the broker's blob store when the broker has
-# one (`fnrelay-broker serve --blob-store`); 0 (default): they fail like results over the limit.
-# result_blob_limit: 1073741824
-
-# Seconds the journal keeps results the broker confirmed (default 7 days).
-# journal_retention: 604800
-"""
-
-
-def _new_endpoint(name: str, broker_url: str | None, force: bool) -> tuple[EndpointPaths, str]:
-    """Checks shared by `configure` and `configure_multi_user`: the name is free (or `force`)
-    and a broker URL is known. Returns the paths and the broker URL."""
-    paths = EndpointPaths.of(name)
-    if paths.config.exists() and not force:
-        raise ConfigurationError(
-            f"endpoint {name!r} already exists ({paths.dir}); pass --force to overwrite its "
-            "config (its id is kept)")
-    broker_url = broker_url or default_broker_url()
-    if not broker_url:
-        raise ConfigurationError(
-            "no broker URL: pass --broker-url URL, set FNRELAY_BROKER_URL, or run "
-            "`fnrelay login --broker-url URL --token TOKEN`")
-    return paths, broker_url
-
-
-def _registered_id(paths: EndpointPaths, broker_url: str, multi_user: bool) -> str | None:
-    """The endpoint's id, created at the broker now if it has none and a token is at hand;
-    None if it cannot be yet (it is then created at the first start)."""
-    from fnrelay.errors import FnRelayError
-    from fnrelay_endpoint import registration
-
-    if paths.identity.exists():
-        return paths.endpoint_id()
-    try:
-        token = resolve_credentials(broker_url=broker_url).token
-    except ConfigurationError:
-        return None
-    metadata = {"multi_user": True} if multi_user else {}
-    try:
-        return registration.create(paths, broker_url, token, paths.name, metadata)
-    except FnRelayError:
-        return None
-
-
-def configure(name: str, broker_url: str | None = None, max_workers: int | None = None,
-              force: bool = False) -> tuple[EndpointPaths, str | None]:
-    """Create (or with `force` rewrite) an endpoint's directory; returns (paths, endpoint id),
-    the id None when the broker could not be asked for one yet.
-
-    A forced rewrite keeps the existing endpoint id.
-    """
-    paths, broker_url = _new_endpoint(name, broker_url, force)
-    workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
-    text = _TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"), max_workers=workers)
-    EndpointConfig.from_dict(yaml.safe_load(text), "config.yaml")  # reject bad flags now
-    private_mkdir(paths.dir)
-    os.chmod(paths.dir, 0o700)  # config.yaml may hold the token
-    write_private(paths.config, text)
-    return paths, _registered_id(paths, broker_url, multi_user=False)
 
 
 # --- multi-user endpoints (managers) -----------------------------------------------------------
@@ -348,31 +221,21 @@ class ManagerConfig:
     def from_dict(cls, data: Any, source: str = "config") -> ManagerConfig:
         if not isinstance(data, dict) or data.get("multi_user") is not True:
             raise ConfigurationError(f"{source}: not a multi-user config (multi_user: true)")
-        known = {"multi_user", "broker_url", "token", "display_name", "idle_timeout",
-                 "max_children", "identity_mapping", "min_uid", "child_python",
-                 "heartbeat_period"}
-        for key in data:
-            if key not in known:
-                raise ConfigurationError(
-                    f"{source}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        check.known_keys(data, MANAGER_KEYS, source)
         base = EndpointConfig.from_dict(
             {k: data[k] for k in ("broker_url", "token", "display_name", "heartbeat_period")
              if k in data}, source)
-        idle = data.get("idle_timeout", 600)
-        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle <= 0:
-            raise ConfigurationError(f"{source}: 'idle_timeout' must be a positive number of "
-                                     f"seconds, got {idle!r}")
-        min_uid = data.get("min_uid", 1000)
-        if isinstance(min_uid, bool) or not isinstance(min_uid, int) or min_uid < 1:
-            raise ConfigurationError(f"{source}: 'min_uid' must be an integer >= 1 (root is "
-                                     f"always refused), got {min_uid!r}")
+        idle = check.seconds(data.get("idle_timeout", 600), "idle_timeout", source)
+        min_uid = check.integer(data.get("min_uid", 1000), "min_uid", source, low=1,
+                                why="root is always refused")
         for key in ("identity_mapping", "child_python"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ConfigurationError(f"{source}: {key!r} must be a path")
         return cls(
             broker_url=base.broker_url, token=base.token, display_name=base.display_name,
-            idle_timeout=float(idle),
-            max_children=_positive_int(data.get("max_children", 32), "max_children", source),
+            idle_timeout=idle,
+            max_children=check.integer(data.get("max_children", 32), "max_children", source,
+                                       low=1),
             identity_mapping=data.get("identity_mapping") or "identity_mapping.yaml",
             min_uid=min_uid, child_python=data.get("child_python"),
             heartbeat_period=base.heartbeat_period,
@@ -413,61 +276,3 @@ def load_any(path: Path) -> EndpointConfig | ManagerConfig:
     return (ManagerConfig if manager else EndpointConfig).from_dict(data, str(path))
 
 
-_MANAGER_TEMPLATE = """\
-# fnrelay MULTI-USER endpoint {name!r}: a manager that starts one child endpoint per
-# (broker user, user_endpoint_config), from user_config_template.yaml.j2, as the local account
-# that identity_mapping.yaml maps the user to. Edit, then `fnrelay-endpoint start {name}`.
-# Check the template with `fnrelay-endpoint render-user-config {name} --user-config JSON`.
-multi_user: true
-
-# The broker's REST address (the manager and its children only make outbound connections).
-broker_url: {broker_url}
-
-# The site administrator's token. Default: FNRELAY_TOKEN, else `fnrelay login`'s credentials.
-# Children never get it: they receive only AMQP credentials, on stdin.
-# token: ...
-
-# Name shown by the broker (default: the endpoint's local name).
-display_name: {name}
-
-# Seconds a child may sit without tasks before it stops (it restarts on the next task).
-idle_timeout: 600
-
-# Children running at once; further ones wait until one stops.
-max_children: 32
-
-# Broker users -> local accounts (relative to this directory). Unmapped users are refused.
-identity_mapping: identity_mapping.yaml
-
-# Accounts below this uid (system accounts) are refused; root (uid 0) always is.
-min_uid: 1000
-
-# Python interpreter of the children: it must be readable and runnable by the mapped
-# accounts, with fnrelay installed (a venv outside any private home directory).
-# Default: the manager's own interpreter.
-# child_python: /opt/fnrelay/venv/bin/python
-
-# Seconds between heartbeats; default: what the broker says at registration.
-# heartbeat_period: 10
-"""
-
-
-def configure_multi_user(name: str, broker_url: str | None = None,
-                         force: bool = False) -> tuple[EndpointPaths, str | None]:
-    """Create a manager's directory: config.yaml, the user config template and schema, and
-    the identity mapping (kept if they exist, even with `force`: an administrator's edits
-    survive). Returns (paths, endpoint id)."""
-    from fnrelay_endpoint.multiuser import usertemplate
-
-    paths, broker_url = _new_endpoint(name, broker_url, force)
-    text = _MANAGER_TEMPLATE.format(name=name, broker_url=broker_url.rstrip("/"))
-    ManagerConfig.from_dict(yaml.safe_load(text), "config.yaml")
-    private_mkdir(paths.dir)
-    os.chmod(paths.dir, 0o700)  # config.yaml may hold the token
-    write_private(paths.config, text)
-    for file in (usertemplate.TEMPLATE_FILE, usertemplate.SCHEMA_FILE,
-                 usertemplate.IDENTITY_FILE):
-        target = paths.dir / file
-        if not target.exists():  # an administrator's edits survive --force
-            target.write_text(usertemplate.packaged(file))
-    return paths, _registered_id(paths, broker_url, multi_user=True)

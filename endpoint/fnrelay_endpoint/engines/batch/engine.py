@@ -29,6 +29,7 @@ from typing import Any
 from fnrelay.errors import ConfigurationError
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import (
     Engine,
     ResultCallback,
@@ -95,52 +96,33 @@ class BatchConfig:
         """Check every key; errors are ConfigurationError naming ``engine.<key>``."""
         if not isinstance(config, Mapping):
             raise ConfigurationError(f"{source}: must be a mapping")
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ConfigurationError(f"{source}: unknown key 'engine.{sorted(unknown)[0]}' for "
-                                     f"engine 'batch' (known: {', '.join(sorted(CONFIG_KEYS))})")
-        scheduler = config.get("scheduler")
-        if scheduler not in SCHEDULERS:
-            raise ConfigurationError(f"{source}: 'engine.scheduler' must be one of "
-                                     f"{', '.join(SCHEDULERS)}, got {scheduler!r}")
+        check.known_keys(config, CONFIG_KEYS, source, "engine.", "engine 'batch'")
+        scheduler = check.one_of(config.get("scheduler"), "engine.scheduler", source, SCHEDULERS)
         template = config.get("template")
         if template is not None:
             template = Path(template).expanduser()
             if not template.is_file():
                 raise ConfigurationError(f"{source}: 'engine.template' {str(template)!r} is not "
                                          "a readable file")
-        allowed = config.get("allowed_free_text") or []
-        if not isinstance(allowed, (list, tuple)) or not set(allowed) <= FREE_TEXT_KEYS:
-            raise ConfigurationError(f"{source}: 'engine.allowed_free_text' must be a list of "
-                                     f"{', '.join(sorted(FREE_TEXT_KEYS))}, got {allowed!r}")
+        allowed = check.subset(config.get("allowed_free_text"), "engine.allowed_free_text",
+                               source, FREE_TEXT_KEYS)
         defaults = config.get("defaults") or {}
         try:
-            ResourceSpecification.from_task(None, defaults, frozenset(allowed), scheduler)
+            ResourceSpecification.from_task(None, defaults, allowed, scheduler)
         except ResourceSpecificationError as e:
             raise ConfigurationError(f"{source}: 'engine.defaults': {e}") from None
         launcher, settings = _launcher(config.get("launcher", DEFAULT_LAUNCHER[scheduler]),
                                        source)
         return cls(
             scheduler=scheduler, template=template, defaults=dict(defaults),
-            allowed_free_text=frozenset(allowed), launcher=launcher, launcher_settings=settings,
-            poll_interval=_positive(config.get("poll_interval", 5.0), "poll_interval", source),
-            python=_python(config.get("python", sys.executable), source),
-            scheduler_timeout=_positive(config.get("scheduler_timeout", 60.0),
-                                        "scheduler_timeout", source),
+            allowed_free_text=allowed, launcher=launcher, launcher_settings=settings,
+            poll_interval=check.seconds(config.get("poll_interval", 5.0),
+                                        "engine.poll_interval", source),
+            python=check.interpreter(config.get("python", sys.executable), "engine.python",
+                                     source),
+            scheduler_timeout=check.seconds(config.get("scheduler_timeout", 60.0),
+                                            "engine.scheduler_timeout", source),
         )
-
-
-def _positive(value: Any, key: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{source}: 'engine.{key}' must be a positive number, "
-                                 f"got {value!r}")
-    return float(value)
-
-
-def _python(value: Any, source: str) -> str:
-    if not isinstance(value, str) or not value or "\n" in value:
-        raise ConfigurationError(f"{source}: 'engine.python' must be an interpreter path")
-    return value
 
 
 def _launcher(value: Any, source: str) -> tuple[str | None, dict[str, Any]]:

@@ -31,10 +31,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from fnrelay.errors import ConfigurationError
 from fnrelay.functions import parse_walltime
 from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay.wire.names import ENV_NUM_RANKS
+from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
     Engine,
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 #: Seconds an idle worker waits for work before it is stopped (the endpoint's footprint
 #: returns to the agent alone); the next task starts a fresh one.
 DEFAULT_IDLE_TIMEOUT = 600.0
+CONFIG_KEYS = frozenset({"type", "max_workers", "idle_timeout", "containment", "output_limit",
+                         "output_retention"})
 #: Seconds a task's output files are kept (as the journal keeps results by default).
 DEFAULT_OUTPUT_RETENTION = 7 * 24 * 3600.0
 _PRUNE_EVERY = 3600.0
@@ -268,35 +270,16 @@ class LocalEngine(Engine):
 
     @classmethod
     def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:
-        for key in config:
-            if key not in ("type", "max_workers", "idle_timeout", "containment", "output_limit",
-                           "output_retention"):
-                raise ConfigurationError(f"{source}: unknown key 'engine.{key}' for engine 'local'")
+        check.known_keys(config, CONFIG_KEYS, source, "engine.", "engine 'local'")
         workers = config.get("max_workers", os.cpu_count() or 1)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigurationError(
-                f"{source}: 'engine.max_workers' must be a positive integer, got {workers!r}")
+        check.integer(workers, "engine.max_workers", source, low=1)
         idle = config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
-        if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float))
-                                 or idle <= 0):
-            raise ConfigurationError(
-                f"{source}: 'engine.idle_timeout' must be a positive number of seconds or null "
-                f"(never stop idle workers), got {idle!r}")
-        containment = config.get("containment", "auto")
-        if containment not in MODES:
-            raise ConfigurationError(f"{source}: 'engine.containment' must be one of "
-                                     f"{', '.join(MODES)}, got {containment!r}")
-        limit = config.get("output_limit", DEFAULT_OUTPUT_LIMIT)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigurationError(f"{source}: 'engine.output_limit' must be a number of "
-                                     f"bytes (0 or more), got {limit!r}")
-        retention = config.get("output_retention", DEFAULT_OUTPUT_RETENTION)
-        if retention is not None and (isinstance(retention, bool)
-                                      or not isinstance(retention, (int, float))
-                                      or retention <= 0):
-            raise ConfigurationError(
-                f"{source}: 'engine.output_retention' must be a positive number of seconds or "
-                f"null (keep task output forever), got {retention!r}")
+        check.seconds_or_null(idle, "engine.idle_timeout", source, "never stop idle workers")
+        check.one_of(config.get("containment", "auto"), "engine.containment", source, MODES)
+        check.integer(config.get("output_limit", DEFAULT_OUTPUT_LIMIT), "engine.output_limit",
+                      source, unit="bytes")
+        check.seconds_or_null(config.get("output_retention", DEFAULT_OUTPUT_RETENTION),
+                              "engine.output_retention", source, "keep task output forever")
         # The containment and output keys appear only when set: their defaults live in
         # from_config, and a config that never names them reads as it did before they existed.
         chosen: dict[str, Any] = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from fnrelay.errors import ConfigurationError
+from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
     NAME_PATTERN,
@@ -99,28 +100,26 @@ class ParslSettings:
 
 # --- validation ---------------------------------------------------------------------------------
 def _err(source: str, key: str, why: str, value: Any) -> ConfigurationError:
-    return ConfigurationError(f"{source}: 'engine.{key}' {why}, got {value!r}")
+    return check.refuse(source, f"engine.{key}", why, value)
 
 
 @overload
-def _int(c: dict, key: str, default: int, source: str, low: int = 0) -> int: ...
+def _int(c: dict, key: str, default: int, source: str, low: int = 0,
+         section: str = "") -> int: ...
 @overload
-def _int(c: dict, key: str, default: None, source: str, low: int = 0) -> int | None: ...
-def _int(c: dict, key: str, default: int | None, source: str, low: int = 0) -> int | None:
+def _int(c: dict, key: str, default: None, source: str, low: int = 0,
+         section: str = "") -> int | None: ...
+def _int(c: dict, key: str, default: int | None, source: str, low: int = 0,
+         section: str = "") -> int | None:
     """An integer setting; null only where there is no default (like `_number`)."""
     value = c.get(key, default)
     if value is None and default is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _err(source, key, f"must be an integer >= {low}", value)
-    return value
+    return check.integer(value, f"engine.{section}{key}", source, low)
 
 
 def _number(c: dict, key: str, default: float, source: str) -> float:
-    value = c.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise _err(source, key, "must be a positive number of seconds", value)
-    return float(value)
+    return check.seconds(c.get(key, default), f"engine.{key}", source)
 
 
 def _name(c: dict, key: str, source: str) -> str | None:
@@ -137,13 +136,6 @@ def _text(c: dict, key: str, source: str) -> str:
         value = "\n".join(value)
     if not isinstance(value, str) or "\x00" in value:
         raise _err(source, key, "must be a string or a list of lines", value)
-    return value
-
-
-def _python(c: dict, source: str) -> str:
-    value = c.get("python", sys.executable)
-    if not isinstance(value, str) or not value or any(ch in value for ch in "\n\r\x00"):
-        raise _err(source, "python", "must be the path of the workers' Python", value)
     return value
 
 
@@ -193,29 +185,20 @@ def _mpi(c: dict, provider: str, source: str) -> MPISettings:
     v = dict(value)
     return MPISettings(
         enabled=enabled, launcher=launcher, launcher_settings=dict(settings),
-        nodes_per_block=_int(v, "nodes_per_block", 1, source + " mpi", 1),
-        max_blocks=_int(v, "max_blocks", 1, source + " mpi", 1),
-        max_workers_per_block=_int(v, "max_workers_per_block", 1, source + " mpi", 1))
+        nodes_per_block=_int(v, "nodes_per_block", 1, source, 1, "mpi."),
+        max_blocks=_int(v, "max_blocks", 1, source, 1, "mpi."),
+        max_workers_per_block=_int(v, "max_workers_per_block", 1, source, 1, "mpi."))
 
 
 def _parse(c: dict, source: str) -> ParslSettings:
-    unknown = set(c) - CONFIG_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise _err(source, key, f"is unknown for engine 'parsl' (known: "
-                   f"{', '.join(sorted(CONFIG_KEYS - {'type'}))})", c[key])
-    provider = c.get("provider", "local")
-    if provider not in PROVIDERS:
-        raise _err(source, "provider", f"must be one of {', '.join(PROVIDERS)}", provider)
-    launcher = c.get("launcher", "single")
-    if launcher not in BLOCK_LAUNCHERS:
-        raise _err(source, "launcher", f"must be one of {', '.join(BLOCK_LAUNCHERS)}", launcher)
+    check.known_keys(c, CONFIG_KEYS, source, "engine.", "engine 'parsl'")
+    provider = check.one_of(c.get("provider", "local"), "engine.provider", source, PROVIDERS)
+    launcher = check.one_of(c.get("launcher", "single"), "engine.launcher", source,
+                            BLOCK_LAUNCHERS)
     if "queue" in c and "partition" in c and c["queue"] != c["partition"]:
         raise _err(source, "queue", "differs from partition (they are one setting)", c["queue"])
-    allowed = c.get("allowed_free_text") or []
-    if not isinstance(allowed, (list, tuple)) or not set(allowed) <= FREE_TEXT_KEYS:
-        raise _err(source, "allowed_free_text",
-                   f"must be a list of {', '.join(sorted(FREE_TEXT_KEYS))}", allowed)
+    allowed = check.subset(c.get("allowed_free_text"), "engine.allowed_free_text", source,
+                           FREE_TEXT_KEYS)
     exclusive = c.get("exclusive", True)
     if not isinstance(exclusive, bool):
         raise _err(source, "exclusive", "must be true or false", exclusive)
@@ -247,9 +230,10 @@ def _parse(c: dict, source: str) -> ParslSettings:
         status_poll_period=_number(c, "status_poll_period", 60.0, source)
         if "status_poll_period" in c else None,
         retries=_int(c, "retries", 0, source),
-        address=address, python=_python(c, source),
+        address=address,
+        python=check.interpreter(c.get("python", sys.executable), "engine.python", source),
         block_failure_threshold=_int(c, "block_failure_threshold", 3, source, 1),
-        allowed_free_text=frozenset(allowed),
+        allowed_free_text=allowed,
         mpi=_mpi(c, provider, source),
     )
     if not s.min_blocks <= s.max_blocks or s.init_blocks > s.max_blocks:
