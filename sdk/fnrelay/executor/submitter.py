@@ -1,0 +1,225 @@
+"""The submitter: one thread per Executor that sends queued calls to the broker or endpoint.
+
+It takes what is queued (up to `batch_size`), splits it by bytes (MAX_BATCH_BYTES) and sends
+each part: published straight to the endpoint's queue when the broker granted the direct path
+(fnrelay.direct), else as one POST /v1/submit; a refused part fails its futures with the
+reason. Direct-path tasks' records go to the broker batched (`fnrelay.direct.Records`); while
+idle the thread answers the direct publisher's AMQP heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fnrelay import chunks, errors, wire
+from fnrelay.client import submit_size
+from fnrelay.direct import (
+    DirectUnavailable,
+    Records,
+    message_runs,
+    task_messages,
+    too_large,
+    within_at_once,
+)
+from fnrelay.executor.future import FnRelayFuture
+from fnrelay.executor.group import TaskGroup
+from fnrelay.executor.pending import Chunk, PendingTable
+from fnrelay.executor.transport import BrokerApi, PublisherFactory, TaskPublisher
+from fnrelay.library_logs import reports_its_own_errors
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
+IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
+
+
+class Submitter:
+    """Sends the pending table's queued futures until it takes the None that shutdown queues.
+
+    `ensure_group` attaches the task group (and starts the result watcher) before the first
+    send; the Executor provides it, as it owns both.
+    """
+
+    def __init__(self, pending: PendingTable, api: BrokerApi, group: TaskGroup,
+                 ensure_group: Callable[[], dict[str, Any]], publishers: PublisherFactory,
+                 batch_size: int):
+        self._pending, self._api, self._group = pending, api, group
+        self._ensure_group, self._publishers = ensure_group, publishers
+        self.batch_size = batch_size
+        self._publisher: TaskPublisher | None = None  # this thread's alone
+        self._records = Records()  # the broker's copies of direct-path tasks, sent batched
+        self._thread = threading.Thread(target=self.run, name="fnrelay-submitter", daemon=True)
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def run(self) -> None:
+        reports_its_own_errors()  # a lost direct path is one WARNING, not pika's ERRORs
+        try:
+            self.submit_until_done()
+        finally:
+            self.send_records()
+            if self._publisher is not None:
+                self._publisher.close()
+
+    def _next_queued(self) -> FnRelayFuture | None:
+        """The next queued future (None: shut down), sending the broker's records when due and
+        answering AMQP heartbeats meanwhile."""
+        while True:
+            try:
+                return self._pending.queue.get(timeout=self._records.wait(IDLE_SERVICE))
+            except queue.Empty:
+                if self._records.ready():
+                    self.send_records()
+                elif self._publisher is not None:
+                    self._publisher.service()
+
+    def submit_until_done(self) -> None:
+        q = self._pending.queue
+        done = False
+        while not done:
+            first = self._next_queued()
+            if first is None:
+                break
+            # Send at once what is queued now, without waiting for more: while this request is
+            # in flight, later submissions pile up and go in the next one. So a lone task pays
+            # no batching delay and a burst is still sent in few requests.
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    done = True
+                    break
+                batch.append(nxt)
+            self.send(batch)
+            if self._records.ready():
+                self.send_records()
+
+    def send(self, batch: list[FnRelayFuture]) -> None:
+        """Send a batch of queued futures (those cancelled meanwhile are skipped)."""
+        for chunk in split(self._pending.claim(batch), MAX_BATCH_BYTES):
+            self.send_chunk(chunk)
+
+    def send_chunk(self, chunk: Chunk) -> None:
+        pending = self._pending
+        pending.sending()
+        try:
+            self._ensure_group()
+            chunk = self._send_direct(chunk)
+            if not chunk:
+                pending.sent()
+                return
+            answer = self._api.submit(
+                self._group.endpoint_id, [entry for _, entry in chunk], self._group.id
+            )
+        except errors.PayloadTooLargeError as e:
+            pending.sent()
+            if len(chunk) > 1:  # the broker's limit is lower than ours: halve and retry
+                half = len(chunk) // 2
+                self.send_chunk(chunk[:half])
+                self.send_chunk(chunk[half:])
+                return
+            pending.fail(chunk, e)
+            return
+        except Exception as e:  # noqa: BLE001 - the futures must learn why
+            pending.sent()
+            pending.fail(chunk, e)
+            return
+        pending.accepted(chunk, answer["task_ids"])
+
+    def send_records(self) -> None:
+        """Send the broker its records of the direct-path tasks published so far. If that
+        fails, the endpoint's copies of their results carry the records instead."""
+        tasks = self._records.take()
+        info = self._group.info
+        if not tasks or self._publisher is None or info is None:
+            return
+        try:
+            self._publisher.publish(info["amqp_url"], wire.encode_tasks(tasks), records=True)
+        except DirectUnavailable as e:
+            log.warning("could not send the broker its records of %d task(s) (%s); it records "
+                        "them from their results", len(tasks), e)
+
+    # --- the direct path ---------------------------------------------------------------------
+    def _info(self) -> dict[str, Any]:
+        info = self._group.info
+        assert info is not None  # attached by ensure_group before the first send
+        return info
+
+    def _send_direct(self, chunk: Chunk) -> Chunk:
+        """Publish the chunk straight to the endpoint (the direct path); returns what is left
+        for REST: all of it if the path is not granted, else what a failed publish left."""
+        grant = self._info().get("submit")
+        if not (self._group.direct and grant):
+            return chunk
+        bodies = [self._api.function_body(e["function_id"]) for _, e in chunk]
+        if None in bodies:  # registered elsewhere: only the broker has the code
+            return chunk
+        ids = [wire.new_task_id() for _ in chunk]
+        group_id = str(self._group.id)
+        msgs = task_messages([e for _, e in chunk], ids, bodies,  # type: ignore[arg-type]
+                             group_id)
+        body = wire.encode_tasks(msgs)
+        limit = grant.get("payload_limit")  # None: an older broker
+        if limit is None or within_at_once(
+                len(body), submit_size(self._group.endpoint_id, [], self._group.id), limit):
+            return [] if self._publish_direct(grant, chunk, msgs, body) else chunk
+        return self._publish_limited(grant, chunk, msgs, limit)
+
+    def _publish_limited(self, grant: dict[str, Any], chunk: Chunk,
+                         msgs: list[wire.TaskMessage], limit: int) -> Chunk:
+        """A chunk near the broker's payload limit: fail each task whose REST request alone
+        would exceed it (REST would refuse it), publish the others in messages within it.
+        Returns what is left for REST."""
+        fits = []
+        for item, msg in zip(chunk, msgs, strict=True):
+            size = submit_size(self._group.endpoint_id, [item[1]], self._group.id)
+            if size > limit:
+                self._pending.fail([item], too_large(size, limit))
+            else:
+                fits.append((item, msg))
+        for run in message_runs([msg for _, msg in fits], limit):
+            part = [msg for _, msg in fits[run]]
+            if not self._publish_direct(grant, [item for item, _ in fits[run]], part,
+                                        wire.encode_tasks(part)):
+                return [item for item, _ in fits[run.start:]]
+        return []
+
+    def _publish_direct(self, grant: dict[str, Any], chunk: Chunk, msgs: list[wire.TaskMessage],
+                        body: bytes) -> bool:
+        """Publish one `tasks` message; False if it failed before anything went out (the
+        direct path is then off: REST from now on)."""
+        self._pending.publishing(chunk, msgs)
+        if self._publisher is None:
+            self._publisher = self._publishers(grant["exchange"], grant["routing_key"])
+        try:
+            # The group's URL as of now: attaching again gives its account a new password.
+            self._publisher.publish(self._info()["amqp_url"], body)
+        except DirectUnavailable as e:
+            self._group.direct = False
+            log.warning("direct path to endpoint %s unavailable (%s); submitting over REST "
+                        "from now on%s", self._group.endpoint_id, e,
+                        " (these tasks may run twice)" if e.sent else "")
+            self._pending.unpublished(chunk, msgs)
+            return False
+        self._records.add(msgs)
+        for future, _ in chunk:
+            future._submitted.set()
+        return True
+
+
+def split(items: Chunk, max_bytes: int) -> list[Chunk]:
+    """Split a batch so that no request carries much more than `max_bytes` of payload."""
+    return [items[run] for run in chunks.by_size([len(e["payload"]) for _, e in items], max_bytes)]
