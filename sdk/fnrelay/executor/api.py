@@ -187,6 +187,7 @@ class Executor(cf.Executor):
             already = pending.closed
             pending.closed = True
             if cancel_futures:
+                pending.cancel_unclaimed = True
                 for future in pending.queued_futures():
                     future.cancel()
             if not already and self._submitter.started:

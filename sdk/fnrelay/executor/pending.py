@@ -55,6 +55,9 @@ class PendingTable:
         self.early: dict[str, wire.ResultMessage] = {}  # results that beat their task id
         self.inflight = 0  # sends under way
         self.closed = False  # shut down: no new submissions
+        #: shutdown(cancel_futures=True): futures not claimed yet are cancelled, not sent;
+        #: this reaches the ones the submitter took from the queue but has not claimed.
+        self.cancel_unclaimed = False
         self._dropped = dropped
 
     # --- queued ------------------------------------------------------------------------------
@@ -70,6 +73,8 @@ class PendingTable:
         with self.lock:
             for future in batch:
                 entry = self.entries.pop(id(future), None)
+                if self.cancel_unclaimed:
+                    cf.Future.cancel(future)
                 if future.cancelled() or entry is None:
                     future._submitted.set()
                     continue
