@@ -6,7 +6,7 @@
   depend on pika's exception classes;
 * `TaskPublisher`: the direct path's confirmed publisher (`fnrelay.direct.DirectPublisher`).
 
-The unit tests hand the parts in-memory fakes of each (tests/unit/executor/fakes.py), as
+The unit tests hand the parts in-memory fakes of each (tests/support/fake_transport.py), as
 Dramatiq's StubBroker stands in for RabbitMQ.
 """
 

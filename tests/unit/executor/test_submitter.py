@@ -1,0 +1,145 @@
+"""The submitter (fnrelay.executor.submitter) against an in-memory broker and direct path:
+batching, splitting by bytes, failing what the broker refuses, the direct path."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from fnrelay import errors, wire
+from fnrelay.client import task_entry
+from fnrelay.direct import DirectUnavailable
+from fnrelay.droplog import DropLog
+from fnrelay.executor import submitter as submitter_module
+from fnrelay.executor.future import FnRelayFuture
+from fnrelay.executor.group import TaskGroup
+from fnrelay.executor.pending import PendingTable
+from fnrelay.executor.submitter import Submitter
+from support.fake_transport import FakeApi, FakePublisher, Owner
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+@dataclass
+class Rig:
+    api: FakeApi
+    pending: PendingTable
+    group: TaskGroup
+    submitter: Submitter
+    publishers: list[FakePublisher]
+    function_id: str
+
+    def queue(self, n: int, payload: str = "") -> list[FnRelayFuture]:
+        futures = []
+        with self.pending.lock:
+            for i in range(n):
+                future = FnRelayFuture(Owner(self.pending))
+                self.pending.put(future, task_entry(self.function_id, (i, payload), {}))
+                futures.append(future)
+        return futures
+
+    def run_until_shutdown(self) -> None:
+        """Send everything queued, as the thread does, up to shutdown's None."""
+        self.pending.queue.put(None)
+        self.submitter.submit_until_done()
+
+
+def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
+             batch_size: int = 128) -> Rig:
+    api = FakeApi(grant_direct=grant_direct, payload_limit=payload_limit)
+    pending = PendingTable(DropLog(logging.getLogger("fnrelay.executor")))
+    group = TaskGroup(api, str(uuid.uuid4()), None, direct=True)
+    publishers: list[FakePublisher] = []
+
+    def ensure_group() -> dict:
+        return group.info or group.attach()
+
+    submitter = Submitter(pending, api, group, ensure_group,
+                          lambda exchange, key: FakePublisher(exchange, key, publishers),
+                          batch_size)
+    return Rig(api, pending, group, submitter, publishers, api.register_function(square))
+
+
+def test_what_is_queued_together_goes_in_one_request_up_to_the_batch_size():
+    rig = make_rig(batch_size=4)
+    futures = rig.queue(10)
+    rig.run_until_shutdown()
+    assert [len(tasks) for tasks in rig.api.submits] == [4, 4, 2]
+    assert all(f.task_id in rig.pending.outstanding and f._submitted.is_set() for f in futures)
+    assert rig.pending.inflight == 0
+
+
+def test_a_batch_is_split_so_no_request_carries_much_more_than_the_byte_budget(monkeypatch):
+    monkeypatch.setattr(submitter_module, "MAX_BATCH_BYTES", 1000)
+    rig = make_rig()
+    rig.queue(6, payload="x" * 350)
+    rig.run_until_shutdown()
+    sizes = [sum(len(t["payload"]) for t in tasks) for tasks in rig.api.submits]
+    assert len(sizes) == 3 and all(size <= 1000 for size in sizes)
+
+
+def test_a_refused_request_fails_its_futures_with_the_brokers_reason():
+    rig = make_rig()
+    rig.api.refuse = errors.NotFoundError("no such endpoint", http_status=404)
+    futures = rig.queue(3)
+    rig.run_until_shutdown()
+    for future in futures:
+        with pytest.raises(errors.NotFoundError, match="no such endpoint"):
+            future.result(timeout=0)
+        assert future._submitted.is_set()
+    assert not rig.pending.outstanding and rig.pending.inflight == 0
+
+
+def test_a_chunk_over_the_brokers_limit_is_halved_and_only_the_task_too_large_alone_fails():
+    rig = make_rig(payload_limit=2500)
+    small = rig.queue(4, payload="s" * 200)
+    big = rig.queue(1, payload="b" * 3000)
+    rig.run_until_shutdown()
+    assert all(f.task_id for f in small)
+    with pytest.raises(errors.PayloadTooLargeError):
+        big[0].result(timeout=0)
+    assert rig.pending.inflight == 0
+
+
+def test_futures_cancelled_before_they_are_sent_are_skipped():
+    rig = make_rig()
+    futures = rig.queue(3)
+    assert futures[1].cancel()
+    rig.run_until_shutdown()
+    assert [len(tasks) for tasks in rig.api.submits] == [2]
+    assert futures[1].task_id is None
+
+
+def test_the_direct_path_publishes_to_the_endpoint_and_records_go_to_the_broker_batched():
+    rig = make_rig(grant_direct=True)
+    futures = rig.queue(3)
+    rig.run_until_shutdown()
+    rig.submitter.send_records()
+    assert rig.api.submits == []  # no REST request
+    [publisher] = rig.publishers
+    assert publisher.routing_key == rig.group.endpoint_id
+    [body] = publisher.tasks
+    assert [t.task_id for t in wire.decode_tasks(body)] == [f.task_id for f in futures]
+    assert all(f._direct and f.task_id in rig.pending.outstanding for f in futures)
+    [records] = publisher.records
+    assert len(wire.decode_tasks(records)) == 3
+
+
+def test_a_failed_direct_publish_sends_over_rest_from_then_on(caplog):
+    rig = make_rig(grant_direct=True)
+    rig.queue(1)
+    rig.pending.queue.put(None)
+    later = rig.queue(1)  # behind the None: sent by the second run
+    rig.submitter.submit_until_done()  # publishes the first task directly
+    rig.publishers[0].fail = DirectUnavailable("cannot connect to RabbitMQ", sent=False)
+    with caplog.at_level(logging.WARNING, logger="fnrelay.executor"):
+        rig.run_until_shutdown()
+    assert not rig.group.direct
+    assert [len(tasks) for tasks in rig.api.submits] == [1]
+    assert not later[0]._direct and later[0].task_id in rig.pending.outstanding
+    assert any("submitting over REST from now on" in r.getMessage() for r in caplog.records)
