@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import queue
-import re
 import socket
 import threading
 import time
@@ -27,15 +26,15 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import requests
 
 from fnrelay import backoff, chunks, wire
-from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
-from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
+from fnrelay.amqp import connection_parameters, dead_letter
+from fnrelay.errors import BrokerError
 from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint import retries
 from fnrelay_endpoint.acker import Acker
 from fnrelay_endpoint.blobs import BlobUploader
+from fnrelay_endpoint.broker_api import BrokerAPI, Stopped, retry
 from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.engines.base import RUNNING_HOLD, make_engine
 from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
@@ -46,7 +45,6 @@ from fnrelay_endpoint.publisher import (
     ResultPublisher,
     publish_to_group,
 )
-from fnrelay_endpoint.registration import error_message
 from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
@@ -58,10 +56,6 @@ FIRST_REGISTER_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
 #: Seconds between journal prunes while the agent runs (it also prunes at start).
 PRUNE_PERIOD = 3600.0
-
-
-class Stopped(Exception):
-    """stop() was called while the agent waited (e.g. between registration attempts)."""
 
 
 class Agent:
@@ -100,6 +94,7 @@ class Agent:
         #: Direct-path tasks not yet published: task id -> group (results go straight there).
         self._direct: dict[str, str] = {}
         self._next_prune = 0.0
+        self._api = BrokerAPI(config.broker_url, token)
         self._blobs = (BlobUploader(config.broker_url, endpoint_id, token,
                                     config.result_blob_limit, config.result_size_limit,
                                     self._deliver, self._stop)
@@ -184,41 +179,17 @@ class Agent:
     # --- registration ------------------------------------------------------------------------
     def register(self, attempts: int | None = None) -> dict[str, Any]:
         """PUT /v1/endpoints/{id}; retries connection errors and 5xx with backoff."""
-        url = f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}"
-        body = {"name": self.config.display_name or self.name,
-                "metadata": {"hostname": socket.gethostname(), **self.engine.info()}}
-        attempt = 0
-        while True:
-            try:
-                r = requests.put(url, json=body, timeout=30, verify=requests_verify(),
-                                 headers={"Authorization": f"Bearer {self.token}"})
-            except requests.RequestException as e:
-                error = f"cannot reach the broker at {self.config.broker_url}: {_reason(e)}"
-            else:
-                if r.ok:
-                    reg = r.json()
-                    log.info("registered endpoint %s (%s) with %s", self.name,
-                             self.endpoint_id, self.config.broker_url)
-                    return reg
-                message = error_message(r)
-                if r.status_code in (401, 403):
-                    raise AuthenticationError(f"the broker refused the token: {message}",
-                                              r.status_code)
-                if r.status_code == 404:
-                    raise BrokerError(
-                        f"registration failed: {message} (if it was deleted, remove "
-                        "endpoint.json from the endpoint's directory to register it as a new "
-                        "endpoint)", 404)
-                if r.status_code < 500:
-                    raise BrokerError(f"registration failed: {message}", r.status_code)
-                error = f"the broker answered {r.status_code}: {message}"
-            attempt += 1
-            if attempts is not None and attempt >= attempts:
-                raise BrokerUnavailableError(error)
-            delay = backoff.delay(attempt, cap=MAX_BACKOFF)
+        name = self.config.display_name or self.name
+        metadata = {"hostname": socket.gethostname(), **self.engine.info()}
+
+        def note(error: BrokerError, delay: float) -> None:
             log.warning("%s; retrying in %.1f s", error, delay)
-            if self._stop.wait(delay):
-                raise Stopped
+
+        reg = retry(lambda: self._api.update_endpoint(self.endpoint_id, name, metadata),
+                    self._stop, on_retry=note, attempts=attempts, cap=MAX_BACKOFF)
+        log.info("registered endpoint %s (%s) with %s", self.name, self.endpoint_id,
+                 self.config.broker_url)
+        return reg
 
     # --- one AMQP connection -----------------------------------------------------------------
     def _session(self, reg: dict[str, Any], on_ready: Callable[[], None] | None) -> bool:
@@ -606,11 +577,4 @@ def _check_direct(tasks: list[TaskMessage], sender: str | None) -> None:
     for t in tasks:
         t.direct = bool(t.direct and t.task_group_id and sender
                         and sender == wire.group_account(t.task_group_id))
-
-
-def _reason(e: Exception) -> str:
-    """The useful part of a requests error ("[Errno 111] Connection refused")."""
-    m = re.search(r"\[Errno -?\d+\] [^'\")]+", str(e))
-    return m.group(0) if m else (str(e) or type(e).__name__)
-
 

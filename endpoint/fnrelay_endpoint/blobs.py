@@ -18,20 +18,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
-
-from fnrelay import backoff
-from fnrelay.amqp import requests_verify
 from fnrelay.blobs import BlobRef, describe, reference
+from fnrelay.errors import BrokerError
 from fnrelay.wire import ResultMessage, TaskState
+from fnrelay_endpoint.broker_api import BrokerAPI, Stopped, retry
 from fnrelay_endpoint.worker import ResultTooLargeError, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
 
 #: Upload threads: a few large results in flight at once, not one per task.
 UPLOADERS = 2
-#: Seconds to connect and between bytes of an upload answer (a blob may take long to send).
-TIMEOUT = (30.0, 600.0)
 #: HTTP statuses after which retrying the same upload cannot help.
 _FINAL = {400, 401, 403, 404, 411, 413, 422}
 
@@ -42,8 +38,8 @@ class BlobUploader:
     def __init__(self, broker_url: str, endpoint_id: str, token: str, blob_limit: int,
                  size_limit: int, deliver: Callable[[ResultMessage], None],
                  stop: threading.Event):
-        self.url = f"{broker_url}/v1/endpoints/{endpoint_id}/blobs"
-        self.token, self.blob_limit, self.size_limit = token, blob_limit, size_limit
+        self.api, self.endpoint_id = BrokerAPI(broker_url, token), endpoint_id
+        self.blob_limit, self.size_limit = blob_limit, size_limit
         self.deliver, self.stop = deliver, stop
         self.broker_limit = 0  # the broker's blob limit; 0: it keeps no blobs
         self._offered = threading.Event()  # registered: broker_limit is known
@@ -90,38 +86,23 @@ class BlobUploader:
         if size > limit:
             return self._too_large(result, size)
         ref = describe(data)
-        attempt = 0
-        while not self.stop.is_set():
-            error, final = self._put(result.task_id, data, ref)
-            if error is None:
-                log.info("task %s: result of %d bytes uploaded as a blob", result.task_id, size)
-                return _with_reference(result, ref)
-            if final:
-                log.error("task %s: the broker refused its result blob: %s", result.task_id,
-                          error)
-                return _failed(result, f"the broker did not take the result blob of {size} "
-                                       f"bytes: {error}", size)
-            attempt += 1
-            delay = backoff.delay(attempt)
+
+        def note(error: BrokerError, delay: float) -> None:
             log.warning("task %s: %s; retrying the blob upload in %.1f s", result.task_id,
                         error, delay)
-            self.stop.wait(delay)
-        return None
 
-    def _put(self, task_id: str, data: bytes, ref: BlobRef) -> tuple[str | None, bool]:
-        """One upload: (None, _) when the broker has the blob, else (error, final)."""
         try:
-            r = requests.put(f"{self.url}/{task_id}", data=data, timeout=TIMEOUT,
-                             verify=requests_verify(),
-                             headers={"Authorization": f"Bearer {self.token}",
-                                      "Content-Type": "application/octet-stream",
-                                      "X-Fnrelay-Sha256": ref.sha256})
-        except requests.RequestException as e:
-            return f"cannot reach the broker: {type(e).__name__}", False
-        if r.ok or r.status_code == 409:
-            # 409: the task already has its result; the broker ignores this one (first wins).
-            return None, True
-        return f"HTTP {r.status_code}: {_message(r)}", r.status_code in _FINAL
+            retry(lambda: self.api.upload_blob(self.endpoint_id, result.task_id, data,
+                                               ref.sha256),
+                  self.stop, on_retry=note, retryable=lambda e: e.http_status not in _FINAL)
+        except Stopped:
+            return None
+        except BrokerError as e:
+            log.error("task %s: the broker refused its result blob: %s", result.task_id, e)
+            return _failed(result, f"the broker did not take the result blob of {size} "
+                                   f"bytes: {e}", size)
+        log.info("task %s: result of %d bytes uploaded as a blob", result.task_id, size)
+        return _with_reference(result, ref)
 
     def _too_large(self, result: ResultMessage, size: int) -> ResultMessage:
         if not self.broker_limit:
@@ -149,9 +130,3 @@ def _failed(result: ResultMessage, message: str, size: int | None = None) -> Res
                          exception=exception_info(exc), details=details,
                          task_group_id=result.task_group_id)
 
-
-def _message(r: requests.Response) -> str:
-    try:
-        return str(r.json().get("message") or r.text)[:300]
-    except ValueError:
-        return r.text[:300] or r.reason

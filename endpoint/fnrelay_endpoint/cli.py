@@ -8,11 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import requests
 
-from fnrelay.amqp import requests_verify
-from fnrelay.errors import BrokerUnavailableError, FnRelayError
+from fnrelay.errors import FnRelayError
 from fnrelay_endpoint import daemon
+from fnrelay_endpoint.broker_api import BrokerAPI
 from fnrelay_endpoint.config import model as cfg
 
 
@@ -138,8 +137,8 @@ def status(name: str) -> None:
     click.echo(f"local:       {f'running (pid {pid})' if pid else 'stopped'}")
     click.echo(f"broker:      {config.broker_url}")
     try:
-        answer = _broker_request("GET", config, f"/v1/endpoints/{endpoint_id}/status")
-        click.echo(f"broker says: {answer.json().get('status')}")
+        answer = _broker(config).endpoint_status(endpoint_id)
+        click.echo(f"broker says: {answer.get('status')}")
     except FnRelayError as e:
         click.echo(f"broker says: unknown ({e})")
     click.echo(f"directory:   {paths.dir}")
@@ -204,29 +203,15 @@ def delete(name: str, yes: bool) -> None:
         click.confirm(f"delete endpoint {name} ({endpoint_id}) and its unfinished tasks?",
                       abort=True)
     daemon.stop(name)
-    answer = _broker_request("DELETE", config, f"/v1/endpoints/{endpoint_id}", ok=(404,))
+    known = _broker(config).delete_endpoint(endpoint_id)
     shutil.rmtree(paths.dir)
-    gone = " (the broker did not know it)" if answer.status_code == 404 else ""
+    gone = "" if known else " (the broker did not know it)"
     click.echo(f"deleted endpoint {name} ({endpoint_id}){gone}")
 
 
-def _broker_request(method: str, config: cfg.EndpointConfig | cfg.ManagerConfig, path: str,
-                    ok: tuple[int, ...] = ()) -> requests.Response:
-    """One REST call with the endpoint owner's token; clear errors for the CLI."""
-    url = f"{config.broker_url}{path}"
-    try:
-        r = requests.request(method, url, timeout=30, verify=requests_verify(),
-                             headers={"Authorization": f"Bearer {config.resolved_token()}"})
-    except requests.RequestException as e:
-        raise BrokerUnavailableError(f"cannot reach the broker at {config.broker_url}: {e}") \
-            from e
-    if not r.ok and r.status_code not in ok:
-        try:
-            message = r.json().get("message") or r.text
-        except ValueError:
-            message = r.text
-        raise FnRelayError(f"{method} {path} failed ({r.status_code}): {message}")
-    return r
+def _broker(config: cfg.EndpointConfig | cfg.ManagerConfig) -> BrokerAPI:
+    """The broker's REST API with the endpoint owner's token."""
+    return BrokerAPI(config.broker_url, config.resolved_token())
 
 
 if __name__ == "__main__":

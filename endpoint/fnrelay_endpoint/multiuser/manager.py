@@ -29,14 +29,14 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import requests
 
 from fnrelay import backoff, wire
-from fnrelay.amqp import connection_parameters, dead_letter, requests_verify
+from fnrelay.amqp import connection_parameters, dead_letter
 from fnrelay.config import ENV_LOCAL_STACK
-from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError, FnRelayError
+from fnrelay.errors import FnRelayError
 from fnrelay.wire import ChildFailed, StartChild
 from fnrelay_endpoint import daemon, registration
+from fnrelay_endpoint.broker_api import BrokerAPI
 from fnrelay_endpoint.config.model import EndpointPaths, ManagerConfig
 from fnrelay_endpoint.multiuser import identity, usertemplate
 
@@ -91,6 +91,7 @@ class Manager:
         self.endpoint_id = paths.endpoint_id()
         self.children: dict[str, Child] = {}
         self._stop = threading.Event()
+        self._api = BrokerAPI(config.broker_url, token)
         self._ch: Any = None
         self._reg: dict[str, Any] = {}
         self._user_id: str | None = None
@@ -122,21 +123,11 @@ class Manager:
 
     def register(self) -> dict[str, Any]:
         """PUT /v1/endpoints/{id} with metadata multi_user: true."""
-        url = f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}"
-        body = {"name": self.config.display_name or self.name,
-                "metadata": {"multi_user": True, "hostname": socket.gethostname()}}
-        try:
-            r = requests.put(url, json=body, timeout=30, verify=requests_verify(),
-                             headers={"Authorization": f"Bearer {self.token}"})
-        except requests.RequestException as e:
-            raise BrokerUnavailableError(
-                f"cannot reach the broker at {self.config.broker_url}: {e}") from e
-        if r.status_code in (401, 403):
-            raise AuthenticationError(f"the broker refused the token: {r.text}", r.status_code)
-        if not r.ok:
-            raise BrokerError(f"registration failed ({r.status_code}): {r.text}", r.status_code)
+        reg = self._api.update_endpoint(
+            self.endpoint_id, self.config.display_name or self.name,
+            {"multi_user": True, "hostname": socket.gethostname()})
         log.info("registered multi-user endpoint %s (%s)", self.name, self.endpoint_id)
-        return r.json()
+        return reg
 
     def _session(self, on_ready: Any) -> None:
         params = connection_parameters(self._reg["amqp_url"])
@@ -262,18 +253,7 @@ class Manager:
     def child_credentials(self, child: Child) -> dict[str, Any]:
         """The child's own RabbitMQ account (a new password per start) and task queue, from
         the broker."""
-        url = (f"{self.config.broker_url}/v1/endpoints/{self.endpoint_id}/children/"
-               f"{child.child_id}/credentials")
-        try:
-            r = requests.post(url, timeout=30, verify=requests_verify(),
-                              headers={"Authorization": f"Bearer {self.token}"})
-        except requests.RequestException as e:
-            raise BrokerUnavailableError(
-                f"cannot reach the broker at {self.config.broker_url}: {e}") from e
-        if not r.ok:
-            raise BrokerError(f"the broker refused credentials for child {child.child_id} "
-                              f"({r.status_code}): {r.text[:300]}", r.status_code)
-        answer = r.json()
+        answer = self._api.child_credentials(self.endpoint_id, child.child_id)
         return {"amqp_url": str(answer["amqp_url"]), "task_queue": str(answer["task_queue"])}
 
     def spawn(self, child: Child, account: identity.LocalAccount, template: str) -> None:
