@@ -63,8 +63,8 @@ def _setup_logging(logfile: Path) -> None:
 
 def run_foreground(name: str) -> None:
     """Run the agent in this process until SIGTERM/SIGINT."""
-    from fnrelay_endpoint.agent import Agent
-    from fnrelay_endpoint.journal import Journal
+    from fnrelay_endpoint.agent.agent import Agent
+    from fnrelay_endpoint.agent.journal import Journal
 
     paths = EndpointPaths.of(name).require()
     config = EndpointConfig.load(paths.config)

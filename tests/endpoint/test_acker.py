@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from fnrelay_endpoint.acker import Acker
+from fnrelay_endpoint.agent.acker import Acker
 from support.waiting import wait_for
 
 
@@ -59,7 +59,7 @@ def test_acks_wait_for_the_sync_and_one_sync_covers_a_burst() -> None:
 
 
 def test_a_failed_sync_acks_nothing_until_a_sync_succeeds(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr("fnrelay_endpoint.acker.RETRY", 0.05)
+    monkeypatch.setattr("fnrelay_endpoint.agent.acker.RETRY", 0.05)
     sync, channel = Sync(fail_first=True), Channel()
     sync.release.set()
     acker = Acker(sync, run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fnrelay.wire import ResultMessage, TaskMessage, new_id
-from fnrelay_endpoint.journal import Journal
+from fnrelay_endpoint.agent.journal import Journal
 
 
 def task(task_id: str | None = None) -> TaskMessage:

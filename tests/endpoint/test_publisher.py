@@ -11,7 +11,7 @@ import pytest
 
 from fnrelay import wire
 from fnrelay.wire import ResultMessage
-from fnrelay_endpoint.publisher import Batch, GroupSender, ResultPublisher
+from fnrelay_endpoint.agent.publisher import Batch, GroupSender, ResultPublisher
 from support.waiting import wait_for
 
 

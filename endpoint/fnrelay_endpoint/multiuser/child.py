@@ -24,7 +24,7 @@ from typing import Any
 
 from fnrelay.errors import FnRelayError
 from fnrelay.wire import ResultMessage, TaskMessage
-from fnrelay_endpoint.agent import Agent
+from fnrelay_endpoint.agent.agent import Agent
 from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
 from fnrelay_endpoint.multiuser import usertemplate
 from fnrelay_endpoint.multiuser.identity import LocalAccount, drop_privileges, ensure_unprivileged
@@ -150,7 +150,7 @@ def main() -> int:
     except (FnRelayError, OSError) as e:
         report(error=str(e))
         return EXIT_REFUSED
-    from fnrelay_endpoint.journal import Journal
+    from fnrelay_endpoint.agent.journal import Journal
 
     _setup_logging(paths.log)
     paths.pid.write_text(f"{os.getpid()}\n")

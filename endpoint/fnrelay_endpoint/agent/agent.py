@@ -31,20 +31,20 @@ from fnrelay import backoff, chunks, wire
 from fnrelay.amqp import connection_parameters, dead_letter
 from fnrelay.errors import BrokerError
 from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
-from fnrelay_endpoint import retries
-from fnrelay_endpoint.acker import Acker
-from fnrelay_endpoint.blobs import BlobUploader
-from fnrelay_endpoint.broker_api import BrokerAPI, Stopped, retry
-from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
-from fnrelay_endpoint.engines.base import RUNNING_HOLD, make_engine
-from fnrelay_endpoint.journal import QUEUED, RUNNING, Journal
-from fnrelay_endpoint.publisher import (
+from fnrelay_endpoint.agent import retries
+from fnrelay_endpoint.agent.acker import Acker
+from fnrelay_endpoint.agent.blobs import BlobUploader
+from fnrelay_endpoint.agent.journal import QUEUED, RUNNING, Journal
+from fnrelay_endpoint.agent.publisher import (
     SERVICE,
     Batch,
     GroupSender,
     ResultPublisher,
     publish_to_group,
 )
+from fnrelay_endpoint.broker_api import BrokerAPI, Stopped, retry
+from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
+from fnrelay_endpoint.engines.base import RUNNING_HOLD, make_engine
 from fnrelay_endpoint.worker import ENV_RESULT_SIZE_LIMIT, exception_info, too_large_error
 
 log = logging.getLogger(__name__)
