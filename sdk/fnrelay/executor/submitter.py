@@ -164,13 +164,13 @@ class Submitter:
         grant = self._info().get("submit")
         if not (self._group.direct and grant):
             return chunk
-        bodies = [self._api.function_body(e["function_id"]) for _, e in chunk]
-        if None in bodies:  # registered elsewhere: only the broker has the code
+        found = [self._api.function_body(e["function_id"]) for _, e in chunk]
+        bodies = [b for b in found if b is not None]
+        if len(bodies) < len(found):  # registered elsewhere: only the broker has the code
             return chunk
         ids = [wire.new_task_id() for _ in chunk]
         group_id = str(self._group.id)
-        msgs = task_messages([e for _, e in chunk], ids, bodies,  # type: ignore[arg-type]
-                             group_id)
+        msgs = task_messages([e for _, e in chunk], ids, bodies, group_id)
         body = wire.encode_tasks(msgs)
         limit = grant.get("payload_limit")  # None: an older broker
         if limit is None or within_at_once(
