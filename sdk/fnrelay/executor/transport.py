@@ -153,15 +153,17 @@ class _AmqpChannel:
         if not self._open:
             return
         self._open = False
+        # Letting go of a connection RabbitMQ already closed must not kill the watcher: pika
+        # then fails in its own bookkeeping too (an AssertionError from basic_cancel).
         try:
             if ack:
                 self._channel.basic_ack(ack, multiple=True)
             self._channel.cancel()
-        except (pika.exceptions.AMQPError, OSError):
+        except Exception:  # noqa: BLE001 - the channel is gone either way
             pass
         try:
             self._connection.close()
-        except (pika.exceptions.AMQPError, OSError):
+        except Exception:  # noqa: BLE001 - the connection is gone either way
             pass
 
 
