@@ -241,7 +241,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
     def child_credentials(endpoint_id: uuid.UUID, child_id: uuid.UUID, user: AnyToken) -> dict:
         mid, cid = str(endpoint_id), str(child_id)
         endpoint_scope(user, mid)
-        children.check_child(db, user, mid, cid)
+        children.hand_out(db, user, mid, cid)
         _declare_endpoint_queues(cid)
         return {
             "endpoint_id": cid,

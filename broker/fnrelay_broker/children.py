@@ -123,14 +123,17 @@ def start_messages(db: Database, child_ids: list[str]) -> list[tuple[str, StartC
     return out
 
 
-def check_child(db: Database, user: CurrentUser, manager_id: str, child_id: str) -> None:
-    """404 unless `user` owns the manager and `child_id` is one of its children."""
-    with db.read() as s:
+def hand_out(db: Database, user: CurrentUser, manager_id: str, child_id: str) -> None:
+    """Mark the child's account handed out now (so it is not reclaimed before the child
+    connects); 404 unless `user` owns the manager and `child_id` is one of its children."""
+    with db.write() as s:
         manager = s.get(Endpoint, manager_id)
         if manager is None or manager.owner != user.id or not is_multi_user(manager):
             raise not_found("endpoint", manager_id)
-        if parent_of(s.get(Endpoint, child_id)) != manager_id:
+        child = s.get(Endpoint, child_id)
+        if child is None or parent_of(child) != manager_id:
             raise not_found("child endpoint", child_id)
+        child.handed_out = now()
 
 
 def fail_child_tasks(db: Database, manager_id: str, child_id: str, error: str) -> int:

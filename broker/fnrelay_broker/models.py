@@ -69,6 +69,9 @@ class Endpoint(Base):
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     state: Mapped[str] = mapped_column(String(32), default="registered")
     created: Mapped[float] = mapped_column(Float)
+    #: When a manager last got this child's credentials: its account is in use from then on,
+    #: before the child connects or heartbeats (see reclaim).
+    handed_out: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class TaskGroup(Base):

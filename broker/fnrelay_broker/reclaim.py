@@ -10,8 +10,9 @@ means, for `account_idle` seconds:
   or finished, no result waiting in the outbox, and nobody consuming its queue (RabbitMQ's
   count lags: a fresh consumer alone does not keep the account). Its result queue goes with
   the account.
-- a child endpoint: no unfinished task, no task created or finished, no heartbeat, and nobody
-  consuming its task queue (the queue stays: tasks may still be routed to the child).
+- a child endpoint: not handed out (a manager starting it), no unfinished task, no task
+  created or finished, no heartbeat, and nobody consuming its task queue (the queue stays:
+  tasks may still be routed to the child).
 - any `fnrelay-ep-`/`fnrelay-group-` account whose endpoint or group record is gone.
 
 The list of accounts comes from RabbitMQ (the accounts with permissions in the broker's
@@ -77,7 +78,7 @@ def idle_children(db: Database, endpoint_ids: list[str], cutoff: float) -> list[
                 ep = records.get(eid)
                 if ep is not None and (
                     parent_of(ep) is None or eid in busy or ep.created >= cutoff
-                    or (ep.last_heartbeat or 0.0) >= cutoff
+                    or (ep.last_heartbeat or 0.0) >= cutoff or (ep.handed_out or 0.0) >= cutoff
                 ):
                     continue
                 idle.append(eid)

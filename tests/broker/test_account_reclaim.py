@@ -163,3 +163,26 @@ def test_a_group_handed_out_again_is_in_use_before_any_of_its_tasks_is_recorded(
     time.sleep(0.01)
     assert registry.create_task_group(task_store.db, task_store.user, gid) == gid  # re-attach
     assert idle_groups(task_store.db, [gid], cutoff) == []
+
+
+def test_a_child_handed_out_again_is_in_use_before_it_connects(task_store):  # type: ignore[no-untyped-def]
+    """A manager starting a retired child gets its credentials made again; the child has no
+    recent task or heartbeat and RabbitMQ sees no consumer yet, so the hand-out itself must
+    keep the account from being reclaimed before the child connects."""
+    import time
+
+    from fnrelay_broker import children
+    from fnrelay_broker.models import Endpoint
+    from fnrelay_broker.reclaim import idle_children
+
+    manager, child = str(uuid.uuid4()), str(uuid.uuid4())
+    with task_store.db.write() as s:
+        s.add(Endpoint(id=manager, owner=task_store.user.id, name="mgr",
+                       metadata_={"multi_user": True}, state="online", created=0.0))
+        s.add(Endpoint(id=child, owner=task_store.user.id, name="mgr/alice/1",
+                       metadata_={"parent": manager}, state="offline", created=0.0))
+    cutoff = wire.now()
+    assert idle_children(task_store.db, [child], cutoff) == [child]  # retired
+    time.sleep(0.01)
+    children.hand_out(task_store.db, task_store.user, manager, child)
+    assert idle_children(task_store.db, [child], cutoff) == []
