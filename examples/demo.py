@@ -62,7 +62,7 @@ def main() -> int:
             print(f"\ntask {failing.task_id} failed remotely, as intended: {e!r}")
             print("remote traceback:\n" + getattr(e, "remote_traceback", "(none)").rstrip())
 
-        # 3. A shell command; {name} is filled in (shell-quoted) from the call's kwargs.
+        # 3. A shell command; {name} is filled in from the call's kwargs as written.
         hello = fnrelay.ShellFunction("echo hello from {name} on $(hostname)")
         shell = ex.submit(hello, name="fnrelay").result()
         print(f"shell command {shell.cmd!r} exited {shell.returncode}: {shell.stdout.strip()}")

@@ -2,8 +2,8 @@
 
 A worker becomes a call of a ShellFunction (one node) or an MPIFunction (several nodes, or
 jobType MPI) running the queue's ``executable`` template. The template's fields are filled by
-ShellFunction itself, which shell-quotes every value, so a worker attribute can never inject
-shell syntax into the pilot command.
+ShellFunction itself with ``quote_values=True``, which shell-quotes every value, so a worker
+attribute can never inject shell syntax into the pilot command.
 """
 
 from __future__ import annotations
@@ -136,7 +136,10 @@ def worker_task(workspec: Any, config: Any) -> WorkerTask:
     mpi = is_mpi(workspec, n_core, n_core_per_node)
     spec = resource_specification(workspec, config, n_core, n_core_per_node, mpi)
     walltime = spec.get("walltime")
-    function = (MPIFunction if mpi else ShellFunction)(executable, walltime=walltime)
+    # Worker attributes come from PanDA and the queue config, not from whoever wrote the
+    # template: quoted, each stays one word.
+    function = (MPIFunction if mpi else ShellFunction)(executable, walltime=walltime,
+                                                       quote_values=True)
     kwargs = placeholders(workspec, config, n_core, n_core_per_node, spec)
     try:
         ShellFunction.format_command(function, **kwargs)  # the template itself, without MPI
