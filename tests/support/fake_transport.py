@@ -31,6 +31,8 @@ class FakeApi:
         self.grant_direct, self.payload_limit = grant_direct, payload_limit
         self.lock = threading.Lock()
         self.submits: list[list[dict[str, Any]]] = []  # the tasks of each accepted submit
+        self.submit_endpoints: list[str] = []  # the endpoint of each accepted submit
+        self.registrations: list[dict[str, Any]] = []  # the keywords of each registration
         self.attaches = 0
         self.records: dict[str, dict[str, Any]] = {}  # task id -> its record at the broker
         self.bodies: dict[str, str] = {}  # function id -> code (registered by this client)
@@ -43,7 +45,8 @@ class FakeApi:
         if self.down:
             raise errors.BrokerUnavailableError("the broker does not answer")
 
-    def register_function(self, fn: Any, description: str | None = None) -> str:
+    def register_function(self, fn: Any, **kwargs: Any) -> str:
+        self.registrations.append(kwargs)
         function_id = str(uuid.uuid4())
         self.bodies[function_id] = serialize.serialize_function(fn)
         return function_id
@@ -78,6 +81,7 @@ class FakeApi:
         ids = [wire.new_task_id() for _ in tasks]
         with self.lock:
             self.submits.append(tasks)
+            self.submit_endpoints.append(str(endpoint_id))
             for task_id in ids:
                 self.records[task_id] = {"task_id": task_id, "status": "received",
                                          "pending": True}

@@ -34,6 +34,7 @@ class FnRelayFuture(cf.Future):
     def __init__(self, executor: FutureOwner):
         super().__init__()
         self.task_id: str | None = None
+        self._endpoint_id: str | None = None  # where it is sent (set at submit)
         self._executor = executor
         self._claimed = False  # taken by the submitter: can no longer be cancelled locally
         self._submitted = threading.Event()  # set when the submit request has finished

@@ -41,11 +41,11 @@ class Submitter:
     """Sends the pending table's queued futures until it takes the None that shutdown queues.
 
     `ensure_group` attaches the task group (and starts the result watcher) before the first
-    send; the Executor provides it, as it owns both.
+    send, for the endpoint that send goes to; the Executor provides it, as it owns both.
     """
 
     def __init__(self, pending: PendingTable, api: BrokerApi, group: TaskGroup,
-                 ensure_group: Callable[[], dict[str, Any]], publishers: PublisherFactory,
+                 ensure_group: Callable[[str], dict[str, Any]], publishers: PublisherFactory,
                  batch_size: int):
         self._pending, self._api, self._group = pending, api, group
         self._ensure_group, self._publishers = ensure_group, publishers
@@ -109,21 +109,23 @@ class Submitter:
 
     def send(self, batch: list[FnRelayFuture]) -> None:
         """Send a batch of queued futures (those cancelled meanwhile are skipped)."""
-        for chunk in split(self._pending.claim(batch), MAX_BATCH_BYTES):
-            self.send_chunk(chunk)
+        for run in by_endpoint(self._pending.claim(batch)):
+            for chunk in split(run, MAX_BATCH_BYTES):
+                self.send_chunk(chunk)
 
     def send_chunk(self, chunk: Chunk) -> None:
+        """Send futures bound for one endpoint."""
         pending = self._pending
+        endpoint_id = chunk[0][0]._endpoint_id
+        assert endpoint_id is not None  # submit refuses a task without one
         pending.sending()
         try:
-            self._ensure_group()
-            chunk = self._send_direct(chunk)
+            self._ensure_group(endpoint_id)
+            chunk = self._send_direct(chunk, endpoint_id)
             if not chunk:
                 pending.sent()
                 return
-            answer = self._api.submit(
-                self._group.endpoint_id, [entry for _, entry in chunk], self._group.id
-            )
+            answer = self._api.submit(endpoint_id, [entry for _, entry in chunk], self._group.id)
         except errors.PayloadTooLargeError as e:
             pending.sent()
             if len(chunk) > 1:  # the broker's limit is lower than ours: halve and retry
@@ -158,11 +160,12 @@ class Submitter:
         assert info is not None  # attached by ensure_group before the first send
         return info
 
-    def _send_direct(self, chunk: Chunk) -> Chunk:
+    def _send_direct(self, chunk: Chunk, endpoint_id: str) -> Chunk:
         """Publish the chunk straight to the endpoint (the direct path); returns what is left
-        for REST: all of it if the path is not granted, else what a failed publish left."""
+        for REST: all of it if the path is not granted for `endpoint_id` (it is granted for
+        the group's first endpoint), else what a failed publish left."""
         grant = self._info().get("submit")
-        if not (self._group.direct and grant):
+        if not (self._group.direct and grant) or endpoint_id != self._group.endpoint_id:
             return chunk
         found = [self._api.function_body(e["function_id"]) for _, e in chunk]
         bodies = [b for b in found if b is not None]
@@ -174,18 +177,18 @@ class Submitter:
         body = wire.encode_tasks(msgs)
         limit = grant.get("payload_limit")  # None: an older broker
         if limit is None or within_at_once(
-                len(body), submit_size(self._group.endpoint_id, [], self._group.id), limit):
+                len(body), submit_size(endpoint_id, [], self._group.id), limit):
             return [] if self._publish_direct(grant, chunk, msgs, body) else chunk
-        return self._publish_limited(grant, chunk, msgs, limit)
+        return self._publish_limited(grant, chunk, msgs, limit, endpoint_id)
 
     def _publish_limited(self, grant: dict[str, Any], chunk: Chunk,
-                         msgs: list[wire.TaskMessage], limit: int) -> Chunk:
+                         msgs: list[wire.TaskMessage], limit: int, endpoint_id: str) -> Chunk:
         """A chunk near the broker's payload limit: fail each task whose REST request alone
         would exceed it (REST would refuse it), publish the others in messages within it.
         Returns what is left for REST."""
         fits = []
         for item, msg in zip(chunk, msgs, strict=True):
-            size = submit_size(self._group.endpoint_id, [item[1]], self._group.id)
+            size = submit_size(endpoint_id, [item[1]], self._group.id)
             if size > limit:
                 self._pending.fail([item], too_large(size, limit))
             else:
@@ -218,6 +221,18 @@ class Submitter:
         for future, _ in chunk:
             future._submitted.set()
         return True
+
+
+def by_endpoint(items: Chunk) -> list[Chunk]:
+    """Runs of consecutive futures bound for the same endpoint, in submission order (the
+    endpoint may change between submits, as in Globus Compute)."""
+    runs: list[Chunk] = []
+    for item in items:
+        if runs and runs[-1][0][0]._endpoint_id == item[0]._endpoint_id:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 def split(items: Chunk, max_bytes: int) -> list[Chunk]:

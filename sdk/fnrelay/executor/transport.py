@@ -28,8 +28,6 @@ class BrokerApi(Protocol):
 
     broker_url: str
 
-    def register_function(self, fn: Any, description: str | None = None) -> str: ...
-
     def function_body(self, function_id: str) -> str | None: ...
 
     def create_task_group(self, task_group_id: str | None = None,

@@ -104,7 +104,7 @@ class ResultWatcher:
             info = self._group.info
             assert info is not None  # the watcher starts once the group is attached
             try:
-                last_result = self.consume(info["amqp_url"], info["queue"])
+                last_result = self.consume(self._group.result_url(), info["queue"])
             except QueueGone:  # it expired: ask the broker to declare it again
                 self.reattach()
             except ReaderRefused as e:
@@ -128,7 +128,7 @@ class ResultWatcher:
         self._reconnects += 1
         log.log(level, "result stream from RabbitMQ at %s unavailable (%s); polling the broker "
                 "at %s meanwhile, reconnecting in %.1fs; pending futures resolve when either "
-                "answers", host_of(info["amqp_url"]) if info else "?",
+                "answers", host_of(self._group.result_url()) if info else "?",
                 str(error) or type(error).__name__, self._api.broker_url, delay)
         self.connected = False
         self.poll_for(delay)

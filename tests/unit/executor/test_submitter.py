@@ -34,11 +34,13 @@ class Rig:
     publishers: list[FakePublisher]
     function_id: str
 
-    def queue(self, n: int, payload: str = "") -> list[FnRelayFuture]:
+    def queue(self, n: int, payload: str = "", endpoint_id: str | None = None
+              ) -> list[FnRelayFuture]:
         futures = []
         with self.pending.lock:
             for i in range(n):
                 future = FnRelayFuture(Owner(self.pending))
+                future._endpoint_id = endpoint_id or self.group.endpoint_id
                 self.pending.put(future, task_entry(self.function_id, (i, payload), {}))
                 futures.append(future)
         return futures
@@ -56,7 +58,8 @@ def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
     group = TaskGroup(api, str(uuid.uuid4()), None, direct=True)
     publishers: list[FakePublisher] = []
 
-    def ensure_group() -> dict:
+    def ensure_group(endpoint_id: str) -> dict:
+        assert endpoint_id  # the first send's endpoint (the group's, in these tests)
         return group.info or group.attach()
 
     submitter = Submitter(pending, api, group, ensure_group,
@@ -143,3 +146,18 @@ def test_a_failed_direct_publish_sends_over_rest_from_then_on(caplog):
     assert [len(tasks) for tasks in rig.api.submits] == [1]
     assert not later[0]._direct and later[0].task_id in rig.pending.outstanding
     assert any("submitting over REST from now on" in r.getMessage() for r in caplog.records)
+
+
+def test_an_endpoint_changed_between_submits_gets_its_own_requests_in_order_over_rest():
+    # Globus Compute lets ex.endpoint_id change between submits; the direct path stays
+    # granted for the group's first endpoint only.
+    rig = make_rig(grant_direct=True)
+    other = str(uuid.uuid4())
+    first = rig.queue(2)
+    second = rig.queue(3, endpoint_id=other)
+    third = rig.queue(1)
+    rig.run_until_shutdown()
+    assert [(ep, len(tasks)) for ep, tasks in zip(rig.api.submit_endpoints, rig.api.submits,
+                                                 strict=True)] == [(other, 3)]
+    assert sum(len(p.tasks) for p in rig.publishers) == 2  # first and third, direct
+    assert all(f._submitted.is_set() for f in first + second + third)
