@@ -300,6 +300,24 @@ def mpi_command() -> str:
     return MPIFunction("hostname").format_command()
 
 
+def mpi_prefixes() -> tuple[str, str]:
+    import os
+
+    return os.environ["FNRELAY_MPI_PREFIX"], os.environ["PARSL_MPI_PREFIX"]
+
+
+def test_the_launcher_is_exported_under_both_names_for_either_sdks_mpifunction(
+        pool: Pool) -> None:
+    """Globus Compute's MPIFunction runs `$PARSL_MPI_PREFIX cmd`: the same launcher as ours,
+    for GC's single-node layout too, and a later task's value replaces the earlier one's."""
+    for spec, ranks in (({"num_nodes": 1, "ranks_per_node": 2}, 2), ({"num_ranks": 3}, 3),
+                        ({}, 1)):
+        t = make_task(mpi_prefixes)
+        t.resource_specification = spec
+        pool.engine.submit(t)
+        assert serialize.deserialize(pool.result().result) == (f"mpiexec -n {ranks}",) * 2
+
+
 def test_an_mpi_layout_reaches_the_task_as_its_rank_count(pool: Pool) -> None:
     """MPIFunction starts `mpiexec -n $FNRELAY_NUM_RANKS`: the local engine sets it from the
     task's layout (it used to ignore the layout: one rank whatever was asked), and a task

@@ -28,7 +28,7 @@ def sleep_then(seconds, x):
 def mpi_env():
     import os
 
-    return {k: v for k, v in os.environ.items() if k.startswith("FNRELAY_")}
+    return {k: v for k, v in os.environ.items() if k.startswith(("FNRELAY_", "PARSL_MPI"))}
 
 
 @pytest.mark.slow
@@ -87,6 +87,7 @@ def test_mpi_task_gets_an_openmpi_prefix_not_parsl_mpich_flags(parsl_engine):
     env = h.value(result)
     assert env["FNRELAY_NUM_RANKS"] == "2"
     prefix = env["FNRELAY_MPI_PREFIX"]
+    assert env["PARSL_MPI_PREFIX"] == prefix  # what Globus Compute's MPIFunction reads
     assert prefix.startswith("mpiexec -n 2 --map-by ppr:2:node")
     assert "-ppn" not in prefix and "-hosts" not in prefix
 

@@ -48,12 +48,13 @@ def test_command_runs_in_sandbox_with_exports(tmp_path, scheduler):
     probe = [sys.executable, "-c",
              "import os; print(os.getcwd()); "
              "print(*(os.environ[k] for k in ('FNRELAY_NUM_RANKS', 'FNRELAY_NUM_NODES', "
-             "'FNRELAY_TASK_SANDBOX', 'FNRELAY_MPI_PREFIX')), sep='|')"]
+             "'FNRELAY_TASK_SANDBOX', 'FNRELAY_MPI_PREFIX', 'PARSL_MPI_PREFIX')), sep='|')"]
     proc, sandbox = run_script(tmp_path, probe, scheduler, {"num_ranks": 2}, launcher="openmpi")
     assert proc.returncode == 0, proc.stderr
     cwd, values = proc.stdout.splitlines()
     assert cwd == str(sandbox)
-    assert values == f"2|1|{sandbox}|mpiexec -n 2 --map-by ppr:2:node"
+    prefix = "mpiexec -n 2 --map-by ppr:2:node"
+    assert values == f"2|1|{sandbox}|{prefix}|{prefix}"
     assert exit_status(sandbox) == 0
 
 

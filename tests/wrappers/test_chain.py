@@ -35,9 +35,10 @@ def test_worker_forms_leave_out_launcher_or_all_wrapping():
 def test_exports():
     chain = build_chain(BOX, LAYOUT, **FULL)
     env = chain.env()
-    assert list(env) == ["FNRELAY_MPI_PREFIX", "FNRELAY_NUM_RANKS", "FNRELAY_NUM_NODES",
-                         "FNRELAY_TASK_SANDBOX"]
-    assert env["FNRELAY_MPI_PREFIX"] == chain.mpi_prefix()
+    assert list(env) == ["FNRELAY_MPI_PREFIX", "PARSL_MPI_PREFIX", "FNRELAY_NUM_RANKS",
+                         "FNRELAY_NUM_NODES", "FNRELAY_TASK_SANDBOX"]
+    # Globus Compute's MPIFunction runs `$PARSL_MPI_PREFIX cmd`: the same launcher.
+    assert env["FNRELAY_MPI_PREFIX"] == env["PARSL_MPI_PREFIX"] == chain.mpi_prefix()
     assert env["FNRELAY_MPI_PREFIX"].startswith("srun -N 2 -n 4 ")
     assert env["FNRELAY_MPI_PREFIX"].endswith("conda run --no-capture-output -n sci")
     assert (env["FNRELAY_NUM_RANKS"], env["FNRELAY_NUM_NODES"], env["FNRELAY_TASK_SANDBOX"]) \
@@ -48,6 +49,7 @@ def test_no_launcher_exports_no_mpi_prefix():
     # MPIFunction then falls back to `mpiexec -n $FNRELAY_NUM_RANKS`.
     chain = build_chain(BOX, Layout(num_ranks=2, ranks_per_node=2))
     assert "FNRELAY_MPI_PREFIX" not in chain.env() and chain.mpi_prefix() == ""
+    assert "PARSL_MPI_PREFIX" not in chain.env()
     assert chain.command_line(["echo", "a b"]) == "echo 'a b'"
 
 

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from fnrelay.functions import MPIFunction
+from fnrelay.functions import MPIFunction, ShellFunction
 from fnrelay_wrappers.chain import build_chain
 from fnrelay_wrappers.mpi import Layout
 
@@ -45,4 +45,16 @@ def test_mpifunction_uses_the_exported_prefix(tmp_path, monkeypatch):
         python=sys.executable)
     assert result.returncode == 0, result.stderr
     # One digit per rank; the forwarded lines may interleave, the digits cannot go missing.
+    assert sorted("".join(result.stdout.split())) == ["0", "1"]
+
+
+def test_a_command_written_for_globus_computes_mpifunction_runs_its_ranks(tmp_path, monkeypatch):
+    # Globus Compute's MPIFunction runs `$PARSL_MPI_PREFIX <cmd>`; the chain exports it.
+    chain = openmpi_chain(str(tmp_path))
+    for name, value in chain.env().items():
+        monkeypatch.setenv(name, value)
+    result = ShellFunction(
+        "$PARSL_MPI_PREFIX {python} -c 'import os; print(os.environ[\"OMPI_COMM_WORLD_RANK\"])'"
+    )(python=sys.executable)
+    assert result.returncode == 0, result.stderr
     assert sorted("".join(result.stdout.split())) == ["0", "1"]

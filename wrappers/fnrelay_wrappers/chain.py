@@ -2,7 +2,8 @@
 
 A `LaunchChain` holds already-built argv prefixes and gives them to the job in three shapes:
 the MPI prefix a command is appended to (exported as ``FNRELAY_MPI_PREFIX`` so that
-``MPIFunction`` can use it), the environment exports, and the full command line of a job body.
+``MPIFunction`` can use it, and as ``PARSL_MPI_PREFIX``, which Globus Compute's MPIFunction
+reads), the environment exports, and the full command line of a job body.
 
 The order is fixed: the launcher starts ranks on the allocated nodes (it must run on the host),
 each rank enters the container, then the conda env, then runs the command.
@@ -13,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fnrelay.wire.names import ENV_MPI_PREFIX, ENV_NUM_NODES, ENV_NUM_RANKS, ENV_TASK_SANDBOX
+from fnrelay.wire.names import (
+    ENV_MPI_PREFIX,
+    ENV_NUM_NODES,
+    ENV_NUM_RANKS,
+    ENV_PARSL_MPI_PREFIX,
+    ENV_TASK_SANDBOX,
+)
 from fnrelay_wrappers import shell
 from fnrelay_wrappers.conda import CondaEnv
 from fnrelay_wrappers.container import Bind, container_argv
@@ -43,10 +50,10 @@ class LaunchChain:
         return shell.join(self.prefix_argv()) if self.launcher else ""
 
     def env(self) -> dict[str, str]:
-        """Variables exported for the command; FNRELAY_MPI_PREFIX only with a launcher."""
+        """Variables exported for the command; the MPI prefixes only with a launcher."""
         env = {}
         if self.launcher:
-            env[ENV_MPI_PREFIX] = self.mpi_prefix()
+            env[ENV_MPI_PREFIX] = env[ENV_PARSL_MPI_PREFIX] = self.mpi_prefix()
         env[ENV_NUM_RANKS] = str(self.layout.num_ranks)
         env[ENV_NUM_NODES] = str(self.layout.num_nodes)
         env[ENV_TASK_SANDBOX] = self.sandbox

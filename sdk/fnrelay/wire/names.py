@@ -13,6 +13,9 @@ MAX_RETRIES_CAP = 100
 # --- a task's environment (set by engines and the launch chain, read by MPIFunction) --------
 #: The MPI launcher prefix for the task's ranks (set only where the engine knows the nodes).
 ENV_MPI_PREFIX = "FNRELAY_MPI_PREFIX"
+#: The same prefix under the name Globus Compute's MPIFunction reads (`$PARSL_MPI_PREFIX cmd`):
+#: every engine exports both, equal, so commands written for Globus Compute run unchanged.
+ENV_PARSL_MPI_PREFIX = "PARSL_MPI_PREFIX"
 #: How many ranks the task asked for (`resource_specification.num_ranks`).
 ENV_NUM_RANKS = "FNRELAY_NUM_RANKS"
 #: How many nodes the task's ranks span.

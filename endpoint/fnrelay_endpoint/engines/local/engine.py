@@ -31,9 +31,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from fnrelay.functions import parse_walltime
+from fnrelay.functions import mpi_prefix, parse_walltime
 from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay.wire.names import ENV_NUM_RANKS
+from fnrelay.wire.names import ENV_MPI_PREFIX, ENV_NUM_RANKS, ENV_PARSL_MPI_PREFIX
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
@@ -127,6 +127,20 @@ def _num_ranks(task: TaskMessage) -> int | None:
         return None
 
 
+def _set_mpi_env(ranks: int | None, admin_prefix: str | None) -> None:
+    """The task's MPI environment in this worker: its rank count, and the launcher under both
+    names (``$FNRELAY_MPI_PREFIX`` and Globus Compute's ``$PARSL_MPI_PREFIX``, equal), so an
+    MPIFunction of either SDK starts the same ranks. A worker runs many tasks: each task's
+    values replace the last one's."""
+    if ranks is None:
+        os.environ.pop(ENV_NUM_RANKS, None)
+    else:
+        os.environ[ENV_NUM_RANKS] = str(ranks)
+    os.environ.pop(ENV_MPI_PREFIX, None)
+    prefix = admin_prefix or mpi_prefix()  # `mpiexec -n $FNRELAY_NUM_RANKS` without one
+    os.environ[ENV_MPI_PREFIX] = os.environ[ENV_PARSL_MPI_PREFIX] = prefix
+
+
 def task_memory(task: TaskMessage) -> str | None:
     """The task's memory request, normalized ("512M"; None: no limit or one refused)."""
     value = (task.resource_specification or {}).get("memory")
@@ -151,6 +165,7 @@ def _worker_main(conn: Connection, settings: _WorkerSettings) -> None:
     """Body of a pool process: own process group, then run tasks until the pipe closes."""
     os.setpgrp()
     settings.containment.setup()
+    admin_prefix = os.environ.get(ENV_MPI_PREFIX)  # the endpoint's own, if its admin set one
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -159,11 +174,7 @@ def _worker_main(conn: Connection, settings: _WorkerSettings) -> None:
             return
         if task is None:
             return
-        ranks = _num_ranks(task)
-        if ranks is None:
-            os.environ.pop(ENV_NUM_RANKS, None)
-        else:
-            os.environ[ENV_NUM_RANKS] = str(ranks)
+        _set_mpi_env(_num_ranks(task), admin_prefix)
         conn.send(("result", _run(task, settings)))
 
 
