@@ -71,13 +71,21 @@ def test_mpi_function_runs_two_ranks_through_srun(make_batch_engine, make_task):
     hostname = make_task(MPIFunction("hostname"), resource_specification={"num_ranks": 2})
     ranks = make_task(MPIFunction("bash -c 'echo rank=$SLURM_PROCID of $SLURM_NTASKS'"),
                       resource_specification={"num_ranks": 2})
+    # Written for Globus Compute: its MPIFunction runs `$PARSL_MPI_PREFIX cmd`, with its
+    # one-node resource specification.
+    theirs = make_task(ShellFunction("$PARSL_MPI_PREFIX bash -c 'echo rank=$SLURM_PROCID'"),
+                       resource_specification={"num_nodes": 1, "ranks_per_node": 2})
     engine.submit(hostname)
     engine.submit(ranks)
+    engine.submit(theirs)
     out = value(rec.result(hostname.task_id))
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [os.uname().nodename] * 2
     out = value(rec.result(ranks.task_id))
     assert sorted(out.stdout.splitlines()) == ["rank=0 of 2", "rank=1 of 2"]
+    out = value(rec.result(theirs.task_id))
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()) == ["rank=0", "rank=1"]
 
 
 def test_mpi_function_with_the_openmpi_launcher(make_batch_engine, make_task):

@@ -21,6 +21,7 @@ trap fnrelay_record_exit EXIT
 trap 'exit 143' TERM
 cd "$fnrelay_sandbox"
 export FNRELAY_MPI_PREFIX='mpiexec -n 8 -ppn 4 --hostfile "$PBS_NODEFILE" apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 /images/sim.sif conda run --no-capture-output -n sim'
+export PARSL_MPI_PREFIX='mpiexec -n 8 -ppn 4 --hostfile "$PBS_NODEFILE" apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 /images/sim.sif conda run --no-capture-output -n sim'
 export FNRELAY_NUM_RANKS=8
 export FNRELAY_NUM_NODES=2
 export FNRELAY_TASK_SANDBOX=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20

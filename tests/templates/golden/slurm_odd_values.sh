@@ -19,6 +19,7 @@ trap fnrelay_record_exit EXIT
 trap 'exit 143' TERM
 cd "$fnrelay_sandbox"
 export FNRELAY_MPI_PREFIX='srun -N 1 -n 2 --ntasks-per-node=2 --mpi=pmix '"'"'--export=ALL,X=a b'"'"' podman run --rm -v /in+1:/in+1 -v /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 -w /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 -e FNRELAY_TASK_SANDBOX -e FNRELAY_NUM_RANKS -e FNRELAY_NUM_NODES ghcr.io/org/img:1.0@sha256:0123abcd conda run --no-capture-output -p /opt/envs/py3.11+cuda'
+export PARSL_MPI_PREFIX='srun -N 1 -n 2 --ntasks-per-node=2 --mpi=pmix '"'"'--export=ALL,X=a b'"'"' podman run --rm -v /in+1:/in+1 -v /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 -w /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 -e FNRELAY_TASK_SANDBOX -e FNRELAY_NUM_RANKS -e FNRELAY_NUM_NODES ghcr.io/org/img:1.0@sha256:0123abcd conda run --no-capture-output -p /opt/envs/py3.11+cuda'
 export FNRELAY_NUM_RANKS=2
 export FNRELAY_NUM_NODES=1
 export FNRELAY_TASK_SANDBOX=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20
