@@ -220,7 +220,13 @@ def success(task_id: str, value: Any) -> wire.ResultMessage:
                               result=serialize.serialize(value))
 
 
+def remote_traceback(exc: BaseException) -> str:
+    """A traceback as a worker formats one (it ends with the type and message)."""
+    return ('Traceback (most recent call last):\n  File "remote.py", line 1, in task\n'
+            f"{type(exc).__name__}: {exc}\n")
+
+
 def failure(task_id: str, exc: BaseException) -> wire.ResultMessage:
     info = wire.ExceptionInfo(type=type(exc).__name__, message=str(exc),
-                              traceback="Traceback: remote", serialized=serialize.serialize(exc))
+                              traceback=remote_traceback(exc), serialized=serialize.serialize(exc))
     return wire.ResultMessage(task_id=task_id, status="failed", exception=info)

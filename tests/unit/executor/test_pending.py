@@ -10,9 +10,10 @@ import pytest
 from fnrelay import wire
 from fnrelay.client import task_entry
 from fnrelay.droplog import DropLog
+from fnrelay.errors import TaskExecutionFailed
 from fnrelay.executor.future import FnRelayFuture
 from fnrelay.executor.pending import PendingTable
-from support.fake_transport import Owner, failure, success
+from support.fake_transport import Owner, failure, remote_traceback, success
 
 log = logging.getLogger("test.pending")
 
@@ -62,7 +63,8 @@ def test_a_remote_exception_is_raised_with_its_remote_traceback(table):
     table.settle_all([failure(task_id, ZeroDivisionError("division by zero"))])
     with pytest.raises(ZeroDivisionError, match="division by zero") as info:
         future.result(timeout=0)
-    assert info.value.remote_traceback == "Traceback: remote"  # type: ignore[attr-defined]
+    assert isinstance(info.value, TaskExecutionFailed)  # what Globus Compute code catches
+    assert info.value.remote_data == remote_traceback(ZeroDivisionError("division by zero"))
 
 
 def test_a_cancelled_result_cancels_the_future(table):
