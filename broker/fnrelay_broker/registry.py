@@ -81,9 +81,15 @@ def get_function(db: Database, user: CurrentUser, function_id: str) -> dict[str,
 #: Metadata keys that are the owner's policy, not the endpoint process's description: an
 #: endpoint token (what a site's endpoint runs with) may not change them.
 POLICY_KEYS = (sharing.KEY, "multi_user")
-#: Metadata keys only the broker writes (a multi-user child's record): a client setting them
-#: would make its endpoint another manager's child, or someone's endpoint its own child.
-BROKER_KEYS = ("parent", "user_endpoint_config")
+#: Metadata key of a stopped endpoint: until this unix time its registration is refused.
+STOPPED_UNTIL = "stopped_until"
+#: How long Client.stop_endpoint blocks an endpoint's registration (GC: "temporarily"): long
+#: enough for its agent, reconnecting at once, to be refused and exit.
+STOP_SECONDS = 120.0
+#: Metadata keys only the broker writes (a multi-user child's record, a stop): a client
+#: setting them would make its endpoint another manager's child, or someone's endpoint its
+#: own child, or lift a stop.
+BROKER_KEYS = ("parent", "user_endpoint_config", STOPPED_UNTIL)
 
 
 def _check_client_metadata(metadata: dict[str, Any]) -> None:
@@ -123,6 +129,10 @@ def update_endpoint(db: Database, user: CurrentUser, endpoint_id: str, name: str
         if ep is None or ep.owner != user.id or (ep.metadata_ or {}).get("parent"):
             raise not_found("endpoint", endpoint_id)
         stored = ep.metadata_ or {}
+        until = stored.get(STOPPED_UNTIL)
+        if isinstance(until, (int, float)) and now() < until:
+            raise ApiError(409, f"endpoint {endpoint_id} was stopped by its owner; it may "
+                                f"register again in {until - now():.0f} s")
         if user.is_endpoint_token:
             changed = [k for k in POLICY_KEYS if k in metadata and metadata[k] != stored.get(k)]
             if changed:
@@ -153,6 +163,65 @@ def list_endpoints(db: Database, user: CurrentUser, threshold: float) -> list[di
             }
             for ep in eps
         ]
+
+
+def _own_endpoint(s: Session, user: CurrentUser, endpoint_id: str) -> Endpoint:
+    """The user's endpoint, or 404 alike for an unknown id and another user's."""
+    ep = s.get(Endpoint, endpoint_id)
+    if ep is None or ep.owner != user.id:
+        raise not_found("endpoint", endpoint_id)
+    return ep
+
+
+def get_endpoint(db: Database, user: CurrentUser, endpoint_id: str,
+                 threshold: float) -> dict[str, Any]:
+    """The user's endpoint with the metadata it registered (Client.get_endpoint_metadata)."""
+    with db.read() as s:
+        ep = _own_endpoint(s, user, endpoint_id)
+        return {
+            "endpoint_id": ep.id,
+            "name": ep.name,
+            "status": endpoint_status(ep, threshold),
+            "last_heartbeat": ep.last_heartbeat,
+            "created": ep.created,
+            "metadata": dict(ep.metadata_ or {}),
+        }
+
+
+def allowed_functions(db: Database, user: CurrentUser, endpoint_id: str) -> dict[str, Any]:
+    """The allowlist of the user's endpoint: what other users may run on it when shared."""
+    with db.read() as s:
+        ep = _own_endpoint(s, user, endpoint_id)
+        entries = [str(v) for v in (ep.metadata_ or {}).get(sharing.KEY) or []]
+        return {"endpoint_id": ep.id, "restricted": bool(entries), "functions": entries}
+
+
+def stop_endpoint(db: Database, user: CurrentUser, endpoint_id: str) -> float:
+    """Refuse the user's endpoint's registration for STOP_SECONDS and mark it stopping;
+    returns until when. The caller then closes its AMQP connections: its agent reconnects,
+    re-registers, is refused (409) and exits."""
+    with db.write() as s:
+        ep = _own_endpoint(s, user, endpoint_id)
+        until = now() + STOP_SECONDS
+        ep.metadata_ = {**(ep.metadata_ or {}), STOPPED_UNTIL: until}
+        ep.state = "stopping"
+        return until
+
+
+def delete_function(db: Database, user: CurrentUser, function_id: str) -> None:
+    """Delete the user's function; 409 while a task of it is unfinished (its message, sent
+    or re-sent later, carries the function's code from this row)."""
+    with db.write() as s:
+        fn = s.get(Function, function_id)
+        if fn is None or fn.owner != user.id:
+            raise not_found("function", function_id)
+        busy = s.scalar(select(Task.id).where(
+            Task.function_id == function_id, Task.owner == user.id,
+            Task.status.not_in(TERMINAL_VALUES)).limit(1))
+        if busy is not None:
+            raise ApiError(409, f"function {function_id} has unfinished tasks (task {busy}); "
+                                "delete it once they are done, or cancel them")
+        s.delete(fn)
 
 
 def get_endpoint_status(

@@ -87,7 +87,7 @@ def task() -> None:
 @click.argument("task_id")
 def task_show(task_id: str) -> None:
     """Status and state history of a task."""
-    record = _client().get_task(task_id)
+    record = _client().task_record(task_id)
     click.echo(f"task      {record['task_id']}")
     click.echo(f"status    {record['status']}")
     click.echo(f"endpoint  {record.get('endpoint_id')}")

@@ -7,6 +7,7 @@ same across the retries of that one call, so a retried submit never creates task
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import threading
@@ -19,9 +20,11 @@ from typing import Any
 
 import globus_sdk
 
-from fnrelay import blobs, errors, serialize
+from fnrelay import blobs, errors, serialize, wire
 from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
 from fnrelay.config import resolve_credentials
+from fnrelay.hardware import run_hardware_report
+from fnrelay.ignored import ignored
 from fnrelay.results import outcome
 from fnrelay.wire import ExceptionInfo, TaskState
 
@@ -153,16 +156,29 @@ class Client(globus_sdk.BaseClient):
     """A user's connection to an fnrelay broker.
 
     Credentials: the arguments, else FNRELAY_BROKER_URL / FNRELAY_TOKEN, else the file written
-    by ``fnrelay login``.
+    by ``fnrelay login``; or a globus_sdk `authorizer` instead of the token.
+
+    The keywords after `token` are Globus Compute's (``globus_compute_sdk.Client``): each is
+    honoured where it means something here, else ignored with a one-time notice.
     """
 
     service_name = "fnrelay"
 
-    def __init__(self, broker_url: str | None = None, token: str | None = None):
-        creds = resolve_credentials(broker_url, token)
+    def __init__(
+        self, broker_url: str | None = None, token: str | None = None, *,
+        do_version_check: bool = False,
+        code_serialization_strategy: Any = None, data_serialization_strategy: Any = None,
+        environment: str | None = None, local_compute_services: bool = False,
+        app: Any = None, authorizer: globus_sdk.authorizers.GlobusAuthorizer | None = None,
+    ):
+        if app is not None and authorizer is not None:
+            raise ValueError("'app' and 'authorizer' are mutually exclusive.")
+        _note_gc_options(code_serialization_strategy, data_serialization_strategy,
+                         environment, local_compute_services, app)
+        creds = resolve_credentials(broker_url, token, require_token=authorizer is None)
         super().__init__(
             base_url=creds.broker_url + "/v1/",
-            authorizer=globus_sdk.AccessTokenAuthorizer(creds.token),
+            authorizer=authorizer or globus_sdk.AccessTokenAuthorizer(creds.token),
             app_name="fnrelay",
         )
         self.broker_url = creds.broker_url
@@ -173,6 +189,8 @@ class Client(globus_sdk.BaseClient):
         #: Serialized code of the functions this client registered (the direct path sends it).
         self._bodies: dict[str, str] = {}
         self._register_lock = threading.Lock()
+        if do_version_check:
+            self.version_check()
 
     # --- plumbing ---------------------------------------------------------------------------
     def _call(self, method: str, path: str, data: Any = None,
@@ -187,31 +205,77 @@ class Client(globus_sdk.BaseClient):
         return self._call("GET", "whoami")
 
     def version(self) -> dict[str, Any]:
+        """``{"version", "protocol"}`` of the broker."""
         return self._call("GET", "version")
 
+    def version_check(self, endpoint_version: str | None = None) -> None:
+        """Raise VersionMismatch unless the broker speaks this SDK's protocol version.
+
+        Endpoints report their own versions with every result (a mismatch warns then), so
+        `endpoint_version` is not compared here.
+        """
+        if endpoint_version is not None:
+            ignored("Client.version_check(endpoint_version=)",
+                    "endpoints report their Python and dill versions with each result")
+        answer = self.version()
+        remote = answer.get("protocol")
+        if remote != wire.PROTOCOL_VERSION:
+            raise errors.VersionMismatch(
+                f"the broker at {self.broker_url} speaks protocol {remote!r} (fnrelay "
+                f"{answer.get('version')}), this SDK protocol {wire.PROTOCOL_VERSION!r}: "
+                "install the fnrelay version the broker runs")
+
     # --- functions ---------------------------------------------------------------------------
-    def register_function(self, fn: Any, description: str | None = None) -> str:
+    def register_function(
+        self, function: Any, description: str | None = None, metadata: dict | None = None,
+        public: bool = False, group: str | None = None, ha_endpoint_id: str | None = None,
+    ) -> str:
         """Register a callable (function or ShellFunction) and return its function id.
 
         The same object registers only once per client (no request the second time); the same
-        code registers to the same id at the broker.
+        code registers to the same id at the broker. Without a description, a function's
+        docstring is its description (as in Globus Compute).
         """
-        cached = self._cached_function_id(fn)
+        _note_registration_options(metadata, public, group, ha_endpoint_id)
+        cached = self._cached_function_id(function)
         if cached:
             return cached
-        code = serialize.serialize_function(fn)
-        body = {
-            "function": code,
-            "function_name": getattr(fn, "__name__", type(fn).__name__),
-            "description": description,
-        }
+        code = serialize.serialize_function(function)
+        if description is None and inspect.isroutine(function):
+            description = inspect.getdoc(function)
+        name = getattr(function, "__name__", type(function).__name__)
+        function_id = self._register(code, name, description)
+        with self._register_lock:
+            try:
+                self._registered[function] = function_id
+            except TypeError:  # not weak-referenceable or not hashable: keep it alive by id
+                self._registered_by_id[id(function)] = (function, function_id)
+        return function_id
+
+    def register_source_code(
+        self, source: str, function_name: str, description: str | None = None,
+        metadata: dict | None = None, public: bool = False, group: str | None = None,
+        ha_endpoint_id: str | None = None,
+    ) -> str:
+        """Register Python source text whose function `function_name` is the entry point.
+
+        The endpoint runs the source and calls that function, so it must compile here first.
+        """
+        _note_registration_options(metadata, public, group, ha_endpoint_id)
+        if not function_name.isidentifier():
+            raise ValueError(f"function_name must be a Python identifier, not {function_name!r}")
+        try:
+            compile(source, f"<source of {function_name}>", "exec")
+        except SyntaxError as e:
+            raise ValueError(f"the source of {function_name} does not compile: {e}") from None
+        code = f"{serialize.TAG_SOURCE}\n{function_name}\n{source}"
+        return self._register(code, function_name, description)
+
+    def _register(self, code: str, name: str, description: str | None) -> str:
+        body = {"function": code, "function_name": name, "description": description}
         function_id = self._call("POST", "functions", data=body)["function_id"]
         with self._register_lock:
             self._bodies[function_id] = code
-            try:
-                self._registered[fn] = function_id
-            except TypeError:  # not weak-referenceable or not hashable: keep it alive by id
-                self._registered_by_id[id(fn)] = (fn, function_id)
         return function_id
 
     def _cached_function_id(self, fn: Any) -> str | None:
@@ -230,18 +294,39 @@ class Client(globus_sdk.BaseClient):
         with self._register_lock:
             return self._bodies.get(function_id)
 
-    def get_function(self, function_id: str) -> dict[str, Any]:
-        return self._call("GET", f"functions/{function_id}")
+    def get_function(self, function_id: str | uuid.UUID) -> dict[str, Any]:
+        return self._call("GET", f"functions/{uuid_text('function_id', function_id)}")
+
+    def delete_function(self, function_id: str | uuid.UUID) -> dict[str, Any]:
+        """Delete one of your functions: ``{"function_id", "deleted": True}``.
+
+        Refused (BrokerError, HTTP 409) while one of its tasks is unfinished; registering the
+        same code again later gives it back its id.
+        """
+        fid = uuid_text("function_id", function_id)
+        answer = self._call("DELETE", f"functions/{fid}")
+        with self._register_lock:  # a later register_function must ask the broker again
+            self._bodies.pop(fid, None)
+            for fn, known in list(self._registered.items()):
+                if known == fid:
+                    del self._registered[fn]
+            for key, (_, known) in list(self._registered_by_id.items()):
+                if known == fid:
+                    del self._registered_by_id[key]
+        return answer
 
     # --- submitting ---------------------------------------------------------------------------
     def submit(
         self, endpoint_id: str | uuid.UUID, tasks: list[dict[str, Any]],
-        task_group_id: str | None = None,
+        task_group_id: str | None = None, request_id: str | None = None,
     ) -> dict[str, Any]:
-        """One POST /v1/submit: ``{"task_group_id", "task_ids"}`` in the order of ``tasks``."""
+        """One POST /v1/submit: ``{"task_group_id", "task_ids"}`` in the order of ``tasks``.
+
+        `request_id` is the request's Idempotency-Key (a new one when None).
+        """
         body = submit_body(endpoint_id, tasks, task_group_id)
         # One key per call: globus-sdk re-sends these same headers when it retries.
-        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        headers = {"Idempotency-Key": request_id or str(uuid.uuid4())}
         return self._call("POST", "submit", data=body, headers=headers)
 
     def run(self, *args: Any, endpoint_id: str | uuid.UUID, function_id: str | uuid.UUID,
@@ -250,18 +335,40 @@ class Client(globus_sdk.BaseClient):
         return self.submit(endpoint_id, [task_entry(function_id, args, kwargs)])["task_ids"][0]
 
     def create_batch(
-        self, task_group_id: str | None = None, resource_specification: dict | None = None,
-        user_endpoint_config: dict | None = None, max_retries: int | None = None,
+        self, task_group_id: str | uuid.UUID | None = None,
+        resource_specification: dict | None = None, user_endpoint_config: dict | None = None,
+        create_websocket_queue: bool = False, result_serializers: list[str] | None = None,
+        *, max_retries: int | None = None,
     ) -> Batch:
         """An empty Batch; its tasks share the given resource spec, endpoint config and retry
-        limit."""
-        return Batch(task_group_id, resource_specification, user_endpoint_config, max_retries)
+        limit. `create_websocket_queue` and `result_serializers` are Globus Compute's: every
+        task group has its result queue here, and results come back in fnrelay's format."""
+        if create_websocket_queue:
+            ignored("Client.create_batch(create_websocket_queue=)",
+                    "every task group has its result queue (the Executor reads it)")
+        if result_serializers:
+            ignored("Client.create_batch(result_serializers=)",
+                    "endpoints serialize results with fnrelay's strategies (JSON, else dill)")
+        return Batch(str(task_group_id) if task_group_id else None, resource_specification,
+                     user_endpoint_config, max_retries)
 
-    def batch_run(self, endpoint_id: str | uuid.UUID, batch: Batch) -> list[str]:
-        """Submit every task of the batch in one request; returns their task ids in order."""
+    def batch_run(self, endpoint_id: str | uuid.UUID, batch: Batch) -> dict[str, Any]:
+        """Submit every task of the batch in one request.
+
+        Returns Globus Compute's answer: ``{"tasks": {function_id: [task_id, ...]},
+        "task_group_id", "request_id", "endpoint_id"}``, plus ``"task_ids"``: all task ids in
+        the order they were added (the mapping loses the order across functions).
+        """
         if not batch.tasks:
-            return []
-        return self.submit(endpoint_id, batch.tasks, batch.task_group_id)["task_ids"]
+            raise ValueError("No tasks specified for batch run")
+        request_id = str(uuid.uuid4())
+        answer = self.submit(endpoint_id, batch.tasks, batch.task_group_id, request_id)
+        by_function: dict[str, list[str]] = {}
+        for entry, task_id in zip(batch.tasks, answer["task_ids"], strict=True):
+            by_function.setdefault(entry["function_id"], []).append(task_id)
+        return {"tasks": by_function, "task_group_id": answer["task_group_id"],
+                "request_id": request_id, "endpoint_id": str(endpoint_id),
+                "task_ids": answer["task_ids"]}
 
     # --- task groups ---------------------------------------------------------------------------
     def create_task_group(self, task_group_id: str | None = None,
@@ -279,19 +386,34 @@ class Client(globus_sdk.BaseClient):
         return self._call("GET", f"task_groups/{task_group_id}")
 
     # --- tasks ---------------------------------------------------------------------------------
-    def get_task(self, task_id: str) -> dict[str, Any]:
-        """The task record: status, pending, history, result or exception, details."""
+    def task_record(self, task_id: str | uuid.UUID) -> dict[str, Any]:
+        """The broker's record of a task as it stores it: status, pending, history, details,
+        the serialized result or the exception's description (fnrelay's own view; `get_task`
+        is Globus Compute's)."""
         return self._call("GET", f"tasks/{task_id}")
 
-    def get_result(self, task_id: str) -> Any:
-        """The task's value; raises TaskPending, TaskCancelled or the re-created remote error."""
-        record = self.get_task(task_id)
-        if record["pending"]:
-            raise errors.TaskPending(task_id, record["status"])
-        ok, value = _record_outcome(record, self)
-        if ok:
-            return value
-        raise value
+    def get_task(self, task_id: str | uuid.UUID) -> dict[str, Any]:
+        """The task as Globus Compute gives it: ``{"pending", "status"}``, and once it
+        succeeded ``"result"`` (the value) and ``"completion_t"``.
+
+        A failed task raises its exception here, as Globus Compute does (TaskExecutionFailed,
+        and its own type where it can be re-created). fnrelay's fields of the record
+        (task_id, history, details, endpoint_id, function_id, task_group_id) come along.
+        """
+        task = _task_view(self, self.task_record(task_id))
+        if "exception" in task:
+            raise task["exception"]
+        return task
+
+    def get_result(self, task_id: str | uuid.UUID) -> Any:
+        """The task's value; raises TaskPending, TaskCancelled or the remote error (both
+        TaskExecutionFailed and its own type)."""
+        task = _task_view(self, self.task_record(task_id))
+        if task["pending"]:
+            raise errors.TaskPending(task["status"], str(task_id))
+        if "result" in task:
+            return task["result"]
+        raise task["exception"]
 
     def get_result_blob(self, task_id: str) -> bytes:
         """The raw bytes of a finished task's result blob (a result too large for a message).
@@ -305,27 +427,15 @@ class Client(globus_sdk.BaseClient):
         """POST /v1/tasks/batch_status: ``{"tasks": {id: record}, "unknown": [...]}``."""
         return self._call("POST", "tasks/batch_status", data={"task_ids": list(task_ids)})
 
-    def get_batch_result(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """``{task_id: {"pending", "status", "result" | "exception"}}`` for many tasks at once.
+    def get_batch_result(self, task_id_list: list[str | uuid.UUID]) -> dict[str, dict[str, Any]]:
+        """``{task_id: {"pending", "status", "result" | "exception", "completion_t"}}``.
 
-        ``exception`` is the re-created exception object (not raised). Unknown ids, or ids of
-        someone else's tasks, raise NotFoundError.
+        As in Globus Compute, ids the broker does not know (or that are someone else's) are
+        left out. Unlike it, a failed task is not left out: its entry holds the exception
+        object (not raised), TaskExecutionFailed and its own type.
         """
-        answer = self.get_tasks(task_ids)
-        if answer.get("unknown"):
-            raise errors.NotFoundError(
-                "unknown task ids: " + ", ".join(answer["unknown"]), http_status=404,
-                code="NOT_FOUND",
-            )
-        out: dict[str, dict[str, Any]] = {}
-        for task_id in task_ids:
-            record = answer["tasks"][task_id]
-            entry: dict[str, Any] = {"pending": record["pending"], "status": record["status"]}
-            if not record["pending"]:
-                ok, value = _record_outcome(record, self)
-                entry["result" if ok else "exception"] = value
-            out[task_id] = entry
-        return out
+        answer = self.get_tasks([str(t) for t in task_id_list])
+        return {task_id: _task_view(self, record) for task_id, record in answer["tasks"].items()}
 
     def cancel(self, task_id: str) -> str:
         """Cancel a task: a queued one never runs, a running one is killed.
@@ -336,16 +446,95 @@ class Client(globus_sdk.BaseClient):
         return self._call("POST", f"tasks/{task_id}/cancel")["status"]
 
     # --- endpoints -----------------------------------------------------------------------------
-    def get_endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
+    def get_endpoint_status(self, endpoint_id: str | uuid.UUID) -> dict[str, Any]:
         """``{"endpoint_id", "status": "online"|"offline", "last_heartbeat"}``."""
         return self._call("GET", f"endpoints/{endpoint_id}/status")
 
-    def get_endpoints(self) -> list[dict[str, Any]]:
-        """This user's endpoints: ``[{"endpoint_id", "name", "status", "last_heartbeat"}]``."""
+    def get_endpoint_metadata(self, endpoint_id: str | uuid.UUID) -> dict[str, Any]:
+        """What the broker knows of one of your endpoints: ``{"endpoint_id", "name",
+        "status", "last_heartbeat", "created", "metadata"}``; metadata is what the endpoint
+        reported at registration (hostname, engine, workers) and its owner's policy."""
+        return self._call("GET", f"endpoints/{uuid_text('endpoint_id', endpoint_id)}")
+
+    def get_endpoints(self, role: str | None = None) -> list[dict[str, Any]]:
+        """This user's endpoints: ``[{"endpoint_id", "name", "status", "last_heartbeat"}]``.
+
+        Globus Compute's `role` ("owner", "any") is accepted; the list is always the
+        endpoints you own (others' shared endpoints are not listed)."""
+        if role not in (None, "owner"):
+            ignored(f"Client.get_endpoints(role={role!r})",
+                    "the list holds the endpoints you own")
         return self._call("GET", "endpoints")["endpoints"]
+
+    def get_allowed_functions(self, endpoint_id: str | uuid.UUID) -> dict[str, Any]:
+        """``{"endpoint_id", "restricted", "functions"}``: the function ids (or code SHA-256
+        digests) other users may run on your shared endpoint; ``restricted`` False: none
+        listed, so only you can use it."""
+        eid = uuid_text("endpoint_id", endpoint_id)
+        return self._call("GET", f"endpoints/{eid}/allowed_functions")
 
     def delete_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"endpoints/{endpoint_id}")
+
+    def stop_endpoint(self, endpoint_id: str | uuid.UUID) -> dict[str, Any]:
+        """Stop one of your endpoints: the broker closes its connections and refuses its
+        registration until it is started again where it runs (``fnrelay-endpoint start``)."""
+        eid = uuid_text("endpoint_id", endpoint_id)
+        return self._call("POST", f"endpoints/{eid}/stop")
+
+    def get_worker_hardware_details(self, endpoint_id: str | uuid.UUID) -> str:
+        """Run a report of the worker's hardware on the endpoint; returns its task id, whose
+        result is the report's text (``get_result``)."""
+        function_id = self.register_function(run_hardware_report)
+        return self.run(endpoint_id=endpoint_id, function_id=function_id)
+
+
+def _note_gc_options(code_strategy: Any, data_strategy: Any, environment: str | None,
+                     local_compute_services: bool, app: Any) -> None:
+    """The one-time notices for Globus Compute's Client keywords that mean nothing here."""
+    if code_strategy is not None or data_strategy is not None:
+        ignored("Client(code_serialization_strategy=, data_serialization_strategy=)",
+                "fnrelay picks its strategy per value (dill by value, JSON, source text)")
+    if environment is not None or local_compute_services:
+        ignored("Client(environment=, local_compute_services=)",
+                "the broker is the one in broker_url, FNRELAY_BROKER_URL or `fnrelay login`")
+    if app is not None:
+        ignored("Client(app=)", "fnrelay authenticates with its own token (`fnrelay login`); "
+                "pass authorizer= for a globus_sdk authorizer")
+
+
+def _note_registration_options(metadata: dict | None, public: bool, group: str | None,
+                               ha_endpoint_id: str | None) -> None:
+    if metadata:
+        ignored("register_function(metadata=)",
+                "endpoints report their Python and dill versions with each result")
+    if public or group:
+        ignored("register_function(public=, group=)", "functions are their owner's; share an "
+                "endpoint instead, listing the functions in its allowed_functions")
+    if ha_endpoint_id:
+        ignored("register_function(ha_endpoint_id=)", "fnrelay has no high-assurance endpoints")
+
+
+def _task_view(client: Client, record: dict[str, Any]) -> dict[str, Any]:
+    """A task record as Globus Compute shows a task: ``pending``, ``status``, and once
+    finished ``completion_t`` with ``result`` (deserialized) or ``exception`` (an object);
+    a cancelled task has ``reason``. fnrelay's other fields stay beside them."""
+    keep = ("task_id", "endpoint_id", "function_id", "task_group_id", "created", "history",
+            "details")
+    task: dict[str, Any] = {k: record[k] for k in keep if k in record}
+    task.update(pending=record["pending"], status=record["status"])
+    if record["pending"]:
+        return task
+    completed = record.get("completed")
+    task["completion_t"] = str(completed) if completed is not None else "unknown"
+    ok, value = _record_outcome(record, client)
+    if ok:
+        task["result"] = value
+    else:
+        task["exception"] = value
+        if isinstance(value, errors.TaskCancelled):
+            task["reason"] = str(value)
+    return task
 
 
 def _record_outcome(record: dict[str, Any], client: Client) -> tuple[bool, Any]:
@@ -356,4 +545,5 @@ def _record_outcome(record: dict[str, Any], client: Client) -> tuple[bool, Any]:
     return outcome(
         record["task_id"], record["status"], result,
         ExceptionInfo.from_dict(exc) if exc else None, record.get("details"),
+        record.get("completed"),
     )

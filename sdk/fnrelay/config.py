@@ -91,8 +91,10 @@ def _saved() -> dict:
         raise ConfigurationError(f"cannot read {path}: {e}; run `fnrelay login` again") from e
 
 
-def resolve_credentials(broker_url: str | None = None, token: str | None = None) -> Credentials:
-    """Find the broker URL and token, or explain how to provide them."""
+def resolve_credentials(broker_url: str | None = None, token: str | None = None,
+                        require_token: bool = True) -> Credentials:
+    """Find the broker URL and token, or explain how to provide them (`require_token`
+    False: the caller authenticates another way, a globus_sdk authorizer; token may be "")."""
     saved: dict | None = None
     if not broker_url:
         broker_url = os.environ.get(ENV_BROKER_URL)
@@ -109,7 +111,7 @@ def resolve_credentials(broker_url: str | None = None, token: str | None = None)
             "no broker URL: pass broker_url=, set FNRELAY_BROKER_URL, or run "
             "`fnrelay login --broker-url URL --token TOKEN`"
         )
-    if not token:
+    if not token and require_token:
         raise ConfigurationError(
             "no token: pass token=, set FNRELAY_TOKEN, or run "
             "`fnrelay login --broker-url URL --token TOKEN`"
@@ -117,4 +119,4 @@ def resolve_credentials(broker_url: str | None = None, token: str | None = None)
     # Without a scheme, requests fails each retry and the error blames the network.
     if not broker_url.startswith(("http://", "https://")):
         raise ConfigurationError(f"broker URL {broker_url!r} must start with http:// or https://")
-    return Credentials(broker_url=broker_url.rstrip("/"), token=token)
+    return Credentials(broker_url=broker_url.rstrip("/"), token=token or "")

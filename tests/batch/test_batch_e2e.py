@@ -18,6 +18,6 @@ def test_mpi_hostname_on_two_ranks_through_a_slurm_endpoint(slurm_cluster, make_
         out = future.result(timeout=180)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [os.uname().nodename] * 2
-    history = client.get_task(future.task_id)["history"]
+    history = client.task_record(future.task_id)["history"]
     queued = [h for h in history if h["status"] == "waiting-for-nodes"]
     assert queued and "slurm job" in queued[0]["detail"]  # the job id is in the history

@@ -24,7 +24,7 @@ def test_five_workers_submitted_in_one_batch_run_to_finished(client, queue_confi
     assert results == [(True, "")] * 5
     task_ids = [w.batchID for w in workers]
     assert len(set(task_ids)) == 5
-    groups = {client.get_task(t)["task_group_id"] for t in task_ids}
+    groups = {client.task_record(t)["task_group_id"] for t in task_ids}
     assert len(groups) == 1  # one submit request carried all five
     assert all(w.submissionHost == queue_config["broker_url"] for w in workers)
     remote_names = {i["remote_name"] for w in workers for i in w.logFilesToUpload.values()}

@@ -30,7 +30,7 @@ def slurm_config(slurm_cluster, make_endpoint, queue_config):  # noqa: F811
 
 
 def _slurm_job(client, task_id: str) -> str:
-    details = [h["detail"] or "" for h in client.get_task(task_id)["history"]
+    details = [h["detail"] or "" for h in client.task_record(task_id)["history"]
                if h["status"] == "waiting-for-nodes"]
     match = re.search(r"\d+", details[0]) if details else None
     assert match, f"no slurm job id in the history of {task_id}"

@@ -181,7 +181,7 @@ def test_records_go_to_the_broker_and_tasks_to_the_endpoint_only(client, broker_
         conn.close()
     time.sleep(1.0)  # past the broker's hold and its retry of early results
     with pytest.raises(errors.NotFoundError):
-        client.get_task(task_id)
+        client.task_record(task_id)
 
 
 def test_a_task_whose_records_never_came_is_recorded_from_its_result(client, endpoint_id):

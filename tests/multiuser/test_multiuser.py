@@ -36,7 +36,7 @@ def submit(client: Client, endpoint_id: str, config: dict) -> str:
 
 
 def finished(client: Client, task_id: str) -> dict:
-    return wait_for(lambda: (r := client.get_task(task_id)) and not r["pending"] and r,
+    return wait_for(lambda: (r := client.task_record(task_id)) and not r["pending"] and r,
                     f"task {task_id}")
 
 

@@ -113,7 +113,7 @@ def test_db_store_brings_a_15mb_result_back_through_futures_and_the_client(datab
     client = db_stack.client()
     again = client.get_result(task_id)
     assert again == value
-    record = client.get_task(task_id)
+    record = client.task_record(task_id)
     ref = parse_reference(record["result"])  # the record holds a reference, not the value
     assert ref is not None and ref.size == record["details"]["result_size"] > 10 * 1024 * 1024
     assert client.get_batch_result([task_id])[task_id]["result"] == value
@@ -191,7 +191,7 @@ def test_a_shared_directory_store_brings_it_back_and_the_ttl_cleaner_deletes_it(
     assert hashlib.sha256(value).hexdigest() == expected(BIG)
     assert dir_stack.client().get_result(task_id) == value
     path = blob_dir / task_id
-    ref = parse_reference(dir_stack.client().get_task(task_id)["result"])
+    ref = parse_reference(dir_stack.client().task_record(task_id)["result"])
     assert ref is not None and path.stat().st_size == ref.size
     wait_for(lambda: not path.exists(), "the cleaner to delete the blob file", timeout=60)
     with pytest.raises(errors.NotFoundError):

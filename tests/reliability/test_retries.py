@@ -79,7 +79,7 @@ def test_lost_worker_is_retried_and_the_retry_is_in_the_history(client, make_end
     steps = history(client, fut.task_id, "success")
     retry = [d for s, d in steps if s == "waiting-for-endpoint" and d.startswith("retry 1 of")]
     assert retry and "worker lost (signal 9)" in retry[0], steps
-    assert client.get_task(fut.task_id)["details"]["attempt"] == 2
+    assert client.task_record(fut.task_id)["details"]["attempt"] == 2
 
 
 def test_a_task_that_always_loses_its_worker_fails_after_max_retries(client, make_endpoint):

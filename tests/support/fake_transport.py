@@ -92,7 +92,7 @@ class FakeApi:
         self.records[task_id] = {"task_id": task_id, "status": "success", "pending": False,
                                  "result": serialize.serialize(value)}
 
-    def get_task(self, task_id: str) -> dict[str, Any]:
+    def task_record(self, task_id: str) -> dict[str, Any]:
         self._check_up()
         if task_id not in self.records:
             raise errors.NotFoundError(task_id, http_status=404)

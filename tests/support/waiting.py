@@ -34,7 +34,7 @@ def wait_recorded(client: Any, task_id: str, status: str, timeout: float = WAIT)
 
     def recorded() -> Any:
         try:
-            r = client.get_task(task_id)
+            r = client.task_record(task_id)
         except errors.NotFoundError:
             return None
         return r["status"] == status and r

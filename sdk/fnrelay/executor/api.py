@@ -370,7 +370,7 @@ class Executor(cf.Executor):
         deadline = time.monotonic() + RECORD_WAIT
         while True:
             try:
-                return str(self.client.get_task(task_id)["status"])
+                return str(self.client.task_record(task_id)["status"])
             except errors.NotFoundError:
                 if time.monotonic() > deadline:
                     raise

@@ -76,7 +76,7 @@ class FnRelaySubmitter(FnRelayPlugin):
                 batch.tasks.append(task_entry(
                     self._function_id(task), (), task.kwargs, task.resource_specification,
                     self.user_endpoint_config))
-            task_ids = self.client.batch_run(self.endpoint_id, batch)
+            task_ids = self.client.batch_run(self.endpoint_id, batch)["task_ids"]
         except (FnRelayError, ValueError) as e:
             message = short(f"fnrelay batch submit failed, will retry: {e}")
             for i, _ in tasks:
