@@ -15,7 +15,7 @@ import traceback
 from typing import Any
 
 from fnrelay import serialize
-from fnrelay.errors import SerializationError
+from fnrelay.errors import MaxResultSizeExceeded, SerializationError
 from fnrelay.wire import ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
 
 #: Largest serialized result (bytes) unless the endpoint sets `result_size_limit`; the agent
@@ -24,8 +24,13 @@ DEFAULT_RESULT_SIZE_LIMIT = 10 * 1024 * 1024
 ENV_RESULT_SIZE_LIMIT = "FNRELAY_RESULT_SIZE_LIMIT"
 
 
-class ResultTooLargeError(SerializationError):
-    """A task's serialized result exceeded the endpoint's result size limit."""
+class ResultTooLargeError(MaxResultSizeExceeded):
+    """A task's serialized result exceeded the endpoint's result size limit: Globus
+    Compute's MaxResultSizeExceeded (and a SerializationError), with fnrelay's message."""
+
+    def __init__(self, message: str, result_size: int = 0, result_size_limit: int = 0):
+        super().__init__(result_size, result_size_limit, message)
+        self.args = (message, result_size, result_size_limit)  # what unpickling passes
 
 
 def result_size_limit() -> int:
@@ -40,7 +45,7 @@ def too_large_error(size: int, limit: int) -> ResultTooLargeError:
     return ResultTooLargeError(
         f"the task's result is {_mb(size)} serialized ({size} bytes), over this endpoint's "
         f"result size limit of {_mb(limit)} ({limit} bytes); return a smaller value or write "
-        "large data to shared storage and return its path")
+        "large data to shared storage and return its path", size, limit)
 
 
 def _mb(n: int) -> str:

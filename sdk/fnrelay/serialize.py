@@ -30,7 +30,7 @@ from typing import Any
 
 import dill
 
-from fnrelay.errors import SerializationError
+from fnrelay.errors import DeserializationError, SerializationError
 
 TAG_DILL_CODE = "01"
 TAG_DILL_DATA = "02"
@@ -167,11 +167,11 @@ def deserialize(data: str) -> Any:
             exec(compile(source, f"<fnrelay function {name}>", "exec"), namespace)  # noqa: S102
             return namespace[name]
     except Exception as e:  # noqa: BLE001
-        raise SerializationError(f"cannot deserialize (strategy {tag!r}): {e}") from e
+        raise DeserializationError(f"cannot deserialize (strategy {tag!r}): {e}") from e
     if tag == TAG_BLOB:
-        raise SerializationError("this is a reference to a result blob kept by the broker: "
+        raise DeserializationError("this is a reference to a result blob kept by the broker: "
                                  "read the value with Client.get_result or a future")
-    raise SerializationError(f"unknown serialization strategy {tag!r}")
+    raise DeserializationError(f"unknown serialization strategy {tag!r}")
 
 
 def deserialize_args(data: str) -> tuple[tuple, dict]:

@@ -210,3 +210,14 @@ def test_stop_endpoint_makes_its_agent_exit(client, make_endpoint):
     assert answer["stopped"] is True
     wait_for(lambda: not ep.running(), "the stopped endpoint's agent to exit", WAIT)
     assert client.get_endpoint_status(ep.endpoint_id)["status"] == "offline"
+
+
+def test_a_result_over_the_limit_is_max_result_size_exceeded(client, make_endpoint):
+    ep = make_endpoint("gc-size-limit", result_size_limit=100_000)
+    with Executor(ep.endpoint_id, client=client) as ex:
+        future = ex.submit(bytes, 200_000)
+        with pytest.raises(errors.MaxResultSizeExceeded) as info:
+            future.result(timeout=WAIT)
+    exc = info.value
+    assert isinstance(exc, TaskExecutionFailed) and exc.result_size_limit == 100_000
+    assert exc.result_size > 100_000 and "shared storage" in exc.remote_data
