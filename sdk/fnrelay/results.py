@@ -65,7 +65,7 @@ def recreate_exception(
     """
     if isinstance(info, dict):
         info = ExceptionInfo.from_dict(info)
-    remote_data = info.traceback or f"{info.type}: {info.message}"
+    remote_data = _remote_data(info)
     t = _completion_text(completion_t, details)
     original = _rebuilt(info)
     if isinstance(original, TaskExecutionFailed):  # the task itself raised one: it is both
@@ -75,6 +75,16 @@ def recreate_exception(
         return rebuild(type(original), original.args, _state(original), remote_data, t, details,
                        task_id)
     return TaskExecutionFailed(remote_data, t, details, task_id=task_id)
+
+
+def _remote_data(info: ExceptionInfo) -> str:
+    """GC's `remote_data`: the remote traceback, ending with the type and message when the
+    traceback does not say them (the worker's own words, e.g. for a sys.exit())."""
+    tb = info.traceback or ""
+    if info.message and info.message in tb:
+        return tb
+    line = f"{info.type}: {info.message}" if info.message else info.type
+    return f"{tb.rstrip()}\n{line}\n" if tb else line
 
 
 def _rebuilt(info: ExceptionInfo) -> Exception | None:

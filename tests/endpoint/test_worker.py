@@ -72,7 +72,7 @@ def test_bad_payload_is_a_failure_not_a_crash() -> None:
     t = make_task(power, 2)
     t.payload = "99\ngarbage"
     r = execute(t)
-    assert r.status == "failed" and "SerializationError" in r.exception.type
+    assert r.status == "failed" and r.exception.type == "fnrelay.errors.DeserializationError"
 
 
 def exits(code):  # type: ignore[no-untyped-def]

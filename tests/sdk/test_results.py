@@ -106,7 +106,9 @@ def test_attributes_survive_and_the_object_pickles(original, field, value):
         back = loads(dumps(exc))
         assert type(back) is type(exc)
         assert getattr(back, field) == value and back.args == exc.args
-        assert (back.remote_data, back.completion_t, back.task_id) == (REMOTE_TB, "1.0", "t3")
+        assert (back.remote_data, back.completion_t, back.task_id) == (
+            exc.remote_data, "1.0", "t3")
+        assert back.remote_data.startswith(REMOTE_TB)
 
 
 def test_a_type_that_refuses_subclasses_is_task_execution_failed_alone():
@@ -134,6 +136,14 @@ def test_system_exit_is_never_re_raised_as_itself():
     """A SystemExit re-raised by get_result would end the caller's program."""
     exc = results.recreate_exception(info_for(SystemExit(3)))
     assert type(exc) is TaskExecutionFailed
+
+
+def test_remote_data_ends_with_the_message_the_traceback_lacks():
+    info = ExceptionInfo(type="builtins.SystemExit", traceback=REMOTE_TB,
+                         message="the task called sys.exit() (exit code 0)")
+    exc = results.recreate_exception(info)
+    assert exc.remote_data == (REMOTE_TB + "builtins.SystemExit: the task called sys.exit() "
+                               "(exit code 0)\n")
 
 
 def test_nothing_more_is_unpickled_than_the_serialized_exception():
