@@ -110,11 +110,12 @@ class Batch:
             "resource_specification", self.resource_specification)
         self.user_endpoint_config = json_object("user_endpoint_config", self.user_endpoint_config)
 
-    def add(self, function_id: str | uuid.UUID, args: Iterable[Any] = (),
+    def add(self, function_id: str | uuid.UUID, args: Iterable[Any] | None = (),
             kwargs: dict | None = None) -> None:
-        """Queue a call of a registered function; arguments are serialized now."""
+        """Queue a call of a registered function; arguments are serialized now (None: none,
+        as Globus Compute allows)."""
         self.tasks.append(
-            task_entry(function_id, tuple(args), kwargs or {}, self.resource_specification,
+            task_entry(function_id, tuple(args or ()), kwargs or {}, self.resource_specification,
                        self.user_endpoint_config, self.max_retries)
         )
 

@@ -64,6 +64,8 @@ def test_batch_serializes_arguments_when_added(clean_env):
     assert task["function_id"] == "fid"
     assert task["resource_specification"] == {"num_nodes": 2}
     assert serialize.deserialize_args(task["payload"]) == ((1, 2), {"k": "v"})
+    batch.add("fid", args=None, kwargs=None)  # Globus Compute's defaults
+    assert serialize.deserialize_args(batch.tasks[1]["payload"]) == ((), {})
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
