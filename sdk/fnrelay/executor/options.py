@@ -12,9 +12,12 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from fnrelay.ignored import IgnoredOptionWarning
 
-class UnusedOption(UserWarning):
-    """A Globus Compute keyword was given that fnrelay accepts but does not act on."""
+
+class UnusedOption(IgnoredOptionWarning):
+    """A Globus Compute keyword of the Executor that fnrelay accepts but does not act on (a
+    kind of `IgnoredOptionWarning`, so one filter silences the Client's and the Executor's)."""
 
 
 #: Why each keyword has no effect here, in one line.
