@@ -84,3 +84,15 @@ def test_mpi_functions_with_globus_computes_resource_specification(client, make_
     assert ours.cmd == f"mpiexec -n 2 {RANK}"
     assert too_wide is not None
     assert "the local engine has one node (got 2)" in str(too_wide)
+
+
+
+def test_executor_registers_source_code_and_reports_hardware(client, endpoint_id):
+    """GC's `Executor.register_source_code` and `get_worker_hardware_details`."""
+    source = "def double(x):\n    return 2 * x\n"
+    with Executor(endpoint_id, client=client) as ex:
+        function_id = ex.register_source_code(source, "double")
+        doubled = ex.submit_to_registered_function(function_id, args=(21,))
+        report = ex.get_worker_hardware_details()
+        assert doubled.result(timeout=WAIT) == 42
+    assert "== host ==" in report

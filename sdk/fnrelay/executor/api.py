@@ -269,6 +269,20 @@ class Executor(cf.Executor):
             wanted = self.client.register_function(fn, **register_kwargs)
         return self._functions.add(fn, wanted)
 
+    def register_source_code(self, source: str, function_name: str,
+                             **register_kwargs: Any) -> str:
+        """Register Python source text whose function `function_name` is the entry point
+        (``Client.register_source_code``); submit to it with
+        ``submit_to_registered_function``."""
+        self._check_open()
+        return str(self.client.register_source_code(source, function_name, **register_kwargs))
+
+    def get_worker_hardware_details(self) -> str:
+        """A report of the hardware a worker of this Executor's endpoint sees, as Globus
+        Compute's Executor gives it (a task like any other: it waits for a worker)."""
+        from fnrelay.hardware import run_hardware_report
+        return str(self.submit(run_hardware_report).result())
+
     def reload_tasks(self, task_group_id: str | uuid.UUID | None = None) -> list[FnRelayFuture]:
         """Futures for every task of this Executor's task group (``task_group_id``, or the one
         given here), in submission order: finished ones resolve at once, the others when their
