@@ -58,6 +58,9 @@ class Function(Base):
     body: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     created: Mapped[float] = mapped_column(Float)
+    #: How `body` is serialized (fnrelay.wire.FORMATS): the route it was registered by.
+    format: Mapped[str] = mapped_column(String(16), default="fnrelay",
+                                        server_default="fnrelay")
 
 
 class Endpoint(Base):
@@ -119,6 +122,11 @@ class Task(Base):
     resource_specification: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     user_endpoint_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     max_retries: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: How payload and result are serialized (fnrelay.wire.FORMATS): the route it came by.
+    format: Mapped[str] = mapped_column(String(16), default="fnrelay",
+                                        server_default="fnrelay")
+    #: Globus Compute tasks: the strategies the submitter asked the result in.
+    result_serializers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     exception: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

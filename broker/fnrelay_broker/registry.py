@@ -11,7 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fnrelay.wire import TERMINAL_VALUES, ExceptionInfo, TaskState, now
+from fnrelay.wire import FORMAT_FNRELAY, TERMINAL_VALUES, ExceptionInfo, TaskState, now
 from fnrelay_broker import sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
@@ -47,17 +47,22 @@ def function_id_of(user_id: str, digest: str) -> str:
 
 
 def register_function(
-    db: Database, user: CurrentUser, body: str, name: str, description: str | None
+    db: Database, user: CurrentUser, body: str, name: str, description: str | None,
+    format: str = FORMAT_FNRELAY,
 ) -> str:
-    """Store a function once per (user, code); the same code always gets the same id."""
+    """Store a function once per (user, code, format); the same code always gets the same id.
+    Another format's code gets another id (its digest is taken over the format too): one text
+    may mean different functions to fnrelay's and Globus Compute's deserializers."""
     fid, digest = function_id_for(user.id, body)
+    if format != FORMAT_FNRELAY:
+        fid = function_id_of(user.id, code_digest(f"{format}:{body}"))
     try:
         with db.write() as s:
             if s.get(Function, fid) is None:
                 s.add(
                     Function(
                         id=fid, owner=user.id, name=name, description=description,
-                        body=body, sha256=digest, created=now(),
+                        body=body, sha256=digest, created=now(), format=format,
                     )
                 )
     except IntegrityError:  # a concurrent identical registration won: same id, same code

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from fnrelay import chunks
 from fnrelay.wire import (
+    FORMAT_FNRELAY,
     TERMINAL_VALUES,
     ExceptionInfo,
     Heartbeat,
@@ -36,7 +37,7 @@ from fnrelay_broker import children, sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.children import is_multi_user
 from fnrelay_broker.db import Database
-from fnrelay_broker.errors import not_found
+from fnrelay_broker.errors import ApiError, not_found
 from fnrelay_broker.models import (
     Endpoint,
     Function,
@@ -110,15 +111,16 @@ def submit(
             if ep is None or (ep.owner != user.id and not multi_user and not shared):
                 raise missing_endpoint(s, user, endpoint_id)
             wanted = {t["function_id"] for t in tasks}
-            bodies: dict[str, str] = {
-                fid: body for fid, body in s.execute(
-                    select(Function.id, Function.body)
-                    .where(Function.id.in_(wanted), Function.owner == user.id)
-                )
-            }
+            bodies: dict[str, str] = {}
+            formats: dict[str, str] = {}
+            for fid, body, fmt in s.execute(
+                    select(Function.id, Function.body, Function.format)
+                    .where(Function.id.in_(wanted), Function.owner == user.id)):
+                bodies[fid], formats[fid] = body, fmt
             missing = sorted(wanted - set(bodies))
             if missing:
                 raise not_found("function", ", ".join(missing))
+            _check_formats(tasks, formats)
             if shared:
                 sharing.check_allowed(s, ep, wanted)
             group_id = ensure_task_group(s, user, task_group_id)
@@ -141,6 +143,8 @@ def submit(
                         "resource_specification": spec.get("resource_specification") or {},
                         "user_endpoint_config": spec.get("user_endpoint_config") or {},
                         "max_retries": spec.get("max_retries"),
+                        "format": spec.get("format") or FORMAT_FNRELAY,
+                        "result_serializers": spec.get("result_serializers") or None,
                         "details": {},
                         "created": t,
                     }
@@ -175,6 +179,18 @@ def submit(
         raise
 
 
+def _check_formats(tasks: list[dict[str, Any]], formats: dict[str, str]) -> None:
+    """422 unless each task's function was registered in the task's format: the endpoint
+    deserializes both with one format's strategies (their tags collide)."""
+    for spec in tasks:
+        fmt = spec.get("format") or FORMAT_FNRELAY
+        have = formats[spec["function_id"]]
+        if have != fmt:
+            raise ApiError(422, f"function {spec['function_id']} was registered in the "
+                                f"{have!r} format and cannot run as a {fmt!r} task: register "
+                                "it through the same API (SDK) you submit with")
+
+
 # --- records -------------------------------------------------------------------------------------
 def _record(task: Task, history: list[TaskHistory]) -> dict[str, Any]:
     return {
@@ -190,6 +206,7 @@ def _record(task: Task, history: list[TaskHistory]) -> dict[str, Any]:
         "result": task.result,
         "exception": task.exception,
         "details": task.details or {},
+        "format": task.format,
     }
 
 
@@ -414,7 +431,8 @@ def task_messages(db: Database, task_ids: list[str]) -> list[TaskMessage]:
                     payload=task.payload, task_group_id=task.task_group_id,
                     resource_specification=task.resource_specification or {},
                     user_endpoint_config=task.user_endpoint_config or {},
-                    max_retries=task.max_retries,
+                    max_retries=task.max_retries, format=task.format,
+                    result_serializers=list(task.result_serializers or []),
                 )
     return [found[i] for i in task_ids if i in found]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from fnrelay import serialize
 from fnrelay.errors import MaxResultSizeExceeded, SerializationError
-from fnrelay.wire import ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
+from fnrelay.wire import FORMAT_GLOBUS, ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
 
 #: Largest serialized result (bytes) unless the endpoint sets `result_size_limit`; the agent
 #: passes its configured value to workers in this environment variable.
@@ -118,9 +118,22 @@ def exception_info(exc: BaseException, skip_frames: int = 0) -> ExceptionInfo:
 
 
 def _call(task: TaskMessage) -> Any:
+    if task.format == FORMAT_GLOBUS:
+        from fnrelay_endpoint import globus_serde
+
+        return globus_serde.call(task)
     fn = load_function(task)
     args, kwargs = serialize.deserialize_args(task.payload)
     return fn(*args, **kwargs)
+
+
+def _serialize(task: TaskMessage, value: Any) -> str:
+    """The result in the task's format (a Globus Compute task: the submitter's strategies)."""
+    if task.format == FORMAT_GLOBUS:
+        from fnrelay_endpoint import globus_serde
+
+        return globus_serde.serialize_result(value, task.result_serializers)
+    return serialize.serialize(value)
 
 
 def execute(task: TaskMessage, size_limit: int | None = None) -> ResultMessage:
@@ -149,7 +162,7 @@ def execute(task: TaskMessage, size_limit: int | None = None) -> ResultMessage:
             details["exit_code"] = exit_status(e)
     else:
         try:
-            result.result = serialize.serialize(value)
+            result.result = _serialize(task, value)
         except BaseException as e:  # noqa: BLE001 - a value whose pickling raises SystemExit
             result.status = TaskState.FAILED.value
             err = SerializationError(

@@ -14,12 +14,12 @@ one place and nobody restates it:
 Everything is re-exported here (`from fnrelay import wire; wire.TaskMessage`). See
 docs/protocol.md for the REST API and the AMQP topology in prose.
 
-A second wire format, Globus Compute's (messagepack, from the `globus_compute_common`
-package), will live beside this one as `fnrelay/wire/globus.py`, translating its messages to
-and from these same dataclasses, so the broker and the endpoint keep one model of a task and
-a result. A payload's format follows from the route or queue it came by (and is recorded on
-the task), never guessed from a serialization tag: fnrelay's and Globus Compute's tags
-collide. This module is fnrelay's own format only.
+A second wire format, Globus Compute's (its REST bodies, and messagepack from the
+`globus_compute_common` package), lives beside this one in `fnrelay.wire.globus`, translating
+its messages to and from these same dataclasses, so the broker and the endpoint keep one model
+of a task and a result. A payload's format follows from the route it came by and is recorded
+on the task (`TaskMessage.format`), never guessed from a serialization tag: fnrelay's and
+Globus Compute's tags collide. This module is fnrelay's own format only.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from __future__ import annotations
 from fnrelay.wire.codec import WireError, decode, encode
 from fnrelay.wire.ids import is_uuid, new_id, new_task_id, now
 from fnrelay.wire.messages import (
+    FORMAT_FNRELAY,
+    FORMAT_GLOBUS,
+    FORMATS,
     PROTOCOL_VERSION,
     ChildFailed,
     DirectRecord,
@@ -99,6 +102,7 @@ from fnrelay.wire.topology import (
 __all__ = [
     "BROKER_RESULTS_QUEUE", "CONTENT_TYPE", "DEADLETTER_EXCHANGE", "DEADLETTER_QUEUE",
     "DEADLETTER_REASON_HEADER", "ENV_MPI_PREFIX", "ENV_NUM_NODES", "ENV_NUM_RANKS",
+    "FORMATS", "FORMAT_FNRELAY", "FORMAT_GLOBUS",
     "ENV_TASK_SANDBOX", "EXIT_STATUS_FILE", "FORWARDED_HEADER", "GROUPS_EXCHANGE", "MSG_CANCEL",
     "MSG_CHILD_FAILED", "MSG_HEARTBEAT", "MSG_RESULTS", "MSG_START_CHILD", "MSG_STATUS",
     "MAX_RETRIES_CAP", "MSG_TASKS", "PROTOCOL_VERSION", "RECORDS_SUFFIX", "RESULTS_EXCHANGE",

@@ -25,6 +25,13 @@ from fnrelay.wire.ids import is_uuid, now
 
 PROTOCOL_VERSION = 1
 
+#: The formats of a task's serialized function, payload and result. The route a task came by
+#: decides it (/v1: fnrelay's; Globus Compute's /v2 and /v3: theirs) and the task carries it to
+#: the endpoint: the two formats' serialization tags collide, so it is never guessed.
+FORMAT_FNRELAY = "fnrelay"
+FORMAT_GLOBUS = "globus-compute"
+FORMATS = (FORMAT_FNRELAY, FORMAT_GLOBUS)
+
 
 # --- tasks ---------------------------------------------------------------------------------
 @dataclass
@@ -43,6 +50,11 @@ class TaskMessage:
     max_retries: int | None = None
     #: Submitted on the direct path: the endpoint also publishes the result to the group.
     direct: bool = False
+    #: How `function`, `payload` and the result are serialized (FORMATS).
+    format: str = FORMAT_FNRELAY
+    #: Globus Compute tasks: import paths of the strategies to serialize the result with, in
+    #: order of preference (empty: its defaults).
+    result_serializers: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, item: dict[str, Any]) -> TaskMessage:
@@ -51,6 +63,12 @@ class TaskMessage:
         if not isinstance(item, dict):
             raise WireError(f"a task must be an object, not {type(item).__name__}")
         attempt = codec.opt_int(item, "attempt")
+        fmt = codec.opt_text(item, "format") or FORMAT_FNRELAY
+        if fmt not in FORMATS:
+            raise WireError(f"unknown task format {fmt!r} (known: {', '.join(FORMATS)})")
+        serializers = item.get("result_serializers") or []
+        if not isinstance(serializers, list) or not all(isinstance(x, str) for x in serializers):
+            raise WireError("'result_serializers' must be a list of strings")
         return cls(
             task_id=codec.text(item, "task_id"),
             function_id=codec.text(item, "function_id"),
@@ -62,6 +80,8 @@ class TaskMessage:
             attempt=1 if attempt is None else attempt,
             max_retries=codec.opt_count(item, "max_retries"),
             direct=codec.flag(item, "direct"),
+            format=fmt,
+            result_serializers=serializers,
         )
 
 
@@ -75,6 +95,8 @@ def task_from_entry(task_id: str, entry: dict[str, Any], function: str,
         resource_specification=entry.get("resource_specification") or {},
         user_endpoint_config=entry.get("user_endpoint_config") or {},
         max_retries=entry.get("max_retries"), direct=direct,
+        format=entry.get("format") or FORMAT_FNRELAY,
+        result_serializers=entry.get("result_serializers") or [],
     )
 
 
