@@ -66,6 +66,17 @@ class AmqpAccess:
             raise ApiError(503, "RabbitMQ accounts cannot be created now; retry later") from e
         return url_with_credentials(self.public_url, creds.username, creds.password)
 
+    def gc_url(self, user_id: str) -> str:
+        """The URL of the user's Globus Compute reader account, with a new password."""
+        if self.accounts is None:
+            return self.public_url
+        try:
+            creds = self.accounts.gc_reader(user_id)
+        except AccountError as e:
+            log.error("cannot create the Globus Compute reader of user %s: %s", user_id, e)
+            raise ApiError(503, "RabbitMQ accounts cannot be created now; retry later") from e
+        return url_with_credentials(self.public_url, creds.username, creds.password)
+
     def apply_policies(self) -> None:
         """Set the dead-letter policy (logged, not fatal: consumers dead-letter bad messages
         themselves; the policy only catches plain rejects)."""

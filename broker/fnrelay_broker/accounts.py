@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_PREFIX = "fnrelay-ep-"
 GROUP_PREFIX = wire.group_account("")
+GC_PREFIX = "fnrelay-gc-"
 _TIMEOUT = 10
 
 
@@ -45,6 +46,11 @@ DEADLETTER_MAX_BYTES = 256 * 1024 * 1024
 def endpoint_user(endpoint_id: str) -> str:
     """The RabbitMQ account name of an endpoint (the `user_id` its messages carry)."""
     return ENDPOINT_PREFIX + endpoint_id
+
+
+def gc_user(user_id: str) -> str:
+    """The RabbitMQ account a user's Globus Compute Executors read results with."""
+    return GC_PREFIX + user_id
 
 
 def group_user(task_group_id: str) -> str:
@@ -142,6 +148,16 @@ class Accounts:
                               write=_only(wire.SUBMIT_EXCHANGE),
                               topic_write={wire.SUBMIT_EXCHANGE: _only(
                                   submit_to, submit_to + wire.RECORDS_SUFFIX)})
+
+    def gc_reader(self, user_id: str) -> Credentials:
+        """(Re)create a user's account for the official Globus Compute Executor: it may only
+        consume the user's own Globus Compute group queues (the user's secret prefix and a
+        group id); it writes and declares nothing. One account per user, as the Executor
+        asks for one URL and reads many groups with it; every hand-out resets its password
+        (open connections stay; the Executor asks again before it reconnects)."""
+        prefix = re.escape(self.names.gc_prefix(user_id))
+        return self._put_user(gc_user(user_id), read=f"^{prefix}[0-9a-f-]{{36}}$",
+                              write="^$", topic_write={})
 
     def deadletter_policy(self) -> None:
         """Dead-letter what fnrelay's endpoint and broker queues reject or drop.

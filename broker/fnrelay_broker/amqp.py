@@ -156,6 +156,16 @@ class Declarer:
         return self._run(lambda ch: declare_group_queue(
             ch, self.names, task_group_id, self.group_expires_s, direct_endpoint))
 
+    def gc_group_queue(self, queue: str, task_group_id: str) -> bool:
+        """A Globus Compute group's result queue (`queue`: the owner's prefix + the group
+        id), bound for the broker's results of its tasks in Globus Compute's format."""
+        def declare(ch: BlockingChannel) -> None:
+            ch.queue_declare(queue, durable=True,
+                             arguments={"x-expires": int(self.group_expires_s * 1000)})
+            ch.queue_bind(queue, wire.GROUPS_EXCHANGE,
+                          routing_key=wire.gc_routing_key(task_group_id))
+        return self._run(declare)
+
     def revoke_group_grant(self, task_group_id: str, endpoint_id: str) -> bool:
         """Unbind a group's queue from an endpoint's results (its grant is gone)."""
         return self._run(lambda ch: ch.queue_unbind(

@@ -12,7 +12,16 @@ from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
 
 from fnrelay import wire
-from fnrelay_broker import auth, blob_api, children, manage_api, queues, registry, tasks
+from fnrelay_broker import (
+    auth,
+    blob_api,
+    children,
+    globus_api,
+    manage_api,
+    queues,
+    registry,
+    tasks,
+)
 from fnrelay_broker.access import AmqpAccess
 from fnrelay_broker.accounts import endpoint_user
 from fnrelay_broker.amqp import Declarer
@@ -165,6 +174,7 @@ def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
     _routes(app, broker)
     blob_api.install(app, broker.db, broker.blobs, current_user, user_token, endpoint_scope)
     manage_api.install(app, broker, User)
+    globus_api.install(app, broker, user_token)
     return app
 
 

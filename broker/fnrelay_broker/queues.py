@@ -45,6 +45,12 @@ class QueueNames:
         """A task group's result queue."""
         return f"fnrelay.group.{self._token('group', task_group_id)}"
 
+    def gc_prefix(self, user_id: str) -> str:
+        """What the official Globus Compute Executor puts before a task group id to name the
+        group's result queue (it consumes `prefix + id`): one prefix per user, which only
+        that user is told, so the queues of another user's groups cannot be named."""
+        return f"fnrelay.gc.{self._token('gc', user_id)}."
+
 
 def legacy_endpoint_queue(endpoint_id: str) -> str:
     """The guessable name endpoint queues had before: tasks left in one are moved."""

@@ -20,6 +20,7 @@ from fnrelay import wire
 from fnrelay.amqp import dead_letter
 from fnrelay.backoff import Backoff
 from fnrelay.droplog import DropLog
+from fnrelay.wire import globus
 from fnrelay_broker import children, direct, inbound, tasks
 from fnrelay_broker.accounts import endpoint_user, group_user
 from fnrelay_broker.amqp import (
@@ -230,13 +231,24 @@ def _declare_endpoint_queue(ch: BlockingChannel, names: QueueNames, declared: se
         declared.add(endpoint_id)
 
 
+def _gc_props(user_id: str | None) -> pika.BasicProperties:
+    """The timestamp is what the official Executor shows as a failure's completion time."""
+    return pika.BasicProperties(content_type="application/octet-stream",
+                                delivery_mode=_PERSISTENT, user_id=user_id,
+                                timestamp=int(wire.now()))
+
+
 def forward_results(ch: BlockingChannel, results: list[wire.ResultMessage],
                     user_id: str | None) -> None:
     """Publish recorded results to their task groups' queues, one message per group, as
     `user_id` (the broker's account: Executors accept results only from known senders)."""
     groups: dict[str, list[wire.ResultMessage]] = defaultdict(list)
     for r in results:
-        if r.task_group_id:
+        if r.task_group_id and r.format == wire.FORMAT_GLOBUS:
+            # The official Executor reads one messagepack Result per message.
+            ch.basic_publish(wire.GROUPS_EXCHANGE, wire.gc_routing_key(r.task_group_id),
+                             globus.pack_result(r), _gc_props(user_id))
+        elif r.task_group_id:
             groups[r.task_group_id].append(r)
     for group_id, items in groups.items():
         for i in range(0, len(items), TASKS_PER_MESSAGE):

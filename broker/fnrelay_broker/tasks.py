@@ -270,7 +270,8 @@ def _mark_delivered(s: Session, task: Task, t: float) -> None:
         s.add(TaskHistory(task_id=task.id, status=task.status, time=t, detail="delivered"))
 
 
-_RESULT_COLUMNS = (Task.id, Task.endpoint_id, Task.status, Task.created, Task.task_group_id)
+_RESULT_COLUMNS = (Task.id, Task.endpoint_id, Task.status, Task.created, Task.task_group_id,
+                   Task.format)
 
 
 def _locked_tasks(ids: Sequence[str], *columns: Any) -> Select:
@@ -348,7 +349,7 @@ def record_results(
                             "result": r.result, "exception": exc, "details": r.details or {}})
             recorded.append(ResultMessage(
                 task_id=row.id, status=r.status, result=r.result, exception=r.exception,
-                details=r.details or {}, task_group_id=row.task_group_id))
+                details=r.details or {}, task_group_id=row.task_group_id, format=row.format))
         if changes:
             conn.execute(
                 update(table).where(table.c.id == bindparam("b_id")).values(
@@ -450,6 +451,7 @@ def result_messages(db: Database, task_ids: list[str]) -> list[ResultMessage]:
                     ResultMessage(
                         task_id=task.id, status=task.status, result=task.result, exception=exc,
                         details=task.details or {}, task_group_id=task.task_group_id,
+                        format=task.format,
                     )
                 )
     return out

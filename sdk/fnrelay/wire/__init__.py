@@ -95,6 +95,7 @@ from fnrelay.wire.topology import (
     SUBMIT_EXCHANGE,
     TASKS_EXCHANGE,
     control_routing_key,
+    gc_routing_key,
     group_account,
     group_routing_key,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "ChildFailed", "DirectRecord", "ExceptionInfo", "Heartbeat", "ResultMessage", "StartChild",
     "StatusUpdate", "TaskMessage", "TaskState", "WireError", "can_transition", "canonical_config",
     "control_routing_key", "decode", "decode_cancel", "decode_child_failed", "decode_direct_tasks",
+    "gc_routing_key",
     "decode_heartbeat", "decode_record", "decode_result", "decode_results", "decode_start_child",
     "decode_status", "decode_task", "decode_tasks", "encode", "encode_cancel",
     "encode_child_failed", "encode_heartbeat", "encode_results", "encode_start_child",

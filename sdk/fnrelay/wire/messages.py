@@ -199,6 +199,9 @@ class ResultMessage:
     task_group_id: str | None = None
     #: Direct-path tasks only, in the endpoint's copy for the broker.
     record: DirectRecord | None = None
+    #: The task's format (FORMATS), which the broker sets from its record to forward the
+    #: result in it; an endpoint's value is not trusted.
+    format: str = FORMAT_FNRELAY
 
     @classmethod
     def from_dict(cls, item: dict[str, Any]) -> ResultMessage:

@@ -60,6 +60,12 @@ def group_account(task_group_id: str) -> str:
     return f"fnrelay-group-{task_group_id}"
 
 
+def gc_routing_key(task_group_id: str) -> str:
+    """Routing key on GROUPS_EXCHANGE of a group's results in Globus Compute's format (only
+    the broker sends them: endpoints may use "<their id>.<group>" keys alone)."""
+    return f"gc.{task_group_id}"
+
+
 def group_routing_key(task_group_id: str, endpoint_id: str | None = None) -> str:
     """Routing key on GROUPS_EXCHANGE: the broker's (no endpoint) or a granted endpoint's."""
     return task_group_id if endpoint_id is None else f"{endpoint_id}.{task_group_id}"

@@ -1,0 +1,63 @@
+"""A fnrelay stack the official globus-compute-sdk reaches: a broker on 127.0.0.1:5000 (where
+`GLOBUS_SDK_ENVIRONMENT=local` points the SDK) with per-party RabbitMQ accounts, an endpoint
+running from the venv that has globus-compute-sdk (.venv-gc: its dill pin stays out of the
+main venv), and the official SDK run in subprocesses of that venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fnrelay.devstack.processes import spawn
+from fnrelay.devstack.services import LocalEndpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV", "/work/main/.venv-gc"))
+GC_PYTHON = GC_VENV / "bin" / "python"
+PORT = 5000
+SOURCES = os.pathsep.join(str(ROOT / p) for p in ("sdk", "broker", "endpoint", "wrappers"))
+
+needs_gc_venv = pytest.mark.skipif(not GC_PYTHON.exists(),
+                                   reason=f"no globus-compute-sdk venv at {GC_VENV}")
+
+
+class GlobusComputeEndpoint(LocalEndpoint):
+    """A fnrelay endpoint whose processes run in the globus-compute-sdk venv (fnrelay from
+    this checkout on PYTHONPATH), as a site installs `fnrelay[globus-compute]`."""
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "PYTHONPATH": SOURCES}
+
+    def start(self, foreground: bool | None = None, timeout: float = 60.0
+              ) -> GlobusComputeEndpoint:
+        if not self.config_path.exists():
+            self.configure()
+        argv = [str(GC_PYTHON), "-c", "from fnrelay_endpoint.cli import main; main()",
+                "start", self.name, "--foreground"]
+        self.foreground = True
+        self.proc = spawn(argv, self.home / f"{self.name}.console.log", self.env())
+        self.wait_status("online", timeout)
+        return self
+
+
+def sdk_env(home: Path, user_id: str, token: str) -> dict[str, str]:
+    """The environment of an unchanged official Client: local services, our token route."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GLOBUS_", "PYTHONPATH", "FNRELAY_"))}
+    return {**env, "HOME": str(home), "GLOBUS_SDK_ENVIRONMENT": "local",
+            "GLOBUS_SDK_SERVICE_URL_AUTH": f"http://localhost:{PORT}/",
+            "GLOBUS_COMPUTE_CLIENT_ID": user_id, "GLOBUS_COMPUTE_CLIENT_SECRET": token}
+
+
+def run_sdk(script: str, env: dict[str, str], timeout: float = 180) -> dict:
+    """Run `script` with the official SDK; it prints one JSON line last, returned here."""
+    out = subprocess.run([str(GC_PYTHON), "-c", textwrap.dedent(script)], env=env,
+                         capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, f"stdout:\n{out.stdout[-3000:]}\nstderr:\n{out.stderr[-5000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
