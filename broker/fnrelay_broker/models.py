@@ -59,8 +59,7 @@ class Function(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     created: Mapped[float] = mapped_column(Float)
     #: How `body` is serialized (fnrelay.wire.FORMATS): the route it was registered by.
-    format: Mapped[str] = mapped_column(String(16), default="fnrelay",
-                                        server_default="fnrelay")
+    format: Mapped[str] = mapped_column(String(16), server_default="fnrelay")
 
 
 class Endpoint(Base):
@@ -123,8 +122,7 @@ class Task(Base):
     user_endpoint_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     max_retries: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: How payload and result are serialized (fnrelay.wire.FORMATS): the route it came by.
-    format: Mapped[str] = mapped_column(String(16), default="fnrelay",
-                                        server_default="fnrelay")
+    format: Mapped[str] = mapped_column(String(16), server_default="fnrelay")
     #: Globus Compute tasks: the strategies the submitter asked the result in.
     result_serializers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
