@@ -103,3 +103,9 @@ def test_results_pack_as_globus_compute_results_and_back():
     assert back.status == "failed" and back.exception is not None
     with pytest.raises(wire.WireError):
         globus.unpack_result(b"not messagepack")
+
+
+def test_a_results_format_is_the_brokers_note_never_sent():
+    r = wire.ResultMessage(task_id="t", status="success", format=wire.FORMAT_GLOBUS)
+    assert b"format" not in wire.encode_results([r])
+    assert wire.decode_results(wire.encode_results([r]))[0].format == wire.FORMAT_FNRELAY

@@ -24,14 +24,19 @@ class WireError(ValueError):
 #: database-safety check); its ValueError becomes a WireError.
 Check = Callable[[Any], object]
 
+#: A dataclass field's metadata that keeps it out of the encoded message: what one process
+#: notes on a message for itself (the broker, a result's task format).
+LOCAL: dict[str, Any] = {"wire": False}
+
 
 def encode(obj: Any) -> bytes:
-    """JSON-encode a message body (dataclasses become dicts)."""
+    """JSON-encode a message body (dataclasses become dicts, less fields marked LOCAL)."""
 
     def default(o: Any) -> Any:
         fields = getattr(o, "__dataclass_fields__", None)
         if fields is not None:  # shallow: json walks the values (asdict would copy them all)
-            return {name: getattr(o, name) for name in fields}
+            return {name: getattr(o, name) for name, f in fields.items()
+                    if f.metadata.get("wire", True)}
         if isinstance(o, enum.Enum):
             return o.value
         raise TypeError(f"cannot encode {type(o).__name__} in a message")

@@ -200,8 +200,8 @@ class ResultMessage:
     #: Direct-path tasks only, in the endpoint's copy for the broker.
     record: DirectRecord | None = None
     #: The task's format (FORMATS), which the broker sets from its record to forward the
-    #: result in it; an endpoint's value is not trusted.
-    format: str = FORMAT_FNRELAY
+    #: result in it: never sent (LOCAL), never read from an endpoint.
+    format: str = field(default=FORMAT_FNRELAY, metadata=codec.LOCAL)
 
     @classmethod
     def from_dict(cls, item: dict[str, Any]) -> ResultMessage:
