@@ -17,13 +17,25 @@ from fnrelay.devstack.processes import spawn
 from fnrelay.devstack.services import LocalEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV", "/work/main/.venv-gc"))
+GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV", str(ROOT / ".venv-gc")))
 GC_PYTHON = GC_VENV / "bin" / "python"
 PORT = 5000
 SOURCES = os.pathsep.join(str(ROOT / p) for p in ("sdk", "broker", "endpoint", "wrappers"))
 
-needs_gc_venv = pytest.mark.skipif(not GC_PYTHON.exists(),
-                                   reason=f"no globus-compute-sdk venv at {GC_VENV}")
+
+
+def require_gc_venv() -> None:
+    """Fail (never skip) without the official SDK's venv: `make test` makes it."""
+    if not GC_PYTHON.exists():
+        pytest.fail(f"no globus-compute-sdk venv at {GC_VENV}: run `make gc-venv`")
+
+
+@pytest.fixture(scope="session")
+def gc_venv() -> None:
+    require_gc_venv()
+
+
+needs_gc_venv = pytest.mark.usefixtures("gc_venv")
 
 
 class GlobusComputeEndpoint(LocalEndpoint):

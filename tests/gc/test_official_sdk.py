@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from support_official import (  # noqa: E402
     PORT,
     GlobusComputeEndpoint,
+    gc_venv,  # noqa: F401 - the fixture pytestmark names
     needs_gc_venv,
     run_sdk,
     sdk_env,
@@ -57,7 +58,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(rabbitmq, new_vhost, _workdir: Path) -> Iterator[Stack]:
     if not port_free(PORT):
-        pytest.skip(f"port {PORT} is taken (the official SDK's local services port)")
+        pytest.fail(f"port {PORT} is taken: the official SDK reaches only localhost:{PORT}; "
+                    "stop what holds it")
     d = _workdir / f"gc-official-{uuid.uuid4().hex[:6]}"
     broker = BrokerServer(d / "broker", new_vhost("gc-official"), port=PORT, marker=MARKER,
                           management_url=rabbitmq.management_url,
