@@ -202,6 +202,9 @@ def _parse(c: dict, source: str) -> ParslSettings:
     exclusive = c.get("exclusive", True)
     if not isinstance(exclusive, bool):
         raise _err(source, "exclusive", "must be true or false", exclusive)
+    if provider == "pbspro" and c.get("qos") is not None:
+        raise _err(source, "qos", "is a Slurm setting: PBSPro has no QOS (use queue, or "
+                   "scheduler_options for a site's own resource)", c["qos"])
     address = c.get("address")
     if address is not None and (not isinstance(address, str) or not address.strip()):
         raise _err(source, "address", "must be a host name or IP address", address)
@@ -297,10 +300,23 @@ def _new_provider(s: ParslSettings, launcher: Any, nodes: int, init: int, low: i
     from parsl.providers import PBSProProvider
 
     return PBSProProvider(account=s.account, queue=s.partition,
-                          scheduler_options=s.scheduler_options, worker_init=s.worker_init,
+                          scheduler_options=pbs_pilot_options(s), worker_init=s.worker_init,
                           nodes_per_block=nodes, cpus_per_node=s.cores_per_node or 1,
                           init_blocks=init, min_blocks=low, max_blocks=high,
                           launcher=launcher, walltime=s.walltime)
+
+
+def pbs_pilot_options(s: ParslSettings) -> str:
+    """`place=scatter` (`:excl` when exclusive) before the admin's own PBS lines.
+
+    Parsl's PBSProProvider asks only `select=N:ncpus=C`; PBS may then pack a block's chunks
+    onto one host, and `ncpus=1` (no cores_per_node) shares the node with other jobs. An
+    admin's own `place=` in scheduler_options wins.
+    """
+    if "place=" in s.scheduler_options:
+        return s.scheduler_options
+    place = "scatter:excl" if s.exclusive else "scatter"
+    return "\n".join(line for line in (f"#PBS -l place={place}", s.scheduler_options) if line)
 
 
 def _error_handler(threshold: int) -> Any:

@@ -59,20 +59,41 @@ def mpi_env(mpi: dict[str, Any], sandbox: str) -> dict[str, str]:
     layout = Layout(**mpi["layout"])
     nodes = [n for n in os.environ.get("PARSL_MPI_NODELIST", "").split(",") if n]
     launcher, settings = mpi["launcher"], dict(mpi.get("launcher_settings") or {})
+    extra = node_options(launcher, nodes, layout, settings)
     options = mpi.get("launcher_options")
-    extra: list[str] = []
-    if nodes and launcher == "srun":
-        extra = [f"--nodelist={','.join(nodes)}"]
-    elif nodes and launcher in ("mpich", "pals") and "hostfile" not in settings:
-        settings["hosts"] = nodes
-    elif len(nodes) > 1 and launcher == "openmpi" and "hostfile" not in settings:
-        extra = ["--host", ",".join(f"{n}:{layout.ranks_per_node}" for n in nodes)]
     if extra:
         options = [*extra, *_as_list(options)]
     chain = build_chain(sandbox, layout, launcher=launcher, launcher_options=options,
                         launcher_settings=settings, container=mpi.get("container"),
                         conda=mpi.get("conda"))
     return chain.env()
+
+
+def node_options(launcher: str, nodes: list[str], layout: Layout,
+                 settings: dict[str, Any]) -> list[str]:
+    """Launcher flags that confine the ranks to `nodes`, the block's nodes Parsl gave the task.
+
+    Needed for one node too: a block holds several nodes and runs several tasks at once, and a
+    launcher left to itself starts every task's ranks from the allocation's first node.
+    `settings` (hosts=...) gains MPICH's host list; an admin's own hostfile wins.
+    """
+    if not nodes or "hostfile" in settings:
+        return []
+    if launcher == "srun":
+        return [f"--nodelist={','.join(nodes)}"]
+    if launcher in ("mpich", "pals"):
+        settings["hosts"] = nodes
+        return []
+    if launcher == "openmpi":
+        return ["--host", ",".join(f"{n}:{layout.ranks_per_node}" for n in nodes)]
+    if launcher == "aprun":  # -L takes ALPS node ids: nid00012 is 12
+        return ["-L", ",".join(_nid(n) for n in nodes)]
+    return []
+
+
+def _nid(host: str) -> str:
+    digits = host.removeprefix("nid")
+    return str(int(digits)) if digits.isdigit() else host
 
 
 def _as_list(options: Any) -> list[str]:
