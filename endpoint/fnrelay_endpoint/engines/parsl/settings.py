@@ -17,6 +17,7 @@ from typing import Any, overload
 
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.config import validators as check
+from fnrelay_endpoint.engines.parsl import providers
 from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
     NAME_PATTERN,
@@ -32,8 +33,14 @@ PROVIDERS = ("local", "slurm", "pbspro")
 BLOCK_LAUNCHERS = ("single", "simple", "srun", "mpiexec", "mpirun", "aprun")
 HTEX_LABEL = "fnrelay-htex"
 MPI_LABEL = "fnrelay-mpi"
-#: fnrelay MPI launcher (wrappers) used for $FNRELAY_MPI_PREFIX when the config names none.
+#: fnrelay MPI launcher (wrappers) used for $FNRELAY_MPI_PREFIX when the config names none
+#: (MPICH-style flags where the provider's family is not listed).
 DEFAULT_MPI_LAUNCHER = {"local": "openmpi", "slurm": "srun", "pbspro": "mpich"}
+#: Keys that shape blocks of a short-named provider; a typed provider takes them itself.
+PROVIDER_KEYS = frozenset({
+    "launcher", "nodes_per_block", "cores_per_node", "init_blocks", "min_blocks", "max_blocks",
+    "walltime", "partition", "queue", "account", "qos", "exclusive", "worker_init",
+    "scheduler_options"})
 
 CONFIG_KEYS = frozenset({
     "type", "provider", "launcher", "nodes_per_block", "cores_per_node", "init_blocks",
@@ -61,9 +68,14 @@ class MPISettings:
 
 @dataclass(frozen=True)
 class ParslSettings:
-    """Validated `engine:` settings of type parsl."""
+    """Validated `engine:` settings of type parsl.
+
+    `provider` is the scheduler family ("local", "slurm", ..., "other"); `provider_spec` is a
+    typed provider's mapping (`{type: SlurmProvider, ...}`), None for a short-named one.
+    """
 
     provider: str = "local"
+    provider_spec: dict[str, Any] | None = None
     launcher: str = "single"
     nodes_per_block: int = 1
     cores_per_node: int | None = None
@@ -172,7 +184,7 @@ def _mpi(c: dict, provider: str, source: str) -> MPISettings:
     if unknown:
         raise _err(source, f"mpi.{sorted(unknown)[0]}", f"is unknown (known: "
                    f"{', '.join(sorted(MPI_KEYS))})", value)
-    launcher = value.get("launcher", DEFAULT_MPI_LAUNCHER[provider])
+    launcher = value.get("launcher", DEFAULT_MPI_LAUNCHER.get(provider, "mpich"))
     if launcher not in LAUNCHERS:
         raise _err(source, "mpi.launcher", f"must be one of {', '.join(sorted(LAUNCHERS))}",
                    launcher)
@@ -190,9 +202,28 @@ def _mpi(c: dict, provider: str, source: str) -> MPISettings:
         max_workers_per_block=_int(v, "max_workers_per_block", 1, source, 1, "mpi."))
 
 
+def _typed_provider(c: dict, source: str) -> dict[str, Any] | None:
+    """`engine.provider` as `{type: <Parsl provider class>, ...}`, checked; None if short."""
+    spec = c.get("provider")
+    if not isinstance(spec, Mapping):
+        return None
+    cls = providers.provider_class(spec, source)
+    both = sorted(PROVIDER_KEYS & set(c))
+    if both:
+        raise _err(source, both[0], f"belongs inside engine.provider with a typed provider "
+                   f"({cls.__name__} takes its own keywords)", c[both[0]])
+    mpi = c.get("mpi") or {}
+    if isinstance(mpi, Mapping) and mpi.get("enabled", True):
+        # The MPI pilots reuse the class with their own launcher and block shape.
+        providers.check_keywords(cls, dict.fromkeys(_MPI_OVERRIDES), source, "engine.provider")
+    return dict(spec)
+
+
 def _parse(c: dict, source: str) -> ParslSettings:
     check.known_keys(c, CONFIG_KEYS, source, "engine.", "engine 'parsl'")
-    provider = check.one_of(c.get("provider", "local"), "engine.provider", source, PROVIDERS)
+    spec = _typed_provider(c, source)
+    provider = providers.family(spec) if spec else check.one_of(
+        c.get("provider", "local"), "engine.provider", source, PROVIDERS)
     launcher = check.one_of(c.get("launcher", "single"), "engine.launcher", source,
                             BLOCK_LAUNCHERS)
     if "queue" in c and "partition" in c and c["queue"] != c["partition"]:
@@ -212,7 +243,7 @@ def _parse(c: dict, source: str) -> ParslSettings:
     if workers is None:  # `max_workers` (the local engine's key) means the same here
         workers = _int(c, "max_workers", None, source, 1)
     s = ParslSettings(
-        provider=provider, launcher=launcher,
+        provider=provider, provider_spec=spec, launcher=launcher,
         nodes_per_block=_int(c, "nodes_per_block", 1, source, 1),
         cores_per_node=_int(c, "cores_per_node", None, source, 1),
         init_blocks=_int(c, "init_blocks", 0, source),
@@ -273,10 +304,31 @@ def _polled(provider: Any, period: float | None) -> Any:
     return provider
 
 
+#: What the MPI pilots of a typed provider change of its keywords.
+_MPI_OVERRIDES = ("launcher", "nodes_per_block", "init_blocks", "min_blocks", "max_blocks")
+
+
 def _provider(s: ParslSettings, launcher: Any, nodes: int, init: int, low: int, high: int,
               worker_init: str | None = None) -> Any:
     """Parsl's provider for `s.provider` with this block shape."""
     return _polled(_new_provider(s, launcher, nodes, init, low, high, worker_init),
+                   s.status_poll_period)
+
+
+def _typed_htex_provider(s: ParslSettings) -> Any:
+    """HTEX's provider built exactly as the typed `engine.provider` mapping says."""
+    assert s.provider_spec is not None
+    return _polled(providers.provider_from_spec(s.provider_spec), s.status_poll_period)
+
+
+def _typed_mpi_provider(s: ParslSettings, launcher: Any, worker_init: str | None) -> Any:
+    """The typed provider's class for MPI pilots: SimpleLauncher, the mpi block shape."""
+    assert s.provider_spec is not None
+    overrides: dict[str, Any] = dict(zip(_MPI_OVERRIDES, (
+        launcher, s.mpi.nodes_per_block, 0, 0, s.mpi.max_blocks), strict=True))
+    if worker_init is not None:
+        overrides["worker_init"] = worker_init
+    return _polled(providers.provider_from_spec(s.provider_spec, **overrides),
                    s.status_poll_period)
 
 
@@ -354,7 +406,8 @@ def _local_mpi_init(s: ParslSettings, run_dir: Path) -> str | None:
         return None
     nodefile = run_dir / "local_nodefile"
     nodefile.write_text(socket.gethostname() + "\n")
-    return f"{s.worker_init}\nexport PBS_NODEFILE={shell.quote(str(nodefile))}"
+    own = (s.provider_spec or {}).get("worker_init", "") if s.provider_spec else s.worker_init
+    return f"{own}\nexport PBS_NODEFILE={shell.quote(str(nodefile))}"
 
 
 def _no_zero_scale_in(cls: type) -> type:
@@ -393,16 +446,19 @@ def build_config(s: ParslSettings, run_dir: Path) -> Any:
     htex = htex_class(
         label=HTEX_LABEL, max_workers_per_node=s.max_workers_per_node, cores_per_worker=1e-6
         if s.max_workers_per_node else 1.0, launch_cmd=worker_pool_cmd(s, True),
-        provider=_provider(s, _block_launcher(s.launcher), s.nodes_per_block, s.init_blocks,
-                           s.min_blocks, s.max_blocks), **common)
+        provider=_typed_htex_provider(s) if s.provider_spec else _provider(
+            s, _block_launcher(s.launcher), s.nodes_per_block, s.init_blocks, s.min_blocks,
+            s.max_blocks), **common)
     executors = [htex]
     if s.mpi.enabled:
         executors.append(mpi_class(
             label=MPI_LABEL, max_workers_per_block=s.mpi.max_workers_per_block,
             launch_cmd=worker_pool_cmd(s, False),
             mpi_launcher="srun" if s.provider == "slurm" else "mpiexec",
-            provider=_provider(s, SimpleLauncher(), s.mpi.nodes_per_block, 0, 0,
-                               s.mpi.max_blocks, _local_mpi_init(s, run_dir)), **common))
+            provider=_typed_mpi_provider(s, SimpleLauncher(), _local_mpi_init(s, run_dir))
+            if s.provider_spec else _provider(s, SimpleLauncher(), s.mpi.nodes_per_block, 0, 0,
+                                              s.mpi.max_blocks, _local_mpi_init(s, run_dir)),
+            **common))
     for ex in executors:  # set after init: MPIExecutor's type hint refuses a list here
         ex.interchange_launch_cmd = [sys.executable, "-m",
                                      "parsl.executors.high_throughput.interchange"]
