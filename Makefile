@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # System packages, with apt when root; otherwise say what to do. The demo needs RabbitMQ;
-# the test suite also runs a real one-node Slurm (slurm-wlm, munge), OpenMPI and PostgreSQL.
+# the test suite also runs a real one-node Slurm (slurm-wlm, munge), a one-host Son of Grid
+# Engine (gridengine-*), OpenMPI and PostgreSQL.
 DEMO_PKGS := rabbitmq-server:rabbitmq-server python3-venv
-TEST_PKGS := $(DEMO_PKGS) slurm-wlm:slurmctld munge:munged openmpi-bin:mpiexec postgresql:pg_ctlcluster
+TEST_PKGS := $(DEMO_PKGS) slurm-wlm:slurmctld munge:munged openmpi-bin:mpiexec postgresql:pg_ctlcluster \
+	gridengine-master:sge_qmaster gridengine-exec:sge_execd gridengine-client:qconf
 
 deps:
 	@scripts/ensure-packages.sh $(DEMO_PKGS)

@@ -30,7 +30,7 @@ def test_default_launcher_follows_the_scheduler():
 
 
 @pytest.mark.parametrize("config, key", [
-    ({"scheduler": "lsf"}, "engine.scheduler"),
+    ({"scheduler": "cobalt"}, "engine.scheduler"),
     ({"scheduler": "slurm", "queue_size": 3}, "engine.queue_size"),
     ({"scheduler": "slurm", "template": "/nonexistent/site.j2"}, "engine.template"),
     ({"scheduler": "slurm", "allowed_free_text": ["partition"]}, "engine.allowed_free_text"),

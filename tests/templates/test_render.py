@@ -164,5 +164,5 @@ def test_scheduler_options_checked_at_render_time():
 
 
 def test_unknown_scheduler():
-    with pytest.raises(TemplateRenderError, match="lsf"):
-        render_batch_script("lsf", {})
+    with pytest.raises(TemplateRenderError, match="cobalt"):
+        render_batch_script("cobalt", {})

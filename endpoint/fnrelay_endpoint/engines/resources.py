@@ -48,7 +48,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 CONSTRAINT_PATTERN = re.compile(r"^[A-Za-z0-9_.,:&|*\[\]-]{1,256}$")
 MEMORY_PATTERN = re.compile(r"^([1-9][0-9]{0,8})\s*([KMGT])B?$", re.IGNORECASE)
 MODULE_PATTERN = re.compile(r"^[A-Za-z0-9_.+/@:-]{1,256}$")
-DIRECTIVE_PREFIX = {"slurm": "#SBATCH", "pbspro": "#PBS"}
+DIRECTIVE_PREFIX = {"slurm": "#SBATCH", "pbspro": "#PBS", "sge": "#$"}
 STRING_KEYS = ("partition", "queue", "account", "qos", "constraint")
 KNOWN_KEYS = frozenset(
     {*INT_BOUNDS, "memory", "walltime", *STRING_KEYS, "exclusive", "container", "conda",

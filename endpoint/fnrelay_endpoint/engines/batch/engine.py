@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 #: The in-job entry point (see job.py).
 JOB_ENTRY_MODULE = "fnrelay_endpoint.engines.batch.job"
 #: Launcher used when the config names none.
-DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich"}
+#: OpenMPI reads Grid Engine's allocation ($PE_HOSTFILE) itself.
+DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich", "sge": "openmpi"}
 #: Polls in a row a job may be unknown to the scheduler, with no exit status in its sandbox,
 #: before it is reported lost (shared filesystems may show the file a little late).
 UNKNOWN_GRACE = 3

@@ -21,6 +21,7 @@ from jinja2 import FunctionLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from fnrelay.wire.names import EXIT_STATUS_FILE
+from fnrelay_endpoint.engines.batch.schedulers.support import unsupported_key
 from fnrelay_endpoint.engines.resources import (
     DIRECTIVE_PREFIX,
     ResourceSpecification,
@@ -135,11 +136,11 @@ def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpec
         check_path(sandbox)
     except ValueError as e:
         raise TemplateRenderError(f"task sandbox: {e}") from None
-    if scheduler == "pbspro":
-        for key in ("qos", "constraint"):
-            if getattr(spec, key) is not None:
-                raise ResourceSpecificationError(
-                    f"resource_specification {key!r}: not supported by PBSPro endpoints")
+    refused = unsupported_key(scheduler, spec)
+    if refused is not None:
+        raise ResourceSpecificationError(
+            f"resource_specification {refused!r}: not supported by {scheduler} endpoints "
+            "(a site's own resource goes into scheduler_options)")
     walltime = spec.walltime
     memory = spec.memory
     walltime_text: str | int | None  # Slurm takes minutes, PBS "HH:MM:SS"

@@ -167,7 +167,7 @@ def decode_wait_status(raw: int) -> tuple[int, str]:
 
 
 def make_scheduler(kind: str, **options: Any) -> Scheduler:
-    """The adapter named `kind` ('slurm' or 'pbspro')."""
+    """The adapter named `kind` ('slurm', 'pbspro', 'sge')."""
     if kind == "slurm":
         from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler
 
@@ -176,4 +176,16 @@ def make_scheduler(kind: str, **options: Any) -> Scheduler:
         from fnrelay_endpoint.engines.batch.schedulers.pbspro import PBSProScheduler
 
         return PBSProScheduler(**options)
-    raise SchedulerError(f"unknown scheduler {kind!r}: expected 'slurm' or 'pbspro'")
+    if kind in ADAPTERS:
+        import importlib
+
+        module, cls = ADAPTERS[kind]
+        adapter: type[Scheduler] = getattr(importlib.import_module(
+            f"fnrelay_endpoint.engines.batch.schedulers.{module}"), cls)
+        return adapter(**options)
+    raise SchedulerError(f"unknown scheduler {kind!r}: expected 'slurm', 'pbspro' or one of "
+                         f"{', '.join(ADAPTERS)}")
+
+
+#: The other adapters, by config name: (module beside this one, class).
+ADAPTERS = {"sge": ("sge", "SGEScheduler")}
