@@ -76,8 +76,9 @@ def test_exit_status_file(tmp_path):
 def test_make_scheduler_names():
     assert isinstance(make_scheduler("slurm"), SlurmScheduler)
     assert make_scheduler("pbspro").directive_prefix == "#PBS"
-    with pytest.raises(SchedulerError, match="lsf"):
-        make_scheduler("lsf")
+    assert make_scheduler("lsf").directive_prefix == "#BSUB"
+    with pytest.raises(SchedulerError, match="cobalt"):
+        make_scheduler("cobalt")
 
 
 def test_missing_tool_is_a_clear_error(tmp_path):

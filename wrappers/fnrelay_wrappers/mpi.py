@@ -97,6 +97,18 @@ def aprun(layout: Layout, options: str | Iterable[str] | None = None) -> list[To
     return argv + split_options(options)
 
 
+def flux(layout: Layout, options: str | Iterable[str] | None = None) -> list[Token]:
+    """Flux's ``flux run`` inside a Flux instance (a `flux batch` job): ``-N`` nodes, ``-n``
+    tasks, ``-c`` cores and ``-g`` GPUs per task (flux-run(1), flux-core 0.6x)."""
+    argv: list[Token] = ["flux", "run", "-N", str(layout.num_nodes), "-n",
+                         str(layout.num_ranks)]
+    if layout.cores_per_rank:
+        argv += ["-c", str(layout.cores_per_rank)]
+    if layout.gpus_per_node:
+        argv += ["-g", str(max(1, layout.gpus_per_node // layout.ranks_per_node))]
+    return argv + split_options(options)
+
+
 #: Launcher names an endpoint config may choose; "pals" is Cray PALS (MPICH-style flags).
 LAUNCHERS: dict[str, Callable[..., list[Token]]] = {
     "srun": srun,
@@ -104,6 +116,7 @@ LAUNCHERS: dict[str, Callable[..., list[Token]]] = {
     "mpich": mpich,
     "pals": mpich,
     "aprun": aprun,
+    "flux": flux,
 }
 
 

@@ -48,7 +48,10 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 CONSTRAINT_PATTERN = re.compile(r"^[A-Za-z0-9_.,:&|*\[\]-]{1,256}$")
 MEMORY_PATTERN = re.compile(r"^([1-9][0-9]{0,8})\s*([KMGT])B?$", re.IGNORECASE)
 MODULE_PATTERN = re.compile(r"^[A-Za-z0-9_.+/@:-]{1,256}$")
-DIRECTIVE_PREFIX = {"slurm": "#SBATCH", "pbspro": "#PBS", "sge": "#$"}
+#: HTCondor has no directives in scripts: fnrelay's own `#HTCONDOR` lines become submit
+#: description commands (see engines/batch/schedulers/htcondor.py).
+DIRECTIVE_PREFIX = {"slurm": "#SBATCH", "pbspro": "#PBS", "sge": "#$", "lsf": "#BSUB",
+                    "flux": "#flux:", "htcondor": "#HTCONDOR"}
 STRING_KEYS = ("partition", "queue", "account", "qos", "constraint")
 KNOWN_KEYS = frozenset(
     {*INT_BOUNDS, "memory", "walltime", *STRING_KEYS, "exclusive", "container", "conda",

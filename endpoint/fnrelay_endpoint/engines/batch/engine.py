@@ -65,8 +65,10 @@ log = logging.getLogger(__name__)
 #: The in-job entry point (see job.py).
 JOB_ENTRY_MODULE = "fnrelay_endpoint.engines.batch.job"
 #: Launcher used when the config names none.
-#: OpenMPI reads Grid Engine's allocation ($PE_HOSTFILE) itself.
-DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich", "sge": "openmpi"}
+#: OpenMPI reads Grid Engine's, LSF's and HTCondor's allocations itself; Flux starts ranks
+#: with `flux run`.
+DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich", "sge": "openmpi", "lsf": "openmpi",
+                    "flux": "flux", "htcondor": "openmpi"}
 #: Polls in a row a job may be unknown to the scheduler, with no exit status in its sandbox,
 #: before it is reported lost (shared filesystems may show the file a little late).
 UNKNOWN_GRACE = 3

@@ -167,7 +167,7 @@ def decode_wait_status(raw: int) -> tuple[int, str]:
 
 
 def make_scheduler(kind: str, **options: Any) -> Scheduler:
-    """The adapter named `kind` ('slurm', 'pbspro', 'sge')."""
+    """The adapter named `kind` ('slurm', 'pbspro', 'sge', 'lsf', 'flux', 'htcondor')."""
     if kind == "slurm":
         from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler
 
@@ -188,4 +188,5 @@ def make_scheduler(kind: str, **options: Any) -> Scheduler:
 
 
 #: The other adapters, by config name: (module beside this one, class).
-ADAPTERS = {"sge": ("sge", "SGEScheduler")}
+ADAPTERS = {"sge": ("sge", "SGEScheduler"), "lsf": ("lsf", "LSFScheduler"),
+            "flux": ("flux", "FluxScheduler"), "htcondor": ("htcondor", "HTCondorScheduler")}
