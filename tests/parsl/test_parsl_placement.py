@@ -93,3 +93,15 @@ def test_an_admins_own_pbs_place_wins(qsub_stand_in, tmp_path):
 def test_qos_on_pbspro_is_refused_not_ignored():
     with pytest.raises(ConfigurationError, match=r"engine\.qos.*PBSPro has no QOS"):
         ParslSettings.from_dict({"type": "parsl", "provider": "pbspro", "qos": "debug"})
+
+
+def test_a_typed_pbspro_provider_scatters_its_pilots_too(qsub_stand_in, tmp_path):
+    spec = {"type": "PBSProProvider", "nodes_per_block": 2, "cpus_per_node": 32,
+            "scheduler_options": "#PBS -l filesystems=home:eagle"}
+    settings = ParslSettings.from_dict({"type": "parsl", "provider": spec})
+    provider = build_config(settings, tmp_path).executors[0].provider
+    provider.script_dir = str(tmp_path)
+    provider.submit("echo pilot", 1, "block")
+    script = qsub_stand_in.read_text()
+    assert "#PBS -l select=2:ncpus=32" in script
+    assert "#PBS -l place=scatter\n#PBS -l filesystems=home:eagle\n" in script

@@ -318,7 +318,19 @@ def _provider(s: ParslSettings, launcher: Any, nodes: int, init: int, low: int, 
 def _typed_htex_provider(s: ParslSettings) -> Any:
     """HTEX's provider built exactly as the typed `engine.provider` mapping says."""
     assert s.provider_spec is not None
-    return _polled(providers.provider_from_spec(s.provider_spec), s.status_poll_period)
+    return _polled(providers.provider_from_spec(s.provider_spec, **_typed_pbs_place(s)),
+                   s.status_poll_period)
+
+
+def _typed_pbs_place(s: ParslSettings) -> dict[str, Any]:
+    """A typed PBSProProvider's pilots scatter too, unless its scheduler_options place them."""
+    spec = s.provider_spec or {}
+    if str(spec.get("type", "")).rsplit(".", 1)[-1] != "PBSProProvider":
+        return {}
+    own = str(spec.get("scheduler_options") or "")
+    if "place=" in own:
+        return {}
+    return {"scheduler_options": "\n".join(x for x in ("#PBS -l place=scatter", own) if x)}
 
 
 def _typed_mpi_provider(s: ParslSettings, launcher: Any, worker_init: str | None) -> Any:
@@ -328,6 +340,7 @@ def _typed_mpi_provider(s: ParslSettings, launcher: Any, worker_init: str | None
         launcher, s.mpi.nodes_per_block, 0, 0, s.mpi.max_blocks), strict=True))
     if worker_init is not None:
         overrides["worker_init"] = worker_init
+    overrides.update(_typed_pbs_place(s))
     return _polled(providers.provider_from_spec(s.provider_spec, **overrides),
                    s.status_poll_period)
 
