@@ -68,6 +68,14 @@ def test_the_spec_builds_parsl_objects_others_can_reuse():
     assert type(launcher_from_spec("SingleNodeLauncher")).__name__ == "SingleNodeLauncher"
 
 
+def test_a_null_value_leaves_parsls_default_as_globus_compute_does():
+    provider = provider_from_spec({"type": "SlurmProvider", "partition": None,
+                                   "walltime": None, "launcher": {"type": "SrunLauncher",
+                                                                  "overrides": None}})
+    assert (provider.partition, provider.walltime) == (None, "00:10:00")
+    assert provider.launcher.overrides == ""
+
+
 def test_the_family_picks_the_default_mpi_launcher():
     s = ParslSettings.from_dict({"type": "parsl", "provider": {"type": "SlurmProvider"}})
     assert (s.provider, s.mpi.launcher) == ("slurm", "srun")

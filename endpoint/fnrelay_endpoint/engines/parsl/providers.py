@@ -72,13 +72,17 @@ def check_keywords(cls: type, options: Mapping[str, Any], source: str, key: str)
 
 
 def _split(spec: Any, source: str, key: str) -> tuple[Any, dict[str, Any]]:
-    """(type name, the other keys) of `{type: Name, ...}` or of a bare `Name`."""
+    """(type name, the other keys) of `{type: Name, ...}` or of a bare `Name`.
+
+    A key set to null is left out, so the class's default applies: Globus Compute does the
+    same, and its config templates render unset options as null.
+    """
     if isinstance(spec, str):
         return spec, {}
     if not isinstance(spec, Mapping) or "type" not in spec:
         raise _refuse(source, key, f"must be a mapping with a 'type' (a Parsl class name), "
                       f"not {spec!r}")
-    return spec["type"], {k: v for k, v in spec.items() if k != "type"}
+    return spec["type"], {k: v for k, v in spec.items() if k != "type" and v is not None}
 
 
 def _construct(cls: type, options: dict[str, Any], source: str, key: str) -> Any:
