@@ -80,7 +80,11 @@ def test_the_family_picks_the_default_mpi_launcher():
     s = ParslSettings.from_dict({"type": "parsl", "provider": {"type": "SlurmProvider"}})
     assert (s.provider, s.mpi.launcher) == ("slurm", "srun")
     s = ParslSettings.from_dict({"type": "parsl", "provider": {"type": "LSFProvider"}})
-    assert (s.provider, s.mpi.launcher) == ("lsf", "mpich")
+    assert (s.provider, s.mpi.launcher) == ("lsf", "openmpi")
+    s = ParslSettings.from_dict({"type": "parsl", "provider": {"type": "KubernetesProvider",
+                                                               "image": "x"},
+                                 "mpi": {"enabled": False}})
+    assert (s.provider, s.mpi.launcher) == ("other", "mpich")
 
 
 @pytest.mark.slow

@@ -33,9 +33,10 @@ PROVIDERS = ("local", "slurm", "pbspro")
 BLOCK_LAUNCHERS = ("single", "simple", "srun", "mpiexec", "mpirun", "aprun")
 HTEX_LABEL = "fnrelay-htex"
 MPI_LABEL = "fnrelay-mpi"
-#: fnrelay MPI launcher (wrappers) used for $FNRELAY_MPI_PREFIX when the config names none
-#: (MPICH-style flags where the provider's family is not listed).
-DEFAULT_MPI_LAUNCHER = {"local": "openmpi", "slurm": "srun", "pbspro": "mpich"}
+#: fnrelay MPI launcher (wrappers) used for $FNRELAY_MPI_PREFIX when the config names none,
+#: as the batch engine's per scheduler (MPICH-style flags where the family is not listed).
+DEFAULT_MPI_LAUNCHER = {"local": "openmpi", "slurm": "srun", "pbspro": "mpich",
+                        "sge": "openmpi", "lsf": "openmpi", "htcondor": "openmpi"}
 #: Keys that shape blocks of a short-named provider; a typed provider takes them itself.
 PROVIDER_KEYS = frozenset({
     "launcher", "nodes_per_block", "cores_per_node", "init_blocks", "min_blocks", "max_blocks",
