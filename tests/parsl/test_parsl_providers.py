@@ -10,14 +10,12 @@ import subprocess
 
 import pytest
 
-from fnrelay import ShellFunction
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.engines.parsl.providers import (
     launcher_from_spec,
     provider_from_spec,
 )
 from fnrelay_endpoint.engines.parsl.settings import ParslSettings
-from support.sge_fixtures import sge_cell  # noqa: F401
 
 
 def square(x):
@@ -115,14 +113,3 @@ def test_a_typed_slurm_provider_with_srun_runs_a_task_in_a_real_pilot_job(
                          timeout=30).stdout
     assert f"Partition={slurm_cluster.default_partition}" in out
 
-
-@pytest.mark.slow
-def test_a_typed_grid_engine_provider_runs_a_task_in_a_real_pilot_job(
-        parsl_engine, sge_cell):  # noqa: F811
-    h = parsl_engine(provider={"type": "GridEngineProvider", "init_blocks": 1, "max_blocks": 1,
-                               "walltime": "00:05:00", "queue": "fnrelay.q"},
-                     max_workers_per_node=1, mpi={"enabled": False})
-    # a shell command: Grid Engine passes no environment, so the test modules do not import
-    [result] = h.wait([h.submit(ShellFunction("echo $JOB_ID $QUEUE"))], timeout=150).values()
-    job_id, queue = h.value(result).stdout.split()
-    assert [job_id] == h.engine.job_ids()["fnrelay-htex"] and queue == "fnrelay.q"
