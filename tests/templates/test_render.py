@@ -53,9 +53,33 @@ CASES = {
     "pbspro_minimal": ("pbspro", {}, {}, None, {}, WORKER, False),
     "pbspro_mpi_full": (
         "pbspro", FULL_SPEC,
-        {**FULL_DEFAULTS, "scheduler_options": ["#PBS -m n"]},
+        {**FULL_DEFAULTS, "scheduler_options": ["#PBS -W umask=022"]},
         "pals", {"hostfile": EnvRef("PBS_NODEFILE")}, ["./simulate"], True),
+    # ALCF Polaris, as its user guide's job scripts ask: system and filesystems keys, depth
+    # binding, one GPU per rank, and the hostfile written in the YAML config as text.
+    "pbspro_polaris": (
+        "pbspro",
+        {"num_nodes": 2, "ranks_per_node": 4, "cores_per_rank": 8, "gpus_per_node": 4,
+         "walltime": "00:30:00", "account": "MyProject", "reservation": "R123456",
+         "chunk": {"system": "polaris"}, "filesystems": "home:eagle",
+         "licenses": "matlab:2"},
+        {"modules": ["conda"], "conda": {"env": "base"}},
+        "polaris", {"hostfile": "$PBS_NODEFILE"}, ["./simulate"], True),
+    # OLCF Frontier-style Slurm: typed site keys, login shell, a GPU per rank with srun.
+    "slurm_site_keys": (
+        "slurm",
+        {"num_nodes": 2, "ranks_per_node": 8, "cores_per_rank": 7, "gpus_per_node": 8,
+         "reservation": "maint", "gres": "nvme:1", "licenses": "lustre@db:2",
+         "clusters": "frontier", "signal": "B:USR1@120", "login_shell": True},
+        {"conda": {"tool": "micromamba"}, "launcher_options": "--mpi=pmix"},
+        "frontier", {}, ["./simulate"], True),
 }
+
+
+@pytest.fixture(autouse=True)
+def endpoint_user(monkeypatch):
+    """Podman/docker get the endpoint user's uid at render time: a fixed one for the goldens."""
+    monkeypatch.setattr("fnrelay_wrappers.container.endpoint_user", lambda: (1000, 1000))
 
 
 def render_case(name: str) -> str:
@@ -83,7 +107,7 @@ def test_slurm_directives_of_full_spec():
                  "#SBATCH --time=2", "#SBATCH --partition=gpu", "#SBATCH --account=proj.42",
                  "#SBATCH --qos=high", "#SBATCH --constraint=a100&ib", "#SBATCH --exclusive",
                  f"#SBATCH --output={BOX}/stdout", f"#SBATCH --error={BOX}/stderr",
-                 "#SBATCH --mail-type=NONE", "module load gcc/12.2"]:
+                 "#SBATCH --mail-type=NONE", "fnrelay_setup 'module load gcc/12.2'"]:
         assert line in text.splitlines()
     # every directive comes before the first command, or sbatch ignores it
     lines = text.splitlines()
@@ -94,12 +118,52 @@ def test_slurm_directives_of_full_spec():
 def test_pbspro_directives_of_full_spec():
     lines = render_case("pbspro_mpi_full").splitlines()
     for line in [f"#PBS -N fnrelay-{TASK_ID}",
-                 "#PBS -l select=2:ncpus=8:mpiprocs=4:ngpus=1:mem=8gb",
+                 "#PBS -l select=2:ncpus=8:mpiprocs=4:ompthreads=2:ngpus=1:mem=8gb",
                  "#PBS -l place=scatter:excl", "#PBS -l walltime=00:01:30", "#PBS -q gpu",
                  "#PBS -A proj.42", f"#PBS -o {BOX}/stdout", f"#PBS -e {BOX}/stderr",
-                 "#PBS -m n"]:
+                 "#PBS -m n", "#PBS -W umask=022", "export OMP_NUM_THREADS=2"]:
         assert line in lines
     assert any('--hostfile "$PBS_NODEFILE"' in line for line in lines)
+
+
+def test_polaris_job_as_alcf_documents_it():
+    text = render_case("pbspro_polaris")
+    lines = text.splitlines()
+    for line in ["#PBS -l select=2:ncpus=32:mpiprocs=4:ompthreads=8:system=polaris:ngpus=4",
+                 "#PBS -l place=scatter", "#PBS -l filesystems=home:eagle",
+                 "#PBS -l matlab=2", "#PBS -q R123456", "#PBS -A MyProject",
+                 "fnrelay_setup 'eval \"$(conda shell.bash hook)\"'",
+                 "fnrelay_setup 'conda activate base'"]:
+        assert line in lines, line
+    command = lines[-2]
+    assert command.startswith('mpiexec -n 8 --ppn 4 --hostfile "$PBS_NODEFILE" --depth=8 '
+                              "--cpu-bind depth sh -c ")
+    assert command.endswith("fnrelay-gpu-affinity 4 1 reverse CUDA_VISIBLE_DEVICES ./simulate")
+
+
+def test_slurm_site_keys_are_typed_directives():
+    lines = render_case("slurm_site_keys").splitlines()
+    assert lines[0] == "#!/bin/bash -l"
+    for line in ["#SBATCH --reservation=maint", "#SBATCH --gres=nvme:1",
+                 "#SBATCH --licenses=lustre@db:2", "#SBATCH --clusters=frontier",
+                 "#SBATCH --signal=B:USR1@120", "export OMP_NUM_THREADS=7"]:
+        assert line in lines, line
+    assert lines[-2] == ("srun -N 2 -n 16 --ntasks-per-node=8 --cpus-per-task=7 "
+                         "--gpus-per-task=1 --gpu-bind=closest --mpi=pmix ./simulate")
+
+
+@pytest.mark.parametrize("scheduler, spec, key", [
+    ("pbspro", {"gres": "gpu:1"}, "gres"),
+    ("pbspro", {"signal": "USR1@60"}, "signal"),
+    ("pbspro", {"clusters": "a"}, "clusters"),
+    ("slurm", {"filesystems": "home"}, "filesystems"),
+    ("slurm", {"chunk": {"system": "polaris"}}, "chunk"),
+    ("pbspro", {"licenses": "matlab@srv:1"}, "licenses"),
+    ("pbspro", {"reservation": "R1", "partition": "debug"}, "reservation"),
+])
+def test_site_keys_the_scheduler_lacks_are_refused(scheduler, spec, key):
+    with pytest.raises(ResourceSpecificationError, match=key):
+        context_for(scheduler, spec)
 
 
 @pytest.mark.parametrize("seconds, minutes", [(1, 1), (60, 1), (61, 2), (3600, 60)])
@@ -145,14 +209,14 @@ def test_directive_values_that_could_break_the_line_are_refused(task_id):
         render_batch_script("slurm", context_for(task_id=task_id))
 
 
-@pytest.mark.parametrize("sandbox", ["relative", "/a b", "/a:b", "/a\n"])
+@pytest.mark.parametrize("sandbox", ["relative", "/a b", "/a:b", "/a\n", "/scratch/50%j/t"])
 def test_unsafe_sandbox_refused(sandbox):
     with pytest.raises(TemplateRenderError, match="sandbox"):
         context_for(sandbox=sandbox)
 
 
 @pytest.mark.parametrize("key, value", [("qos", "high"), ("constraint", "a100")])
-def test_pbspro_refuses_slurm_only_keys(key, value):
+def test_pbspro_refuses_slurm_only_keys(key, value):  # noqa: D103
     with pytest.raises(ResourceSpecificationError, match=key):
         context_for("pbspro", {key: value})
 

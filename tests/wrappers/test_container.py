@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fnrelay_wrappers.container import Bind, container_argv
@@ -20,13 +22,42 @@ def test_apptainer_and_singularity(runtime):
 
 
 @pytest.mark.parametrize("runtime", ["podman", "docker"])
-def test_podman_and_docker(runtime):
+def test_podman_and_docker_run_ranks_as_the_user_on_the_host_network(runtime):
     argv = container_argv(runtime, "docker.io/library/alpine:3.19", ["/data"], BOX)
-    assert join(argv) == (
-        f"{runtime} run --rm -v /data:/data -v {BOX}:{BOX} -w {BOX} "
+    uid = f"--user={os.getuid()}:{os.getgid()}"
+    assert join(argv).startswith(
+        f"{runtime} run --rm --network=host --ipc=host "
+        + ("--userns=keep-id " if runtime == "podman" and os.getuid() else "")
+        + f"{uid} -v /data:/data -v {BOX}:{BOX} -w {BOX} "
         "-e FNRELAY_TASK_SANDBOX -e FNRELAY_NUM_RANKS -e FNRELAY_NUM_NODES "
-        "docker.io/library/alpine:3.19"
-    )
+        "-e CUDA_VISIBLE_DEVICES ")
+    assert argv[-1] == "docker.io/library/alpine:3.19"
+    passed = {argv[i + 1] for i, t in enumerate(argv) if t == "-e"}
+    if runtime == "podman":  # podman passes every host variable of a prefix
+        assert passed >= {"PMI_*", "PMIX_*", "SLURM_*", "OMPI_*", "PALS_*", "OMP_*"}
+    else:  # docker has no wildcards: the names MPI start-up reads
+        assert passed >= {"PMI_RANK", "PMIX_RANK", "PMIX_NAMESPACE", "PMIX_SERVER_URI41",
+                          "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PALS_RANKID",
+                          "OMP_NUM_THREADS"}
+
+
+@pytest.mark.parametrize("runtime, vendor, flags", [
+    ("apptainer", "nvidia", ["--nv"]), ("singularity", "amd", ["--rocm"]),
+    ("podman", "nvidia", ["--device", "nvidia.com/gpu=all"]),
+    ("docker", "nvidia", ["--gpus", "all"]),
+    ("docker", "amd", ["--device", "/dev/kfd", "--device", "/dev/dri"]),
+    ("shifter", "nvidia", ["--module=gpu"]),
+])
+def test_gpu_flag_per_runtime(runtime, vendor, flags):
+    argv = container_argv(runtime, "img", [], BOX, gpus=vendor)
+    start = next(i for i, t in enumerate(argv) if t == flags[0])
+    assert argv[start:start + len(flags)] == flags
+    assert flags[0] not in container_argv(runtime, "img", [], BOX)
+
+
+def test_runtime_without_gpu_support_is_refused():
+    with pytest.raises(ValueError, match="shifter"):
+        container_argv("shifter", "img", [], BOX, gpus="amd")
 
 
 def test_shifter():

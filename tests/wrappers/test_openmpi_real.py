@@ -58,3 +58,26 @@ def test_a_command_written_for_globus_computes_mpifunction_runs_its_ranks(tmp_pa
     )(python=sys.executable)
     assert result.returncode == 0, result.stderr
     assert sorted("".join(result.stdout.split())) == ["0", "1"]
+
+
+GPU_WRITER = [sys.executable, "-c",
+              "import os; r = os.environ['OMPI_COMM_WORLD_RANK']; "
+              "open(os.path.join(os.environ['FNRELAY_TASK_SANDBOX'], 'gpus-' + r), 'w')"
+              ".write(os.environ['CUDA_VISIBLE_DEVICES'])"]
+
+
+def test_gpu_affinity_step_gives_each_real_rank_its_own_gpus(tmp_path):
+    # Real mpiexec sets OMPI_COMM_WORLD_LOCAL_RANK; the step turns it into the rank's GPUs.
+    assert shutil.which("mpiexec"), "mpiexec not found: install Debian openmpi-bin"
+    layout = Layout(num_ranks=2, ranks_per_node=2, gpus_per_node=4)
+    seen = {}
+    for order, expected in (("forward", ["0,1", "2,3"]), ("reverse", ["3,2", "1,0"])):
+        chain = build_chain(str(tmp_path), layout, launcher="openmpi", launcher_settings={
+            "oversubscribe": True, "allow_run_as_root": os.geteuid() == 0,
+            "gpu_affinity": True, "gpu_order": order})
+        script = chain.export_lines() + [chain.command_line(GPU_WRITER)]
+        out = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        seen[order] = [(tmp_path / f"gpus-{r}").read_text() for r in (0, 1)]
+        assert seen[order] == expected

@@ -6,7 +6,14 @@ import subprocess
 
 import pytest
 
-from fnrelay_wrappers.shell import EnvRef, export_line, join, quote, split_options
+from fnrelay_wrappers.shell import (
+    EnvRef,
+    export_line,
+    join,
+    option_tokens,
+    quote,
+    split_options,
+)
 
 ODD = ["a b", "it's", "$(id)", "`id`", "x;y", "new\nline", "*", "", "-n", "ü", '"q"', "a\\b"]
 
@@ -55,3 +62,11 @@ def test_split_options_string_and_list():
     assert split_options(None) == []
     # options are arguments, not shell: a command substitution stays literal
     assert echo_args(join(split_options("--x=$(id)"))) == ["--x=$(id)"]
+
+
+def test_config_text_may_reference_the_jobs_variables_and_nothing_else():
+    env = {"PBS_NODEFILE": "/var/spool/a b", "PATH": "/usr/bin:/bin"}
+    tokens = option_tokens("--hostfile $PBS_NODEFILE --env=${PBS_NODEFILE}:x $(id) 'a $5'")
+    assert echo_args(join(tokens), env) == \
+        ["--hostfile", "/var/spool/a b", "--env=/var/spool/a b:x", "$(id)", "a $5"]
+    assert tokens[1] == EnvRef("PBS_NODEFILE")

@@ -6,7 +6,12 @@ the MPI prefix a command is appended to (exported as ``FNRELAY_MPI_PREFIX`` so t
 reads), the environment exports, and the full command line of a job body.
 
 The order is fixed: the launcher starts ranks on the allocated nodes (it must run on the host),
-each rank enters the container, then the conda env, then runs the command.
+each rank enters the container, then the conda env, then runs the command. Without a container
+the conda env is activated once, in the job's set-up (`prelude`), and is no part of the prefix.
+
+A Python worker in an env or an image runs that env's or image's ``python3`` (`interpreter`),
+never the endpoint's absolute path, which does not exist inside an image and would not see the
+env's packages: fnrelay and dill must be installed there (docs/hpc.md).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from fnrelay.wire.names import (
 from fnrelay_wrappers import shell
 from fnrelay_wrappers.conda import CondaEnv
 from fnrelay_wrappers.container import Bind, container_argv
-from fnrelay_wrappers.mpi import Layout, launcher_argv
+from fnrelay_wrappers.launchers import launcher_argv
+from fnrelay_wrappers.layout import Layout
 from fnrelay_wrappers.prelude import module_lines, pre_exec_lines
 from fnrelay_wrappers.shell import Token
 
@@ -39,6 +45,12 @@ class LaunchChain:
     container: tuple[Token, ...] = ()
     conda: tuple[Token, ...] = ()
     prelude: tuple[str, ...] = ()
+    #: The Python inside the conda env or image; None: the worker uses the endpoint's own.
+    python: str | None = None
+
+    def interpreter(self, host_python: str, wrap: bool = True) -> str:
+        """The Python a worker runs with: the env's or image's if it runs inside them."""
+        return self.python if wrap and self.python else host_python
 
     def prefix_argv(self, launch: bool = True, wrap: bool = True) -> list[Token]:
         """launcher (if `launch`) + container and conda (if `wrap`), as argv tokens."""
@@ -57,6 +69,8 @@ class LaunchChain:
         env[ENV_NUM_RANKS] = str(self.layout.num_ranks)
         env[ENV_NUM_NODES] = str(self.layout.num_nodes)
         env[ENV_TASK_SANDBOX] = self.sandbox
+        if self.layout.cores_per_rank:  # OpenMP's default is every core of the node, per rank
+            env["OMP_NUM_THREADS"] = str(self.layout.cores_per_rank)
         return env
 
     def export_lines(self) -> list[str]:
@@ -80,12 +94,14 @@ def build_chain(sandbox: str, layout: Layout, *, launcher: str | None = None,
                 launcher_settings: dict | None = None,
                 container: dict | None = None, conda: dict | None = None,
                 modules: Sequence[str] | None = None,
-                pre_exec: str | Sequence[str] | None = None) -> LaunchChain:
+                pre_exec: str | Sequence[str] | None = None,
+                python: str | None = None) -> LaunchChain:
     """Compose a chain from plain values (already validated by the resource specification).
 
-    `container` is ``{"type", "image", "binds"?, "options"?}``, `conda` is ``{"env"}`` or
-    ``{"prefix"}``; `launcher_settings` are keyword options of the launcher (e.g.
-    ``{"oversubscribe": True}`` for openmpi).
+    `container` is ``{"type", "image", "binds"?, "options"?, "gpu_vendor"?}``, `conda` is
+    ``{"env"}`` or ``{"prefix"}`` with an optional ``"tool"``; `launcher_settings` are keyword
+    options of the launcher (e.g. ``{"oversubscribe": True}`` for openmpi); `python` names the
+    interpreter inside the env or image (default ``python3``).
     """
     shell.quote(sandbox)  # type check
     launch: tuple[Token, ...] = ()
@@ -95,11 +111,18 @@ def build_chain(sandbox: str, layout: Layout, *, launcher: str | None = None,
     box: tuple[Token, ...] = ()
     if container:
         binds = [b if isinstance(b, Bind) else Bind.parse(b) for b in container.get("binds", ())]
+        vendor = container.get("gpu_vendor", "nvidia") if layout.gpus_per_node else None
         box = tuple(container_argv(container["type"], container["image"], binds, sandbox,
-                                   container.get("options")))
+                                   container.get("options"), gpus=vendor))
     env: tuple[Token, ...] = ()
+    prelude = module_lines(modules) + pre_exec_lines(pre_exec)
     if conda:
-        env = tuple(CondaEnv(env=conda.get("env"), prefix=conda.get("prefix")).run_argv())
-    prelude = tuple(module_lines(modules) + pre_exec_lines(pre_exec))
+        cenv = CondaEnv(env=conda.get("env"), prefix=conda.get("prefix"),
+                        tool=conda.get("tool", "conda"))
+        if box:
+            env = tuple(cenv.run_argv())
+        else:  # once per job, after the modules and the admin's set-up that may provide it
+            prelude += cenv.activation_lines()
+    interpreter = (python or "python3") if (box or conda) else None
     return LaunchChain(sandbox=sandbox, layout=layout, launcher=launch, container=box,
-                       conda=env, prelude=prelude)
+                       conda=env, prelude=tuple(prelude), python=interpreter)

@@ -1,7 +1,10 @@
 """Conda environments: run a command in a named env (``-n``) or one at a path (``-p``).
 
-`conda run` wraps a single command (it composes inside a launcher or a container, where an
-activation would not survive); activation lines suit a script whose later lines need the env.
+A job activates its env once, in its set-up, so every later line (the worker, ``srun``'s ranks,
+a shell function) runs in it and the env's ``python3`` is the one found on PATH. Inside a
+container the host's activation does not reach, so there ``<tool> run`` wraps the command.
+Sites without conda use micromamba, whose command line differs (``shell hook --shell bash``,
+no ``--no-capture-output``): `tool` picks one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from fnrelay_wrappers.container import check_path
 from fnrelay_wrappers.shell import Token
 
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+TOOLS = ("conda", "micromamba")
 
 
 def check_env_name(name: str) -> str:
@@ -25,13 +29,15 @@ def check_env_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class CondaEnv:
-    """Exactly one of `env` (a name) or `prefix` (an absolute path)."""
+    """Exactly one of `env` (a name) or `prefix` (an absolute path); `tool` runs it."""
 
     env: str | None = None
     prefix: str | None = None
-    executable: str = "conda"
+    tool: str = "conda"
 
     def __post_init__(self) -> None:
+        if self.tool not in TOOLS:
+            raise ValueError(f"conda tool must be one of {', '.join(TOOLS)}, not {self.tool!r}")
         if self.env is not None and self.prefix is None:
             check_env_name(self.env)
         elif self.prefix is not None and self.env is None:
@@ -46,13 +52,17 @@ class CondaEnv:
         return ["-p", self.prefix]
 
     def run_argv(self) -> list[Token]:
-        """``conda run --no-capture-output -n ENV``: output streams as the command writes it."""
-        return [self.executable, "run", "--no-capture-output", *self.selector()]
+        """``conda run --no-capture-output -n ENV`` (output streams as the command writes it;
+        micromamba never captures it and has no such flag)."""
+        if self.tool == "micromamba":
+            return ["micromamba", "run", *self.selector()]
+        return ["conda", "run", "--no-capture-output", *self.selector()]
 
     def activation_lines(self) -> list[str]:
-        """Shell lines that activate the env in the current bash."""
-        target = self.selector()[1]
+        """Shell lines that activate the env in the current bash (the hook defines the
+        `conda`/`micromamba` shell function that `activate` needs)."""
+        hook = "shell.bash hook" if self.tool == "conda" else "shell hook --shell bash"
         return [
-            f'eval "$({shlex.quote(self.executable)} shell.bash hook)"',
-            f"conda activate {shlex.quote(target)}",
+            f'eval "$({self.tool} {hook})"',
+            f"{self.tool} activate {shlex.quote(self.selector()[1])}",
         ]

@@ -1,9 +1,13 @@
 """Turning argv lists into shell text, with every value quoted.
 
 Everything the wrappers produce passes through here, so quoting is decided in one place. A
-token is either a literal string (single-quoted by `shlex.quote` when it needs it) or an
+token is either a literal string (single-quoted by `shlex.quote` when it needs it), an
 `EnvRef`, a reference to an environment variable that must expand when the line runs (e.g.
-``$PBS_NODEFILE``, which only exists inside the job) and is written as ``"$NAME"``.
+``$PBS_NODEFILE``, which only exists inside the job) and is written as ``"$NAME"``, or a `Word`
+that mixes the two (``--hostfile=$PBS_NODEFILE``). Config text becomes tokens through
+`expand_refs`: ``$NAME`` and ``${NAME}`` expand, nothing else does (no command substitution,
+globbing or word splitting), so an admin can point at the job's variables and still cannot
+inject shell.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,34 @@ class EnvRef:
         return f'"${self.name}"'
 
 
-Token = str | EnvRef
+@dataclass(frozen=True)
+class Word:
+    """One argument made of literal text and variable references, e.g. ``--x=$NODEFILE``."""
+
+    parts: tuple[str | EnvRef, ...]
+
+    def __str__(self) -> str:
+        return "".join(f'"${{{p.name}}}"' if isinstance(p, EnvRef) else shlex.quote(p)
+                       for p in self.parts if p != "")
+
+
+Token = str | EnvRef | Word
+
+
+def expand_refs(text: str) -> Token:
+    """`text` as a token in which ``$NAME``/``${NAME}`` expand when the line runs."""
+    if not isinstance(text, str):
+        raise TypeError(f"option tokens must be strings, not {text!r}")
+    parts: list[str | EnvRef] = []
+    end = 0
+    for m in _ENV_REF.finditer(text):
+        parts += [text[end:m.start()], EnvRef(m.group(1) or m.group(2))]
+        end = m.end()
+    if not parts:
+        return text
+    parts.append(text[end:])
+    refs = [p for p in parts if p != ""]
+    return refs[0] if len(refs) == 1 else Word(tuple(parts))
 
 
 def check_env_name(name: str) -> str:
@@ -40,8 +72,8 @@ def check_env_name(name: str) -> str:
 
 
 def quote(token: Token) -> str:
-    """Shell text for one token: quoted literal, or ``"$NAME"`` for an EnvRef."""
-    if isinstance(token, EnvRef):
+    """Shell text for one token: quoted literal, ``"$NAME"`` for an EnvRef, or a Word."""
+    if isinstance(token, (EnvRef, Word)):
         return str(token)
     if not isinstance(token, str):
         raise TypeError(f"argv tokens must be str or EnvRef, not {type(token).__name__}")
@@ -54,11 +86,10 @@ def join(argv: Iterable[Token]) -> str:
 
 
 def split_options(options: str | Iterable[str] | None) -> list[str]:
-    """Admin-written launcher/container options as argv tokens.
+    """Admin-written launcher/container options as literal argv strings.
 
     A string is split like a shell would (``"--nv --cleanenv"``); a list is taken token by
-    token. Tokens are quoted again when joined, so options never expand variables or run
-    commands: they are arguments, not shell text.
+    token. `option_tokens` is what the wrappers use: it also expands ``$NAME``.
     """
     if options is None:
         return []
@@ -69,6 +100,13 @@ def split_options(options: str | Iterable[str] | None) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"option tokens must be strings, not {t!r}")
     return tokens
+
+
+def option_tokens(options: str | Iterable[str] | None) -> list[Token]:
+    """Options as argv tokens in which ``$NAME`` references expand when the job runs
+    (``--hostfile $PBS_NODEFILE``); everything else stays one literal argument, so options
+    never run commands."""
+    return [expand_refs(t) for t in split_options(options)]
 
 
 def export_line(name: str, value: str) -> str:

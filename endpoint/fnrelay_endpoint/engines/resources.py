@@ -20,9 +20,9 @@ from typing import Any
 
 from fnrelay.functions import parse_walltime as _parse_walltime
 from fnrelay_wrappers.chain import LaunchChain, build_chain
-from fnrelay_wrappers.conda import ENV_NAME_PATTERN
-from fnrelay_wrappers.container import IMAGE_PATTERN, RUNTIMES, Bind, check_path
-from fnrelay_wrappers.mpi import Layout
+from fnrelay_wrappers.conda import ENV_NAME_PATTERN, TOOLS
+from fnrelay_wrappers.container import GPU_VENDORS, IMAGE_PATTERN, RUNTIMES, Bind, check_path
+from fnrelay_wrappers.layout import Layout
 
 
 class ResourceSpecificationError(ValueError):
@@ -52,13 +52,32 @@ MODULE_PATTERN = re.compile(r"^[A-Za-z0-9_.+/@:-]{1,256}$")
 #: description commands (see engines/batch/schedulers/htcondor.py).
 DIRECTIVE_PREFIX = {"slurm": "#SBATCH", "pbspro": "#PBS", "sge": "#$", "lsf": "#BSUB",
                     "flux": "#flux:", "htcondor": "#HTCONDOR"}
-STRING_KEYS = ("partition", "queue", "account", "qos", "constraint")
+STRING_KEYS = ("partition", "queue", "account", "qos", "constraint", "reservation")
+#: Site keys with a scheduler's own syntax, each checked by pattern so no free text is needed:
+#: Slurm --gres (gpu:a100:2,nvme:1), --licenses (name[@server][:n]), --clusters, --signal
+#: ([R|B:]SIG[@seconds]); PBS filesystems= (ALCF's home:eagle).
+SITE_PATTERNS = {
+    "gres": re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+){0,2}"
+                       r"(,[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+){0,2}){0,31}$"),
+    "licenses": re.compile(r"^[A-Za-z0-9_.@-]+(:[0-9]{1,6})?(,[A-Za-z0-9_.@-]+(:[0-9]{1,6})?)"
+                           r"{0,31}$"),
+    "clusters": re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+){0,31}$"),
+    "signal": re.compile(r"^((R|B|RB|BR):)?(SIG)?[A-Z0-9]{1,8}(@[0-9]{1,6})?$"),
+    "filesystems": re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+){0,31}$"),
+}
+#: PBS chunk resources fnrelay sets itself from the layout (a `chunk` key may not repeat them).
+CHUNK_RESERVED = frozenset({"ncpus", "mpiprocs", "ngpus", "mem", "ompthreads"})
+CHUNK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+CHUNK_VALUE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
+#: The interpreter inside a conda env or an image: a command name or an absolute path.
+PYTHON_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 KNOWN_KEYS = frozenset(
-    {*INT_BOUNDS, "memory", "walltime", *STRING_KEYS, "exclusive", "container", "conda",
-     "scheduler_options", "launcher_options", "modules", "pre_exec"}
+    {*INT_BOUNDS, "memory", "walltime", *STRING_KEYS, *SITE_PATTERNS, "chunk", "exclusive",
+     "login_shell", "env_python", "container", "conda", "scheduler_options",
+     "launcher_options", "modules", "pre_exec"}
 )
-CONTAINER_KEYS = frozenset({"type", "image", "binds", "options"})
-CONDA_KEYS = frozenset({"env", "prefix"})
+CONTAINER_KEYS = frozenset({"type", "image", "binds", "options", "gpu_vendor"})
+CONDA_KEYS = frozenset({"env", "prefix", "tool"})
 
 
 def _fail(key: str, value: Any, why: str) -> ResourceSpecificationError:
@@ -112,6 +131,42 @@ def _string(key: str, value: Any) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise _fail(key, value, f"must match {pattern.pattern}")
     return value
+
+
+def _site(key: str, value: Any) -> str:
+    pattern = SITE_PATTERNS[key]
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise _fail(key, value, f"must match {pattern.pattern}")
+    return value
+
+
+def _chunk(key: str, value: Any) -> dict[str, str]:
+    """PBS chunk resources beyond the layout's, e.g. ``{"system": "polaris"}``."""
+    if not isinstance(value, Mapping):
+        raise _fail(key, value, "must be a mapping of PBS chunk resources, e.g. "
+                    "{system: polaris}")
+    out = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not CHUNK_NAME.fullmatch(name):
+            raise _fail(f"{key}.{name}", name, f"a resource name must match {CHUNK_NAME.pattern}")
+        if name in CHUNK_RESERVED:
+            raise _fail(f"{key}.{name}", item, "is set from the task's layout; use the "
+                        "layout keys (cores_per_rank, gpus_per_node, memory...)")
+        text = str(item).lower() if isinstance(item, bool) else str(item)
+        if not isinstance(item, (str, int)) or not CHUNK_VALUE.fullmatch(text):
+            raise _fail(f"{key}.{name}", item, f"a value must match {CHUNK_VALUE.pattern}")
+        out[name] = text
+    return out
+
+
+def _python(key: str, value: Any) -> str:
+    if isinstance(value, str) and PYTHON_NAME.fullmatch(value):
+        return value
+    try:
+        return check_path(value)
+    except ValueError:
+        raise _fail(key, value, "must be a command name such as 'python3' or an absolute "
+                    "path") from None
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -176,26 +231,62 @@ def _container(key: str, value: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"type": runtime, "image": image, "binds": list(binds)}
     if "options" in value:
         result["options"] = _options(f"{key}.options", value["options"])
+    if "gpu_vendor" in value:
+        if value["gpu_vendor"] not in GPU_VENDORS:
+            raise _fail(f"{key}.gpu_vendor", value["gpu_vendor"],
+                        f"must be one of {', '.join(GPU_VENDORS)}")
+        result["gpu_vendor"] = value["gpu_vendor"]
     return result
 
 
 def _conda(key: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping) or len(value) != 1 or not set(value) <= CONDA_KEYS:
-        raise _fail(key, value, "must be {'env': name} or {'prefix': '/abs/path'}")
+    where = {k: v for k, v in value.items() if k != "tool"} if isinstance(value, Mapping) else {}
+    if not isinstance(value, Mapping) or len(where) > 1 or not set(value) <= CONDA_KEYS \
+            or not (where or "tool" in value):
+        raise _fail(key, value, "must be {'env': name} or {'prefix': '/abs/path'}, "
+                    "with an optional 'tool' (conda or micromamba; alone, the site's tool)")
+    out = {}
+    if "tool" in value:
+        if value["tool"] not in TOOLS:
+            raise _fail(f"{key}.tool", value["tool"], f"must be one of {', '.join(TOOLS)}")
+        out["tool"] = value["tool"]
+    if not where:
+        return out
     if "env" in value:
         name = value["env"]
         if not isinstance(name, str) or not ENV_NAME_PATTERN.fullmatch(name):
             raise _fail(f"{key}.env", name, f"must match {ENV_NAME_PATTERN.pattern}")
-        return {"env": name}
+        return {**out, "env": name}
     try:
-        return {"prefix": check_path(value["prefix"])}
+        return {**out, "prefix": check_path(value["prefix"])}
     except ValueError:
         raise _fail(f"{key}.prefix", value["prefix"], "must be a plain absolute path") from None
+
+
+def _merge_container(base: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    """A task's container over the admin's: the admin's binds stay (site file systems), the
+    admin's options only while the runtime is the same (they are that runtime's flags)."""
+    merged = {**base, **task}
+    merged["binds"] = list(dict.fromkeys([*base.get("binds", []), *task.get("binds", [])]))
+    if task["type"] != base["type"] and "options" not in task:
+        merged.pop("options", None)
+    return merged
+
+
+def _merge_conda(base: dict[str, str], task: dict[str, str]) -> dict[str, str]:
+    """A task's env over the admin's; the admin's tool (conda or micromamba) stays."""
+    if "env" in task or "prefix" in task:
+        base = {k: v for k, v in base.items() if k == "tool"}
+    return {**base, **task}
 
 
 _CHECKS = {
     **{k: _int for k in INT_BOUNDS},
     **{k: _string for k in STRING_KEYS},
+    **{k: _site for k in SITE_PATTERNS},
+    "chunk": _chunk,
+    "login_shell": _bool,
+    "env_python": _python,
     "memory": lambda k, v: parse_memory(v, k),
     "walltime": lambda k, v: parse_walltime(v, k),
     "exclusive": _bool,
@@ -268,6 +359,15 @@ class ResourceSpecification:
     qos: str | None = None
     constraint: str | None = None
     exclusive: bool = False
+    reservation: str | None = None
+    gres: str | None = None
+    licenses: str | None = None
+    clusters: str | None = None
+    signal: str | None = None
+    filesystems: str | None = None
+    chunk: dict[str, str] = field(default_factory=dict)
+    login_shell: bool = False
+    env_python: str | None = None
     container: dict[str, Any] | None = None
     conda: dict[str, str] | None = None
     scheduler_options: list[str] = field(default_factory=list)
@@ -307,7 +407,11 @@ class ResourceSpecification:
                 base.pop(k, None)
         merged = {**base, **task}
         if "container" in task and "container" in base:
-            merged["container"] = {**base["container"], **task["container"]}
+            merged["container"] = _merge_container(base["container"], task["container"])
+        if "conda" in task and "conda" in base:
+            merged["conda"] = _merge_conda(base["conda"], task["conda"])
+        if "conda" in merged and not {"env", "prefix"} & set(merged["conda"]):
+            del merged["conda"]  # the admin named the site's tool only; no task env to use
         merged["num_nodes"], merged["ranks_per_node"], merged["num_ranks"] = \
             _derive_layout(merged)
         result = cls(**merged)
@@ -339,4 +443,5 @@ class ResourceSpecification:
         return build_chain(
             sandbox, self.layout(), launcher=launcher, launcher_options=self.launcher_options,
             launcher_settings=launcher_settings, container=self.container, conda=self.conda,
-            modules=self.modules, pre_exec=self.pre_exec)
+            modules=self.modules, pre_exec=self.pre_exec, python=self.env_python)
+

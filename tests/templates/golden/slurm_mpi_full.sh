@@ -26,14 +26,26 @@ fnrelay_record_exit() {
 trap fnrelay_record_exit EXIT
 trap 'exit 143' TERM
 cd "$fnrelay_sandbox"
-export FNRELAY_MPI_PREFIX='srun -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=2 --gpus-per-node=1 apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 /images/sim.sif conda run --no-capture-output -n sim'
-export PARSL_MPI_PREFIX='srun -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=2 --gpus-per-node=1 apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 /images/sim.sif conda run --no-capture-output -n sim'
+export FNRELAY_MPI_PREFIX='srun -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=2 --gpus-per-node=1 apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --nv /images/sim.sif conda run --no-capture-output -n sim'
+export PARSL_MPI_PREFIX='srun -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=2 --gpus-per-node=1 apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --nv /images/sim.sif conda run --no-capture-output -n sim'
 export FNRELAY_NUM_RANKS=8
 export FNRELAY_NUM_NODES=2
 export FNRELAY_TASK_SANDBOX=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20
-module load gcc/12.2
-module load openmpi/4.1
-echo "starting in $FNRELAY_TASK_SANDBOX"
+export OMP_NUM_THREADS=2
+# Set-up runs as a login session runs it: without -e and -u, which kill bashrc files that test
+# $PS1 and conda's activate.d scripts. Each entry runs in this shell (eval), and one that fails
+# stops the job before the command, naming itself.
+set +eu
+fnrelay_setup() {
+    eval "$1" || {
+        fnrelay_rc=$?
+        printf 'fnrelay: job set-up failed (exit %s): %s\n' "$fnrelay_rc" "$1" >&2
+        exit "$fnrelay_rc"
+    }
+}
+fnrelay_setup 'module load gcc/12.2'
+fnrelay_setup 'module load openmpi/4.1'
+fnrelay_setup 'echo "starting in $FNRELAY_TASK_SANDBOX"'
 set +e
-srun -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=2 --gpus-per-node=1 apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 /images/sim.sif conda run --no-capture-output -n sim ./simulate --steps 10
+srun -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=2 --gpus-per-node=1 apptainer exec --bind /data:/data:ro --bind /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20:/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --pwd /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20 --nv /images/sim.sif conda run --no-capture-output -n sim ./simulate --steps 10
 exit $?

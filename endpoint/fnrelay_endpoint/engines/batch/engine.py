@@ -342,7 +342,8 @@ class BatchEngine(Engine):
         path = str(sandbox.path.resolve())
         chain = spec.launch_chain(path, cfg.launcher, cfg.launcher_settings)
         mpi = is_mpi_function(task.function)
-        command = [cfg.python, "-m", JOB_ENTRY_MODULE, path]
+        # Inside a conda env or an image, the env's or image's python3, not the endpoint's path.
+        command = [chain.interpreter(cfg.python, wrap=not mpi), "-m", JOB_ENTRY_MODULE, path]
         context = batch_context(cfg.scheduler, task.task_id, path, spec, chain, command,
                                 launch=False, wrap=not mpi)
         script = render_batch_script(cfg.scheduler, context, cfg.template)

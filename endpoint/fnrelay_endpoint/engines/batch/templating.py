@@ -120,6 +120,49 @@ def pbs_memory(memory: str) -> str:
     return memory[:-1] + memory[-1].lower() + "b"
 
 
+def check_sandbox(sandbox: str) -> str:
+    """A plain absolute path without ``%``, which sbatch expands in --output (%j, %u...)."""
+    try:
+        check_path(sandbox)
+    except ValueError as e:
+        raise TemplateRenderError(f"task sandbox: {e}") from None
+    if "%" in sandbox:
+        raise TemplateRenderError(
+            f"task sandbox {sandbox!r}: '%' is not allowed in the endpoint's work directory "
+            "(Slurm expands it in --output and --error, e.g. %j to the job id)")
+    return sandbox
+
+
+def pbs_licenses(licenses: str) -> list[str]:
+    """Slurm-style ``name[:count],...`` as PBS server resources ``name=count``."""
+    out = []
+    for item in licenses.split(","):
+        name, _, count = item.partition(":")
+        if "@" in name:
+            raise ResourceSpecificationError(
+                f"resource_specification 'licenses': {item!r} names a license server "
+                "(name@server), which PBSPro does not have")
+        out.append(f"{name}={count or 1}")
+    return out
+
+
+def _site_keys(scheduler: str, spec: ResourceSpecification) -> dict[str, Any]:
+    """The typed site keys, in the form the scheduler's template writes them."""
+    if scheduler == "pbspro" and spec.reservation and spec.partition:
+        raise ResourceSpecificationError(
+            "resource_specification 'reservation': a PBS reservation is its queue "
+            f"({spec.reservation}); leave 'partition'/'queue' unset")
+    chunk = [f"{k}={v}" for k, v in spec.chunk.items()]
+    if scheduler == "pbspro" and spec.cores_per_rank:
+        chunk.insert(0, f"ompthreads={spec.cores_per_rank}")
+    return {
+        "reservation": spec.reservation, "gres": spec.gres, "clusters": spec.clusters,
+        "signal": spec.signal, "filesystems": spec.filesystems, "chunk": chunk,
+        "licenses": (pbs_licenses(spec.licenses) if scheduler == "pbspro" else
+                     [spec.licenses]) if spec.licenses else [],
+    }
+
+
 def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpecification,
                   chain: LaunchChain, command: Sequence[str], launch: bool = False,
                   wrap: bool = True) -> dict[str, Any]:
@@ -132,10 +175,7 @@ def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpec
     """
     if scheduler not in SCHEDULERS:
         raise TemplateRenderError(f"unknown scheduler {scheduler!r} (known: {SCHEDULERS})")
-    try:
-        check_path(sandbox)
-    except ValueError as e:
-        raise TemplateRenderError(f"task sandbox: {e}") from None
+    check_sandbox(sandbox)
     refused = unsupported_key(scheduler, spec)
     if refused is not None:
         raise ResourceSpecificationError(
@@ -173,6 +213,8 @@ def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpec
         "qos": spec.qos,
         "constraint": spec.constraint,
         "exclusive": spec.exclusive,
+        **_site_keys(scheduler, spec),
+        "login_shell": spec.login_shell,
         "scheduler_options": spec.directives(scheduler),
         "prelude": list(chain.prelude),
         "exports": chain.env(),
