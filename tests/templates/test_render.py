@@ -230,3 +230,18 @@ def test_scheduler_options_checked_at_render_time():
 def test_unknown_scheduler():
     with pytest.raises(TemplateRenderError, match="cobalt"):
         render_batch_script("cobalt", {})
+
+
+def test_hostfile_written_in_the_yaml_config_expands_in_the_job():
+    import yaml
+
+    from fnrelay_endpoint.engines.batch.engine import BatchConfig
+
+    cfg = BatchConfig.from_dict(yaml.safe_load(
+        "scheduler: pbspro\n"
+        "launcher: {type: mpich, hostfile: $PBS_NODEFILE}\n"
+        "defaults:\n  launcher_options: --env X=${PBS_JOBID}\n"))
+    rs = ResourceSpecification.from_task({"num_ranks": 2}, cfg.defaults)
+    chain = rs.launch_chain(BOX, cfg.launcher, cfg.launcher_settings)
+    assert chain.command_line(["./a"]) == \
+        'mpiexec -n 2 -ppn 2 --hostfile "$PBS_NODEFILE" --env X="${PBS_JOBID}" ./a'
