@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fnrelay-installed
 LOCAL_DIR ?= .fnrelay-local
 RABBITMQ_SERVER ?= /usr/lib/rabbitmq/bin/rabbitmq-server
 
-.PHONY: all venv deps test-deps demo test lint bench clean
+.PHONY: all venv gc-venv deps test-deps demo test lint bench clean
 
 all: test
 
@@ -22,6 +22,23 @@ $(STAMP): pyproject.toml
 	       "or install the python3-venv package" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The official Globus Compute SDK, unmodified from PyPI, in a venv of its own: its dill==0.3.9
+# pin must not change $(VENV)'s dill. fnrelay's SDK and endpoint are installed there too (an
+# endpoint may run from it when tasks come in GC's serialization formats). The SDK's version
+# range is the `globus-compute` extra in pyproject.toml; tests/gc runs its tutorial with it.
+GC_VENV ?= .venv-gc
+GC_STAMP := $(GC_VENV)/.fnrelay-installed
+
+gc-venv: $(GC_STAMP)
+
+$(GC_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "error: $(PYTHON) cannot create a venv (no ensurepip); run 'make deps' as root" \
+	       "or install the python3-venv package" >&2; exit 1; }
+	$(PYTHON) -m venv $(GC_VENV)
+	$(GC_VENV)/bin/pip install --quiet -e '.[endpoint,globus-compute]'
 	touch $@
 
 # System packages, with apt when root; otherwise say what to do. The demo needs RabbitMQ;
@@ -45,7 +62,7 @@ demo: deps venv
 	eval "$$exports"; \
 	$(BIN)/python examples/demo.py
 
-test: test-deps venv lint
+test: test-deps venv gc-venv lint
 	$(BIN)/python -m pytest -q tests/
 
 lint: venv
