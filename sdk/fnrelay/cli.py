@@ -112,6 +112,32 @@ def endpoints() -> None:
     click.echo(_table(rows, ["name", "id", "status", "last heartbeat"]))
 
 
+@main.command("gc-proxy", epilog="""\b
+Then, for the official SDK:
+  export GLOBUS_SDK_ENVIRONMENT=local
+  export GLOBUS_SDK_SERVICE_URL_AUTH=http://localhost:5000/
+  export GLOBUS_COMPUTE_CLIENT_ID=... GLOBUS_COMPUTE_CLIENT_SECRET=...
+
+Loopback only, by design: the plain-HTTP side carries your tokens and client
+secret, which must not cross a network in clear, and the proxy adds no login of
+its own, so only programs on this machine may reach it.""")
+@click.option("--broker-url", default=None,
+              help="The broker (https://...); default: FNRELAY_BROKER_URL or `fnrelay login`'s.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port on 127.0.0.1; the official SDK reaches only 5000.")
+@click.option("--ca-bundle", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="PEM file of the CA that signed the broker's certificate; default: "
+                   "FNRELAY_CA_BUNDLE, else the system's CAs.")
+def gc_proxy(broker_url: str | None, port: int, ca_bundle: str | None) -> None:
+    """Let the official Globus Compute SDK reach your broker: listen on http://127.0.0.1:5000
+    (the only address GLOBUS_SDK_ENVIRONMENT=local reaches) and forward every request to the
+    broker over TLS."""
+    from fnrelay.config import resolve_broker_url
+    from fnrelay.gcproxy import serve
+
+    serve(resolve_broker_url(broker_url), port, ca_bundle)
+
+
 try:
     from fnrelay.devstack.cli import local_cli
 except ModuleNotFoundError as e:  # the local stack is optional; its own bugs are not hidden

@@ -91,6 +91,19 @@ def _saved() -> dict:
         raise ConfigurationError(f"cannot read {path}: {e}; run `fnrelay login` again") from e
 
 
+def resolve_broker_url(broker_url: str | None = None) -> str:
+    """The broker URL alone (argument, environment, then `fnrelay login`'s file), for commands
+    that forward requests carrying their own credentials (`fnrelay gc-proxy`)."""
+    broker_url = broker_url or os.environ.get(ENV_BROKER_URL) or _saved().get("broker_url")
+    if not broker_url:
+        raise ConfigurationError(
+            "no broker URL: pass --broker-url, set FNRELAY_BROKER_URL, or run "
+            "`fnrelay login --broker-url URL --token TOKEN`")
+    if not broker_url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"broker URL {broker_url!r} must start with http:// or https://")
+    return broker_url.rstrip("/")
+
+
 def resolve_credentials(broker_url: str | None = None, token: str | None = None,
                         require_token: bool = True) -> Credentials:
     """Find the broker URL and token, or explain how to provide them (`require_token`
