@@ -458,14 +458,16 @@ class Client(globus_sdk.BaseClient):
         return self._call("GET", f"endpoints/{uuid_text('endpoint_id', endpoint_id)}")
 
     def get_endpoints(self, role: str | None = None) -> list[dict[str, Any]]:
-        """This user's endpoints: ``[{"endpoint_id", "name", "status", "last_heartbeat"}]``.
+        """This user's endpoints: ``[{"endpoint_id", "uuid", "name", "status",
+        "last_heartbeat"}]`` (``uuid``, the same id, is the key Globus Compute's records use).
 
         Globus Compute's `role` ("owner", "any") is accepted; the list is always the
         endpoints you own (others' shared endpoints are not listed)."""
         if role not in (None, "owner"):
             ignored(f"Client.get_endpoints(role={role!r})",
                     "the list holds the endpoints you own")
-        return self._call("GET", "endpoints")["endpoints"]
+        records = self._call("GET", "endpoints")["endpoints"]
+        return [{**e, "uuid": e["endpoint_id"]} for e in records]
 
     def get_allowed_functions(self, endpoint_id: str | uuid.UUID) -> dict[str, Any]:
         """``{"endpoint_id", "restricted", "functions"}``: the function ids (or code SHA-256

@@ -66,9 +66,7 @@ VARIANTS = [("fnrelay", "local"), ("fnrelay", "batch"), ("gc", "local"), ("gc", 
 _A = "issue 18 (Client, errors): "
 _B = "issue 18 (Executor, ShellFunction, MPIFunction): "
 #: Steps of the import swap that fail on every engine, and why.
-SWAP_XFAIL: dict[str, str] = {
-    "endpoints_listed": _A + "get_endpoints records have no 'uuid'",
-}
+SWAP_XFAIL: dict[str, str] = {}
 #: The local engine launches MPIFunction's ranks with a bare `mpiexec -n N`, which OpenMPI
 #: refuses to run as root (as this suite runs); the batch engine's srun has no such rule.
 MPI_LOCAL = _B + "the local engine's MPI prefix is bare mpiexec, refused as root"
