@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from pydantic import BaseModel, Field
 
 from fnrelay import wire
@@ -20,6 +20,7 @@ from fnrelay_broker import (
     manage_api,
     queues,
     registry,
+    task_list,
     tasks,
 )
 from fnrelay_broker.access import AmqpAccess
@@ -319,6 +320,20 @@ def _routes(app: FastAPI, broker: Broker) -> None:
         )
         broker.publisher.wake()
         return answer
+
+    @app.get("/v1/tasks")
+    def list_tasks(
+        user: User,
+        status: Annotated[list[Text] | None, Query()] = None,
+        endpoint_id: Text | None = None,
+        function_id: Text | None = None,
+        since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        limit: int = task_list.DEFAULT_LIMIT,
+        after: Text | None = None,
+    ) -> dict:
+        return task_list.list_tasks(db, user, task_list.TaskFilter(
+            status, endpoint_id, function_id, since, until, limit, after))
 
     @app.get("/v1/tasks/{task_id}")
     def get_task(task_id: Text, user: User) -> dict:

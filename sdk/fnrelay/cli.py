@@ -6,12 +6,14 @@ Every fnrelay error becomes a one-line message and a non-zero exit status, never
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from fnrelay import errors
+from fnrelay import errors, task_report
 from fnrelay.config import save_credentials
 
 if TYPE_CHECKING:  # annotations only: `_client` imports it when a command needs it
@@ -99,6 +101,54 @@ def task_show(task_id: str) -> None:
             for h in record.get("history", [])]
     click.echo("")
     click.echo(_table(rows, ["time", "status", "detail"]))
+
+
+@task.command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(task_report.STATES),
+              help="Only tasks in this state (repeatable).")
+@click.option("--endpoint", default=None, help="Only tasks sent to this endpoint (id or name).")
+@click.option("--function", "function_id", default=None, help="Only tasks of this function id.")
+@click.option("--since", default=None, metavar="WHEN",
+              help="Submitted at or after WHEN: an ISO date/time or an age such as 30m, 2h, 1d.")
+@click.option("--until", default=None, metavar="WHEN", help="Submitted before WHEN (as --since).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, None),
+              help="At most this many tasks, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tasks as JSON.")
+def task_list(states: tuple[str, ...], endpoint: str | None, function_id: str | None,
+              since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+    """List your tasks, newest first (never another user's)."""
+    client = _client()
+    try:
+        tasks = client.list_tasks(
+            list(states) or None, endpoint_id=_endpoint_id(client, endpoint),
+            function_id=function_id, since=task_report.parse_when(since, "--since"),
+            until=task_report.parse_when(until, "--until"), limit=limit)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(tasks, indent=2))
+        return
+    if not tasks:
+        click.echo("no tasks match", err=True)
+        return
+    rows = [[t["task_id"], t["status"], _time(t.get("created")), _time(t.get("completed")),
+             t["endpoint_id"], t["function_id"]] for t in tasks]
+    click.echo(_table(rows, ["task", "status", "submitted", "finished", "endpoint",
+                             "function"]))
+
+
+def _endpoint_id(client: Client, endpoint: str | None) -> str | None:
+    """An endpoint given by id, or by the name of one of the user's endpoints."""
+    if endpoint is None:
+        return None
+    names = {e["name"]: e["endpoint_id"] for e in client.get_endpoints()}
+    if endpoint in names:
+        return names[endpoint]
+    try:
+        return str(uuid.UUID(endpoint))
+    except ValueError:
+        raise click.UsageError(f"--endpoint: {endpoint!r} is neither the name of one of your "
+                               "endpoints nor an endpoint id") from None
 
 
 @main.command()

@@ -195,9 +195,11 @@ class Client(globus_sdk.BaseClient):
 
     # --- plumbing ---------------------------------------------------------------------------
     def _call(self, method: str, path: str, data: Any = None,
-              headers: dict[str, str] | None = None) -> Any:
+              headers: dict[str, str] | None = None,
+              query_params: dict[str, Any] | None = None) -> Any:
         with broker_errors(self.broker_url):
-            response = self.request(method, path, data=data, headers=headers)
+            response = self.request(method, path, data=data, headers=headers,
+                                    query_params=query_params)
         return response.data
 
     # --- identity ---------------------------------------------------------------------------
@@ -438,6 +440,30 @@ class Client(globus_sdk.BaseClient):
         answer = self.get_tasks([str(t) for t in task_id_list])
         return {task_id: _task_view(self, record) for task_id, record in answer["tasks"].items()}
 
+    def list_tasks(
+        self, status: str | Iterable[str] | None = None, *,
+        endpoint_id: str | uuid.UUID | None = None, function_id: str | uuid.UUID | None = None,
+        since: float | None = None, until: float | None = None, limit: int | None = 100,
+    ) -> list[dict[str, Any]]:
+        """Your tasks, newest first: ``[{"task_id", "status", "pending", "endpoint_id",
+        "function_id", "task_group_id", "created", "completed"}]`` (no results: `task_record`
+        or `get_result` has those).
+
+        `status` is one state or several; `since`/`until` bound the submission time (epoch
+        seconds, `until` excluded); `limit` caps the number returned (None: all, fetched
+        page by page). Other users' tasks are never listed.
+        """
+        params = _list_params(status, endpoint_id, function_id, since, until)
+        out: list[dict[str, Any]] = []
+        while limit is None or len(out) < limit:
+            want = LIST_PAGE if limit is None else min(LIST_PAGE, limit - len(out))
+            page = self._call("GET", "tasks", query_params={**params, "limit": want})
+            out += page["tasks"]
+            if not page.get("next"):
+                break
+            params["after"] = page["next"]
+        return out
+
     def cancel(self, task_id: str) -> str:
         """Cancel a task: a queued one never runs, a running one is killed.
 
@@ -516,6 +542,24 @@ def _note_registration_options(metadata: dict | None, public: bool, group: str |
                 "endpoint instead, listing the functions in its allowed_functions")
     if ha_endpoint_id:
         ignored("register_function(ha_endpoint_id=)", "fnrelay has no high-assurance endpoints")
+
+
+#: Tasks per request of `Client.list_tasks` (the broker's most).
+LIST_PAGE = 1000
+
+
+def _list_params(status: str | Iterable[str] | None, endpoint_id: str | uuid.UUID | None,
+                 function_id: str | uuid.UUID | None, since: float | None,
+                 until: float | None) -> dict[str, Any]:
+    """The query of GET /v1/tasks; a filter left out is not sent."""
+    states = [status] if isinstance(status, str) else list(status or [])
+    params: dict[str, Any] = {
+        "status": ",".join(str(s) for s in states) or None,
+        "endpoint_id": uuid_text("endpoint_id", endpoint_id) if endpoint_id else None,
+        "function_id": uuid_text("function_id", function_id) if function_id else None,
+        "since": since, "until": until,
+    }
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _task_view(client: Client, record: dict[str, Any]) -> dict[str, Any]:
