@@ -88,15 +88,15 @@ def task() -> None:
 @task.command("show")
 @click.argument("task_id")
 def task_show(task_id: str) -> None:
-    """Status and state history of a task."""
-    record = _client().task_record(task_id)
+    """A task's status and history, its result or error, return code and output tail."""
+    client = _client()
+    record = client.task_record(task_id)
     click.echo(f"task      {record['task_id']}")
     click.echo(f"status    {record['status']}")
     click.echo(f"endpoint  {record.get('endpoint_id')}")
     click.echo(f"function  {record.get('function_id')}")
-    exc = record.get("exception")
-    if exc:
-        click.echo(f"error     {exc.get('type')}: {exc.get('message')}")
+    for line in task_report.outcome_lines(record, client):
+        click.echo(line)
     rows = [[_time(h.get("time")), h.get("status", ""), h.get("detail") or ""]
             for h in record.get("history", [])]
     click.echo("")

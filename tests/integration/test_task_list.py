@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from fnrelay import Client
+from fnrelay import Client, ShellFunction
 from fnrelay.devstack.services import LocalEndpoint
 from support.session import MARKER
 from support.waiting import wait_for
@@ -149,3 +149,29 @@ def test_cli_task_list_table_json_and_filters(owner, made, broker, tmp_path):
                         (["--endpoint", "nowhere"], "--endpoint: 'nowhere' is neither")):
         bad = cli(tmp_path, broker.url, token, "task", "list", *args)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_task_show_prints_result_error_and_output(owner, made, broker, tmp_path):
+    client, token, endpoint_id = owner
+    shown = cli(tmp_path, broker.url, token, "task", "show", made["square"][2])
+    assert shown.returncode == 0, shown.stderr
+    assert "result    4" in shown.stdout
+
+    failed = cli(tmp_path, broker.url, token, "task", "show", made["broken"][0])
+    assert "error     builtins.ValueError: bad input 1" in failed.stdout
+    assert "traceback:" in failed.stdout and "raise ValueError" in failed.stdout
+
+    printed = client.run(41, endpoint_id=endpoint_id,
+                         function_id=client.register_function(chatty))
+    details = finished(client, printed)["details"]
+    assert "hello from task 41" in details["stdout_tail"]
+    shown = cli(tmp_path, broker.url, token, "task", "show", printed)
+    assert "result    42" in shown.stdout
+    assert "stdout (last lines):\n  hello from task 41" in shown.stdout
+    assert "stderr (last lines):\n  a warning on stderr" in shown.stdout
+
+    command = client.run(endpoint_id=endpoint_id, function_id=client.register_function(
+        ShellFunction("echo out-line; echo err-line >&2; exit 3")))
+    finished(client, command)
+    shown = cli(tmp_path, broker.url, token, "task", "show", command)
+    assert "returncode 3" in shown.stdout and "out-line" in shown.stdout, shown.stdout
