@@ -470,6 +470,7 @@ class BatchEngine(Engine):
         result = job.sandbox.result()
         if result is not None:
             result.details.setdefault("batch_job_id", job.job_id)
+            result.details.update(job.sandbox.output_details())
             return result
         tails = job.sandbox.output_tails()
         details: dict[str, Any] = {

@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get(name):
             result.details["batch_job_id"] = os.environ[name]
             break
+    # The task's prints are in Python's buffers: into the job's output before the result
+    # exists, since the engine reads the output once it sees the result.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     sandbox.write_result(result)
     return 0
 

@@ -119,6 +119,17 @@ class Sandbox:
     def output_tails(self, max_lines: int = 20) -> dict[str, str]:
         return {"stdout": tail(self.stdout, max_lines), "stderr": tail(self.stderr, max_lines)}
 
+    def output_details(self) -> dict[str, str]:
+        """What a result carries of the job's output, as the local engine's results do: each
+        non-empty stream's file and its last lines (the user's only view of what the task
+        printed; the scheduler wrote it here, not to any log)."""
+        details: dict[str, str] = {}
+        for name, path in (("stdout", self.stdout), ("stderr", self.stderr)):
+            text = tail(path)
+            if text:
+                details[f"{name}_file"], details[f"{name}_tail"] = str(path), text
+        return details
+
 
 def _read_result(path: Path) -> ResultMessage | None:
     try:
