@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fnrelay.wire import TaskMessage
+from fnrelay_endpoint.engines.local.task_output import TAIL_KEPT, TaskOutput
 from fnrelay_endpoint.worker import execute
 from fnrelay_wrappers.chain import build_chain
 from fnrelay_wrappers.mpi import Layout
@@ -127,5 +130,26 @@ def run_task(task: dict[str, Any], gate: dict[str, Any] | None = None,
     if gate is not None and ask_gate(task["task_id"], gate) == "cancel":
         return {CANCELLED_KEY: True}
     env = mpi_env(mpi, os.getcwd()) if mpi else {}
-    with _environ(env):
-        return asdict(execute(TaskMessage.from_dict(task)))
+    with _environ(env), _captured(task["task_id"]) as output:
+        result = execute(TaskMessage.from_dict(task))
+    result.details.update(output)
+    return asdict(result)
+
+
+@contextlib.contextmanager
+def _captured(task_id: str) -> Iterator[dict[str, Any]]:
+    """What the task prints, as the tails its result carries (filled in at the end).
+
+    A Parsl worker's stdout and stderr are its pool's log files on the node, out of the
+    user's reach, so the task's own output is captured as on the local engine, in a
+    temporary directory: the node's files are not the endpoint's, only the tails travel.
+    """
+    details: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="fnrelay-parsl-") as root:
+        output = TaskOutput(Path(root), task_id, TAIL_KEPT)
+        output.start()
+        try:
+            yield details
+        finally:
+            tails = output.finish()
+            details.update({k: v for k, v in tails.items() if k.endswith("_tail")})
