@@ -112,7 +112,7 @@ class Task(Base):
     __tablename__ = "tasks"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(36), unique=True)
-    owner: Mapped[str] = mapped_column(String(36), index=True)
+    owner: Mapped[str] = mapped_column(String(36))  # ix_tasks_owner_seq
     endpoint_id: Mapped[str] = mapped_column(String(36), index=True)
     function_id: Mapped[str] = mapped_column(String(36))
     task_group_id: Mapped[str] = mapped_column(String(36))  # ix_tasks_group_seq
@@ -195,3 +195,5 @@ class ResultBlobChunk(Base):
 
 
 Index("ix_tasks_group_seq", Task.task_group_id, Task.seq)
+#: A user's tasks newest first (GET /v1/tasks pages by seq); covers lookups by owner alone.
+Index("ix_tasks_owner_seq", Task.owner, Task.seq)
