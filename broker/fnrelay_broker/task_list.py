@@ -22,6 +22,8 @@ from fnrelay_broker.models import Task
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 STATES = tuple(s.value for s in TaskState)
+#: A cursor is a seq: more digits than a 64-bit integer has would overflow the database's.
+_CURSOR_DIGITS = 18
 
 
 @dataclass
@@ -40,7 +42,7 @@ class TaskFilter:
 def _cursor(after: str | None) -> int | None:
     if after is None:
         return None
-    if not after.isdigit():
+    if not (after.isascii() and after.isdigit() and len(after) <= _CURSOR_DIGITS):
         raise ApiError(422, f"'after' must be the 'next' value of a previous page, not {after!r}")
     return int(after)
 

@@ -131,6 +131,8 @@ def test_bad_list_queries_are_refused_with_a_reason(owner):
     for params, words in (({"status": "done"}, "unknown task state 'done'"),
                           ({"limit": 0}, "'limit' must be between"),
                           ({"after": "x"}, "'after' must be"),
+                          ({"after": "9" * 30}, "'after' must be"),
+                          ({"after": "\u00b2"}, "'after' must be"),
                           ({"since": "nan"}, "since")):
         answer = requests.get(f"{client.broker_url}/v1/tasks", params=params, timeout=10,
                               headers={"Authorization": f"Bearer {token}"})
