@@ -574,7 +574,7 @@ def _task_view(client: Client, record: dict[str, Any]) -> dict[str, Any]:
         return task
     completed = record.get("completed")
     task["completion_t"] = str(completed) if completed is not None else "unknown"
-    ok, value = _record_outcome(record, client)
+    ok, value = record_outcome(record, client)
     if ok:
         task["result"] = value
     else:
@@ -584,7 +584,9 @@ def _task_view(client: Client, record: dict[str, Any]) -> dict[str, Any]:
     return task
 
 
-def _record_outcome(record: dict[str, Any], client: Client) -> tuple[bool, Any]:
+def record_outcome(record: dict[str, Any], client: Client) -> tuple[bool, Any]:
+    """(ok, value) of a finished task's record: its value (a blob fetched), or the exception
+    a caller gets (`fnrelay.results.outcome`)."""
     exc = record.get("exception")
     result = record.get("result")
     if record["status"] == TaskState.SUCCESS.value:

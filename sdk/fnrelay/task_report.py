@@ -60,10 +60,11 @@ def outcome_lines(record: dict[str, Any], client: Client) -> list[str]:
 
 
 def _value_lines(record: dict[str, Any], client: Client) -> list[str]:
-    from fnrelay.client import _record_outcome
+    from fnrelay.client import record_outcome  # here: the CLI imports this module at start
+
 
     try:
-        ok, value = _record_outcome(record, client)
+        ok, value = record_outcome(record, client)
     except Exception as e:  # noqa: BLE001 - a value this machine cannot rebuild is still shown
         return [f"result    (cannot be deserialized here: {type(e).__name__}: {e})"]
     if not ok:
