@@ -99,6 +99,10 @@ class BrokerUnavailableError(BrokerError):
     """The broker could not be reached after retries."""
 
 
+class MPILaunchError(FnRelayError):
+    """An MPIFunction's launcher started no rank (its own error, not the program's)."""
+
+
 class TaskPending(FnRelayError):
     """The task has no result yet; `reason` is its status (as in GC)."""
 

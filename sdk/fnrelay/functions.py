@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import IO, Any, overload
 
+from fnrelay.mpi_launch import launch_error
 from fnrelay.wire.names import ENV_MPI_PREFIX, ENV_NUM_RANKS
 
 #: Exit status of a command killed for exceeding its walltime (as coreutils `timeout`).
@@ -187,11 +188,22 @@ class MPIFunction(ShellFunction):
     The launcher comes from ``$FNRELAY_MPI_PREFIX``, which the endpoint sets for a task with
     an MPI layout (and exports as ``$PARSL_MPI_PREFIX`` too, so a command written for Globus
     Compute's MPIFunction runs); without it, ``mpiexec -n $FNRELAY_NUM_RANKS`` (default 1).
-    The result's ``cmd`` is the command with the launcher written out.
+    The result's ``cmd`` is the command with the launcher written out. The program's exit
+    status is its result; a launcher that starts no rank (OpenMPI as root, too few slots, no
+    launcher) raises ``MPILaunchError`` with its own error instead.
     """
 
     def format_command(self, **kwargs: Any) -> str:
         return f"{mpi_prefix()} {super().format_command(**kwargs)}"
+
+    def __call__(self, **kwargs: Any) -> ShellResult | dict[str, Any]:
+        prefix = mpi_prefix()
+        result = run_command(self.format_command(**kwargs), self.timeout, self.snippet_lines,
+                             stdout=self.stdout, stderr=self.stderr)
+        error = launch_error(prefix, result.returncode, result.stderr)
+        if error is not None:
+            raise error
+        return asdict(result) if self.return_dict else result
 
 
 def mpi_prefix() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fnrelay import serialize
+from fnrelay.errors import ConfigurationError
 from fnrelay.processes import pid_alive
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, new_id
 from fnrelay_endpoint.engines.base import RUNNING_HOLD
@@ -328,6 +330,60 @@ def test_an_mpi_layout_reaches_the_task_as_its_rank_count(pool: Pool) -> None:
     assert serialize.deserialize(pool.result().result) == "mpiexec -n 2 hostname"
     pool.engine.submit(make_task(mpi_command))
     assert serialize.deserialize(pool.result().result) == "mpiexec -n 1 hostname"
+
+
+def mpi_ranks() -> tuple[int, str, str]:
+    """An MPIFunction's run in this worker: return code, stdout, stderr."""
+    from fnrelay import MPIFunction
+
+    result = MPIFunction("echo rank").__call__()
+    return result.returncode, result.stdout, result.stderr  # type: ignore[union-attr]
+
+
+def test_mpi_ranks_start_on_an_endpoint_run_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenMPI refuses root unless told; an endpoint run as root (as the README's commands
+    run it) used to answer every MPIFunction with returncode 1 and a blank stdout."""
+    for name in ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"):
+        monkeypatch.delenv(name, raising=False)
+    p = Pool(1)
+    p.engine.start()
+    try:
+        t = make_task(mpi_ranks)
+        t.resource_specification = {"num_nodes": 1, "ranks_per_node": 2}
+        p.engine.submit(t)
+        r = p.result()
+    finally:
+        p.engine.shutdown()
+    assert r.status == "success", r.exception
+    returncode, stdout, stderr = serialize.deserialize(r.result)
+    assert (returncode, stdout.split()) == (0, ["rank", "rank"]), stderr
+
+
+def test_mpi_options_reach_the_launcher_so_more_ranks_than_cores_start() -> None:
+    """engine.mpi_options goes between `mpiexec` and `-n`: `--oversubscribe` lets a task ask
+    for more ranks than this machine has cores."""
+    config = LocalEngine.validate_config(
+        {"type": "local", "max_workers": 1, "mpi_options": ["--oversubscribe"]}, "test")
+    results: queue.Queue[ResultMessage] = queue.Queue()
+    engine = LocalEngine.from_config(config, Path(tempfile.mkdtemp()), results.put,
+                                     lambda update: None)
+    engine.start()
+    try:
+        ranks = (os.cpu_count() or 1) + 2
+        t = make_task(mpi_ranks)
+        t.resource_specification = {"num_ranks": ranks}
+        engine.submit(t)
+        r = results.get(timeout=WAIT)
+    finally:
+        engine.shutdown()
+    assert r.status == "success", r.exception
+    returncode, stdout, stderr = serialize.deserialize(r.result)
+    assert (returncode, stdout.split()) == (0, ["rank"] * ranks), stderr
+
+
+def test_mpi_options_that_are_not_a_list_of_options_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="'engine.mpi_options' must be a list"):
+        LocalEngine.validate_config({"type": "local", "mpi_options": "--oversubscribe"}, "t")
 
 
 @pytest.mark.parametrize(("spec", "named"), [

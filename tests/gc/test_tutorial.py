@@ -63,17 +63,12 @@ STEPS = _steps()
 VARIANTS = [("fnrelay", "local"), ("fnrelay", "batch"), ("gc", "local"), ("gc", "batch")]
 
 # --- what is missing today, per step and variant (issue 18) --------------------------------
-_A = "issue 18 (Client, errors): "
-_B = "issue 18 (Executor, ShellFunction, MPIFunction): "
 #: Steps of the import swap that fail on every engine, and why.
 SWAP_XFAIL: dict[str, str] = {}
-#: The local engine launches MPIFunction's ranks with a bare `mpiexec -n N`, which OpenMPI
-#: refuses to run as root (as this suite runs); the batch engine's srun has no such rule.
-MPI_LOCAL = _B + "the local engine's MPI prefix is bare mpiexec, refused as root"
 XFAIL: dict[tuple[str, str], dict[str, str]] = {
-    ("fnrelay", "local"): {**SWAP_XFAIL, "mpi_function": MPI_LOCAL},
+    ("fnrelay", "local"): dict(SWAP_XFAIL),
     ("fnrelay", "batch"): dict(SWAP_XFAIL),
-    ("gc", "local"): {"mpi_function": MPI_LOCAL},
+    ("gc", "local"): {},
     ("gc", "batch"): {},
 }
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from fnrelay import MPIFunction, ShellFunction, ShellResult
+from fnrelay.errors import MPILaunchError
 from fnrelay.functions import TIMEOUT_RETURNCODE, parse_walltime
 from fnrelay.processes import pid_alive
 
@@ -127,3 +128,32 @@ def test_shell_result_fields_and_str_are_those_of_globus_compute():
         "exit code: 1\n   stdout:\n[... truncated; see .stdout for full output ...]\n"
         + "\n".join(str(i) for i in range(3, 13))
         + "\n\n   stderr:\noops\n\nexception: subprocess.CalledProcessError")
+
+
+def test_an_mpi_launcher_that_starts_no_rank_raises_its_own_error(monkeypatch):
+    """OpenMPI refusing root used to come back as returncode 1 with an empty stdout (a blank
+    line where the README prints it); the launcher's refusal is now an error, named."""
+    for name in ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FNRELAY_MPI_PREFIX", "mpiexec -n 1")
+    if os.geteuid() == 0:
+        with pytest.raises(MPILaunchError, match="OMPI_ALLOW_RUN_AS_ROOT=1.*run as root"):
+            MPIFunction("echo rank")()
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    monkeypatch.setenv("FNRELAY_MPI_PREFIX", f"mpiexec -n {(os.cpu_count() or 1) + 1}")
+    with pytest.raises(MPILaunchError, match="--oversubscribe.*not enough slots"):
+        MPIFunction("echo rank")()
+    monkeypatch.setenv("FNRELAY_MPI_PREFIX", "no-such-mpirun -n 2")
+    with pytest.raises(MPILaunchError, match="'no-such-mpirun' is not installed"):
+        MPIFunction("echo rank")()
+
+
+def test_an_mpi_program_that_fails_is_its_own_result(monkeypatch):
+    """The program's exit status is a ShellResult, as in Globus Compute: not an error."""
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    monkeypatch.setenv("FNRELAY_MPI_PREFIX", "mpiexec -n 2")
+    result = MPIFunction("bash -c 'echo oops >&2; exit 3'")()
+    assert (result.returncode, result.exception_name) == (3, "subprocess.CalledProcessError")
+    assert "oops" in result.stderr

@@ -31,9 +31,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from fnrelay.functions import mpi_prefix, parse_walltime
+from fnrelay.functions import parse_walltime
 from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay.wire.names import ENV_MPI_PREFIX, ENV_NUM_RANKS, ENV_PARSL_MPI_PREFIX
+from fnrelay.wire.names import ENV_MPI_PREFIX
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
@@ -49,6 +49,7 @@ from fnrelay_endpoint.engines.local.containment import (
     WorkerContainment,
     memory_limit_error,
 )
+from fnrelay_endpoint.engines.local.mpi_env import allow_root_launch, set_mpi_env
 from fnrelay_endpoint.engines.local.task_output import DEFAULT_OUTPUT_LIMIT, TaskOutput
 from fnrelay_endpoint.engines.resources import (
     LAYOUT_KEYS,
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 #: returns to the agent alone); the next task starts a fresh one.
 DEFAULT_IDLE_TIMEOUT = 600.0
 CONFIG_KEYS = frozenset({"type", "max_workers", "idle_timeout", "containment", "output_limit",
-                         "output_retention"})
+                         "output_retention", "mpi_options"})
 #: Seconds a task's output files are kept (as the journal keeps results by default).
 DEFAULT_OUTPUT_RETENTION = 7 * 24 * 3600.0
 _PRUNE_EVERY = 3600.0
@@ -127,18 +128,11 @@ def _num_ranks(task: TaskMessage) -> int | None:
         return None
 
 
-def _set_mpi_env(ranks: int | None, admin_prefix: str | None) -> None:
-    """The task's MPI environment in this worker: its rank count, and the launcher under both
-    names (``$FNRELAY_MPI_PREFIX`` and Globus Compute's ``$PARSL_MPI_PREFIX``, equal), so an
-    MPIFunction of either SDK starts the same ranks. A worker runs many tasks: each task's
-    values replace the last one's."""
-    if ranks is None:
-        os.environ.pop(ENV_NUM_RANKS, None)
-    else:
-        os.environ[ENV_NUM_RANKS] = str(ranks)
-    os.environ.pop(ENV_MPI_PREFIX, None)
-    prefix = admin_prefix or mpi_prefix()  # `mpiexec -n $FNRELAY_NUM_RANKS` without one
-    os.environ[ENV_MPI_PREFIX] = os.environ[ENV_PARSL_MPI_PREFIX] = prefix
+def _check_mpi_options(value: Any, source: str) -> None:
+    """engine.mpi_options: a list of launcher options (e.g. ["--oversubscribe"])."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise check.refuse(source, "engine.mpi_options", "must be a list of mpiexec options, "
+                           'e.g. ["--oversubscribe"]', value)
 
 
 def task_memory(task: TaskMessage) -> str | None:
@@ -159,6 +153,8 @@ class _WorkerSettings:
     containment: WorkerContainment
     output_root: Path
     output_limit: int
+    #: Options between `mpiexec` and `-n` in the default MPI launcher.
+    mpi_options: tuple[str, ...] = ()
 
 
 def _worker_main(conn: Connection, settings: _WorkerSettings) -> None:
@@ -166,6 +162,7 @@ def _worker_main(conn: Connection, settings: _WorkerSettings) -> None:
     os.setpgrp()
     settings.containment.setup()
     admin_prefix = os.environ.get(ENV_MPI_PREFIX)  # the endpoint's own, if its admin set one
+    allow_root_launch()
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -174,7 +171,7 @@ def _worker_main(conn: Connection, settings: _WorkerSettings) -> None:
             return
         if task is None:
             return
-        _set_mpi_env(_num_ranks(task), admin_prefix)
+        set_mpi_env(_num_ranks(task), admin_prefix, settings.mpi_options)
         conn.send(("result", _run(task, settings)))
 
 
@@ -257,7 +254,8 @@ class LocalEngine(Engine):
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, *,
                  containment: str = "auto", output_dir: Path | None = None,
                  output_limit: int = DEFAULT_OUTPUT_LIMIT,
-                 output_retention: float | None = DEFAULT_OUTPUT_RETENTION):
+                 output_retention: float | None = DEFAULT_OUTPUT_RETENTION,
+                 mpi_options: tuple[str, ...] = ()):
         super().__init__(on_result, on_status)
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -271,6 +269,7 @@ class LocalEngine(Engine):
         self._own_output_dir = False
         self.output_limit = output_limit
         self.output_retention = output_retention
+        self.mpi_options = mpi_options
         self._stopped = threading.Event()  # ends the pruner
         self._queue: collections.deque[TaskMessage] = collections.deque()
         lock = threading.Lock()
@@ -291,10 +290,12 @@ class LocalEngine(Engine):
                       source, unit="bytes")
         check.seconds_or_null(config.get("output_retention", DEFAULT_OUTPUT_RETENTION),
                               "engine.output_retention", source, "keep task output forever")
+        _check_mpi_options(config.get("mpi_options", []), source)
         # The containment and output keys appear only when set: their defaults live in
         # from_config, and a config that never names them reads as it did before they existed.
         chosen: dict[str, Any] = {
-            k: config[k] for k in ("containment", "output_limit", "output_retention")
+            k: config[k] for k in ("containment", "output_limit", "output_retention",
+                                   "mpi_options")
             if k in config}
         return {"type": "local", "max_workers": workers, "idle_timeout": idle, **chosen}
 
@@ -307,7 +308,8 @@ class LocalEngine(Engine):
                    None if idle is None else float(idle),
                    containment=config.get("containment", "auto"), output_dir=Path(workdir),
                    output_limit=int(config.get("output_limit", DEFAULT_OUTPUT_LIMIT)),
-                   output_retention=None if retention is None else float(retention))
+                   output_retention=None if retention is None else float(retention),
+                   mpi_options=tuple(config.get("mpi_options", ())))
 
     # --- public API -----------------------------------------------------------------------
     def start(self) -> None:
@@ -440,7 +442,7 @@ class LocalEngine(Engine):
         parent, child = _CONTEXT.Pipe(duplex=True)
         assert self.output_dir is not None
         settings = _WorkerSettings(self._containment.for_worker(slot.index), self.output_dir,
-                                   self.output_limit)
+                                   self.output_limit, self.mpi_options)
         process = _CONTEXT.Process(target=_worker_main, args=(child, settings), daemon=True,
                                    name=f"fnrelay-worker-{slot.index}")
         with self._cond:
