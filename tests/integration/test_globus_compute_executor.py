@@ -93,3 +93,22 @@ def test_executor_registers_source_code_and_reports_hardware(client, endpoint_id
         report = ex.get_worker_hardware_details()
         assert doubled.result(timeout=WAIT) == 42
     assert "== host ==" in report
+
+
+def test_tasks_write_relative_paths_in_the_endpoints_working_dir(client, make_endpoint,
+                                                                 tmp_path, monkeypatch):
+    """As Globus Compute's engines do: a task starts in `tasks_working_dir` under the
+    endpoint's directory. It used to start wherever the endpoint was started, which then
+    filled with files (GC's ShellFunction leaves <task>.stdout/.stderr for every call)."""
+    started_in = tmp_path / "started-in"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    ep = make_endpoint("gc-cwd")
+    with Executor(ep.endpoint_id, client=client) as ex:
+        future = ex.submit(ShellFunction("echo hi > note.txt; pwd; echo $GC_TASK_UUID",
+                                         stdout="job.stdout"))
+        result = future.result(timeout=WAIT)
+    working = ep.dir / "tasks_working_dir"
+    assert result.stdout.split() == [str(working), future.task_id]
+    assert sorted(p.name for p in working.iterdir()) == ["job.stdout", "note.txt"]
+    assert list(started_in.iterdir()) == []

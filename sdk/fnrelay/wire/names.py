@@ -16,6 +16,8 @@ ENV_MPI_PREFIX = "FNRELAY_MPI_PREFIX"
 #: The same prefix under the name Globus Compute's MPIFunction reads (`$PARSL_MPI_PREFIX cmd`):
 #: every engine exports both, equal, so commands written for Globus Compute run unchanged.
 ENV_PARSL_MPI_PREFIX = "PARSL_MPI_PREFIX"
+#: Globus Compute's name of the running task (its ShellFunction names output files after it).
+ENV_GC_TASK_UUID = "GC_TASK_UUID"
 #: How many ranks the task asked for (`resource_specification.num_ranks`).
 ENV_NUM_RANKS = "FNRELAY_NUM_RANKS"
 #: How many nodes the task's ranks span.

@@ -33,7 +33,7 @@ from typing import Any
 
 from fnrelay.functions import parse_walltime
 from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay.wire.names import ENV_MPI_PREFIX
+from fnrelay.wire.names import ENV_GC_TASK_UUID, ENV_MPI_PREFIX
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
@@ -66,7 +66,9 @@ log = logging.getLogger(__name__)
 #: returns to the agent alone); the next task starts a fresh one.
 DEFAULT_IDLE_TIMEOUT = 600.0
 CONFIG_KEYS = frozenset({"type", "max_workers", "idle_timeout", "containment", "output_limit",
-                         "output_retention", "mpi_options"})
+                         "output_retention", "mpi_options", "working_dir"})
+#: Where workers run tasks, under the endpoint's directory (Globus Compute's default name).
+DEFAULT_WORKING_DIR = "tasks_working_dir"
 #: Seconds a task's output files are kept (as the journal keeps results by default).
 DEFAULT_OUTPUT_RETENTION = 7 * 24 * 3600.0
 _PRUNE_EVERY = 3600.0
@@ -153,6 +155,8 @@ class _WorkerSettings:
     containment: WorkerContainment
     output_root: Path
     output_limit: int
+    #: The directory every task starts in (never the agent's own cwd).
+    working_dir: Path
     #: Options between `mpiexec` and `-n` in the default MPI launcher.
     mpi_options: tuple[str, ...] = ()
 
@@ -172,7 +176,21 @@ def _worker_main(conn: Connection, settings: _WorkerSettings) -> None:
         if task is None:
             return
         set_mpi_env(_num_ranks(task), admin_prefix, settings.mpi_options)
+        _enter_working_dir(settings.working_dir, task.task_id)
         conn.send(("result", _run(task, settings)))
+
+
+def _enter_working_dir(path: Path, task_id: str) -> None:
+    """Each task starts in the engine's working directory (the last one may have moved), so
+    the files a task writes by relative path (GC's ShellFunction: <task>.stdout) land there
+    and not wherever the endpoint was started. ``$GC_TASK_UUID`` is Globus Compute's name of
+    the task, which its ShellFunction names those files after."""
+    os.environ[ENV_GC_TASK_UUID] = task_id
+    try:
+        os.chdir(path)
+    except OSError:  # removed meanwhile: make it again rather than kill the worker
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chdir(path)
 
 
 def _run(task: TaskMessage, settings: _WorkerSettings) -> ResultMessage:
@@ -255,7 +273,7 @@ class LocalEngine(Engine):
                  containment: str = "auto", output_dir: Path | None = None,
                  output_limit: int = DEFAULT_OUTPUT_LIMIT,
                  output_retention: float | None = DEFAULT_OUTPUT_RETENTION,
-                 mpi_options: tuple[str, ...] = ()):
+                 mpi_options: tuple[str, ...] = (), working_dir: Path | None = None):
         super().__init__(on_result, on_status)
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -270,6 +288,8 @@ class LocalEngine(Engine):
         self.output_limit = output_limit
         self.output_retention = output_retention
         self.mpi_options = mpi_options
+        #: Where tasks start (None: `tasks_working_dir` under output_dir).
+        self.working_dir = working_dir
         self._stopped = threading.Event()  # ends the pruner
         self._queue: collections.deque[TaskMessage] = collections.deque()
         lock = threading.Lock()
@@ -291,11 +311,15 @@ class LocalEngine(Engine):
         check.seconds_or_null(config.get("output_retention", DEFAULT_OUTPUT_RETENTION),
                               "engine.output_retention", source, "keep task output forever")
         _check_mpi_options(config.get("mpi_options", []), source)
+        working_dir = config.get("working_dir", DEFAULT_WORKING_DIR)
+        if not isinstance(working_dir, str) or not working_dir.strip():
+            raise check.refuse(source, "engine.working_dir", "must be a directory path",
+                               working_dir)
         # The containment and output keys appear only when set: their defaults live in
         # from_config, and a config that never names them reads as it did before they existed.
         chosen: dict[str, Any] = {
             k: config[k] for k in ("containment", "output_limit", "output_retention",
-                                   "mpi_options")
+                                   "mpi_options", "working_dir")
             if k in config}
         return {"type": "local", "max_workers": workers, "idle_timeout": idle, **chosen}
 
@@ -309,7 +333,8 @@ class LocalEngine(Engine):
                    containment=config.get("containment", "auto"), output_dir=Path(workdir),
                    output_limit=int(config.get("output_limit", DEFAULT_OUTPUT_LIMIT)),
                    output_retention=None if retention is None else float(retention),
-                   mpi_options=tuple(config.get("mpi_options", ())))
+                   mpi_options=tuple(config.get("mpi_options", ())),
+                   working_dir=Path(workdir) / config.get("working_dir", DEFAULT_WORKING_DIR))
 
     # --- public API -----------------------------------------------------------------------
     def start(self) -> None:
@@ -319,6 +344,9 @@ class LocalEngine(Engine):
             self.output_dir = Path(tempfile.mkdtemp(prefix="fnrelay-local-output-"))
             self._own_output_dir = True
         (self.output_dir / "tasks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.working_dir is None:
+            self.working_dir = self.output_dir / DEFAULT_WORKING_DIR
+        self.working_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.output_retention is not None and not self._own_output_dir:
             threading.Thread(target=self._prune_loop, daemon=True,
                              name="fnrelay-local-output-pruner").start()
@@ -440,9 +468,9 @@ class LocalEngine(Engine):
 
     def _spawn(self, slot: _Slot) -> Connection | None:
         parent, child = _CONTEXT.Pipe(duplex=True)
-        assert self.output_dir is not None
+        assert self.output_dir is not None and self.working_dir is not None
         settings = _WorkerSettings(self._containment.for_worker(slot.index), self.output_dir,
-                                   self.output_limit, self.mpi_options)
+                                   self.output_limit, self.working_dir, self.mpi_options)
         process = _CONTEXT.Process(target=_worker_main, args=(child, settings), daemon=True,
                                    name=f"fnrelay-worker-{slot.index}")
         with self._cond:
