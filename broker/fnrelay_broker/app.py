@@ -273,14 +273,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
 
     @app.delete("/v1/endpoints/{endpoint_id}")
     def delete_endpoint(endpoint_id: Text, user: User) -> dict:
-        removed, grants = registry.delete_endpoint(db, user, endpoint_id)
-        for eid in removed:  # with a manager's children
-            broker.declarer.delete_endpoint_queue(eid)
-            broker.access.forget_endpoint(eid)
-        for gid, eid in grants:  # groups granted the direct path to one of them
-            broker.declarer.revoke_group_grant(gid, eid)
-            broker.access.forget_group(gid)  # closes its connections; it re-attaches ungranted
-        broker.publisher.wake()
+        manage_api.delete_endpoint(broker, user, endpoint_id)
         return {"endpoint_id": endpoint_id, "deleted": True}
 
     @app.post("/v1/task_groups")

@@ -17,6 +17,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, unquote
 
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 from fnrelay import wire
 from fnrelay.wire import globus
-from fnrelay_broker import auth, registry, tasks
+from fnrelay_broker import auth, manage_api, registry, tasks
 from fnrelay_broker.errors import ApiError
 
 if TYPE_CHECKING:
@@ -167,8 +168,10 @@ def install(app: FastAPI, broker: "Broker",
         status = registry.get_endpoint_status(db, user, eid, s.offline_after)
         name = next((e["name"] for e in registry.list_endpoints(db, user, s.offline_after)
                      if e["endpoint_id"] == eid), "")
+        allowed = registry.allowed_functions(db, user, eid)["functions"]
         return {"uuid": eid, "name": name, "display_name": name, "owner": user.id,
-                "status": status["status"], "multi_user": False, "public": False}
+                "status": status["status"], "multi_user": False, "public": False,
+                "allowed_functions": allowed}
 
     @app.get("/v2/endpoints/{endpoint_id}/status")
     def endpoint_status(endpoint_id: str, user: User) -> dict:
@@ -179,9 +182,26 @@ def install(app: FastAPI, broker: "Broker",
 
     @app.get("/v3/endpoints/{endpoint_id}/allowed_functions")
     def allowed_functions(endpoint_id: str, user: User) -> dict:
+        return registry.allowed_functions(db, user, _uuid(endpoint_id, "endpoint_id"))
+
+    def lock_endpoint(endpoint_id: str, user: User) -> dict:
         eid = _uuid(endpoint_id, "endpoint_id")
-        registry.get_endpoint_status(db, user, eid, s.offline_after)  # 404 unless yours
-        return {"endpoint_id": eid, "functions": []}
+        until = manage_api.stop(broker, user, eid)
+        stamp = datetime.fromtimestamp(until, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return {"endpoint_id": eid, "lock_expiration_timestamp": stamp}
+
+    for path in ("/v2/endpoints/{endpoint_id}/lock", "/v3/endpoints/{endpoint_id}/lock"):
+        app.add_api_route(path, lock_endpoint, methods=["POST"])
+
+    @app.delete("/v2/endpoints/{endpoint_id}")
+    def delete_endpoint(endpoint_id: str, user: User) -> dict:
+        manage_api.delete_endpoint(broker, user, _uuid(endpoint_id, "endpoint_id"))
+        return {"result": 302}  # Globus Compute's answer
+
+    @app.delete("/v2/functions/{function_id}")
+    def delete_function(function_id: str, user: User) -> dict:
+        registry.delete_function(db, user, _uuid(function_id, "function_id"))
+        return {"result": 302}  # Globus Compute's answer
 
     def no_gc_endpoints(user: User) -> None:
         raise ApiError(400, "Globus Compute endpoints cannot register with a fnrelay broker: "

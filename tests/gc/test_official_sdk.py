@@ -255,3 +255,111 @@ def test_token_route_refuses_a_wrong_pair(stack: Stack):
                       data={"grant_type": "client_credentials", "scope": "x"},
                       auth=(stack.mallory.user_id, stack.alice.token))
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+
+
+def _new_endpoint(party: Party, name: str, metadata: dict | None = None) -> str:
+    """An endpoint of `party`'s, registered and never started (enough to manage it)."""
+    r = requests.post(f"http://127.0.0.1:{PORT}/v1/endpoints", timeout=10,
+                      json={"name": name, "metadata": metadata or {}},
+                      headers={"Authorization": f"Bearer {party.token}"})
+    assert r.status_code == 200, r.text
+    return r.json()["endpoint_id"]
+
+
+def test_source_code_allowlist_delete_and_stop_as_the_official_client_calls_them(
+        stack: Stack):
+    """The Client methods that looked after registered things all got 404 (no route) or a
+    wrong answer (an empty allowlist): register_source_code runs, get_allowed_functions is the
+    endpoint's list, delete_function, stop_endpoint and delete_endpoint answer as Globus
+    Compute does, and public/group are refused saying so."""
+    digest = "ab" * 32
+    shared = _new_endpoint(stack.alice, "gc-shared", {"allowed_functions": [digest]})
+    spare = _new_endpoint(stack.alice, "gc-spare")
+    got = run_sdk(f"""
+        import json, time, uuid
+        from globus_compute_sdk import Client
+        from globus_sdk import GlobusAPIError
+        def ident(x):
+            return x
+        def error_of(call):
+            try:
+                call()
+            except GlobusAPIError as e:
+                return [e.http_status, e.message]
+            return "no error"
+        c = Client()
+        sfid = c.register_source_code("def hello(name):\\n    return 'hi ' + name\\n", "hello")
+        tid = c.run("x", endpoint_id="{stack.endpoint_id}", function_id=sfid)
+        deadline = time.time() + 60
+        while True:
+            try:
+                hello = c.get_result(tid)
+                break
+            except Exception as e:
+                if type(e).__name__ != "TaskPending" or time.time() > deadline:
+                    raise
+                time.sleep(0.3)
+        fid = c.register_function(ident)
+        out = {{
+            "hello": hello,
+            "public": error_of(lambda: c.register_function(ident, public=True)),
+            "group": error_of(lambda: c.register_function(ident, group=str(uuid.uuid4()))),
+            "allowed": c.get_allowed_functions("{shared}"),
+            "metadata_allowed": c.get_endpoint_metadata("{shared}")["allowed_functions"],
+            "delete_function": c.delete_function(fid).data,
+            "deleted_function": error_of(lambda: c.get_function(fid)),
+            "stop": c.stop_endpoint("{spare}").data,
+            "delete_endpoint": c.delete_endpoint("{shared}").data,
+            "deleted_endpoint": error_of(lambda: c.get_endpoint_status("{shared}")),
+        }}
+        print(json.dumps(out))
+    """, stack.alice.env())
+    assert got["hello"] == "hi x"
+    assert got["public"][0] == 400 and "'public' is not supported" in got["public"][1]
+    assert got["group"][0] == 400 and "'group' is not supported" in got["group"][1]
+    assert got["allowed"] == {"endpoint_id": shared, "restricted": True, "functions": [digest]}
+    assert got["metadata_allowed"] == [digest]
+    assert got["delete_function"] == {"result": 302}
+    assert got["deleted_function"][0] == 404
+    assert got["stop"]["endpoint_id"] == spare
+    assert got["stop"]["lock_expiration_timestamp"][:2] == "20"
+    assert got["delete_endpoint"] == {"result": 302}
+    assert got["deleted_endpoint"][0] == 404
+
+
+def test_another_user_cannot_delete_or_stop_what_is_not_theirs(stack: Stack):
+    """Mallory, an ordinary account, names Alice's function and endpoint: 404 each time,
+    exactly as for ids that do not exist, and both go on working for Alice."""
+    alice = run_sdk("""
+        import json
+        from globus_compute_sdk import Client
+        def ident(x):
+            return x
+        print(json.dumps({"fid": Client().register_function(ident)}))
+    """, stack.alice.env())
+    got = run_sdk(f"""
+        import json
+        from globus_compute_sdk import Client
+        from globus_sdk import GlobusAPIError
+        c = Client()
+        out = {{}}
+        calls = {{
+            "delete_function": lambda: c.delete_function("{alice['fid']}"),
+            "stop_endpoint": lambda: c.stop_endpoint("{stack.endpoint_id}"),
+            "delete_endpoint": lambda: c.delete_endpoint("{stack.endpoint_id}"),
+            "allowed": lambda: c.get_allowed_functions("{stack.endpoint_id}"),
+            "lock_v2": lambda: c._compute_web_client.v2.lock_endpoint("{stack.endpoint_id}"),
+        }}
+        for name, call in calls.items():
+            try:
+                call()
+                out[name] = "no error"
+            except GlobusAPIError as e:
+                out[name] = e.http_status
+        print(json.dumps(out))
+    """, stack.mallory.env())
+    assert got == dict.fromkeys(("delete_function", "stop_endpoint", "delete_endpoint",
+                                 "allowed", "lock_v2"), 404)
+    assert stack.alice.get(f"/v2/functions/{alice['fid']}").status_code == 200
+    status = stack.alice.get(f"/v2/endpoints/{stack.endpoint_id}/status").json()
+    assert status["status"] == "online"

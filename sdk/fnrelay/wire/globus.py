@@ -38,6 +38,10 @@ _STATUS = {
 }
 
 
+#: The identifier of Globus Compute's PureSourceTextInspect code strategy.
+SOURCE_TAG = "st\n"
+
+
 def unpack_buffers(packed: str) -> list[str]:
     """The buffers of a Globus Compute packed buffer ("<length>\\n<buffer>" repeated);
     WireError if it is not one."""
@@ -130,6 +134,16 @@ def submit_answer(entries: list[dict[str, Any]], task_ids: list[str], task_group
             "endpoint_id": endpoint_id, "tasks": by_function}
 
 
+def source_code(name: str, source: str) -> str:
+    """register_source_code's source text as the packed buffer Globus Compute's endpoint
+    reads: one buffer of its PureSourceTextInspect strategy ("st\\n<name>:<source>"), which
+    runs `source` and calls its `name`."""
+    if not name.isidentifier():
+        raise WireError(f"'function_name' must name a function in the source, not {name!r}")
+    buffer = f"{SOURCE_TAG}{name}:{source}"
+    return f"{len(buffer)}\n{buffer}"
+
+
 def function_code(body: Any) -> tuple[str, str, str | None]:
     """(name, serialized code, description) of a /v2 or /v3 function registration."""
     if not isinstance(body, dict):
@@ -137,13 +151,12 @@ def function_code(body: Any) -> tuple[str, str, str | None]:
     name, code = body.get("function_name"), body.get("function_code")
     if not isinstance(name, str) or not isinstance(code, str) or not code:
         raise WireError("'function_name' and 'function_code' must be strings")
-    if body.get("serialized", True) is not True:
-        raise WireError("only serialized functions can be registered here (register_source_"
-                        "code sends source text; register the function object instead)")
     for key in ("public", "group", "ha_endpoint_id"):
         if body.get(key):
             raise WireError(f"{key!r} is not supported by a fnrelay broker: functions are "
                             "their owner's (share an endpoint instead, see docs/security.md)")
+    if body.get("serialized", True) is False:
+        code = source_code(name, code)
     check_packed(code, 1, "function_code")
     description = body.get("description")
     return name, code, description if isinstance(description, str) else None
