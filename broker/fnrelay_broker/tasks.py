@@ -145,7 +145,7 @@ def submit(
                         "max_retries": spec.get("max_retries"),
                         "format": spec.get("format") or FORMAT_FNRELAY,
                         "result_serializers": spec.get("result_serializers") or None,
-                        "details": {},
+                        "details": submitted_details(spec),
                         "created": t,
                     }
                     for tid, spec, route in zip(ids, tasks, routes, strict=True)
@@ -177,6 +177,14 @@ def submit(
         if prev is not None:
             return prev
         raise
+
+
+def submitted_details(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a task's record shows from its submission: Globus Compute's `user_runtime` (the
+    submitter's Python and SDK versions, which a GC user reads when a result will not
+    deserialize). Its result's details are added to these, never replace them."""
+    runtime = spec.get("user_runtime")
+    return {"user_runtime": runtime} if runtime else {}
 
 
 def _check_formats(tasks: list[dict[str, Any]], formats: dict[str, str]) -> None:
@@ -271,7 +279,7 @@ def _mark_delivered(s: Session, task: Task, t: float) -> None:
 
 
 _RESULT_COLUMNS = (Task.id, Task.endpoint_id, Task.status, Task.created, Task.task_group_id,
-                   Task.format)
+                   Task.format, Task.details)
 
 
 def _locked_tasks(ids: Sequence[str], *columns: Any) -> Select:
@@ -346,7 +354,8 @@ def record_results(
             status[row.id] = r.status
             exc = asdict(r.exception) if isinstance(r.exception, ExceptionInfo) else r.exception
             changes.append({"b_id": row.id, "status": r.status, "completed": t,
-                            "result": r.result, "exception": exc, "details": r.details or {}})
+                            "result": r.result, "exception": exc,
+                            "details": {**(row.details or {}), **(r.details or {})}})
             recorded.append(ResultMessage(
                 task_id=row.id, status=r.status, result=r.result, exception=r.exception,
                 details=r.details or {}, task_group_id=row.task_group_id, format=row.format))

@@ -235,6 +235,7 @@ def test_bad_input_is_a_globus_api_error_not_a_500(stack: Stack):
             "bad_function": lambda: web.v3.register_function({{"function_name": 1}}),
             "unknown_endpoint": lambda: web.v2.get_endpoint_status("{uuid.uuid4()}"),
             "batch_status": lambda: web.v2.post("/v2/batch_status", data={{"task_ids": 5}}),
+            "submit_v2": lambda: web.v2.submit({{"tasks": []}}),
         }}
         for name, call in calls.items():
             try:
@@ -266,7 +267,7 @@ def _new_endpoint(party: Party, name: str, metadata: dict | None = None) -> str:
     return r.json()["endpoint_id"]
 
 
-def test_source_code_allowlist_delete_and_stop_as_the_official_client_calls_them(
+def test_source_code_allowlist_delete_stop_and_runtime_as_the_official_client_calls_them(
         stack: Stack):
     """The Client methods that looked after registered things all got 404 (no route) or a
     wrong answer (an empty allowlist): register_source_code runs, get_allowed_functions is the
@@ -302,6 +303,7 @@ def test_source_code_allowlist_delete_and_stop_as_the_official_client_calls_them
         fid = c.register_function(ident)
         out = {{
             "hello": hello,
+            "record": c._compute_web_client.v2.get_task(tid).data,
             "public": error_of(lambda: c.register_function(ident, public=True)),
             "group": error_of(lambda: c.register_function(ident, group=str(uuid.uuid4()))),
             "allowed": c.get_allowed_functions("{shared}"),
@@ -315,6 +317,9 @@ def test_source_code_allowlist_delete_and_stop_as_the_official_client_calls_them
         print(json.dumps(out))
     """, stack.alice.env())
     assert got["hello"] == "hi x"
+    # The submitter's runtime, which the Client sends with every submit, is kept on the task.
+    runtime = got["record"]["details"]["user_runtime"]
+    assert runtime["python_version"] == sys.version and runtime["globus_compute_sdk_version"]
     assert got["public"][0] == 400 and "'public' is not supported" in got["public"][1]
     assert got["group"][0] == 400 and "'group' is not supported" in got["group"][1]
     assert got["allowed"] == {"endpoint_id": shared, "restricted": True, "functions": [digest]}

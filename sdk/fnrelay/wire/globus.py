@@ -110,6 +110,7 @@ def submit_entries(body: Any) -> list[dict[str, Any]]:
         raise WireError("'tasks' must map function ids to lists of payloads")
     spec, config = _obj(body, "resource_specification"), _obj(body, "user_endpoint_config")
     serializers = result_serializers(body)
+    runtime = _obj(body, "user_runtime")
     entries: list[dict[str, Any]] = []
     for fid, payloads in tasks.items():
         function_id = _uuid(fid, "a function id")
@@ -120,7 +121,7 @@ def submit_entries(body: Any) -> list[dict[str, Any]]:
             entries.append({"function_id": function_id, "payload": payload,
                             "resource_specification": spec, "user_endpoint_config": config,
                             "max_retries": None, "format": FORMAT_GLOBUS,
-                            "result_serializers": serializers})
+                            "result_serializers": serializers, "user_runtime": runtime})
     return entries
 
 
