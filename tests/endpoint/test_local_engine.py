@@ -381,6 +381,28 @@ def test_mpi_options_reach_the_launcher_so_more_ranks_than_cores_start() -> None
     assert (returncode, stdout.split()) == (0, ["rank"] * ranks), stderr
 
 
+def cwd() -> str:
+    return os.getcwd()
+
+
+def test_tasks_start_in_the_working_dir_even_under_a_relative_endpoint_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each task starts in `tasks_working_dir`; the task output root stays where it is when
+    the endpoint's directory was given relative (FNRELAY_HOME=relative/path)."""
+    monkeypatch.chdir(tmp_path)
+    results: queue.Queue[ResultMessage] = queue.Queue()
+    engine = LocalEngine(1, results.put, lambda update: None, output_dir=Path("ep"))
+    engine.start()
+    try:
+        for _ in range(2):  # the second on the same worker, after the first moved it there
+            engine.submit(make_task(cwd))
+            r = results.get(timeout=WAIT)
+            assert r.status == "success", r.exception
+            assert serialize.deserialize(r.result) == str(tmp_path / "ep" / "tasks_working_dir")
+    finally:
+        engine.shutdown()
+
+
 def test_mpi_options_that_are_not_a_list_of_options_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="'engine.mpi_options' must be a list"):
         LocalEngine.validate_config({"type": "local", "mpi_options": "--oversubscribe"}, "t")

@@ -344,8 +344,12 @@ class LocalEngine(Engine):
             self.output_dir = Path(tempfile.mkdtemp(prefix="fnrelay-local-output-"))
             self._own_output_dir = True
         (self.output_dir / "tasks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Absolute: workers chdir into working_dir before each task, and a relative
+        # FNRELAY_HOME would otherwise move the output root with them.
+        self.output_dir = self.output_dir.absolute()
         if self.working_dir is None:
             self.working_dir = self.output_dir / DEFAULT_WORKING_DIR
+        self.working_dir = self.working_dir.absolute()
         self.working_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.output_retention is not None and not self._own_output_dir:
             threading.Thread(target=self._prune_loop, daemon=True,
