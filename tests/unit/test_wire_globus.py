@@ -64,7 +64,11 @@ def test_function_registration():
     code = packed("01\nabc")
     assert globus.function_code({"function_name": "f", "function_code": code,
                                  "serialized": True}) == ("f", code, None)
-    for bad in ({"function_name": "f", "function_code": code, "serialized": False},
+    # register_source_code: source text becomes one PureSourceTextInspect buffer ("st\n")
+    source = "def f(x):\n    return x\n"
+    assert globus.function_code({"function_name": "f", "function_code": source,
+                                 "serialized": False}) == ("f", packed(f"st\nf:{source}"), None)
+    for bad in ({"function_name": "not a name", "function_code": source, "serialized": False},
                 {"function_name": "f", "function_code": code, "public": True},
                 {"function_name": "f", "function_code": "x"}):
         with pytest.raises(wire.WireError):
