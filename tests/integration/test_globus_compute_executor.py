@@ -8,9 +8,12 @@ alice's), ``make_endpoint(name)``.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fnrelay import Executor, MPIFunction, ShellFunction, ShellResult
+from fnrelay.errors import MPILaunchError, TaskExecutionFailed
 
 WAIT = 120.0  # upper bound for anything to happen; a bound, not a timing assertion
 RANK = "bash -c 'echo rank=$OMPI_COMM_WORLD_RANK'"  # the inner bash expands it, per rank
@@ -75,12 +78,17 @@ def test_mpi_functions_with_globus_computes_resource_specification(client, make_
         theirs = ex.submit(ShellFunction(f"$PARSL_MPI_PREFIX {RANK}")).result(timeout=WAIT)
         ex.resource_specification = {"num_nodes": 2, "ranks_per_node": 2}  # GC's example
         too_wide = ex.submit(MPIFunction(RANK)).exception(timeout=WAIT)
+        # More ranks than cores: OpenMPI starts none. Raised, with its words, not a blank result.
+        ex.resource_specification = {"num_ranks": (os.cpu_count() or 1) + 1}
+        refused = ex.submit(MPIFunction(RANK)).exception(timeout=WAIT)
     for result in (ours, theirs):
         assert result.returncode == 0, result.stderr
         assert sorted(result.stdout.split()) == ["rank=0", "rank=1"]
     assert ours.cmd == f"mpiexec -n 2 {RANK}"
     assert too_wide is not None
     assert "the local engine has one node (got 2)" in str(too_wide)
+    assert isinstance(refused, MPILaunchError) and isinstance(refused, TaskExecutionFailed)
+    assert "not enough slots" in str(refused) and "--oversubscribe" in str(refused)
 
 
 
