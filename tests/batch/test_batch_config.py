@@ -3,6 +3,8 @@ without unpickling them."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from fnrelay import MPIFunction, ShellFunction
@@ -18,7 +20,7 @@ def test_a_full_config_is_accepted(tmp_path):
         "type": "batch", "scheduler": "pbspro", "template": str(template),
         "defaults": {"queue": "workq", "walltime": "01:00:00", "modules": ["gcc/12"]},
         "allowed_free_text": ["pre_exec"], "launcher": {"type": "mpich"},
-        "poll_interval": 2, "python": "/opt/py/bin/python", "max_workers": 4,
+        "poll_interval": 2, "python": sys.executable, "max_workers": 4,
     })
     assert (cfg.scheduler, cfg.launcher, cfg.poll_interval) == ("pbspro", "mpich", 2.0)
     assert cfg.allowed_free_text == {"pre_exec"}
@@ -40,6 +42,8 @@ def test_default_launcher_follows_the_scheduler():
     ({"scheduler": "slurm", "launcher": "mpirun"}, "engine.launcher"),
     ({"scheduler": "slurm", "launcher": {"type": "openmpi", "colour": 1}}, "engine.launcher"),
     ({"scheduler": "slurm", "poll_interval": 0}, "engine.poll_interval"),
+    ({"scheduler": "slurm", "python": "/opt/fnrelay/bin/python"}, "engine.python"),
+    ({"scheduler": "slurm", "python": "no-such-python3"}, "engine.python"),
 ])
 def test_bad_settings_are_refused_naming_the_key(config, key):
     with pytest.raises(ConfigurationError, match=key.replace(".", r"\.")):

@@ -108,3 +108,16 @@ def test_yaml_syntax_errors_are_one_line_naming_the_place(cli) -> None:  # type:
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "identity_mapping.yaml: invalid YAML: line " \
         in out.stderr, out.stderr
+
+
+def test_a_batch_python_that_does_not_exist_is_refused_at_start(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("configure", "ep", "--broker-url", "http://127.0.0.1:9")
+    config = cli.home / "endpoints" / "ep" / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["engine"] = {"type": "batch", "scheduler": "slurm", "python": "/opt/fnrelay/bin/python"}
+    config.write_text(yaml.safe_dump(data))
+    cli.env["FNRELAY_TOKEN"] = "some-token"
+    out = cli("start", "ep", check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "'engine.python'" in out.stderr and "/opt/fnrelay/bin/python" in out.stderr

@@ -8,6 +8,8 @@ reads the same sentence for the same mistake whichever engine or section it is i
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -69,10 +71,22 @@ def one_of(value: Any, key: str, source: str, choices: Iterable[str]) -> str:
     return str(value)
 
 
-def interpreter(value: Any, key: str, source: str) -> str:
-    """The path of a Python interpreter: one line of text."""
+def interpreter(value: Any, key: str, source: str, here: bool = False) -> str:
+    """The path of a Python interpreter: one line of text; with `here`, an executable file on
+    this host (or a command name found on PATH).
+
+    `here` is for interpreters the endpoint's own file systems hold (a batch job's worker), so
+    that a wrong path fails `fnrelay-endpoint start` at once rather than every task in a job's
+    stderr; a Parsl worker's `python` may exist only after its `worker_init` on a compute node.
+    """
     if not isinstance(value, str) or not value or any(ch in value for ch in "\n\r\x00"):
         raise refuse(source, key, "must be the path of a Python interpreter", value)
+    if not here:
+        return value
+    found = value if "/" in value else shutil.which(value)
+    if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise ConfigurationError(f"{source}: {key!r}: no Python interpreter at {value!r} "
+                                 "(not an executable file)")
     return value
 
 

@@ -122,7 +122,7 @@ class BatchConfig:
             poll_interval=check.seconds(config.get("poll_interval", 5.0),
                                         "engine.poll_interval", source),
             python=check.interpreter(config.get("python", sys.executable), "engine.python",
-                                     source),
+                                     source, here=True),
             scheduler_timeout=check.seconds(config.get("scheduler_timeout", 60.0),
                                             "engine.scheduler_timeout", source),
         )
