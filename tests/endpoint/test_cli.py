@@ -121,3 +121,12 @@ def test_a_batch_python_that_does_not_exist_is_refused_at_start(cli) -> None:  #
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert "'engine.python'" in out.stderr and "/opt/fnrelay/bin/python" in out.stderr
+
+
+def test_render_user_config_needs_no_broker_start(cli) -> None:  # type: ignore[no-untyped-def]
+    """An admin checks a template right after `configure --multi-user`, before any start."""
+    cli("configure", "site", "--broker-url", "http://127.0.0.1:9", "--multi-user")
+    out = cli("render-user-config", "site", "--user-config", '{"conda_env": "analysis"}',
+              check=False)
+    assert out.returncode == 0, out.stderr
+    assert 'worker_init: "conda activate analysis"' in out.stdout

@@ -452,6 +452,15 @@ def start_background(name: str, timeout: float = daemon.START_TIMEOUT) -> int:
                             "log lines:\n" + daemon.tail(paths.log).rstrip())
 
 
+#: The id shown for a child, and for a manager the broker has not given one yet, in a render.
+PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def _manager_id_or_placeholder(paths: EndpointPaths) -> str:
+    """Rendering needs no broker: a manager configured but never started has no id yet."""
+    return paths.endpoint_id() if paths.identity.exists() else PLACEHOLDER_ID
+
+
 def render_for(name: str, user_config: Any, user: str | None) -> str:
     """What a child of manager NAME would get for `user_config` (admins debug templates)."""
     paths = EndpointPaths.of(name).require()
@@ -466,8 +475,8 @@ def render_for(name: str, user_config: Any, user: str | None) -> str:
         log.debug("rendering as the current account: %s", e)
         account = identity.LocalAccount.current()
     context = {"user": username, "local_user": account.name, "home": account.home,
-               "endpoint_name": name, "manager_id": paths.endpoint_id(),
-               "child_id": "00000000-0000-0000-0000-000000000000"}
+               "endpoint_name": name, "manager_id": _manager_id_or_placeholder(paths),
+               "child_id": PLACEHOLDER_ID}
     text, *_ = usertemplate.render(
         (paths.dir / usertemplate.TEMPLATE_FILE).read_text(),
         usertemplate.load_schema(paths.dir / usertemplate.SCHEMA_FILE), user_config, context,
