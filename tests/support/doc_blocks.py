@@ -107,6 +107,7 @@ def run_console(block: Block, env: Mapping[str, str], cwd: Path,
 
     `replace` swaps a page's example hosts (https://broker.example.org) for the test stack's.
     """
+    assert block.kind == "console", f"{block}: not a console block"
     problems = []
     for cmd in console_commands(block):
         line = cmd.line
