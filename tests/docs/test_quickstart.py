@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from support.doc_blocks import runnable
+from support.doc_shell import terminal
 
 PAGE = "docs/quickstart.md"
 SAMPLES = [b for b in runnable(PAGE) if b.kind == "python"]
@@ -34,7 +35,7 @@ def test_the_page_has_the_samples_this_test_checks():
     assert len(SAMPLES) == len(SHOWN)
 
 
-@pytest.mark.parametrize("sample, shown", zip(SAMPLES, SHOWN, strict=False),
+@pytest.mark.parametrize("sample, shown", list(zip(SAMPLES, SHOWN, strict=False)),
                          ids=[str(b) for b in SAMPLES])
 def test_each_sample_prints_what_the_page_shows(sample, shown, endpoint_id, broker_url,
                                                alice_token):
@@ -46,3 +47,13 @@ def test_each_sample_prints_what_the_page_shows(sample, shown, endpoint_id, brok
     lines = iter(out.stdout.splitlines())
     for pattern in shown:  # each shown line, in order, among the printed ones
         assert any(re.fullmatch(pattern, line) for line in lines), f"{pattern}\n{out.stdout}"
+
+
+@pytest.mark.xfail(reason="issue 24 item 1, fixed on branch r24-stack", strict=True)
+def test_local_up_then_down_in_one_shell_stops_the_stack():
+    """Section 1's `eval "$(... local up)"`, then section 6's `local down`, in one shell."""
+    up, down = (b for b in runnable(PAGE) if b.kind == "shell")
+    with terminal() as term:
+        out = term.run(up, down)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert term.left_running() == []  # "stops everything `up` started"

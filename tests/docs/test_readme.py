@@ -1,0 +1,18 @@
+"""README.md as written: step 3 of "By hand", typed in one shell of a fresh account."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.doc_blocks import runnable
+from support.doc_shell import terminal
+
+
+@pytest.mark.xfail(reason="issue 24 item 1, fixed on branch r24-stack", strict=True)
+def test_local_up_status_demo_down_in_one_shell():
+    [steps] = runnable("README.md")
+    with terminal() as term:
+        out = term.run(steps)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "failed remotely, as intended" in out.stdout, out.stdout  # examples/demo.py
+        assert term.left_running() == []  # `down` stopped everything `up` started
