@@ -15,7 +15,7 @@ def test_the_sample_runs_on_the_pages_endpoint_config(slurm_cluster, make_endpoi
                                                       alice_token):
     config = next(b for b in blocks(page("docs/hpc.md")) if b.lang == "yaml")
     engine = yaml.safe_load(config.source)["engine"]
-    ep = make_endpoint("cluster", engine={**engine, "poll_interval": 1})
+    ep = make_endpoint("cluster", engine=engine)
     [sample] = runnable("docs/hpc.md")
     env = {**os.environ, "FNRELAY_BROKER_URL": broker_url, "FNRELAY_TOKEN": alice_token,
            "FNRELAY_ENDPOINT_ID": ep.endpoint_id}

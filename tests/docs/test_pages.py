@@ -25,3 +25,10 @@ def test_each_runnable_block_has_a_test_or_an_illustration_marker(page):
     assert not unmarked or module.exists(), (
         f"{page.name}: {', '.join(map(str, unmarked))} run nowhere: add {module.name} to run "
         "them, or mark each as <!-- illustration: the site it is for -->")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_each_block_says_its_language(page):
+    """A fence without a language could hide a shell block from the checks above."""
+    untagged = [str(b) for b in blocks(page) if not b.lang]
+    assert not untagged, f"give these blocks a language (text for diagrams): {untagged}"
