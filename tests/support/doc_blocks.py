@@ -147,13 +147,33 @@ def validate_yaml(block: Block) -> None:
 
 
 def validate_json(block: Block) -> Any:
-    """Parse a JSON block; a JSON Schema is also checked to be one."""
+    """Parse a JSON block; a JSON Schema is also checked to be one, and a Harvester queue
+    config's fnrelay plugins are made from it as Harvester makes them."""
     from fnrelay_endpoint.multiuser.usertemplate import load_schema_text
 
     data = json.loads(block.source)
     if isinstance(data, dict) and "$schema" in data:
         load_schema_text(block.source, str(block))
+    elif isinstance(data, dict) and all(isinstance(q, dict) and "submitter" in q
+                                        for q in data.values()):
+        for queue in data.values():
+            _harvester_plugins(queue)
     return data
+
+
+def _harvester_plugins(queue: Mapping[str, Any]) -> None:
+    """Each fnrelay plugin of a queue config, from its `module` and `name`, with its section as
+    keyword arguments (Harvester's PluginBase); the submitter's command template is checked."""
+    import importlib
+
+    from fnrelay.harvester.mapping import check_template
+
+    for section in queue.values():
+        if isinstance(section, dict) and str(section.get("module", "")).startswith("fnrelay."):
+            kind = getattr(importlib.import_module(section["module"]), section["name"])
+            plugin = kind(**{k: v for k, v in section.items() if k not in ("module", "name")})
+            if hasattr(plugin, "executable"):
+                check_template(plugin.executable)
 
 
 def all_blocks() -> Iterator[Block]:
