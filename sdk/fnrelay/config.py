@@ -24,11 +24,25 @@ ENV_BROKER_DB = "FNRELAY_BROKER_DB"
 #: Marks every process the local stack starts (value: the stack's marker), so that `fnrelay
 #: local down` finds them all; the multi-user endpoint passes it on to the endpoints it starts.
 ENV_LOCAL_STACK = "FNRELAY_LOCAL_STACK"
+#: A file in the local stack's FNRELAY_HOME naming the stack's directory: a shell that
+#: evaluated `fnrelay local up` has FNRELAY_HOME pointing there, not at the directory above.
+LOCAL_STACK_FILE = "local-stack"
 
 
 def fnrelay_home() -> Path:
     """FNRELAY_HOME, default ~/.fnrelay (not created here)."""
     return Path(os.environ.get(ENV_HOME) or Path.home() / ".fnrelay").expanduser()
+
+
+def local_stack_dir() -> Path:
+    """The local stack's directory: the one named in FNRELAY_HOME/local-stack (when
+    FNRELAY_HOME is a stack's own home), else FNRELAY_HOME/local (default ~/.fnrelay/local)."""
+    home = fnrelay_home()
+    try:
+        named = (home / LOCAL_STACK_FILE).read_text().strip()
+    except OSError:
+        named = ""
+    return Path(named) if named else home / "local"
 
 
 def credentials_path() -> Path:

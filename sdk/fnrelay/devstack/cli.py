@@ -32,7 +32,8 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 _dir_option = click.option(
     "--dir", "dir_", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Where the stack keeps its data (default: $FNRELAY_HOME/local or ~/.fnrelay/local).")
+    help="Where the stack keeps its data (default: the stack whose home $FNRELAY_HOME is, as "
+         "`eval \"$(fnrelay local up)\"` sets it, else $FNRELAY_HOME/local or ~/.fnrelay/local).")
 
 
 @click.group("local")
@@ -51,7 +52,7 @@ def up_cmd(dir_: Path | None) -> None:
 @local_cli.command("down")
 @_dir_option
 def down_cmd(dir_: Path | None) -> None:
-    """Stop everything the stack started."""
+    """Stop everything the stack started, and every endpoint under its home."""
     _run(LocalStack(dir_, log=_progress).down)
 
 

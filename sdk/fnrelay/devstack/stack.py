@@ -23,6 +23,8 @@ from fnrelay.config import (
     ENV_ENDPOINT_ID,
     ENV_HOME,
     ENV_TOKEN,
+    LOCAL_STACK_FILE,
+    local_stack_dir,
     private_mkdir,
     write_private,
 )
@@ -46,9 +48,8 @@ from fnrelay.processes import pid_alive
 
 
 def default_dir() -> Path:
-    """$FNRELAY_HOME/local, else ~/.fnrelay/local."""
-    home = os.environ.get(ENV_HOME)
-    return (Path(home) if home else Path.home() / ".fnrelay").expanduser() / "local"
+    """The stack whose home FNRELAY_HOME is, else $FNRELAY_HOME/local, else ~/.fnrelay/local."""
+    return local_stack_dir()
 
 
 class LocalStack:
@@ -115,6 +116,9 @@ class LocalStack:
             self.down()
         rabbit_dir = rabbitmq_dir_for(self.dir)
         self._secure_dir(rabbit_dir)
+        # The exported FNRELAY_HOME is self.home: `fnrelay local` in that shell finds the
+        # stack from it, not in a `local` directory under it.
+        write_private(private_mkdir(self.home) / LOCAL_STACK_FILE, f"{self.dir}\n")
         marker = str(self.dir)
         prev = (old or {}).get("rabbitmq", {})
         rabbit = RabbitMQServer(rabbit_dir, prev.get("amqp_port"),
@@ -188,12 +192,7 @@ class LocalStack:
         if state is None:
             self.log(f"no local stack in {self.dir}")
             return []
-        if "exports" in state or "broker" in state:
-            ex = state.get("exports") or {}
-            ep = LocalEndpoint(ex.get(ENV_HOME, self.home), self.ENDPOINT,
-                               ex.get(ENV_BROKER_URL, ""), ex.get(ENV_TOKEN, ""), log=self.log)
-            if ep.config_path.exists():
-                ep.stop()
+        self._stop_endpoints(Path((state.get("exports") or {}).get(ENV_HOME, self.home)))
         if "broker" in state:
             BrokerServer(self.dir, "", log=self.log, pid=state["broker"]["pid"]).stop()
         if "rabbitmq" in state:
@@ -206,6 +205,12 @@ class LocalStack:
         self.state_path.unlink(missing_ok=True)
         self.log(f"the local stack in {self.dir} is down")
         return left
+
+    def _stop_endpoints(self, home: Path) -> None:
+        """Stop every endpoint under the stack's home: besides `default`, those a user
+        configured and started in a shell pointed at the stack (they carry no marker)."""
+        for config in sorted((home / "endpoints").glob("*/config.yaml")):
+            LocalEndpoint(home, config.parent.name, "", "", log=self.log).stop()
 
 
 #: What each part of a state file must hold (as `up` writes it), for `_state_problem`.
