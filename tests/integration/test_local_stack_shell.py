@@ -7,6 +7,7 @@ One stack for the module, at its default place (~/.fnrelay/local) under a HOME o
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,27 @@ def stack() -> Iterator[Stack]:
     for pid in marked_pids(str(s.dir.resolve())):
         os.kill(pid, 9)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_new_shell_is_pointed_at_the_stack_and_a_terminal_told_to_eval(stack: Stack):
+    status = run("fnrelay-endpoint", "status", "default", env=stack.new_shell)
+    assert status.returncode == 1
+    assert "the local stack has one" in status.stderr, status.stderr
+    assert 'eval "$(fnrelay local up)"' in status.stderr
+    assert f"FNRELAY_HOME={stack.dir / 'home'}" in status.stderr
+    assert "Traceback" not in status.stderr
+
+    # `up` again from a terminal: stdout is a tty, so the lines are not being evaluated
+    controller, terminal = pty.openpty()
+    try:
+        up = subprocess.run([str(BIN / "fnrelay"), "local", "up"], stdout=terminal,
+                            stderr=subprocess.PIPE, text=True, timeout=300,
+                            env=stack.new_shell)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert up.returncode == 0, up.stderr
+    assert 'eval "$(fnrelay local up)"' in up.stderr
 
 
 def test_status_up_and_down_in_the_evaluated_shell_act_on_its_stack(stack: Stack):

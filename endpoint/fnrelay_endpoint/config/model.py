@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from fnrelay.config import fnrelay_home, resolve_credentials
+from fnrelay.config import fnrelay_home, local_stack_dir, resolve_credentials
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import engine_class
@@ -50,6 +50,16 @@ def check_name(name: str) -> str:
     return name
 
 
+def _in_local_stack(name: str) -> str:
+    """How to reach endpoint `name` if the local stack has it (a shell that did not evaluate
+    `fnrelay local up` looks under ~/.fnrelay, not the stack's home), else ""."""
+    home = local_stack_dir() / "home"
+    if home == fnrelay_home() or not (home / "endpoints" / name / "config.yaml").exists():
+        return ""
+    return (f"the local stack has one (in {home}): run `eval \"$(fnrelay local up)\"` in "
+            f"this shell, or set FNRELAY_HOME={home}")
+
+
 @dataclass(frozen=True)
 class EndpointPaths:
     """Where one endpoint keeps its files."""
@@ -76,8 +86,8 @@ class EndpointPaths:
         if not self.exists():
             raise ConfigurationError(
                 f"no endpoint named {self.name!r} in {endpoints_dir()}; "
-                f"create it with `fnrelay-endpoint configure {self.name}`"
-            )
+                + (_in_local_stack(self.name)
+                   or f"create it with `fnrelay-endpoint configure {self.name}`"))
         return self
 
     def endpoint_id(self) -> str:

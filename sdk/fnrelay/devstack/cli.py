@@ -47,6 +47,8 @@ def up_cmd(dir_: Path | None) -> None:
     """Start the stack and print `export` lines for it (eval "$(fnrelay local up)")."""
     state = _run(LocalStack(dir_, log=_progress).up)
     click.echo(exports(state), nl=False)
+    if sys.stdout.isatty():  # printed, not evaluated: the shell is not pointed at the stack
+        _progress('to point this shell at the stack, run: eval "$(fnrelay local up)"')
 
 
 @local_cli.command("down")
