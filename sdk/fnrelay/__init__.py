@@ -18,6 +18,7 @@ from fnrelay import errors
 
 if TYPE_CHECKING:
     from fnrelay.client import Batch, Client
+    from fnrelay.config import endpoint_id_from_env
     from fnrelay.executor import Executor, FnRelayFuture
     from fnrelay.functions import MPIFunction, ShellFunction, ShellResult
 
@@ -34,6 +35,7 @@ _LAZY = {
     "MPIFunction": "fnrelay.functions",
     "ShellFunction": "fnrelay.functions",
     "ShellResult": "fnrelay.functions",
+    "endpoint_id_from_env": "fnrelay.config",
 }
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ShellFunction",
     "ShellResult",
     "__version__",
+    "endpoint_id_from_env",
     "errors",
 ]
 

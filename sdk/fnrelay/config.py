@@ -45,6 +45,17 @@ def local_stack_dir() -> Path:
     return Path(named) if named else home / "local"
 
 
+def endpoint_id_from_env() -> str:
+    """FNRELAY_ENDPOINT_ID, as `eval "$(fnrelay local up)"` sets it; unset, an error saying
+    how to set it (a KeyError would name the variable, not the missing step)."""
+    value = os.environ.get(ENV_ENDPOINT_ID, "").strip()
+    if not value:
+        raise ConfigurationError(
+            f"{ENV_ENDPOINT_ID} is not set: run `eval \"$(fnrelay local up)\"` in this shell "
+            f"(the local stack's endpoint), or set it to your endpoint's id")
+    return value
+
+
 def credentials_path() -> Path:
     return fnrelay_home() / "credentials.json"
 
