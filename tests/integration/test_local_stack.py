@@ -162,3 +162,33 @@ def test_a_damaged_state_file_is_a_one_line_error_and_down_still_stops_everythin
     assert not any(pid_alive(p) for p in pids)
     assert left_running(stack_dir) == []
     assert not path.exists()
+
+
+#: Put first on PYTHONPATH, this makes the broker's and endpoint's dependencies unimportable,
+#: as they are after `pip install fnrelay` without the extras (the packages' code is there).
+SDK_ALONE = '''
+import sys
+
+class _NotInstalled:
+    names = {"fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "jinja2", "jsonschema",
+             "parsl", "globus_compute_common"}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NotInstalled())
+'''
+
+
+def test_local_up_with_the_sdk_alone_names_the_extra_and_starts_nothing(tmp_path: Path):
+    (tmp_path / "sitecustomize.py").write_text(SDK_ALONE)
+    env = clean_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    stack = tmp_path / "stack"
+    up = fnrelay("local", "up", "--dir", str(stack), env=env)
+    assert up.returncode == 1
+    assert "Traceback" not in up.stderr and up.stderr.count("\n") == 1, up.stderr
+    assert "pip install 'fnrelay[all]'" in up.stderr and "fastapi" in up.stderr
+    assert not stack.exists() and left_running(stack) == []

@@ -3,6 +3,7 @@
 A developer's and the tests' tool, outside the SDK's import path: `fnrelay local` loads it,
 no daemon imports it (tests/test_import_contract.py holds them to that). One module a concept:
 
+- `extras`: what the stack needs installed beyond the SDK;
 - `processes`: spawning, stopping and finding the stack's processes by their marker, ports;
 - `rabbitmq`: a private RabbitMQ node and the rules for its directory;
 - `services`: the broker and an endpoint as processes;

@@ -28,6 +28,7 @@ from fnrelay.config import (
     private_mkdir,
     write_private,
 )
+from fnrelay.devstack.extras import require_extras
 from fnrelay.devstack.processes import (
     LocalStackError,
     Log,
@@ -105,6 +106,7 @@ class LocalStack:
 
     def up(self) -> dict[str, Any]:
         """Start everything (or nothing, if it all runs already); returns the state."""
+        require_extras()
         old = self.state()
         if old is not None:
             if all(c["running"] for c in self.status().values()):
