@@ -106,7 +106,7 @@ def start_background(name: str, timeout: float = START_TIMEOUT) -> int:
     paths.ready.unlink(missing_ok=True)
     with paths.log.open("ab") as logf:
         child = subprocess.Popen(
-            [sys.executable, "-m", "fnrelay_endpoint.cli", "start", name, "--foreground"],
+            [sys.executable, "-m", "fnrelay_endpoint", "start", name, "--foreground"],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
             cwd=paths.dir,
         )

@@ -97,6 +97,9 @@ def test_runs_tasks_and_reports_failures(broker_cli, rest, endpoint) -> None:  #
     assert "bad input" in record["exception"]["traceback"]
     status = broker_cli("status", "ep").stdout
     assert "running (pid" in status and "broker says: online" in status
+    # the workers' start left no noise (runpy's RuntimeWarning) in the endpoint's log
+    log = (broker_cli.home / "endpoints" / "ep" / "endpoint.log").read_text()
+    assert "RuntimeWarning" not in log, log
 
 
 def test_stop_goes_offline_and_restart_runs_what_was_left(broker_cli, rest, endpoint) -> None:  # type: ignore[no-untyped-def]
