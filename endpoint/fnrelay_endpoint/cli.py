@@ -78,16 +78,21 @@ def start(name: str, foreground: bool) -> None:
         if foreground:
             manager.run_foreground(name)
             return
-        pid = manager.start_background(name)
+        pid = manager.start_background(name, report=_to_terminal)
         click.echo(f"multi-user endpoint {name} ({cfg.EndpointPaths.of(name).endpoint_id()}) "
                    f"is running, pid {pid}")
         return
     if foreground:
         daemon.run_foreground(name)
         return
-    pid = daemon.start_background(name)
+    pid = daemon.start_background(name, report=_to_terminal)
     endpoint_id = cfg.EndpointPaths.of(name).endpoint_id()
     click.echo(f"endpoint {name} ({endpoint_id}) is running, pid {pid}")
+
+
+def _to_terminal(line: str) -> None:
+    """A line of the endpoint's log that the one starting it should see now (stderr)."""
+    click.echo(line, err=True)
 
 
 @main.command()

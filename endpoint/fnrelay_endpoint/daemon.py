@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from fnrelay.errors import FnRelayError
 from fnrelay.processes import pid_alive
 from fnrelay_endpoint import registration
 from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
+from fnrelay_endpoint.startlog import StartLog
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ def running_pid(paths: EndpointPaths) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        with path.open(errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except OSError:
-        return ""
 
 
 def _setup_logging(logfile: Path) -> None:
@@ -94,8 +87,11 @@ def run_foreground(name: str) -> None:
             paths.pid.unlink(missing_ok=True)
 
 
-def start_background(name: str, timeout: float = START_TIMEOUT) -> int:
-    """Start the endpoint detached; returns its pid once it consumes, else raises StartError."""
+def start_background(name: str, timeout: float = START_TIMEOUT,
+                     report: Callable[[str], None] | None = None) -> int:
+    """Start the endpoint detached; returns its pid once it consumes, else raises StartError.
+    Meanwhile `report` gets this start's warnings and errors as the endpoint logs them;
+    without it, the error holds this start's log lines."""
     paths = EndpointPaths.of(name).require()
     config = EndpointConfig.load(paths.config)
     token = config.resolved_token()  # config and token errors show here, and the broker's
@@ -104,6 +100,7 @@ def start_background(name: str, timeout: float = START_TIMEOUT) -> int:
     if pid:
         raise FnRelayError(f"endpoint {name!r} is already running (pid {pid})")
     paths.ready.unlink(missing_ok=True)
+    started = StartLog(paths.log, report)
     with paths.log.open("ab") as logf:
         child = subprocess.Popen(
             [sys.executable, "-m", "fnrelay_endpoint", "start", name, "--foreground"],
@@ -112,6 +109,7 @@ def start_background(name: str, timeout: float = START_TIMEOUT) -> int:
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        started.relay()
         if paths.ready.exists():
             return child.pid
         if child.poll() is not None:
@@ -123,9 +121,7 @@ def start_background(name: str, timeout: float = START_TIMEOUT) -> int:
             child.wait(timeout=15)
         except subprocess.TimeoutExpired:
             child.kill()
-    raise StartError(
-        f"endpoint {name!r} did not start (see {paths.log}); its last log lines:\n"
-        + tail(paths.log).rstrip())
+    raise StartError(started.failed(name))
 
 
 def stop(name: str, timeout: float = STOP_TIMEOUT) -> int | None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import requests
 import yaml
 
 from fnrelay_endpoint.config.model import EndpointConfig
+
+ENDPOINT_CLI = str(Path(sys.executable).parent / "fnrelay-endpoint")
 
 
 def test_configure_writes_config_and_leaves_the_id_to_the_broker(cli) -> None:  # type: ignore[no-untyped-def]
@@ -82,12 +88,22 @@ def test_start_with_unreachable_broker_fails_with_log(cli) -> None:  # type: ign
     out = cli("start", "ep", check=False)
     assert out.returncode == 1 and "cannot reach the broker" in out.stderr
     assert "Traceback" not in out.stderr
-    # An endpoint the broker made earlier starts, and says why it stopped.
+    # An endpoint the broker made earlier starts, says at once that it cannot reach the
+    # broker and retries, and at the end why it stopped: with this start's log lines only.
     identity = cli.home / "endpoints" / "ep" / "endpoint.json"
     identity.write_text(json.dumps({"endpoint_id": str(uuid.uuid4())}) + "\n")
-    out = cli("start", "ep", check=False)
-    assert out.returncode == 1
-    assert "did not start" in out.stderr and "cannot reach the broker" in out.stderr
+    log = cli.home / "endpoints" / "ep" / "endpoint.log"
+    log.write_text("2026-01-01 00:00:00,000 ERROR fnrelay_endpoint.daemon: an earlier run\n")
+    begun = time.monotonic()
+    proc = subprocess.Popen([ENDPOINT_CLI, "start", "ep"], env=cli.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert time.monotonic() - begun < 10, "silent until the endpoint gave up"
+    assert "cannot reach the broker" in first and "retrying" in first, first
+    stderr = first + proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "did not start" in stderr and "an earlier run" not in stderr, stderr
     assert "stopped" in cli("list").stdout
 
 

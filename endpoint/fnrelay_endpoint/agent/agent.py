@@ -165,8 +165,13 @@ class Agent:
         name = self.config.display_name or self.name
         metadata = {"hostname": socket.gethostname(), **self.engine.info()}
 
+        tries = [1]
+
         def note(error: BrokerError, delay: float) -> None:
-            log.warning("%s; retrying in %.1f s", error, delay)
+            tries[0] += 1
+            # a first start gives up: whoever started it should know how long they will wait
+            limit = f" (try {tries[0]} of {attempts})" if attempts else ""
+            log.warning("%s; retrying in %.1f s%s", error, delay, limit)
 
         reg = retry(lambda: self._api.update_endpoint(self.endpoint_id, name, metadata),
                     self._stop, on_retry=note, attempts=attempts, cap=MAX_BACKOFF)

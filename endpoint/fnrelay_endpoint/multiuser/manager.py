@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from fnrelay_endpoint import daemon, registration
 from fnrelay_endpoint.broker_api import BrokerAPI
 from fnrelay_endpoint.config.model import EndpointPaths, ManagerConfig
 from fnrelay_endpoint.multiuser import identity, usertemplate
+from fnrelay_endpoint.startlog import StartLog
 
 log = logging.getLogger(__name__)
 
@@ -426,14 +428,18 @@ def run_foreground(name: str) -> None:
             paths.pid.unlink(missing_ok=True)
 
 
-def start_background(name: str, timeout: float = daemon.START_TIMEOUT) -> int:
-    """Start the manager detached; returns its pid once it consumes its control queue."""
+def start_background(name: str, timeout: float = daemon.START_TIMEOUT,
+                     report: Callable[[str], None] | None = None) -> int:
+    """Start the manager detached; returns its pid once it consumes its control queue.
+    Meanwhile `report` gets this start's warnings and errors as the manager logs them;
+    without it, the error holds this start's log lines."""
     paths = EndpointPaths.of(name).require()
     ManagerConfig.load(paths.config).resolved_token()
     pid = daemon.running_pid(paths)
     if pid:
         raise FnRelayError(f"endpoint {name!r} is already running (pid {pid})")
     paths.ready.unlink(missing_ok=True)
+    started = StartLog(paths.log, report)
     with paths.log.open("ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fnrelay_endpoint", "start", name, "--foreground"],
@@ -441,6 +447,7 @@ def start_background(name: str, timeout: float = daemon.START_TIMEOUT) -> int:
             cwd=paths.dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        started.relay()
         if paths.ready.exists():
             return proc.pid
         if proc.poll() is not None:
@@ -448,8 +455,7 @@ def start_background(name: str, timeout: float = daemon.START_TIMEOUT) -> int:
         time.sleep(0.1)
     else:
         proc.terminate()
-    raise daemon.StartError(f"endpoint {name!r} did not start (see {paths.log}); its last "
-                            "log lines:\n" + daemon.tail(paths.log).rstrip())
+    raise daemon.StartError(started.failed(name))
 
 
 #: The id shown for a child, and for a manager the broker has not given one yet, in a render.

@@ -231,10 +231,10 @@ class LocalEndpoint:
             self.proc = spawn(argv, self.home / f"{self.name}.console.log", self.env())
         else:
             out = self.cli("start", self.name, timeout=timeout)
-            if out.returncode != 0:
+            if out.returncode != 0:  # its stderr has this start's warnings and errors
                 raise LocalStackError(
                     f"fnrelay-endpoint start {self.name} failed: "
-                    f"{(out.stderr or out.stdout).strip()}\n{tail(self.dir / 'endpoint.log')}")
+                    f"{(out.stderr or out.stdout).strip()}")
         self.wait_status("online", timeout)
         return self
 
