@@ -257,11 +257,13 @@ def test_the_next_task_of_a_caller_waiting_on_a_result_takes_the_same_worker() -
 
 @pytest.mark.parametrize(("main", "preloaded"), [
     ("fnrelay_endpoint.cli", True), ("fnrelay_endpoint.multiuser.child", True),
-    ("pytest.__main__", False), ("someone_elses.app", False), (None, False)])
+    ("fnrelay_endpoint.__main__", False), ("pytest.__main__", False),
+    ("someone_elses.app", False), (None, False)])
 def test_the_forkserver_preloads_the_endpoint_module_it_runs_as(
         monkeypatch: pytest.MonkeyPatch, main: str | None, preloaded: bool) -> None:
-    """multiprocessing imports the main module again in every new worker; the forkserver
-    imports the endpoint's own (`python -m fnrelay_endpoint.cli`) once for all of them."""
+    """multiprocessing imports the main module again in every new worker (a `__main__` one
+    excepted, as a background endpoint's is); the forkserver imports the endpoint's own
+    (`python -m fnrelay_endpoint.multiuser.child`) once for all of them."""
     import importlib.machinery
     import types
 
