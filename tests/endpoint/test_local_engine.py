@@ -263,7 +263,7 @@ def test_the_forkserver_preloads_the_endpoint_module_it_runs_as(
         monkeypatch: pytest.MonkeyPatch, main: str | None, preloaded: bool) -> None:
     """multiprocessing imports the main module again in every new worker (a `__main__` one
     excepted, as a background endpoint's is); the forkserver imports the endpoint's own
-    (`python -m fnrelay_endpoint.multiuser.child`) once for all of them."""
+    (`python -m fnrelay_endpoint.cli`) once for all of them."""
     import importlib.machinery
     import types
 

@@ -110,6 +110,11 @@ def test_users_and_configs_select_their_children(make_manager, client, other_cli
     # Children run with a home of their own, not root's.
     assert result["home"] == pwd.getpwnam(accounts["a"]).pw_dir
 
+    # Their workers' start left no noise (runpy's RuntimeWarning) in their logs.
+    for child_id in seen.values():
+        log = (manager.dir / "children" / f"{child_id}.log").read_text()
+        assert "RuntimeWarning" not in log, log
+
     # Stopping the manager stops its children.
     pids = [r["pid"] for r in children(manager) if r["pid"]]
     manager.stop()

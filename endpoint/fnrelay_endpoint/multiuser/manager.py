@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "children.json"
 CHILD_LOGS = "children"
+#: How a child starts. Not `-m fnrelay_endpoint.multiuser.child`: multiprocessing runs a main
+#: module again by name in every local worker, and runpy, finding it preloaded by the
+#: forkserver, wrote a RuntimeWarning into the child's log for each; a `-c` main has no name.
+CHILD_MAIN = "import sys; from fnrelay_endpoint.multiuser.child import main; sys.exit(main())"
 #: Crashes within RESTART_WINDOW seconds after which a child is given up (and its tasks fail).
 MAX_RESTARTS = 3
 RESTART_WINDOW = 60.0
@@ -277,8 +281,7 @@ class Manager:
         logfile = (self.paths.dir / CHILD_LOGS / f"{child.child_id}.log").open("ab")
         try:
             proc = subprocess.Popen(
-                [self.config.child_python or sys.executable, "-m",
-                 "fnrelay_endpoint.multiuser.child"],
+                [self.config.child_python or sys.executable, "-c", CHILD_MAIN],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logfile, env=env,
                 cwd=cwd, start_new_session=True, close_fds=True, **drop)
         except OSError as e:

@@ -79,10 +79,10 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 def _preload() -> list[str]:
     """Modules the forkserver imports once for all workers: the worker's, this one (its
     `_worker_main` is what a worker runs), and the module this process runs as (`python -m
-    fnrelay_endpoint.multiuser.child`), which multiprocessing imports again in every new
-    worker; without it there, each worker start paid ~90 ms of CPU importing it and its
-    dependencies. A `__main__` module (`python -m fnrelay_endpoint`, how endpoints start in
-    the background) multiprocessing does not run again."""
+    fnrelay_endpoint.cli`), which multiprocessing imports again in every new worker; without
+    it there, each worker start paid ~90 ms of CPU importing it and its dependencies. A
+    `__main__` module (`python -m fnrelay_endpoint`, how endpoints start in the background)
+    or a `-c` (how children start) multiprocessing does not run again, nor is it preloaded."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     main = getattr(spec, "name", None) or ""
     ours = main.startswith("fnrelay_endpoint.") and not main.endswith(".__main__")
