@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from integration.test_local_stack import left_running, parse_exports
 
-from fnrelay.devstack.processes import marked_pids
 from fnrelay.devstack.rabbitmq import make_shared_tmpdir
 from fnrelay.processes import pid_alive
 
@@ -56,13 +55,15 @@ def stack() -> Iterator[Stack]:
     # pass through ~/.fnrelay; made 0700 later, that check would come too late.
     (base / ".fnrelay").mkdir(mode=0o755)
     s = Stack(base)
-    s.up()
-    yield s
-    if (s.dir / "state.json").exists():
-        run("fnrelay", "local", "down", "--dir", str(s.dir), env=s.new_shell)
-    for pid in marked_pids(str(s.dir.resolve())):
-        os.kill(pid, 9)
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        s.up()
+        yield s
+    finally:
+        if (s.dir / "state.json").exists():
+            run("fnrelay", "local", "down", "--dir", str(s.dir), env=s.new_shell)
+        for pid in left_running(s.dir):  # not epmd, which other RabbitMQ nodes may use
+            os.kill(pid, 9)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_new_shell_is_pointed_at_the_stack_and_a_terminal_told_to_eval(stack: Stack):
