@@ -49,7 +49,6 @@ def test_each_sample_prints_what_the_page_shows(sample, shown, endpoint_id, brok
         assert any(re.fullmatch(pattern, line) for line in lines), f"{pattern}\n{out.stdout}"
 
 
-@pytest.mark.xfail(reason="issue 24 item 1, fixed on branch r24-stack", strict=True)
 def test_local_up_then_down_in_one_shell_stops_the_stack():
     """Section 1's `eval "$(... local up)"`, then section 6's `local down`, in one shell."""
     up, down = (b for b in runnable(PAGE) if b.kind == "shell")

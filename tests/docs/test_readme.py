@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from support.doc_blocks import runnable
 from support.doc_shell import terminal
 
 
-@pytest.mark.xfail(reason="issue 24 item 1, fixed on branch r24-stack", strict=True)
 def test_local_up_status_demo_down_in_one_shell():
     [steps] = runnable("README.md")
     with terminal() as term:
