@@ -92,13 +92,40 @@ def serialize_function(fn: Any) -> str:
             data = dill.dumps(fn, recurse=True)
         return f"{TAG_DILL_CODE}\n{_b64(data)}"
     except Exception as dill_error:  # noqa: BLE001 - fall back to source, then report both
+        name = getattr(fn, "__qualname__", fn)
+        culprit, uses_names = _variable_culprit(fn)
+        if culprit:
+            raise SerializationError(f"cannot serialize function {name!r}: {culprit}") \
+                from dill_error
         try:
+            # The source alone runs remotely only if it needs no global or enclosing variable.
+            if uses_names:
+                raise TypeError("uses variables the source text does not carry")
             source = textwrap.dedent(inspect.getsource(fn))
             return f"{TAG_SOURCE}\n{fn.__name__}\n{source}"
         except (OSError, TypeError):
             raise SerializationError(
-                f"cannot serialize function {getattr(fn, '__qualname__', fn)!r}: {dill_error}"
+                f"cannot serialize function {name!r}: {dill_error}"
             ) from dill_error
+
+
+def _variable_culprit(fn: Any) -> tuple[str | None, bool]:
+    """Which global or enclosing variable of `fn` dill cannot pickle, and why; and whether
+    `fn` uses any such variable at all (the error of the whole function often names only an
+    inner type, and falling back to source would lose the variable: a remote NameError)."""
+    try:
+        named = [("global", k, v) for k, v in dill.detect.globalvars(fn, recurse=True).items()]
+        named += [("variable", k, v) for k, v in dill.detect.freevars(fn).items()]
+    except Exception:  # noqa: BLE001 - not a plain function: nothing more to say
+        return None, False
+    for kind, key, value in named:
+        try:
+            dill.dumps(value, recurse=True)
+        except Exception as e:  # noqa: BLE001 - as in serialize
+            where = "global" if kind == "global" else "variable from the enclosing scope"
+            return (f"{where} {key!r} of type {type(value).__qualname__} cannot be "
+                    f"serialized: {e}"), True
+    return None, bool(named)
 
 
 def serialize(obj: Any) -> str:

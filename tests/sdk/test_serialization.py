@@ -140,3 +140,28 @@ def test_a_class_of_an_unimportable_module_can_be_raised_remotely():
         capture_output=True, text=True, cwd="/", check=True,
     )
     assert out.stdout.strip() == "CustomError negative: -1"
+
+
+PENDING = (i for i in range(3))  # a generator: dill cannot pickle it
+
+
+def uses_unpicklable_global(x):
+    return next(PENDING) + x
+
+
+def test_unpicklable_global_is_named_at_submit_rather_than_a_remote_name_error():
+    with pytest.raises(SerializationError, match=(
+            r"^cannot serialize function 'uses_unpicklable_global': global 'PENDING' of type "
+            r"generator cannot be serialized: .*'generator'")):
+        serialize.serialize_function(uses_unpicklable_global)
+
+
+def test_unpicklable_enclosing_variable_is_named():
+    pending = (i for i in range(3))
+
+    def inner(x):
+        return next(pending) + x
+
+    with pytest.raises(SerializationError,
+                       match=r"variable from the enclosing scope 'pending' of type generator"):
+        serialize.serialize_function(inner)
