@@ -54,6 +54,10 @@ class FakeApi:
     def function_body(self, function_id: str) -> str | None:
         return self.bodies.get(function_id)
 
+    def get_endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
+        self._check_up()
+        return {"endpoint_id": endpoint_id, "status": "online", "last_heartbeat": 0.0}
+
     def create_task_group(self, task_group_id: str | None = None,
                           endpoint_id: str | None = None) -> dict[str, Any]:
         self._check_up()
@@ -202,6 +206,9 @@ class Owner:
 
     def _result_blob(self, task_id: str) -> bytes:
         raise AssertionError("no blobs here")
+
+    def _waiting_for(self, future: FnRelayFuture) -> str:
+        return "its endpoint is not known here"
 
 
 class FakeTransport:

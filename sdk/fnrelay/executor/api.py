@@ -30,6 +30,7 @@ from fnrelay import errors, wire
 from fnrelay.client import Client, json_object, task_entry, uuid_text
 from fnrelay.droplog import DropLog
 from fnrelay.executor import options
+from fnrelay.executor.endpoints import EndpointStates
 from fnrelay.executor.future import FnRelayFuture
 from fnrelay.executor.group import TaskGroup
 from fnrelay.executor.pending import PendingTable
@@ -115,6 +116,7 @@ class Executor(cf.Executor):
         self._functions = FunctionRegistry()
         self._stop = threading.Event()
         self._poller = Poller(api, self._pending)
+        self._endpoints = EndpointStates(api)
         self._submitter = Submitter(self._pending, api, self._tg, self._ensure_group,
                                     _transport.publishers, batch_size)
         self._watcher: ResultWatcher | None = None
@@ -351,12 +353,16 @@ class Executor(cf.Executor):
             self._tg.endpoint_id = endpoint_id
         info = self._tg.attach()
         self._watcher = ResultWatcher(self._pending, self._tg, self._transport.results,
-                                      self._poller, self._api, self._stop, self._dropped)
+                                      self._poller, self._api, self._stop, self._dropped,
+                                      self._endpoints)
         self._watcher.start()
         return info
 
     def _result_blob(self, task_id: str) -> bytes:
         return self.client.get_result_blob(task_id)
+
+    def _waiting_for(self, future: FnRelayFuture) -> str:
+        return self._endpoints.describe(future._endpoint_id)
 
     # --- cancellation ------------------------------------------------------------------------
     def _cancel(self, future: FnRelayFuture) -> bool:

@@ -17,6 +17,8 @@ class FutureOwner(Protocol):
 
     def _result_blob(self, task_id: str) -> bytes: ...
 
+    def _waiting_for(self, future: FnRelayFuture) -> str: ...
+
 
 class Success:
     """A not-yet-deserialized result value (deserialized on first .result(); a result blob is
@@ -48,7 +50,10 @@ class FnRelayFuture(cf.Future):
         return self._executor._cancel(self)
 
     def result(self, timeout: float | None = None) -> Any:
-        value = super().result(timeout)
+        try:
+            value = super().result(timeout)
+        except cf.TimeoutError as e:
+            raise self._timed_out(timeout) from e
         if isinstance(value, Success):
             with self._value_lock:  # deserialize once, even with concurrent readers
                 if isinstance(self._result, Success):
@@ -57,6 +62,19 @@ class FnRelayFuture(cf.Future):
                     self._result = serialize.deserialize(data) if data is not None else None
                 value = self._result
         return value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except cf.TimeoutError as e:
+            raise self._timed_out(timeout) from e
+
+    def _timed_out(self, timeout: float | None) -> cf.TimeoutError:
+        """The error of a wait that ran out: which task, and what its endpoint is doing (the
+        usual reason is an endpoint that is not running)."""
+        task = f"task {self.task_id}" if self.task_id else "the task (not sent yet)"
+        return cf.TimeoutError(f"{task} not done after {timeout:g} s; "
+                               f"{self._executor._waiting_for(self)}")
 
     def _resolve(self, ok: bool, value: Any) -> None:
         """Finish the future unless it already is (e.g. cancelled meanwhile)."""

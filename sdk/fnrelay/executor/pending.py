@@ -178,6 +178,11 @@ class PendingTable:
         with self.lock:
             self.outstanding.pop(task_id, None)
 
+    def endpoint_ids(self) -> set[str | None]:
+        """The endpoints outstanding tasks were sent to (None for reloaded ones)."""
+        with self.lock:
+            return {f._endpoint_id for f in self.outstanding.values()}
+
     def task_ids(self) -> list[str]:
         with self.lock:
             return list(self.outstanding)

@@ -46,6 +46,8 @@ class BrokerApi(Protocol):
 
     def get_result_blob(self, task_id: str) -> bytes: ...
 
+    def get_endpoint_status(self, endpoint_id: str) -> dict[str, Any]: ...
+
 
 class StreamError(Exception):
     """The result stream is unavailable; the text says why (never empty)."""

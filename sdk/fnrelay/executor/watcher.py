@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from fnrelay import backoff, errors, wire
 from fnrelay.droplog import DropLog
+from fnrelay.executor.endpoints import EndpointStates
 from fnrelay.executor.group import TaskGroup
 from fnrelay.executor.pending import PendingTable
 from fnrelay.executor.transport import (
@@ -83,9 +84,11 @@ class ResultWatcher:
     stopped or until the Executor is shut down with nothing left to wait for."""
 
     def __init__(self, pending: PendingTable, group: TaskGroup, stream: ResultStream,
-                 poller: Poller, api: BrokerApi, stop: threading.Event, dropped: DropLog):
+                 poller: Poller, api: BrokerApi, stop: threading.Event, dropped: DropLog,
+                 endpoints: EndpointStates | None = None):
         self._pending, self._group, self._stream = pending, group, stream
         self._poller, self._api, self._stop, self._dropped = poller, api, stop, dropped
+        self._endpoints = endpoints  # checked while their tasks wait (None: not checked)
         self.connected = False  # for diagnostics: results stream over AMQP
         self._reconnects = 0  # failed AMQP connection attempts in a row
         self._thread = threading.Thread(target=self.run, name="fnrelay-result-watcher",
@@ -165,6 +168,7 @@ class ResultWatcher:
                         unacked = 0
                     if pending.finished():
                         break
+                    self.check_endpoints()
                     if pending.outstanding and time.monotonic() - last > SAFETY_POLL:
                         break
                     continue
@@ -199,6 +203,12 @@ class ResultWatcher:
                            f"{delivery.user_id!r} (expected one of {', '.join(senders)})")
         return None
 
+    def check_endpoints(self) -> None:
+        """Ask after the endpoints outstanding tasks wait for (each at most every few
+        seconds): one that is offline is reported, as its futures would wait in silence."""
+        if self._endpoints is not None and self._pending.outstanding:
+            self._endpoints.watch(self._pending.endpoint_ids())
+
     def poll_for(self, seconds: float) -> None:
         """Poll REST for `seconds` (backing off while nothing changes)."""
         deadline = time.monotonic() + seconds
@@ -206,6 +216,7 @@ class ResultWatcher:
         while (not self._stop.is_set() and time.monotonic() < deadline
                and not self._pending.finished()):
             changed = self._poller.poll_once()
+            self.check_endpoints()
             interval = POLL_MIN if changed else min(interval * 2, POLL_MAX)
             self._stop.wait(interval)
 
