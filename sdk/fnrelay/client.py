@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import globus_sdk
+from globus_sdk.transport import RetryConfig
 
 from fnrelay import blobs, errors, serialize, wire
 from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
@@ -26,6 +27,7 @@ from fnrelay.config import resolve_credentials
 from fnrelay.hardware import run_hardware_report
 from fnrelay.ignored import ignored
 from fnrelay.results import outcome
+from fnrelay.retry_notice import RetryNotice
 from fnrelay.wire import ExceptionInfo, TaskState
 
 _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
@@ -177,6 +179,7 @@ class Client(globus_sdk.BaseClient):
         _note_gc_options(code_serialization_strategy, data_serialization_strategy,
                          environment, local_compute_services, app)
         creds = resolve_credentials(broker_url, token, require_token=authorizer is None)
+        self._retry_notice = RetryNotice(creds.broker_url)  # registered by super().__init__
         super().__init__(
             base_url=creds.broker_url + "/v1/",
             authorizer=authorizer or globus_sdk.AccessTokenAuthorizer(creds.token),
@@ -194,6 +197,11 @@ class Client(globus_sdk.BaseClient):
             self.version_check()
 
     # --- plumbing ---------------------------------------------------------------------------
+    def _register_standard_retry_checks(self, retry_config: RetryConfig) -> None:
+        """globus-sdk's checks, after one that tells the user at once that it retries."""
+        retry_config.checks.register_check(self._retry_notice)
+        super()._register_standard_retry_checks(retry_config)
+
     def _call(self, method: str, path: str, data: Any = None,
               headers: dict[str, str] | None = None,
               query_params: dict[str, Any] | None = None) -> Any:

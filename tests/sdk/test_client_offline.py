@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
+import time
 import uuid
 
 import pytest
@@ -134,3 +136,19 @@ def test_cli_login_to_unreachable_broker_fails_cleanly(clean_env):
     assert result.exit_code == 1
     assert "cannot reach the broker" in result.output
     assert not (clean_env / "credentials.json").exists()
+
+
+def test_unreachable_broker_is_said_at_once_with_the_url_and_how_long_it_retries(
+        clean_env, caplog):
+    url = f"http://127.0.0.1:{closed_port()}"
+    client = Client(url, "tok")
+    client.retry_config.max_retries = 2  # ~1.5 s of retries, not ~15 s: the same rule
+    caplog.set_level(logging.WARNING, logger="fnrelay")
+    started = time.time()
+    for _ in range(2):
+        with pytest.raises(errors.BrokerUnavailableError):
+            client.whoami()
+    said = [r for r in caplog.records if r.name.startswith("fnrelay")]
+    assert [r.getMessage() for r in said] == [
+        f"the broker at {url} cannot be reached (Connection refused); retrying for about 2 s"]
+    assert said[0].created - started < 0.5  # before the first retry, not after the last
