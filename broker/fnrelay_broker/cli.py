@@ -286,6 +286,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
+    from fnrelay_broker import vhost
     from fnrelay_broker.app import create_app
     from fnrelay_broker.blobs import BlobStoreConfigError
 
@@ -308,6 +309,11 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     except (SQLAlchemyError, CommandError, OSError) as e:
         _db_failure("cannot open database", settings.db_url, e)
     _warn_if_readable(settings.db_url)
+    claim = vhost.VhostClaim(settings.amqp_url, app.state.broker.names)
+    try:
+        claim.acquire()
+    except vhost.VhostTaken as e:
+        _fail(str(e))
     if bool(ssl_certfile) != bool(ssl_keyfile):
         _fail("--ssl-certfile and --ssl-keyfile go together")
     # A bounded graceful stop: requests in flight get SHUTDOWN_GRACE seconds, and an idle
@@ -320,7 +326,10 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     # that was there before; a no-op one makes a clean stop exit 0 (no KeyboardInterrupt).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    try:
+        server.run()
+    finally:
+        claim.release()
     if not server.started:
         _fail(f"could not serve on {host}:{port} (is the port in use?)")
 

@@ -45,6 +45,12 @@ class QueueNames:
         """A task group's result queue."""
         return f"fnrelay.group.{self._token('group', task_group_id)}"
 
+    def deployment(self) -> str:
+        """The name of this deployment (one database, any number of broker replicas): the
+        same for every replica, different for another database, and telling nothing of the
+        key (fnrelay_broker.vhost claims a RabbitMQ vhost with it)."""
+        return f"fnrelay.deployment.{self._token('deployment', '')}"
+
     def gc_prefix(self, user_id: str) -> str:
         """What the official Globus Compute Executor puts before a task group id to name the
         group's result queue (it consumes `prefix + id`): one prefix per user, which only

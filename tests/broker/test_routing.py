@@ -218,7 +218,7 @@ def test_delete_endpoint_fails_its_unfinished_tasks(api, amqp):
 
 
 def test_tasks_accepted_while_rabbitmq_is_down_go_out_when_it_returns(
-    start_broker, amqp_url, amqp
+    start_broker, new_vhost
 ):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,11 +232,17 @@ def test_tasks_accepted_while_rabbitmq_is_down_go_out_when_it_returns(
     assert api.ok("GET", f"/tasks/{tid}")["status"] == "received"
     assert down.stop() == 0  # SIGTERM stops cleanly
 
-    back = start_broker(amqp_url, down.db_url)  # same database, RabbitMQ reachable
+    # Same database, RabbitMQ reachable: a vhost of its own, as another deployment's broker
+    # (the session's) may hold the shared one.
+    amqp_url = new_vhost("fnrelay-outbox-test")
+    back = start_broker(amqp_url, down.db_url)
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    amqp = conn.channel()
     # The new broker declares the endpoint's queue before its first publish; reading a queue
     # that does not exist yet would close the test's channel.
-    wait_for(lambda: _queue_exists(amqp.connection, queue), "the endpoint queue")
+    wait_for(lambda: _queue_exists(conn, queue), "the endpoint queue")
     body = _get(amqp, queue, wire.MSG_TASKS, "the queued tasks")
+    conn.close()
     assert [m.task_id for m in wire.decode_tasks(body)] == answer["task_ids"]
     _status_of(back.api(api.http.headers["Authorization"].split()[1]), tid,
                "waiting-for-endpoint")

@@ -12,12 +12,20 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pika
+import pytest
 
 from fnrelay import wire
 from support.waiting import wait_for
 
 BATCHES = 40
 PER_BATCH = 5
+
+
+@pytest.fixture(scope="module")
+def amqp_url(new_vhost) -> str:  # type: ignore[no-untyped-def]
+    """A vhost of these replicas alone: the session's broker (another database) holds the
+    shared one, and a broker of another deployment is refused there."""
+    return new_vhost("fnrelay-replicas-test")
 
 
 def _drain(ch, queue: str, kind: str) -> list[bytes]:  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,14 +38,27 @@ def tls_rabbitmq(pki) -> Iterator[RabbitMQServer]:
     server.stop()
 
 
-def _start_https_broker(pki, tls_rabbitmq):  # type: ignore[no-untyped-def]
+def _own_vhost(tls_rabbitmq) -> str:  # type: ignore[no-untyped-def]
+    """The amqps URL of a new vhost: a broker of another database is refused on one that a
+    running broker holds."""
+    import requests
+
+    vhost, auth = f"tls-{uuid.uuid4().hex[:8]}", tls_rabbitmq.admin_auth
+    api = tls_rabbitmq.management_url.rstrip("/") + "/api"
+    requests.put(f"{api}/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
+    requests.put(f"{api}/permissions/{vhost}/{auth[0]}", auth=auth, timeout=10,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    return tls_rabbitmq.amqps_url.rsplit("/", 1)[0] + "/" + vhost
+
+
+def _start_https_broker(pki, tls_rabbitmq, amqps_url=None):  # type: ignore[no-untyped-def]
     """`fnrelay-broker serve --ssl-certfile/--ssl-keyfile`, reaching RabbitMQ over amqps:
     (process, URL, its directory, its database URL), answering."""
     d = make_shared_tmpdir("fnrelay-tls-broker-")
     port = free_port()
     db = f"sqlite:///{d / 'broker.db'}"
     proc = spawn([executable("fnrelay-broker"), "serve", "--db", db,
-                  "--amqp-url", tls_rabbitmq.amqps_url,
+                  "--amqp-url", amqps_url or tls_rabbitmq.amqps_url,
                   "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(pki["cert"]),
                   "--ssl-keyfile", str(pki["key"]),
                   "--amqp-management-url", tls_rabbitmq.management_url], d / "broker.log",
@@ -155,7 +169,7 @@ def test_https_broker_stops_despite_an_idle_keep_alive_client(pki, tls_rabbitmq)
     the broker's SIGTERM stop: the broker's graceful shutdown is bounded."""
     import requests
 
-    proc, url, d, _ = _start_https_broker(pki, tls_rabbitmq)
+    proc, url, d, _ = _start_https_broker(pki, tls_rabbitmq, _own_vhost(tls_rabbitmq))
     session = requests.Session()
     try:
         assert session.get(f"{url}/v1/version", verify=str(pki["ca"]), timeout=5).ok
