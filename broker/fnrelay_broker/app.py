@@ -16,6 +16,7 @@ from fnrelay_broker import (
     auth,
     blob_api,
     children,
+    db_errors,
     globus_api,
     manage_api,
     queues,
@@ -171,6 +172,7 @@ def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
     app = FastAPI(title="fnrelay broker", version=VERSION, lifespan=lifespan)
     app.state.broker = broker
     install_handlers(app)
+    db_errors.install(app, settings.db_url)
     app.add_middleware(PayloadLimit, limit=settings.payload_limit, exempt=blob_api.is_upload)
     _routes(app, broker)
     blob_api.install(app, broker.db, broker.blobs, current_user, user_token, endpoint_scope)
