@@ -58,7 +58,8 @@ class _Claim:
 
 
 def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMessage],
-           results: dict[str, ResultMessage] | None = None) -> set[str]:
+           results: dict[str, ResultMessage] | None = None,
+           arrived: dict[str, float] | None = None) -> set[str]:
     """Record direct-path tasks (already on their way to `endpoint_id`); redelivered ones are
     skipped. A task with its result in `results` (the endpoint's, same endpoint) is written
     finished, in one row and one transaction instead of two; returns the ids of those.
@@ -66,13 +67,15 @@ def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMe
     dead-lettered: RabbitMQ's permission was stale).
 
     A task whose function code does not hash to its function id is recorded as failed: the
-    record says what ran, and the endpoint's result for it is then ignored.
+    record says what ran, and the endpoint's result for it is then ignored. `arrived` has when
+    each record reached the broker (it is held a moment before it is written): the task's
+    received time.
     """
     claims = [_Claim(m.task_id, m.function_id, code_digest(m.function), m.payload,
                      m.resource_specification or {}, m.user_endpoint_config or {},
                      m.max_retries) for m in msgs]
     with db.write() as s:
-        return _insert(s, endpoint_id, task_group_id, claims, DETAIL, results)[1]
+        return _insert(s, endpoint_id, task_group_id, claims, DETAIL, results, arrived)[1]
 
 
 def record_from_results(db: Database, endpoint_id: str, results: list[ResultMessage]
@@ -121,11 +124,12 @@ def _claim(r: ResultMessage) -> _Claim | None:
 
 
 def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Claim],
-            detail: str, results: dict[str, ResultMessage] | None = None
-            ) -> tuple[int, set[str]]:
+            detail: str, results: dict[str, ResultMessage] | None = None,
+            arrived: dict[str, float] | None = None) -> tuple[int, set[str]]:
     """Insert the tasks of `claims` not recorded yet, finished where `results` has their
-    result; returns how many, and the ids written with their result."""
-    t, results = now(), results or {}
+    result; returns how many, and the ids written with their result. A task is received
+    when its record `arrived` (never later than now), else now."""
+    t, results, arrived = now(), results or {}, arrived or {}
     conn = s.connection()  # Core, not the ORM: this runs for every batch of records
     same_owner = conn.execute(_SAME_OWNER, {"group": task_group_id,
                                             "endpoint": endpoint_id}).first()
@@ -145,20 +149,22 @@ def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Clai
         r = results.get(c.task_id)
         if r is not None and (not genuine or r.status not in TERMINAL_VALUES):
             r = None
+        created = min(t, arrived.get(c.task_id, t))
         rows.append({
             "id": c.task_id, "owner": owner_id, "endpoint_id": endpoint_id,
             "function_id": c.function_id, "task_group_id": task_group_id,
             "status": status.value, "payload": c.payload,
             "resource_specification": c.resource_specification,
             "user_endpoint_config": c.user_endpoint_config,
-            "max_retries": c.max_retries, "details": {}, "created": t, "result": None,
+            "max_retries": c.max_retries, "details": {}, "created": created, "result": None,
             "completed": None if genuine else t,
             "exception": None if genuine else asdict(ExceptionInfo(
                 type="ValueError", traceback="",
                 message=f"function {c.function_id}: its code does not match its id")),
         })
-        history.append({"task_id": c.task_id, "status": "received", "time": t, "detail": ""})
-        history.append({"task_id": c.task_id, "status": status.value, "time": t,
+        history.append({"task_id": c.task_id, "status": "received", "time": created,
+                        "detail": ""})
+        history.append({"task_id": c.task_id, "status": status.value, "time": created,
                         "detail": detail if genuine else "function code does not match"})
         if r is not None:
             _finish(rows[-1], history, r, t)
@@ -209,9 +215,12 @@ def _processed(values: list[Any], processors: list[tuple[int, Any]]) -> tuple[An
 def _finish(row: dict[str, Any], history: list[dict[str, Any]], r: ResultMessage,
             t: float) -> None:
     """Make a new task row finished with result `r`, with the steps `tasks.record_results`
-    would add (running, as the endpoint reported it, then the outcome)."""
-    history += tasks.steps_before(row["id"], row["status"], tasks.started_at(t, r, t), t)
-    history.append({"task_id": row["id"], "status": r.status, "time": t, "detail": ""})
-    row.update(status=r.status, completed=t, result=r.result, details=r.details or {},
+    would add (running, then the outcome) at the times the endpoint reported: the result
+    came with the record, or before it, so now is neither."""
+    started = tasks.started_at(row["created"], r, t)
+    done = tasks.completed_at(row["created"] if started is None else started, r, t)
+    history += tasks.steps_before(row["id"], row["status"], started, done)
+    history.append({"task_id": row["id"], "status": r.status, "time": done, "detail": ""})
+    row.update(status=r.status, completed=done, result=r.result, details=r.details or {},
                exception=asdict(r.exception) if isinstance(r.exception, ExceptionInfo)
                else r.exception)

@@ -397,6 +397,9 @@ class _Delivery:
     tasks: list[wire.TaskMessage] = field(default_factory=list)
     results: list[wire.ResultMessage] = field(default_factory=list)
     received: float = field(default_factory=time.monotonic)
+    #: When it came (wall clock): the time its task records were received, however long they
+    #: are then held for their results.
+    arrived: float = field(default_factory=wire.now)
     written: set[str] = field(default_factory=set)  # ids of `tasks` recorded so far
     recorded: set[str] = field(default_factory=set)  # ids of `results` recorded so far
 
@@ -468,8 +471,9 @@ class _Held:
             msgs = [m for d in ds for m in now_due[id(d)]]
             if not msgs:
                 continue
+            arrived = {m.task_id: d.arrived for d in ds for m in now_due[id(d)]}
             try:
-                merged |= direct.record(db, endpoint_id, group_id, msgs, ours)
+                merged |= direct.record(db, endpoint_id, group_id, msgs, ours, arrived)
             except ValueError as e:
                 for d in ds:
                     _reject(self.channel, d.method, d.props, d.body, e)

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -315,6 +315,24 @@ def started_at(created: float, r: ResultMessage, t: float) -> float | None:
     return max(created, min(float(started), t))
 
 
+def last_steps(conn: Connection, task_ids: Sequence[str]) -> dict[str, float]:
+    """The time of each task's latest history step: a step the endpoint timed is kept after
+    it, so the history stays in order whatever the clocks."""
+    rows = conn.execute(select(TaskHistory.task_id, func.max(TaskHistory.time))
+                        .where(TaskHistory.task_id.in_(task_ids))
+                        .group_by(TaskHistory.task_id))
+    return {task_id: latest for task_id, latest in rows}
+
+
+def completed_at(started: float, r: ResultMessage, t: float) -> float:
+    """The time the endpoint says the task ended, kept between its start and `t` (as
+    `started_at`); `t` if it does not say."""
+    completed = (r.details or {}).get("completed")
+    if not isinstance(completed, (int, float)) or isinstance(completed, bool):
+        return t
+    return max(started, min(float(completed), t))
+
+
 def record_results(
     db: Database, endpoint_id: str, results: list[ResultMessage],
     unknown: list[str] | None = None,
@@ -331,10 +349,11 @@ def record_results(
     with db.write() as s:
         conn = s.connection()
         ids = sorted({r.task_id for r in results})  # sorted: row locks in one order
-        rows = {}
+        rows, last = {}, {}
         for chunk in chunks.by_count(ids, CHUNK):
             rows.update({row.id: row for row in conn.execute(
                 _locked_tasks(chunk, *_RESULT_COLUMNS))})
+            last.update(last_steps(conn, chunk))
         t = now()  # after the row locks: later than any step recorded before them
         status = {i: row.status for i, row in rows.items()}
         history: list[dict[str, Any]] = []
@@ -349,11 +368,14 @@ def record_results(
                 continue
             if _is_terminal(status[row.id]) or r.status not in TERMINAL_VALUES:
                 continue
-            history += steps_before(row.id, status[row.id], started_at(row.created, r, t), t)
-            history.append({"task_id": row.id, "status": r.status, "time": t, "detail": ""})
+            started = started_at(row.created, r, t)
+            done = completed_at(max(last.get(row.id, row.created), started or row.created),
+                                r, t)
+            history += steps_before(row.id, status[row.id], started, done)
+            history.append({"task_id": row.id, "status": r.status, "time": done, "detail": ""})
             status[row.id] = r.status
             exc = asdict(r.exception) if isinstance(r.exception, ExceptionInfo) else r.exception
-            changes.append({"b_id": row.id, "status": r.status, "completed": t,
+            changes.append({"b_id": row.id, "status": r.status, "completed": done,
                             "result": r.result, "exception": exc,
                             "details": {**(row.details or {}), **(r.details or {})}})
             recorded.append(ResultMessage(
@@ -374,13 +396,16 @@ def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate],
                  unknown: list[str] | None = None) -> int:
     """Apply allowed non-terminal transitions reported by the endpoint; returns how many. Ids
     of tasks the database does not know (yet: a direct-path task's record may come after
-    the endpoint's first status) are appended to `unknown`."""
+    the endpoint's first status) are appended to `unknown`. A step is recorded at the time
+    the endpoint saw it (`StatusUpdate.time`), kept between the task's last step and now."""
     applied = 0
     with db.write() as s:
         ids = sorted({u.task_id for u in updates})  # sorted: row locks in one order
         tasks: dict[str, Task] = {}
+        last: dict[str, float] = {}
         for chunk in chunks.by_count(ids, CHUNK):
             tasks.update({x.id: x for x in s.scalars(_locked_tasks(chunk))})
+            last.update(last_steps(s.connection(), chunk))
         for u in updates:
             task = tasks.get(u.task_id)
             if task is None and unknown is not None:
@@ -388,12 +413,16 @@ def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate],
                 continue
             if task is None or task.endpoint_id != endpoint_id or _is_terminal(u.status):
                 continue
-            if not _is_terminal(task.status):
-                _mark_delivered(s, task, now())
+            t = now()
+            if not _is_terminal(task.status) and task.status == TaskState.RECEIVED.value:
+                _mark_delivered(s, task, t)
+                last[task.id] = t
             if task.status == u.status or not can_transition(task.status, u.status):
                 continue
             task.status = u.status
-            s.add(TaskHistory(task_id=task.id, status=u.status, time=now(), detail=u.detail))
+            at = max(last.get(task.id, task.created), min(u.time, t))
+            last[task.id] = at
+            s.add(TaskHistory(task_id=task.id, status=u.status, time=at, detail=u.detail))
             applied += 1
     return applied
 
