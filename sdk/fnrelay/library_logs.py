@@ -38,11 +38,6 @@ class _DemoteInReportingThreads(logging.Filter):
 _DEMOTE = _DemoteInReportingThreads()
 
 
-def reporting_thread() -> bool:
-    """Whether the calling thread reports connection trouble itself (see below)."""
-    return bool(getattr(_reporting, "on", False))
-
-
 def reports_its_own_errors() -> None:
     """Mark the calling thread as one that reports connection trouble itself.
 

@@ -5,23 +5,36 @@ globus-sdk retries a request that could not reach the broker, or that the broker
 hang. The check here runs first among the client's retry checks, decides nothing, and logs a
 WARNING when a request is about to be retried (naming the broker's URL, the reason and for how
 long it retries): once per outage, and again after REPEAT seconds for a user still trying.
-The Executor's own threads report outages themselves (`fnrelay.library_logs`): not here.
+Callers that report an outage themselves (the Executor's result poller) make their requests
+`silenced()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
 
 from globus_sdk.transport import RetryCheckResult, RetryContext
-
-from fnrelay.library_logs import reporting_thread
 
 log = logging.getLogger(__name__)
 
 REPEAT = 60.0  # seconds after which a continuing outage is said again
+
+_silenced = threading.local()
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """No notice for the requests made inside (their caller reports the outage itself)."""
+    _silenced.on = True
+    try:
+        yield
+    finally:
+        _silenced.on = False
 
 
 class RetryNotice:
@@ -40,7 +53,7 @@ class RetryNotice:
                 self._warned = None
                 return RetryCheckResult.no_decision
             said = self._warned is not None and time.monotonic() - self._warned < REPEAT
-            if said or ctx.attempt >= config.max_retries or reporting_thread():
+            if said or ctx.attempt >= config.max_retries or getattr(_silenced, "on", False):
                 return RetryCheckResult.no_decision  # said already, or no retry follows
             self._warned = time.monotonic()
         seconds = sum(min(0.5 * 2 ** a, config.max_sleep)

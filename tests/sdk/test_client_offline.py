@@ -152,3 +152,26 @@ def test_unreachable_broker_is_said_at_once_with_the_url_and_how_long_it_retries
     assert [r.getMessage() for r in said] == [
         f"the broker at {url} cannot be reached (Connection refused); retrying for about 2 s"]
     assert said[0].created - started < 0.5  # before the first retry, not after the last
+
+
+def square(x):
+    return x * x
+
+
+def test_an_executor_sending_to_an_unreachable_broker_says_so_at_once(clean_env, caplog):
+    # The function is bound to an id (no request): the first request is the submitter
+    # thread's, which used to retry for ~15 s in silence before failing the future.
+    url = f"http://127.0.0.1:{closed_port()}"
+    client = Client(url, "tok")
+    client.retry_config.max_retries = 2
+    caplog.set_level(logging.WARNING, logger="fnrelay")
+    started = time.time()
+    ex = Executor(endpoint_id=str(uuid.uuid4()), client=client)
+    ex.register_function(square, function_id=str(uuid.uuid4()))
+    future = ex.submit(square, 3)
+    assert isinstance(future.exception(timeout=30), errors.BrokerUnavailableError)
+    said = [r for r in caplog.records if r.name.startswith("fnrelay.retry_notice")]
+    assert [r.getMessage() for r in said] == [
+        f"the broker at {url} cannot be reached (Connection refused); retrying for about 2 s"]
+    assert said[0].created - started < 0.5
+    ex.shutdown()

@@ -32,6 +32,7 @@ from fnrelay.executor.transport import (
     StreamError,
 )
 from fnrelay.library_logs import reports_its_own_errors
+from fnrelay.retry_notice import silenced
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class Poller:
         changed = False
         for start in range(0, len(task_ids), POLL_BATCH):
             try:
-                answer = self._api.get_tasks(task_ids[start:start + POLL_BATCH])
+                with silenced():  # said below, once per outage
+                    answer = self._api.get_tasks(task_ids[start:start + POLL_BATCH])
             except errors.FnRelayError as e:
                 log.log(logging.INFO if self._broker_down else logging.WARNING,
                         "cannot poll the broker at %s for results (%s); trying again",
