@@ -26,6 +26,11 @@ def test_a_full_config_is_accepted(tmp_path):
     assert cfg.allowed_free_text == {"pre_exec"}
 
 
+def test_default_poll_interval_spares_the_scheduler():
+    """Every endpoint of every user polls squeue/qstat: the default is half a minute, not 5 s."""
+    assert BatchConfig.from_dict({"scheduler": "slurm"}).poll_interval == 30.0
+
+
 def test_default_launcher_follows_the_scheduler():
     assert BatchConfig.from_dict({"scheduler": "slurm"}).launcher == "srun"
     assert BatchConfig.from_dict({"scheduler": "slurm", "launcher": None}).launcher is None

@@ -69,6 +69,9 @@ JOB_ENTRY_MODULE = "fnrelay_endpoint.engines.batch.job"
 #: with `flux run`.
 DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich", "sge": "openmpi", "lsf": "openmpi",
                     "flux": "flux", "htcondor": "openmpi"}
+#: Seconds between scheduler polls: one squeue/qstat for all jobs, but every endpoint of every
+#: user polls, and batch jobs last minutes (Parsl's providers poll every 60 s).
+DEFAULT_POLL_INTERVAL = 30.0
 #: Polls in a row a job may be unknown to the scheduler, with no exit status in its sandbox,
 #: before it is reported lost (shared filesystems may show the file a little late).
 UNKNOWN_GRACE = 3
@@ -90,7 +93,7 @@ class BatchConfig:
     allowed_free_text: frozenset[str] = frozenset()
     launcher: str | None = None
     launcher_settings: dict[str, Any] = field(default_factory=dict)
-    poll_interval: float = 5.0
+    poll_interval: float = DEFAULT_POLL_INTERVAL
     python: str = sys.executable
     scheduler_timeout: float = 60.0
 
@@ -119,7 +122,7 @@ class BatchConfig:
         return cls(
             scheduler=scheduler, template=template, defaults=dict(defaults),
             allowed_free_text=allowed, launcher=launcher, launcher_settings=settings,
-            poll_interval=check.seconds(config.get("poll_interval", 5.0),
+            poll_interval=check.seconds(config.get("poll_interval", DEFAULT_POLL_INTERVAL),
                                         "engine.poll_interval", source),
             python=check.interpreter(config.get("python", sys.executable), "engine.python",
                                      source, here=True),
