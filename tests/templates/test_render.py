@@ -245,3 +245,31 @@ def test_hostfile_written_in_the_yaml_config_expands_in_the_job():
     chain = rs.launch_chain(BOX, cfg.launcher, cfg.launcher_settings)
     assert chain.command_line(["./a"]) == \
         'mpiexec -n 2 -ppn 2 --hostfile "$PBS_NODEFILE" --env X="${PBS_JOBID}" ./a'
+
+
+def _render(scheduler: str, spec: dict, attempt: int = 1) -> str:
+    rs = ResourceSpecification.from_task(spec, scheduler=scheduler)
+    context = batch_context(scheduler, TASK_ID, BOX, rs, rs.launch_chain(BOX), ["true"],
+                            attempt=attempt)
+    return render_batch_script(scheduler, context)
+
+
+@pytest.mark.parametrize("scheduler, off, on", [
+    ("slurm", "#SBATCH --no-requeue\n", "#SBATCH --requeue\n"),
+    ("pbspro", "#PBS -r n\n", "#PBS -r y\n"),
+])
+def test_requeue_is_off_unless_the_task_allows_it(scheduler, off, on):
+    assert off in _render(scheduler, {}) and on not in _render(scheduler, {})
+    assert on in _render(scheduler, {"requeue": True})
+    with pytest.raises(ResourceSpecificationError, match="requeue"):
+        ResourceSpecification.from_task({"requeue": "yes"})
+
+
+def test_requeue_is_refused_where_the_template_cannot_write_it():
+    with pytest.raises(ResourceSpecificationError, match="'requeue': not supported by sge"):
+        _render("sge", {"requeue": True})
+
+
+def test_a_retry_has_its_own_job_name():
+    assert "--job-name=fnrelay-" + TASK_ID + "-attempt2\n" in _render("slurm", {}, attempt=2)
+    assert "#PBS -N fnrelay-" + TASK_ID + "-attempt3\n" in _render("pbspro", {}, attempt=3)

@@ -73,7 +73,7 @@ CHUNK_VALUE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
 PYTHON_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 KNOWN_KEYS = frozenset(
     {*INT_BOUNDS, "memory", "walltime", *STRING_KEYS, *SITE_PATTERNS, "chunk", "exclusive",
-     "login_shell", "env_python", "container", "conda", "scheduler_options",
+     "requeue", "login_shell", "env_python", "container", "conda", "scheduler_options",
      "launcher_options", "modules", "pre_exec"}
 )
 CONTAINER_KEYS = frozenset({"type", "image", "binds", "options", "gpu_vendor"})
@@ -285,6 +285,7 @@ _CHECKS = {
     **{k: _string for k in STRING_KEYS},
     **{k: _site for k in SITE_PATTERNS},
     "chunk": _chunk,
+    "requeue": _bool,
     "login_shell": _bool,
     "env_python": _python,
     "memory": lambda k, v: parse_memory(v, k),
@@ -366,6 +367,9 @@ class ResourceSpecification:
     signal: str | None = None
     filesystems: str | None = None
     chunk: dict[str, str] = field(default_factory=dict)
+    #: Let the scheduler requeue the job itself after a node failure or preemption. Off, the
+    #: job fails and the agent retries the task as a new job (its own sandbox and job id).
+    requeue: bool = False
     login_shell: bool = False
     env_python: str | None = None
     container: dict[str, Any] | None = None

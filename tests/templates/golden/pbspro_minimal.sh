@@ -3,6 +3,7 @@
 #PBS -S /bin/bash
 #PBS -l select=1:ncpus=1:mpiprocs=1
 #PBS -m n
+#PBS -r n
 #PBS -o /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stdout
 #PBS -e /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stderr
 set -eu

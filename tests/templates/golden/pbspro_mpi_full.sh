@@ -7,6 +7,7 @@
 #PBS -q gpu
 #PBS -A proj.42
 #PBS -m n
+#PBS -r n
 #PBS -o /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stdout
 #PBS -e /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stderr
 #PBS -W umask=022

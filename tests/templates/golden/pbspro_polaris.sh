@@ -9,6 +9,7 @@
 #PBS -q R123456
 #PBS -A MyProject
 #PBS -m n
+#PBS -r n
 #PBS -o /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stdout
 #PBS -e /scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stderr
 set -eu

@@ -11,6 +11,7 @@
 #SBATCH --account=proj.42
 #SBATCH --qos=high
 #SBATCH --constraint=a100&ib
+#SBATCH --no-requeue
 #SBATCH --exclusive
 #SBATCH --output=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stdout
 #SBATCH --error=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stderr

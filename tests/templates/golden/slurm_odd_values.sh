@@ -5,6 +5,7 @@
 #SBATCH --ntasks-per-node=2
 #SBATCH --time=61
 #SBATCH --partition=debug-x_1.2
+#SBATCH --no-requeue
 #SBATCH --output=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stdout
 #SBATCH --error=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stderr
 set -eu

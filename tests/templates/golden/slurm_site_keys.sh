@@ -10,6 +10,7 @@
 #SBATCH --licenses=lustre@db:2
 #SBATCH --clusters=frontier
 #SBATCH --signal=B:USR1@120
+#SBATCH --no-requeue
 #SBATCH --output=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stdout
 #SBATCH --error=/scratch/fnrelay/tasks/0b9f6c1e-3d5a-4c1e-9a43-2f7d8e6b1a20/stderr
 set -eu

@@ -2,7 +2,8 @@
 
 Per task: validate the resource specification (a refusal fails the task before anything is
 submitted), make a sandbox, write the task, render the batch script, submit it with the name
-``fnrelay-<task_id>`` and journal the job id in the sandbox. One submitter thread does this
+``fnrelay-<task_id>`` (``-attempt<n>`` for the agent's retries, each in a sandbox of its own)
+and journal the job id in the sandbox. One submitter thread does this
 (sbatch can be slow, and `submit` is called from the agent's I/O thread); one poller thread asks
 the scheduler about all jobs at once and turns job states into status updates and results.
 
@@ -37,7 +38,12 @@ from fnrelay_endpoint.engines.base import (
     failed_result,
     refused_result,
 )
-from fnrelay_endpoint.engines.batch.sandbox import TASKS_DIR, Sandbox, write_atomic
+from fnrelay_endpoint.engines.batch.sandbox import (
+    TASKS_DIR,
+    Sandbox,
+    parse_sandbox_name,
+    write_atomic,
+)
 from fnrelay_endpoint.engines.batch.schedulers.base import (
     JobState,
     JobStatus,
@@ -50,6 +56,7 @@ from fnrelay_endpoint.engines.batch.templating import (
     SCHEDULERS,
     TemplateRenderError,
     batch_context,
+    job_name,
     render_batch_script,
 )
 from fnrelay_endpoint.engines.resources import (
@@ -179,6 +186,7 @@ class _Job:
     sandbox: Sandbox
     task_group_id: str | None = None
     job_id: str | None = None
+    attempt: int = 1
     reported: str = ""  # last status sent: "queued" | "running"
     unknown_polls: int = 0
     cancel_requested: bool = False
@@ -230,12 +238,13 @@ class BatchEngine(Engine):
             if task.task_id in self._jobs:
                 return  # already submitted or re-attached: never twice
             try:
-                sandbox = Sandbox.of(self.workdir, task.task_id)
+                sandbox = Sandbox.of(self.workdir, task.task_id, task.attempt)
             except ValueError as e:
                 refused: str | None = str(e)
             else:
                 refused = None
-                self._jobs[task.task_id] = _Job(task.task_id, sandbox, task.task_group_id)
+                self._jobs[task.task_id] = _Job(task.task_id, sandbox, task.task_group_id,
+                                                attempt=task.attempt)
         if refused is not None:
             self.on_result(failed_result(task, FAILURE_TYPE, refused))
             return
@@ -268,21 +277,24 @@ class BatchEngine(Engine):
 
     # --- re-attach ----------------------------------------------------------------------------
     def _reattach(self) -> int:
-        """Watch every sandbox with a job id and no reported result."""
-        count = 0
+        """Watch every sandbox with a job id and no reported result (a task's latest attempt)."""
+        found: dict[str, _Job] = {}
         for path in sorted((self.workdir / TASKS_DIR).iterdir()):
             sandbox = Sandbox(path)
             job_id = sandbox.job_id()
             if job_id is None or sandbox.final_file.exists():
                 continue
+            task_id, attempt = parse_sandbox_name(path.name)
+            if task_id in found and found[task_id].attempt > attempt:
+                continue
             try:
                 group = sandbox.read_task().task_group_id
             except (OSError, ValueError, TypeError):
                 group = None
-            with self._lock:
-                self._jobs[path.name] = _Job(path.name, sandbox, group, job_id)
-            count += 1
-        return count
+            found[task_id] = _Job(task_id, sandbox, group, job_id, attempt)
+        with self._lock:
+            self._jobs.update(found)
+        return len(found)
 
     # --- submitter thread ---------------------------------------------------------------------
     def _submit_loop(self) -> None:
@@ -324,7 +336,7 @@ class BatchEngine(Engine):
         if sandbox.ran():  # a job ran here but its id was never journaled: settle from files
             self._watch(job, "", announce=False)
             return
-        name = f"fnrelay-{task.task_id}"
+        name = job_name(task.task_id, job.attempt)
         try:
             job_id = self.scheduler.find_by_name(name) or \
                 self.scheduler.submit(script, name, sandbox.path)
@@ -348,7 +360,7 @@ class BatchEngine(Engine):
         # Inside a conda env or an image, the env's or image's python3, not the endpoint's path.
         command = [chain.interpreter(cfg.python, wrap=not mpi), "-m", JOB_ENTRY_MODULE, path]
         context = batch_context(cfg.scheduler, task.task_id, path, spec, chain, command,
-                                launch=False, wrap=not mpi)
+                                launch=False, wrap=not mpi, attempt=task.attempt)
         script = render_batch_script(cfg.scheduler, context, cfg.template)
         sandbox.write_task(task)
         write_atomic(sandbox.script, script)

@@ -10,6 +10,11 @@ Everything the batch engine must know after a crash lives here, each file writte
   exit_status  the job script's exit status (written by the script's EXIT trap)
   result.json  the ResultMessage the in-job worker wrote
   final.json   the ResultMessage the engine reported: the task is settled
+
+Each attempt of a task (the agent re-runs one lost to a node failure or preemption) has its own
+sandbox, ``<task_id>`` for the first and ``<task_id>@<n>`` for the n-th: a retry must neither
+replay the lost attempt's final.json nor re-watch its job, and the lost job's processes may
+still write into their own sandbox. Task ids cannot contain ``@``, so the name is unambiguous.
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ from fnrelay_endpoint.engines.batch.templating import STDERR_FILE, STDOUT_FILE
 TASKS_DIR = "tasks"
 #: Task ids become directory names: plain names only (the broker makes UUIDs).
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+ATTEMPT_SEPARATOR = "@"
+
+
+def parse_sandbox_name(name: str) -> tuple[str, int]:
+    """(task id, attempt) of a sandbox directory name."""
+    task_id, sep, attempt = name.rpartition(ATTEMPT_SEPARATOR)
+    if sep and attempt.isdigit() and int(attempt) > 1:
+        return task_id, int(attempt)
+    return name, 1
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -63,10 +77,11 @@ class Sandbox:
         self.path = Path(path)
 
     @classmethod
-    def of(cls, workdir: Path, task_id: str) -> Sandbox:
+    def of(cls, workdir: Path, task_id: str, attempt: int = 1) -> Sandbox:
         if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
             raise ValueError(f"task id {task_id!r} cannot name a sandbox directory")
-        return cls(Path(workdir) / TASKS_DIR / task_id)
+        name = task_id if attempt <= 1 else f"{task_id}{ATTEMPT_SEPARATOR}{attempt}"
+        return cls(Path(workdir) / TASKS_DIR / name)
 
     task_file = property(lambda self: self.path / "task.json")
     script = property(lambda self: self.path / "job.sh")

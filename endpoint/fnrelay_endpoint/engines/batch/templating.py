@@ -43,6 +43,11 @@ class TemplateRenderError(ValueError):
     """A batch script could not be rendered (bad template or a refused value)."""
 
 
+def job_name(task_id: str, attempt: int = 1) -> str:
+    """The scheduler job name of one attempt (plain characters: PBS and SGE restrict names)."""
+    return f"fnrelay-{task_id}" if attempt <= 1 else f"fnrelay-{task_id}-attempt{attempt}"
+
+
 def shquote(value: Any) -> str:
     """Shell-quote a value for the script body."""
     if value is None:
@@ -158,6 +163,7 @@ def _site_keys(scheduler: str, spec: ResourceSpecification) -> dict[str, Any]:
     return {
         "reservation": spec.reservation, "gres": spec.gres, "clusters": spec.clusters,
         "signal": spec.signal, "filesystems": spec.filesystems, "chunk": chunk,
+        "requeue": spec.requeue,
         "licenses": (pbs_licenses(spec.licenses) if scheduler == "pbspro" else
                      [spec.licenses]) if spec.licenses else [],
     }
@@ -165,13 +171,14 @@ def _site_keys(scheduler: str, spec: ResourceSpecification) -> dict[str, Any]:
 
 def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpecification,
                   chain: LaunchChain, command: Sequence[str], launch: bool = False,
-                  wrap: bool = True) -> dict[str, Any]:
+                  wrap: bool = True, attempt: int = 1) -> dict[str, Any]:
     """Everything a batch-script template gets, formatted for `scheduler`.
 
     `command` is an argv list (e.g. the worker entry point), wrapped by `chain`; `launch` says
     whether the MPI launcher is part of the job's own command line (False for a worker that
     starts ranks itself through FNRELAY_MPI_PREFIX) and `wrap` whether it runs inside the
     container and conda env (False for a worker that runs MPIFunction: see LaunchChain).
+    `attempt` numbers the agent's retries of the task, each its own job name.
     """
     if scheduler not in SCHEDULERS:
         raise TemplateRenderError(f"unknown scheduler {scheduler!r} (known: {SCHEDULERS})")
@@ -193,7 +200,8 @@ def batch_context(scheduler: str, task_id: str, sandbox: str, spec: ResourceSpec
     return {
         "scheduler": scheduler,
         "task_id": task_id,
-        "job_name": f"fnrelay-{task_id}",
+        "job_name": job_name(task_id, attempt),
+        "attempt": attempt,
         "sandbox": sandbox,
         "stdout_path": f"{sandbox}/{STDOUT_FILE}",
         "stderr_path": f"{sandbox}/{STDERR_FILE}",

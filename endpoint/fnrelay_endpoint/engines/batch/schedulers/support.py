@@ -12,10 +12,11 @@ from typing import Any
 #: Resource-specification keys with no standard directive, per scheduler.
 #: The typed site keys (resources.py) only the Slurm and PBSPro templates render; PBS has no
 #: gres, clusters or signal, Slurm no chunk or filesystems. login_shell is a Slurm shebang (PBS
-#: Pro starts a login shell itself); the other templates do not render it yet.
+#: Pro starts a login shell itself); the other templates do not render it yet. `requeue: true`
+#: only Slurm and PBS templates render (the others never ask their scheduler to requeue).
 _SLURM_ONLY = frozenset({"gres", "clusters", "signal"})
 _PBS_ONLY = frozenset({"chunk", "filesystems"})
-_SITE_KEYS = _SLURM_ONLY | _PBS_ONLY | {"reservation", "licenses", "login_shell"}
+_SITE_KEYS = _SLURM_ONLY | _PBS_ONLY | {"reservation", "licenses", "login_shell", "requeue"}
 UNSUPPORTED: dict[str, frozenset[str]] = {
     "slurm": _PBS_ONLY,
     "pbspro": frozenset({"qos", "constraint"}) | _SLURM_ONLY,
