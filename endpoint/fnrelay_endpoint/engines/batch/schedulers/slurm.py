@@ -4,11 +4,17 @@ Status comes from `squeue --states=all`, which covers pending, running and recen
 jobs (for MinJobAge seconds after the end) with their exit codes, in one command for many jobs.
 It deliberately avoids `sacct`: without slurmdbd it returns nothing. Jobs squeue no longer
 knows are UNKNOWN, and the engine reads the job's exit-status file instead.
+
+Multi-cluster sites (`clusters` in the resource specification): `sbatch --parsable` prints
+``<id>;<cluster>`` for a job on another cluster. That whole text is the job id the engine
+journals, and every later command about the job names its cluster (`squeue -M`, `scancel -M`):
+without it squeue looks on the local cluster only, and the job would be taken for lost.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 
 from fnrelay_endpoint.engines.batch.schedulers.base import (
@@ -37,6 +43,19 @@ FAILED_REASONS = {
     "CANCELLED": "cancelled by the scheduler or an administrator (CANCELLED)",
 }
 INFRASTRUCTURE = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REVOKED"}
+#: What `sbatch --parsable` prints: the job id, and the cluster when it is not the local one.
+_PARSABLE = re.compile(r"^(\d+)(?:;([A-Za-z0-9_.-]+))?$")
+
+
+def split_job_id(job_id: str) -> tuple[str, str | None]:
+    """("1234", "c2") from the journaled id "1234;c2"; ("1234", None) for a local job."""
+    number, _, cluster = str(job_id).partition(";")
+    return number, cluster or None
+
+
+def cluster_args(cluster: str | None) -> list[str]:
+    """`-M cluster` for a job on another cluster, nothing for a local one."""
+    return ["-M", cluster] if cluster else []
 
 
 def map_state(native: str, exit_raw: str = "", reason: str = "",
@@ -106,8 +125,8 @@ class SlurmScheduler(Scheduler):
                cwd: str | os.PathLike) -> str:
         out = self.run(["sbatch", "--parsable", f"--job-name={job_name}", f"--chdir={cwd}",
                         str(script_path)], cwd=cwd).stdout.strip()
-        job_id = out.splitlines()[-1].split(";")[0].strip() if out else ""
-        if not job_id.isdigit():
+        job_id = out.splitlines()[-1].strip() if out else ""
+        if not _PARSABLE.fullmatch(job_id):
             raise SchedulerError(f"sbatch printed no job id: {out!r}", ["sbatch"])
         return job_id
 
@@ -120,21 +139,30 @@ class SlurmScheduler(Scheduler):
     def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
         wanted = list(dict.fromkeys(str(j) for j in job_ids))
         result = {job_id: UNKNOWN for job_id in wanted}
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start:start + CHUNK]
-            for job_id, (state, exit_raw, reason, _name) in self._squeue(chunk).items():
-                if job_id in result:
-                    result[job_id] = map_state(state, exit_raw, reason,
-                                               self.was_cancelled_here(job_id))
+        by_cluster: dict[str | None, dict[str, str]] = {}  # cluster -> {number: journaled id}
+        for job_id in wanted:
+            number, cluster = split_job_id(job_id)
+            by_cluster.setdefault(cluster, {})[number] = job_id
+        for cluster, ids in by_cluster.items():
+            numbers = list(ids)
+            for start in range(0, len(numbers), CHUNK):
+                rows = self._squeue(numbers[start:start + CHUNK], cluster)
+                for number, (state, exit_raw, reason, _name) in rows.items():
+                    if number in ids:
+                        job_id = ids[number]
+                        result[job_id] = map_state(state, exit_raw, reason,
+                                                   self.was_cancelled_here(job_id))
         return result
 
     def cancel(self, job_id: str) -> None:
         self._cancelled.add(str(job_id))
-        self.run(["scancel", str(job_id)])
+        number, cluster = split_job_id(job_id)
+        self.run(["scancel", *cluster_args(cluster), number])
 
-    def _squeue(self, job_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
-        argv = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
-                f"--Format={SQUEUE_FORMAT}"]
+    def _squeue(self, job_ids: list[str], cluster: str | None = None
+                ) -> dict[str, tuple[str, str, str, str]]:
+        argv = ["squeue", *cluster_args(cluster), "--noheader", "--states=all",
+                f"--jobs={','.join(job_ids)}", f"--Format={SQUEUE_FORMAT}"]
         proc = self.run(argv, ok_codes=(0, 1))
         if proc.returncode == 1:
             # All ids purged: "Invalid job id specified". Anything else (controller down) is
