@@ -22,6 +22,7 @@ import pickletools
 import queue
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from fnrelay_endpoint.engines.batch.sandbox import (
     write_atomic,
 )
 from fnrelay_endpoint.engines.batch.schedulers.base import (
+    UNKNOWN,
     JobState,
     JobStatus,
     Scheduler,
@@ -79,15 +81,16 @@ DEFAULT_LAUNCHER = {"slurm": "srun", "pbspro": "mpich", "sge": "openmpi", "lsf":
 #: Seconds between scheduler polls: one squeue/qstat for all jobs, but every endpoint of every
 #: user polls, and batch jobs last minutes (Parsl's providers poll every 60 s).
 DEFAULT_POLL_INTERVAL = 30.0
-#: Polls in a row a job may be unknown to the scheduler, with no exit status in its sandbox,
-#: before it is reported lost (shared filesystems may show the file a little late).
-UNKNOWN_GRACE = 3
+#: Seconds a job may be unknown to the scheduler, with no exit status in its sandbox and no
+#: final state in the scheduler's accounting, before it is reported lost: NFS caches negative
+#: lookups for a while, and PBS servers without job history forget a job as it ends.
+DEFAULT_LOST_AFTER = 300.0
 #: Exception type named in results of jobs that failed as jobs (not as Python calls).
 FAILURE_TYPE = "fnrelay_endpoint.BatchJobFailed"
 #: `max_workers` is accepted and ignored: the scheduler decides how many jobs run at once.
 CONFIG_KEYS = frozenset({"type", "scheduler", "template", "defaults", "allowed_free_text",
                          "launcher", "poll_interval", "python", "scheduler_timeout",
-                         "max_workers"})
+                         "lost_after", "max_workers"})
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class BatchConfig:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     python: str = sys.executable
     scheduler_timeout: float = 60.0
+    lost_after: float = DEFAULT_LOST_AFTER
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], source: str = "engine") -> BatchConfig:
@@ -135,6 +139,8 @@ class BatchConfig:
                                      source, here=True),
             scheduler_timeout=check.seconds(config.get("scheduler_timeout", 60.0),
                                             "engine.scheduler_timeout", source),
+            lost_after=check.seconds(config.get("lost_after", DEFAULT_LOST_AFTER),
+                                     "engine.lost_after", source),
         )
 
 
@@ -188,7 +194,7 @@ class _Job:
     job_id: str | None = None
     attempt: int = 1
     reported: str = ""  # last status sent: "queued" | "running"
-    unknown_polls: int = 0
+    unknown_since: float | None = None  # time.monotonic() when the scheduler forgot the job
     cancel_requested: bool = False
     done: bool = False
 
@@ -404,8 +410,12 @@ class BatchEngine(Engine):
         except SchedulerError as e:
             log.warning("cannot get the status of %d batch job(s): %s", len(ids), e)
             return
+        vanished = [j.job_id for j in watched if j.job_id and _from_sandbox(j) is None
+                    and statuses.get(j.job_id, UNKNOWN).state is JobState.UNKNOWN]
+        history = self.scheduler.history(vanished) if vanished else {}
         for job in watched:
-            self._observe(job, statuses.get(job.job_id or "", JobStatus(JobState.UNKNOWN)))
+            self._observe(job, statuses.get(job.job_id or "", UNKNOWN),
+                          history.get(job.job_id or ""))
 
     def _cancel_job(self, job: _Job) -> None:
         if job.job_id:
@@ -419,15 +429,15 @@ class BatchEngine(Engine):
             job.task_id, job.task_group_id, f"cancelled ({self.config.scheduler} job "
             f"{job.job_id or 'unknown'})"))
 
-    def _observe(self, job: _Job, status: JobStatus) -> None:
+    def _observe(self, job: _Job, status: JobStatus, history: JobStatus | None = None) -> None:
         """Turn one job's status into a status update or its result."""
         if status.state is JobState.UNKNOWN:
-            forgotten = self._forgotten(job)
+            forgotten = self._forgotten(job, history)
             if forgotten is None:
                 return
             status = forgotten
         else:
-            job.unknown_polls = 0
+            job.unknown_since = None
         if status.state is JobState.QUEUED:
             self._report(job, "queued", TaskState.WAITING_FOR_NODES, status)
         elif status.state is JobState.RUNNING:
@@ -435,19 +445,25 @@ class BatchEngine(Engine):
         else:
             self._finish(job, status=status)
 
-    def _forgotten(self, job: _Job) -> JobStatus | None:
-        """Status of a job the scheduler no longer knows, from its sandbox (None: wait)."""
-        from_file = status_from_exit_file(job.sandbox.path)
-        if from_file is not None:
-            return from_file
-        if job.sandbox.result_file.exists():
-            return JobStatus(JobState.COMPLETED, "result file", 0)
-        job.unknown_polls += 1
-        if job.unknown_polls < UNKNOWN_GRACE:
+    def _forgotten(self, job: _Job, history: JobStatus | None) -> JobStatus | None:
+        """Status of a job the scheduler no longer knows (None: wait): from its sandbox, else
+        from the scheduler's accounting (`history`), else lost once `lost_after` has passed.
+
+        A completed job without an exit status is waited for too: its files may be late."""
+        found = _from_sandbox(job)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        if job.unknown_since is None:
+            job.unknown_since = now
+        if history is not None and history.state is not JobState.COMPLETED:
+            return history
+        if now - job.unknown_since < self.config.lost_after:
             return None
-        return JobStatus(JobState.INFRASTRUCTURE, "", None,
-                         f"the scheduler no longer knows job {job.job_id or '(unknown id)'} "
-                         "and it left no exit status")
+        return history or JobStatus(
+            JobState.INFRASTRUCTURE, "", None,
+            f"the scheduler no longer knows job {job.job_id or '(unknown id)'} and it left no "
+            f"exit status within {self.config.lost_after:g}s")
 
     def _report(self, job: _Job, key: str, state: TaskState, status: JobStatus) -> None:
         if job.reported == key:
@@ -507,6 +523,16 @@ class BatchEngine(Engine):
         traceback = f"stdout (last lines):\n{tails['stdout']}\n\nstderr (last lines):\n" \
                     f"{tails['stderr']}\n"
         return failed_result(job, FAILURE_TYPE, message, details=details, traceback=traceback)
+
+
+def _from_sandbox(job: _Job) -> JobStatus | None:
+    """The final status a job left in its sandbox (exit status or result), if any."""
+    from_file = status_from_exit_file(job.sandbox.path)
+    if from_file is not None:
+        return from_file
+    if job.sandbox.result_file.exists():
+        return JobStatus(JobState.COMPLETED, "result file", 0)
+    return None
 
 
 ENGINE = BatchEngine

@@ -106,6 +106,11 @@ class Scheduler(abc.ABC):
         Every id asked for is in the answer; a job the scheduler has forgotten is UNKNOWN.
         """
 
+    def history(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        """Final states of jobs `status` no longer knows, from the scheduler's accounting
+        (Slurm's sacct); only the ids it knows. Never raises: without accounting, {}."""
+        return {}
+
     @abc.abstractmethod
     def cancel(self, job_id: str) -> None:
         """Cancel a queued or running job; a finished or unknown job is not an error."""

@@ -2,8 +2,9 @@
 
 Status comes from `squeue --states=all`, which covers pending, running and recently finished
 jobs (for MinJobAge seconds after the end) with their exit codes, in one command for many jobs.
-It deliberately avoids `sacct`: without slurmdbd it returns nothing. Jobs squeue no longer
-knows are UNKNOWN, and the engine reads the job's exit-status file instead.
+It does not depend on `sacct`, which needs slurmdbd: jobs squeue no longer knows are UNKNOWN,
+and the engine reads the job's exit-status file, and asks `history` (sacct, where accounting
+works) for the final state of a job that left none, e.g. one whose node died.
 
 Multi-cluster sites (`clusters` in the resource specification): `sbatch --parsable` prints
 ``<id>;<cluster>`` for a job on another cluster. That whole text is the job id the engine
@@ -103,6 +104,23 @@ def _exit_reason(exit_code: int | None, signal_reason: str, reason: str) -> str:
     return reason or "failed"
 
 
+#: sacct fields, in --parsable2 output (`|`-separated, no trailing `|`).
+SACCT_FORMAT = "JobIDRaw,State,ExitCode"
+#: sacct's answer on a cluster without slurmdbd: ask no more.
+_NO_ACCOUNTING = re.compile(r"accounting storage is disabled|slurmdbd", re.IGNORECASE)
+
+
+def parse_sacct(text: str) -> dict[str, tuple[str, str]]:
+    """{job id: (state, exit code)} from `sacct --parsable2` output in SACCT_FORMAT; the last
+    row of an id wins (a requeued job has one row per run)."""
+    jobs = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 3 and parts[0].isdigit():
+            jobs[parts[0]] = (parts[1], parts[2])
+    return jobs
+
+
 def parse_squeue(text: str) -> dict[str, tuple[str, str, str, str]]:
     """{job id: (state, exit code, reason, name)} from squeue output in SQUEUE_FORMAT."""
     jobs = {}
@@ -120,6 +138,8 @@ class SlurmScheduler(Scheduler):
 
     name = "slurm"
     directive_prefix = "#SBATCH"
+    #: Set when sacct said the cluster keeps no accounting: `history` asks no more.
+    _no_accounting = False
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:
@@ -152,6 +172,31 @@ class SlurmScheduler(Scheduler):
                         job_id = ids[number]
                         result[job_id] = map_state(state, exit_raw, reason,
                                                    self.was_cancelled_here(job_id))
+        return result
+
+    def history(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        if self._no_accounting:
+            return {}
+        by_cluster: dict[str | None, dict[str, str]] = {}
+        for job_id in dict.fromkeys(str(j) for j in job_ids):
+            number, cluster = split_job_id(job_id)
+            by_cluster.setdefault(cluster, {})[number] = job_id
+        result: dict[str, JobStatus] = {}
+        for cluster, ids in by_cluster.items():
+            argv = ["sacct", *cluster_args(cluster), "--noheader", "--parsable2",
+                    "--allocations", f"--jobs={','.join(ids)}", f"--format={SACCT_FORMAT}"]
+            try:
+                out = self.run(argv).stdout
+            except SchedulerError as e:
+                if _NO_ACCOUNTING.search(str(e)):
+                    self._no_accounting = True
+                return result
+            for number, (state, exit_raw) in parse_sacct(out).items():
+                if number in ids:
+                    status = map_state(state, exit_raw, "",
+                                       self.was_cancelled_here(ids[number]))
+                    if status.terminal:
+                        result[ids[number]] = status
         return result
 
     def cancel(self, job_id: str) -> None:
