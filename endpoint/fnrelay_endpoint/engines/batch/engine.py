@@ -410,8 +410,9 @@ class BatchEngine(Engine):
         except SchedulerError as e:
             log.warning("cannot get the status of %d batch job(s): %s", len(ids), e)
             return
-        vanished = [j.job_id for j in watched if j.job_id and _from_sandbox(j) is None
-                    and statuses.get(j.job_id, UNKNOWN).state is JobState.UNKNOWN]
+        vanished = [j.job_id for j in watched if j.job_id
+                    and statuses.get(j.job_id, UNKNOWN).state is JobState.UNKNOWN
+                    and _from_sandbox(j) is None]
         history = self.scheduler.history(vanished) if vanished else {}
         for job in watched:
             self._observe(job, statuses.get(job.job_id or "", UNKNOWN),
