@@ -3,6 +3,8 @@ its callbacks and real TaskMessages built with fnrelay.serialize."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 import uuid
@@ -118,3 +120,37 @@ def squeue(slurm_cluster) -> Callable[[str], list[str]]:  # noqa: F811
         return out.split()
 
     return ids
+
+
+STANDIN_SBATCH = """#!/bin/sh
+echo "$*" >> {calls}
+n=$(wc -l < {calls})
+if [ "$n" -le {failures} ]; then
+    echo {message!r} >&2
+    exit 1
+fi
+exec {real} "$@"
+"""
+
+
+@pytest.fixture
+def stand_in_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """stand_in_sbatch(failures=0, message="") -> file of recorded calls.
+
+    Puts an `sbatch` first on PATH that records its arguments, fails its first `failures`
+    calls with `message` on stderr (what real sbatch prints), then runs the real sbatch.
+    """
+
+    def make(failures: int = 0, message: str = "") -> Path:
+        bin_dir = tmp_path / "standin-bin"
+        bin_dir.mkdir()
+        calls = bin_dir / "calls"
+        calls.touch()
+        script = bin_dir / "sbatch"
+        script.write_text(STANDIN_SBATCH.format(calls=calls, failures=failures, message=message,
+                                                real=shutil.which("sbatch")))
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        return calls
+
+    return make

@@ -21,7 +21,9 @@ def test_a_full_config_is_accepted(tmp_path):
         "defaults": {"queue": "workq", "walltime": "01:00:00", "modules": ["gcc/12"]},
         "allowed_free_text": ["pre_exec"], "launcher": {"type": "mpich"},
         "poll_interval": 2, "python": sys.executable, "max_workers": 4,
+        "max_jobs": 100, "max_pending": 86400,
     })
+    assert (cfg.max_jobs, cfg.max_pending) == (100, 86400.0)
     assert (cfg.scheduler, cfg.launcher, cfg.poll_interval) == ("pbspro", "mpich", 2.0)
     assert cfg.allowed_free_text == {"pre_exec"}
 
@@ -49,6 +51,11 @@ def test_default_launcher_follows_the_scheduler():
     ({"scheduler": "slurm", "poll_interval": 0}, "engine.poll_interval"),
     ({"scheduler": "slurm", "python": "/opt/fnrelay/bin/python"}, "engine.python"),
     ({"scheduler": "slurm", "python": "no-such-python3"}, "engine.python"),
+    ({"scheduler": "slurm", "max_jobs": 0}, "engine.max_jobs"),
+    ({"scheduler": "pbspro", "pack_window": 2}, "engine.pack_window"),
+    ({"scheduler": "slurm", "pack_window": 0}, "engine.pack_window"),
+    ({"scheduler": "slurm", "max_jobs": "10"}, "engine.max_jobs"),
+    ({"scheduler": "slurm", "max_pending": -1}, "engine.max_pending"),
 ])
 def test_bad_settings_are_refused_naming_the_key(config, key):
     with pytest.raises(ConfigurationError, match=key.replace(".", r"\.")):

@@ -143,12 +143,13 @@ def test_refused_values_fail_before_anything_is_submitted(make_batch_engine, mak
     assert rec.statuses_of(task.task_id) == []
 
 
-def test_overrides_show_in_scontrol_and_a_held_job_is_cancelled(
+def test_overrides_show_in_scontrol_and_a_pending_job_is_cancelled(
         make_batch_engine, make_task, slurm_cluster, squeue):
     engine, rec = make_batch_engine(defaults={"partition": "debug", "walltime": 3600},
                                     allowed_free_text=["scheduler_options"])
     task = make_task(add, 1, 2, resource_specification={
-        "partition": "batch", "walltime": "00:05:00", "scheduler_options": ["#SBATCH --hold"]})
+        "partition": "batch", "walltime": "00:05:00",
+        "scheduler_options": ["#SBATCH --begin=now+1hour"]})
     engine.submit(task)
     job_id = job_id_of(rec.status(task.task_id, TaskState.WAITING_FOR_NODES.value))
     job = scontrol(slurm_cluster, job_id)

@@ -38,7 +38,7 @@ def test_documented_qstat_json_maps_every_job_state():
         "1002": (S.RUNNING, None),
         "1003": (S.COMPLETED, 0),
         "1004": (S.FAILED, 3),
-        "1005": (S.QUEUED, None),  # H: held
+        "1005": (S.HELD, None),  # H: held, never starts by itself
         "1006": (S.FAILED, -29),  # walltime exceeded
         "1007": (S.FAILED, 143),  # 256 + SIGTERM
         "1008": (S.FAILED, None),  # deleted before it ran
@@ -57,6 +57,7 @@ def test_reasons_name_the_cause_and_keep_pbs_comment():
     assert "killed by signal 15" in map_job(jobs["1007.pbs01"]).reason
     assert "deleted" in map_job(jobs["1008.pbs01"]).reason
     assert map_job(jobs["1004.pbs01"]).reason.startswith("exit status 3")
+    assert map_job(jobs["1005.pbs01"]).reason == "job held, too many failed attempts to run"
 
 
 def test_cancelled_through_the_adapter_is_cancelled():

@@ -36,7 +36,7 @@ def test_job_goes_queued_running_completed(sched, tmp_path: Path):
     script = write_job(tmp_path, wait_gate(tmp_path) + "; echo hello",
                        directives=("#SBATCH --hold",))
     job = sched.submit(script, name(), tmp_path)
-    assert sched.status([job])[job].state is JobState.QUEUED
+    assert sched.status([job])[job].state is JobState.HELD  # released below, it runs
 
     sched.run(["scontrol", "release", job])
     wait_status(sched, job, lambda s: s.state is JobState.RUNNING)
@@ -101,7 +101,7 @@ def test_status_of_several_jobs_at_once(sched, tmp_path: Path):
             wait_status(sched, job, lambda s: s.state is JobState.RUNNING)
         statuses = sched.status([held, a, b, "999999"])
         assert {k: v.state for k, v in statuses.items()} == {
-            held: JobState.QUEUED, a: JobState.RUNNING, b: JobState.RUNNING,
+            held: JobState.HELD, a: JobState.RUNNING, b: JobState.RUNNING,
             "999999": JobState.UNKNOWN}
     finally:
         for d in ("a", "b"):

@@ -85,3 +85,22 @@ def test_missing_tool_is_a_clear_error(tmp_path):
     sched = SlurmScheduler(env={"PATH": str(tmp_path)})
     with pytest.raises(SchedulerError, match="sbatch not found"):
         sched.submit(tmp_path / "job.sh", "fnrelay-x", tmp_path)
+
+
+@pytest.mark.parametrize("native, reason", [
+    ("PENDING", "JobHeldAdmin"), ("PENDING", "JobHeldUser"), ("PENDING", "PartitionTimeLimit"),
+    ("PENDING", "InvalidAccount"), ("PENDING", "InvalidQOS"),
+    ("PENDING", "launch failed requeued held"), ("REQUEUE_HOLD", "None"),
+    ("SPECIAL_EXIT", "None"),
+])
+def test_held_and_never_runnable_jobs_are_held_with_the_reason(native, reason):
+    """A job no amount of waiting starts must not leave its task waiting forever."""
+    status = map_state(native, "0", reason)
+    assert status.state is S.HELD
+    assert status.reason == (native if reason == "None" else reason)
+
+
+@pytest.mark.parametrize("reason", ["Resources", "Priority", "QOSMaxJobsPerUserLimit",
+                                    "BeginTime", "ReqNodeNotAvail"])
+def test_reasons_that_clear_by_themselves_keep_the_job_queued(reason):
+    assert map_state("PENDING", "0", reason).state is S.QUEUED

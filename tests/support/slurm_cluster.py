@@ -58,8 +58,10 @@ class SlurmCluster:
     """munged + slurmctld + slurmd on this host, configured entirely under `root`."""
 
     def __init__(self, root: str | os.PathLike, cpus: int = 8, min_job_age: int = 2,
-                 partitions: tuple[str, ...] = ("debug", "batch")):
+                 partitions: tuple[str, ...] = ("debug", "batch"),
+                 extra_conf: tuple[str, ...] = ()):
         self.root = Path(root).resolve()
+        self.extra_conf = extra_conf  # slurm.conf lines a test needs (e.g. a Prolog)
         self.cpus = cpus
         self.min_job_age = min_job_age
         self.partitions = partitions
@@ -193,6 +195,7 @@ class SlurmCluster:
             default = "YES" if i == 0 else "NO"
             lines.append(f"PartitionName={name} Nodes=ALL Default={default} MaxTime=INFINITE "
                          "State=UP")
+        lines.extend(self.extra_conf)
         return "\n".join(lines) + "\n"
 
     def _start_munge(self, timeout: float) -> None:

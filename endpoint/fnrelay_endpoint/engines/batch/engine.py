@@ -10,8 +10,11 @@ the scheduler about all jobs at once and turns job states into status updates an
 Submission is idempotent: a task whose sandbox holds a job id is watched, not resubmitted; one
 whose job already ran (exit status or result in the sandbox) is settled from those files; and
 before submitting, the scheduler is asked for a job of that name (a crash between sbatch and
-journaling the id). `start()` re-attaches to every sandbox with a job id and no reported result,
-so an endpoint restart never submits a job twice, and `shutdown()` leaves the jobs running.
+journaling the id, or an sbatch that timed out after submitting). A transient submission error
+(the scheduler's `is_transient`) puts the task back in front of the queue and pauses all
+submissions for a back-off; any other refusal fails the task. `start()` re-attaches to every
+sandbox with a job id and no reported result, so an endpoint restart never submits a job twice,
+and `shutdown()` leaves the jobs running.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ from __future__ import annotations
 import base64
 import logging
 import pickletools
-import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fnrelay.backoff import Backoff
 from fnrelay.errors import ConfigurationError
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
@@ -38,6 +42,12 @@ from fnrelay_endpoint.engines.base import (
     StatusCallback,
     failed_result,
     refused_result,
+)
+from fnrelay_endpoint.engines.batch.arrays import (
+    ARRAYS_DIR,
+    MAX_ELEMENTS,
+    pack_key,
+    write_array,
 )
 from fnrelay_endpoint.engines.batch.sandbox import (
     TASKS_DIR,
@@ -85,12 +95,18 @@ DEFAULT_POLL_INTERVAL = 30.0
 #: final state in the scheduler's accounting, before it is reported lost: NFS caches negative
 #: lookups for a while, and PBS servers without job history forget a job as it ends.
 DEFAULT_LOST_AFTER = 300.0
+#: Pacing of submissions after a transient error (fnrelay.backoff: 1 s, 2 s, 4 s ... 2 min).
+SUBMIT_BACKOFF_BASE = 1.0
+SUBMIT_BACKOFF_CAP = 120.0
 #: Exception type named in results of jobs that failed as jobs (not as Python calls).
 FAILURE_TYPE = "fnrelay_endpoint.BatchJobFailed"
 #: `max_workers` is accepted and ignored: the scheduler decides how many jobs run at once.
 CONFIG_KEYS = frozenset({"type", "scheduler", "template", "defaults", "allowed_free_text",
                          "launcher", "poll_interval", "python", "scheduler_timeout",
-                         "lost_after", "max_workers"})
+                         "lost_after", "max_workers", "max_pending", "max_jobs",
+                         "pack_window"})
+#: Schedulers whose adapter submits job arrays (engine.pack_window).
+ARRAY_SCHEDULERS = frozenset({"slurm"})
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,12 @@ class BatchConfig:
     python: str = sys.executable
     scheduler_timeout: float = 60.0
     lost_after: float = DEFAULT_LOST_AFTER
+    #: Seconds a job may stay queued before its task fails; None: no limit.
+    max_pending: float | None = None
+    #: Jobs this endpoint keeps queued or running at once; None: no cap.
+    max_jobs: int | None = None
+    #: Seconds to gather tasks of one specification into a job array; None: one job each.
+    pack_window: float | None = None
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], source: str = "engine") -> BatchConfig:
@@ -141,7 +163,28 @@ class BatchConfig:
                                             "engine.scheduler_timeout", source),
             lost_after=check.seconds(config.get("lost_after", DEFAULT_LOST_AFTER),
                                      "engine.lost_after", source),
+            max_pending=check.seconds_or_null(config.get("max_pending"), "engine.max_pending",
+                                              source, "no limit"),
+            max_jobs=_max_jobs(config.get("max_jobs"), source),
+            pack_window=_pack_window(config.get("pack_window"), scheduler, source),
         )
+
+
+def _pack_window(value: Any, scheduler: str, source: str) -> float | None:
+    """`pack_window`: seconds, or null (no arrays); only where the adapter submits arrays."""
+    window = check.seconds_or_null(value, "engine.pack_window", source, "no job arrays")
+    if window is not None and scheduler not in ARRAY_SCHEDULERS:
+        raise ConfigurationError(f"{source}: 'engine.pack_window' needs a scheduler with job "
+                                 f"arrays ({', '.join(sorted(ARRAY_SCHEDULERS))}), "
+                                 f"not {scheduler!r}")
+    return window
+
+
+def _max_jobs(value: Any, source: str) -> int | None:
+    """`max_jobs`: a positive number of jobs, or null (no cap)."""
+    if value is None:
+        return None
+    return check.integer(value, "engine.max_jobs", source, low=1, unit="jobs")
 
 
 def _launcher(value: Any, source: str) -> tuple[str | None, dict[str, Any]]:
@@ -195,6 +238,9 @@ class _Job:
     attempt: int = 1
     reported: str = ""  # last status sent: "queued" | "running"
     unknown_since: float | None = None  # time.monotonic() when the scheduler forgot the job
+    queued_since: float = field(default_factory=time.monotonic)
+    arrived: float = field(default_factory=time.monotonic)
+    pack: str = ""  # with pack_window: tasks of equal `pack` may share an array
     cancel_requested: bool = False
     done: bool = False
 
@@ -213,7 +259,12 @@ class BatchEngine(Engine):
                                                      timeout=self.config.scheduler_timeout)
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
-        self._submissions: queue.SimpleQueue[TaskMessage | None] = queue.SimpleQueue()
+        # Tasks not submitted yet, in arrival order; the submitter waits on _changed for a new
+        # task, a cancel, a finished job, the end of a back-off or shutdown.
+        self._waiting: deque[TaskMessage] = deque()
+        self._changed = threading.Condition(self._lock)
+        self._retry_at = 0.0  # after a transient submission error: no sbatch before this
+        self._backoff = Backoff(SUBMIT_BACKOFF_BASE, SUBMIT_BACKOFF_CAP)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -240,6 +291,8 @@ class BatchEngine(Engine):
             self._threads.append(t)
 
     def submit(self, task: TaskMessage) -> None:
+        pack = "" if self.config.pack_window is None else \
+            pack_key(task.resource_specification, is_mpi_function(task.function))
         with self._lock:
             if task.task_id in self._jobs:
                 return  # already submitted or re-attached: never twice
@@ -250,11 +303,11 @@ class BatchEngine(Engine):
             else:
                 refused = None
                 self._jobs[task.task_id] = _Job(task.task_id, sandbox, task.task_group_id,
-                                                attempt=task.attempt)
+                                                attempt=task.attempt, pack=pack)
+                self._waiting.append(task)
+                self._changed.notify_all()
         if refused is not None:
             self.on_result(failed_result(task, FAILURE_TYPE, refused))
-            return
-        self._submissions.put(task)
 
     def cancel(self, task_id: str) -> bool:
         with self._lock:
@@ -262,7 +315,8 @@ class BatchEngine(Engine):
             if job is None or job.done:
                 return False
             job.cancel_requested = True
-        self._wake.set()  # the poller sends scancel (or the submitter never submits)
+            self._changed.notify_all()  # a waiting task is settled by the submitter
+        self._wake.set()  # the poller sends scancel
         return True
 
     def shutdown(self) -> None:
@@ -271,15 +325,17 @@ class BatchEngine(Engine):
             return
         self._stop.set()
         self._wake.set()
-        self._submissions.put(None)
+        with self._changed:
+            self._changed.notify_all()
         for t in self._threads:
             t.join(timeout=self.config.scheduler_timeout + 10)
 
     def info(self) -> dict[str, Any]:
         with self._lock:
             jobs = sum(1 for j in self._jobs.values() if j.job_id)
+            waiting = len(self._waiting)
         return {"engine": self.name, "scheduler": self.config.scheduler, "jobs": jobs,
-                "submitting": self._submissions.qsize()}
+                "submitting": waiting}
 
     # --- re-attach ----------------------------------------------------------------------------
     def _reattach(self) -> int:
@@ -304,55 +360,165 @@ class BatchEngine(Engine):
 
     # --- submitter thread ---------------------------------------------------------------------
     def _submit_loop(self) -> None:
-        while not self._stop.is_set():
-            task = self._submissions.get()
-            if task is None or self._stop.is_set():
-                return
+        while (batch := self._next_batch()) is not None:
             with self._lock:
-                job = self._jobs.get(task.task_id)
-            if job is None or job.done:
-                continue
+                pairs = [(job, task) for task in batch
+                         if (job := self._jobs.get(task.task_id)) is not None and not job.done]
             try:
-                self._submit_one(job, task)
+                self._submit_batch(pairs)
             except Exception as e:  # noqa: BLE001 - one bad task must not stop the others
-                log.exception("batch submission of task %s failed", task.task_id)
-                self._finish(job, result=failed_result(task, FAILURE_TYPE,
-                                                       f"batch submission failed: {e}"))
+                log.exception("batch submission of %d task(s) failed", len(pairs))
+                for job, task in pairs:
+                    self._finish(job, result=failed_result(task, FAILURE_TYPE,
+                                                           f"batch submission failed: {e}"))
 
-    def _submit_one(self, job: _Job, task: TaskMessage) -> None:
-        """Settle, re-attach or submit one task (see the module docstring for the order)."""
+    def _next_batch(self) -> list[TaskMessage] | None:
+        """The next tasks to handle together, once submitting is allowed; None at shutdown.
+
+        A cancelled task is handed out at once, alone (it is settled without a job). The others
+        wait while a back-off after a transient submission error runs, while `max_jobs` jobs
+        are queued or running (a finished job notifies), and for `pack_window` seconds after
+        the first one arrived, so that tasks with the same specification share an array.
+        """
+        with self._changed:
+            while not self._stop.is_set():
+                for task in self._waiting:
+                    job = self._jobs.get(task.task_id)
+                    if job is None or job.done or job.cancel_requested:
+                        self._waiting.remove(task)
+                        return [task]
+                pause = self._retry_at - time.monotonic()
+                if self._waiting and pause <= 0 and not self._at_cap():
+                    pause = self._packing_pause()
+                    if pause <= 0:
+                        return self._take_batch()
+                self._changed.wait(pause if self._waiting and pause > 0 else None)
+            return None
+
+    def _packing_pause(self) -> float:
+        """Seconds until the first waiting task's pack window closes (call with the lock)."""
+        window = self.config.pack_window
+        job = self._jobs.get(self._waiting[0].task_id)
+        if window is None or job is None:
+            return 0.0
+        return job.arrived + window - time.monotonic()
+
+    def _take_batch(self) -> list[TaskMessage]:
+        """The first waiting task and, with `pack_window`, every other one of the same
+        specification that fits under `max_jobs` and an array's size (call with the lock)."""
+        first = self._waiting.popleft()
+        if self.config.pack_window is None:
+            return [first]
+        room = MAX_ELEMENTS - 1
+        if self.config.max_jobs is not None:
+            room = min(room, self.config.max_jobs - self._active() - 1)
+        key = self._pack_of(first)
+        batch, rest = [first], deque[TaskMessage]()
+        for task in self._waiting:
+            if len(batch) <= room and self._pack_of(task) == key:
+                batch.append(task)
+            else:
+                rest.append(task)
+        self._waiting = rest
+        return batch
+
+    def _pack_of(self, task: TaskMessage) -> str | None:
+        job = self._jobs.get(task.task_id)
+        return job.pack if job is not None else None
+
+    def _active(self) -> int:
+        """Jobs queued or running (call with the lock held)."""
+        return sum(1 for j in self._jobs.values() if j.job_id is not None and not j.done)
+
+    def _at_cap(self) -> bool:
+        """True if `max_jobs` jobs are queued or running (call with the lock held)."""
+        return self.config.max_jobs is not None and self._active() >= self.config.max_jobs
+
+    def _defer(self, tasks: list[TaskMessage], error: SchedulerError) -> None:
+        """Put tasks back in front after a transient error; no submission until the back-off."""
+        pause = self._backoff.next_delay()
+        log.warning("batch submission of %d task(s) failed for now, retrying in %.1f s: %s",
+                    len(tasks), pause, error)
+        with self._changed:
+            self._retry_at = time.monotonic() + pause
+            self._waiting.extendleft(reversed(tasks))
+
+    def _refused(self, job: _Job, task: TaskMessage, error: SchedulerError) -> None:
+        self._finish(job, result=failed_result(task, FAILURE_TYPE,
+                                               f"batch job submission refused: {error}",
+                                               details={"scheduler_error": True}))
+
+    def _submit_batch(self, pairs: list[tuple[_Job, TaskMessage]]) -> None:
+        """Settle or re-attach what can be; submit the rest as one job or one array."""
+        fresh = [(job, task) for job, task in pairs if self._needs_job(job, task)]
+        if len(fresh) == 1:
+            self._submit_one(*fresh[0])
+        elif fresh:
+            self._submit_array(fresh)
+
+    def _needs_job(self, job: _Job, task: TaskMessage) -> bool:
+        """Settle or re-attach a task from its sandbox (module docstring); else write its
+        script and return True."""
         sandbox = job.sandbox
         final = sandbox.final()
         if final is not None:  # reported before a crash, never journaled: report again
             self._finish(job, result=final, record=False)
-            return
+            return False
         job_id = sandbox.job_id()
         if job_id is not None:
             self._watch(job, job_id, announce=False)
-            return
+            return False
         if job.cancel_requested:
             self._finish(job, result=cancelled_result(task.task_id, task.task_group_id,
                                                       "cancelled before submission"))
-            return
+            return False
         try:
-            script = self._prepare(sandbox, task)
+            self._prepare(sandbox, task)
         except (ResourceSpecificationError, TemplateRenderError) as e:
             self._finish(job, result=refused_result(task, str(e)))
-            return
+            return False
         if sandbox.ran():  # a job ran here but its id was never journaled: settle from files
             self._watch(job, "", announce=False)
-            return
+            return False
+        return True
+
+    def _submit_one(self, job: _Job, task: TaskMessage) -> None:
+        """Submit one prepared task as its own job (unless one of its name exists)."""
         name = job_name(task.task_id, job.attempt)
         try:
             job_id = self.scheduler.find_by_name(name) or \
-                self.scheduler.submit(script, name, sandbox.path)
+                self.scheduler.submit(job.sandbox.script, name, job.sandbox.path)
         except SchedulerError as e:
-            self._finish(job, result=failed_result(task, FAILURE_TYPE,
-                                                   f"batch job submission refused: {e}",
-                                                   details={"scheduler_error": True}))
+            if self.scheduler.is_transient(e):
+                self._defer([task], e)
+            else:
+                self._refused(job, task, e)
             return
-        sandbox.write_job_id(job_id)
+        self._backoff.reset()
+        job.sandbox.write_job_id(job_id)
         self._watch(job, job_id, announce=True)
+
+    def _submit_array(self, fresh: list[tuple[_Job, TaskMessage]]) -> None:
+        """Submit prepared tasks of one specification as one job array, one element each."""
+        first = fresh[0][1].task_id
+        directory = self.workdir / ARRAYS_DIR / first
+        script = write_array(directory, fresh[0][0].sandbox.script.read_text(),
+                             [job.sandbox.path for job, _ in fresh],
+                             self.scheduler.array_index_variable)
+        try:
+            ids = self.scheduler.submit_array(script, f"fnrelay-array-{first}", directory,
+                                              len(fresh), str(directory / "%A_%a.out"))
+        except SchedulerError as e:
+            if self.scheduler.is_transient(e):
+                self._defer([task for _, task in fresh], e)
+            else:
+                for job, task in fresh:
+                    self._refused(job, task, e)
+            return
+        self._backoff.reset()
+        for (job, _), job_id in zip(fresh, ids, strict=True):
+            job.sandbox.write_job_id(job_id)
+            self._watch(job, job_id, announce=True)
 
     def _prepare(self, sandbox: Sandbox, task: TaskMessage) -> Path:
         """Validate, make the sandbox, write the task and the script; the script's path."""
@@ -376,6 +542,7 @@ class BatchEngine(Engine):
     def _watch(self, job: _Job, job_id: str, announce: bool) -> None:
         with self._lock:
             job.job_id = job_id
+            job.queued_since = time.monotonic()
             if announce:
                 job.reported = "queued"
         if announce:
@@ -439,12 +606,32 @@ class BatchEngine(Engine):
             status = forgotten
         else:
             job.unknown_since = None
-        if status.state is JobState.QUEUED:
+        if status.state is JobState.QUEUED and self._pending_too_long(job):
+            why = f"still pending after {self.config.max_pending:g} s (engine.max_pending)"
+            status = JobStatus(JobState.HELD, status.native_state, None,
+                               f"{why}: {status.reason}" if status.reason else why)
+        if status.state is JobState.HELD:
+            self._give_up(job, status)
+        elif status.state is JobState.QUEUED:
             self._report(job, "queued", TaskState.WAITING_FOR_NODES, status)
         elif status.state is JobState.RUNNING:
             self._report(job, "running", TaskState.RUNNING, status)
         else:
             self._finish(job, status=status)
+
+    def _pending_too_long(self, job: _Job) -> bool:
+        limit = self.config.max_pending
+        return limit is not None and time.monotonic() - job.queued_since > limit
+
+    def _give_up(self, job: _Job, status: JobStatus) -> None:
+        """Cancel a job that will not start by itself and fail its task with the reason."""
+        try:
+            self.scheduler.cancel(job.job_id or "")
+        except SchedulerError as e:
+            log.warning("cannot cancel held batch job %s of task %s (will retry): %s",
+                        job.job_id, job.task_id, e)
+            return
+        self._finish(job, status=status)
 
     def _forgotten(self, job: _Job, history: JobStatus | None) -> JobStatus | None:
         """Status of a job the scheduler no longer knows (None: wait): from its sandbox, else
@@ -490,8 +677,9 @@ class BatchEngine(Engine):
                 job.sandbox.write_final(result)
             except OSError as e:
                 log.warning("cannot record the result of task %s: %s", job.task_id, e)
-        with self._lock:
+        with self._changed:
             self._jobs.pop(job.task_id, None)
+            self._changed.notify_all()  # a slot under max_jobs is free
         self.on_result(result)
 
     def _job_result(self, job: _Job, status: JobStatus) -> ResultMessage:
@@ -514,6 +702,9 @@ class BatchEngine(Engine):
         if status.state is JobState.INFRASTRUCTURE:
             details["infrastructure"] = True
             reason = f"infrastructure failure ({status.reason or status.native_state}) of {what}"
+        elif status.state is JobState.HELD:
+            details["held"] = True
+            reason = f"{what} did not start: {status.reason or status.native_state}"
         elif status.state is JobState.COMPLETED:
             reason = f"{what} finished without writing a result"
         else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import enum
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class JobState(str, enum.Enum):
     """A job's state as the batch engine sees it, whatever the scheduler."""
 
     QUEUED = "queued"  # task: waiting-for-nodes
+    HELD = "held"  # queued, but held or never runnable: the engine cancels it and fails the task
     RUNNING = "running"
     COMPLETED = "completed"  # exit 0
     FAILED = "failed"  # nonzero exit, walltime, memory, cancelled by the scheduler/admin
@@ -67,11 +69,13 @@ class SchedulerError(FnRelayError):
     """A scheduler command failed; the message holds the command and its stderr."""
 
     def __init__(self, message: str, argv: Sequence[str] = (), returncode: int | None = None,
-                 stderr: str = ""):
+                 stderr: str = "", transient: bool = False):
         super().__init__(message)
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr
+        #: Known to pass by itself (the command hung): worth retrying whatever it printed.
+        self.transient = transient
 
 
 class Scheduler(abc.ABC):
@@ -81,6 +85,10 @@ class Scheduler(abc.ABC):
     name: str = "scheduler"
     #: Prefix every directive line of a job script starts with.
     directive_prefix: str = "#"
+    #: Submission errors that pass by themselves (a busy controller, a per-user limit on
+    #: queued jobs): the engine backs off and submits again instead of failing the task.
+    transient_errors: re.Pattern[str] = re.compile(
+        r"timed out|connection refused|temporarily unavailable", re.IGNORECASE)
 
     def __init__(self, timeout: float = COMMAND_TIMEOUT, env: dict[str, str] | None = None):
         self.timeout = timeout
@@ -91,6 +99,19 @@ class Scheduler(abc.ABC):
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:
         """Submit the job script; its job id. Raises SchedulerError if refused."""
+
+    #: True if the adapter implements `submit_array`; the variable holding an element's index.
+    supports_arrays: bool = False
+    array_index_variable: str = ""
+
+    def submit_array(self, script_path: str | os.PathLike, job_name: str,
+                     cwd: str | os.PathLike, count: int, output: str) -> list[str]:
+        """Submit `script_path` as a job array of `count` elements; each element's own id.
+
+        Each element reads its index from the scheduler's environment; `output` is where the
+        array's own stdout and stderr go (each element's task redirects its own).
+        """
+        raise SchedulerError(f"job arrays are not supported for {self.name}")
 
     @abc.abstractmethod
     def find_by_name(self, job_name: str) -> str | None:
@@ -115,6 +136,10 @@ class Scheduler(abc.ABC):
     def cancel(self, job_id: str) -> None:
         """Cancel a queued or running job; a finished or unknown job is not an error."""
 
+    def is_transient(self, error: SchedulerError) -> bool:
+        """True if submitting again later may succeed; False for a permanent refusal."""
+        return error.transient or bool(self.transient_errors.search(str(error)))
+
     def was_cancelled_here(self, job_id: str) -> bool:
         """True if this adapter cancelled the job (so it ends `cancelled`, not `failed`)."""
         return job_id in self._cancelled
@@ -132,7 +157,7 @@ class Scheduler(abc.ABC):
                                  argv) from exc
         except subprocess.TimeoutExpired as exc:
             raise SchedulerError(f"{' '.join(argv)} did not answer within {self.timeout:g}s",
-                                 argv) from exc
+                                 argv, transient=True) from exc
         if proc.returncode not in set(ok_codes):
             raise SchedulerError(
                 f"{' '.join(argv)} failed (exit {proc.returncode}): "

@@ -26,7 +26,9 @@ from fnrelay_endpoint.engines.batch.schedulers.base import (
     SchedulerError,
 )
 
-QUEUED = {"Q", "H", "W", "T"}
+QUEUED = {"Q", "W", "T"}
+#: Held (qhold, or a hook or failed start put a hold on it): never starts by itself.
+HELD = {"H"}
 RUNNING = {"R", "E", "B", "S", "U"}
 FINISHED = {"F", "X"}
 #: PBS substate of a finished job that was deleted (qdel) rather than run to its end.
@@ -43,6 +45,11 @@ LIMIT_CODES = {
 }
 #: JOB_EXEC_* codes a retry elsewhere cannot fix (bad uid, password, hook rejection, Kerberos).
 PERMANENT_CODES = {-10, -13, -17, -19, -23}
+
+#: qsub errors that pass by themselves: queue or server job limits, a busy or restarting server.
+TRANSIENT_ERRORS = re.compile(
+    r"would exceed|maximum number of jobs already in queue|cannot connect to server"
+    r"|connection refused|timed out|server (is )?busy|try again", re.IGNORECASE)
 
 _ESCAPE = re.compile(r'\\(u[0-9a-fA-F]{4}|["\\/bfnrt]|.|$)', re.DOTALL)
 _UNKNOWN_JOB = re.compile(r"unknown job id:?\s*(\S+)", re.IGNORECASE)
@@ -99,6 +106,9 @@ def map_job(attrs: dict[str, Any], cancelled_here: bool = False) -> JobStatus:
     """Engine status of one job from its qstat attributes."""
     native = str(attrs.get("job_state", "")).strip().upper()
     comment = str(attrs.get("comment", "") or "").strip()
+    if native in HELD:  # qdel'd here: wait for F, as for a queued job
+        state = JobState.QUEUED if cancelled_here else JobState.HELD
+        return JobStatus(state, native, None, comment or "job held")
     if native in QUEUED:
         return JobStatus(JobState.QUEUED, native, None, comment)
     if native in RUNNING:
@@ -154,6 +164,7 @@ class PBSProScheduler(Scheduler):
 
     name = "pbspro"
     directive_prefix = "#PBS"
+    transient_errors = TRANSIENT_ERRORS
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:

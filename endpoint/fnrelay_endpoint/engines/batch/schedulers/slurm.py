@@ -28,12 +28,31 @@ from fnrelay_endpoint.engines.batch.schedulers.base import (
 )
 
 #: squeue -O fields; `|` after each is the separator (and lifts the default width of 20).
-SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,Reason:|,Name:"
+#: JobArrayID with --array is `1234_5` for an array element (one line each, pending or not) and
+#: the plain id for any other job, so array elements are watched like jobs.
+SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:|,Reason:|,Name:"
 #: Ids per squeue call, to keep command lines short.
 CHUNK = 200
 
-QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-          "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "RESV_DEL_HOLD"}
+#: States that wait for someone to release the job: without that it never starts.
+HELD_STATES = {"REQUEUE_HOLD", "SPECIAL_EXIT"}
+#: Pending reasons (squeue %r) no amount of waiting fixes: a hold, or a request the partition,
+#: account or QOS can never satisfy (with EnforcePartLimits=NO, Slurm accepts such jobs).
+#: Limits that free up as other jobs end (QOSMaxJobsPerUserLimit...) are not here.
+NEVER_RUNS = {"JobHeldAdmin", "JobHeldUser", "PartitionTimeLimit", "PartitionNodeLimit",
+              "InvalidAccount", "InvalidQOS", "BadConstraints", "DependencyNeverSatisfied",
+              "AssocMaxWallDurationPerJobLimit", "QOSMaxWallDurationPerJobLimit",
+              "AssocMaxNodesPerJobLimit", "QOSMaxNodePerJobLimit"}
+#: sbatch errors that pass by themselves: slurmctld busy or restarting, slurmdbd unreachable,
+#: the per-user or per-account limit on submitted jobs (MaxSubmitJobs) while the queue drains.
+TRANSIENT_ERRORS = re.compile(
+    r"timed out|slurm_persist_conn|unable to contact slurm controller"
+    r"|temporarily unable to accept job|connection refused|zero bytes were transmitted"
+    r"|MaxSubmitJob|QOSMaxSubmitJobPerUserLimit|AssocMaxSubmitJobLimit|job submit limit"
+    r"|resource temporarily unavailable", re.IGNORECASE)
+#: The reason a failing Prolog leaves (the job is requeued and held).
+LAUNCH_FAILED = "launch failed requeued held"
 RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT",
            "RESIZING"}
 FAILED_REASONS = {
@@ -65,6 +84,8 @@ def map_state(native: str, exit_raw: str = "", reason: str = "",
     native = native.strip().upper().split(" ")[0].rstrip("+")
     reason = "" if reason.strip() in ("None", "(null)") else reason.strip()
     exit_code, signal_reason = _exit_code(exit_raw)
+    if (native in HELD_STATES or _never_runs(reason)) and not cancelled_here:
+        return JobStatus(JobState.HELD, native, None, reason or native)
     if native in QUEUED:
         return JobStatus(JobState.QUEUED, native, None, reason)
     if native in RUNNING:
@@ -81,6 +102,10 @@ def map_state(native: str, exit_raw: str = "", reason: str = "",
                          f"{native}{': ' + reason if reason else ''}")
     # A state newer than this adapter: keep watching, the exit-status file settles it.
     return JobStatus(JobState.RUNNING, native, exit_code, reason)
+
+
+def _never_runs(reason: str) -> bool:
+    return reason in NEVER_RUNS or reason.lower().startswith(LAUNCH_FAILED)
 
 
 def _exit_code(raw: str) -> tuple[int | None, str]:
@@ -140,6 +165,9 @@ class SlurmScheduler(Scheduler):
     directive_prefix = "#SBATCH"
     #: Set when sacct said the cluster keeps no accounting: `history` asks no more.
     _no_accounting = False
+    transient_errors = TRANSIENT_ERRORS
+    supports_arrays = True
+    array_index_variable = "SLURM_ARRAY_TASK_ID"
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:
@@ -149,6 +177,17 @@ class SlurmScheduler(Scheduler):
         if not _PARSABLE.fullmatch(job_id):
             raise SchedulerError(f"sbatch printed no job id: {out!r}", ["sbatch"])
         return job_id
+
+    def submit_array(self, script_path: str | os.PathLike, job_name: str,
+                     cwd: str | os.PathLike, count: int, output: str) -> list[str]:
+        # Command-line options override the script's #SBATCH lines (job name, output).
+        out = self.run(["sbatch", "--parsable", f"--array=0-{count - 1}",
+                        f"--job-name={job_name}", f"--chdir={cwd}", f"--output={output}",
+                        f"--error={output}", str(script_path)], cwd=cwd).stdout.strip()
+        job_id = out.splitlines()[-1].split(";")[0].strip() if out else ""
+        if not job_id.isdigit():
+            raise SchedulerError(f"sbatch printed no job id: {out!r}", ["sbatch"])
+        return [f"{job_id}_{i}" for i in range(count)]
 
     def find_by_name(self, job_name: str) -> str | None:
         out = self.run(["squeue", "--noheader", "--me", "--states=all", f"--name={job_name}",
@@ -206,7 +245,7 @@ class SlurmScheduler(Scheduler):
 
     def _squeue(self, job_ids: list[str], cluster: str | None = None
                 ) -> dict[str, tuple[str, str, str, str]]:
-        argv = ["squeue", *cluster_args(cluster), "--noheader", "--states=all",
+        argv = ["squeue", *cluster_args(cluster), "--noheader", "--states=all", "--array",
                 f"--jobs={','.join(job_ids)}", f"--Format={SQUEUE_FORMAT}"]
         proc = self.run(argv, ok_codes=(0, 1))
         if proc.returncode == 1:

@@ -1,0 +1,43 @@
+"""engine.max_jobs on the real one-node Slurm: tasks beyond the cap wait in the endpoint."""
+
+from __future__ import annotations
+
+from fnrelay import serialize
+from fnrelay.wire import TaskState
+
+WAIT = 60.0  # upper bound for the cluster to act, not a timing assertion
+
+
+def wait_for(path, value):
+    import pathlib
+    import time
+
+    deadline = time.monotonic() + 60
+    while not pathlib.Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+def test_tasks_beyond_max_jobs_wait_unsubmitted_and_can_be_cancelled(
+        make_batch_engine, make_task, squeue, tmp_path):
+    engine, rec = make_batch_engine(max_jobs=1)
+    release = tmp_path / "release"
+    first, second, third = (make_task(wait_for, str(release), n) for n in (1, 2, 3))
+    for task in (first, second, third):
+        engine.submit(task)
+    rec.status(first.task_id, TaskState.RUNNING.value, timeout=WAIT)
+    for task in (second, third):
+        assert squeue(f"fnrelay-{task.task_id}") == []
+        assert task.task_id not in rec.results
+    assert engine.info()["submitting"] == 2
+
+    assert engine.cancel(third.task_id)
+    cancelled = rec.result(third.task_id, timeout=5)
+    assert cancelled.status == TaskState.CANCELLED.value
+
+    release.touch()
+    for task, n in ((first, 1), (second, 2)):
+        result = rec.result(task.task_id, timeout=WAIT)
+        assert result.status == TaskState.SUCCESS.value, result.exception
+        assert serialize.deserialize(result.result) == n
+    assert squeue(f"fnrelay-{third.task_id}") == []  # never submitted
