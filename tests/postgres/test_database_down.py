@@ -13,6 +13,13 @@ from support.postgres import PostgresServer
 
 
 @pytest.fixture
+def amqp_url(new_vhost) -> str:  # type: ignore[no-untyped-def]
+    """A vhost of this test's broker alone: the session's broker (another database) holds
+    the shared one, and a broker of another database is refused on it."""
+    return new_vhost("fnrelay-dbdown-test")
+
+
+@pytest.fixture
 def own_postgres():  # type: ignore[no-untyped-def]
     """A PostgreSQL of this test alone: it is stopped mid-test."""
     server = PostgresServer()

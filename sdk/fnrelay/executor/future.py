@@ -53,6 +53,8 @@ class FnRelayFuture(cf.Future):
         try:
             value = super().result(timeout)
         except cf.TimeoutError as e:
+            if self.done():  # the task's own TimeoutError (a walltime, say), not the wait's
+                raise
             raise self._timed_out(timeout) from e
         if isinstance(value, Success):
             with self._value_lock:  # deserialize once, even with concurrent readers
@@ -67,6 +69,8 @@ class FnRelayFuture(cf.Future):
         try:
             return super().exception(timeout)
         except cf.TimeoutError as e:
+            if self.done():  # the task's own TimeoutError (a walltime, say), not the wait's
+                raise
             raise self._timed_out(timeout) from e
 
     def _timed_out(self, timeout: float | None) -> cf.TimeoutError:
