@@ -16,6 +16,7 @@ from typing import Any
 
 from fnrelay import errors
 from fnrelay.executor.transport import BrokerApi
+from fnrelay.library_logs import reports_its_own_errors
 from fnrelay.retry_notice import silenced
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class EndpointStates:
             self._checking.clear()
 
     def _ask(self, endpoint_id: str, max_age: float) -> None:
+        reports_its_own_errors()  # runs in a thread of its own; the watcher reports outages
         with silenced():
             self._refresh(endpoint_id, max_age)
 
