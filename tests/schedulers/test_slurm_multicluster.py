@@ -9,6 +9,7 @@ is disabled")."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ case "$(basename "$0") $*" in
   sacct*) if [ -n "$FNRELAY_NO_ACCOUNTING" ]; then
             echo "Slurm accounting storage is disabled" >&2; exit 1; fi
           printf '1234|NODE_FAIL|0:0\\n1234|FAILED|1:0\\n55|CANCELLED by 0|0:15\\n' ;;
+  "squeue -M c2"*"--format=%i") printf 'CLUSTER: c2\\n1234\\n' ;;
   *"-M c2"*) printf 'CLUSTER: c2\\n1234|PENDING|0|Priority|fnrelay-a|\\n' ;;
   squeue*) printf '77|RUNNING|0|None|fnrelay-b|\\n' ;;
 esac
@@ -97,3 +99,35 @@ def test_the_engine_settles_a_forgotten_job_from_sacct_at_once(sched, tmp_path):
     finally:
         engine.shutdown()
     assert results[0].details["scheduler_state"].startswith("CANCELLED")
+
+
+def test_the_lookup_before_a_resubmit_asks_the_tasks_clusters(sched):
+    """A crash between sbatch and journaling the id: the job on c2 is found, not resubmitted."""
+    scheduler, calls = sched
+    assert scheduler.find_by_name("fnrelay-a", "c2") == "1234;c2"
+    assert any(line.startswith("squeue -M c2 ") and "--name=fnrelay-a" in line
+               for line in calls.read_text().splitlines())
+
+
+def test_the_engine_adopts_a_job_sbatch_put_on_another_cluster(sched, tmp_path):
+    """The engine's lookup names the task's `clusters`: the job found on c2 is watched there
+    and sbatch is not run a second time."""
+    scheduler, calls = sched
+    calls.touch()
+    task = TaskMessage(task_id="t2", function_id="f", function="", payload="",
+                       resource_specification={"clusters": "c2"})
+    statuses = []
+    engine = BatchEngine({"scheduler": "slurm", "poll_interval": 0.1}, tmp_path / "ep",
+                         lambda _r: None, statuses.append, scheduler=scheduler)
+    engine.start()
+    try:
+        engine.submit(task)
+        deadline = time.monotonic() + 10
+        while "squeue -M c2 --noheader --states=all" not in calls.read_text() \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        engine.shutdown()
+    lines = calls.read_text().splitlines()
+    assert not any(line.startswith("sbatch") for line in lines)
+    assert Sandbox.of(tmp_path / "ep", "t2").job_id() == "1234;c2"

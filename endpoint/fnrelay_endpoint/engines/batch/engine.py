@@ -240,6 +240,7 @@ class _Job:
     unknown_since: float | None = None  # time.monotonic() when the scheduler forgot the job
     queued_since: float = field(default_factory=time.monotonic)
     arrived: float = field(default_factory=time.monotonic)
+    clusters: str | None = None  # Slurm `clusters`: where find_by_name must look
     pack: str = ""  # with pack_window: tasks of equal `pack` may share an array
     cancel_requested: bool = False
     done: bool = False
@@ -473,7 +474,7 @@ class BatchEngine(Engine):
                                                       "cancelled before submission"))
             return False
         try:
-            self._prepare(sandbox, task)
+            job.clusters = self._prepare(sandbox, task).clusters
         except (ResourceSpecificationError, TemplateRenderError) as e:
             self._finish(job, result=refused_result(task, str(e)))
             return False
@@ -486,7 +487,7 @@ class BatchEngine(Engine):
         """Submit one prepared task as its own job (unless one of its name exists)."""
         name = job_name(task.task_id, job.attempt)
         try:
-            job_id = self.scheduler.find_by_name(name) or \
+            job_id = self.scheduler.find_by_name(name, job.clusters) or \
                 self.scheduler.submit(job.sandbox.script, name, job.sandbox.path)
         except SchedulerError as e:
             if self.scheduler.is_transient(e):
@@ -520,8 +521,8 @@ class BatchEngine(Engine):
             job.sandbox.write_job_id(job_id)
             self._watch(job, job_id, announce=True)
 
-    def _prepare(self, sandbox: Sandbox, task: TaskMessage) -> Path:
-        """Validate, make the sandbox, write the task and the script; the script's path."""
+    def _prepare(self, sandbox: Sandbox, task: TaskMessage) -> ResourceSpecification:
+        """Validate, make the sandbox, write the task and the script; the task's specification."""
         cfg = self.config
         spec = ResourceSpecification.from_task(task.resource_specification, cfg.defaults,
                                                cfg.allowed_free_text, cfg.scheduler)
@@ -537,7 +538,7 @@ class BatchEngine(Engine):
         sandbox.write_task(task)
         write_atomic(sandbox.script, script)
         sandbox.script.chmod(0o700)
-        return sandbox.script
+        return spec
 
     def _watch(self, job: _Job, job_id: str, announce: bool) -> None:
         with self._lock:

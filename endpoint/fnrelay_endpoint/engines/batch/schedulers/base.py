@@ -114,10 +114,11 @@ class Scheduler(abc.ABC):
         raise SchedulerError(f"job arrays are not supported for {self.name}")
 
     @abc.abstractmethod
-    def find_by_name(self, job_name: str) -> str | None:
+    def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
         """Id of this user's job named `job_name` that the scheduler still knows, else None.
 
-        Used before (re)submitting after a crash, so that no task is submitted twice.
+        Used before (re)submitting after a crash, so that no task is submitted twice;
+        `clusters` (Slurm) are where the task's job may have gone.
         """
 
     @abc.abstractmethod

@@ -98,7 +98,7 @@ class FluxScheduler(Scheduler):
             raise SchedulerError(f"flux batch printed no job id: {out!r}", ["flux", "batch"])
         return canonical(job_id)
 
-    def find_by_name(self, job_name: str) -> str | None:
+    def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
         out = self.run(["flux", "jobs", "-a", "-n", f"--name={job_name}", "-o",
                         JOBS_FORMAT]).stdout
         jobs = parse_flux_jobs(out)

@@ -123,7 +123,7 @@ class HTCondorScheduler(Scheduler):
         return parse_terse(self.run(["condor_submit", "-terse", str(description)],
                                     cwd=cwd).stdout)
 
-    def find_by_name(self, job_name: str) -> str | None:
+    def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", job_name):
             return None
         constraint = f'JobBatchName == "{job_name}"'

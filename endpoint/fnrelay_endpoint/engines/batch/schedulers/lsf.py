@@ -113,7 +113,7 @@ class LSFScheduler(Scheduler):
                                  proc.returncode, proc.stderr)
         return parse_bsub(proc.stdout)
 
-    def find_by_name(self, job_name: str) -> str | None:
+    def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
         proc = self.run(["bjobs", "-a", "-u", getpass.getuser(), "-J", job_name, "-json",
                          "-o", "jobid"], ok_codes=range(256))
         ids = list(parse_bjobs_json(proc.stdout)) if proc.returncode == 0 else []

@@ -175,7 +175,7 @@ class PBSProScheduler(Scheduler):
             raise SchedulerError(f"qsub printed no job id: {out!r}", ["qsub"])
         return job_id
 
-    def find_by_name(self, job_name: str) -> str | None:
+    def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
         out = self.run(["qselect", "-x", "-N", job_name, "-u", getpass.getuser()]).stdout
         ids = [line.strip() for line in out.splitlines() if re.match(r"\d", line.strip())]
         return max(ids, key=_job_number) if ids else None

@@ -134,7 +134,7 @@ class SGEScheduler(Scheduler):
             raise SchedulerError(f"qsub printed no job id: {out!r}", ["qsub"])
         return job_id
 
-    def find_by_name(self, job_name: str) -> str | None:
+    def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
         ids = [j.job_id for j in self._qstat() if j.name == job_name]
         if not ids:
             ids = list(self._qacct(["-j", job_name]))

@@ -78,6 +78,18 @@ def cluster_args(cluster: str | None) -> list[str]:
     return ["-M", cluster] if cluster else []
 
 
+def parse_found_ids(text: str) -> list[str]:
+    """Job ids in `squeue --format=%i` output; "id;cluster" below a `-M` "CLUSTER: c" line."""
+    ids, cluster = [], None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("CLUSTER:"):
+            cluster = line.partition(":")[2].strip() or None
+        elif line.isdigit():
+            ids.append(f"{line};{cluster}" if cluster else line)
+    return ids
+
+
 def map_state(native: str, exit_raw: str = "", reason: str = "",
               cancelled_here: bool = False) -> JobStatus:
     """Engine status for Slurm's state name, raw exit code (wait status or 'code:signal')."""
@@ -189,11 +201,13 @@ class SlurmScheduler(Scheduler):
             raise SchedulerError(f"sbatch printed no job id: {out!r}", ["sbatch"])
         return [f"{job_id}_{i}" for i in range(count)]
 
-    def find_by_name(self, job_name: str) -> str | None:
-        out = self.run(["squeue", "--noheader", "--me", "--states=all", f"--name={job_name}",
-                        "--format=%i"]).stdout.split()
-        ids = [i for i in out if i.isdigit()]
-        return max(ids, key=int) if ids else None
+    def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
+        # Without the task's clusters squeue looks on the local cluster only, and a job sbatch
+        # placed elsewhere before a crash would be submitted a second time.
+        out = self.run(["squeue", *cluster_args(clusters), "--noheader", "--me",
+                        "--states=all", f"--name={job_name}", "--format=%i"]).stdout
+        ids = parse_found_ids(out)
+        return max(ids, key=lambda i: int(split_job_id(i)[0])) if ids else None
 
     def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
         wanted = list(dict.fromkeys(str(j) for j in job_ids))
