@@ -53,6 +53,15 @@ def test_lsf_bsub_and_bjobs_json():
     assert "walltime exceeded" in states["4105"].reason
 
 
+
+def test_lsf_a_job_suspended_while_pending_is_held_with_its_reason():
+    """PSUSP never starts without bresume: the engine fails it with LSF's reason."""
+    status = lsf.map_record({"JOBID": "4106", "STAT": "PSUSP",
+                             "PEND_REASON": "The job was suspended by the user while pending;"})
+    assert status.state is JobState.HELD
+    assert "suspended by the user" in status.reason
+
+
 def test_flux_jobs_output():
     jobs = flux.parse_flux_jobs((DATA / "flux" / "jobs.txt").read_text())
     by_name = {j.name: flux.map_job(j) for j in jobs.values()}

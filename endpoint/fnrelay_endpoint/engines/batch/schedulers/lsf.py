@@ -5,8 +5,9 @@ sets LSB_BSUB_PARSE_SCRIPT), so the script goes in by stdin. bsub answers "Job <
 submitted to queue <normal>."; `bjobs -a -json -o "<fields>" ids` reports pending, running and
 recently finished jobs (for CLEAN_PERIOD, 1 h by default), and an unknown id as a record with
 ERROR. Field names and states follow the IBM documentation of bjobs -o and bjobs job states
-(LSF 10.1.0): PEND/PSUSP/WAIT/PROV waiting, RUN/USUSP/SSUSP/UNKWN/ZOMBI running, DONE (exit 0),
-EXIT (non-zero, or killed: EXIT_REASON holds LSF's TERM_* reason).
+(LSF 10.1.0): PEND/WAIT/PROV waiting, PSUSP held (failed with its reason), RUN/USUSP/SSUSP/
+UNKWN/ZOMBI running, DONE (exit 0), EXIT (non-zero, or killed: EXIT_REASON holds LSF's TERM_*
+reason).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from fnrelay_endpoint.engines.batch.schedulers.base import (
 )
 
 BJOBS_FIELDS = "jobid stat exit_code exit_reason pend_reason job_name"
-QUEUED = {"PEND", "PSUSP", "WAIT", "PROV"}
+QUEUED = {"PEND", "WAIT", "PROV"}
+#: Suspended while pending (bstop by the user or an admin): it never starts until bresume.
+HELD = {"PSUSP"}
 RUNNING = {"RUN", "USUSP", "SSUSP", "UNKWN", "ZOMBI"}
 #: TERM_* reasons (bjobs -l "Exited with" / EXIT_REASON) that are the task's own limits.
 LIMIT_REASONS = {"TERM_RUNLIMIT": "walltime exceeded", "TERM_MEMLIMIT": "memory exceeded",
@@ -64,7 +67,10 @@ def map_record(record: dict[str, Any], cancelled_here: bool = False) -> JobStatu
     """Engine status of one bjobs record."""
     native = str(record.get("STAT", "")).strip()
     reason = str(record.get("EXIT_REASON") or "").strip()
-    if native in QUEUED:
+    if native in HELD and not cancelled_here:
+        why = str(record.get("PEND_REASON") or "").strip() or "suspended while pending"
+        return JobStatus(JobState.HELD, native, None, why)
+    if native in QUEUED or native in HELD:
         return JobStatus(JobState.QUEUED, native, None, str(record.get("PEND_REASON") or ""))
     if native in RUNNING:
         return JobStatus(JobState.RUNNING, native)
