@@ -8,6 +8,7 @@ import pytest
 
 from fnrelay_endpoint.engines.batch.schedulers.base import SchedulerError
 from fnrelay_endpoint.engines.batch.schedulers.pbspro import PBSProScheduler
+from fnrelay_endpoint.engines.batch.schedulers.sge import SGEScheduler
 from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler
 
 
@@ -47,6 +48,17 @@ def test_slurm_permanent_errors(stderr):
 ])
 def test_pbs_errors(stderr, transient):
     assert PBSProScheduler().is_transient(refused(stderr, "qsub")) is transient
+
+
+@pytest.mark.parametrize("stderr, transient", [
+    ("Unable to run job: job rejected: only 1000 jobs are allowed per user "
+     "(current job count: 1000)", True),
+    ("Unable to run job: job rejected: Only 5000 jobs are allowed per cluster", True),
+    ('error: unable to contact qmaster using port 6444 on host "sge01"', True),
+    ('Unable to run job: Job was rejected because job requests unknown queue "gpu".', False),
+])
+def test_sge_errors(stderr, transient):
+    assert SGEScheduler().is_transient(refused(stderr, "qsub")) is transient
 
 
 def test_a_hung_command_is_transient(tmp_path):

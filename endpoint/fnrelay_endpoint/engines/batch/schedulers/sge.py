@@ -35,6 +35,12 @@ USER_FAILURES = {26: "could not open its output file", 27: "the requested shell 
                  37: "a limit (h_rt, h_cpu or h_vmem) was enforced by qmaster"}
 #: The job ran and then died: its exit_status tells how (128+N is signal N).
 AFTER_JOB = 100
+#: qsub refusals that pass by themselves: sge_qmaster unreachable or restarting, and the
+#: max_u_jobs / max_jobs limits (messages 33207/33208 of Grid Engine's catalogue) while the
+#: queue drains.
+TRANSIENT_ERRORS = re.compile(
+    r"timed out|connection refused|temporarily unavailable|unable to contact qmaster"
+    r"|jobs are allowed per user|jobs are allowed per cluster", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,7 @@ class SGEScheduler(Scheduler):
 
     name = "sge"
     directive_prefix = "#$"
+    transient_errors = TRANSIENT_ERRORS
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:
