@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from fnrelay_endpoint.engines.batch.schedulers.base import SchedulerError
+from fnrelay_endpoint.engines.batch.schedulers.htcondor import HTCondorScheduler
 from fnrelay_endpoint.engines.batch.schedulers.pbspro import PBSProScheduler
 from fnrelay_endpoint.engines.batch.schedulers.sge import SGEScheduler
 from fnrelay_endpoint.engines.batch.schedulers.slurm import SlurmScheduler
@@ -59,6 +60,16 @@ def test_pbs_errors(stderr, transient):
 ])
 def test_sge_errors(stderr, transient):
     assert SGEScheduler().is_transient(refused(stderr, "qsub")) is transient
+
+
+@pytest.mark.parametrize("stderr, transient", [
+    ("Number of submitted jobs would exceed MAX_JOBS_PER_OWNER", True),
+    ("Number of submitted jobs would exceed MAX_JOBS_SUBMITTED", True),
+    ("ERROR: Failed to connect to local queue manager", True),
+    ("ERROR: on Line 3 of submit file: Submit file requests an unknown universe", False),
+])
+def test_htcondor_errors(stderr, transient):
+    assert HTCondorScheduler().is_transient(refused(stderr, "condor_submit")) is transient
 
 
 def test_a_hung_command_is_transient(tmp_path):

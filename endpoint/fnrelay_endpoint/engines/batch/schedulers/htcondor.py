@@ -34,6 +34,13 @@ ATTRIBUTES = ("JobStatus", "ExitCode", "ExitBySignal", "ExitSignal", "JobBatchNa
               "HoldReason")
 STATUS_NAMES = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held",
                 6: "TransferringOutput", 7: "Suspended"}
+#: condor_submit refusals that pass by themselves: the schedd unreachable, and its
+#: MAX_JOBS_SUBMITTED / MAX_JOBS_PER_OWNER limits (condor_submit's own messages) while the
+#: queue drains.
+TRANSIENT_ERRORS = re.compile(
+    r"timed out|connection refused|temporarily unavailable"
+    r"|failed to connect to local queue manager|can't find address of local schedd"
+    r"|number of submitted jobs would exceed", re.IGNORECASE)
 _TERSE = re.compile(r"^\s*(\d+\.\d+)\s*-\s*(\d+\.\d+)\s*$", re.MULTILINE)
 
 
@@ -111,6 +118,7 @@ class HTCondorScheduler(Scheduler):
     """Jobs of the endpoint's user at the schedd CONDOR_CONFIG names."""
 
     name = "htcondor"
+    transient_errors = TRANSIENT_ERRORS
     directive_prefix = PREFIX.strip()
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
