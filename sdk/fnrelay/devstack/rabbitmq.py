@@ -369,8 +369,9 @@ def rabbitmq_dir_for(base: Path) -> Path:
 
 
 def _reachable_by_others(path: Path) -> bool:
+    """A directory not made yet counts as closed: private_mkdir will create it 0700."""
     for p in [path, *path.parents]:
-        if p.exists() and not p.stat().st_mode & 0o001:
+        if not p.exists() or not p.stat().st_mode & 0o001:
             return False
     return True
 
