@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from integration.test_local_stack import left_running, parse_exports
 
-from fnrelay.devstack.rabbitmq import make_shared_tmpdir
+from fnrelay.devstack.rabbitmq import make_shared_tmpdir, rabbitmq_dir_for
 from fnrelay.processes import pid_alive
 
 BIN = Path(sys.executable).parent
@@ -50,11 +50,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    base = make_shared_tmpdir("fnrelay-shell-test-")
-    # As root, RabbitMQ (user rabbitmq) keeps its data in the stack's directory if it can
-    # pass through ~/.fnrelay; made 0700 later, that check would come too late.
-    (base / ".fnrelay").mkdir(mode=0o755)
+    base = make_shared_tmpdir("fnrelay-shell-test-")  # an open HOME without ~/.fnrelay yet
     s = Stack(base)
+    rabbit = rabbitmq_dir_for(s.dir)  # before `up` makes ~/.fnrelay, as `up` itself asks
     try:
         s.up()
         yield s
@@ -63,6 +61,7 @@ def stack() -> Iterator[Stack]:
             run("fnrelay", "local", "down", "--dir", str(s.dir), env=s.new_shell)
         for pid in left_running(s.dir):  # not epmd, which other RabbitMQ nodes may use
             os.kill(pid, 9)
+        shutil.rmtree(rabbit, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
