@@ -65,6 +65,12 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _line_of(output: str, word: str) -> str:
+    lines = [line for line in output.splitlines() if word in line.split()]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
 def test_a_new_shell_is_pointed_at_the_stack_and_a_terminal_told_to_eval(stack: Stack):
     status = run("fnrelay-endpoint", "status", "default", env=stack.new_shell)
     assert status.returncode == 1
@@ -102,6 +108,9 @@ def test_status_up_and_down_in_the_evaluated_shell_act_on_its_stack(stack: Stack
     assert start.returncode == 0, start.stderr
     pids = [int((stack.dir / "home" / "endpoints" / name / "endpoint.pid").read_text())
             for name in ("default", "extra")]
+    listed = run("fnrelay", "local", "status", env=stack.shell)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert _line_of(listed.stdout, "name=extra").split()[:2] == ["endpoint", "running"]
 
     down = run("fnrelay", "local", "down", env=stack.shell)
     assert down.returncode == 0, down.stderr
@@ -110,3 +119,4 @@ def test_status_up_and_down_in_the_evaluated_shell_act_on_its_stack(stack: Stack
     assert left_running(stack.dir) == []
     stopped = run("fnrelay", "local", "status", env=stack.shell)
     assert stopped.returncode == 1
+    assert _line_of(stopped.stdout, "name=extra").split()[:2] == ["endpoint", "stopped"]

@@ -61,11 +61,18 @@ def down_cmd(dir_: Path | None) -> None:
 @local_cli.command("status")
 @_dir_option
 def status_cmd(dir_: Path | None) -> None:
-    """Show whether each part runs; exits 1 unless all of them do."""
+    """Show whether each part runs, and every further endpoint under the stack's home;
+    exits 1 unless all parts of the stack itself run."""
     stack = LocalStack(dir_)
     status = _run(stack.status)
     for name, info in status.items():
-        extra = "  ".join(f"{k}={v}" for k, v in info.items() if k != "running" and v)
-        click.echo(f"{name:9} {'running' if info['running'] else 'stopped':8} {extra}".rstrip())
+        _echo_part(name, info)
+    for name, info in _run(stack.other_endpoints).items():  # they do not decide the exit code
+        _echo_part("endpoint", {"running": info["running"], "name": name, **info})
     if not all(info["running"] for info in status.values()):
         sys.exit(1)
+
+
+def _echo_part(name: str, info: dict) -> None:
+    extra = "  ".join(f"{k}={v}" for k, v in info.items() if k != "running" and v)
+    click.echo(f"{name:9} {'running' if info['running'] else 'stopped':8} {extra}".rstrip())

@@ -183,6 +183,28 @@ class LocalStack:
             out["endpoint"] = {"running": False}
         return out
 
+    def other_endpoints(self) -> dict[str, dict[str, Any]]:
+        """{name: {"running": bool, ...}} for the endpoints besides `default` under the stack's
+        home: a user adds them in a shell pointed at the stack, and `down` stops them too."""
+        state = self.state() or {}
+        ex = state.get("exports") or {}
+        home = Path(ex.get(ENV_HOME, self.home))
+        out: dict[str, dict[str, Any]] = {}
+        for config in sorted((home / "endpoints").glob("*/config.yaml")):
+            name = config.parent.name
+            if name != self.ENDPOINT:
+                out[name] = self._endpoint_status(LocalEndpoint(
+                    home, name, ex.get(ENV_BROKER_URL, ""), ex.get(ENV_TOKEN, "")))
+        return out
+
+    @staticmethod
+    def _endpoint_status(ep: LocalEndpoint) -> dict[str, Any]:
+        if not ep.running():
+            return {"running": False}
+        broker_status = ep.status()
+        return {"running": broker_status == "online", "pid": ep.pid,
+                "broker_status": broker_status}
+
     def down(self) -> list[int]:
         """Stop all parts, newest first; returns pids that had to be killed as leftovers.
         With a damaged state file, its processes are found by their marker instead."""
