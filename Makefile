@@ -13,13 +13,16 @@ RABBITMQ_SERVER ?= /usr/lib/rabbitmq/bin/rabbitmq-server
 
 all: test
 
+# Each venv target first checks that $(PYTHON) can make one, and says what to do if not.
+CAN_MAKE_VENV = $(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "error: $(PYTHON) cannot create a venv (no ensurepip); run 'make deps' as root" \
+	       "or install the python3-venv package" >&2; exit 1; }
+
 # The project and its test tools in $(VENV); redone only when pyproject.toml changes.
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
-	  echo "error: $(PYTHON) cannot create a venv (no ensurepip); run 'make deps' as root" \
-	       "or install the python3-venv package" >&2; exit 1; }
+	@$(CAN_MAKE_VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
@@ -32,9 +35,7 @@ DEMO_STAMP := $(VENV)/.fnrelay-demo-installed
 demo-venv: $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml
-	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
-	  echo "error: $(PYTHON) cannot create a venv (no ensurepip); run 'make deps' as root" \
-	       "or install the python3-venv package" >&2; exit 1; }
+	@$(CAN_MAKE_VENV)
 	@if [ ! -e $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ]; then \
 	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet -e '.[all]'; fi
 	touch $@
@@ -49,9 +50,7 @@ GC_STAMP := $(GC_VENV)/.fnrelay-installed
 gc-venv: $(GC_STAMP)
 
 $(GC_STAMP): pyproject.toml
-	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
-	  echo "error: $(PYTHON) cannot create a venv (no ensurepip); run 'make deps' as root" \
-	       "or install the python3-venv package" >&2; exit 1; }
+	@$(CAN_MAKE_VENV)
 	$(PYTHON) -m venv $(GC_VENV)
 	$(GC_VENV)/bin/pip install --quiet -e '.[endpoint,globus-compute]'
 	touch $@
