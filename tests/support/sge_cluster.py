@@ -140,11 +140,21 @@ class SGECell:
             self.run("qconf", flag, str(path))
 
     # --- probes -----------------------------------------------------------------------------
+    def _probe(self, *argv: str) -> subprocess.CompletedProcess | None:
+        """A client command that may hang while a daemon starts or stops: no answer in 10 s
+        is "not up" (the callers wait and ask again), not an error."""
+        try:
+            return self.run(*argv, check=False, timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
+
     def _qmaster_answers(self) -> bool:
-        return self.run("qconf", "-sh", check=False, timeout=10).returncode == 0
+        proc = self._probe("qconf", "-sh")
+        return proc is not None and proc.returncode == 0
 
     def _execd_reports(self) -> bool:
-        out = self.run("qstat", "-f", "-q", QUEUE, check=False, timeout=10).stdout
+        proc = self._probe("qstat", "-f", "-q", QUEUE)
+        out = proc.stdout if proc is not None else ""
         rows = [line.split() for line in out.splitlines() if line.startswith(f"{QUEUE}@")]
         return bool(rows) and all(len(r) >= 4 and r[3] != "-NA-" and
                                   (len(r) < 6 or "u" not in r[5]) for r in rows)
