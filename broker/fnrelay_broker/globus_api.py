@@ -178,7 +178,7 @@ def install(app: FastAPI, broker: "Broker",
         status = registry.get_endpoint_status(db, user, _uuid(endpoint_id, "endpoint_id"),
                                               s.offline_after)
         return {"status": status["status"],
-                "details": {"last_heartbeat": status["last_heartbeat"]}}
+                "details": {**status["details"], "last_heartbeat": status["last_heartbeat"]}}
 
     @app.get("/v3/endpoints/{endpoint_id}/allowed_functions")
     def allowed_functions(endpoint_id: str, user: User) -> dict:

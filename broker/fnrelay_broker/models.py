@@ -70,6 +70,9 @@ class Endpoint(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     state: Mapped[str] = mapped_column(String(32), default="registered")
+    #: What the last heartbeat said of the endpoint (engine, workers in use, Python versions):
+    #: its owner's status page and the SDK's version check read it.
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created: Mapped[float] = mapped_column(Float)
     #: When a manager last got this child's credentials: its account is in use from then on,
     #: before the child connects or heartbeats (see reclaim).

@@ -165,6 +165,7 @@ def list_endpoints(db: Database, user: CurrentUser, threshold: float) -> list[di
                 "name": ep.name,
                 "status": endpoint_status(ep, threshold),
                 "last_heartbeat": ep.last_heartbeat,
+                "details": dict(ep.details or {}),
             }
             for ep in eps
         ]
@@ -188,6 +189,7 @@ def get_endpoint(db: Database, user: CurrentUser, endpoint_id: str,
             "name": ep.name,
             "status": endpoint_status(ep, threshold),
             "last_heartbeat": ep.last_heartbeat,
+            "details": dict(ep.details or {}),
             "created": ep.created,
             "metadata": dict(ep.metadata_ or {}),
         }
@@ -240,6 +242,7 @@ def get_endpoint_status(
             "endpoint_id": ep.id,
             "status": endpoint_status(ep, threshold),
             "last_heartbeat": ep.last_heartbeat,
+            "details": dict(ep.details or {}),
         }
 
 

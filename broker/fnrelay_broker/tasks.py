@@ -6,6 +6,7 @@ message a change implies is an outbox row in that transaction too (published lat
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -427,14 +428,28 @@ def apply_status(db: Database, endpoint_id: str, updates: list[StatusUpdate],
     return applied
 
 
+#: The most of a heartbeat's `info` kept as the endpoint's details (JSON text): an
+#: endpoint's figures fit in a few hundred bytes; more is not stored, never an error.
+MAX_DETAILS = 16_384
+
+
+def heartbeat_details(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The part of a heartbeat's info kept for its owner's status: all of it within
+    MAX_DETAILS, else only its state."""
+    text = json.dumps(info, separators=(",", ":"), default=str)
+    return info if len(text) <= MAX_DETAILS else {"state": info.get("state")}
+
+
 def record_heartbeat(db: Database, endpoint_id: str, hb: Heartbeat) -> bool:
     """Note a heartbeat (at the broker's clock: endpoints' clocks may drift)."""
-    state = str((hb.info or {}).get("state") or "online")
+    info = hb.info or {}
+    state = str(info.get("state") or "online")
     with db.write() as s:
         ep = s.get(Endpoint, endpoint_id)
         if ep is None:
             return False
         ep.last_heartbeat, ep.state = now(), state
+        ep.details = heartbeat_details(info)
     return True
 
 

@@ -482,7 +482,8 @@ class Client(globus_sdk.BaseClient):
 
     # --- endpoints -----------------------------------------------------------------------------
     def get_endpoint_status(self, endpoint_id: str | uuid.UUID) -> dict[str, Any]:
-        """``{"endpoint_id", "status": "online"|"offline", "last_heartbeat"}``."""
+        """``{"endpoint_id", "status": "online"|"offline", "last_heartbeat", "details"}``;
+        details is what the last heartbeat said (engine, workers, busy, python_version)."""
         return self._call("GET", f"endpoints/{endpoint_id}/status")
 
     def get_endpoint_metadata(self, endpoint_id: str | uuid.UUID) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -307,9 +308,15 @@ def test_each_submit_uses_a_fresh_idempotency_key(client, endpoint_id):
 # --- endpoints and users -----------------------------------------------------------------------
 def test_endpoint_status_online_then_offline_after_stop(client, make_endpoint):
     ep = make_endpoint("status-check")
-    wait_for(lambda: client.get_endpoint_status(ep.endpoint_id)["status"] == "online",
-             "the endpoint to be online")
-    assert ep.endpoint_id in {e["endpoint_id"] for e in client.get_endpoints()}
+    online = wait_for(
+        lambda: (s := client.get_endpoint_status(ep.endpoint_id))["status"] == "online" and s,
+        "the endpoint to be online")
+    # What the endpoint's heartbeat said, for its owner: engine, workers, its Python.
+    details = online["details"]
+    assert details["engine"] == "local" and details["workers"] >= 1
+    assert details["python_version"] == platform.python_version()
+    listed = {e["endpoint_id"]: e for e in client.get_endpoints()}
+    assert listed[ep.endpoint_id]["details"]["python_version"] == platform.python_version()
     ep.stop()
     status = wait_for(
         lambda: (s := client.get_endpoint_status(ep.endpoint_id))["status"] == "offline" and s,

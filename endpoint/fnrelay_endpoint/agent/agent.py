@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import socket
 import threading
 import time
@@ -358,7 +359,8 @@ class Agent:
 
     def _send_heartbeat(self, state: str) -> None:
         assert self._session is not None  # heartbeats go out during a session only
-        info = {"state": state, **self.engine.info()}
+        info = {"state": state, "python_version": platform.python_version(),
+                **self.engine.info()}
         self._session.publish(wire.MSG_HEARTBEAT, wire.encode_heartbeat(
             Heartbeat(endpoint_id=self.endpoint_id, info=info)))
 
