@@ -260,6 +260,11 @@ def main() -> None:
               help="With --amqp-management-url: let Executors publish tasks straight to "
                    "endpoints they own and take results straight from them, the broker "
                    "recording both in parallel (lower latency; docs/protocol.md).")
+@click.option("--operator", "operators", multiple=True, metavar="USERNAME",
+              envvar="FNRELAY_BROKER_OPERATORS",
+              help="A user who operates this service (repeatable; in the environment, names "
+                   "separated by spaces): reads /metrics and the dashboard's admin view, "
+                   "which show every tenant's figures.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -274,7 +279,8 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
           log_level: str, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
           blob_store: str | None = None, blob_limit: int = DEFAULT_BLOB_LIMIT,
           direct: bool = True, amqp_url_file: str | None = None,
-          amqp_management_password_file: str | None = None) -> None:
+          amqp_management_password_file: str | None = None,
+          operators: tuple[str, ...] = ()) -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     ctx = click.get_current_context()
     amqp_url = _one_of(ctx, amqp_url, "amqp_url", amqp_url_file, "--amqp-url-file")
@@ -300,7 +306,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
         amqp_management_url=amqp_management_url, account_idle=account_idle,
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
-        blob_store=blob_store, blob_limit=blob_limit, direct=direct,
+        blob_store=blob_store, blob_limit=blob_limit, direct=direct, operators=operators,
     )
     try:
         app = create_app(settings)

@@ -53,6 +53,12 @@ class BrokerSettings:
     #: results straight back, the broker recording both in parallel) on endpoints they own.
     #: Needs per-party accounts (`amqp_management_url`): RabbitMQ must vouch for senders.
     direct: bool = True
+    #: Usernames of the service's operators: they read /metrics and the dashboard's admin
+    #: view (every tenant's figures); everyone else sees only their own objects.
+    operators: tuple[str, ...] = ()
+
+    def is_operator(self, username: str) -> bool:
+        return username in self.operators
 
     @property
     def offline_after(self) -> float:
