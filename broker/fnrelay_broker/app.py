@@ -312,6 +312,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
             db, user, idempotency_key, body.endpoint_id,
             str(body.task_group_id) if body.task_group_id else None,
             [t.model_dump() for t in body.tasks], handoff=broker.publisher.handoff,
+            max_queued=s.max_queued_per_user,
         )
         broker.publisher.wake()
         return answer

@@ -24,6 +24,7 @@ from fnrelay_broker.settings import (
     DEFAULT_ACCOUNT_IDLE,
     DEFAULT_AMQP_URL,
     DEFAULT_BLOB_LIMIT,
+    DEFAULT_MAX_QUEUED,
     DEFAULT_RESULT_TTL,
     BrokerSettings,
     default_db_url,
@@ -260,6 +261,10 @@ def main() -> None:
               help="With --amqp-management-url: let Executors publish tasks straight to "
                    "endpoints they own and take results straight from them, the broker "
                    "recording both in parallel (lower latency; docs/protocol.md).")
+@click.option("--max-queued-per-user", default=DEFAULT_MAX_QUEUED, show_default=True,
+              type=click.IntRange(min=0), metavar="N",
+              help="Unfinished tasks one user may have; a submit beyond it is refused with a "
+                   "retryable 429 (the SDK's Executor waits and resubmits). 0: no limit.")
 @click.option("--operator", "operators", multiple=True, metavar="USERNAME",
               envvar="FNRELAY_BROKER_OPERATORS",
               help="A user who operates this service (repeatable; in the environment, names "
@@ -280,7 +285,8 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
           blob_store: str | None = None, blob_limit: int = DEFAULT_BLOB_LIMIT,
           direct: bool = True, amqp_url_file: str | None = None,
           amqp_management_password_file: str | None = None,
-          operators: tuple[str, ...] = ()) -> None:
+          operators: tuple[str, ...] = (),
+          max_queued_per_user: int = DEFAULT_MAX_QUEUED) -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     ctx = click.get_current_context()
     amqp_url = _one_of(ctx, amqp_url, "amqp_url", amqp_url_file, "--amqp-url-file")
@@ -307,6 +313,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
         blob_store=blob_store, blob_limit=blob_limit, direct=direct, operators=operators,
+        max_queued_per_user=max_queued_per_user,
     )
     try:
         app = create_app(settings)

@@ -20,25 +20,32 @@ CODES = {
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     422: "INVALID_REQUEST",
+    429: "TOO_MANY_QUEUED_TASKS",
     503: "UNAVAILABLE",
 }
 
 
 class ApiError(Exception):
-    def __init__(self, http_status: int, message: str, code: str | None = None):
+    def __init__(self, http_status: int, message: str, code: str | None = None,
+                 retry_after: int | None = None):
         super().__init__(message)
         self.http_status = http_status
         self.message = message
         self.code = code or CODES.get(http_status, "ERROR")
+        #: Seconds after which the same request may succeed (a Retry-After header).
+        self.retry_after = retry_after
 
 
 def not_found(kind: str, ident: str) -> ApiError:
     return ApiError(404, f"{kind} {ident} not found")
 
 
-def error_response(http_status: int, message: str, code: str | None = None) -> JSONResponse:
+def error_response(http_status: int, message: str, code: str | None = None,
+                   retry_after: int | None = None) -> JSONResponse:
     code = code or CODES.get(http_status, "ERROR")
-    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(
         {"code": code, "message": message, "http_status": http_status},
         status_code=http_status,
@@ -54,7 +61,7 @@ def _field(loc: tuple) -> str:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_req: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.http_status, exc.message, exc.code)
+        return error_response(exc.http_status, exc.message, exc.code, exc.retry_after)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

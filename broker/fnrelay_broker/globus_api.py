@@ -119,7 +119,8 @@ def install(app: FastAPI, broker: "Broker",
             raise _wire_error(e) from None
         group_id = _group(broker, user, group_id, bool(body.get("create_queue")))
         answer = tasks.submit(db, user, f"globus-compute:{uuid.uuid4()}", eid, group_id,
-                              entries, handoff=broker.publisher.handoff)
+                              entries, handoff=broker.publisher.handoff,
+                              max_queued=s.max_queued_per_user)
         broker.publisher.wake()
         return globus.submit_answer(entries, answer["task_ids"], answer["task_group_id"],
                                     eid, str(uuid.uuid4()))

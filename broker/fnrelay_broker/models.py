@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -200,3 +201,11 @@ class ResultBlobChunk(Base):
 Index("ix_tasks_group_seq", Task.task_group_id, Task.seq)
 #: A user's tasks newest first (GET /v1/tasks pages by seq); covers lookups by owner alone.
 Index("ix_tasks_owner_seq", Task.owner, Task.seq)
+#: The predicate of a task not finished yet, as SQL text: the partial index below and the
+#: queued-tasks quota's count (tasks.open_tasks) must use the very same text for the planner
+#: (SQLite and PostgreSQL) to pick the index.
+OPEN_TASK = "status NOT IN ('success', 'failed', 'cancelled')"
+#: A user's unfinished tasks, counted at each submit (the per-user quota): small however many
+#: finished tasks the user keeps.
+Index("ix_tasks_owner_open", Task.owner,
+      sqlite_where=text(OPEN_TASK), postgresql_where=text(OPEN_TASK))

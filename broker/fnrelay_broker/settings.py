@@ -12,6 +12,8 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 DEFAULT_BLOB_LIMIT = 1024 * 1024 * 1024
 DEFAULT_ACCOUNT_IDLE = 24 * 3600.0
+#: Unfinished tasks one user may have (docs/deployment.md, "Quotas").
+DEFAULT_MAX_QUEUED = 100_000
 
 
 def default_db_url() -> str:
@@ -56,6 +58,9 @@ class BrokerSettings:
     #: Usernames of the service's operators: they read /metrics and the dashboard's admin
     #: view (every tenant's figures); everyone else sees only their own objects.
     operators: tuple[str, ...] = ()
+    #: Unfinished tasks (not yet succeeded, failed or cancelled) one user may have; a submit
+    #: that would pass it is refused with a retryable 429. 0: no limit.
+    max_queued_per_user: int = DEFAULT_MAX_QUEUED
 
     def is_operator(self, username: str) -> bool:
         return username in self.operators

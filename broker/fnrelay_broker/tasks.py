@@ -14,7 +14,17 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -40,6 +50,7 @@ from fnrelay_broker.children import is_multi_user
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found
 from fnrelay_broker.models import (
+    OPEN_TASK,
     Endpoint,
     Function,
     Outbox,
@@ -80,6 +91,30 @@ def _stored_answer(db: Database, user_id: str, key: str) -> dict[str, Any] | Non
         )
 
 
+#: Seconds a client refused by the quota is told to wait before it tries again.
+QUOTA_RETRY_AFTER = 2
+
+
+def open_tasks(s: Session, user_id: str) -> int:
+    """How many of the user's tasks are not finished (through ix_tasks_owner_open)."""
+    return int(s.scalar(select(func.count()).select_from(Task).where(
+        Task.owner == user_id, text(OPEN_TASK))) or 0)
+
+
+def check_quota(s: Session, user: CurrentUser, adding: int, limit: int) -> None:
+    """ApiError 429 if `adding` more tasks would pass the user's quota of unfinished tasks.
+
+    Concurrent submits of one user may pass it by one request's tasks: each counts before
+    the other commits (exact counting would serialize every submit of a user)."""
+    current = open_tasks(s, user.id)
+    if current + adding > limit:
+        raise ApiError(
+            429, f"too many unfinished tasks: you have {current} and submitted {adding}, "
+                 f"above the broker's limit of {limit} per user; submit again when some have "
+                 "finished (nothing of this request was stored)",
+            retry_after=QUOTA_RETRY_AFTER)
+
+
 def submit(
     db: Database,
     user: CurrentUser,
@@ -88,13 +123,16 @@ def submit(
     task_group_id: str | None,
     tasks: list[dict[str, Any]],
     handoff: Callable[[Handoff], None] | None = None,
+    max_queued: int = 0,
 ) -> dict[str, Any]:
     """Store tasks, their history and outbox rows, and the answer, in one transaction.
 
     A repeated idempotency key returns the stored answer and creates nothing; two concurrent
     identical requests meet at the unique (user, key) constraint and the loser returns the
     winner's answer. After the commit, `handoff` gets the new tasks' messages, so the
-    publisher can send them without reading them back (see `Handoff`).
+    publisher can send them without reading them back (see `Handoff`). With `max_queued`,
+    a submit that would leave the user more unfinished tasks than that is refused whole
+    (429, retryable: nothing was stored).
     """
     try:
         with db.write() as s:
@@ -105,6 +143,8 @@ def submit(
             )
             if prev is not None:
                 return prev
+            if max_queued:
+                check_quota(s, user, len(tasks), max_queued)
             ep = s.get(Endpoint, endpoint_id)
             multi_user = ep is not None and is_multi_user(ep)
             shared = (ep is not None and ep.owner != user.id and not multi_user

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import globus_sdk
-from globus_sdk.transport import RetryConfig
+from globus_sdk.transport import RetryCheckResult, RetryConfig, RetryContext
 
 from fnrelay import blobs, errors, serialize, wire
 from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
@@ -35,6 +35,7 @@ _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
     403: errors.AuthenticationError,
     404: errors.NotFoundError,
     413: errors.PayloadTooLargeError,
+    429: errors.QuotaExceededError,
     502: errors.BrokerUnavailableError,
     503: errors.BrokerUnavailableError,
     504: errors.BrokerUnavailableError,
@@ -49,6 +50,9 @@ def broker_errors(base_url: str) -> Iterator[None]:
     except globus_sdk.GlobusAPIError as e:
         cls = _STATUS_ERRORS.get(e.http_status, errors.BrokerError)
         message = e.message or e.text or f"HTTP {e.http_status}"
+        if cls is errors.QuotaExceededError:
+            raise errors.QuotaExceededError(message, e.http_status, e.code,
+                                            _retry_after(e.headers)) from None
         raise cls(message, http_status=e.http_status, code=e.code) from None
     except globus_sdk.NetworkError as e:
         if "CERTIFICATE_VERIFY_FAILED" in repr(getattr(e, "underlying_exception", e)):
@@ -58,6 +62,28 @@ def broker_errors(base_url: str) -> Iterator[None]:
         raise errors.BrokerUnavailableError(
             f"cannot reach the broker at {base_url}: {e}; is it running and is the URL right?"
         ) from None
+
+
+def _retry_after(headers: Any) -> float:
+    """Seconds of a Retry-After header given in seconds (5 when absent or a date)."""
+    try:
+        return max(0.0, float(headers.get("Retry-After")))
+    except (TypeError, ValueError):
+        return 5.0
+
+
+def _quota_not_retried(ctx: RetryContext) -> RetryCheckResult:
+    """The quota's 429 is answered at once: globus-sdk would retry it in silence for half a
+    minute, while Client.run's caller should hear the reason and the Executor waits itself."""
+    response = ctx.response
+    if response is not None and response.status_code == 429:
+        try:
+            code = response.json().get("code")
+        except (ValueError, AttributeError):
+            code = None
+        if code == "TOO_MANY_QUEUED_TASKS":
+            return RetryCheckResult.do_not_retry
+    return RetryCheckResult.no_decision
 
 
 def uuid_text(name: str, value: str | uuid.UUID) -> str:
@@ -199,6 +225,7 @@ class Client(globus_sdk.BaseClient):
     # --- plumbing ---------------------------------------------------------------------------
     def _register_standard_retry_checks(self, retry_config: RetryConfig) -> None:
         """globus-sdk's checks, after one that tells the user at once that it retries."""
+        retry_config.checks.register_check(_quota_not_retried)
         retry_config.checks.register_check(self._retry_notice)
         super()._register_standard_retry_checks(retry_config)
 

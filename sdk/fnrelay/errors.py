@@ -99,6 +99,17 @@ class BrokerUnavailableError(BrokerError):
     """The broker could not be reached after retries."""
 
 
+class QuotaExceededError(BrokerError):
+    """The broker refused a submit: you have as many unfinished tasks as it allows one user
+    (HTTP 429). Nothing of the request was stored; submit again after `retry_after` seconds
+    (the Executor does so itself, its futures staying pending)."""
+
+    def __init__(self, message: str, http_status: int | None = 429, code: str | None = None,
+                 retry_after: float = 5.0):
+        super().__init__(message, http_status, code)
+        self.retry_after = retry_after
+
+
 class MPILaunchError(FnRelayError):
     """An MPIFunction's launcher started no rank (its own error, not the program's)."""
 

@@ -9,9 +9,11 @@ idle the thread answers the direct publisher's AMQP heartbeats.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
 IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
+QUOTA_MIN_WAIT = 0.5  # the least wait before resending a chunk the quota refused
 
 
 class Submitter:
@@ -125,7 +128,7 @@ class Submitter:
             if not chunk:
                 pending.sent()
                 return
-            answer = self._api.submit(endpoint_id, [entry for _, entry in chunk], self._group.id)
+            answer = self._submit_within_quota(endpoint_id, chunk)
         except errors.PayloadTooLargeError as e:
             pending.sent()
             if len(chunk) > 1:  # the broker's limit is lower than ours: halve and retry
@@ -140,6 +143,31 @@ class Submitter:
             pending.fail(chunk, e)
             return
         pending.accepted(chunk, answer["task_ids"])
+
+    def _submit_within_quota(self, endpoint_id: str, chunk: Chunk) -> dict[str, Any]:
+        """POST the chunk; while the broker refuses it for the user's quota of unfinished
+        tasks, wait as it says and send it again: the futures stay pending, none is lost.
+        Shutdown with cancel_futures ends the wait (the chunk fails as cancelled)."""
+        refused_since: float | None = None
+        while True:
+            try:
+                answer = self._api.submit(endpoint_id, [entry for _, entry in chunk],
+                                          self._group.id)
+            except errors.QuotaExceededError as e:
+                if self._pending.cancel_unclaimed:
+                    raise cf.CancelledError("the Executor was shut down with "
+                                            "cancel_futures=True") from e
+                if refused_since is None:
+                    refused_since = time.monotonic()
+                    log.warning("%s; the Executor sends these %d task(s) again every %.0f s "
+                                "until it is accepted (their futures stay pending)",
+                                e, len(chunk), e.retry_after)
+                time.sleep(max(e.retry_after, QUOTA_MIN_WAIT))
+                continue
+            if refused_since is not None:
+                log.info("the broker accepted the tasks it had refused (after %.0f s)",
+                         time.monotonic() - refused_since)
+            return answer
 
     def send_records(self) -> None:
         """Send the broker its records of the direct-path tasks published so far. If that
