@@ -14,11 +14,18 @@ exchange again. The exchange is auto-delete: when the last broker holding it sto
 and its connection with it), its queue and binding go, and the exchange with them, so a new
 deployment may then take the vhost. Nothing is published to the claim exchange, and its
 alternate exchange is never declared.
+
+The claim lives as long as its connection: a RabbitMQ restart ends it, and a broker started
+while RabbitMQ was down never held it. `ClaimKeeper` takes it again whenever it is not held;
+if another deployment took the vhost meanwhile, the broker stops (as it would have refused to
+start) rather than trade messages with it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import pika
@@ -32,6 +39,10 @@ log = logging.getLogger(__name__)
 
 CLAIM_EXCHANGE = "fnrelay.deployment"
 ARGUMENT = "alternate-exchange"
+#: The claim connection's name in RabbitMQ's management UI.
+CONNECTION_NAME = "fnrelay-broker-vhost-claim"
+#: Seconds between the keeper's checks that the claim is still held.
+CHECK_PERIOD = 5.0
 
 
 class VhostTaken(Exception):
@@ -45,16 +56,19 @@ class VhostClaim:
         self.amqp_url, self.names = amqp_url, names
         self._conn: BlockingConnection | None = None
 
-    def acquire(self) -> bool:
+    def acquire(self, warn: bool = True) -> bool:
         """True when held; False when RabbitMQ cannot be reached now (then it is not checked);
         VhostTaken when a broker of another deployment holds the vhost."""
         params = parameters(self.amqp_url)
         params.heartbeat = 0  # the connection idles for the broker's life; TCP tells its end
+        params.client_properties = {"connection_name": CONNECTION_NAME}
         try:
             conn = pika.BlockingConnection(params)
         except pika.exceptions.AMQPError as e:
-            log.warning("RabbitMQ unreachable: cannot check that vhost %s is this deployment's "
-                        "alone (%s)", vhost_of(self.amqp_url), e or type(e).__name__)
+            if warn:
+                log.warning("RabbitMQ unreachable: cannot check that vhost %s is this "
+                            "deployment's alone (%s); checking again while the broker runs",
+                            vhost_of(self.amqp_url), e or type(e).__name__)
             return False
         try:
             channel = conn.channel()
@@ -70,6 +84,20 @@ class VhostClaim:
         self._conn = conn
         return True
 
+    def held(self) -> bool:
+        """Whether the claim's connection is still open (reading what RabbitMQ sent it: a
+        close, or the end of the stream). Only one thread may call it, as with acquire."""
+        if self._conn is None:
+            return False
+        try:
+            self._conn.process_data_events(time_limit=0)
+        except pika.exceptions.AMQPError:
+            pass
+        if self._conn.is_open:
+            return True
+        self._conn = None
+        return False
+
     def release(self) -> None:
         if self._conn is not None and self._conn.is_open:
             try:
@@ -77,6 +105,43 @@ class VhostClaim:
             except pika.exceptions.AMQPError:
                 pass  # gone already: so is the claim
         self._conn = None
+
+
+class ClaimKeeper(threading.Thread):
+    """Holds the claim while the broker runs: takes it again when it was lost (RabbitMQ
+    restarted, or was unreachable at start). When another deployment took the vhost in the
+    gap, it logs why and calls `on_taken` (the broker stops) and ends."""
+
+    def __init__(self, claim: VhostClaim, on_taken: Callable[[str], None],
+                 period: float = CHECK_PERIOD):
+        super().__init__(name="fnrelay-vhost-claim", daemon=True)
+        self.claim, self.on_taken, self.period = claim, on_taken, period
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        lost = False
+        while not self._stop_event.wait(self.period):
+            if self.claim.held():
+                continue
+            if not lost:
+                log.warning("no claim on RabbitMQ vhost %s (RabbitMQ restarted or "
+                            "unreachable); taking it again", vhost_of(self.claim.amqp_url))
+                lost = True
+            try:
+                if self.claim.acquire(warn=False):
+                    log.info("claim on RabbitMQ vhost %s held again",
+                             vhost_of(self.claim.amqp_url))
+                    lost = False
+            except VhostTaken as e:
+                log.error("%s; stopping this broker", e)
+                self.on_taken(str(e))
+                return
+            except pika.exceptions.AMQPError as e:  # RabbitMQ went away mid-declare
+                log.debug("claim not taken yet: %s", e)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=self.period + 5)
 
 
 def taken_message(amqp_url: str) -> str:
