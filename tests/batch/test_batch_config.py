@@ -52,7 +52,7 @@ def test_default_launcher_follows_the_scheduler():
     ({"scheduler": "slurm", "python": "/opt/fnrelay/bin/python"}, "engine.python"),
     ({"scheduler": "slurm", "python": "no-such-python3"}, "engine.python"),
     ({"scheduler": "slurm", "max_jobs": 0}, "engine.max_jobs"),
-    ({"scheduler": "pbspro", "pack_window": 2}, "engine.pack_window"),
+    ({"scheduler": "sge", "pack_window": 2}, "engine.pack_window"),
     ({"scheduler": "slurm", "pack_window": 0}, "engine.pack_window"),
     ({"scheduler": "slurm", "max_jobs": "10"}, "engine.max_jobs"),
     ({"scheduler": "slurm", "max_pending": -1}, "engine.max_pending"),

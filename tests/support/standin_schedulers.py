@@ -1,4 +1,4 @@
-"""Stand-ins for LSF, Flux and HTCondor, which cannot run here.
+"""Stand-ins for LSF, Flux, HTCondor and PBS Professional, which cannot run here.
 
 Each stand-in is a small executable put first on PATH under the real command's name. The
 submit command records its arguments (and LSF's script on stdin), then runs the job script
@@ -6,7 +6,8 @@ for real with bash, as the scheduler would on a node, sending its output where t
 directives say; the status commands answer in the documented output format of the real tool
 (see each test's data files) from the exit status the script recorded. They do not queue,
 schedule or enforce limits: what they prove is that fnrelay's scripts run and its parsers
-read the real tools' formats.
+read the real tools' formats. The PBS stand-in (standin_pbs.py) runs its jobs in the
+background and knows job arrays.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from support import standin_pbs
 
 _COMMON = r'''
 import json, os, re, subprocess, sys
@@ -151,6 +154,7 @@ SCRIPTS = {
                  "condor_q": 'TOOL = "condor_q"\n' + _CONDOR_Q,
                  "condor_history": 'TOOL = "condor_history"\n' + _CONDOR_Q,
                  "condor_rm": 'print("Job not found", file=sys.stderr); sys.exit(1)'},
+    "pbspro": standin_pbs.SCRIPTS,
 }
 
 

@@ -106,7 +106,7 @@ CONFIG_KEYS = frozenset({"type", "scheduler", "template", "defaults", "allowed_f
                          "lost_after", "max_workers", "max_pending", "max_jobs",
                          "pack_window"})
 #: Schedulers whose adapter submits job arrays (engine.pack_window).
-ARRAY_SCHEDULERS = frozenset({"slurm"})
+ARRAY_SCHEDULERS = frozenset({"slurm", "pbspro"})
 
 
 @dataclass(frozen=True)
@@ -506,9 +506,10 @@ class BatchEngine(Engine):
         script = write_array(directory, fresh[0][0].sandbox.script.read_text(),
                              [job.sandbox.path for job, _ in fresh],
                              self.scheduler.array_index_variable)
+        output = str(directory / self.scheduler.array_output_name)
         try:
             ids = self.scheduler.submit_array(script, f"fnrelay-array-{first}", directory,
-                                              len(fresh), str(directory / "%A_%a.out"))
+                                              len(fresh), output)
         except SchedulerError as e:
             if self.scheduler.is_transient(e):
                 self._defer([task for _, task in fresh], e)

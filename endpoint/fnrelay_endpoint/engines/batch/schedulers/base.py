@@ -103,6 +103,9 @@ class Scheduler(abc.ABC):
     #: True if the adapter implements `submit_array`; the variable holding an element's index.
     supports_arrays: bool = False
     array_index_variable: str = ""
+    #: File name, in the array's directory, of each element's own scheduler output: the
+    #: scheduler's placeholders name the element.
+    array_output_name: str = ""
 
     def submit_array(self, script_path: str | os.PathLike, job_name: str,
                      cwd: str | os.PathLike, count: int, output: str) -> list[str]:

@@ -7,6 +7,15 @@ finished jobs from the server's job history, so a finished job keeps its Exit_st
 
 Exit_status: 0..255 is the job script's exit code, 256+N means killed by signal N, negative
 values are PBS's JOB_EXEC_* codes (e.g. -29 walltime exceeded, -27 memory exceeded).
+
+Job arrays (PBS Professional User's Guide 2022.1, "Job Arrays"): `qsub -J 0-N` prints the
+array's id `1234[].server`; subjob (element) `i` is `1234[i].server` and reads its index from
+PBS_ARRAY_INDEX. `qstat -t` lists an array's subjobs with the array, so the elements of one
+array cost one qstat. The array itself is Q, then B (begun) while subjobs run, then F; a
+finished or deleted subjob is X. `qdel 1234[i]` deletes one subjob. PBS refuses an array that
+is not rerunnable ("cannot submit non-rerunable Array Job"), so arrays are submitted with
+`-r y` whatever the task asked: PBS may then rerun an element after a node failure under its
+own id, which the engine sees as queued again.
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ TRANSIENT_ERRORS = re.compile(
     r"|connection refused|timed out|server (is )?busy|try again", re.IGNORECASE)
 
 _ESCAPE = re.compile(r'\\(u[0-9a-fA-F]{4}|["\\/bfnrt]|.|$)', re.DOTALL)
+#: A subjob id: '1234[5].server' -> ('1234', '5', '.server').
+_SUBJOB = re.compile(r"^(\d+)\[(\d+)\](.*)$")
 _UNKNOWN_JOB = re.compile(r"unknown job id:?\s*(\S+)", re.IGNORECASE)
 
 
@@ -153,6 +164,12 @@ def _job_number(job_id: str) -> int:
     return int(m.group()) if m else -1
 
 
+def array_of(job_id: str) -> str:
+    """The array a subjob belongs to ('1234[5].server' -> '1234[].server'); else the id."""
+    m = _SUBJOB.match(job_id)
+    return f"{m.group(1)}[]{m.group(3)}" if m else job_id
+
+
 def short_id(job_id: str) -> str:
     """'1234.server.domain' -> '1234', to match ids whose server suffix differs."""
     return job_id.split(".", 1)[0]
@@ -165,6 +182,10 @@ class PBSProScheduler(Scheduler):
     name = "pbspro"
     directive_prefix = "#PBS"
     transient_errors = TRANSIENT_ERRORS
+    supports_arrays = True
+    array_index_variable = "PBS_ARRAY_INDEX"
+    #: qsub replaces ^array_index^ in -o/-e paths by each subjob's index.
+    array_output_name = "^array_index^.out"
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:
@@ -174,6 +195,17 @@ class PBSProScheduler(Scheduler):
         if not re.fullmatch(r"\d+(\[\d*\])?(\.\S+)?", job_id):
             raise SchedulerError(f"qsub printed no job id: {out!r}", ["qsub"])
         return job_id
+
+    def submit_array(self, script_path: str | os.PathLike, job_name: str,
+                     cwd: str | os.PathLike, count: int, output: str) -> list[str]:
+        # Command-line options override the script's #PBS lines (name, rerun flag, output).
+        out = self.run(["qsub", "-J", f"0-{count - 1}", "-r", "y", "-N", job_name, "-j", "oe",
+                        "-o", output, str(script_path)], cwd=cwd).stdout.strip()
+        array_id = out.splitlines()[-1].strip() if out else ""
+        m = re.fullmatch(r"(\d+)\[\](\.\S+)?", array_id)
+        if not m:
+            raise SchedulerError(f"qsub -J printed no job array id: {out!r}", ["qsub"])
+        return [f"{m.group(1)}[{i}]{m.group(2) or ''}" for i in range(count)]
 
     def find_by_name(self, job_name: str, clusters: str | None = None) -> str | None:
         out = self.run(["qselect", "-x", "-N", job_name, "-u", getpass.getuser()]).stdout
@@ -185,12 +217,13 @@ class PBSProScheduler(Scheduler):
         result = {job_id: UNKNOWN for job_id in wanted}
         if not wanted:
             return result
-        found = self._qstat(wanted)
+        # Subjobs are asked for through their array (with -t): one id per array.
+        found = self._qstat(list(dict.fromkeys(array_of(j) for j in wanted)))
         missing = [j for j in wanted if self._lookup(found, j) is None]
         if len(missing) < len(wanted) and missing:
             # Some qstat versions print only the first of several ids: ask for the rest singly.
-            for job_id in missing:
-                found.update(self._qstat([job_id]))
+            for query in dict.fromkeys(array_of(j) for j in missing):
+                found.update(self._qstat([query]))
         for job_id in wanted:
             attrs = self._lookup(found, job_id)
             if attrs is not None:
@@ -206,7 +239,8 @@ class PBSProScheduler(Scheduler):
                                  ["qdel", job_id], proc.returncode, proc.stderr)
 
     def _qstat(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        argv = ["qstat", "-f", "-x", "-F", "json", *job_ids]
+        argv = ["qstat", "-f", "-x", *(["-t"] if any("[" in j for j in job_ids) else []),
+                "-F", "json", *job_ids]
         proc = self.run(argv, ok_codes=range(256))
         jobs = parse_qstat_json(proc.stdout)
         if proc.returncode != 0 and not jobs and not _UNKNOWN_JOB.search(proc.stderr):

@@ -180,6 +180,7 @@ class SlurmScheduler(Scheduler):
     transient_errors = TRANSIENT_ERRORS
     supports_arrays = True
     array_index_variable = "SLURM_ARRAY_TASK_ID"
+    array_output_name = "%A_%a.out"
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:
