@@ -56,3 +56,29 @@ def test_a_task_refused_by_qsub_fails_with_grid_engines_words(sge_engine):
     result = rec.result(task.task_id)
     assert result.status == TaskState.FAILED.value
     assert "parallel environment" in result.exception.message
+
+
+def test_a_job_held_with_qhold_fails_naming_the_hold(sge_cell, tmp_path):  # noqa: F811
+    """A real user hold (qhold) on a queued job: the task fails with the hold's name and the
+    job is deleted, as Slurm's JobHeldUser. `-a` (a start time far ahead) keeps the job queued
+    until the hold is on."""
+    rec = Recorder()
+    engine = BatchEngine({"type": "batch", "scheduler": "sge", "launcher": "none",
+                          "poll_interval": 0.5,
+                          "defaults": {"scheduler_options": ["#$ -a 209912312359"]}},
+                         tmp_path / "endpoint", rec.on_result, rec.on_status)
+    engine.start()
+    try:
+        task = make_task(where)
+        engine.submit(task)
+        queued = rec.status(task.task_id, TaskState.WAITING_FOR_NODES.value)
+        job_id = queued.detail.split()[-1]
+        sge_cell.run("qhold", job_id)
+        result = rec.result(task.task_id)
+    finally:
+        engine.shutdown()
+    assert result.status == TaskState.FAILED.value
+    assert "user hold (qhold -h u)" in result.exception.message, result.exception.message
+    assert result.details.get("held") is True
+    listed = sge_cell.run("qstat", "-u", "*", check=False).stdout.split()
+    assert job_id not in listed  # deleted with its failure: a later qrls cannot run it

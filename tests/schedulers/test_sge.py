@@ -4,7 +4,9 @@ data/sge/ holds output captured from Debian's gridengine 8.1.9 on this machine's
 `qstat -xml` with a running, a held (`hqw`) and an error-state (`Eqw`: unwritable output
 path) job, and `qacct -j` of a job that exited 3, one deleted while running (failed 100,
 exit 137) and the Eqw one after qdel (failed 26). The formats are sge_status(5) and
-accounting(5) of SGE 8.1.9.
+accounting(5) of SGE 8.1.9. qstat-holds.xml lists five pending jobs: 10 with a user hold, 11
+an operator hold, 12 a system and a user hold (qhold -h u|o|s), 13 waiting for 10
+(-hold_jid), 14 deferred (-a); qstat-hold-hu/ho/hs.xml are `qstat -xml -s hu|ho|hs` then.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 from fnrelay_endpoint.engines.batch.schedulers.base import JobState, make_scheduler
 from fnrelay_endpoint.engines.batch.schedulers.sge import (
+    HOLDS,
     SGEScheduler,
     map_accounting,
     map_state,
@@ -41,6 +44,23 @@ def test_qstat_xml_lists_running_and_pending_jobs():
 ])
 def test_state_letters_map_as_sge_status_5_says(state, expected):
     assert map_state(state).state is expected
+
+
+def test_held_jobs_name_their_hold_and_dependencies_keep_waiting():
+    holds: dict[str, list[str]] = {}
+    for selector in HOLDS:
+        for job in parse_qstat_xml((DATA / f"qstat-hold-{selector}.xml").read_text()):
+            holds.setdefault(job.job_id, []).append(selector)
+    assert holds == {"10": ["hu"], "11": ["ho"], "12": ["hu", "hs"]}
+    jobs = parse_qstat_xml((DATA / "qstat-holds.xml").read_text())
+    got = {j.job_id: map_state(j.state, holds=holds.get(j.job_id, ())) for j in jobs}
+    assert {i: (s.native_state, s.state) for i, s in got.items()} == {
+        "10": ("hqw", JobState.HELD), "11": ("hqw", JobState.HELD),
+        "12": ("hqw", JobState.HELD), "13": ("hqw", JobState.QUEUED),
+        "14": ("qw", JobState.QUEUED)}
+    assert "user hold (qhold -h u)" in got["10"].reason
+    assert "operator hold (qhold -h o)" in got["11"].reason
+    assert "user hold (qhold -h u) and system hold (qhold -h s)" in got["12"].reason
 
 
 def test_qacct_records_give_exit_codes_and_failure_reasons():

@@ -10,6 +10,13 @@ while: UNKNOWN, and the engine reads the job's exit-status file.
 State letters are sge_status(5)'s: `qw`/`hqw` pending (`h` held), `r`/`t` running or being
 transferred, `s`/`S`/`T` suspended, `d` being deleted, `E` error (e.g. `Eqw`: the job cannot
 start until an administrator clears it with `qmod -cj`).
+
+An `hqw` job is either held (qhold: a user, operator or system hold, which only qrls lifts) or
+waits for other jobs (`-hold_jid`, array holds), which ends by itself. SGE 8.1.9's `qstat -j`
+says only "Job is in hold state", not which hold: the kinds come from `qstat -s hu|ho|hs`
+(qstat(1)), asked only while some watched job is `hqw`. A job with a user, operator or system
+hold is HELD: the engine deletes it and fails the task with the hold's name, as for Slurm's
+JobHeldUser/JobHeldAdmin.
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ AFTER_JOB = 100
 TRANSIENT_ERRORS = re.compile(
     r"timed out|connection refused|temporarily unavailable|unable to contact qmaster"
     r"|jobs are allowed per user|jobs are allowed per cluster", re.IGNORECASE)
+
+
+#: `qstat -s` selectors of the holds only a person releases (qrls), and their names.
+HOLDS = {"hu": "user hold (qhold -h u)", "ho": "operator hold (qhold -h o)",
+         "hs": "system hold (qhold -h s)"}
 
 
 @dataclass(frozen=True)
@@ -81,12 +93,18 @@ def parse_qacct(text: str) -> dict[str, dict[str, str]]:
     return records
 
 
-def map_state(state: str, reason: str = "") -> JobStatus:
-    """Engine status of a job qstat still lists; `reason` is qstat -j's error reason."""
+def map_state(state: str, reason: str = "", holds: Iterable[str] = ()) -> JobStatus:
+    """Engine status of a job qstat still lists; `reason` is qstat -j's error reason,
+    `holds` the job's `qstat -s` hold selectors (HOLDS)."""
     if "E" in state:
         return JobStatus(JobState.FAILED, state, None,
                          f"the job is in Grid Engine's error state: {reason or 'no reason'}")
     if "q" in state:  # qw, hqw, hRwq, Rq: pending
+        named = [HOLDS[h] for h in HOLDS if h in holds]
+        if "h" in state and named:
+            return JobStatus(JobState.HELD, state, None,
+                             f"held by Grid Engine: {' and '.join(named)}; only qrls releases "
+                             "it")
         return JobStatus(JobState.QUEUED, state, None, "held" if "h" in state else "")
     return JobStatus(JobState.RUNNING, state)  # r, t, Rr, s, S, T, and d (being deleted)
 
@@ -153,9 +171,12 @@ class SGEScheduler(Scheduler):
         if not wanted:
             return result
         listed = {j.job_id: j for j in self._qstat()}
+        held = any("h" in listed[j].state for j in wanted if j in listed)
+        holds = self._holds() if held else {}
         for job_id in wanted:
             if job_id in listed:
-                result[job_id] = self._listed(job_id, listed[job_id].state)
+                result[job_id] = self._listed(job_id, listed[job_id].state,
+                                              holds.get(job_id, ()))
                 continue
             record = self._qacct(["-j", job_id]).get(job_id)
             if record is not None:
@@ -173,13 +194,13 @@ class SGEScheduler(Scheduler):
             raise SchedulerError(f"qdel {job_id} failed: {proc.stderr.strip()}",
                                  ["qdel", job_id], proc.returncode, proc.stderr)
 
-    def _listed(self, job_id: str, state: str) -> JobStatus:
+    def _listed(self, job_id: str, state: str, holds: Iterable[str] = ()) -> JobStatus:
         """A job in error state is deleted as it is failed: one an administrator clears
         later (qmod -cj) would otherwise run a task already reported failed."""
         if self.was_cancelled_here(job_id):
             return JobStatus(JobState.RUNNING, state)  # qdel under way: qacct settles it
         if "E" not in state:
-            return map_state(state)
+            return map_state(state, holds=holds)
         reason = self._error_reason(job_id)
         self.cancel(job_id)
         self._cancelled.discard(job_id)
@@ -190,8 +211,17 @@ class SGEScheduler(Scheduler):
         m = re.search(r"^error reason\s+\d+:\s*(.*)$", out, re.MULTILINE)
         return m.group(1).strip() if m else ""
 
-    def _qstat(self) -> list[QstatJob]:
-        return parse_qstat_xml(self.run(["qstat", "-xml", "-u", getpass.getuser()]).stdout)
+    def _qstat(self, *selectors: str) -> list[QstatJob]:
+        return parse_qstat_xml(self.run(["qstat", "-xml", "-u", getpass.getuser(),
+                                         *selectors]).stdout)
+
+    def _holds(self) -> dict[str, list[str]]:
+        """{job id: its HOLDS selectors} of this user's held jobs: one qstat per kind."""
+        holds: dict[str, list[str]] = {}
+        for selector in HOLDS:
+            for job in self._qstat("-s", selector):
+                holds.setdefault(job.job_id, []).append(selector)
+        return holds
 
     def _qacct(self, args: list[str]) -> dict[str, dict[str, str]]:
         """qacct's records; {} when it knows none (it exits 1 for that, and when the
