@@ -77,6 +77,19 @@ def test_flux_jobs_output():
     assert flux.canonical("ƒ2kToWJjP") == flux.canonical("f2kToWJjP")
 
 
+def test_flux_a_job_of_urgency_0_is_held_with_a_reason():
+    """`flux job urgency ID hold` leaves a job pending for ever (flux-job(1): hold is 0)."""
+    jobs = flux.parse_flux_jobs((DATA / "flux" / "jobs.txt").read_text())
+    by_name = {j.name: j for j in jobs.values()}
+    for name in ("fnrelay-held", "fnrelay-held-waiting"):
+        status = flux.map_job(by_name[name])
+        assert status.state is JobState.HELD, name
+        assert "urgency 0 (flux job urgency ID hold)" in status.reason
+    assert flux.map_job(by_name["fnrelay-expedited"]).state is JobState.QUEUED
+    assert flux.map_job(by_name["fnrelay-held"], cancelled_here=True).state is JobState.QUEUED
+    assert "{urgency}" in flux.JOBS_FORMAT  # asked for, so that holds are seen
+
+
 def test_htcondor_terse_and_af_output():
     assert htcondor.parse_terse((DATA / "htcondor" / "submit-terse.txt").read_text()) \
         == "4101.0"

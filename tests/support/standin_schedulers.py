@@ -107,11 +107,11 @@ elif sub == "jobs":
             continue
         jname, rc = j
         if rc is None:
-            print(f"{i}|RUN|||||{jname}")
+            print(f"{i}|RUN|||||16|{jname}")
         else:
             result = "COMPLETED" if rc == 0 else "FAILED"
             print(f"{i}|INACTIVE|{result}|{rc}|{'exec' if rc else ''}|"
-                  f"{'task 0: exited with exit code %d' % rc if rc else ''}|{jname}")
+                  f"{'task 0: exited with exit code %d' % rc if rc else ''}|16|{jname}")
 else:
     print(f"flux-cancel: ERROR: job is inactive", file=sys.stderr)
     sys.exit(1)

@@ -6,11 +6,16 @@ directives. `flux batch` prints the job id (F58 by default, "ƒ" or "f" by local
 compared in one spelling. `flux jobs -a -n -o FORMAT ids` lists pending, running and inactive
 jobs; states (RFC 21) DEPEND, PRIORITY, SCHED (waiting), RUN, CLEANUP (running), INACTIVE
 with a result COMPLETED, FAILED, CANCELED or TIMEOUT (flux-jobs(1), JOB STATUS).
+
+A job of urgency 0 (`flux job urgency ID hold`, or `flux batch --urgency=0`; flux-job(1):
+hold 0, default 16, expedite 31) gets priority 0 and is never scheduled: it stays pending until
+someone sets another urgency. Such a job is HELD: the engine cancels it and fails the task.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,9 +28,19 @@ from fnrelay_endpoint.engines.batch.schedulers.base import (
 )
 
 FIELDS = ("id.f58", "state", "result", "returncode", "exception.type", "exception.note",
-          "name")
+          "urgency", "name")
 JOBS_FORMAT = "|".join("{" + f + "}" for f in FIELDS)
 QUEUED = {"DEPEND", "PRIORITY", "SCHED", "NEW"}
+#: FLUX_JOB_URGENCY_HOLD: a pending job of this urgency never starts by itself.
+URGENCY_HOLD = 0
+#: Submission errors that pass by themselves: no broker to talk to yet or any more ("ERROR:
+#: Unable to connect to Flux: broker socket /run/flux/local was not found", flux-core 0.6x
+#: docs, "Flux URIs"), a broker restarting (connection refused or reset, EAGAIN), and
+#: flux-accounting's per-user limit ("flux-job: user has max active jobs", flux-accounting
+#: 0.3x guide, "Limits") while the user's jobs drain.
+TRANSIENT_ERRORS = re.compile(
+    r"unable to connect to flux|connection refused|connection reset|timed out"
+    r"|resource temporarily unavailable|max active jobs", re.IGNORECASE)
 RUNNING = {"RUN", "CLEANUP"}
 
 
@@ -43,6 +58,7 @@ class FluxJob:
     exception_type: str
     exception_note: str
     name: str
+    urgency: int | None = None
 
 
 def parse_flux_jobs(text: str) -> dict[str, FluxJob]:
@@ -52,15 +68,22 @@ def parse_flux_jobs(text: str) -> dict[str, FluxJob]:
         parts = line.split("|", len(FIELDS) - 1)
         if len(parts) != len(FIELDS) or not parts[0].strip():
             continue
-        job_id, state, result, code, etype, note, name = (p.strip() for p in parts)
+        job_id, state, result, code, etype, note, urgency, name = (p.strip() for p in parts)
         jobs[canonical(job_id)] = FluxJob(canonical(job_id), state.upper(), result.upper(),
-                                          int(code) if code.lstrip("-").isdigit() else None,
-                                          etype, note, name)
+                                          _int(code), etype, note, name, _int(urgency))
     return jobs
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def map_job(job: FluxJob, cancelled_here: bool = False) -> JobStatus:
     """Engine status of one job of flux jobs."""
+    if job.state in QUEUED and job.urgency == URGENCY_HOLD and not cancelled_here:
+        return JobStatus(JobState.HELD, job.state, None,
+                         "held by Flux: urgency 0 (flux job urgency ID hold); it is never "
+                         "scheduled until its urgency is raised")
     if job.state in QUEUED:
         return JobStatus(JobState.QUEUED, job.state)
     if job.state in RUNNING or job.state != "INACTIVE":
@@ -88,6 +111,7 @@ class FluxScheduler(Scheduler):
 
     name = "flux"
     directive_prefix = "#flux:"
+    transient_errors = TRANSIENT_ERRORS
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:

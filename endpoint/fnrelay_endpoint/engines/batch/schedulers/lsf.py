@@ -40,6 +40,14 @@ LIMIT_REASONS = {"TERM_RUNLIMIT": "walltime exceeded", "TERM_MEMLIMIT": "memory 
 #: TERM_* reasons where another host or a later attempt may succeed.
 INFRASTRUCTURE_REASONS = ("TERM_PREEMPT", "TERM_REQUEUE_ADMIN", "TERM_REQUEUE_OWNER",
                           "TERM_ZOMBIE", "TERM_LOAD", "TERM_UNKNOWN")
+#: bsub refusals that pass by themselves (IBM Spectrum LSF 10.1.0: lsb.params MAX_PEND_JOBS,
+#: MAX_PEND_SLOTS and SUB_TRY_INTERVAL; bsub's LSB_NTRIES; the LIM/mbatchd error strings of
+#: ls_sysmsg/lsb_sysmsg): mbatchd or LIM down or busy, and the user's or group's pending-job
+#: thresholds while the queue drains.
+TRANSIENT_ERRORS = re.compile(
+    r"not responding|LSF is down|LIM is down|master LIM|try later|contacting mbatchd"
+    r"|connection refused|timed out|pending job (slot )?threshold reached"
+    r"|job limit reached", re.IGNORECASE)
 _SUBMITTED = re.compile(r"Job <(\d+)> is submitted")
 
 
@@ -102,17 +110,22 @@ class LSFScheduler(Scheduler):
 
     name = "lsf"
     directive_prefix = "#BSUB"
+    transient_errors = TRANSIENT_ERRORS
 
     def submit(self, script_path: str | os.PathLike, job_name: str,
                cwd: str | os.PathLike) -> str:
         argv = ["bsub", "-J", job_name]
+        # Without LSB_NTRIES, bsub retries a pending-job threshold by itself, forever: one try
+        # hands the wait to the engine's back-off (a site's own LSB_NTRIES wins).
+        env = {"LSB_NTRIES": "1", **(self.env if self.env is not None else os.environ)}
         try:
-            proc = subprocess.run(argv, cwd=cwd, env=self.env, capture_output=True, text=True,
+            proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                                   timeout=self.timeout, input=Path(script_path).read_text())
         except FileNotFoundError as exc:
             raise SchedulerError("bsub not found: is lsf installed and on PATH?", argv) from exc
         except subprocess.TimeoutExpired as exc:
-            raise SchedulerError(f"bsub did not answer within {self.timeout:g}s", argv) from exc
+            raise SchedulerError(f"bsub did not answer within {self.timeout:g}s", argv,
+                                 transient=True) from exc
         if proc.returncode != 0:
             raise SchedulerError(f"bsub failed (exit {proc.returncode}): "
                                  f"{proc.stderr.strip() or proc.stdout.strip()}", argv,
