@@ -22,7 +22,8 @@ def _positive(text: str) -> int:
 def parse(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=(
         "Benchmark fnrelay against Parsl HTEX and raw AMQP on this machine "
-        "(see docs/performance.md)."))
+        "(see docs/performance.md). `python -m benchmarks latency --help`: round trips "
+        "across links with a one-way delay."))
     p.add_argument("--n-latency", type=_positive, help="timed one-at-a-time calls (500)")
     p.add_argument("--n-throughput", type=_positive, help="tasks in the throughput run (10000)")
     p.add_argument("--workers", type=_positive, default=2, help="workers of fnrelay and Parsl")
@@ -51,6 +52,11 @@ def parse(argv: list[str] | None = None) -> Options:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["latency"]:  # round trips across delayed links: benchmarks/latency.py
+        from benchmarks import latency
+
+        return latency.main(args[1:])
     opts = parse(argv)
     try:
         result = run(opts)
