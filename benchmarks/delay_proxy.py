@@ -58,27 +58,44 @@ class Chunk:
 
 
 class AmqpFrames:
-    """Cuts one direction of an AMQP connection into frames and names their methods."""
+    """Names the methods in one direction of an AMQP connection. Only each frame's header and
+    method ids are kept; bodies are skipped as they pass, so megabytes cost no copying."""
+
+    HEAD = 11  # frame type, channel, size; class and method ids
 
     def __init__(self) -> None:
-        self.buf = b""
+        self.head = b""
+        self.skip = 0  # bytes of the current frame still to pass
+        self.started = False
 
     def feed(self, data: bytes) -> list[str]:
-        self.buf += data
         names = []
-        if self.buf.startswith(b"AMQP"):
-            names.append("protocol header")
-            self.buf = self.buf[8:]
-        while len(self.buf) >= 7:
-            kind, _, size = struct.unpack(">BHI", self.buf[:7])
-            if len(self.buf) < size + 8:
+        if not self.started:
+            self.started = True
+            if data.startswith(b"AMQP"):
+                names.append("protocol header")
+                data = data[8:]
+        i = 0
+        while i < len(data):
+            if self.skip:
+                n = min(self.skip, len(data) - i)
+                i, self.skip = i + n, self.skip - n
+                continue
+            take = data[i:i + self.HEAD - len(self.head)]
+            self.head, i = self.head + take, i + len(take)
+            if len(self.head) < 7:
                 break
-            payload, self.buf = self.buf[7:7 + size], self.buf[size + 8:]
+            kind, _, size = struct.unpack(">BHI", self.head[:7])
+            if kind == 1 and size >= 4 and len(self.head) < self.HEAD:
+                break
             if kind == 1 and size >= 4:
-                names.append(AMQP_METHODS.get(struct.unpack(">HH", payload[:4]),
-                                              f"method {payload[:4].hex()}"))
+                ids = struct.unpack(">HH", self.head[7:11])
+                names.append(AMQP_METHODS.get(ids, f"method {ids[0]}.{ids[1]}"))
             elif kind == 8:
                 names.append("heartbeat")
+            over = len(self.head) - (size + 8)  # bytes of the next frame taken too
+            i, self.skip = (i - over, 0) if over > 0 else (i, -over)
+            self.head = b""
         return names
 
 
@@ -211,7 +228,10 @@ class DelayProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = self.links[self.route(writer.get_extra_info("peername"))]
-        await Connection(link).run(reader, writer, *self.target)
+        try:
+            await Connection(link).run(reader, writer, *self.target)
+        except asyncio.CancelledError:  # the proxy is closing: the connection ends with it
+            pass
 
     async def stop(self) -> None:
         if self._server is not None:
