@@ -229,8 +229,15 @@ class Executor(cf.Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> FnRelayFuture:
         """Run ``fn(*args, **kwargs)`` on the endpoint; registers ``fn`` on first use."""
         self._check_open()  # before registering: no request to the broker for nothing
-        self._check_endpoint()
-        function_id = self._functions.get(fn) or self.register_function(fn)
+        endpoint_id = self._check_endpoint()
+        function_id = self._functions.get(fn)
+        if function_id is None:
+            # The task group (and the result stream's connection) need not wait for the
+            # registration: the submitter attaches it meanwhile, one round trip fewer.
+            self._start_submitter(endpoint_id)
+            # Not register_function: another thread's first submit of `fn` may record it
+            # meanwhile, which is no mistake here; the id recorded first wins.
+            function_id = self._functions.add(fn, self.client.register_function(fn))
         return self.submit_to_registered_function(function_id, args, kwargs)
 
     def submit_to_registered_function(
@@ -247,8 +254,7 @@ class Executor(cf.Executor):
         with self._pending.lock:
             self._check_open()
             self._pending.put(future, entry)
-            if not self._submitter.started:
-                self._submitter.start()
+            self._start_submitter()
         return future
 
     def register_function(self, fn: Callable[..., Any], function_id: str | uuid.UUID | None = None,
@@ -336,6 +342,13 @@ class Executor(cf.Executor):
     def _check_open(self) -> None:
         if self._pending.closed:
             raise RuntimeError("cannot submit after shutdown")
+
+    def _start_submitter(self, attach_for: str | None = None) -> None:
+        """Start the submitter thread once; `attach_for`: it attaches the task group for that
+        endpoint first, before any task is queued."""
+        with self._pending.lock:
+            if not self._submitter.started:
+                self._submitter.start(attach_for)
 
     def _check_endpoint(self) -> str:
         if self.endpoint_id is None:

@@ -57,9 +57,14 @@ class Submitter:
         self._records = Records()  # the broker's copies of direct-path tasks, sent batched
         self._thread = threading.Thread(target=self.run, name="fnrelay-submitter", daemon=True)
         self.started = False
+        self._attach_for: str | None = None
 
-    def start(self) -> None:
+    def start(self, attach_for: str | None = None) -> None:
+        """Start the thread; with `attach_for` it first attaches the task group for that
+        endpoint, so a first submit's function registration and the group's creation (and the
+        result stream's connection) overlap instead of following each other."""
         self.started = True
+        self._attach_for = attach_for
         self._thread.start()
 
     def join(self) -> None:
@@ -68,11 +73,22 @@ class Submitter:
     def run(self) -> None:
         reports_its_own_errors()  # a lost direct path is one WARNING, not pika's ERRORs
         try:
+            self.attach_early()
             self.submit_until_done()
         finally:
             self.send_records()
             if self._publisher is not None:
                 self._publisher.close()
+
+    def attach_early(self) -> None:
+        """Attach the group ahead of the first send; a failure is left to that send, which
+        tries again and fails its futures with the reason."""
+        if self._attach_for is None:
+            return
+        try:
+            self._ensure_group(self._attach_for)
+        except Exception as e:  # noqa: BLE001 - the first send reports it
+            log.info("attaching the task group ahead of the first send failed: %s", e)
 
     def _next_queued(self) -> FnRelayFuture | None:
         """The next queued future (None: shut down), sending the broker's records when due and

@@ -127,3 +127,55 @@ def test_reload_tasks_gives_futures_for_the_groups_tasks_with_results_so_far(api
         assert futures[1].result(timeout=WAIT) == "streamed after"
     finally:
         first.shutdown(wait=True)
+
+
+class SlowRegistration(FakeApi):
+    """A broker whose function registration waits (up to WAIT) for the task group's creation:
+    it returns early only if the two requests are in flight together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attached = threading.Event()
+        self.overlapped = False
+
+    def create_task_group(self, *args, **kwargs):
+        self.attached.set()
+        return super().create_task_group(*args, **kwargs)
+
+    def register_function(self, fn, **kwargs):
+        self.overlapped = self.attached.wait(WAIT)
+        return super().register_function(fn, **kwargs)
+
+
+def test_a_first_submit_attaches_its_group_while_the_function_registers(fake):
+    """One round trip fewer for a fresh process's first call; the call itself is unchanged."""
+    api = SlowRegistration()
+    executor = Executor("6e8bc430-9c3a-11d9-9669-0800200c9a66", client=cast(Client, api),
+                        _transport=fake.transport)
+    try:
+        future = executor.submit(square, 4)
+        assert api.overlapped and api.attaches == 1
+        while not future.task_id:
+            threading.Event().wait(0.005)
+        fake.stream.deliver([success(future.task_id, 16)])
+        assert future.result(timeout=WAIT) == 16
+        executor.submit(square, 5)  # registered now: no second group, no second registration
+        assert api.attaches == 1 and len(api.registrations) == 1
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        executor._stop.set()
+
+
+def test_a_registration_that_fails_still_fails_the_submit_and_shutdown_ends(fake):
+    class Refusing(FakeApi):
+        def register_function(self, fn, **kwargs):
+            raise ValueError("cannot serialize this")
+
+    api = Refusing()
+    executor = Executor("6e8bc430-9c3a-11d9-9669-0800200c9a66", client=cast(Client, api),
+                        _transport=fake.transport)
+    with pytest.raises(ValueError, match="cannot serialize"):
+        executor.submit(square, 1)
+    executor.shutdown(wait=True)
+    executor._stop.set()
+    assert not executor._submitter._thread.is_alive()

@@ -168,6 +168,7 @@ def test_concurrent_first_submits_of_one_function_register_it_once_per_executor(
         t.start()
     for t in threads:
         t.join()
+    assert len(futures) == 4  # no submit failed because another registered the function
     for f in futures:
         sent(f)
     assert len({task["function_id"] for tasks in api.submits for task in tasks}) == 1
