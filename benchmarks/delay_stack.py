@@ -26,7 +26,7 @@ LINKS = ("sdk-broker", "sdk-rabbitmq", "endpoint-rabbitmq", "endpoint-broker")
 
 @dataclass
 class DelayedStack:
-    """A running stack behind delay proxies; `set_delay` changes D on every link at once."""
+    """A running stack behind delay proxies; `set_delay` changes D while it runs."""
 
     links: dict[str, Link]
     sdk_broker_url: str
@@ -34,9 +34,10 @@ class DelayedStack:
     endpoint_id: str
     sdk_pids: set[int] = field(default_factory=set)
 
-    def set_delay(self, seconds: float) -> None:
-        for link in self.links.values():
-            link.delay = seconds
+    def set_delay(self, seconds: float, only: str | None = None) -> None:
+        """D on every link, or on link `only` alone (the others undelayed)."""
+        for name, link in self.links.items():
+            link.delay = seconds if only in (None, name) else 0.0
 
     def client(self) -> Any:
         from fnrelay import Client

@@ -33,8 +33,13 @@ WARM_CROSSINGS, COLD_CROSSINGS = 4, 8
 SLACK = 1.1  # the issue's allowance over the physical minimum
 
 #: A fresh process's first call; prints its own start and end on the shared monotonic clock.
+#: The modules the call will use are imported first: the figure is the call's round trips and
+#: work, not Python's start-up.
 COLD_SCRIPT = """
 import json, sys, time
+import pika, requests
+import fnrelay.client, fnrelay.direct, fnrelay.executor, fnrelay.serialize
+import fnrelay.executor.transport, fnrelay.executor.watcher
 from fnrelay import Client, Executor
 def noop(x):
     return x
@@ -128,8 +133,10 @@ def throughput(ex: Any, n: int, timeout: float) -> float:
 
 
 def measure(delays_ms: list[float], n_latency: int, n_throughput: int, repeats: int,
-            workers: int = 2, timeout: float = 300.0, log: Any = None) -> dict[str, Any]:
-    """Every figure for every D, `repeats` times in interleaved order; raw samples kept."""
+            workers: int = 2, timeout: float = 300.0, log: Any = None,
+            only: str | None = None) -> dict[str, Any]:
+    """Every figure for every D (on link `only` alone, if given), `repeats` times in
+    interleaved order; raw samples kept."""
     from fnrelay import Executor
 
     say = log or (lambda _: None)
@@ -139,7 +146,7 @@ def measure(delays_ms: list[float], n_latency: int, n_throughput: int, repeats: 
             warm_calls(stack, ex, 5, timeout)  # connections, group and function in place
             for rep in range(repeats):
                 for d in delays_ms:
-                    stack.set_delay(d / 1000)
+                    stack.set_delay(d / 1000, only)
                     say(f"repeat {rep + 1}/{repeats}, D = {d:g} ms")
                     sample = {"warm": warm_calls(stack, ex, n_latency, timeout),
                               "cold": cold_call(stack, timeout)}
@@ -218,6 +225,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--n-latency", type=int, default=30, help="warm lone calls per run (30)")
     p.add_argument("--n-throughput", type=int, default=10_000,
                    help="tasks in each throughput run (10000; 0 skips it)")
+    p.add_argument("--link", choices=LINKS,
+                   help="delay this link alone (the others undelayed), to see what it costs")
     p.add_argument("--repeats", type=int, default=3, help="runs per delay; medians (3)")
     p.add_argument("--workers", type=int, default=2, help="the endpoint's workers (2)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per wait (300)")
@@ -240,12 +249,12 @@ def main(argv: list[str]) -> int:
 
     a = parse(argv)
     result = measure(a.delays, a.n_latency, a.n_throughput, a.repeats, a.workers, a.timeout,
-                     log)
+                     log, a.link)
     result.update(timestamp=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                   machine=_machine(), load_avg=os.getloadavg(),
                   options={"delays_ms": a.delays, "n_latency": a.n_latency,
                            "n_throughput": a.n_throughput, "repeats": a.repeats,
-                           "workers": a.workers})
+                           "workers": a.workers, "link": a.link or "all"})
     print(render(result))
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
