@@ -122,14 +122,18 @@ class DirectPublisher:
     def __init__(self, exchange: str, routing_key: str):
         self.exchange, self.routing_key = exchange, routing_key
         self._conn: pika.BlockingConnection | None = None
-        self._channel: Any = None
+        self._channel: Any = None  # confirmed: the tasks
+        self._records_channel: Any = None  # unconfirmed: the broker's records of them
         self._user: str | None = None
 
     def publish(self, amqp_url: str, body: bytes, records: bool = False) -> None:
-        """Publish one `tasks` message (with `records`: the broker's records of tasks already
-        published) and wait for RabbitMQ's confirm; on a lost connection publish it again (same
-        task ids) a few times. DirectUnavailable when it cannot."""
-        routing_key = self.routing_key + (wire.RECORDS_SUFFIX if records else "")
+        """Publish one `tasks` message and wait for RabbitMQ's confirm; on a lost connection
+        publish it again (same task ids) a few times. With `records` (the broker's records of
+        tasks already published) it is sent unconfirmed (`_publish_records`).
+        DirectUnavailable when it cannot."""
+        if records:
+            self._publish_records(amqp_url, body)
+            return
         sent = False
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:  # not sleep(0) on the first try: it hands the GIL away on every publish
@@ -143,7 +147,7 @@ class DirectPublisher:
             try:
                 sent = True
                 self._channel.basic_publish(
-                    self.exchange, routing_key, body,
+                    self.exchange, self.routing_key, body,
                     pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=2,
                                          type=wire.MSG_TASKS, user_id=self._user),
                     mandatory=True)
@@ -156,6 +160,22 @@ class DirectPublisher:
                 self.close()
         raise DirectUnavailable("RabbitMQ did not confirm the tasks", sent)
 
+    def _publish_records(self, amqp_url: str, body: bytes) -> None:
+        """Publish the broker's records on a channel without confirms: nothing waits for them
+        (should they be lost, the endpoint's copies of the results carry them), so the next
+        tasks do not wait a round trip to RabbitMQ behind them."""
+        try:
+            self._connect(amqp_url)
+            if self._records_channel is None:  # opened here: not on a first task's way
+                self._records_channel = self._conn.channel()  # type: ignore[union-attr]
+            self._records_channel.basic_publish(
+                self.exchange, self.routing_key + wire.RECORDS_SUFFIX, body,
+                pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=2,
+                                     type=wire.MSG_TASKS, user_id=self._user))
+        except (pika.exceptions.AMQPError, OSError) as e:
+            self.close()
+            raise DirectUnavailable(f"cannot publish to RabbitMQ: {e!r}", True) from e
+
     def service(self) -> None:
         """Answer RabbitMQ's heartbeats while idle (call every few seconds)."""
         if self._conn is None:
@@ -166,7 +186,7 @@ class DirectPublisher:
             self.close()
 
     def close(self) -> None:
-        conn, self._conn, self._channel = self._conn, None, None
+        conn, self._conn, self._channel, self._records_channel = self._conn, None, None, None
         if conn is not None and conn.is_open:
             try:
                 conn.close()
