@@ -80,7 +80,7 @@ def conversation(turns: dict[str, list[Chunk]]) -> dict[str, list[str]]:
 
 def warm_calls(stack: DelayedStack, ex: Any, n: int, timeout: float) -> dict[str, Any]:
     """`n` lone calls one at a time; the median latency and round trips of each link."""
-    delay = next(iter(stack.links.values())).delay
+    delay = max(link.delay for link in stack.links.values())
     timings, trips, talks = [], [], []
     for i in range(n):
         t0 = time.monotonic()
