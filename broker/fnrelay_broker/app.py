@@ -19,6 +19,7 @@ from fnrelay_broker import (
     db_errors,
     globus_api,
     manage_api,
+    metrics,
     queues,
     registry,
     task_list,
@@ -31,6 +32,7 @@ from fnrelay_broker.blobs import BlobStore
 from fnrelay_broker.cleanup import Cleaner
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, install_handlers
+from fnrelay_broker.figures import BrokerFigures
 from fnrelay_broker.limits import PayloadLimit
 from fnrelay_broker.models import Endpoint
 from fnrelay_broker.routing import OutboxPublisher, ResultConsumer
@@ -178,6 +180,8 @@ def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
     blob_api.install(app, broker.db, broker.blobs, current_user, user_token, endpoint_scope)
     manage_api.install(app, broker, User)
     globus_api.install(app, broker, user_token)
+    metrics.install(app, metrics.registry_with(BrokerFigures(
+        broker.db, settings.amqp_url, broker.names, settings.offline_after)))
     return app
 
 

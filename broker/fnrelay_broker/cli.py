@@ -271,7 +271,12 @@ def main() -> None:
                    "separated by spaces): reads /metrics and the dashboard's admin view, "
                    "which show every tenant's figures.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Least level logged (debug: a line for each task received and finished).")
+@click.option("--log-format", default="text", show_default=True, envvar="FNRELAY_LOG_FORMAT",
+              show_envvar=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object per line (time, level, logger, message, and "
+                   "task_id / endpoint_id where a line is about one), for log collectors.")
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM certificate (chain): serve HTTPS instead of HTTP.")
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -286,7 +291,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
           direct: bool = True, amqp_url_file: str | None = None,
           amqp_management_password_file: str | None = None,
           operators: tuple[str, ...] = (),
-          max_queued_per_user: int = DEFAULT_MAX_QUEUED) -> None:
+          max_queued_per_user: int = DEFAULT_MAX_QUEUED, log_format: str = "text") -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     ctx = click.get_current_context()
     amqp_url = _one_of(ctx, amqp_url, "amqp_url", amqp_url_file, "--amqp-url-file")
@@ -297,14 +302,14 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     import uvicorn
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
+    from uvicorn.config import LOGGING_CONFIG
 
+    from fnrelay import logformat
     from fnrelay_broker import vhost
     from fnrelay_broker.app import create_app
     from fnrelay_broker.blobs import BlobStoreConfigError
 
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.configure([logging.StreamHandler()], log_level.upper(), log_format)
     settings = BrokerSettings(
         db_url=db_url or default_db_url(), amqp_url=amqp_url, public_amqp_url=public_amqp_url,
         host=host, port=port, payload_limit=payload_limit, heartbeat_period=heartbeat_period,
@@ -333,7 +338,10 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     # keep-alive client (over TLS it never sends close_notify) cannot hold the stop longer.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE)
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+                            # uvicorn formats its own lines as text; in JSON they go
+                            # through the root logger's handler instead.
+                            log_config=None if log_format == "json" else LOGGING_CONFIG)
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler
     # that was there before; a no-op one makes a clean stop exit 0 (no KeyboardInterrupt).

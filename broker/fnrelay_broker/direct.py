@@ -30,7 +30,7 @@ from fnrelay.wire import (
     decode_record,
     now,
 )
-from fnrelay_broker import children, tasks
+from fnrelay_broker import children, metrics, tasks
 from fnrelay_broker.db import Database
 from fnrelay_broker.models import Endpoint, Task, TaskGroup, TaskHistory
 from fnrelay_broker.registry import code_digest, function_id_of
@@ -74,8 +74,12 @@ def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMe
     claims = [_Claim(m.task_id, m.function_id, code_digest(m.function), m.payload,
                      m.resource_specification or {}, m.user_endpoint_config or {},
                      m.max_retries) for m in msgs]
+    timings: list[metrics.Timing] = []
     with db.write() as s:
-        return _insert(s, endpoint_id, task_group_id, claims, DETAIL, results, arrived)[1]
+        n, finished = _insert(s, endpoint_id, task_group_id, claims, DETAIL, results, arrived,
+                              timings)
+    _observe(n, timings, arrived)
+    return finished
 
 
 def record_from_results(db: Database, endpoint_id: str, results: list[ResultMessage]
@@ -94,7 +98,8 @@ def record_from_results(db: Database, endpoint_id: str, results: list[ResultMess
     for group_id, claims in by_group.items():
         try:
             with db.write() as s:
-                _insert(s, endpoint_id, group_id, claims, FROM_RESULT)
+                n, _ = _insert(s, endpoint_id, group_id, claims, FROM_RESULT)
+            metrics.SUBMITTED.labels("direct").inc(n)
         except ValueError as e:
             log.warning("endpoint %s: not recording its results' tasks: %s", endpoint_id, e)
             continue
@@ -114,6 +119,16 @@ _SAME_OWNER = (select(TaskGroup.owner, Endpoint.metadata_)
 _KNOWN = select(Task.id).where(Task.id.in_(bindparam("ids", expanding=True)))
 
 
+def _observe(n: int, timings: list[metrics.Timing], arrived: dict[str, float] | None) -> None:
+    """Count `n` tasks recorded (and the results written with them) once committed; the
+    ledger's lag is each record's wait from its arrival to now."""
+    metrics.SUBMITTED.labels("direct").inc(n)
+    metrics.observe(timings)
+    t = now()
+    for came in (arrived or {}).values():
+        metrics.LEDGER_LAG.observe(max(0.0, t - came))
+
+
 def _claim(r: ResultMessage) -> _Claim | None:
     """The endpoint's record of `r`'s task, if it is well formed (`wire.decode_record`)."""
     rec = decode_record(r.record)
@@ -125,10 +140,12 @@ def _claim(r: ResultMessage) -> _Claim | None:
 
 def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Claim],
             detail: str, results: dict[str, ResultMessage] | None = None,
-            arrived: dict[str, float] | None = None) -> tuple[int, set[str]]:
+            arrived: dict[str, float] | None = None,
+            timings: list[metrics.Timing] | None = None) -> tuple[int, set[str]]:
     """Insert the tasks of `claims` not recorded yet, finished where `results` has their
-    result; returns how many, and the ids written with their result. A task is received
-    when its record `arrived` (never later than now), else now."""
+    result (their times appended to `timings`); returns how many, and the ids written with
+    their result. A task is received when its record `arrived` (never later than now), else
+    now."""
     t, results, arrived = now(), results or {}, arrived or {}
     conn = s.connection()  # Core, not the ORM: this runs for every batch of records
     same_owner = conn.execute(_SAME_OWNER, {"group": task_group_id,
@@ -167,7 +184,9 @@ def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Clai
         history.append({"task_id": c.task_id, "status": status.value, "time": created,
                         "detail": detail if genuine else "function code does not match"})
         if r is not None:
-            _finish(rows[-1], history, r, t)
+            timing = _finish(rows[-1], history, r, t)
+            if timings is not None:
+                timings.append(timing)
             finished.add(c.task_id)
         if not genuine:
             log.warning("direct task %s: function code does not match id %s", c.task_id,
@@ -213,7 +232,7 @@ def _processed(values: list[Any], processors: list[tuple[int, Any]]) -> tuple[An
 
 
 def _finish(row: dict[str, Any], history: list[dict[str, Any]], r: ResultMessage,
-            t: float) -> None:
+            t: float) -> metrics.Timing:
     """Make a new task row finished with result `r`, with the steps `tasks.record_results`
     would add (running, then the outcome) at the times the endpoint reported: the result
     came with the record, or before it, so now is neither."""
@@ -224,3 +243,4 @@ def _finish(row: dict[str, Any], history: list[dict[str, Any]], r: ResultMessage
     row.update(status=r.status, completed=done, result=r.result, details=r.details or {},
                exception=asdict(r.exception) if isinstance(r.exception, ExceptionInfo)
                else r.exception)
+    return metrics.Timing(r.status, row["created"], started, done)

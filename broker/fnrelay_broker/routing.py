@@ -16,7 +16,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from pika.spec import Basic
 
-from fnrelay import wire
+from fnrelay import logformat, wire
 from fnrelay.amqp import dead_letter
 from fnrelay.backoff import Backoff
 from fnrelay.droplog import DropLog
@@ -314,7 +314,8 @@ class ResultConsumer(_Worker):
                     held.add(method, props, body, results=inbound.results(body))
                     return
                 held.flush()  # what came before this message is recorded before it
-                unknown = self.handle(fwd, method.routing_key, props.type, body)
+                with logformat.about(endpoint_id=method.routing_key):
+                    unknown = self.handle(fwd, method.routing_key, props.type, body)
             except (AMQPError, OSError):
                 raise  # connection trouble: unacked, redelivered after reconnect
             except (ValueError, KeyError, TypeError, AttributeError) as e:

@@ -44,7 +44,7 @@ from fnrelay.wire import (
     now,
     task_from_entry,
 )
-from fnrelay_broker import children, sharing
+from fnrelay_broker import children, metrics, sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.children import is_multi_user
 from fnrelay_broker.db import Database
@@ -207,6 +207,11 @@ def submit(
             answer = {"task_group_id": group_id, "task_ids": ids}
             conn.execute(insert(Submission.__table__).values(
                 user_id=user.id, key=idempotency_key, response=answer, created=t))
+        metrics.SUBMITTED.labels("rest").inc(len(ids))
+        if log.isEnabledFor(logging.DEBUG):  # one line per task: only when asked for
+            for tid in ids:
+                log.debug("task received for endpoint %s", endpoint_id,
+                          extra={"task_id": tid, "task_group_id": group_id})
         if handoff is not None and not multi_user:  # children start first: the outbox's order
             handoff(Handoff(endpoint_id, outbox_ids, [
                 task_from_entry(tid, spec, bodies[spec["function_id"]], group_id)
@@ -386,6 +391,7 @@ def record_results(
     to `unknown`. SQL Core throughout: this is the broker's hottest write.
     """
     recorded: list[ResultMessage] = []
+    timings: list[metrics.Timing] = []
     table = Task.__table__
     with db.write() as s:
         conn = s.connection()
@@ -414,6 +420,7 @@ def record_results(
                                 r, t)
             history += steps_before(row.id, status[row.id], started, done)
             history.append({"task_id": row.id, "status": r.status, "time": done, "detail": ""})
+            timings.append(metrics.Timing(r.status, row.created, started, done))
             status[row.id] = r.status
             exc = asdict(r.exception) if isinstance(r.exception, ExceptionInfo) else r.exception
             changes.append({"b_id": row.id, "status": r.status, "completed": done,
@@ -430,6 +437,11 @@ def record_results(
                     details=bindparam("details")),
                 changes)
             conn.execute(insert(TaskHistory.__table__), history)
+    metrics.observe(timings)
+    if log.isEnabledFor(logging.DEBUG):
+        for r in recorded:
+            log.debug("task %s: result recorded", r.status,
+                      extra={"task_id": r.task_id, "endpoint_id": endpoint_id})
     return recorded
 
 

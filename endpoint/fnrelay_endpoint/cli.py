@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from fnrelay import logformat
 from fnrelay.errors import FnRelayError
 from fnrelay_endpoint import daemon
 from fnrelay_endpoint.broker_api import BrokerAPI
@@ -69,9 +71,22 @@ def _id_note(endpoint_id: str | None) -> str:
 @main.command()
 @click.argument("name")
 @click.option("--foreground", is_flag=True, help="Run in this process (logs to endpoint.log).")
+@click.option("--log-format", type=click.Choice(logformat.FORMATS), default=None,
+              envvar=logformat.ENV_LOG_FORMAT, show_envvar=True,
+              help="endpoint.log as text (default) or JSON lines with task and endpoint ids "
+                   "(also for a multi-user endpoint's children).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, envvar=daemon.ENV_LOG_LEVEL, show_envvar=True,
+              help="Least level logged (default: info; debug logs each task's steps).")
 @_friendly
-def start(name: str, foreground: bool) -> None:
+def start(name: str, foreground: bool, log_format: str | None = None,
+          log_level: str | None = None) -> None:
     """Start endpoint NAME (in the background unless --foreground)."""
+    # In the environment: the background agent and a manager's children read them there.
+    if log_format:
+        os.environ[logformat.ENV_LOG_FORMAT] = log_format
+    if log_level:
+        os.environ[daemon.ENV_LOG_LEVEL] = log_level
     if cfg.is_multi_user(cfg.EndpointPaths.of(name).config):
         from fnrelay_endpoint.multiuser import manager
 

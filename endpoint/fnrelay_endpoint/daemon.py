@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fnrelay import logformat
 from fnrelay.errors import FnRelayError
 from fnrelay.processes import pid_alive
 from fnrelay_endpoint import registration
@@ -25,6 +26,8 @@ from fnrelay_endpoint.startlog import StartLog
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
+#: The endpoint's log level (the CLI's --log-level sets it for the processes it starts).
+ENV_LOG_LEVEL = "FNRELAY_LOG_LEVEL"
 STOP_TIMEOUT = 60.0
 
 
@@ -42,16 +45,12 @@ def running_pid(paths: EndpointPaths) -> int | None:
 
 
 def _setup_logging(logfile: Path) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
+    """endpoint.log (and a terminal, if any), in FNRELAY_LOG_FORMAT at FNRELAY_LOG_LEVEL:
+    the CLI's options set both, so the background agent started from it inherits them."""
     handlers: list[logging.Handler] = [logging.FileHandler(logfile)]
     if sys.stderr.isatty():
         handlers.append(logging.StreamHandler())
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    logformat.configure(handlers, os.environ.get(ENV_LOG_LEVEL, "INFO").upper())
 
 
 def run_foreground(name: str) -> None:
@@ -68,6 +67,7 @@ def run_foreground(name: str) -> None:
     if other and other != os.getpid():
         raise FnRelayError(f"endpoint {name!r} is already running (pid {other})")
     _setup_logging(paths.log)
+    logformat.for_process(endpoint_id=endpoint_id)
     paths.ready.unlink(missing_ok=True)
     paths.pid.write_text(f"{os.getpid()}\n")
     journal = Journal(paths.journal)

@@ -7,6 +7,7 @@ gave up (about 22 s), and then showed the log's last lines, earlier runs' among 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -48,12 +49,12 @@ class StartLog:
         for line in self.read():
             if self.report is None:
                 continue
-            record = _RECORD.match(line)
+            record = _parse(line)
             if record is None:
                 if line.strip():
                     self.report(line)
-            elif record.group(1) not in _QUIET_LEVELS:
-                self.report(f"{record.group(1).lower()}: {record.group(2)}")
+            elif record[0] not in _QUIET_LEVELS:
+                self.report(f"{record[0].lower()}: {record[1]}")
 
     def failed(self, name: str, lines: int = 20) -> str:
         """Why the start of endpoint `name` failed: what `report` has not shown yet."""
@@ -62,3 +63,17 @@ class StartLog:
             return f"endpoint {name!r} did not start (its log: {self.path})"
         return (f"endpoint {name!r} did not start (see {self.path}); its log lines of this "
                 "start:\n" + "\n".join(self.lines[-lines:]))
+
+
+def _parse(line: str) -> tuple[str, str] | None:
+    """(level, message) of a record in either log format (fnrelay.logformat), else None."""
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        if isinstance(record, dict) and {"level", "message"} <= record.keys():
+            return str(record["level"]), str(record["message"])
+        return None
+    match = _RECORD.match(line)
+    return (match.group(1), match.group(2)) if match else None

@@ -79,6 +79,8 @@ class Agent:
         self._retry_pending = False
         self._consumer_tag = ""
         self.heartbeat_period = 10.0
+        #: AMQP connections lost since this process started (heartbeats report it).
+        self.reconnects = 0
         self._next_prune = 0.0
         self._api = BrokerAPI(config.broker_url, token)
         self._blobs = (BlobUploader(config.broker_url, endpoint_id, token,
@@ -110,6 +112,7 @@ class Agent:
                 except (pika.exceptions.AMQPError, OSError) as e:
                     delay = backoff.delay(attempt, cap=MAX_BACKOFF)
                     attempt += 1
+                    self.reconnects += 1
                     log.warning("AMQP connection lost (%s); reconnecting in %.1f s",
                                 e or type(e).__name__, delay)
                     self._stop.wait(delay)
@@ -148,6 +151,9 @@ class Agent:
             self._start_task(task)
 
     def _start_task(self, task: TaskMessage, failures: int = 0) -> None:
+        if log.isEnabledFor(logging.DEBUG):  # one line per task: only when asked for
+            log.debug("task received (attempt %d)", failures + 1,
+                      extra={"task_id": task.task_id, "task_group_id": task.task_group_id})
         self.outbox.track(task)
         self.engine.submit(retries.for_engine(task, failures))
 
@@ -285,7 +291,8 @@ class Agent:
         for tid, state in states.items():
             if state in (QUEUED, RUNNING):
                 self.engine.cancel(tid)
-            log.info("cancel %s (was %s)", tid, state or "not received yet")
+            log.info("cancel %s (was %s)", tid, state or "not received yet",
+                     extra={"task_id": tid})
 
     # --- engine callbacks (other threads) ----------------------------------------------------
     def _result_ready(self, result: ResultMessage) -> None:
@@ -295,6 +302,8 @@ class Agent:
         self._deliver(result)
 
     def _deliver(self, result: ResultMessage) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("task %s", result.status, extra={"task_id": result.task_id})
         if self.outbox.add_result(result):
             self._wake_later()  # nobody waits for the journal or the broker's copy
         else:
@@ -360,7 +369,8 @@ class Agent:
     def _send_heartbeat(self, state: str) -> None:
         assert self._session is not None  # heartbeats go out during a session only
         info = {"state": state, "python_version": platform.python_version(),
-                **self.engine.info()}
+                **self.engine.info(), "reconnects": self.reconnects,
+                "journal": self.journal.figures()}
         self._session.publish(wire.MSG_HEARTBEAT, wire.encode_heartbeat(
             Heartbeat(endpoint_id=self.endpoint_id, info=info)))
 

@@ -285,6 +285,20 @@ class Journal:
                                "ORDER BY updated", (DONE,)).fetchall()
         return [_load(r[0]) for r in rows]
 
+    def figures(self) -> dict[str, object]:
+        """Its size for heartbeats: bytes on disk (with the WAL), rows by state, and results
+        not yet confirmed. Index-only counts: cheap enough for every heartbeat."""
+        size = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                size += path.stat().st_size
+            except OSError:
+                pass
+        rows = dict(self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state"))
+        (unpublished,) = self.db.execute("SELECT COUNT(*) FROM tasks WHERE published = 0 AND "
+                                         "state = ?", (DONE,)).fetchone()
+        return {"bytes": size, "tasks": rows, "unpublished": unpublished}
+
     def state(self, task_id: str) -> str | None:
         row = self.db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return row[0] if row else None

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fnrelay import logformat
 from fnrelay.errors import FnRelayError
 from fnrelay.wire import ResultMessage, TaskMessage
 from fnrelay_endpoint.agent.agent import Agent
@@ -130,12 +131,8 @@ def prepare(boot: dict[str, Any]) -> tuple[EndpointPaths, EndpointConfig]:
 
 
 def _setup_logging(path: Path) -> None:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    root.addHandler(handler)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    """The child's log, in its manager's format (FNRELAY_LOG_FORMAT, inherited)."""
+    logformat.configure([logging.FileHandler(path)])
 
 
 def main() -> int:
@@ -153,6 +150,7 @@ def main() -> int:
     from fnrelay_endpoint.agent.journal import Journal
 
     _setup_logging(paths.log)
+    logformat.for_process(endpoint_id=boot["child_id"])
     paths.pid.write_text(f"{os.getpid()}\n")
     journal = Journal(paths.journal)
     agent = ChildAgent(boot["name"], boot["child_id"], config, journal, boot["amqp_url"],

@@ -31,7 +31,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from fnrelay import backoff, wire
+from fnrelay import backoff, logformat, wire
 from fnrelay.amqp import connection_parameters, dead_letter
 from fnrelay.config import ENV_LOCAL_STACK
 from fnrelay.errors import FnRelayError
@@ -55,7 +55,8 @@ MAX_RESTARTS = 3
 RESTART_WINDOW = 60.0
 STOP_GRACE = 30.0
 #: Environment variables a child inherits from the manager (all else is set explicitly).
-INHERITED_ENV = ("LANG", "LC_ALL", "TZ", ENV_LOCAL_STACK)
+INHERITED_ENV = ("LANG", "LC_ALL", "TZ", ENV_LOCAL_STACK, logformat.ENV_LOG_FORMAT,
+                 daemon.ENV_LOG_LEVEL)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -419,6 +420,7 @@ def run_foreground(name: str) -> None:
     paths.ready.unlink(missing_ok=True)
     paths.pid.write_text(f"{os.getpid()}\n")
     manager = Manager(paths, config, token)
+    logformat.for_process(endpoint_id=manager.endpoint_id)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: manager.stop())
     log.info("starting multi-user endpoint %s (%s), pid %d", name, manager.endpoint_id,

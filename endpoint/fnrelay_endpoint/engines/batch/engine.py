@@ -332,11 +332,16 @@ class BatchEngine(Engine):
             t.join(timeout=self.config.scheduler_timeout + 10)
 
     def info(self) -> dict[str, Any]:
+        by_state: dict[str, int] = {"submitted": 0, "queued": 0, "running": 0}
         with self._lock:
             jobs = sum(1 for j in self._jobs.values() if j.job_id)
             waiting = len(self._waiting)
+            for j in self._jobs.values():
+                if j.job_id and not j.done:  # "submitted": the scheduler has not said yet
+                    key = j.reported or "submitted"
+                    by_state[key] = by_state.get(key, 0) + 1
         return {"engine": self.name, "scheduler": self.config.scheduler, "jobs": jobs,
-                "submitting": waiting}
+                "submitting": waiting, "jobs_by_state": by_state}
 
     # --- re-attach ----------------------------------------------------------------------------
     def _reattach(self) -> int:
