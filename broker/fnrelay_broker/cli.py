@@ -48,8 +48,23 @@ def _warn_if_on_command_line(ctx: click.Context, param: click.Parameter, secret:
     """Warn when a password came on the command line, where every local user can read it."""
     if secret and ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE:
         name = param.opts[0] if param.opts else param.name
-        click.echo(f"warning: the password in {name} is visible to every local user (ps, "
-                   f"/proc/PID/cmdline); pass it in {instead} instead", err=True)
+        _warn(ctx, f"the password in {name} is visible to every local user (ps, "
+                   f"/proc/PID/cmdline); pass it in {instead} instead")
+
+
+#: ctx.meta key: warnings of `serve`'s options, said once its log format is known.
+_DEFERRED = "fnrelay_broker.warnings"
+#: The logger of `serve`'s own lines, once its logging is set up (None: plain stderr).
+_serve_log: logging.Logger | None = None
+
+
+def _warn(ctx: click.Context, message: str) -> None:
+    """`warning: message` on stderr; `serve`'s wait for its log format (a JSON log's reader
+    expects JSON on every line) and go through its logging."""
+    if ctx.info_name == "serve":
+        ctx.meta.setdefault(_DEFERRED, []).append(message)
+    else:
+        click.echo(f"warning: {message}", err=True)
 
 
 def _db_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
@@ -66,7 +81,10 @@ _db_option = click.option(
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    if _serve_log is not None:
+        _serve_log.error(message)
+    else:
+        click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
 
@@ -169,8 +187,8 @@ def _secret_file(ctx: click.Context, param: click.Parameter, path: str | None) -
     if not lines:
         raise click.BadParameter(f"{path} is empty")
     if mode & 0o077:
-        click.echo(f"warning: {path} is readable by other local users (mode {mode:04o}): "
-                   f"chmod 600 {path}", err=True)
+        _warn(ctx, f"{path} is readable by other local users (mode {mode:04o}): chmod 600 "
+                   f"{path}")
     return lines[0].strip()
 
 
@@ -310,6 +328,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     from fnrelay_broker.blobs import BlobStoreConfigError
 
     logformat.configure([logging.StreamHandler()], log_level.upper(), log_format)
+    _said_in(log_format, ctx.meta.get(_DEFERRED, []))
     settings = BrokerSettings(
         db_url=db_url or default_db_url(), amqp_url=amqp_url, public_amqp_url=public_amqp_url,
         host=host, port=port, payload_limit=payload_limit, heartbeat_period=heartbeat_period,
@@ -353,6 +372,18 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
         claim.release()
     if not server.started:
         _fail(f"could not serve on {host}:{port} (is the port in use?)")
+
+
+def _said_in(log_format: str, warnings: list[str]) -> None:
+    """From now on `serve`'s warnings and errors are log lines, if JSON was asked for."""
+    global _serve_log
+    if log_format == "json":
+        _serve_log = logging.getLogger("fnrelay_broker")
+    for message in warnings:
+        if _serve_log is not None:
+            _serve_log.warning(message)
+        else:
+            click.echo(f"warning: {message}", err=True)
 
 
 #: Seconds `serve` waits on SIGTERM for requests in flight and open connections.
