@@ -204,3 +204,20 @@ def test_json_logs_name_the_task_and_endpoint(stack):
     assert all(r["endpoint_id"] == eid for r in endpoint_lines)
     assert {r["message"] for r in endpoint_lines} >= {"task received (attempt 1)",
                                                       "task success"}
+
+
+def test_the_scrape_config_of_the_docs_reads_the_broker(stack, tmp_path):
+    """docs/metrics.md's scrape job, as Prometheus reads it: path and a token file."""
+    import yaml
+
+    from support.doc_blocks import blocks, page, scrape_request
+
+    configs = [yaml.safe_load(b.source) for b in blocks(page("docs/metrics.md"))
+               if b.lang == "yaml"]
+    (job,) = [j for c in configs for j in c["scrape_configs"]]
+    path, _ = scrape_request(job)
+    token_file = tmp_path / "fnrelay-token"
+    token_file.write_text(stack.ops + "\n")
+    r = requests.get(stack.broker.url + path, timeout=30, headers={
+        "Authorization": f"Bearer {token_file.read_text().strip()}"})
+    assert r.status_code == 200 and "fnrelay_tasks{" in r.text

@@ -142,8 +142,21 @@ def validate_yaml(block: Block) -> None:
         IdentityMapping.from_dict(data, str(block))
     elif data.keys() & {"engine", "broker_url"}:
         EndpointConfig.from_dict({"broker_url": PLACEHOLDER_URL, **data}, str(block))
+    elif "scrape_configs" in data:
+        for job in data["scrape_configs"]:
+            scrape_request(job)
     else:
         raise AssertionError(f"{block}: a YAML block of no known kind (keys {sorted(data)})")
+
+
+def scrape_request(job: Mapping[str, Any]) -> tuple[str, str]:
+    """(path, token file) of a Prometheus scrape job for the broker, read with Prometheus'
+    documented keys and defaults (no Prometheus here: test_metrics.py scrapes as it says)."""
+    assert job["job_name"] and job["static_configs"][0]["targets"], job
+    assert job.get("scheme", "http") in ("http", "https"), job
+    auth = job["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer" and auth["credentials_file"], job
+    return job.get("metrics_path", "/metrics"), auth["credentials_file"]
 
 
 def validate_json(block: Block) -> Any:

@@ -27,6 +27,7 @@ from fnrelay.errors import FnRelayError
 from fnrelay.wire import ResultMessage, TaskMessage
 from fnrelay_endpoint.agent.agent import Agent
 from fnrelay_endpoint.config.model import EndpointConfig, EndpointPaths
+from fnrelay_endpoint.daemon import ENV_LOG_LEVEL
 from fnrelay_endpoint.multiuser import usertemplate
 from fnrelay_endpoint.multiuser.identity import LocalAccount, drop_privileges, ensure_unprivileged
 
@@ -131,8 +132,9 @@ def prepare(boot: dict[str, Any]) -> tuple[EndpointPaths, EndpointConfig]:
 
 
 def _setup_logging(path: Path) -> None:
-    """The child's log, in its manager's format (FNRELAY_LOG_FORMAT, inherited)."""
-    logformat.configure([logging.FileHandler(path)])
+    """The child's log, in its manager's format and level (inherited environment)."""
+    logformat.configure([logging.FileHandler(path)],
+                        os.environ.get(ENV_LOG_LEVEL, "INFO").upper())
 
 
 def main() -> int:
