@@ -99,7 +99,7 @@ def record_from_results(db: Database, endpoint_id: str, results: list[ResultMess
         try:
             with db.write() as s:
                 n, _ = _insert(s, endpoint_id, group_id, claims, FROM_RESULT)
-            metrics.SUBMITTED.labels("direct").inc(n)
+            metrics.SUBMITTED.add("direct", n)
         except ValueError as e:
             log.warning("endpoint %s: not recording its results' tasks: %s", endpoint_id, e)
             continue
@@ -122,11 +122,10 @@ _KNOWN = select(Task.id).where(Task.id.in_(bindparam("ids", expanding=True)))
 def _observe(n: int, timings: list[metrics.Timing], arrived: dict[str, float] | None) -> None:
     """Count `n` tasks recorded (and the results written with them) once committed; the
     ledger's lag is each record's wait from its arrival to now."""
-    metrics.SUBMITTED.labels("direct").inc(n)
+    metrics.SUBMITTED.add("direct", n)
     metrics.observe(timings)
     t = now()
-    for came in (arrived or {}).values():
-        metrics.LEDGER_LAG.observe(max(0.0, t - came))
+    metrics.LEDGER_LAG.observe(max(0.0, t - came) for came in (arrived or {}).values())
 
 
 def _claim(r: ResultMessage) -> _Claim | None:

@@ -207,7 +207,7 @@ def submit(
             answer = {"task_group_id": group_id, "task_ids": ids}
             conn.execute(insert(Submission.__table__).values(
                 user_id=user.id, key=idempotency_key, response=answer, created=t))
-        metrics.SUBMITTED.labels("rest").inc(len(ids))
+        metrics.SUBMITTED.add("rest", len(ids))
         if log.isEnabledFor(logging.DEBUG):  # one line per task: only when asked for
             for tid in ids:
                 log.debug("task received for endpoint %s", endpoint_id,

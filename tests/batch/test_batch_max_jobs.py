@@ -30,6 +30,8 @@ def test_tasks_beyond_max_jobs_wait_unsubmitted_and_can_be_cancelled(
         assert squeue(f"fnrelay-{task.task_id}") == []
         assert task.task_id not in rec.results
     assert engine.info()["submitting"] == 2
+    # What heartbeats tell the broker's /metrics (fnrelay_endpoint_batch_jobs).
+    assert engine.info()["jobs_by_state"] == {"submitted": 0, "queued": 0, "running": 1}
 
     assert engine.cancel(third.task_id)
     cancelled = rec.result(third.task_id, timeout=5)
@@ -41,3 +43,4 @@ def test_tasks_beyond_max_jobs_wait_unsubmitted_and_can_be_cancelled(
         assert result.status == TaskState.SUCCESS.value, result.exception
         assert serialize.deserialize(result.result) == n
     assert squeue(f"fnrelay-{third.task_id}") == []  # never submitted
+    assert engine.info()["jobs_by_state"] == {"submitted": 0, "queued": 0, "running": 0}

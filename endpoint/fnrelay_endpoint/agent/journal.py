@@ -286,15 +286,18 @@ class Journal:
         return [_load(r[0]) for r in rows]
 
     def figures(self) -> dict[str, object]:
-        """Its size for heartbeats: bytes on disk (with the WAL), rows by state, and results
-        not yet confirmed. Index-only counts: cheap enough for every heartbeat."""
+        """Its size for heartbeats: bytes on disk (with the WAL), unfinished tasks by state,
+        and results not yet confirmed. Counted in index ranges of the live rows only (not
+        the done ones kept for journal_retention): cheap enough for every heartbeat."""
         size = 0
         for path in (self.path, self.path.with_name(self.path.name + "-wal")):
             try:
                 size += path.stat().st_size
             except OSError:
                 pass
-        rows = dict(self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state"))
+        rows = dict.fromkeys((QUEUED, RUNNING), 0)
+        rows.update(self.db.execute("SELECT state, COUNT(*) FROM tasks WHERE state IN (?, ?) "
+                                    "GROUP BY state", (QUEUED, RUNNING)))
         (unpublished,) = self.db.execute("SELECT COUNT(*) FROM tasks WHERE published = 0 AND "
                                          "state = ?", (DONE,)).fetchone()
         return {"bytes": size, "tasks": rows, "unpublished": unpublished}
