@@ -292,7 +292,7 @@ def main() -> None:
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Least level logged (debug: a line for each task received and finished).")
 @click.option("--log-format", default="text", show_default=True, envvar="FNRELAY_LOG_FORMAT",
-              show_envvar=True, type=click.Choice(["text", "json"]),
+              show_envvar=True, type=click.Choice(["text", "json"], case_sensitive=False),
               help="json: one JSON object per line (time, level, logger, message, and "
                    "task_id / endpoint_id where a line is about one), for log collectors.")
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -71,12 +71,14 @@ def _id_note(endpoint_id: str | None) -> str:
 @main.command()
 @click.argument("name")
 @click.option("--foreground", is_flag=True, help="Run in this process (logs to endpoint.log).")
-@click.option("--log-format", type=click.Choice(logformat.FORMATS), default=None,
+@click.option("--log-format", type=click.Choice(logformat.FORMATS, case_sensitive=False),
+              default=None,
               envvar=logformat.ENV_LOG_FORMAT, show_envvar=True,
               help="endpoint.log as text (default) or JSON lines with task and endpoint ids "
                    "(also for a multi-user endpoint's children).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default=None, envvar=daemon.ENV_LOG_LEVEL, show_envvar=True,
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                               case_sensitive=False), default=None,
+              envvar=daemon.ENV_LOG_LEVEL, show_envvar=True,
               help="Least level logged (default: info; debug logs each task's steps).")
 @_friendly
 def start(name: str, foreground: bool, log_format: str | None = None,
