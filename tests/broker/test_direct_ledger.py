@@ -123,3 +123,34 @@ def test_records_with_and_without_results_in_one_write_keep_every_field(
     assert rec["details"]["worker"] == "w"
     rec = tasks.task_record(task_store.db, task_store.user, waiting.task_id)
     assert (rec["status"], rec["result"]) == ("waiting-for-endpoint", None)
+
+
+def _count(instrument, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    """The value of a sample of this process's instrument (its _total or _count)."""
+    samples = instrument.family().samples
+    return sum(s.value for s in samples if s.name.endswith(("_total", "_count"))
+               and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_direct_records_count_as_submits_and_their_wait_as_ledger_lag(task_store):  # type: ignore[no-untyped-def]
+    from fnrelay_broker import metrics
+
+    group = _group(task_store)
+    first, second = _task(task_store), _task(task_store)
+    lag_before = _buckets(metrics.LEDGER_LAG)
+    before = (_count(metrics.SUBMITTED, path="direct"), _count(metrics.LEDGER_LAG),
+              _count(metrics.RESULTS, state="success"), _count(metrics.RUN_TIME))
+    arrived = {first.task_id: wire.now() - 0.2, second.task_id: wire.now()}
+    direct.record(task_store.db, task_store.endpoint_id, group, [first, second],
+                  {first.task_id: _result(first.task_id)}, arrived)
+    direct.record(task_store.db, task_store.endpoint_id, group, [first])  # redelivered
+    after = (_count(metrics.SUBMITTED, path="direct"), _count(metrics.LEDGER_LAG),
+             _count(metrics.RESULTS, state="success"), _count(metrics.RUN_TIME))
+    assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 1, 1]
+    lag = {le: n - lag_before[le] for le, n in _buckets(metrics.LEDGER_LAG).items()}
+    assert lag["+Inf"] == 2 and lag["0.1"] <= 1  # the record that came 0.2 s ago waited so
+
+
+def _buckets(histogram) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return {s.labels["le"]: s.value for s in histogram.family().samples
+            if s.name.endswith("_bucket")}
