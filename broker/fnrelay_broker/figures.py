@@ -17,12 +17,12 @@ import pika
 import pika.exceptions
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from fnrelay import wire
 from fnrelay_broker.amqp import parameters
 from fnrelay_broker.db import Database
-from fnrelay_broker.models import Endpoint, Outbox, ResultBlob, Task, User
+from fnrelay_broker.models import OPEN_TASK, Endpoint, Outbox, ResultBlob, Task, User
 from fnrelay_broker.queues import QueueNames
 from fnrelay_broker.registry import endpoint_status
 
@@ -48,16 +48,20 @@ class BrokerFigures(Collector):
 
     # --- database -------------------------------------------------------------------------------
     def _tasks(self) -> Iterator[GaugeMetricFamily]:
-        """One pass over the tasks: by state, and by owner and state."""
+        """Unfinished tasks by state, and by owner and state: one pass over the partial index
+        of unfinished tasks (the quota's), however many finished tasks are kept; finished
+        ones are counted as they finish (fnrelay_task_results_total)."""
         with self.db.read() as s:
             rows = s.execute(select(User.username, Task.status, func.count())
                              .join(User, User.id == Task.owner)
+                             .where(text(OPEN_TASK))
                              .group_by(User.username, Task.status)).all()
-        by_state = GaugeMetricFamily("fnrelay_tasks", "Tasks the broker keeps, by state "
-                                     "(finished ones until --result-ttl).", labels=["state"])
-        by_user = GaugeMetricFamily("fnrelay_user_tasks", "Tasks by owner and state.",
+        by_state = GaugeMetricFamily("fnrelay_tasks", "Unfinished tasks, by state.",
+                                     labels=["state"])
+        by_user = GaugeMetricFamily("fnrelay_user_tasks", "Unfinished tasks by owner and "
+                                    "state (what the quota --max-queued-per-user counts).",
                                     labels=["username", "state"])
-        totals = dict.fromkeys((s.value for s in wire.TaskState), 0)
+        totals = {s.value: 0 for s in wire.TaskState if not s.terminal}
         for username, status, n in rows:
             totals[status] = totals.get(status, 0) + n
             by_user.add_metric([username, status], n)

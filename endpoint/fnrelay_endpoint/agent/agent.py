@@ -368,6 +368,8 @@ class Agent:
 
     def _send_heartbeat(self, state: str) -> None:
         assert self._session is not None  # heartbeats go out during a session only
+        # Confirms that came in since the last drain: the journal's figures count them.
+        self.outbox.mark_published(self._session)
         info = {"state": state, "python_version": platform.python_version(),
                 **self.engine.info(), "reconnects": self.reconnects,
                 "journal": self.journal.figures()}
