@@ -16,6 +16,7 @@ from fnrelay_broker import (
     auth,
     blob_api,
     children,
+    dashboard,
     db_errors,
     globus_api,
     manage_api,
@@ -182,6 +183,7 @@ def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
     globus_api.install(app, broker, user_token)
     metrics.install(app, metrics.registry_with(BrokerFigures(
         broker.db, settings.amqp_url, broker.names, settings.offline_after)))
+    dashboard.install(app, broker)
     return app
 
 

@@ -89,7 +89,12 @@ def revoke_token(db: Database, token: str) -> bool:
 
 def lookup_token(db: Database, token: str) -> CurrentUser | None:
     """The user a live token belongs to, or None."""
-    digest = hash_token(token)
+    return lookup_digest(db, hash_token(token))
+
+
+def lookup_digest(db: Database, digest: str) -> CurrentUser | None:
+    """The user of the live token with this digest, or None (dashboard sessions keep the
+    digest, never the token)."""
     with db.read() as s:
         row = s.execute(
             select(Token.hash, Token.revoked_at, Token.kind, Token.endpoint_id, User.id,
