@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fnrelay-installed
 LOCAL_DIR ?= .fnrelay-local
 RABBITMQ_SERVER ?= /usr/lib/rabbitmq/bin/rabbitmq-server
 
-.PHONY: all venv demo-venv gc-venv deps test-deps demo test lint bench clean
+.PHONY: all venv demo-venv gc-venv deps test-deps demo test lint bench clean screenshots
 
 all: test
 
@@ -57,10 +57,11 @@ $(GC_STAMP): pyproject.toml
 
 # System packages, with apt when root; otherwise say what to do. The demo needs RabbitMQ;
 # the test suite also runs a real one-node Slurm (slurm-wlm, munge), a one-host Son of Grid
-# Engine (gridengine-*), OpenMPI and PostgreSQL.
+# Engine (gridengine-*), OpenMPI and PostgreSQL, and drives the dashboard in Debian's Chromium.
 DEMO_PKGS := rabbitmq-server:rabbitmq-server python3-venv
 TEST_PKGS := $(DEMO_PKGS) slurm-wlm:slurmctld munge:munged openmpi-bin:mpiexec postgresql:pg_ctlcluster \
-	gridengine-master:sge_qmaster gridengine-exec:sge_execd gridengine-client:qconf
+	gridengine-master:sge_qmaster gridengine-exec:sge_execd gridengine-client:qconf \
+	chromium:chromium
 
 deps:
 	@scripts/ensure-packages.sh $(DEMO_PKGS)
@@ -85,6 +86,11 @@ lint: venv
 
 bench: deps venv
 	$(BIN)/python -m benchmarks
+
+# The dashboard's main pages as docs/dashboard-*.png (shown in docs/dashboard.md): the browser
+# test run with real tasks, saving what it sees. Not part of `make test`.
+screenshots: test-deps venv
+	FNRELAY_DASHBOARD_SHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/dashboard
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

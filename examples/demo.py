@@ -40,7 +40,9 @@ def main() -> int:
         print("set FNRELAY_ENDPOINT_ID first, e.g. with: eval \"$(fnrelay local up)\"",
               file=sys.stderr)
         return 2
-    print(f"endpoint {endpoint_id} at {os.environ.get('FNRELAY_BROKER_URL', '?')}")
+    broker_url = os.environ.get("FNRELAY_BROKER_URL", "?")
+    print(f"endpoint {endpoint_id} at {broker_url}")
+    print(f"dashboard: {broker_url}/dashboard (log in with your token: echo $FNRELAY_TOKEN)")
 
     with fnrelay.Executor(endpoint_id) as ex:
         # 1. Many small functions, results as they complete.

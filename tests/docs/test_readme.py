@@ -12,4 +12,5 @@ def test_local_up_status_demo_down_in_one_shell():
         out = term.run(steps)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "failed remotely, as intended" in out.stdout, out.stdout  # examples/demo.py
+        assert "dashboard: http://127.0.0.1:" in out.stdout, out.stdout
         assert term.left_running() == []  # `down` stopped everything `up` started
