@@ -60,6 +60,18 @@ assert "{{" in text, text
 print("ok", schema.get("type"))
 """
 
+#: The dashboard's pages, stylesheet and vendored htmx are package data of the broker.
+CHECK_DASHBOARD = r"""
+import importlib.resources, sys
+import fnrelay_broker.dashboard as d
+assert d.__file__.startswith(sys.prefix), (d.__file__, sys.prefix)
+root = importlib.resources.files("fnrelay_broker.dashboard")
+for name in ("static/htmx.min.js", "static/dashboard.css", "templates/base.html",
+             "templates/task.html"):
+    assert root.joinpath(name).read_text(), name
+print("ok")
+"""
+
 #: Prints each named module that does not import from the installed wheel.
 CHECK_MODULES = r"""
 import importlib.util, sys
@@ -142,3 +154,10 @@ def test_wheel_ships_every_module_of_the_source_tree(fresh_venv: Path, tmp_path:
                          cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout == ""
+
+
+def test_wheel_ships_the_dashboards_pages_and_htmx(fresh_venv: Path, tmp_path: Path):
+    run = subprocess.run([fresh_venv / "bin" / "python", "-c", CHECK_DASHBOARD],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout == "ok\n"

@@ -31,20 +31,20 @@ def bucket(rows: list[tuple[float, float]], start: float, end: float, n: int) ->
     return Buckets(start, size, counts, latency)
 
 
-def _points(values: list[float | None], top: float) -> str:
-    """Polyline points of `values` scaled to the plot (None: skipped)."""
+def _points(values: list[float | None], top: float) -> list[tuple[float, float]]:
+    """Plot coordinates of `values` scaled to the chart (None: skipped)."""
     step = (WIDTH - 2 * PAD) / max(1, len(values) - 1)
-    pts = []
-    for i, v in enumerate(values):
-        if v is not None:
-            y = HEIGHT - PAD - (v / top if top else 0.0) * (HEIGHT - 2 * PAD)
-            pts.append(f"{PAD + i * step:.1f},{y:.1f}")
-    return " ".join(pts)
+    return [(PAD + i * step, HEIGHT - PAD - (v / top if top else 0.0) * (HEIGHT - 2 * PAD))
+            for i, v in enumerate(values) if v is not None]
 
 
 def svg(title: str, values: list[float | None], unit: str, hours: float) -> str:
     """A line chart of `values` (oldest first) with its maximum and time axis labelled."""
     top = max((v for v in values if v is not None), default=0.0)
+    points = _points(values, top)
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    # a dot per bucket: a lone bucket with tasks shows, where a line needs two
+    dots = "".join(f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="2.5"/>' for x, y in points)
     return (
         f'<svg class="chart" role="img" aria-label="{title}" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'xmlns="http://www.w3.org/2000/svg">'
@@ -54,4 +54,4 @@ def svg(title: str, values: list[float | None], unit: str, hours: float) -> str:
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>'
         f'<text x="{PAD}" y="{HEIGHT - 12}">-{hours:g} h</text>'
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - 12}" text-anchor="end">now</text>'
-        f'<polyline class="line" points="{_points(values, top)}"/></svg>')
+        f'<polyline class="line" points="{line}"/>{dots}</svg>')
