@@ -66,7 +66,8 @@ import importlib.resources, sys
 import fnrelay_broker.dashboard as d
 assert d.__file__.startswith(sys.prefix), (d.__file__, sys.prefix)
 root = importlib.resources.files("fnrelay_broker.dashboard")
-for name in ("static/htmx.min.js", "static/dashboard.css", "templates/base.html",
+for name in ("static/htmx.min.js", "static/dashboard.css", "static/dashboard.js",
+             "templates/base.html",
              "templates/task.html"):
     assert root.joinpath(name).read_text(), name
 print("ok")

@@ -93,11 +93,13 @@ def browser() -> Iterator[Browser]:
         yield b
 
 
-def login(browser: Browser, stack: Stack, user: str) -> tuple[BrowserContext, Page]:
+def login(browser: Browser, stack: Stack, user: str, token: str | None = None
+          ) -> tuple[BrowserContext, Page]:
+    """A new browser context logged in as `user` (with `token`, default the user's)."""
     context = offline_context(browser, stack.attempted)
     page = context.new_page()
     page.goto(f"{stack.url}/login")
-    page.fill("#token", stack.tokens[user])
+    page.fill("#token", token or stack.tokens[user])
     page.click("button[type=submit]")
     expect(page).to_have_url(f"{stack.url}/endpoints")
     return context, page
@@ -125,6 +127,25 @@ def test_login_sets_a_strict_httponly_cookie_without_the_token(browser: Browser,
     page.fill("#token", "not-a-token")
     page.click("button[type=submit]")
     expect(page.get_by_role("alert")).to_contain_text("not a live user token")
+    context.close()
+    assert stack.attempted == []
+
+
+def test_logout_and_a_revoked_token_end_the_session(browser: Browser, stack: Stack) -> None:
+    spare = stack.broker.add_user("alice")  # a further token of alice's
+    context, page = login(browser, stack, "alice", spare)
+    assert stack.broker.cli("token", "revoke", spare).returncode == 0
+    page.goto(f"{stack.url}/endpoints")
+    expect(page).to_have_url(f"{stack.url}/login")
+    context.close()
+    context, page = login(browser, stack, "alice")
+    refused = context.request.post(f"{stack.url}/logout", form={}, max_redirects=0)
+    assert refused.status == 403
+    page.click("form.logout button")
+    expect(page).to_have_url(f"{stack.url}/login")
+    assert context.cookies() == []
+    page.goto(f"{stack.url}/tasks")
+    expect(page).to_have_url(f"{stack.url}/login")
     context.close()
     assert stack.attempted == []
 

@@ -143,17 +143,24 @@ def install(app: FastAPI, broker: Any) -> None:
         return answer
 
     # --- endpoints ------------------------------------------------------------------------
+    def endpoint_list(user: CurrentUser) -> list[dict[str, Any]]:
+        """The user's endpoints, each with the seconds left until the broker counts it
+        offline if no heartbeat comes (the page's script counts them down)."""
+        eps = registry.list_endpoints(db, user, settings.offline_after)
+        now = time.time()
+        for ep in eps:
+            ep["offline_in"] = settings.offline_after - (now - (ep["last_heartbeat"] or now))
+        return eps
+
     @app.get(f"{PREFIX}/endpoints", include_in_schema=False)
     def endpoints_page(request: Request) -> HTMLResponse:
         user = session_user(request)
-        return render(request, "endpoints.html", user=user,
-                      endpoints=registry.list_endpoints(db, user, settings.offline_after))
+        return render(request, "endpoints.html", user=user, endpoints=endpoint_list(user))
 
     @app.get(f"{PREFIX}/endpoints/rows", include_in_schema=False)
     def endpoint_rows(request: Request) -> HTMLResponse:
         user = session_user(request)
-        return render(request, "_endpoint_rows.html", user=user,
-                      endpoints=registry.list_endpoints(db, user, settings.offline_after))
+        return render(request, "_endpoint_rows.html", user=user, endpoints=endpoint_list(user))
 
     @app.get(f"{PREFIX}/endpoints/{{endpoint_id}}", include_in_schema=False)
     def endpoint_page(request: Request, endpoint_id: str) -> HTMLResponse:
