@@ -8,12 +8,11 @@ Only the admin view reads every tenant, and only for operators.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations.
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import jinja2
 from fastapi import FastAPI, Query, Request
@@ -242,7 +241,7 @@ def install(app: FastAPI, broker: Any) -> None:
         with api_errors():
             tasks.cancel(db, user, task_id)
         broker.publisher.wake()
-        return RedirectResponse(f"{PREFIX}/tasks/{uuid.UUID(task_id)}", status_code=303,
+        return RedirectResponse(f"{PREFIX}/tasks/{quote(task_id, safe='')}", status_code=303,
                                 headers=HEADERS)
 
     # --- chart and admin ---------------------------------------------------------------------
