@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 import jinja2
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -61,6 +61,17 @@ def api_errors() -> Iterator[None]:
         raise PageError(e.http_status, e.message) from e
 
 
+async def form_fields(request: Request) -> dict[str, str]:
+    """A url-encoded form's fields (first value each): no multipart parser needed. A
+    dependency, so that the routes themselves run in the thread pool, off the event loop."""
+    fields = parse_qs((await request.body()).decode(errors="replace"))
+    return {k: v[0] for k, v in fields.items()}
+
+
+#: A POST route's form fields.
+Form = Annotated[dict[str, str], Depends(form_fields)]
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
@@ -89,17 +100,10 @@ def install(app: FastAPI, broker: Any) -> None:
             raise LoginNeeded()
         return user
 
-    async def form(request: Request) -> dict[str, str]:
-        """A url-encoded form's fields (first value each): no multipart parser needed."""
-        fields = parse_qs((await request.body()).decode(errors="replace"))
-        return {k: v[0] for k, v in fields.items()}
-
-    async def checked_form(request: Request) -> dict[str, str]:
-        """The form of a state-changing POST, or 403 without this session's CSRF token."""
-        fields = await form(request)
+    def check_csrf(request: Request, fields: dict[str, str]) -> None:
+        """403 unless a state-changing form carries this session's CSRF token."""
         if not sessions.csrf_ok(request.cookies.get(COOKIE), fields.get("csrf")):
             raise PageError(403, "the form's CSRF token is missing or wrong: reload the page")
-        return fields
 
     @app.exception_handler(LoginNeeded)
     async def _login(request: Request, _exc: LoginNeeded) -> Response:
@@ -108,7 +112,7 @@ def install(app: FastAPI, broker: Any) -> None:
         return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=HEADERS)
 
     @app.exception_handler(PageError)
-    async def _error(request: Request, exc: PageError) -> HTMLResponse:
+    def _error(request: Request, exc: PageError) -> HTMLResponse:  # sync: reads the database
         user = sessions.user(request.cookies.get(COOKIE))
         return render(request, "error.html", exc.status, user=user, message=exc.message)
 
@@ -121,8 +125,8 @@ def install(app: FastAPI, broker: Any) -> None:
         return render(request, "login.html", message="")
 
     @app.post(f"{PREFIX}/login", include_in_schema=False)
-    async def login(request: Request) -> Response:
-        made = sessions.login((await form(request)).get("token", "").strip())
+    def login(request: Request, fields: Form) -> Response:
+        made = sessions.login(fields.get("token", "").strip())
         if made is None:
             return render(request, "login.html", 401,
                           message="that is not a live user token (endpoint tokens cannot "
@@ -134,8 +138,8 @@ def install(app: FastAPI, broker: Any) -> None:
         return answer
 
     @app.post(f"{PREFIX}/logout", include_in_schema=False)
-    async def logout(request: Request) -> Response:
-        await checked_form(request)
+    def logout(request: Request, fields: Form) -> Response:
+        check_csrf(request, fields)
         answer = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=HEADERS)
         answer.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict",
                              secure=request.url.scheme == "https")
@@ -235,9 +239,9 @@ def install(app: FastAPI, broker: Any) -> None:
         return render(request, "_task_live.html", user=user, **task_context(user, task_id))
 
     @app.post(f"{PREFIX}/tasks/{{task_id}}/cancel", include_in_schema=False)
-    async def cancel(request: Request, task_id: str) -> Response:
+    def cancel(request: Request, task_id: str, fields: Form) -> Response:
         user = session_user(request)
-        await checked_form(request)
+        check_csrf(request, fields)
         with api_errors():
             tasks.cancel(db, user, task_id)
         broker.publisher.wake()
