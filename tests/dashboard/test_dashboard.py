@@ -123,6 +123,9 @@ def test_login_sets_a_strict_httponly_cookie_without_the_token(browser: Browser,
     assert stack.tokens["alice"] not in cookie["value"]
     assert page.evaluate("document.cookie") == ""  # HttpOnly: out of scripts' reach
     shot(page, "endpoints")
+    forged = context.request.post(f"{stack.url}/login", form={"token": stack.tokens["mallory"]},
+                                  headers={"Origin": "https://evil.example"}, max_redirects=0)
+    assert forged.status == 403 and not forged.headers.get("set-cookie")  # login CSRF
     page.goto(f"{stack.url}/login")
     page.fill("#token", "not-a-token")
     page.click("button[type=submit]")
@@ -258,6 +261,8 @@ def test_killed_endpoint_shows_offline_without_reload(browser: Browser, stack: S
     killed = time.monotonic()
     expect(state).to_have_text("offline", timeout=2000)
     print(f"offline shown {time.monotonic() - killed:.2f} s after kill -9")
+    page.wait_for_timeout(1500)  # a live endpoint's late heartbeat would be back by now
+    expect(state).to_have_text("offline", timeout=1)
     assert page.evaluate("window.notReloaded") is True  # htmx refreshed the rows in place
     context.close()
     assert stack.attempted == []

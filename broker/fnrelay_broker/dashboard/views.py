@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import jinja2
 from fastapi import Depends, FastAPI, Query, Request
@@ -32,7 +32,9 @@ PREFIX = "/dashboard"
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY", "Cache-Control": "no-store",
+    # not no-referrer: under it a browser sends "Origin: null" with the pages' own forms
+    "Referrer-Policy": "same-origin",
 }
 #: The time filter's choices: hours back (None: any time).
 SINCE_HOURS = {"1h": 1.0, "6h": 6.0, "24h": 24.0, "7d": 168.0}
@@ -63,7 +65,14 @@ def api_errors() -> Iterator[None]:
 
 async def form_fields(request: Request) -> dict[str, str]:
     """A url-encoded form's fields (first value each): no multipart parser needed. A
-    dependency, so that the routes themselves run in the thread pool, off the event loop."""
+    dependency, so that the routes themselves run in the thread pool, off the event loop.
+
+    403 for a form another site's page posted (its Origin names another host): the session
+    cookie is SameSite=Strict, but a cross-site login would still set one, logging the
+    victim's browser in as the attacker."""
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        raise PageError(403, "a form from another site: use the dashboard's own pages")
     fields = parse_qs((await request.body()).decode(errors="replace"))
     return {k: v[0] for k, v in fields.items()}
 
