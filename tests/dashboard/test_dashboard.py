@@ -175,8 +175,15 @@ def test_failed_task_shows_its_traceback_and_output(browser: Browser, stack: Sta
     states = page.locator(".timeline td.state").all_inner_texts()
     assert states[0] == "received" and states[-1] == "failed", states
     shot(page, "task")
+    boom_fn = stack.client("alice").task_record(stack.failed_task)["function_id"]
+    listed = {f"since=1h&endpoint_id={stack.endpoint_id}": 2, f"function_id={boom_fn}": 1,
+              f"endpoint_id={uuid.uuid4()}": 0, "status=running": 0}
+    for query, count in listed.items():
+        page.goto(f"{stack.url}/tasks?{query}")
+        expect(page.locator("#task-rows tr[data-task-id]")).to_have_count(count)
     page.goto(f"{stack.url}/groups")
-    expect(page.locator("body")).to_contain_text(stack.group)
+    page.click(f"text={stack.group}")
+    expect(page.locator("#task-rows tr[data-task-id]")).to_have_count(2)
     page.goto(f"{stack.url}/charts")
     expect(page.locator("svg.chart")).to_have_count(2)
     expect(page.locator("main")).to_contain_text("2 of your tasks finished")
