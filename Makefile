@@ -61,7 +61,7 @@ $(GC_STAMP): pyproject.toml
 DEMO_PKGS := rabbitmq-server:rabbitmq-server python3-venv
 TEST_PKGS := $(DEMO_PKGS) slurm-wlm:slurmctld munge:munged openmpi-bin:mpiexec postgresql:pg_ctlcluster \
 	gridengine-master:sge_qmaster gridengine-exec:sge_execd gridengine-client:qconf \
-	chromium:chromium
+	chromium:chromium systemd:systemd-analyze
 
 deps:
 	@scripts/ensure-packages.sh $(DEMO_PKGS)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -35,6 +37,9 @@ def main() -> None:
     """Run fnrelay endpoints: agents that pull tasks from a broker and run them here."""
 
 
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
 @main.command()
 @click.argument("name")
 @click.option("--broker-url", help="Broker URL (default: FNRELAY_BROKER_URL or `fnrelay login`).")
@@ -42,25 +47,58 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing config (the id is kept).")
 @click.option("--multi-user", is_flag=True,
               help="A manager that starts a child endpoint per user and user_endpoint_config.")
+@click.option("--display-name", help="A human readable display name for the endpoint.")
+@click.option("--from-globus-compute", "from_gc", metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Convert a Globus Compute endpoint directory (either layout), once.")
+@click.option("--auth-policy", metavar="ID",
+              help="Globus Compute's auth policy: not supported by fnrelay (refused).")
+@click.option("--contact-email", help="Accepted for Globus Compute's CLI; not stored.")
+@click.option("--core-config", "--manager-config", "--endpoint-config", "core_config",
+              type=_FILE, help="Use this config.yaml (Globus Compute's keys or fnrelay's).")
+@click.option("--template-config", type=_FILE,
+              help="Use this user_config_template.yaml.j2 (Globus Compute's dialect).")
+@click.option("--schema-config", type=_FILE, help="Use this user_config_schema.json.")
+@click.option("--id-mapping-config", type=_FILE,
+              help="Use this identity mapping (Globus Compute's JSON or fnrelay's YAML).")
 @_friendly
 def configure(name: str, broker_url: str | None, max_workers: int | None, force: bool,
-              multi_user: bool) -> None:
+              multi_user: bool, display_name: str | None, from_gc: Path | None,
+              auth_policy: str | None, contact_email: str | None, core_config: Path | None,
+              template_config: Path | None, schema_config: Path | None,
+              id_mapping_config: Path | None) -> None:
     """Create endpoint NAME's directory and a commented config.yaml."""
     # Here, not at the top: it loads the multi-user templating (Jinja2, jsonschema), which
     # every other command, and the local engine's forkserver preloading this module, can skip.
-    from fnrelay_endpoint.config import scaffold
+    from fnrelay_endpoint.config import from_globus, scaffold
 
-    if multi_user:
-        paths, endpoint_id = scaffold.configure_multi_user(name, broker_url, force)
-        click.echo(f"configured multi-user endpoint {name} ({_id_note(endpoint_id)})")
+    if auth_policy:
+        raise click.ClickException(
+            "--auth-policy is not supported by fnrelay: it has no Globus Auth policies; the "
+            "broker's accounts and the endpoint's identity mapping decide who runs tasks")
+    if from_gc is not None:
+        paths, endpoint_id, changes = from_globus.convert(name, from_gc, broker_url, force,
+                                                          display_name)
+        click.echo(f"converted {from_gc} into endpoint {name} ({_id_note(endpoint_id)})")
+        for line in changes:
+            click.echo(f"  {line}")
         click.echo(f"config: {paths.config}")
-        click.echo(f"edit also: {paths.dir}/user_config_template.yaml.j2, "
-                   "user_config_schema.json, identity_mapping.yaml")
         click.echo(f"start it with: fnrelay-endpoint start {name}")
         return
-    paths, endpoint_id = scaffold.configure(name, broker_url, max_workers, force)
-    click.echo(f"configured endpoint {name} ({_id_note(endpoint_id)})")
+    if multi_user:
+        paths, endpoint_id = scaffold.configure_multi_user(name, broker_url, force)
+    else:
+        paths, endpoint_id = scaffold.configure(name, broker_url, max_workers, force)
+    changes = from_globus.apply_overrides(paths, multi_user, core_config, template_config,
+                                          schema_config, id_mapping_config, display_name)
+    kind = "multi-user endpoint" if multi_user else "endpoint"
+    click.echo(f"configured {kind} {name} ({_id_note(endpoint_id)})")
+    for line in changes:
+        click.echo(f"  {line}")
     click.echo(f"config: {paths.config}")
+    if multi_user:
+        click.echo(f"edit also: {paths.dir}/user_config_template.yaml.j2, "
+                   "user_config_schema.json, identity_mapping.yaml")
     click.echo(f"start it with: fnrelay-endpoint start {name}")
 
 
@@ -234,6 +272,146 @@ def delete(name: str, yes: bool) -> None:
 def _broker(config: cfg.EndpointConfig | cfg.ManagerConfig) -> BrokerAPI:
     """The broker's REST API with the endpoint owner's token."""
     return BrokerAPI(config.broker_url, config.resolved_token())
+
+
+# --- Globus Compute's admin commands ------------------------------------------------------------
+@main.command()
+@click.option("--broker-url", help="Broker URL (default: FNRELAY_BROKER_URL or the saved one).")
+@click.option("--token", help="Your broker token (asked for, unechoed, if not given).")
+@click.option("--force", is_flag=True, help="Log in even if already logged in.")
+@_friendly
+def login(broker_url: str | None, token: str | None, force: bool) -> None:
+    """Save the broker token that endpoints without 'token' in config.yaml use."""
+    from fnrelay.config import save_credentials
+    from fnrelay_endpoint.config.scaffold import default_broker_url
+
+    url = broker_url or default_broker_url()
+    if not url:
+        raise click.ClickException("no broker URL: pass --broker-url or set "
+                                   "FNRELAY_BROKER_URL")
+    if not force and token is None:
+        who = _saved_identity(url)
+        if who:
+            click.echo(f"Already logged in as {who} at {url}. Use --force to log in anyway")
+            return
+    token = token or click.prompt("Broker token", hide_input=True)
+    who = _identity(url, token)
+    path = save_credentials(url, token)
+    click.echo(f"Logged in to {url.rstrip('/')} as {who} (credentials in {path})")
+
+
+def _identity(url: str, token: str) -> str:
+    """`name (user id)` of `token` at the broker; a clear error if it refuses it."""
+    from fnrelay import Client
+
+    who = Client(url, token).whoami()
+    return f"{who['username']} ({who['user_id']})"
+
+
+def _saved_identity(url: str) -> str | None:
+    """Who the saved credentials for `url` are, or None (none, another broker, refused)."""
+    from fnrelay.config import resolve_credentials
+
+    try:
+        creds = resolve_credentials(broker_url=url)
+        return _identity(creds.broker_url, creds.token)
+    except FnRelayError:
+        return None
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Remove the token even while endpoints run.")
+@_friendly
+def logout(force: bool) -> None:
+    """Remove the saved broker token (endpoints with 'token' in config.yaml keep theirs)."""
+    from fnrelay.config import credentials_path
+
+    running = [d.name for d in _endpoint_dirs() if daemon.running_pid(d)]
+    if running and not force:
+        click.echo(f"The following endpoints are currently running: {', '.join(running)}\n"
+                   "Please use logout --force to proceed")
+        return
+    path = credentials_path()
+    if not path.exists():
+        click.echo("Not logged in (no saved token)")
+        return
+    path.unlink()
+    click.echo(f"Logout succeeded: removed {path}. The token stays valid at the broker until "
+               "its administrator revokes it (fnrelay-broker token revoke)")
+
+
+def _endpoint_dirs() -> list[cfg.EndpointPaths]:
+    root = cfg.endpoints_dir()
+    found = (cfg.EndpointPaths(d.name, d) for d in sorted(root.iterdir())) if root.is_dir() \
+        else iter(())
+    return [p for p in found if p.exists()]
+
+
+@main.command()
+@click.option("--linked-identities", is_flag=True,
+              help="Accepted for Globus Compute's CLI: a broker user has one identity.")
+@_friendly
+def whoami(linked_identities: bool) -> None:
+    """Show the broker user of the saved token."""
+    from fnrelay.config import resolve_credentials
+
+    creds = resolve_credentials()
+    click.echo(f"{_identity(creds.broker_url, creds.token)} at {creds.broker_url}")
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+@_friendly
+def restart(ctx: click.Context, name: str) -> None:
+    """Stop endpoint NAME, then start it in the background."""
+    cfg.EndpointPaths.of(name).require()
+    ctx.invoke(stop, name=name)
+    ctx.invoke(start, name=name, foreground=False)
+
+
+@main.command("python-exec", context_settings={"ignore_unknown_options": True,
+                                               "allow_extra_args": True})
+@click.argument("module")
+@click.pass_context
+def python_exec(ctx: click.Context, module: str) -> None:
+    """Run Python module MODULE with the endpoint's interpreter (`python -m MODULE ARGS`)."""
+    os.execvpe(sys.executable, [sys.executable, "-m", module, *ctx.args], os.environ)
+
+
+_UNIT_DIR = click.option("--unit-dir", type=click.Path(path_type=Path), show_default=True,
+                         default="/etc/systemd/system", help="Where systemd units live.")
+
+
+@main.command("enable-on-boot")
+@click.argument("name")
+@_UNIT_DIR
+@_friendly
+def enable_on_boot(name: str, unit_dir: Path) -> None:
+    """Install a systemd unit that starts endpoint NAME when the machine boots."""
+    from fnrelay_endpoint import boot
+
+    paths = cfg.EndpointPaths.of(name).require()
+    if daemon.running_pid(paths):
+        raise click.ClickException(f"endpoint {name} is running: stop it, then enable "
+                                   "on-boot persistence")
+    cfg.load_any(paths.config).resolved_token()  # systemd cannot ask for one
+    path, command = boot.enable(name, unit_dir)
+    click.echo(f"Systemd service installed at {path}. Run\n\tsudo {command}\n"
+               "to enable the service and start the endpoint.")
+
+
+@main.command("disable-on-boot")
+@click.argument("name")
+@_UNIT_DIR
+@_friendly
+def disable_on_boot(name: str, unit_dir: Path) -> None:
+    """Print the commands that remove endpoint NAME's systemd unit."""
+    from fnrelay_endpoint import boot
+
+    cfg.check_name(name)
+    click.echo("Run the following to disable on-boot persistence:\n"
+               + boot.disable_commands(name, unit_dir))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import yaml
 
 from fnrelay.config import fnrelay_home, local_stack_dir, resolve_credentials
 from fnrelay.errors import ConfigurationError
+from fnrelay_endpoint.config import globus
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.base import engine_class
 
@@ -31,7 +32,13 @@ ENDPOINT_KEYS = frozenset({"broker_url", "token", "engine", "prefetch", "heartbe
                            "result_blob_limit", "journal_retention"})
 MANAGER_KEYS = frozenset({"multi_user", "broker_url", "token", "display_name", "idle_timeout",
                           "max_children", "identity_mapping", "min_uid", "child_python",
-                          "heartbeat_period"})
+                          "heartbeat_period", "template_dialect"})
+#: How a manager's user_config_template.yaml.j2 quotes user values: fnrelay's (the template
+#: writes `| tojson`) or Globus Compute's (user strings arrive JSON-quoted, `shell_escape`).
+TEMPLATE_DIALECTS = ("fnrelay", "globus-compute")
+#: The file whose presence beside a config.yaml without `engine:` makes it a Globus Compute
+#: 4.x manager (GC's own rule: 4.x endpoints always run as managers).
+GC_TEMPLATE_FILE = "user_config_template.yaml.j2"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -138,6 +145,7 @@ class EndpointConfig:
         """Validate `data`; errors name the file and the bad key."""
         if not isinstance(data, dict):
             raise ConfigurationError(f"{source}: expected a mapping of settings")
+        data = globus.translate_endpoint(data, source)
         check.known_keys(data, ENDPOINT_KEYS, source)
         url = data.get("broker_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -169,7 +177,23 @@ class EndpointConfig:
 
     @classmethod
     def load(cls, path: Path) -> EndpointConfig:
-        return cls.from_dict(_read_config(path), str(path))
+        return cls.from_dict(_endpoint_data(_read_config(path)), str(path))
+
+
+def _default_broker_url(data: dict[str, Any]) -> dict[str, Any]:
+    """A Globus Compute config names no broker: the environment's or `fnrelay login`'s."""
+    if data.get("broker_url"):
+        return data
+    from fnrelay_endpoint.config.scaffold import default_broker_url
+
+    return {**data, "broker_url": default_broker_url()}
+
+
+def _endpoint_data(data: Any) -> Any:
+    """GC's older single-endpoint config.yaml (its engine a GC type) gets a broker URL."""
+    if isinstance(data, dict) and globus.is_globus_engine(data.get("engine")):
+        return _default_broker_url(data)
+    return data
 
 
 def _heartbeat(value: Any, source: str) -> float | None:
@@ -190,12 +214,26 @@ def _engine(value: Any, source: str) -> dict[str, Any]:
 
 # --- multi-user endpoints (managers) -----------------------------------------------------------
 def is_multi_user(path: Path) -> bool:
-    """True if the config file at `path` is a multi-user manager's (``multi_user: true``)."""
+    """True if the config file at `path` is a multi-user manager's: ``multi_user: true``, or
+    Globus Compute 4.x's layout (see `is_globus_manager`)."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return False
-    return isinstance(data, dict) and data.get("multi_user") is True
+    return _is_manager(data, path)
+
+
+def _is_manager(data: Any, path: Path) -> bool:
+    data = data or {}
+    return isinstance(data, dict) and (data.get("multi_user") is True
+                                       or is_globus_manager(data, path))
+
+
+def is_globus_manager(data: dict[str, Any], path: Path) -> bool:
+    """A Globus Compute 4.x manager config: no `engine:`, not fnrelay's `multi_user: true`,
+    and a user config template beside it."""
+    return ("engine" not in data and data.get("multi_user") is not True
+            and data.get("multi_user") is not False and (path.parent / GC_TEMPLATE_FILE).exists())
 
 
 def _resolved_token(token: str | None, broker_url: str) -> str:
@@ -223,6 +261,7 @@ class ManagerConfig:
     min_uid: int = 1000
     child_python: str | None = None
     heartbeat_period: float | None = None
+    template_dialect: str = "fnrelay"
 
     def resolved_token(self) -> str:
         return _resolved_token(self.token, self.broker_url)
@@ -232,6 +271,8 @@ class ManagerConfig:
         if not isinstance(data, dict) or data.get("multi_user") is not True:
             raise ConfigurationError(f"{source}: not a multi-user config (multi_user: true)")
         check.known_keys(data, MANAGER_KEYS, source)
+        dialect = check.one_of(data.get("template_dialect", "fnrelay"), "template_dialect",
+                               source, TEMPLATE_DIALECTS)
         base = EndpointConfig.from_dict(
             {k: data[k] for k in ("broker_url", "token", "display_name", "heartbeat_period")
              if k in data}, source)
@@ -248,12 +289,27 @@ class ManagerConfig:
                                        low=1),
             identity_mapping=data.get("identity_mapping") or "identity_mapping.yaml",
             min_uid=min_uid, child_python=data.get("child_python"),
-            heartbeat_period=base.heartbeat_period,
+            heartbeat_period=base.heartbeat_period, template_dialect=dialect,
         )
 
     @classmethod
     def load(cls, path: Path) -> ManagerConfig:
-        return cls.from_dict(_read_config(path), str(path))
+        return cls.from_dict(_manager_data(_read_config(path), path), str(path))
+
+    def template_context(self) -> dict[str, Any]:
+        """What a user config template sees as `_GC.parent_config`: these settings, no
+        token."""
+        return {k: v for k, v in vars(self).items() if k != "token"}
+
+
+def _manager_data(data: Any, path: Path) -> Any:
+    """A Globus Compute manager config as fnrelay's (its template in GC's dialect, the broker
+    URL from the environment or `fnrelay login` when the file has none)."""
+    if not isinstance(data, dict) or not is_globus_manager(data, path):
+        return data
+    out = globus.translate_manager(data, str(path))
+    out.setdefault("template_dialect", "globus-compute")
+    return _default_broker_url(out)
 
 
 def _read_config(path: Path) -> Any:
@@ -282,7 +338,8 @@ def yaml_problem(e: yaml.YAMLError) -> str:
 def load_any(path: Path) -> EndpointConfig | ManagerConfig:
     """The config at `path`, of a normal endpoint or of a multi-user manager (read once)."""
     data = _read_config(path)
-    manager = isinstance(data, dict) and data.get("multi_user") is True
-    return (ManagerConfig if manager else EndpointConfig).from_dict(data, str(path))
+    if _is_manager(data, path):
+        return ManagerConfig.from_dict(_manager_data(data, path), str(path))
+    return EndpointConfig.from_dict(_endpoint_data(data), str(path))
 
 

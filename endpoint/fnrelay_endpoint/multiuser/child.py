@@ -116,7 +116,7 @@ def prepare(boot: dict[str, Any]) -> tuple[EndpointPaths, EndpointConfig]:
     os.environ["FNRELAY_HOME"] = str(home)
     text, config, env, init = usertemplate.render(
         boot["template"], boot["schema"], boot["user_endpoint_config"], boot["context"],
-        boot["broker_url"])
+        boot["broker_url"], boot.get("gc"), boot.get("template_dialect", "fnrelay"))
     paths = EndpointPaths(boot["name"], home / "endpoints" / boot["name"])
     paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chdir(paths.dir)

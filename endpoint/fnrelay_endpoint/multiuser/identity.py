@@ -14,6 +14,8 @@ above any min_uid, so min_uid alone lets it through.
 from __future__ import annotations
 
 import grp
+import json
+import logging
 import os
 import pwd
 import re
@@ -25,6 +27,8 @@ import yaml
 
 from fnrelay.errors import ConfigurationError, FnRelayError
 from fnrelay_endpoint.config.model import yaml_problem
+
+log = logging.getLogger(__name__)
 
 
 class IdentityError(FnRelayError):
@@ -63,6 +67,8 @@ class Rule:
 #: account is called. 65534 is Linux's default overflow uid (`nobody`); 4294967294 is (uid_t)-2,
 #: `nfsnobody` on older 64-bit Red Hat systems.
 DEFAULT_DENIED_ACCOUNTS: tuple[str | int, ...] = ("nobody", "nfsnobody", 65534, 4294967294)
+#: The connector id Globus Compute passes to its mappers (Globus Connect Server's POSIX one).
+GC_CONNECTOR_ID = "145812c8-decc-41f1-83cf-bb2a85a2a70b"
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,29 @@ class IdentityMapping:
     rules: tuple[Rule, ...]
     #: Account names (str) and uids (int) refused whatever maps to them.
     denied: tuple[str | int, ...] = DEFAULT_DENIED_ACCOUNTS
+    #: Globus Compute's mappers (globus-identity-mapping), tried after `exact` and `rules`.
+    gc_mappers: tuple[Any, ...] = ()
+
+    @classmethod
+    def from_gc_documents(cls, documents: Any, source: str) -> IdentityMapping:
+        """Globus Compute's identity mapping JSON (a list of `DATA_TYPE` documents, e.g.
+        expression_identity_mapping#1.0.0 or external_program#1.0.0), loaded by the
+        globus-identity-mapping library as Globus Compute loads it."""
+        from globus_identity_mapping.loader import load_mappers
+
+        if not isinstance(documents, list) or not documents:
+            raise ConfigurationError(f"{source}: expected a JSON list of identity mapping "
+                                     "documents (each with a DATA_TYPE)")
+        try:
+            mappers = load_mappers(documents, GC_CONNECTOR_ID)
+        except Exception as e:  # noqa: BLE001 - the library's own validation errors
+            raise ConfigurationError(f"{source}: invalid identity mapping: "
+                                     f"{' '.join(str(e).split())}") from None
+        if len(mappers) != len(documents):
+            kinds = [d.get("DATA_TYPE") for d in documents if isinstance(d, dict)]
+            raise ConfigurationError(f"{source}: unknown identity mapping DATA_TYPE among "
+                                     f"{kinds}")
+        return cls(exact={}, rules=(), gc_mappers=tuple(mappers))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "identity mapping") -> IdentityMapping:
@@ -102,13 +131,17 @@ class IdentityMapping:
     @classmethod
     def load(cls, path: Path) -> IdentityMapping:
         try:
+            if path.suffix == ".json":
+                return cls.from_gc_documents(json.loads(path.read_text()), str(path))
             return cls.from_dict(yaml.safe_load(path.read_text()), str(path))
+        except ValueError as e:
+            raise ConfigurationError(f"{path}: invalid JSON: {e}") from e
         except OSError as e:
             raise ConfigurationError(f"cannot read the identity mapping {path}: {e}") from e
         except yaml.YAMLError as e:
             raise ConfigurationError(f"{path}: invalid YAML: {yaml_problem(e)}") from e
 
-    def account_name(self, username: str) -> str | None:
+    def account_name(self, username: str, user_id: str | None = None) -> str | None:
         """The local account name for `username`, or None if nothing maps it."""
         if username in self.exact:
             return self.exact[username]
@@ -119,6 +152,20 @@ class IdentityMapping:
                     return m.expand(rule.account)
                 except (re.error, IndexError):
                     return None
+        return self._gc_account(username, user_id)
+
+    def _gc_account(self, username: str, user_id: str | None) -> str | None:
+        """The first account a Globus Compute mapper gives: the broker user is the one
+        identity, `{username}` the broker username and `{id}` its user id."""
+        identity = {"username": username, "id": user_id or username, "sub": user_id or username}
+        for mapper in self.gc_mappers:
+            try:
+                name = mapper.map_identity(identity)
+            except Exception as e:  # noqa: BLE001 - an external program failed: unmapped
+                log.warning("identity mapper %r failed for %r: %s", mapper, username, e)
+                continue
+            if name:
+                return str(name)
         return None
 
 
@@ -130,9 +177,9 @@ def _name_or_uid(entry: Any) -> bool:
 
 
 def resolve(mapping: IdentityMapping, username: str, min_uid: int,
-            as_root: bool | None = None) -> LocalAccount:
+            as_root: bool | None = None, user_id: str | None = None) -> LocalAccount:
     """The local account that runs `username`'s tasks, or IdentityError saying why not."""
-    name = mapping.account_name(username)
+    name = mapping.account_name(username, user_id)
     if not name:
         raise IdentityError(f"broker user {username!r} is not mapped to a local account on "
                             "this endpoint; ask its administrators to add you")

@@ -221,7 +221,8 @@ class Manager:
 
     def try_start(self, child: Child) -> None:
         try:
-            account = identity.resolve(self.mapping(), child.user, self.config.min_uid)
+            account = identity.resolve(self.mapping(), child.user, self.config.min_uid,
+                                       user_id=child.user_id)
             usertemplate.validate(child.config, self.schema())
             template = (self.paths.dir / usertemplate.TEMPLATE_FILE).read_text()
         except (FnRelayError, OSError) as e:
@@ -255,6 +256,9 @@ class Manager:
             "heartbeat_period": self.config.heartbeat_period
             or self._reg.get("heartbeat_period"),
             "idle_timeout": self.config.idle_timeout,
+            "gc": usertemplate.gc_variables(self.config.template_context(), account.name,
+                                            child.user_id),
+            "template_dialect": self.config.template_dialect,
         }
 
     def child_credentials(self, child: Child) -> dict[str, Any]:
@@ -491,5 +495,7 @@ def render_for(name: str, user_config: Any, user: str | None) -> str:
     text, *_ = usertemplate.render(
         (paths.dir / usertemplate.TEMPLATE_FILE).read_text(),
         usertemplate.load_schema(paths.dir / usertemplate.SCHEMA_FILE), user_config, context,
-        config.broker_url)
+        config.broker_url,
+        usertemplate.gc_variables(config.template_context(), account.name, PLACEHOLDER_ID),
+        config.template_dialect)
     return text

@@ -10,6 +10,8 @@ keys or changed structure is refused here too.
 from __future__ import annotations
 
 import json
+import pwd
+import shlex
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ IDENTITY_FILE = "identity_mapping.yaml"
 CHILD_KEYS = frozenset({"environment", "worker_init"})
 #: Template variable the manager fills in; a user config may not use this name.
 RESERVED = "fnrelay"
+#: Globus Compute's reserved template variables (`_GC.*`; the bare names are its deprecated
+#: spellings), refused in a user config as GC refuses them.
+GC_RESERVED = ("_GC", "parent_config", "user_runtime", "mapped_identity")
 
 
 class UserConfigError(FnRelayError):
@@ -70,8 +75,9 @@ def validate(config: Any, schema: dict[str, Any]) -> None:
     """Refuse a config that violates `schema`, naming the first offending field."""
     if not isinstance(config, dict):
         raise UserConfigError("user_endpoint_config must be a JSON object")
-    if RESERVED in config:
-        raise UserConfigError(f"user_endpoint_config: the key {RESERVED!r} is reserved")
+    for name in (RESERVED, *GC_RESERVED):
+        if name in config:
+            raise UserConfigError(f"user_endpoint_config: the key {name!r} is reserved")
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -80,17 +86,72 @@ def validate(config: Any, schema: dict[str, Any]) -> None:
                               "user_config_schema.json)")
 
 
-def environment() -> SandboxedEnvironment:
+def environment(dialect: str = "fnrelay") -> SandboxedEnvironment:
     env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                               trim_blocks=dialect == "fnrelay",
+                               lstrip_blocks=dialect == "fnrelay", keep_trailing_newline=True)
     env.filters["shquote"] = shquote
+    env.filters["shell_escape"] = _gc_shell_escape if dialect == "globus-compute" else shquote
     return env
 
 
-def render_text(template: str, config: dict[str, Any], context: dict[str, Any]) -> str:
-    """The template rendered with the user's keys and `fnrelay` (the manager's context)."""
+def gc_quoted(value: Any) -> Any:
+    """User values as Globus Compute hands them to its templates: strings already JSON-quoted
+    (a YAML-safe scalar wherever `{{ x }}` lands), None as `null`."""
+    if isinstance(value, dict):
+        return {k: gc_quoted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [gc_quoted(v) for v in value]
+    if isinstance(value, str):
+        return json.dumps(value)
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return value
+    raise UserConfigError(f"user_endpoint_config: a {type(value).__name__} is not a JSON value")
+
+
+def _gc_shell_escape(value: Any) -> Any:
+    """GC's `shell_escape`: shell-quote the JSON-quoted string, keep it JSON-quoted."""
+    if not isinstance(value, str):
+        return value
     try:
-        return environment().from_string(template).render({**config, RESERVED: context})
+        loaded = json.loads(value)
+    except ValueError:
+        return value
+    return json.dumps(shlex.quote(loaded)) if isinstance(loaded, str) else value
+
+
+def gc_variables(parent_config: dict[str, Any], account: str, user_id: str,
+                 user_runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`_GC` as Globus Compute's templates read it: parent_config (the manager's settings),
+    mapped_identity (the local account; `globus.id` is the broker user's id) and
+    user_runtime (what the submitting SDK reported; empty when it reported nothing)."""
+    pw = pwd.getpwnam(account)
+    import os
+
+    return {
+        "parent_config": parent_config,
+        "mapped_identity": {
+            "local": {"uname": pw.pw_name, "uid": pw.pw_uid, "gid": pw.pw_gid,
+                      "gecos": pw.pw_gecos, "shell": pw.pw_shell, "dir": pw.pw_dir,
+                      "groups": os.getgrouplist(pw.pw_name, pw.pw_gid)},
+            "globus": {"id": user_id}},
+        "user_runtime": user_runtime or {},
+    }
+
+
+def render_text(template: str, config: dict[str, Any], context: dict[str, Any],
+                gc: dict[str, Any] | None = None, dialect: str = "fnrelay") -> str:
+    """The template rendered with the user's keys, `fnrelay` (the manager's context) and
+    `_GC` (Globus Compute's); in GC's dialect user values arrive JSON-quoted, as GC does."""
+    gc = gc or {"parent_config": {}, "mapped_identity": {}, "user_runtime": {}}
+    if dialect == "globus-compute":
+        config = gc_quoted(config)
+        gc = {**gc, "user_runtime": gc_quoted(gc.get("user_runtime") or {})}
+    try:
+        return environment(dialect).from_string(template).render(
+            {**config, RESERVED: context, "_GC": gc})
     except (TemplateError, TemplateRenderError) as e:
         raise UserConfigError(f"the endpoint's user config template failed: {e}") from e
 
@@ -109,7 +170,8 @@ def parse(text: str, broker_url: str) -> tuple[EndpointConfig, dict[str, str], s
             isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in env.items()):
         raise UserConfigError("the rendered child config's 'environment' must map names to "
                               "strings")
-    init = data.pop("worker_init", None)
+    setup = data.pop("endpoint_setup", None)  # GC's name for commands run before it starts
+    init = data.pop("worker_init", None) or setup
     if init is not None and not isinstance(init, str):
         raise UserConfigError("the rendered child config's 'worker_init' must be a string")
     data.setdefault("broker_url", broker_url)
@@ -121,8 +183,9 @@ def parse(text: str, broker_url: str) -> tuple[EndpointConfig, dict[str, str], s
 
 
 def render(template: str, schema: dict[str, Any], config: Any, context: dict[str, Any],
-           broker_url: str) -> tuple[str, EndpointConfig, dict[str, str], str | None]:
+           broker_url: str, gc: dict[str, Any] | None = None, dialect: str = "fnrelay",
+           ) -> tuple[str, EndpointConfig, dict[str, str], str | None]:
     """Validate, render and parse: (text, endpoint config, environment, worker_init)."""
     validate(config, schema)
-    text = render_text(template, config, context)
+    text = render_text(template, config, context, gc, dialect)
     return (text, *parse(text, broker_url))
