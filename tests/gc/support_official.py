@@ -73,3 +73,17 @@ def run_sdk(script: str, env: dict[str, str], timeout: float = 180) -> dict:
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, f"stdout:\n{out.stdout[-3000:]}\nstderr:\n{out.stderr[-5000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def gc_shipped_files() -> Path:
+    """The folder of config files globus-compute-endpoint ships (default_config.yaml,
+    user_config_template.yaml.j2, user_config_schema.json, the identity mapping example), in
+    its package as installed in the GC venv: tests read them as they ship."""
+    require_gc_venv()
+    out = subprocess.run(
+        [str(GC_PYTHON), "-c", "import os, globus_compute_endpoint.endpoint.config as c; "
+         "print(os.path.dirname(c.__file__))"], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"globus-compute-endpoint is not installed in {GC_VENV}: run `make "
+                    f"gc-venv` ({out.stderr.strip()[-300:]})")
+    return Path(out.stdout.strip())

@@ -19,6 +19,7 @@ import logging
 import os
 import pwd
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,10 @@ class IdentityMapping:
     gc_mappers: tuple[Any, ...] = ()
 
     @classmethod
-    def from_gc_documents(cls, documents: Any, source: str) -> IdentityMapping:
+    def from_gc_documents(cls, documents: Any, source: str,
+                          endpoint_id: str | None = None) -> IdentityMapping:
         """Globus Compute's identity mapping JSON (a list of `DATA_TYPE` documents, e.g.
-        expression_identity_mapping#1.0.0 or external_program#1.0.0), loaded by the
+        expression_identity_mapping#1.0.0 or external_identity_mapping#1.0.0), loaded by the
         globus-identity-mapping library as Globus Compute loads it."""
         from globus_identity_mapping.loader import load_mappers
 
@@ -91,7 +93,8 @@ class IdentityMapping:
             raise ConfigurationError(f"{source}: expected a JSON list of identity mapping "
                                      "documents (each with a DATA_TYPE)")
         try:
-            mappers = load_mappers(documents, GC_CONNECTOR_ID)
+            # An external program gets the endpoint's id as `-s`, as Globus Compute passes it.
+            mappers = load_mappers(documents, GC_CONNECTOR_ID, endpoint_id or str(uuid.UUID(int=0)))
         except Exception as e:  # noqa: BLE001 - the library's own validation errors
             raise ConfigurationError(f"{source}: invalid identity mapping: "
                                      f"{' '.join(str(e).split())}") from None
@@ -129,10 +132,11 @@ class IdentityMapping:
         return cls(exact=dict(exact), rules=tuple(rules), denied=tuple(denied))
 
     @classmethod
-    def load(cls, path: Path) -> IdentityMapping:
+    def load(cls, path: Path, endpoint_id: str | None = None) -> IdentityMapping:
         try:
             if path.suffix == ".json":
-                return cls.from_gc_documents(json.loads(path.read_text()), str(path))
+                return cls.from_gc_documents(json.loads(path.read_text()), str(path),
+                                             endpoint_id)
             return cls.from_dict(yaml.safe_load(path.read_text()), str(path))
         except ValueError as e:
             raise ConfigurationError(f"{path}: invalid JSON: {e}") from e

@@ -237,7 +237,7 @@ class Manager:
 
     def mapping(self) -> identity.IdentityMapping:
         path = self.paths.dir / self.config.identity_mapping
-        return identity.IdentityMapping.load(path)
+        return identity.IdentityMapping.load(path, self.endpoint_id)
 
     def schema(self) -> dict[str, Any]:
         return usertemplate.load_schema(self.paths.dir / usertemplate.SCHEMA_FILE)
