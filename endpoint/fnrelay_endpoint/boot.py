@@ -29,7 +29,7 @@ StartLimitIntervalSec=0
 [Service]
 Type=simple
 User={account}
-Environment=FNRELAY_HOME={home}
+Environment={home}
 ExecStart={python} -m fnrelay_endpoint start {name} --foreground
 Restart=always
 RestartSec=1
@@ -47,21 +47,28 @@ def unit_path(name: str, unit_dir: Path) -> Path:
     return unit_dir / f"{service_name(name)}.service"
 
 
-def _require_dir(unit_dir: Path) -> None:
+def require_dir(unit_dir: Path) -> None:
     if not unit_dir.is_dir():
         raise ConfigurationError(
             f"no systemd unit directory at {unit_dir}: on-boot persistence is implemented for "
             "systemd only (pass --unit-dir for another one)")
 
 
+def quoted(value: str) -> str:
+    """`value` as one word of a unit file: quoted, `%` (systemd's specifiers) doubled."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
 def unit_text(name: str) -> str:
-    return UNIT_TEMPLATE.format(name=name, account=getpass.getuser(), home=fnrelay_home(),
-                                python=sys.executable)
+    return UNIT_TEMPLATE.format(name=name, account=getpass.getuser(),
+                                home=quoted(f"FNRELAY_HOME={fnrelay_home()}"),
+                                python=quoted(sys.executable))
 
 
 def enable(name: str, unit_dir: Path) -> tuple[Path, str]:
     """Write the unit of endpoint `name`; returns (its path, the command to enable it)."""
-    _require_dir(unit_dir)
+    require_dir(unit_dir)
     path, text = unit_path(name, unit_dir), unit_text(name)
     try:
         with path.open("x") as f:
@@ -77,7 +84,7 @@ def enable(name: str, unit_dir: Path) -> tuple[Path, str]:
 
 def disable_commands(name: str, unit_dir: Path) -> str:
     """The commands that stop and remove endpoint `name`'s unit (an error if it has none)."""
-    _require_dir(unit_dir)
+    require_dir(unit_dir)
     path = unit_path(name, unit_dir)
     if not path.exists():
         raise ConfigurationError(f"endpoint {name} has no systemd unit ({path} not found)")

@@ -391,6 +391,7 @@ def enable_on_boot(name: str, unit_dir: Path) -> None:
     """Install a systemd unit that starts endpoint NAME when the machine boots."""
     from fnrelay_endpoint import boot
 
+    boot.require_dir(unit_dir)
     paths = cfg.EndpointPaths.of(name).require()
     if daemon.running_pid(paths):
         raise click.ClickException(f"endpoint {name} is running: stop it, then enable "
