@@ -26,6 +26,7 @@ from fnrelay.devstack.rabbitmq import make_shared_tmpdir
 from fnrelay.devstack.services import LocalEndpoint
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 TEMPLATE = """\
 engine:
@@ -63,12 +64,17 @@ def child_python() -> Iterator[str]:
     if done.returncode != 0:  # another filesystem: copy instead of linking
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target, symlinks=True)
+    # Children run this checkout's code, as the manager does (the venv's editable install
+    # may point at another one): path entries come before the editable finder.
+    (target / "fnrelay-checkout.pth").write_text(
+        "".join(f"{CHECKOUT / part}\n" for part in ("sdk", "broker", "endpoint", "wrappers")))
     python = str(venv / "bin" / "python")
     check = subprocess.run(["runuser", "-u", "nobody", "--", python, "-c",
-                            "import fnrelay_endpoint.multiuser.child"],
+                            "import fnrelay_endpoint.multiuser.child as c; print(c.__file__)"],
                            capture_output=True, text=True)
     if check.returncode != 0:
         pytest.skip(f"the child venv does not work for other accounts: {check.stderr[-500:]}")
+    assert check.stdout.startswith(str(CHECKOUT)), check.stdout
     yield python
     shutil.rmtree(root, ignore_errors=True)
 
