@@ -167,6 +167,11 @@ def validate_json(block: Block) -> Any:
     data = json.loads(block.source)
     if isinstance(data, dict) and "$schema" in data:
         load_schema_text(block.source, str(block))
+    elif isinstance(data, list) and all(isinstance(d, dict) and "DATA_TYPE" in d
+                                        for d in data):
+        from fnrelay_endpoint.multiuser.identity import IdentityMapping
+
+        IdentityMapping.from_gc_documents(data, str(block))
     elif isinstance(data, dict) and all(isinstance(q, dict) and "submitter" in q
                                         for q in data.values()):
         for queue in data.values():
