@@ -70,6 +70,12 @@ class BrokerAPI:
             "register it as a new endpoint)"))
         return _object(r)
 
+    def whoami(self) -> dict[str, Any]:
+        """GET /v1/whoami: the token's broker user (`username`, `user_id`)."""
+        r = self._request("GET", "/v1/whoami")
+        self._check(r, f"GET /v1/whoami failed ({STATUS})")
+        return _object(r)
+
     def endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
         """GET /v1/endpoints/{id}/status: what the broker sees of the endpoint."""
         path = f"/v1/endpoints/{endpoint_id}/status"

@@ -302,9 +302,7 @@ def login(broker_url: str | None, token: str | None, force: bool) -> None:
 
 def _identity(url: str, token: str) -> str:
     """`name (user id)` of `token` at the broker; a clear error if it refuses it."""
-    from fnrelay import Client
-
-    who = Client(url, token).whoami()
+    who = BrokerAPI(url, token).whoami()
     return f"{who['username']} ({who['user_id']})"
 
 
