@@ -59,6 +59,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--template-config", type=_FILE,
               help="Use this user_config_template.yaml.j2 (Globus Compute's dialect).")
 @click.option("--schema-config", type=_FILE, help="Use this user_config_schema.json.")
+@click.option("--user-env-config", type=_FILE,
+              help="Use this user_environment.yaml (variables every child gets).")
 @click.option("--id-mapping-config", type=_FILE,
               help="Use this identity mapping (Globus Compute's JSON or fnrelay's YAML).")
 @_friendly
@@ -66,7 +68,7 @@ def configure(name: str, broker_url: str | None, max_workers: int | None, force:
               multi_user: bool, display_name: str | None, from_gc: Path | None,
               auth_policy: str | None, contact_email: str | None, core_config: Path | None,
               template_config: Path | None, schema_config: Path | None,
-              id_mapping_config: Path | None) -> None:
+              user_env_config: Path | None, id_mapping_config: Path | None) -> None:
     """Create endpoint NAME's directory and a commented config.yaml."""
     # Here, not at the top: it loads the multi-user templating (Jinja2, jsonschema), which
     # every other command, and the local engine's forkserver preloading this module, can skip.
@@ -90,7 +92,8 @@ def configure(name: str, broker_url: str | None, max_workers: int | None, force:
     else:
         paths, endpoint_id = scaffold.configure(name, broker_url, max_workers, force)
     changes = from_globus.apply_overrides(paths, multi_user, core_config, template_config,
-                                          schema_config, id_mapping_config, display_name)
+                                          schema_config, id_mapping_config, display_name,
+                                          user_env_config)
     kind = "multi-user endpoint" if multi_user else "endpoint"
     click.echo(f"configured {kind} {name} ({_id_note(endpoint_id)})")
     for line in changes:

@@ -133,11 +133,19 @@ def test_configure_takes_gc_options_and_file_overrides(cli, tmp_path) -> None:  
     single = cli("configure", "four", "--broker-url", url, "--template-config", str(template),
                  check=False)
     assert single.returncode == 1 and "require a multi-user endpoint" in single.stderr
+    env = tmp_path / "user_environment.yaml"
+    env.write_text("HOME: /elsewhere\n")
+    home = cli("configure", "six", "--broker-url", url, "--multi-user", "--user-env-config",
+               str(env), check=False)
+    assert home.returncode == 1 and "HOME cannot be set here" in home.stderr
+    env.write_text("SITE_SCRATCH: /scratch\n")
     cli("configure", "five", "--broker-url", url, "--multi-user", "--template-config",
-        str(template), "--schema-config", str(schema), "--id-mapping-config", str(idmap))
+        str(template), "--schema-config", str(schema), "--id-mapping-config", str(idmap),
+        "--user-env-config", str(env))
     d = cli.home / "endpoints" / "five"
     manager = ManagerConfig.load(d / "config.yaml")
     assert (manager.template_dialect, manager.identity_mapping) == ("globus-compute",
                                                                     "idmap.json")
     assert (d / "user_config_template.yaml.j2").read_text() == template.read_text()
     assert json.loads((d / "user_config_schema.json").read_text()) == {"type": "object"}
+    assert (d / "user_environment.yaml").read_text() == "SITE_SCRATCH: /scratch\n"

@@ -26,7 +26,8 @@ WAIT = 180.0
 def whoami_here() -> dict:
     import os
 
-    return {"uid": os.getuid(), "home": os.environ.get("HOME")}
+    return {"uid": os.getuid(), "home": os.environ.get("HOME"),
+            "site": os.environ.get("SITE_SCRATCH")}
 
 
 def test_gc_4x_directory_runs_children_as_gc_mapping_says(
@@ -36,8 +37,10 @@ def test_gc_4x_directory_runs_children_as_gc_mapping_says(
     src.mkdir(parents=True)
     shutil.copyfile(shipped / "default_config.yaml", src / "config.yaml")
     for name in ("user_config_template.yaml.j2", "user_config_schema.json",
-                 "example_identity_mapping_config.json"):
+                 "user_environment.yaml", "example_identity_mapping_config.json"):
         shutil.copyfile(shipped / name, src / name)
+    with (src / "user_environment.yaml").open("a") as f:  # GC's ships all comments
+        f.write("SITE_SCRATCH: /scratch/site\n")
     config = yaml.safe_load((src / "config.yaml").read_text()) or {}
     config["identity_mapping_config_path"] = str(src / "example_identity_mapping_config.json")
     (src / "config.yaml").write_text(yaml.safe_dump(config))
@@ -57,6 +60,7 @@ def test_gc_4x_directory_runs_children_as_gc_mapping_says(
             where = ex.submit(whoami_here).result(timeout=WAIT)
         account = pwd.getpwnam(accounts["a"])
         assert (where["uid"], where["home"]) == (account.pw_uid, account.pw_dir)
+        assert where["site"] == "/scratch/site"  # GC's user_environment.yaml
 
         for user, why in (("root@example.com", "root account"),
                           ("nobody@example.com", "denied_accounts"),

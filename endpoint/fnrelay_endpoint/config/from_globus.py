@@ -28,10 +28,10 @@ from fnrelay_endpoint.config.model import (
     ManagerConfig,
     yaml_problem,
 )
+from fnrelay_endpoint.multiuser import usertemplate
 
 SCHEMA_FILE = "user_config_schema.json"
-#: GC's user environment file: variables for its user endpoint processes.
-USER_ENV_FILE = "user_environment.yaml"
+USER_ENV_FILE = usertemplate.USER_ENV_FILE
 HEADER = ("# Converted from the Globus Compute endpoint directory {src} by\n"
           "# `fnrelay-endpoint configure {name} --from-globus-compute`.\n")
 
@@ -127,21 +127,22 @@ def _copy_files(src: Path, dest: Path, data: dict[str, Any], changes: list[str])
             path = src / Path(idmap).name
         shutil.copyfile(path, dest / path.name)
         os.chmod(dest / path.name, 0o600)
-    env_file = src / USER_ENV_FILE
-    if env_file.is_file() and _read_yaml(env_file):
-        changes.append(f"{USER_ENV_FILE}: not read by fnrelay; set these variables under "
-                       "'environment:' in the template")
+    if (src / USER_ENV_FILE).is_file():
+        shutil.copyfile(src / USER_ENV_FILE, dest / USER_ENV_FILE)
 
 
 def apply_overrides(paths: EndpointPaths, multi_user: bool, core: Path | None = None,
                     template: Path | None = None, schema: Path | None = None,
-                    id_mapping: Path | None = None, display_name: str | None = None
-                    ) -> list[str]:
+                    id_mapping: Path | None = None, display_name: str | None = None,
+                    user_env: Path | None = None) -> list[str]:
     """`configure`'s file overrides, as GC's: each given file replaces the default one just
     written (a core config in GC's or fnrelay's keys); returns the changes."""
-    if not multi_user and (template or schema or id_mapping):
-        raise ConfigurationError("--template-config, --schema-config and --id-mapping-config "
-                                 "require a multi-user endpoint (hint: --multi-user)")
+    if not multi_user and (template or schema or id_mapping or user_env):
+        raise ConfigurationError("--template-config, --schema-config, --user-env-config and "
+                                 "--id-mapping-config require a multi-user endpoint (hint: "
+                                 "--multi-user)")
+    if user_env is not None:
+        usertemplate.load_user_environment(user_env)  # refuse a bad file now
     changes: list[str] = []
     current = _read_yaml(paths.config)
     # Files given for a manager are GC's: its template renders in GC's dialect.
@@ -165,7 +166,8 @@ def apply_overrides(paths: EndpointPaths, multi_user: bool, core: Path | None = 
         data["display_name"] = display_name
         (ManagerConfig if multi_user else EndpointConfig).from_dict(data, "config.yaml")
         write_private(paths.config, yaml.safe_dump(data, sort_keys=False))
-    for given, target in ((template, GC_TEMPLATE_FILE), (schema, SCHEMA_FILE)):
+    for given, target in ((template, GC_TEMPLATE_FILE), (schema, SCHEMA_FILE),
+                          (user_env, USER_ENV_FILE)):
         if given is not None:
             shutil.copyfile(given, paths.dir / target)
             changes.append(f"{target}: from {given}")

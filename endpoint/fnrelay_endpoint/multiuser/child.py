@@ -125,7 +125,7 @@ def prepare(boot: dict[str, Any]) -> tuple[EndpointPaths, EndpointConfig]:
     paths.config.write_text(header + text)
     paths.identity.write_text(json.dumps({"endpoint_id": boot["child_id"],
                                           "parent": boot["context"]["manager_id"]}) + "\n")
-    os.environ.update(env)
+    os.environ.update({**boot.get("site_environment", {}), **env})
     if init:
         run_worker_init(init, paths.log)
     return paths, config

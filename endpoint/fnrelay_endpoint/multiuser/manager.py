@@ -225,6 +225,7 @@ class Manager:
                                        user_id=child.user_id)
             usertemplate.validate(child.config, self.schema())
             template = (self.paths.dir / usertemplate.TEMPLATE_FILE).read_text()
+            usertemplate.load_user_environment(self.paths.dir / usertemplate.USER_ENV_FILE)
         except (FnRelayError, OSError) as e:
             self.fail(child, str(e))
             return
@@ -259,6 +260,8 @@ class Manager:
             "gc": usertemplate.gc_variables(self.config.template_context(), account.name,
                                             child.user_id),
             "template_dialect": self.config.template_dialect,
+            "site_environment": usertemplate.load_user_environment(
+                self.paths.dir / usertemplate.USER_ENV_FILE),
         }
 
     def child_credentials(self, child: Child) -> dict[str, Any]:

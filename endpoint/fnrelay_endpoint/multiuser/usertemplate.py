@@ -46,6 +46,29 @@ def packaged(name: str) -> str:
     return (files("fnrelay_endpoint.multiuser") / "templates" / name).read_text()
 
 
+#: Globus Compute's site environment file: variables every child gets (the template's
+#: `environment:` wins); HOME, USER and PWD stay the account's, as GC keeps them.
+USER_ENV_FILE = "user_environment.yaml"
+_ACCOUNT_VARIABLES = frozenset({"HOME", "USER", "PWD"})
+
+
+def load_user_environment(path: Path) -> dict[str, str]:
+    """The variables of `path` (none if it does not exist), checked to be a flat mapping."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as e:
+        raise FnRelayError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in data.items()):
+        raise FnRelayError(f"{path}: expected a mapping of variable names to strings")
+    refused = sorted(_ACCOUNT_VARIABLES & set(data))
+    if refused:
+        raise FnRelayError(f"{path}: {refused[0]} cannot be set here (it is the account's)")
+    return {k: str(v) for k, v in data.items()}
+
+
 def load_schema(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
