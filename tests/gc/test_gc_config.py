@@ -267,3 +267,15 @@ def test_the_older_layout_converted_runs_a_task(tmp_path, broker_url, alice_toke
             assert ex.submit(pow, 2, 10).result(timeout=120) == 1024
     finally:
         ep.stop()
+
+
+def test_gc_2x_multi_user_config_loads_as_a_manager(tmp_path, monkeypatch):
+    """GC 2.x managers said `multi_user: true` with GC's keys, and named no broker."""
+    monkeypatch.setenv("FNRELAY_BROKER_URL", "http://127.0.0.1:9")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+        "multi_user": True, "display_name": None, "public": True,
+        "identity_mapping_config_path": str(tmp_path / "idmap.json")}))
+    config = model.load_any(tmp_path / "config.yaml")
+    assert isinstance(config, ManagerConfig)
+    assert (config.template_dialect, config.identity_mapping) == (
+        "globus-compute", str(tmp_path / "idmap.json"))

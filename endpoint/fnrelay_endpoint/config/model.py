@@ -270,6 +270,7 @@ class ManagerConfig:
     def from_dict(cls, data: Any, source: str = "config") -> ManagerConfig:
         if not isinstance(data, dict) or data.get("multi_user") is not True:
             raise ConfigurationError(f"{source}: not a multi-user config (multi_user: true)")
+        data = globus.translate_manager(data, source)  # GC 2.x managers say multi_user too
         check.known_keys(data, MANAGER_KEYS, source)
         dialect = check.one_of(data.get("template_dialect", "fnrelay"), "template_dialect",
                                source, TEMPLATE_DIALECTS)
@@ -305,9 +306,11 @@ class ManagerConfig:
 def _manager_data(data: Any, path: Path) -> Any:
     """A Globus Compute manager config as fnrelay's (its template in GC's dialect, the broker
     URL from the environment or `fnrelay login` when the file has none)."""
-    if not isinstance(data, dict) or not is_globus_manager(data, path):
+    if not isinstance(data, dict):
         return data
-    out = globus.translate_manager(data, str(path))
+    if not (is_globus_manager(data, path) or "broker_url" not in data):
+        return data  # fnrelay's own (its scaffold always writes broker_url)
+    out = {**data, "multi_user": True}
     out.setdefault("template_dialect", "globus-compute")
     return _default_broker_url(out)
 
