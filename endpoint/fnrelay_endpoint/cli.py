@@ -45,8 +45,10 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--broker-url", help="Broker URL (default: FNRELAY_BROKER_URL or `fnrelay login`).")
 @click.option("--max-workers", type=click.IntRange(min=1), help="Worker processes (default: CPUs).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config (the id is kept).")
-@click.option("--multi-user", is_flag=True,
-              help="A manager that starts a child endpoint per user and user_endpoint_config.")
+@click.option("--multi-user", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+              metavar="[BOOLEAN]",
+              help="A manager that starts a child endpoint per user and user_endpoint_config "
+                   "(a bare flag, or Globus Compute's `--multi-user true|false`).")
 @click.option("--display-name", help="A human readable display name for the endpoint.")
 @click.option("--from-globus-compute", "from_gc", metavar="DIR",
               type=click.Path(exists=True, file_okay=False, path_type=Path),

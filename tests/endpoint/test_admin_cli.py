@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fnrelay_endpoint.config.model import EndpointConfig, ManagerConfig
+from fnrelay_endpoint.config.model import EndpointConfig, ManagerConfig, is_multi_user
 
 
 def _login(cli, broker) -> None:  # type: ignore[no-untyped-def]
@@ -139,7 +139,9 @@ def test_configure_takes_gc_options_and_file_overrides(cli, tmp_path) -> None:  
                str(env), check=False)
     assert home.returncode == 1 and "HOME cannot be set here" in home.stderr
     env.write_text("SITE_SCRATCH: /scratch\n")
-    cli("configure", "five", "--broker-url", url, "--multi-user", "--template-config",
+    cli("configure", "plain", "--broker-url", url, "--multi-user", "false")
+    assert not is_multi_user(cli.home / "endpoints" / "plain" / "config.yaml")
+    cli("configure", "five", "--broker-url", url, "--multi-user", "true", "--template-config",
         str(template), "--schema-config", str(schema), "--id-mapping-config", str(idmap),
         "--user-env-config", str(env))
     d = cli.home / "endpoints" / "five"
