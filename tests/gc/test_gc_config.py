@@ -230,6 +230,11 @@ def test_configure_from_globus_compute_converts_the_4x_layout_once(shipped, tmp_
     assert (d / usertemplate.TEMPLATE_FILE).read_text() == (
         shipped / "user_config_template.yaml.j2").read_text()
     assert stat.S_IMODE((d / config.identity_mapping).stat().st_mode) == 0o600
+    shown = _cli(home, "render-user-config", "site", "--user-config",
+                 '{"endpoint_setup": "module load x"}')
+    assert shown.returncode == 0, shown.stderr
+    assert 'endpoint_setup: "module load x"' in shown.stdout
+    assert "type: GlobusComputeEngine" in shown.stdout
     again = _cli(home, "configure", "site", "--from-globus-compute", str(src),
                  "--broker-url", "http://127.0.0.1:9")
     assert again.returncode == 1 and "--force" in again.stderr
