@@ -127,7 +127,7 @@ class Broker:
         self.names = queues.load(self.db)
         self.declarer = Declarer(settings.amqp_url, settings.group_queue_expires, self.names)
         self.access = AmqpAccess(settings, self.names)
-        self.publisher = OutboxPublisher(self.db, settings.amqp_url, self.names)
+        self.publisher = OutboxPublisher(self.db, settings.amqp_url, self.names, self.access)
         self.consumer = ResultConsumer(self.db, settings.amqp_url,
                                        verify_senders=self.access.isolated)
         self.blobs = BlobStore.open(self.db, settings.blob_store, settings.blob_limit)

@@ -29,6 +29,7 @@ from fnrelay.wire import (
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import not_found
+from fnrelay_broker.gc_endpoints import KEY as GC_KEY
 from fnrelay_broker.models import Endpoint, Outbox, Task, TaskHistory, User
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ def _ensure_child(s: Session, manager: Endpoint, user: CurrentUser, config: dict
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     s.add(Endpoint(
         id=child_id, owner=user.id, name=f"{manager.name}/{user.username}/{digest}",
-        metadata_={"parent": manager.id, "user_endpoint_config": config},
+        metadata_={"parent": manager.id, "user_endpoint_config": config,
+                   **{k: v for k, v in (manager.metadata_ or {}).items() if k == GC_KEY}},
         state="registered", created=t,
     ))
     s.flush()
@@ -134,6 +136,15 @@ def hand_out(db: Database, user: CurrentUser, manager_id: str, child_id: str) ->
         if child is None or parent_of(child) != manager_id:
             raise not_found("child endpoint", child_id)
         child.handed_out = now()
+
+
+def mark_handed_out(db: Database, child_id: str) -> None:
+    """The child's account was handed out now (in a start command): not reclaimed before
+    the child connects."""
+    with db.write() as s:
+        child = s.get(Endpoint, child_id)
+        if child is not None:
+            child.handed_out = now()
 
 
 def fail_child_tasks(db: Database, manager_id: str, child_id: str, error: str) -> int:

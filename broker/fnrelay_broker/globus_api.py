@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 from fnrelay import wire
 from fnrelay.wire import globus
-from fnrelay_broker import auth, manage_api, registry, tasks
+from fnrelay_broker import auth, gc_endpoints, manage_api, registry, sharing, tasks
 from fnrelay_broker.errors import ApiError
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ MIN_SDK_VERSION = "2.0.0"
 MIN_EP_VERSION = "2.0.0"
 #: What the official SDK's token storage files the access token under.
 RESOURCE_SERVER = "funcx_service"
+AUTH_RESOURCE_SERVER = "auth.globus.org"
+_AUTH_SCOPES = frozenset({"openid", "profile", "email"})
+_AUTH_SCOPE_PREFIX = "urn:globus:auth:scope:auth.globus.org:"
 #: Seconds the SDK keeps a token before asking again (fnrelay tokens live until revoked).
 TOKEN_LIFETIME = 48 * 3600
 
@@ -204,13 +207,38 @@ def install(app: FastAPI, broker: "Broker",
         registry.delete_function(db, user, _uuid(function_id, "function_id"))
         return {"result": 302}  # Globus Compute's answer
 
-    def no_gc_endpoints(user: User) -> None:
-        raise ApiError(400, "Globus Compute endpoints cannot register with a fnrelay broker: "
-                            "run a fnrelay endpoint (`fnrelay-endpoint configure`, `start`)")
+    async def register_gc_endpoint(request: Request, user: auth.CurrentUser,
+                                   endpoint_id: str | None) -> dict:
+        try:
+            name, multi_user, meta, allowed = globus.endpoint_registration(await _json(request))
+        except wire.WireError as e:
+            raise _wire_error(e) from None
+        metadata: dict[str, Any] = {"multi_user": True, "globus_compute": meta}
+        if allowed:
+            metadata[sharing.KEY] = allowed
+        keys = {gc_endpoints.KEY: {"multi_user": multi_user}}
+        if endpoint_id is None:
+            endpoint_id = registry.create_endpoint(db, user, name, metadata, keys)
+        else:
+            registry.update_endpoint(db, user, endpoint_id, name, metadata, keys)
+        if not (broker.declarer.endpoint_queue(endpoint_id)
+                and broker.declarer.control_queue(endpoint_id)):
+            raise ApiError(503, f"cannot declare the queues of endpoint {endpoint_id} "
+                                "(RabbitMQ unreachable); retry later")
+        return gc_endpoints.registration(broker.access, broker.names, endpoint_id)
 
-    for method, path in (("POST", "/v2/endpoints"), ("POST", "/v3/endpoints"),
-                         ("PUT", "/v3/endpoints/{endpoint_id}")):
-        app.add_api_route(path, no_gc_endpoints, methods=[method])
+    @app.post("/v3/endpoints")
+    async def create_gc_endpoint(request: Request, user: User) -> dict:
+        return await register_gc_endpoint(request, user, None)
+
+    @app.put("/v3/endpoints/{endpoint_id}")
+    async def update_gc_endpoint(endpoint_id: str, request: Request, user: User) -> dict:
+        return await register_gc_endpoint(request, user, _uuid(endpoint_id, "endpoint_id"))
+
+    @app.post("/v2/endpoints")
+    def register_v2(user: User) -> None:
+        raise ApiError(400, "use POST /v3/endpoints (globus-compute-endpoint >= 2.30 does); "
+                            "this service has no /v2 endpoint registration")
 
 
 def _gc_record(rec: dict[str, Any]) -> dict[str, Any]:
@@ -252,9 +280,20 @@ def _token_answer(broker: "Broker", request: Request, raw: bytes) -> JSONRespons
         return _oauth_error(401, "invalid_client", "client id and secret must be a fnrelay "
                             "user (id or name) and one of that user's tokens")
     scope = form.get("scope") or ""
-    return JSONResponse({"access_token": secret, "token_type": "Bearer",
-                         "expires_in": TOKEN_LIFETIME, "resource_server": RESOURCE_SERVER,
-                         "scope": scope, "other_tokens": []})
+    servers = _resource_servers(scope)
+    tokens = [{"access_token": secret, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME,
+               "resource_server": rs, "scope": scope} for rs in servers]
+    return JSONResponse({**tokens[0], "other_tokens": tokens[1:]})
+
+
+def _resource_servers(scope: str) -> list[str]:
+    """Whose scopes a token request names: Globus Auth's own (the official endpoint's
+    `userinfo`), Compute's, or both. One token serves all here, but globus-sdk's authorizers
+    expect exactly the resource servers they asked for."""
+    names = scope.split()
+    auth_scopes = [n for n in names if n in _AUTH_SCOPES or n.startswith(_AUTH_SCOPE_PREFIX)]
+    servers = [] if names and len(auth_scopes) == len(names) else [RESOURCE_SERVER]
+    return servers + ([AUTH_RESOURCE_SERVER] if auth_scopes else [])
 
 
 def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:

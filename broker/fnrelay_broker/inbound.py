@@ -14,6 +14,7 @@ is kept. Nothing is unpickled: the serialized values stay opaque text.
 from __future__ import annotations
 
 from fnrelay import wire
+from fnrelay.wire import globus
 from fnrelay_broker.validation import check_tree
 
 
@@ -37,3 +38,19 @@ def heartbeat(endpoint_id: str, body: bytes) -> wire.Heartbeat:
 
 def child_failed(body: bytes) -> wire.ChildFailed:
     return wire.decode_child_failed(body, finite=True, check=check_tree)
+
+
+def gc_result(body: bytes) -> wire.ResultMessage:
+    """An official endpoint's messagepack Result (its fields checked as the JSON ones are)."""
+    r = globus.unpack_result(body)
+    check_tree([r.result, r.details, r.exception.__dict__ if r.exception else None])
+    return r
+
+
+def gc_heartbeat(endpoint_id: str, body: bytes) -> wire.Heartbeat:
+    """An official endpoint's EPStatusReport as a heartbeat: `heartbeat_period` 0 is its
+    last one (it is stopping)."""
+    state = globus.status_report(body)
+    stopping = state.get("heartbeat_period") == 0 or state.get("active") is False
+    return wire.Heartbeat(endpoint_id=endpoint_id,
+                          info={"state": "stopping" if stopping else "online"})

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fnrelay.wire import FORMAT_FNRELAY, TERMINAL_VALUES, ExceptionInfo, TaskState, now
-from fnrelay_broker import sharing
+from fnrelay_broker import gc_endpoints, sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found
@@ -94,7 +94,7 @@ STOP_SECONDS = 120.0
 #: Metadata keys only the broker writes (a multi-user child's record, a stop): a client
 #: setting them would make its endpoint another manager's child, or someone's endpoint its
 #: own child, or lift a stop.
-BROKER_KEYS = ("parent", "user_endpoint_config", STOPPED_UNTIL)
+BROKER_KEYS = ("parent", "user_endpoint_config", STOPPED_UNTIL, gc_endpoints.KEY)
 
 
 def _check_client_metadata(metadata: dict[str, Any]) -> None:
@@ -107,7 +107,7 @@ def _check_client_metadata(metadata: dict[str, Any]) -> None:
 
 
 def create_endpoint(db: Database, user: CurrentUser, name: str,
-                    metadata: dict[str, Any]) -> str:
+                    metadata: dict[str, Any], broker_keys: dict[str, Any] | None = None) -> str:
     """A new endpoint of `user` with an id the broker picks (uuid4).
 
     Ids are never chosen by clients: an id someone else can compute or has seen (a
@@ -116,24 +116,29 @@ def create_endpoint(db: Database, user: CurrentUser, name: str,
     _check_client_metadata(metadata)
     endpoint_id = str(uuid.uuid4())
     with db.write() as s:
-        s.add(Endpoint(id=endpoint_id, owner=user.id, name=name, metadata_=metadata,
+        s.add(Endpoint(id=endpoint_id, owner=user.id, name=name,
+                       metadata_={**metadata, **(broker_keys or {})},
                        state="registered", created=now()))
     return endpoint_id
 
 
 def update_endpoint(db: Database, user: CurrentUser, endpoint_id: str, name: str,
-                    metadata: dict[str, Any]) -> dict[str, Any]:
+                    metadata: dict[str, Any], broker_keys: dict[str, Any] | None = None,
+                    ) -> dict[str, Any]:
     """Update the user's endpoint; returns its metadata now. 404 alike for an unknown id and
     another user's (the answer tells nothing about ids that are not yours); a child of a
     multi-user endpoint is the broker's record, not a PUT's. Policy keys the body leaves out
     keep their values (an endpoint restarting does not unshare it); an endpoint token may not
-    change them (403)."""
+    change them (403). `broker_keys`: BROKER_KEYS the caller (a route) sets; an official
+    Globus Compute endpoint and a fnrelay one never take over each other's record (404)."""
     _check_client_metadata(metadata)
     with db.write() as s:
         ep = s.get(Endpoint, endpoint_id)
         if ep is None or ep.owner != user.id or (ep.metadata_ or {}).get("parent"):
             raise not_found("endpoint", endpoint_id)
         stored = ep.metadata_ or {}
+        if gc_endpoints.is_gc(stored) != gc_endpoints.is_gc(broker_keys):
+            raise not_found("endpoint", endpoint_id)
         until = stored.get(STOPPED_UNTIL)
         if isinstance(until, (int, float)) and now() < until:
             raise ApiError(409, f"endpoint {endpoint_id} was stopped by its owner; it may "
@@ -144,7 +149,8 @@ def update_endpoint(db: Database, user: CurrentUser, endpoint_id: str, name: str
                 raise ApiError(403, f"an endpoint token may not change {', '.join(changed)} "
                                     f"of endpoint {endpoint_id}: that is its owner's policy "
                                     "(change it with a user token)")
-        merged = {**{k: stored[k] for k in POLICY_KEYS if k in stored}, **metadata}
+        merged = {**{k: stored[k] for k in POLICY_KEYS if k in stored}, **metadata,
+                  **(broker_keys or {})}
         ep.name, ep.metadata_ = name, merged
         return dict(merged)
 

@@ -9,7 +9,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -21,7 +21,7 @@ from fnrelay.amqp import dead_letter
 from fnrelay.backoff import Backoff
 from fnrelay.droplog import DropLog
 from fnrelay.wire import globus
-from fnrelay_broker import children, direct, inbound, tasks
+from fnrelay_broker import children, direct, gc_endpoints, inbound, tasks
 from fnrelay_broker.accounts import endpoint_user, group_user
 from fnrelay_broker.amqp import (
     declare_control_queue,
@@ -31,6 +31,9 @@ from fnrelay_broker.amqp import (
 )
 from fnrelay_broker.db import Database
 from fnrelay_broker.queues import QueueNames
+
+if TYPE_CHECKING:
+    from fnrelay_broker.access import AmqpAccess
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +112,14 @@ class OutboxPublisher(_Worker):
     RabbitMQ is down (or lost in a failed publish) go out on the next connection.
     """
 
-    def __init__(self, db: Database, amqp_url: str, names: QueueNames):
+    def __init__(self, db: Database, amqp_url: str, names: QueueNames,
+                 access: AmqpAccess | None = None):
         super().__init__("fnrelay-outbox-publisher", db, amqp_url)
         self.names = names
+        #: Hands out the accounts of official Globus Compute endpoints' children.
+        self.access = access
+        #: Whether an endpoint is an official Globus Compute one (that never changes).
+        self.gc_kind: dict[str, bool] = {}
         self.wake_event = threading.Event()
         self.handoffs: deque[tasks.Handoff] = deque()
 
@@ -200,6 +208,9 @@ class OutboxPublisher(_Worker):
                 if f"control:{manager_id}" not in declared:
                     declare_control_queue(ch, self.names, manager_id)
                     declared.add(f"control:{manager_id}")
+                if self.is_gc(manager_id):
+                    self._start_gc_child(ch, declared, manager_id, msg)
+                    continue
                 ch.basic_publish(
                     wire.TASKS_EXCHANGE, wire.control_routing_key(manager_id),
                     wire.encode_start_child(msg),
@@ -210,12 +221,42 @@ class OutboxPublisher(_Worker):
             log.error("dropping outbox rows of unknown kind %r", kind)
             tasks.finish_outbox(self.db, oids, [])
 
+    def is_gc(self, endpoint_id: str) -> bool:
+        if endpoint_id not in self.gc_kind:
+            self.gc_kind[endpoint_id] = bool(gc_endpoints.gc_endpoint_ids(self.db,
+                                                                          [endpoint_id]))
+        return self.gc_kind[endpoint_id]
+
+    def _start_gc_child(self, ch: BlockingChannel, declared: set[str], manager_id: str,
+                        msg: wire.StartChild) -> None:
+        """GC's start command, with the child's account (its queue declared first: the
+        child only checks it exists)."""
+        if self.access is None:
+            raise RuntimeError("no AMQP access to hand out a child's account")
+        _declare_endpoint_queue(ch, self.names, declared, msg.child_id)
+        creds = gc_endpoints.child_credentials(self.access, self.names, msg.child_id)
+        children.mark_handed_out(self.db, msg.child_id)
+        ch.basic_publish(wire.TASKS_EXCHANGE, wire.control_routing_key(manager_id),
+                         gc_endpoints.start_command(manager_id, msg, creds),
+                         pika.BasicProperties(content_type="application/json",
+                                              delivery_mode=_PERSISTENT,
+                                              timestamp=int(wire.now()),
+                                              user_id=self.amqp_user))
+
     def _publish_tasks(self, ch: BlockingChannel, declared: set[str], endpoint_id: str,
                        oids: list[int], msgs: list[wire.TaskMessage]) -> None:
         """One message of tasks to an endpoint; its outbox rows go once RabbitMQ confirmed."""
         _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
         published = wire.now()
-        if msgs:
+        if msgs and self.is_gc(endpoint_id):
+            for m in msgs:  # an official endpoint reads one messagepack Task per message
+                body, headers = globus.pack_task(m.task_id, m.function_id, m.function,
+                                                 m.payload, m.resource_specification,
+                                                 m.result_serializers)
+                ch.basic_publish(wire.TASKS_EXCHANGE, endpoint_id, body, pika.BasicProperties(
+                    content_type="application/octet-stream", delivery_mode=_PERSISTENT,
+                    headers=headers))
+        elif msgs:
             ch.basic_publish(
                 wire.TASKS_EXCHANGE, endpoint_id, wire.encode_tasks(msgs),
                 _props(wire.MSG_TASKS), mandatory=False,
@@ -356,6 +397,14 @@ class ResultConsumer(_Worker):
             recorded = tasks.record_results(self.db, endpoint_id, results, unknown)
             forward_results(fwd, recorded, self.amqp_user)
             return _of(results, unknown)
+        if kind == globus.MSG_GC_RESULT:
+            results = [inbound.gc_result(body)]
+            recorded = tasks.record_results(self.db, endpoint_id, results, unknown)
+            forward_results(fwd, recorded, self.amqp_user)
+            return _of(results, unknown)
+        if kind == globus.MSG_GC_STATUS:
+            tasks.record_heartbeat(self.db, endpoint_id, inbound.gc_heartbeat(endpoint_id, body))
+            return []
         if kind == wire.MSG_STATUS:
             updates = inbound.status(body)
             tasks.apply_status(self.db, endpoint_id, updates, unknown)

@@ -44,7 +44,7 @@ from fnrelay.wire import (
     now,
     task_from_entry,
 )
-from fnrelay_broker import children, metrics, sharing
+from fnrelay_broker import children, gc_endpoints, metrics, sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.children import is_multi_user
 from fnrelay_broker.db import Database
@@ -149,7 +149,8 @@ def submit(
             multi_user = ep is not None and is_multi_user(ep)
             shared = (ep is not None and ep.owner != user.id and not multi_user
                       and sharing.is_shared(ep))
-            if ep is None or (ep.owner != user.id and not multi_user and not shared):
+            if ep is None or (ep.owner != user.id and not multi_user and not shared) or (
+                    ep.owner != user.id and not gc_endpoints.open_to_others(ep.metadata_)):
                 raise missing_endpoint(s, user, endpoint_id)
             wanted = {t["function_id"] for t in tasks}
             bodies: dict[str, str] = {}
@@ -162,6 +163,8 @@ def submit(
             if missing:
                 raise not_found("function", ", ".join(missing))
             _check_formats(tasks, formats)
+            if gc_endpoints.is_gc(ep.metadata_):
+                gc_endpoints.check_formats(tasks)
             if shared:
                 sharing.check_allowed(s, ep, wanted)
             group_id = ensure_task_group(s, user, task_group_id)

@@ -227,3 +227,69 @@ def unpack_result(body: bytes, task_group_id: str | None = None) -> ResultMessag
     return ResultMessage(task_id=str(msg.task_id), status=TaskState.FAILED.value,
                          exception=exc, details=msg.details or {},
                          task_group_id=task_group_id)
+
+
+# --- the official endpoint's AMQP messages ---------------------------------------------------
+#: AMQP `type` of what an official endpoint publishes: the broker names it in the publish
+#: arguments it hands out (`queue_publish_kwargs`), as GC's service routes by queue instead.
+MSG_GC_RESULT = "gc-result"
+MSG_GC_STATUS = "gc-status"
+
+
+def pack_task(task_id: str, function_id: str, function: str, payload: str,
+              resource_specification: dict[str, Any], result_serializers: list[str],
+              ) -> tuple[bytes, dict[str, Any]]:
+    """(body, headers) of one task for an official endpoint: a messagepack `Task` whose
+    buffer is the function, args and kwargs, and the headers its interchange reads."""
+    import json
+
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import Task
+
+    body = messagepack.pack(Task(task_id=uuid.UUID(task_id),
+                                 task_buffer=task_buffer(function, payload)))
+    return body, {"task_uuid": task_id, "function_uuid": function_id,
+                  "resource_specification": json.dumps(resource_specification or None),
+                  "result_serializers": list(result_serializers)}
+
+
+def status_report(body: bytes) -> dict[str, Any]:
+    """The `global_state` of a messagepack `EPStatusReport` (an official endpoint's
+    heartbeat; `heartbeat_period` 0 means it is stopping); WireError for anything else."""
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import EPStatusReport
+
+    try:
+        msg = messagepack.unpack(body)
+    except Exception as e:  # noqa: BLE001 - any decoding failure is a malformed message
+        raise WireError(f"not a Globus Compute message: {e}") from None
+    if not isinstance(msg, EPStatusReport):
+        raise WireError(f"an EPStatusReport expected, not {type(msg).__name__}")
+    return dict(msg.global_state)
+
+
+def endpoint_registration(body: Any) -> tuple[str, bool, dict[str, Any], list[str] | None]:
+    """(name, multi_user, metadata, allowed_functions) of an official endpoint's
+    `POST`/`PUT /v3/endpoints` body; WireError for what fnrelay cannot honour (a
+    high-assurance endpoint, an auth policy) rather than registering something else
+    silently."""
+    if not isinstance(body, dict):
+        raise WireError("the endpoint registration must be a JSON object")
+    name = body.get("endpoint_name")
+    if not isinstance(name, str) or not name.strip():
+        raise WireError("'endpoint_name' must be a non-empty string")
+    # `public` (GC's configure writes true) has no counterpart and is ignored: who may use
+    # the endpoint is the multi_user flag's and its identity mapping's business here.
+    for key, why in (("high_assurance", "there are no high-assurance policies here"),
+                     ("authentication_policy", "fnrelay users sign in with fnrelay tokens"),
+                     ("subscription_uuid", "there are no Globus subscriptions here")):
+        if body.get(key):
+            raise WireError(f"{key!r} is not supported by a fnrelay broker: {why}")
+    allowed = body.get("allowed_functions")
+    if allowed is not None and (not isinstance(allowed, list)
+                                or not all(isinstance(f, str) for f in allowed)):
+        raise WireError("'allowed_functions' must be a list of function ids")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise WireError("'metadata' must be an object")
+    return name.strip(), bool(body.get("multi_user")), metadata, allowed
