@@ -147,6 +147,14 @@ def mark_handed_out(db: Database, child_id: str) -> None:
             child.handed_out = now()
 
 
+def fail_own_tasks(db: Database, child_id: str, error: str) -> int:
+    """Fail the unfinished tasks of a child that reports it cannot start (an official
+    endpoint's failure notice comes from the child's account); 0 for anything but a child."""
+    with db.read() as s:
+        manager = parent_of(s.get(Endpoint, child_id))
+    return 0 if manager is None else fail_child_tasks(db, manager, child_id, error)
+
+
 def fail_child_tasks(db: Database, manager_id: str, child_id: str, error: str) -> int:
     """Fail the unfinished tasks of `child_id` (only if `manager_id` is its parent).
 

@@ -47,10 +47,12 @@ def gc_result(body: bytes) -> wire.ResultMessage:
     return r
 
 
-def gc_heartbeat(endpoint_id: str, body: bytes) -> wire.Heartbeat:
-    """An official endpoint's EPStatusReport as a heartbeat: `heartbeat_period` 0 is its
-    last one (it is stopping)."""
-    state = globus.status_report(body)
+def gc_heartbeat(endpoint_id: str, body: bytes) -> tuple[wire.Heartbeat, str | None]:
+    """An official endpoint's EPStatusReport as a heartbeat (`heartbeat_period` 0 is its last:
+    it is stopping), and the error of a failure notice (a child that could not start)."""
+    state = check_tree(globus.status_report(body))
     stopping = state.get("heartbeat_period") == 0 or state.get("active") is False
-    return wire.Heartbeat(endpoint_id=endpoint_id,
-                          info={"state": "stopping" if stopping else "online"})
+    error = state.get("error")
+    hb = wire.Heartbeat(endpoint_id=endpoint_id,
+                        info={"state": "stopping" if stopping else "online"})
+    return hb, None if error is None else str(error)[:2000]

@@ -344,7 +344,9 @@ class ResultConsumer(_Worker):
         def on_message(channel: BlockingChannel, method: Basic.Deliver,
                        props: pika.BasicProperties, body: bytes) -> None:
             direct_path = method.exchange == wire.SUBMIT_EXCHANGE
-            if not direct_path and not self.genuine(method, props):
+            if _gc_notice(method, props):
+                props.type = globus.MSG_GC_STATUS
+            elif not direct_path and not self.genuine(method, props):
                 channel.basic_reject(method.delivery_tag, requeue=False)
                 return
             try:
@@ -403,7 +405,13 @@ class ResultConsumer(_Worker):
             forward_results(fwd, recorded, self.amqp_user)
             return _of(results, unknown)
         if kind == globus.MSG_GC_STATUS:
-            tasks.record_heartbeat(self.db, endpoint_id, inbound.gc_heartbeat(endpoint_id, body))
+            hb, error = inbound.gc_heartbeat(endpoint_id, body)
+            if error is None:
+                tasks.record_heartbeat(self.db, endpoint_id, hb)
+            else:
+                n = children.fail_own_tasks(self.db, endpoint_id, error)
+                log.info("official endpoint: child %s cannot start (%d task(s)): %s",
+                         endpoint_id, n, error)
             return []
         if kind == wire.MSG_STATUS:
             updates = inbound.status(body)
@@ -616,6 +624,14 @@ def _due_in_order(ds: list[_Delivery], results: dict[str, wire.ResultMessage],
                 break
             due[id(d)].append(m)
     return due
+
+
+def _gc_notice(method: Basic.Deliver, props: pika.BasicProperties) -> bool:
+    """Is this an official endpoint's failure notice? Its code publishes it with the child's
+    account but without properties, so no `user_id` vouches for it; the routing key does:
+    every endpoint account's topic permission on the results exchange is its own id alone."""
+    return (method.exchange == wire.RESULTS_EXCHANGE and props.type is None
+            and props.user_id is None)
 
 
 def _forwarded(props: pika.BasicProperties) -> bool:

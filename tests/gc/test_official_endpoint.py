@@ -213,3 +213,31 @@ def test_another_user_cannot_take_the_endpoint_or_read_its_queues(stack: Stack):
     finally:
         if conn.is_open:
             conn.close()
+
+
+def test_another_users_tasks_never_run_as_the_owners(stack: Stack):
+    """The endpoint registered as root (multi_user) but maps no identities: it starts user
+    endpoints for its owner's identity only, refuses Mallory's start command, and her task
+    fails with its reason instead of waiting forever."""
+    got = run_sdk(f"""
+        import json, time
+        from globus_compute_sdk import Client
+        def whoami():
+            import os
+            return os.getuid()
+        c = Client()
+        tid = c.run(endpoint_id="{stack.endpoint_id}", function_id=c.register_function(whoami))
+        deadline = time.time() + 60
+        while True:
+            try:
+                print(json.dumps({{"ran": c.get_result(tid)}}))
+                break
+            except Exception as e:
+                if type(e).__name__ != "TaskPending":
+                    print(json.dumps({{"error": str(e)}}))
+                    break
+                assert time.time() < deadline, "still pending"
+                time.sleep(0.5)
+    """, stack.mallory.env())
+    assert "ran" not in got
+    assert "untrusted identity" in got["error"]
