@@ -97,11 +97,19 @@ def child_credentials(access: AmqpAccess, names: QueueNames, child_id: str) -> d
                                                  globus.MSG_GC_STATUS)}
 
 
+def auth_identity(user_id: str, username: str) -> dict[str, str]:
+    """A fnrelay user as one identity of Globus Auth's identity sets: both its id keys (the
+    endpoint compares `sub`, GC's identity mapping reads `id`, `status` and the fields its
+    expressions name), `username` being the fnrelay user name."""
+    return {"sub": user_id, "id": user_id, "username": username, "name": username,
+            "status": "used"}
+
+
 def start_command(manager_id: str, msg: wire.StartChild, creds: dict[str, Any]) -> bytes:
     """A `cmd_start_endpoint` for the child `msg` names. The identity is the fnrelay user's
     (id as `sub`): an unprivileged manager starts children only for its owner's identities
     (its `userinfo`), a privileged one maps it with its identity mapping."""
-    identity = {"sub": msg.user_id, "username": msg.username}
+    identity = auth_identity(msg.user_id, msg.username)
     return json.dumps({
         "command": START_COMMAND, "args": [],
         "kwargs": {"name": f"uep.{manager_id}.{msg.child_id}",

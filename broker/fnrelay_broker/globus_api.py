@@ -85,7 +85,7 @@ def install(app: FastAPI, broker: "Broker",
     @app.get("/v2/oauth2/userinfo")
     def userinfo(user: User) -> dict:
         return {"sub": user.id, "preferred_username": user.username, "name": user.username,
-                "identity_set": [{"sub": user.id, "username": user.username}]}
+                "identity_set": [gc_endpoints.auth_identity(user.id, user.username)]}
 
     async def register_function(request: Request, user: auth.CurrentUser) -> dict:
         try:

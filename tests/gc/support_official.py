@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -87,3 +88,37 @@ def gc_shipped_files() -> Path:
         pytest.fail(f"globus-compute-endpoint is not installed in {GC_VENV}: run `make "
                     f"gc-venv` ({out.stderr.strip()[-300:]})")
     return Path(out.stdout.strip())
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def shared_gc_venv(dest: Path) -> Path:
+    """A copy of .venv-gc other local accounts can run (its interpreter lives in root's
+    home, mode 0700): a venv of the system Python of the same version, its site-packages
+    hard links to .venv-gc's (no network, about a second), its scripts' `#!` lines
+    pointing at it. Returns its bin directory."""
+    version = subprocess.run([str(GC_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout
+    system = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                            capture_output=True, text=True).stdout
+    if version != system:
+        pytest.fail(f"{SYSTEM_PYTHON} is Python {system.strip()}, .venv-gc {version.strip()}: "
+                    "other accounts need a venv of the same version")
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(dest)], check=True)
+    pyver = "python" + version.strip("()\n").replace(", ", ".")
+    target = dest / "lib" / pyver / "site-packages"
+    shutil.rmtree(target)
+    source = GC_VENV / "lib" / pyver / "site-packages"
+    if subprocess.run(["cp", "-al", str(source), str(target)]).returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)  # another filesystem: copy instead
+        shutil.copytree(source, target, symlinks=True)
+    bindir = dest / "bin"
+    for script in (GC_VENV / "bin").iterdir():
+        if script.is_file() and not script.is_symlink() and not (bindir / script.name).exists():
+            text = script.read_bytes()
+            if text.startswith(f"#!{GC_VENV}/bin/".encode()):
+                first, _, rest = text.partition(b"\n")
+                (bindir / script.name).write_bytes(f"#!{bindir}/python3\n".encode() + rest)
+                (bindir / script.name).chmod(0o755)
+    return bindir

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,22 +25,22 @@ import yaml
 from pika.exceptions import ChannelClosedByBroker
 
 from fnrelay.devstack.processes import port_free, spawn, stop_pid
+from fnrelay.devstack.rabbitmq import make_shared_tmpdir
 from fnrelay.devstack.services import BrokerServer
 from support.session import MARKER
 
 sys.path.insert(0, str(Path(__file__).parent))
 from support_official import (  # noqa: E402
-    GC_VENV,
     PORT,
     gc_venv,  # noqa: F401 - the fixture pytestmark names
     needs_gc_venv,
     run_sdk,
     sdk_env,
+    shared_gc_venv,
 )
 
 pytestmark = [needs_gc_venv, pytest.mark.timeout(300)]
 
-GCE = str(GC_VENV / "bin" / "globus-compute-endpoint")
 NAME = "gcep"
 
 
@@ -57,13 +59,22 @@ class Party:
 
 
 @dataclass
+class Endpoint:
+    endpoint_id: str
+    proc: subprocess.Popen
+    log: Path
+
+
+@dataclass
 class Stack:
     broker: BrokerServer
     alice: Party
     mallory: Party
-    gc_dir: Path
+    #: Alice's endpoint, run by root, mapping her identity to the local account `mapped`.
     endpoint_id: str
-    proc: subprocess.Popen
+    mapped: str
+    shared: Path
+    bindir: Path
 
 
 def _party(broker: BrokerServer, name: str, d: Path) -> Party:
@@ -75,86 +86,111 @@ def _party(broker: BrokerServer, name: str, d: Path) -> Party:
     return Party(who["user_id"], token, home)
 
 
-def endpoint_env(owner: Party, gc_dir: Path) -> dict[str, str]:
+def endpoint_env(owner: Party, gc_dir: Path, bindir: Path) -> dict[str, str]:
     """The official endpoint's environment: local services, the owner's client id and secret,
-    its configuration directory, and the venv's commands first (its children exec them)."""
+    its configuration directory, and the venv's commands first."""
     env = owner.env()
     env["GLOBUS_COMPUTE_USER_DIR"] = str(gc_dir)
-    env["PATH"] = f"{GC_VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["PATH"] = f"{bindir}:/usr/bin:/bin"
     return env
 
 
-def configure(env: dict[str, str], gc_dir: Path) -> Path:
+def configure(argv: list[str], env: dict[str, str], gc_dir: Path, options: list[str],
+              **changes: str) -> Path:
     """`globus-compute-endpoint configure` as GC documents it (as root: --contact-email),
-    then the site's choices: no identity mapping (children run as the endpoint's own user,
-    for its owner's identity only), a 5 s heartbeat, and the user endpoints' directory."""
-    out = subprocess.run([GCE, "configure", NAME, "--contact-email", "ops@example.org"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    then the site's `changes` to config.yaml and a 5 s heartbeat."""
+    out = subprocess.run([*argv, "configure", NAME, *options], env=env, capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     ep_dir = gc_dir / NAME
     config = yaml.safe_load((ep_dir / "config.yaml").read_text())
-    config.pop("identity_mapping_config_path", None)
     config["heartbeat_period"] = 5
+    config.update(changes)
     (ep_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    (ep_dir / "user_environment.yaml").write_text(yaml.safe_dump(
-        {"GLOBUS_COMPUTE_USER_DIR": str(gc_dir / "users")}))
     return ep_dir
 
 
-def wait_online(party: Party, eid_file: Path, proc: subprocess.Popen, log: Path,
-                timeout: float = 60) -> str:
+def start(argv: list[str], env: dict[str, str], ep_dir: Path, party: Party,
+          timeout: float = 60) -> Endpoint:
+    """`globus-compute-endpoint start NAME`; its id once the broker reads it online."""
+    log = ep_dir.parent / "console.log"
+    proc = spawn([*argv, "start", NAME], log, env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the endpoint exited:\n{log.read_text()[-4000:]}"
+        eid_file = ep_dir / "endpoint.json"
         if eid_file.exists():
             eid = json.loads(eid_file.read_text())["endpoint_id"]
             r = party.call("GET", f"/v2/endpoints/{eid}/status")
             if r.status_code == 200 and r.json()["status"] == "online":
-                return eid
+                return Endpoint(eid, proc, log)
         time.sleep(0.5)
+    stop_pid(proc.pid, group=True)
     raise AssertionError(f"the endpoint is not online:\n{log.read_text()[-4000:]}")
 
 
-def _stop_tree(proc: subprocess.Popen, marker: str) -> None:
-    """Stop the endpoint, then any user endpoint it started (own sessions) that outlived it."""
-    stop_pid(proc.pid, timeout=20, group=True)
+def kill_account_processes(uid: int) -> None:
+    """SIGKILL what the throwaway account `uid` still runs (user endpoints and workers run
+    in sessions of their own)."""
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmd:
-            try:
+            if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == uid:
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        except (FileNotFoundError, ProcessLookupError):
+            pass
 
 
 @pytest.fixture(scope="module")
-def stack(rabbitmq, new_vhost, _workdir: Path) -> Iterator[Stack]:
+def accounts() -> Iterator[dict[str, str]]:
+    """Two fresh local accounts: "mapped" (Alice's identity maps to it on the root endpoint)
+    and "owner" (runs an unprivileged endpoint)."""
+    if os.geteuid() != 0:
+        pytest.skip("creates local accounts and runs the endpoint as them: needs root")
+    tag = uuid.uuid4().hex[:6]
+    names = {"mapped": f"gcmap-{tag}", "owner": f"gcown-{tag}"}
+    for name in names.values():
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+    yield names
+    for name in names.values():
+        kill_account_processes(pwd.getpwnam(name).pw_uid)
+        subprocess.run(["userdel", "--remove", "--force", name], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def stack(rabbitmq, new_vhost, _workdir: Path, accounts: dict[str, str]) -> Iterator[Stack]:
+    """A broker on port 5000 and Alice's official endpoint run by root (multi-user), from a
+    copy of .venv-gc its user endpoints (run as the mapped account) can run too."""
     if not port_free(PORT):
         pytest.fail(f"port {PORT} is taken: the official packages reach only localhost:{PORT}")
     d = _workdir / f"gc-endpoint-{uuid.uuid4().hex[:6]}"
+    shared = make_shared_tmpdir("fnrelay-gc-ep-")
     broker = BrokerServer(d / "broker", new_vhost("gc-endpoint"), port=PORT, marker=MARKER,
                           management_url=rabbitmq.management_url,
                           extra_args=["--heartbeat-threshold", "20"])
     broker.start()
-    proc = None
+    ep = None
     try:
+        bindir = shared_gc_venv(shared / "venv")
         alice, mallory = _party(broker, "alice", d), _party(broker, "mallory", d)
         gc_dir = d / "gc-home"
-        env = endpoint_env(alice, gc_dir)
-        ep_dir = configure(env, gc_dir)
-        log = d / "endpoint.console.log"
-        proc = spawn([GCE, "start", NAME], log, env)
-        eid = wait_online(alice, ep_dir / "endpoint.json", proc, log)
-        yield Stack(broker, alice, mallory, gc_dir, eid, proc)
+        env = endpoint_env(alice, gc_dir, bindir)
+        argv = [str(bindir / "globus-compute-endpoint")]
+        mapping = gc_dir / "identity_mapping.json"
+        ep_dir = configure(argv, env, gc_dir, ["--contact-email", "ops@example.org"],
+                           identity_mapping_config_path=str(mapping))
+        # GC's own format (expression_identity_mapping#1.0.0); `{username}` is the fnrelay
+        # user name.
+        mapping.write_text(json.dumps([{
+            "DATA_TYPE": "expression_identity_mapping#1.0.0",
+            "mappings": [{"source": "{username}", "match": "alice",
+                          "output": accounts["mapped"]}]}]))
+        ep = start(argv, env, ep_dir, alice)
+        yield Stack(broker, alice, mallory, ep.endpoint_id, accounts["mapped"], shared, bindir)
     finally:
-        if proc is not None:
-            _stop_tree(proc, str(gc_dir))
+        if ep is not None:
+            stop_pid(ep.proc.pid, timeout=20, group=True)
         broker.stop()
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_registers_and_reads_online_through_the_official_sdk(stack: Stack):
@@ -170,25 +206,31 @@ def test_registers_and_reads_online_through_the_official_sdk(stack: Stack):
 
 
 def test_official_sdk_tasks_run_on_the_official_endpoint(stack: Stack):
+    """GC's default template as `configure` wrote it (GlobusComputeEngine, LocalProvider);
+    the user endpoint runs as the account Alice's identity maps to."""
     got = run_sdk(f"""
         import json
         from globus_compute_sdk import Executor
-        from globus_compute_sdk.errors import TaskExecutionFailed
         def square(x):
             return x * x
         def boom():
             return 1 / 0
+        def account():
+            import getpass
+            return getpass.getuser()
         with Executor(endpoint_id="{stack.endpoint_id}") as ex:
             futs = [ex.submit(square, i) for i in range(4)]
             values = [f.result(timeout=90) for f in futs]
+            who = ex.submit(account).result(timeout=60)
             try:
                 ex.submit(boom).result(timeout=60)
                 err = None
             except Exception as e:
                 err = f"{{type(e).__name__}}: {{e}}"
-        print(json.dumps({{"values": values, "err": err}}))
+        print(json.dumps({{"values": values, "err": err, "who": who}}))
     """, stack.alice.env())
     assert got["values"] == [0, 1, 4, 9]
+    assert got["who"] == stack.mapped
     assert "ZeroDivisionError" in got["err"]
 
 
@@ -216,9 +258,9 @@ def test_another_user_cannot_take_the_endpoint_or_read_its_queues(stack: Stack):
 
 
 def test_another_users_tasks_never_run_as_the_owners(stack: Stack):
-    """The endpoint registered as root (multi_user) but maps no identities: it starts user
-    endpoints for its owner's identity only, refuses Mallory's start command, and her task
-    fails with its reason instead of waiting forever."""
+    """The endpoint registered as root (multi_user): Mallory may submit, but her identity
+    maps to no local account, so the endpoint refuses her start command, and her task fails
+    with its reason instead of waiting forever (or running as Alice's account)."""
     got = run_sdk(f"""
         import json, time
         from globus_compute_sdk import Client
@@ -240,4 +282,40 @@ def test_another_users_tasks_never_run_as_the_owners(stack: Stack):
                 time.sleep(0.5)
     """, stack.mallory.env())
     assert "ran" not in got
-    assert "untrusted identity" in got["error"]
+    assert "failed to map to a local user" in got["error"]
+
+
+def test_an_unprivileged_endpoint_runs_its_owners_tasks_as_its_own_account(
+        stack: Stack, accounts: dict[str, str]):
+    """The endpoint run by an ordinary account (`runuser`), configured without
+    --contact-email: it registers as not multi-user, runs its owner's tasks as itself, and
+    nobody else may submit to it."""
+    owner = accounts["owner"]
+    uid = pwd.getpwnam(owner).pw_uid
+    base = stack.shared / "uma"
+    base.mkdir()
+    uma = _party(stack.broker, "uma", base)
+    gc_dir = base / "gc-home"
+    env = {**endpoint_env(uma, gc_dir, stack.bindir), "HOME": pwd.getpwnam(owner).pw_dir}
+    runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
+    argv = [runuser, "-m", "-u", owner, "--", str(stack.bindir / "globus-compute-endpoint")]
+    subprocess.run(["chown", "-R", owner, str(base)], check=True)
+    ep_dir = configure(argv, env, gc_dir, [])
+    ep = start(argv, env, ep_dir, uma)
+    try:
+        got = run_sdk(f"""
+            import json, os
+            from globus_compute_sdk import Executor
+            def where():
+                import os
+                return os.getuid()
+            with Executor(endpoint_id="{ep.endpoint_id}") as ex:
+                print(json.dumps({{"uid": ex.submit(where).result(timeout=90)}}))
+        """, uma.env())
+        assert got["uid"] == uid
+        r = stack.mallory.call("POST", f"/v3/endpoints/{ep.endpoint_id}/submit", json={
+            "tasks": {str(uuid.uuid4()): ["1\n1"]}})
+        assert r.status_code == 404
+    finally:
+        stop_pid(ep.proc.pid, timeout=20, group=True)
+        kill_account_processes(uid)
