@@ -313,9 +313,12 @@ def test_an_unprivileged_endpoint_runs_its_owners_tasks_as_its_own_account(
                 print(json.dumps({{"uid": ex.submit(where).result(timeout=90)}}))
         """, uma.env())
         assert got["uid"] == uid
+        # Her own function (the packed buffers are opaque to the broker), his endpoint.
+        fid = stack.mallory.call("POST", "/v2/functions", json={
+            "function_name": "f", "function_code": "1\nx"}).json()["function_uuid"]
         r = stack.mallory.call("POST", f"/v3/endpoints/{ep.endpoint_id}/submit", json={
-            "tasks": {str(uuid.uuid4()): ["1\n1"]}})
-        assert r.status_code == 404
+            "tasks": {fid: ["1\na1\nb"]}})
+        assert r.status_code == 404, r.text
     finally:
         stop_pid(ep.proc.pid, timeout=20, group=True)
         kill_account_processes(uid)
