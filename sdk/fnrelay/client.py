@@ -21,7 +21,7 @@ from typing import Any
 import globus_sdk
 from globus_sdk.transport import RetryCheckResult, RetryConfig, RetryContext
 
-from fnrelay import blobs, errors, serialize, wire
+from fnrelay import blobs, errors, gc_serialize, serialize, wire
 from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
 from fnrelay.config import resolve_credentials
 from fnrelay.hardware import run_hardware_report
@@ -132,6 +132,8 @@ class Batch:
     user_endpoint_config: dict[str, Any] | None = None
     max_retries: int | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    #: The serialization of its tasks (the Client's `format`).
+    format: str = wire.FORMAT_FNRELAY
 
     def __post_init__(self) -> None:
         self.resource_specification = json_object(
@@ -144,7 +146,7 @@ class Batch:
         as Globus Compute allows)."""
         self.tasks.append(
             task_entry(function_id, tuple(args or ()), kwargs or {}, self.resource_specification,
-                       self.user_endpoint_config, self.max_retries)
+                       self.user_endpoint_config, self.max_retries, self.format)
         )
 
     def __len__(self) -> int:
@@ -154,12 +156,15 @@ class Batch:
 def task_entry(
     function_id: str | uuid.UUID, args: tuple, kwargs: dict,
     resource_specification: dict | None = None, user_endpoint_config: dict | None = None,
-    max_retries: int | None = None,
+    max_retries: int | None = None, format: str = wire.FORMAT_FNRELAY,
 ) -> dict[str, Any]:
-    """One task of a submit request (`max_retries` None: the endpoint's default)."""
+    """One task of a submit request (`max_retries` None: the endpoint's default), its
+    arguments serialized in `format`."""
+    globus = format == wire.FORMAT_GLOBUS
     entry: dict[str, Any] = {
         "function_id": str(function_id),
-        "payload": serialize.serialize_args(args, kwargs),
+        "payload": (gc_serialize.payload(args, kwargs) if globus
+                    else serialize.serialize_args(args, kwargs)),
         "resource_specification": resource_specification or {},
         "user_endpoint_config": user_endpoint_config or {},
     }
@@ -189,6 +194,9 @@ class Client(globus_sdk.BaseClient):
 
     The keywords after `token` are Globus Compute's (``globus_compute_sdk.Client``): each is
     honoured where it means something here, else ignored with a one-time notice.
+    `format="globus-compute"` registers functions and submits tasks in Globus Compute's
+    serialization, through the broker's Globus Compute routes: what an official
+    globus-compute-endpoint runs (it needs globus-compute-sdk here).
     """
 
     service_name = "fnrelay"
@@ -199,9 +207,13 @@ class Client(globus_sdk.BaseClient):
         code_serialization_strategy: Any = None, data_serialization_strategy: Any = None,
         environment: str | None = None, local_compute_services: bool = False,
         app: Any = None, authorizer: globus_sdk.authorizers.GlobusAuthorizer | None = None,
+        format: str = wire.FORMAT_FNRELAY,
     ):
         if app is not None and authorizer is not None:
             raise ValueError("'app' and 'authorizer' are mutually exclusive.")
+        if format not in wire.FORMATS:
+            raise ValueError(f"format must be one of {', '.join(wire.FORMATS)}, not {format!r}")
+        self.format = format
         _note_gc_options(code_serialization_strategy, data_serialization_strategy,
                          environment, local_compute_services, app)
         creds = resolve_credentials(broker_url, token, require_token=authorizer is None)
@@ -278,11 +290,15 @@ class Client(globus_sdk.BaseClient):
         cached = self._cached_function_id(function)
         if cached:
             return cached
-        code = serialize.serialize_function(function)
         if description is None and inspect.isroutine(function):
             description = inspect.getdoc(function)
         name = getattr(function, "__name__", type(function).__name__)
-        function_id = self._register(code, name, description)
+        if self.format == wire.FORMAT_GLOBUS:
+            function_id = self._register_globus(gc_serialize.function_code(function), name,
+                                                description)
+        else:
+            function_id = self._register(serialize.serialize_function(function), name,
+                                         description)
         with self._register_lock:
             try:
                 self._registered[function] = function_id
@@ -315,6 +331,11 @@ class Client(globus_sdk.BaseClient):
         with self._register_lock:
             self._bodies[function_id] = code
         return function_id
+
+    def _register_globus(self, code: str, name: str, description: str | None) -> str:
+        body = {"function_name": name, "function_code": code, "description": description}
+        return str(self._call("POST", f"{self.broker_url}/v3/functions",
+                              data=body)["function_uuid"])
 
     def _cached_function_id(self, fn: Any) -> str | None:
         with self._register_lock:
@@ -362,15 +383,46 @@ class Client(globus_sdk.BaseClient):
 
         `request_id` is the request's Idempotency-Key (a new one when None).
         """
+        if self.format == wire.FORMAT_GLOBUS:
+            return self._submit_globus(endpoint_id, tasks, task_group_id)
         body = submit_body(endpoint_id, tasks, task_group_id)
         # One key per call: globus-sdk re-sends these same headers when it retries.
         headers = {"Idempotency-Key": request_id or str(uuid.uuid4())}
         return self._call("POST", "submit", data=body, headers=headers)
 
+    def _submit_globus(self, endpoint_id: str | uuid.UUID, tasks: list[dict[str, Any]],
+                       task_group_id: str | None) -> dict[str, Any]:
+        """The tasks through `POST /v3/endpoints/{id}/submit` (the route decides the format),
+        one request per resource specification and endpoint config, as Globus Compute's
+        batch carries one of each; the answer in fnrelay's shape, ids in task order."""
+        eid = uuid_text("endpoint_id", endpoint_id)
+        ids: list[str | None] = [None] * len(tasks)
+        runs: dict[str, list[int]] = {}
+        for i, t in enumerate(tasks):
+            key = json.dumps([t["resource_specification"], t["user_endpoint_config"]],
+                             sort_keys=True)
+            runs.setdefault(key, []).append(i)
+        group = task_group_id
+        for indexes in runs.values():
+            first = tasks[indexes[0]]
+            by_function: dict[str, list[str]] = {}
+            for i in indexes:
+                by_function.setdefault(tasks[i]["function_id"], []).append(tasks[i]["payload"])
+            answer = self._call("POST", f"{self.broker_url}/v3/endpoints/{eid}/submit", data={
+                "tasks": by_function, "task_group_id": group,
+                "resource_specification": first["resource_specification"],
+                "user_endpoint_config": first["user_endpoint_config"]})
+            group = answer["task_group_id"]
+            given = {fid: list(tids) for fid, tids in answer["tasks"].items()}
+            for i in indexes:
+                ids[i] = given[tasks[i]["function_id"]].pop(0)
+        return {"task_group_id": group, "task_ids": ids}
+
     def run(self, *args: Any, endpoint_id: str | uuid.UUID, function_id: str | uuid.UUID,
             **kwargs: Any) -> str:
         """Run a registered function once on an endpoint; returns the task id."""
-        return self.submit(endpoint_id, [task_entry(function_id, args, kwargs)])["task_ids"][0]
+        entry = task_entry(function_id, args, kwargs, format=self.format)
+        return self.submit(endpoint_id, [entry])["task_ids"][0]
 
     def create_batch(
         self, task_group_id: str | uuid.UUID | None = None,
@@ -388,7 +440,7 @@ class Client(globus_sdk.BaseClient):
             ignored("Client.create_batch(result_serializers=)",
                     "endpoints serialize results with fnrelay's strategies (JSON, else dill)")
         return Batch(str(task_group_id) if task_group_id else None, resource_specification,
-                     user_endpoint_config, max_retries)
+                     user_endpoint_config, max_retries, format=self.format)
 
     def batch_run(self, endpoint_id: str | uuid.UUID, batch: Batch) -> dict[str, Any]:
         """Submit every task of the batch in one request.
@@ -627,6 +679,8 @@ def record_outcome(record: dict[str, Any], client: Client) -> tuple[bool, Any]:
     result = record.get("result")
     if record["status"] == TaskState.SUCCESS.value:
         result = blobs.resolve(record["task_id"], result, client.get_result_blob)
+        if record.get("format") == wire.FORMAT_GLOBUS and result is not None:
+            return True, gc_serialize.deserialize(result)
     return outcome(
         record["task_id"], record["status"], result,
         ExceptionInfo.from_dict(exc) if exc else None, record.get("details"),

@@ -32,6 +32,7 @@ from support.session import MARKER
 sys.path.insert(0, str(Path(__file__).parent))
 from support_official import (  # noqa: E402
     PORT,
+    SOURCES,
     gc_venv,  # noqa: F401 - the fixture pytestmark names
     needs_gc_venv,
     run_sdk,
@@ -322,3 +323,44 @@ def test_an_unprivileged_endpoint_runs_its_owners_tasks_as_its_own_account(
     finally:
         stop_pid(ep.proc.pid, timeout=20, group=True)
         kill_account_processes(uid)
+
+
+def test_fnrelay_sdk_tasks_in_globus_computes_format_run_on_it(stack: Stack):
+    """fnrelay's Client with format="globus-compute" (in the venv that has
+    globus-compute-sdk): its tasks run on the official endpoint; in fnrelay's own format
+    they are refused at submit (that endpoint runs nothing else)."""
+    env = {**stack.alice.env(), "PYTHONPATH": SOURCES,
+           "FNRELAY_BROKER_URL": f"http://127.0.0.1:{PORT}", "FNRELAY_TOKEN": stack.alice.token}
+    got = run_sdk(f"""
+        import json, time
+        from fnrelay import Client
+        from fnrelay.errors import BrokerError, TaskPending
+        def cube(x):
+            return x ** 3
+        c = Client(format="globus-compute")
+        tid = c.run(3, endpoint_id="{stack.endpoint_id}", function_id=c.register_function(cube))
+        batch = c.create_batch()
+        for i in range(3):
+            batch.add(c.register_function(cube), (i,))
+        ids = c.batch_run("{stack.endpoint_id}", batch)["task_ids"]
+        deadline = time.time() + 90
+        while True:
+            try:
+                value = c.get_result(tid)
+                rest = [c.get_result(i) for i in ids]
+                break
+            except TaskPending:
+                assert time.time() < deadline, "still pending"
+                time.sleep(0.5)
+        plain = Client()
+        try:
+            plain.run(2, endpoint_id="{stack.endpoint_id}",
+                      function_id=plain.register_function(cube))
+            refused = None
+        except BrokerError as e:
+            refused = str(e)
+        print(json.dumps({{"value": value, "rest": rest, "refused": refused}}))
+    """, env)
+    assert got["value"] == 27
+    assert got["rest"] == [0, 1, 8]
+    assert "Globus Compute's format only" in got["refused"]
