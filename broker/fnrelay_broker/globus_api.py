@@ -28,6 +28,7 @@ from fnrelay import wire
 from fnrelay.wire import globus
 from fnrelay_broker import auth, gc_endpoints, manage_api, registry, sharing, tasks
 from fnrelay_broker.errors import ApiError
+from fnrelay_broker.validation import check_tree
 
 if TYPE_CHECKING:
     from fnrelay_broker.app import Broker
@@ -210,9 +211,10 @@ def install(app: FastAPI, broker: "Broker",
     async def register_gc_endpoint(request: Request, user: auth.CurrentUser,
                                    endpoint_id: str | None) -> dict:
         try:
-            name, multi_user, meta, allowed = globus.endpoint_registration(await _json(request))
-        except wire.WireError as e:
-            raise _wire_error(e) from None
+            body = check_tree(await _json(request))  # text the database takes, finite numbers
+            name, multi_user, meta, allowed = globus.endpoint_registration(body)
+        except ValueError as e:  # WireError too
+            raise ApiError(400, str(e)) from None
         metadata: dict[str, Any] = {"multi_user": True, "globus_compute": meta}
         if allowed:
             metadata[sharing.KEY] = allowed

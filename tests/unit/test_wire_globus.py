@@ -113,3 +113,53 @@ def test_a_results_format_is_the_brokers_note_never_sent():
     r = wire.ResultMessage(task_id="t", status="success", format=wire.FORMAT_GLOBUS)
     assert b"format" not in wire.encode_results([r])
     assert wire.decode_results(wire.encode_results([r]))[0].format == wire.FORMAT_FNRELAY
+
+
+def test_a_task_for_the_official_endpoint_is_its_messagepack_task_and_headers():
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import Task
+
+    tid, fid = str(uuid.uuid4()), str(uuid.uuid4())
+    body, headers = globus.pack_task(tid, fid, packed("F"), packed("a", "k"), {"num_nodes": 1},
+                                     ["m.S"])
+    task = messagepack.unpack(body)
+    assert isinstance(task, Task) and str(task.task_id) == tid
+    assert task.task_buffer == packed("F", "a", "k")
+    assert headers == {"task_uuid": tid, "function_uuid": fid,
+                       "resource_specification": '{"num_nodes": 1}',
+                       "result_serializers": ["m.S"]}
+    assert globus.pack_task(tid, fid, "", "", {}, [])[1]["resource_specification"] == "null"
+
+
+def test_status_reports_read_and_other_messages_are_wire_errors():
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import EPStatusReport
+
+    eid = uuid.uuid4()
+    report = messagepack.pack(EPStatusReport(endpoint_id=eid, global_state={
+        "heartbeat_period": 0}, task_statuses={}))
+    assert globus.status_report(report) == {"heartbeat_period": 0}
+    tid = str(uuid.uuid4())
+    with pytest.raises(wire.WireError):
+        globus.status_report(globus.pack_task(tid, tid, "", "", {}, [])[0])
+    with pytest.raises(wire.WireError):
+        globus.status_report(b"not messagepack")
+
+
+@pytest.mark.parametrize("body, words", [
+    ([], "JSON object"), ({"endpoint_name": ""}, "endpoint_name"),
+    ({"endpoint_name": "x" * 129}, "128"), ({"endpoint_name": 3}, "endpoint_name"),
+    ({"endpoint_name": "e", "high_assurance": True}, "high_assurance"),
+    ({"endpoint_name": "e", "authentication_policy": "p"}, "authentication_policy"),
+    ({"endpoint_name": "e", "allowed_functions": "f"}, "allowed_functions"),
+    ({"endpoint_name": "e", "metadata": []}, "metadata"),
+])
+def test_endpoint_registrations_fnrelay_cannot_honour_are_refused(body, words):
+    with pytest.raises(wire.WireError, match=words):
+        globus.endpoint_registration(body)
+
+
+def test_an_endpoint_registration_as_globus_compute_endpoint_sends_it():
+    body = {"endpoint_name": "gcep", "multi_user": True, "public": True,
+            "metadata": {"hostname": "h"}, "allowed_functions": ["f"], "admins": []}
+    assert globus.endpoint_registration(body) == ("gcep", True, {"hostname": "h"}, ["f"])

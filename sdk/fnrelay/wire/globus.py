@@ -276,8 +276,9 @@ def endpoint_registration(body: Any) -> tuple[str, bool, dict[str, Any], list[st
     if not isinstance(body, dict):
         raise WireError("the endpoint registration must be a JSON object")
     name = body.get("endpoint_name")
-    if not isinstance(name, str) or not name.strip():
-        raise WireError("'endpoint_name' must be a non-empty string")
+    if not isinstance(name, str) or not name.strip() or len(name) > 128:
+        raise WireError("'endpoint_name' must be a non-empty string of at most 128 "
+                        "characters (as globus-compute-endpoint names are)")
     # `public` (GC's configure writes true) has no counterpart and is ignored: who may use
     # the endpoint is the multi_user flag's and its identity mapping's business here.
     for key, why in (("high_assurance", "there are no high-assurance policies here"),
@@ -289,7 +290,8 @@ def endpoint_registration(body: Any) -> tuple[str, bool, dict[str, Any], list[st
     if allowed is not None and (not isinstance(allowed, list)
                                 or not all(isinstance(f, str) for f in allowed)):
         raise WireError("'allowed_functions' must be a list of function ids")
-    metadata = body.get("metadata") or {}
+    metadata = body.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise WireError("'metadata' must be an object")
     return name.strip(), bool(body.get("multi_user")), metadata, allowed
