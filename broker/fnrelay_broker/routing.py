@@ -195,6 +195,10 @@ class OutboxPublisher(_Worker):
         if kind == "task":
             self._publish_tasks(ch, declared, endpoint_id, oids,
                                 tasks.task_messages(self.db, tids))
+        elif kind == "cancel" and self.is_gc(endpoint_id):
+            # An official endpoint has no cancel message (it would hold an unreadable one
+            # unacked); the task is cancelled at the broker, a late result is ignored.
+            tasks.finish_outbox(self.db, oids, [])
         elif kind == "cancel":
             _declare_endpoint_queue(ch, self.names, declared, endpoint_id)
             ch.basic_publish(wire.TASKS_EXCHANGE, endpoint_id, wire.encode_cancel(tids),
