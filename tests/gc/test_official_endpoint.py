@@ -76,6 +76,7 @@ class Stack:
     mapped: str
     shared: Path
     bindir: Path
+    proc: subprocess.Popen
 
 
 def _party(broker: BrokerServer, name: str, d: Path) -> Party:
@@ -186,7 +187,8 @@ def stack(rabbitmq, new_vhost, _workdir: Path, accounts: dict[str, str]) -> Iter
             "mappings": [{"source": "{username}", "match": "alice",
                           "output": accounts["mapped"]}]}]))
         ep = start(argv, env, ep_dir, alice)
-        yield Stack(broker, alice, mallory, ep.endpoint_id, accounts["mapped"], shared, bindir)
+        yield Stack(broker, alice, mallory, ep.endpoint_id, accounts["mapped"], shared, bindir,
+                    ep.proc)
     finally:
         if ep is not None:
             stop_pid(ep.proc.pid, timeout=20, group=True)
@@ -364,3 +366,20 @@ def test_fnrelay_sdk_tasks_in_globus_computes_format_run_on_it(stack: Stack):
     assert got["value"] == 27
     assert got["rest"] == [0, 1, 8]
     assert "Globus Compute's format only" in got["refused"]
+
+
+def test_stop_endpoint_locks_it_out_and_it_exits(stack: Stack):
+    """The official SDK's stop_endpoint (GC's lock): the broker closes the endpoint's
+    connections and refuses its registration, and the official endpoint exits. Last in this
+    module: it stops the module's endpoint."""
+    got = run_sdk(f"""
+        import json
+        from globus_compute_sdk import Client
+        r = Client().stop_endpoint("{stack.endpoint_id}")
+        print(json.dumps(getattr(r, "data", r)))
+    """, stack.alice.env())
+    assert got["endpoint_id"] == stack.endpoint_id and got["lock_expiration_timestamp"]
+    stack.proc.wait(timeout=60)
+    r = stack.alice.call("PUT", f"/v3/endpoints/{stack.endpoint_id}",
+                         json={"endpoint_name": NAME})
+    assert r.status_code == 409
