@@ -361,8 +361,10 @@ def test_fnrelay_sdk_tasks_in_globus_computes_format_run_on_it(stack: Stack):
             refused = None
         except BrokerError as e:
             refused = str(e)
-        print(json.dumps({{"value": value, "rest": rest, "refused": refused}}))
+        steps = [h["status"] for h in c.task_record(tid)["history"]]
+        print(json.dumps({{"value": value, "rest": rest, "refused": refused, "steps": steps}}))
     """, env)
+    assert "running" in got["steps"]  # when the worker started it, from GC's Result
     assert got["value"] == 27
     assert got["rest"] == [0, 1, 8]
     assert "Globus Compute's format only" in got["refused"]

@@ -163,3 +163,20 @@ def test_an_endpoint_registration_as_globus_compute_endpoint_sends_it():
     body = {"endpoint_name": "gcep", "multi_user": True, "public": True,
             "metadata": {"hostname": "h"}, "allowed_functions": ["f"], "admins": []}
     assert globus.endpoint_registration(body) == ("gcep", True, {"hostname": "h"}, ["f"])
+
+
+def test_a_results_execution_transitions_become_its_start_and_end():
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import Result, TaskTransition
+    from globus_compute_common.tasks.constants import ActorName, TaskState
+
+    def step(state, ns):
+        return TaskTransition(timestamp=ns, state=state, actor=ActorName.WORKER)
+
+    tid = uuid.uuid4()
+    body = messagepack.pack(Result(task_id=tid, data="x", details={"k": 1}, task_statuses=[
+        step(TaskState.EXEC_START, 1_700_000_000_500_000_000),
+        step(TaskState.EXEC_END, 1_700_000_002_000_000_000)]))
+    r = globus.unpack_result(body)
+    assert r.details == {"k": 1, "started": 1_700_000_000.5, "completed": 1_700_000_002.0}
+    assert globus.unpack_result(messagepack.pack(Result(task_id=tid, data="x"))).details == {}

@@ -218,15 +218,23 @@ def unpack_result(body: bytes, task_group_id: str | None = None) -> ResultMessag
         raise WireError(f"not a Globus Compute message: {e}") from None
     if not isinstance(msg, Result):
         raise WireError(f"a Result expected, not {type(msg).__name__}")
+    details = {**(msg.details or {}), **_worker_times(msg.task_statuses or [])}
     if msg.error_details is None:
         return ResultMessage(task_id=str(msg.task_id), status=TaskState.SUCCESS.value,
-                             result=msg.data, details=msg.details or {},
-                             task_group_id=task_group_id)
+                             result=msg.data, details=details, task_group_id=task_group_id)
     exc = ExceptionInfo(type=msg.error_details.code, message=msg.error_details.user_message,
                         traceback=msg.data)
     return ResultMessage(task_id=str(msg.task_id), status=TaskState.FAILED.value,
-                         exception=exc, details=msg.details or {},
-                         task_group_id=task_group_id)
+                         exception=exc, details=details, task_group_id=task_group_id)
+
+
+def _worker_times(transitions: list[Any]) -> dict[str, float]:
+    """`started` and `completed` (seconds) from a Result's execution-start and -end
+    transitions (nanoseconds), where fnrelay's endpoints report them: the task's history
+    then shows when it ran."""
+    names = {"execution-start": "started", "execution-end": "completed"}
+    return {names[t.state.value]: t.timestamp / 1e9 for t in transitions
+            if t.state.value in names}
 
 
 # --- the official endpoint's AMQP messages ---------------------------------------------------
