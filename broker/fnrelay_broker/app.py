@@ -71,6 +71,8 @@ class TaskIn(BaseModel):
     #: Re-runs after infrastructure failures (worker lost, endpoint killed); None: the
     #: endpoint's default.
     max_retries: int | None = Field(default=None, ge=0, le=wire.MAX_RETRIES_CAP)
+    #: The submitter's Python "major.minor" (wire.TaskMessage.python_version).
+    python_version: str | None = Field(default=None, pattern=r"^\d{1,2}\.\d{1,3}$")
 
 
 class SubmitIn(BaseModel):

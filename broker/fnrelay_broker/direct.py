@@ -55,6 +55,7 @@ class _Claim:
     resource_specification: dict[str, Any] = field(default_factory=dict)
     user_endpoint_config: dict[str, Any] = field(default_factory=dict)
     max_retries: int | None = None
+    python_version: str | None = None
 
 
 def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMessage],
@@ -73,7 +74,7 @@ def record(db: Database, endpoint_id: str, task_group_id: str, msgs: list[TaskMe
     """
     claims = [_Claim(m.task_id, m.function_id, code_digest(m.function), m.payload,
                      m.resource_specification or {}, m.user_endpoint_config or {},
-                     m.max_retries) for m in msgs]
+                     m.max_retries, m.python_version) for m in msgs]
     timings: list[metrics.Timing] = []
     with db.write() as s:
         n, finished = _insert(s, endpoint_id, task_group_id, claims, DETAIL, results, arrived,
@@ -172,7 +173,8 @@ def _insert(s: Session, endpoint_id: str, task_group_id: str, claims: list[_Clai
             "status": status.value, "payload": c.payload,
             "resource_specification": c.resource_specification,
             "user_endpoint_config": c.user_endpoint_config,
-            "max_retries": c.max_retries, "details": {}, "created": created, "result": None,
+            "max_retries": c.max_retries, "python_version": c.python_version, "details": {},
+            "created": created, "result": None,
             "completed": None if genuine else t,
             "exception": None if genuine else asdict(ExceptionInfo(
                 type="ValueError", traceback="",

@@ -129,6 +129,8 @@ class Task(Base):
     format: Mapped[str] = mapped_column(String(16), server_default="fnrelay")
     #: Globus Compute tasks: the strategies the submitter asked the result in.
     result_serializers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: The submitter's Python "major.minor", forwarded to the endpoint (None: unknown).
+    python_version: Mapped[str | None] = mapped_column(String(16), nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     exception: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -189,6 +189,7 @@ def submit(
                         "max_retries": spec.get("max_retries"),
                         "format": spec.get("format") or FORMAT_FNRELAY,
                         "result_serializers": spec.get("result_serializers") or None,
+                        "python_version": spec.get("python_version"),
                         "details": submitted_details(spec),
                         "created": t,
                     }
@@ -542,6 +543,7 @@ def task_messages(db: Database, task_ids: list[str]) -> list[TaskMessage]:
                     user_endpoint_config=task.user_endpoint_config or {},
                     max_retries=task.max_retries, format=task.format,
                     result_serializers=list(task.result_serializers or []),
+                    python_version=task.python_version,
                 )
     return [found[i] for i in task_ids if i in found]
 

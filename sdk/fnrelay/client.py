@@ -28,7 +28,7 @@ from fnrelay.hardware import run_hardware_report
 from fnrelay.ignored import ignored
 from fnrelay.results import outcome
 from fnrelay.retry_notice import RetryNotice
-from fnrelay.wire import ExceptionInfo, TaskState
+from fnrelay.wire import ExceptionInfo, TaskState, pyversion
 
 _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
     401: errors.AuthenticationError,
@@ -167,6 +167,7 @@ def task_entry(
                     else serialize.serialize_args(args, kwargs)),
         "resource_specification": resource_specification or {},
         "user_endpoint_config": user_endpoint_config or {},
+        "python_version": pyversion.here(),
     }
     if max_retries is not None:
         entry["max_retries"] = max_retries

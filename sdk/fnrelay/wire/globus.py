@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from fnrelay.wire import pyversion
 from fnrelay.wire.codec import WireError
 from fnrelay.wire.messages import FORMAT_GLOBUS, ExceptionInfo, ResultMessage
 from fnrelay.wire.states import TaskState
@@ -121,7 +122,8 @@ def submit_entries(body: Any) -> list[dict[str, Any]]:
             entries.append({"function_id": function_id, "payload": payload,
                             "resource_specification": spec, "user_endpoint_config": config,
                             "max_retries": None, "format": FORMAT_GLOBUS,
-                            "result_serializers": serializers, "user_runtime": runtime})
+                            "result_serializers": serializers, "user_runtime": runtime,
+                            "python_version": pyversion.of_user_runtime(runtime)})
     return entries
 
 

@@ -55,6 +55,9 @@ class TaskMessage:
     #: Globus Compute tasks: import paths of the strategies to serialize the result with, in
     #: order of preference (empty: its defaults).
     result_serializers: list[str] = field(default_factory=list)
+    #: The submitter's Python "major.minor" (e.g. "3.12"): the endpoint runs the task on an
+    #: interpreter of that version when it has one. None: unknown (then the endpoint's own).
+    python_version: str | None = None
 
     @classmethod
     def from_dict(cls, item: dict[str, Any]) -> TaskMessage:
@@ -82,6 +85,7 @@ class TaskMessage:
             direct=codec.flag(item, "direct"),
             format=fmt,
             result_serializers=serializers,
+            python_version=codec.opt_text(item, "python_version"),
         )
 
 
@@ -97,6 +101,7 @@ def task_from_entry(task_id: str, entry: dict[str, Any], function: str,
         max_retries=entry.get("max_retries"), direct=direct,
         format=entry.get("format") or FORMAT_FNRELAY,
         result_serializers=entry.get("result_serializers") or [],
+        python_version=entry.get("python_version"),
     )
 
 
