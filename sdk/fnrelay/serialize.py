@@ -10,9 +10,13 @@ never guesses and new strategies can be added without breaking old messages:
   ``04`` source text of a function (``name\\nsource``), for functions dill cannot pickle
   ``05`` a reference to a result kept as a blob by the broker (see :mod:`fnrelay.blobs`);
          the SDK fetches the blob, which holds one of the strategies above
+  ``06`` a function as source text with the values it captures (:mod:`fnrelay.by_source`),
+         which every supported Python version reads: the default for functions by value
 
 Functions from installed packages (site-packages, the standard library) travel by reference,
-everything else by value, since the endpoint is usually another machine.
+everything else by value, since the endpoint is usually another machine: as source (06), or
+as bytecode (01) when no source is available, which only the same minor version runs.
+Every pickle is written with protocol `PICKLE_PROTOCOL`, which every supported version reads.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import inspect
+import io
 import json
 import sys
 import sysconfig
@@ -30,6 +35,8 @@ from typing import Any
 
 import dill
 
+from fnrelay import by_source
+from fnrelay.by_source import PICKLE_PROTOCOL
 from fnrelay.errors import DeserializationError, SerializationError
 
 TAG_DILL_CODE = "01"
@@ -37,6 +44,7 @@ TAG_DILL_DATA = "02"
 TAG_JSON = "03"
 TAG_SOURCE = "04"
 TAG_BLOB = "05"
+TAG_SOURCE_VALUES = "06"
 
 _PATH_KEYS = ("stdlib", "platstdlib", "purelib", "platlib")
 _INSTALLED_PREFIXES = tuple(p for p in {sysconfig.get_paths().get(k) for k in _PATH_KEYS} if p)
@@ -82,14 +90,33 @@ def _as_main(fn: types.FunctionType) -> Iterator[None]:
             obj.__module__ = module
 
 
+def _portable_dumps(obj: Any, strict: bool) -> bytes:
+    buffer = io.BytesIO()
+    by_source.Pickler(buffer, strict=strict).dump(obj)
+    return buffer.getvalue()
+
+
+def _travels_by_value(fn: Any) -> bool:
+    """A function, or a method of an instance, of code the endpoint cannot import."""
+    if isinstance(fn, types.MethodType):
+        return _travels_by_value(fn.__func__)
+    return isinstance(fn, types.FunctionType) and _unimportable(fn)
+
+
 def serialize_function(fn: Any) -> str:
-    """Serialize a callable for execution elsewhere."""
+    """Serialize a callable for execution elsewhere: by reference when installed, else as
+    source (06) when its source (and that of what it uses) is available, else as bytecode."""
     if not callable(fn):
         raise SerializationError(f"{fn!r} is not callable")
+    if _travels_by_value(fn):
+        try:
+            return f"{TAG_SOURCE_VALUES}\n{_b64(_portable_dumps(fn, strict=True))}"
+        except Exception:  # noqa: BLE001,S110 - no source, or a value dill reports better below
+            pass
     by_value = _unimportable(fn) and isinstance(fn, types.FunctionType)
     try:
         with _as_main(fn) if by_value else contextlib.nullcontext():
-            data = dill.dumps(fn, recurse=True)
+            data = dill.dumps(fn, protocol=PICKLE_PROTOCOL, recurse=True)
         return f"{TAG_DILL_CODE}\n{_b64(data)}"
     except Exception as dill_error:  # noqa: BLE001 - fall back to source, then report both
         name = getattr(fn, "__qualname__", fn)
@@ -120,7 +147,7 @@ def _variable_culprit(fn: Any) -> tuple[str | None, bool]:
         return None, False
     for kind, key, value in named:
         try:
-            dill.dumps(value, recurse=True)
+            dill.dumps(value, protocol=PICKLE_PROTOCOL, recurse=True)
         except Exception as e:  # noqa: BLE001 - as in serialize
             where = "global" if kind == "global" else "variable from the enclosing scope"
             return (f"{where} {key!r} of type {type(value).__qualname__} cannot be "
@@ -135,7 +162,7 @@ def serialize(obj: Any) -> str:
     ):
         return f"{TAG_JSON}\n{json.dumps(obj, separators=(',', ':'))}"
     try:
-        return f"{TAG_DILL_DATA}\n{_b64(dill.dumps(obj, recurse=True))}"
+        return f"{TAG_DILL_DATA}\n{_b64(_portable_dumps(obj, strict=False))}"
     except Exception as e:  # noqa: BLE001 - dill raises many types; name the culprit
         raise SerializationError(
             f"cannot serialize object of type {type(obj).__qualname__}: {e}"
@@ -174,7 +201,7 @@ def _culprit(args: list, kwargs: dict) -> str | None:
     named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
     for name, value in named:
         try:
-            dill.dumps(value, recurse=True)
+            dill.dumps(value, protocol=PICKLE_PROTOCOL, recurse=True)
         except Exception as e:  # noqa: BLE001 - as in serialize
             return f"cannot serialize {name} of type {type(value).__qualname__}: {e}"
     return None
@@ -184,7 +211,7 @@ def deserialize(data: str) -> Any:
     """Inverse of serialize/serialize_function/serialize_args."""
     tag, _, body = data.partition("\n")
     try:
-        if tag in (TAG_DILL_CODE, TAG_DILL_DATA):
+        if tag in (TAG_DILL_CODE, TAG_DILL_DATA, TAG_SOURCE_VALUES):
             return dill.loads(base64.b64decode(body))
         if tag == TAG_JSON:
             return json.loads(body)
