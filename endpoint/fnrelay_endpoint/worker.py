@@ -15,8 +15,16 @@ import traceback
 from typing import Any
 
 from fnrelay import serialize
-from fnrelay.errors import MaxResultSizeExceeded, SerializationError
-from fnrelay.wire import FORMAT_GLOBUS, ExceptionInfo, ResultMessage, TaskMessage, TaskState, now
+from fnrelay.errors import MaxResultSizeExceeded, PythonVersionMismatch, SerializationError
+from fnrelay.wire import (
+    FORMAT_GLOBUS,
+    ExceptionInfo,
+    ResultMessage,
+    TaskMessage,
+    TaskState,
+    now,
+    pyversion,
+)
 
 #: Largest serialized result (bytes) unless the endpoint sets `result_size_limit`; the agent
 #: passes its configured value to workers in this environment variable.
@@ -58,8 +66,20 @@ def _mb(n: int) -> str:
 _FUNCTIONS: dict[str, Any] = {}
 
 
+def check_python_version(task: TaskMessage) -> None:
+    """PythonVersionMismatch if the task's function is bytecode of another minor version:
+    unpickling it would fail obscurely or crash the worker (then the task would be retried
+    as lost), and no retry on this interpreter can succeed."""
+    submitted = pyversion.major_minor(task.python_version)
+    if (submitted is None or submitted == pyversion.here()
+            or not task.function.startswith(serialize.TAG_DILL_CODE + "\n")):
+        return
+    raise PythonVersionMismatch(submitted, pyversion.here(), task.function_id)
+
+
 def load_function(task: TaskMessage) -> Any:
     """The task's callable, deserialized once per process."""
+    check_python_version(task)
     fn = _FUNCTIONS.get(task.function)
     if fn is None:
         fn = serialize.deserialize(task.function)

@@ -21,13 +21,13 @@ from typing import Any
 import globus_sdk
 from globus_sdk.transport import RetryCheckResult, RetryConfig, RetryContext
 
-from fnrelay import blobs, errors, gc_serialize, serialize, wire
+from fnrelay import blobs, errors, gc_serialize, serialize, version_notice, wire
 from fnrelay.amqp import ENV_CA_BUNDLE, ca_bundle
 from fnrelay.config import resolve_credentials
 from fnrelay.hardware import run_hardware_report
 from fnrelay.ignored import ignored
 from fnrelay.results import outcome
-from fnrelay.retry_notice import RetryNotice
+from fnrelay.retry_notice import RetryNotice, silenced
 from fnrelay.wire import ExceptionInfo, TaskState, pyversion
 
 _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
@@ -232,6 +232,7 @@ class Client(globus_sdk.BaseClient):
         #: Serialized code of the functions this client registered (the direct path sends it).
         self._bodies: dict[str, str] = {}
         self._register_lock = threading.Lock()
+        self._versions_checked: set[str] = set()  # endpoints whose Python versions were read
         if do_version_check:
             self.version_check()
 
@@ -384,6 +385,7 @@ class Client(globus_sdk.BaseClient):
 
         `request_id` is the request's Idempotency-Key (a new one when None).
         """
+        self._check_python_versions(str(endpoint_id))
         if self.format == wire.FORMAT_GLOBUS:
             return self._submit_globus(endpoint_id, tasks, task_group_id)
         body = submit_body(endpoint_id, tasks, task_group_id)
@@ -418,6 +420,19 @@ class Client(globus_sdk.BaseClient):
             for i in indexes:
                 ids[i] = given[tasks[i]["function_id"]].pop(0)
         return {"task_group_id": group, "task_ids": ids}
+
+    def _check_python_versions(self, endpoint_id: str) -> None:
+        """Warn once if the endpoint runs other Python versions (one status request per
+        endpoint; an endpoint that is not yours, or no answer, says nothing)."""
+        if endpoint_id in self._versions_checked:
+            return
+        self._versions_checked.add(endpoint_id)
+        try:
+            with silenced():
+                status = self.get_endpoint_status(endpoint_id)
+        except errors.FnRelayError:
+            return
+        version_notice.notice(endpoint_id, status)
 
     def run(self, *args: Any, endpoint_id: str | uuid.UUID, function_id: str | uuid.UUID,
             **kwargs: Any) -> str:

@@ -48,6 +48,28 @@ class DeserializationError(SerializationError):
     """
 
 
+class PythonVersionMismatch(DeserializationError):
+    """A function that could travel only as bytecode reached a worker on another Python
+    minor version, which cannot read it (raised on the endpoint as the task's exception)."""
+
+    def __init__(self, submitted: str, worker: str, function: str = ""):
+        what = f"function {function}" if function else "the function"
+        super().__init__(
+            f"{what} was sent as Python {submitted} bytecode (its source was not available) "
+            f"and this endpoint's worker runs Python {worker}, which cannot read it; define "
+            "the function in a module the endpoint can import, or make its source available "
+            "(a file or notebook cell, not exec() of a string), or ask the endpoint's "
+            f"administrator for a Python {submitted} interpreter")
+        self.args = (submitted, worker, function)  # what unpickling passes
+        self.submitted, self.worker, self.function = submitted, worker, function
+
+
+class PythonVersionWarning(UserWarning):
+    """This SDK's Python minor version is not one the endpoint runs: functions travel as
+    source and cross versions, but one without source would fail (PythonVersionMismatch),
+    and arguments and results must unpickle on both sides."""
+
+
 class MaxResultSizeExceeded(SerializationError):
     """A task's serialized result exceeded the endpoint's result size limit.
 

@@ -249,6 +249,7 @@ class Executor(cf.Executor):
         entry = task_entry(function_id, tuple(args or ()), kwargs or {},
                            self.resource_specification, self.user_endpoint_config,
                            self.max_retries)
+        self._endpoints.watch([endpoint_id])  # its first status: the Python versions it runs
         future = FnRelayFuture(self)
         future._endpoint_id = endpoint_id
         with self._pending.lock:

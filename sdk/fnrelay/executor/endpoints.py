@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from fnrelay import errors
+from fnrelay import errors, version_notice
 from fnrelay.executor.transport import BrokerApi
 from fnrelay.library_logs import reports_its_own_errors
 from fnrelay.retry_notice import silenced
@@ -101,6 +101,7 @@ class EndpointStates:
             self._status[endpoint_id] = status
         if not isinstance(status, str):
             self._report(endpoint_id, status)
+            version_notice.notice(endpoint_id, status)
         return status
 
     def _report(self, endpoint_id: str, status: dict[str, Any]) -> None:
