@@ -75,7 +75,7 @@ def _function_node(code: types.CodeType) -> tuple[str, ast.AST]:
     """The source text holding `code` and its ``def`` or ``lambda`` node."""
     text, tree = _tree(code.co_filename)
     if code.co_name == "<lambda>":
-        return text, _lambda_node(code, tree)
+        return text, _lambda_node(code, text, tree)
     for node in ast.walk(tree):
         if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                 and node.name == code.co_name and _first_line(node) == code.co_firstlineno):
@@ -84,9 +84,9 @@ def _function_node(code: types.CodeType) -> tuple[str, ast.AST]:
                             f"{code.co_filename!r}")
 
 
-def _lambda_node(code: types.CodeType, tree: ast.Module) -> ast.Lambda:
+def _lambda_node(code: types.CodeType, text: str, tree: ast.Module) -> ast.Lambda:
     """The lambda of `code` among those on its line: by its parameters, then (3.11+) by the
-    column its body starts at."""
+    column its body starts at, then by what each compiles to."""
     nargs = code.co_argcount + code.co_kwonlyargcount
     nargs += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)
     params = list(code.co_varnames[:nargs])
@@ -95,10 +95,27 @@ def _lambda_node(code: types.CodeType, tree: ast.Module) -> ast.Lambda:
     if len(found) > 1 and hasattr(code, "co_positions"):
         starts = {(line, col) for line, _, col, _ in code.co_positions() if col is not None}
         found = [n for n in found if (n.body.lineno, n.body.col_offset) in starts] or found
+    if len(found) > 1:
+        found = [n for n in found if _compiles_to(code, text, n)]
     if len(found) != 1:
         raise SourceUnavailable(f"cannot tell which lambda of line {code.co_firstlineno} of "
                                 f"{code.co_filename!r} this is")
     return found[0]
+
+
+def _compiles_to(code: types.CodeType, text: str, node: ast.Lambda) -> bool:
+    segment = ast.get_source_segment(text, node) or ""
+    try:
+        other = _function_code(segment, node.lineno, code.co_filename, "<lambda>",
+                               code.co_freevars)
+    except (SyntaxError, ValueError, StopIteration):
+        return False
+    return _essence(other) == _essence(code)
+
+
+def _essence(code: types.CodeType) -> tuple[Any, ...]:
+    consts = tuple(c for c in code.co_consts if not isinstance(c, types.CodeType))
+    return code.co_code, code.co_names, consts
 
 
 def _lambda_params(node: ast.Lambda) -> list[str]:
@@ -130,10 +147,19 @@ def function_source(fn: types.FunctionType) -> tuple[str, int]:
 
 
 def _class_file(cls: type) -> str:
+    """Where `cls` is defined: its methods say; else its module's file; else (a notebook's
+    ``__main__`` has no file) the last source linecache holds that defines it."""
     for f in vars(cls).values():
         if isinstance(f, types.FunctionType):
             return f.__code__.co_filename
-    return getattr(sys.modules.get(cls.__module__), "__file__", None) or ""
+    found = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if found:
+        return str(found)
+    needle = f"class {cls.__name__}"
+    for filename, entry in reversed(list(linecache.cache.items())):
+        if len(entry) == 4 and any(line.lstrip().startswith(needle) for line in entry[2]):
+            return str(filename)
+    return ""
 
 
 def _class_node(cls: type) -> tuple[str, ast.ClassDef]:
