@@ -88,3 +88,38 @@ def test_a_system_exit_is_the_tasks_failure_not_an_escape() -> None:
         "failed", "builtins.SystemExit", 4)
     assert r.exception.serialized is None  # never re-raised in the caller's program
     assert "in exits" in r.exception.traceback
+
+
+def _other_minor() -> str:
+    import sys
+
+    return f"3.{sys.version_info[1] - 1}"
+
+
+def test_bytecode_of_another_python_fails_at_once_naming_both_versions() -> None:
+    import sys
+
+    from fnrelay.errors import PythonVersionMismatch
+
+    namespace: dict = {}
+    exec("def nosrc(x):\n    return x\n", namespace)  # noqa: S102 - no source: bytecode
+    task = make_task(namespace["nosrc"], 1)
+    assert task.function.startswith(serialize.TAG_DILL_CODE + "\n")
+    task.python_version = _other_minor()
+    r = execute(task)
+    assert r.status == "failed" and r.exception.type.endswith("PythonVersionMismatch")
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert f"Python {_other_minor()} bytecode" in r.exception.message
+    assert f"runs Python {here}" in r.exception.message
+    exc = serialize.deserialize(r.exception.serialized)
+    assert isinstance(exc, PythonVersionMismatch) and exc.submitted == _other_minor()
+    task.python_version = here
+    assert execute(task).status == "success"
+
+
+def test_source_of_another_python_runs() -> None:
+    task = make_task(power, 3)
+    assert task.function.startswith(serialize.TAG_SOURCE_VALUES + "\n")
+    task.python_version = _other_minor()
+    r = execute(task)
+    assert r.status == "success" and serialize.deserialize(r.result) == 9

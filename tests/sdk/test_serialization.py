@@ -165,3 +165,107 @@ def test_unpicklable_enclosing_variable_is_named():
     with pytest.raises(SerializationError,
                        match=r"variable from the enclosing scope 'pending' of type generator"):
         serialize.serialize_function(inner)
+
+
+# --- source (tag 06): what every supported Python version reads ---------------------------
+def _pickle_protocol(data: str) -> int:
+    import base64
+
+    raw = base64.b64decode(data.partition("\n")[2])
+    assert raw[0] == 0x80  # PROTO opcode
+    return raw[1]
+
+
+def test_functions_by_value_travel_as_source_with_pickle_protocol_5():
+    data = serialize.serialize_function(uses_helper_and_class)
+    assert data.startswith(serialize.TAG_SOURCE_VALUES + "\n")
+    assert _pickle_protocol(data) == serialize.PICKLE_PROTOCOL == 5
+    assert _pickle_protocol(serialize.serialize((1.5, {2}))) == 5
+    assert b"def uses_helper_and_class" in __import__("base64").b64decode(data[3:])
+
+
+double, triple = (lambda v: v * 2), (lambda v: v * 3)  # two lambdas on one line
+
+
+def test_the_right_lambda_of_a_line_travels():
+    for fn, expected in ((double, "14"), (triple, "21")):
+        data = serialize.serialize_function(fn)
+        assert data.startswith("06\n")
+        assert run_elsewhere(data, serialize.serialize_args((7,), {})) == expected
+
+
+def shout(f):
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return ("shouted", f(*args, **kwargs))
+    return wrapper
+
+
+@shout
+def decorated(x):
+    """Adds one."""
+    return x + 1
+
+
+def test_a_decorated_function_travels_as_its_wrapper_around_the_undecorated_one():
+    data = serialize.serialize_function(decorated)
+    assert data.startswith("06\n")
+    fn = serialize.deserialize(data)
+    assert (fn.__name__, fn.__doc__, fn(1)) == ("decorated", "Adds one.", ("shouted", 2))
+    assert fn.__wrapped__(1) == 2  # functools.wraps' attributes travel too
+    assert run_elsewhere(data, serialize.serialize_args((1,), {})) == "('shouted', 2)"
+
+
+class Base:
+    def __init__(self, n):
+        self.n = n
+
+    def value(self):
+        return self.n
+
+
+class Child(Base):
+    def value(self):
+        return super().value() * 10 + is_even(self.n)
+
+
+def is_even(n):
+    return n == 0 or is_odd(n - 1)
+
+
+def is_odd(n):
+    return n != 0 and is_even(n - 1)
+
+
+def test_a_bound_method_carries_its_instance_and_its_classes_as_source():
+    data = serialize.serialize_function(Child(4).value)
+    assert data.startswith("06\n")
+    assert run_elsewhere(data, serialize.serialize_args((), {})) == "41"  # super(), recursion
+
+
+def test_a_function_without_source_falls_back_to_bytecode():
+    namespace: dict = {}
+    exec("def nosrc(x):\n    return x + 1\n", namespace)  # noqa: S102 - no linecache entry
+    data = serialize.serialize_function(namespace["nosrc"])
+    assert data.startswith(serialize.TAG_DILL_CODE + "\n")
+    assert _pickle_protocol(data) == 5
+    assert serialize.deserialize(data)(1) == 2
+
+
+def fails_on_line():
+    return {}["missing"]
+
+
+def test_a_remote_traceback_shows_the_senders_file_and_line():
+    fn = serialize.deserialize(serialize.serialize_function(fails_on_line))
+    try:
+        fn()
+    except KeyError:
+        import traceback
+
+        text = traceback.format_exc()
+    assert f"fnrelay source of {__file__}" in text
+    assert f"line {fails_on_line.__code__.co_firstlineno + 1}" in text
+    assert 'return {}["missing"]' in text
