@@ -3,9 +3,10 @@
 A serialized value is a text string "<tag>\\n<data>". The tag names the strategy, so a reader
 never guesses and new strategies can be added without breaking old messages:
 
-  ``01`` dill, function by value (code + referenced globals; works for ``__main__``, notebooks
-         and modules the endpoint cannot import)
-  ``02`` dill, data (pickled objects)
+  ``01`` dill, function by value as bytecode (code + referenced globals): the fallback for a
+         function of ``__main__``, a notebook or a module the endpoint cannot import whose
+         source is not available; only the same Python minor version reads it
+  ``02`` dill, data (pickled objects; also callables by reference and callable objects)
   ``03`` JSON (plain data: fast and readable in the database)
   ``04`` source text of a function (``name\\nsource``), for functions dill cannot pickle
   ``05`` a reference to a result kept as a blob by the broker (see :mod:`fnrelay.blobs`);
@@ -104,8 +105,10 @@ def _travels_by_value(fn: Any) -> bool:
 
 
 def serialize_function(fn: Any) -> str:
-    """Serialize a callable for execution elsewhere: by reference when installed, else as
-    source (06) when its source (and that of what it uses) is available, else as bytecode."""
+    """Serialize a callable for execution elsewhere: a function of code the endpoint cannot
+    import as source (06) when its source (and that of what it uses) is available, else as
+    bytecode (01, which only the same minor version reads); an installed function or a
+    callable object (ShellFunction, functools.partial) as pickled data (02)."""
     if not callable(fn):
         raise SerializationError(f"{fn!r} is not callable")
     if _travels_by_value(fn):
@@ -115,6 +118,8 @@ def serialize_function(fn: Any) -> str:
             pass
     by_value = _unimportable(fn) and isinstance(fn, types.FunctionType)
     try:
+        if not _travels_by_value(fn):  # a reference, or a callable object: data, no bytecode
+            return f"{TAG_DILL_DATA}\n{_b64(_portable_dumps(fn, strict=False))}"
         with _as_main(fn) if by_value else contextlib.nullcontext():
             data = dill.dumps(fn, protocol=PICKLE_PROTOCOL, recurse=True)
         return f"{TAG_DILL_CODE}\n{_b64(data)}"

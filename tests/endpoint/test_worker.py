@@ -123,3 +123,13 @@ def test_source_of_another_python_runs() -> None:
     task.python_version = _other_minor()
     r = execute(task)
     assert r.status == "success" and serialize.deserialize(r.result) == 9
+
+
+def test_callable_objects_are_data_and_cross_versions() -> None:
+    import functools
+
+    task = make_task(functools.partial(power, 2), 5)  # holds a function of this test module
+    assert task.function.startswith(serialize.TAG_DILL_DATA + "\n")
+    task.python_version = _other_minor()
+    r = execute(task)
+    assert r.status == "success" and serialize.deserialize(r.result) == 32
