@@ -17,6 +17,7 @@ from typing import Any
 from fnrelay import serialize
 from fnrelay.errors import MaxResultSizeExceeded, PythonVersionMismatch, SerializationError
 from fnrelay.wire import (
+    FORMAT_FNRELAY,
     FORMAT_GLOBUS,
     ExceptionInfo,
     ResultMessage,
@@ -71,7 +72,7 @@ def check_python_version(task: TaskMessage) -> None:
     unpickling it would fail obscurely or crash the worker (then the task would be retried
     as lost), and no retry on this interpreter can succeed."""
     submitted = pyversion.major_minor(task.python_version)
-    if (submitted is None or submitted == pyversion.here()
+    if (submitted is None or submitted == pyversion.here() or task.format != FORMAT_FNRELAY
             or not task.function.startswith(serialize.TAG_DILL_CODE + "\n")):
         return
     raise PythonVersionMismatch(submitted, pyversion.here(), task.function_id)

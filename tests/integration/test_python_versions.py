@@ -87,3 +87,28 @@ def test_a_notebook_cell_function_crosses(outcomes) -> None:  # type: ignore[no-
 def test_the_sdk_warned_once_naming_both_versions(outcomes, version: str) -> None:
     [warning] = outcomes[version]["warnings"]
     assert f"runs Python 3.11 and this SDK runs Python {version}" in warning
+
+
+def _double(x):  # type: ignore[no-untyped-def]
+    return 2 * x
+
+
+def test_the_client_reads_the_endpoints_versions_once_and_warns_once(
+        client, endpoint_id, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    from fnrelay.errors import PythonVersionWarning
+    from fnrelay.wire import pyversion
+
+    monkeypatch.setattr(pyversion, "here", lambda: "3.99")  # an SDK on a version none runs
+    asked: list[str] = []
+    status = client.get_endpoint_status
+    monkeypatch.setattr(client, "get_endpoint_status", lambda e: asked.append(e) or status(e))
+    function_id = client.register_function(_double)
+    with pytest.warns(PythonVersionWarning, match=r"runs Python 3\.11 and this SDK runs "
+                                                  r"Python 3\.99"):
+        client.run(1, endpoint_id=endpoint_id, function_id=function_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client.run(2, endpoint_id=endpoint_id, function_id=function_id)
+    assert asked == [endpoint_id]
