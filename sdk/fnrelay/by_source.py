@@ -21,6 +21,7 @@ functions that call each other (or themselves) and ``global`` statements keep wo
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import builtins
@@ -250,7 +251,7 @@ class Pickler(dill.Pickler):
         source, line = function_source(fn)
         code = fn.__code__
         skeleton = (source, line, code.co_filename, fn.__name__, code.co_freevars,
-                    self._namespace(fn.__globals__))
+                    self._namespace(fn.__globals__), _future_flags(fn.__globals__))
         cells = [c.cell_contents if _filled(c) else _EMPTY for c in fn.__closure__ or ()]
         state = {"globals": _globals_of(_names_used(code), fn.__globals__),
                  "cells": dict(zip(code.co_freevars, cells, strict=True)),
@@ -265,10 +266,18 @@ class Pickler(dill.Pickler):
         now, later = _class_names(node)
         skeleton = (_segment(text, node, _first_line(node)), _first_line(node),
                     _class_file(cls), cls.__name__, self._namespace(namespace),
-                    _globals_of(now, namespace), cls.__module__, cls.__qualname__)
+                    _globals_of(now, namespace), cls.__module__, cls.__qualname__,
+                    _future_flags(namespace))
         state = {"globals": _globals_of(later, namespace), "qualname": cls.__qualname__,
                  "namespace": self._namespace(namespace)}
         return _make_class, skeleton, state, None, None, _fill_class
+
+
+def _future_flags(namespace: dict[str, Any]) -> int:
+    """The compiler flag of ``from __future__ import annotations`` if the module has it:
+    without it, the receiver would evaluate annotations the sender keeps as text."""
+    feature = __future__.annotations
+    return feature.compiler_flag if namespace.get("annotations") is feature else 0
 
 
 def _locate(obj: Any) -> bool:
@@ -358,7 +367,7 @@ def _parse(source: str, line: int, filename: str, mode: str = "exec") -> ast.mod
 
 
 def _function_code(source: str, line: int, filename: str, name: str,
-                   freevars: tuple[str, ...]) -> types.CodeType:
+                   freevars: tuple[str, ...], flags: int = 0) -> types.CodeType:
     """Compile the function inside an enclosing function whose parameters are its free
     variables, so the compiler makes them closure cells as the sender's did (and nothing
     else: its own name stays global, so a recursive function finds itself)."""
@@ -379,7 +388,7 @@ def _function_code(source: str, line: int, filename: str, name: str,
         target = node.name
     module = ast.Module(body=[enclosing], type_ignores=[])
     ast.fix_missing_locations(module)
-    code = compile(module, _filename(filename), "exec")
+    code = compile(module, _filename(filename), "exec", flags, dont_inherit=True)
     outer = next(c for c in code.co_consts if isinstance(c, types.CodeType))
     return next(c for c in outer.co_consts
                 if isinstance(c, types.CodeType) and c.co_name == target)
@@ -393,8 +402,9 @@ def _find_def(tree: ast.AST, name: str) -> ast.FunctionDef | ast.AsyncFunctionDe
 
 
 def _make_function(source: str, line: int, filename: str, name: str,
-                   freevars: tuple[str, ...], namespace: dict[str, Any]) -> types.FunctionType:
-    code = _function_code(source, line, filename, name, freevars)
+                   freevars: tuple[str, ...], namespace: dict[str, Any],
+                   flags: int = 0) -> types.FunctionType:
+    code = _function_code(source, line, filename, name, freevars, flags)
     cells = tuple(types.CellType() for _ in code.co_freevars)
     return types.FunctionType(code, namespace, name, None, cells)
 
@@ -411,7 +421,8 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
 
 
 def _make_class(source: str, line: int, filename: str, name: str, namespace: dict[str, Any],
-                needed: dict[str, Any], module: str = "", qualname: str = "") -> type:
+                needed: dict[str, Any], module: str = "", qualname: str = "",
+                flags: int = 0) -> type:
     """The class the source defines; the receiver's own class of that name when its source
     is the same (a result's instance is then of the submitter's class, as in one program)."""
     existing = _lookup(module, qualname) if module and qualname else None
@@ -423,7 +434,8 @@ def _make_class(source: str, line: int, filename: str, name: str, namespace: dic
     namespace.update(needed)
     tree = _parse(source, line, filename)
     assert isinstance(tree, ast.Module)
-    exec(compile(tree, _filename(filename), "exec"), namespace)  # noqa: S102 - the task's code
+    code = compile(tree, _filename(filename), "exec", flags, dont_inherit=True)
+    exec(code, namespace)  # noqa: S102 - the task's code, as the sender ran it
     cls = namespace[name]
     assert isinstance(cls, type)
     return cls

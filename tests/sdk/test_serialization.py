@@ -269,3 +269,14 @@ def test_a_remote_traceback_shows_the_senders_file_and_line():
     assert f"fnrelay source of {__file__}" in text
     assert f"line {fails_on_line.__code__.co_firstlineno + 1}" in text
     assert 'return {}["missing"]' in text
+
+
+class Annotated:
+    def area(self, side: NotDefinedAnywhere) -> AlsoText:  # type: ignore[name-defined]  # noqa: F821
+        return side * side
+
+
+def test_annotations_stay_text_under_the_senders_future_import():
+    data = serialize.serialize_function(Annotated().area)
+    assert data.startswith("06\n")
+    assert run_elsewhere(data, serialize.serialize_args((3,), {})) == "9"
