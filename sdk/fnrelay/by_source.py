@@ -114,6 +114,19 @@ def _compiles_to(code: types.CodeType, text: str, node: ast.Lambda) -> bool:
     return _essence(other) == _essence(code)
 
 
+def _check_same_code(code: types.CodeType, source: str, line: int, flags: int) -> None:
+    """SourceUnavailable unless `source` compiles to `code`: a file edited after it was
+    imported would otherwise send other code than the code that runs here."""
+    try:
+        other = _function_code(source, line, code.co_filename, code.co_name, code.co_freevars,
+                               flags)
+    except (SyntaxError, ValueError, StopIteration) as e:
+        raise SourceUnavailable(f"the source of {code.co_name!r} does not compile: {e}") from e
+    if _essence(other) != _essence(code):
+        raise SourceUnavailable(f"the source of {code.co_name!r} in {code.co_filename!r} is "
+                                "not the code that runs (edited since it was loaded?)")
+
+
 def _essence(code: types.CodeType) -> tuple[Any, ...]:
     consts = tuple(c for c in code.co_consts if not isinstance(c, types.CodeType))
     return code.co_code, code.co_names, consts
@@ -250,6 +263,7 @@ class Pickler(dill.Pickler):
             return getattr, (owner, fn.__name__)
         source, line = function_source(fn)
         code = fn.__code__
+        _check_same_code(code, source, line, _future_flags(fn.__globals__))
         skeleton = (source, line, code.co_filename, fn.__name__, code.co_freevars,
                     self._namespace(fn.__globals__), _future_flags(fn.__globals__))
         cells = [c.cell_contents if _filled(c) else _EMPTY for c in fn.__closure__ or ()]

@@ -280,3 +280,24 @@ def test_annotations_stay_text_under_the_senders_future_import():
     data = serialize.serialize_function(Annotated().area)
     assert data.startswith("06\n")
     assert run_elsewhere(data, serialize.serialize_args((3,), {})) == "9"
+
+
+def test_a_file_edited_after_import_sends_the_running_code_as_bytecode(tmp_path):
+    script = tmp_path / "edited.py"
+    script.write_text(textwrap.dedent(
+        """
+        import linecache, pathlib
+        from fnrelay import serialize
+        def f(x):
+            return x + 1
+        print(serialize.serialize_function(f)[:2])
+        pathlib.Path(__file__).write_text(pathlib.Path(__file__).read_text()
+                                          .replace("x + 1", "x + 2"))
+        linecache.checkcache(__file__)
+        data = serialize.serialize_function(f)
+        print(data[:2], serialize.deserialize(data)(1))
+        """
+    ))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["06", "01 2"]
