@@ -6,6 +6,7 @@ a real RabbitMQ virtual host."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pika
 import pytest
@@ -98,3 +99,17 @@ def test_the_published_task_message_carries_it(task_store, new_vhost) -> None:  
     finally:
         conn.close()
         publisher.stop()
+
+
+def test_rest_submit_stores_a_valid_version_and_refuses_others(api) -> None:  # type: ignore[no-untyped-def]
+    endpoint_id, function_id = api.endpoint(), api.function()
+
+    def submit(version: object) -> Any:
+        body = {"endpoint_id": endpoint_id, "tasks": [
+            {"function_id": function_id, "payload": "03\n[[1],{}]", "python_version": version}]}
+        return api("POST", "/submit", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+
+    for bad in ("banana", "3", "3.12.1; drop", 312):
+        assert submit(bad).status_code == 422, bad
+    assert submit("3.13").status_code == 200
+    assert submit(None).status_code == 200
