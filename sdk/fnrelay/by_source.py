@@ -237,6 +237,13 @@ class Pickler(dill.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if not self.strict and isinstance(obj, (types.FunctionType, type)) and _locate(obj):
             return NotImplemented  # data: what the sender imports by name goes by reference
+        if isinstance(obj, types.FunctionType) and _is_installed(obj.__module__) \
+                and not _locate(obj):
+            # A closure an installed package made (contextmanager's helper, a decorator's
+            # wrapper): dill would send its bytecode; its source is in the package.
+            with contextlib.suppress(SourceUnavailable):
+                return self._reduce_function(obj)
+            return NotImplemented
         try:
             if isinstance(obj, types.FunctionType) and not _is_installed(obj.__module__):
                 return self._reduce_function(obj)

@@ -301,3 +301,32 @@ def test_a_file_edited_after_import_sends_the_running_code_as_bytecode(tmp_path)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[:2] == ["06", "01 2"]
+
+
+def _bytecode_free(data: str) -> bool:
+    """No code object in the pickle (dill rebuilds one with its _create_code)."""
+    import base64
+
+    return b"_create_code" not in base64.b64decode(data.partition("\n")[2])
+
+
+def _scanner():  # a closure made by an installed module (not found under its name there)
+    import json.scanner
+
+    return json.scanner.py_make_scanner(json.JSONDecoder())
+
+
+SCAN = _scanner()
+
+
+def uses_a_package_made_closure(x):
+    return SCAN(f"[{x}, {x}]", 0)[0]
+
+
+def test_functions_travel_without_any_bytecode_even_through_a_packages_closure():
+    for fn in (uses_a_package_made_closure, uses_helper_and_class, decorated, triple,
+               Child(4).value):
+        data = serialize.serialize_function(fn)
+        assert data.startswith("06\n") and _bytecode_free(data), fn
+    data = serialize.serialize_function(uses_a_package_made_closure)
+    assert run_elsewhere(data, serialize.serialize_args((5,), {})) == "[5, 5]"
