@@ -161,11 +161,13 @@ def function_source(fn: types.FunctionType) -> tuple[str, int]:
 
 
 def _class_file(cls: type) -> str:
-    """Where `cls` is defined: its methods say; else its module's file; else (a notebook's
-    ``__main__`` has no file) the last source linecache holds that defines it."""
-    for f in vars(cls).values():
-        if isinstance(f, types.FunctionType):
-            return f.__code__.co_filename
+    """Where `cls` is defined: one of its methods says (`_class_node` checks it); else its
+    module's file; else (a notebook's ``__main__`` has no file) the last source linecache
+    holds that defines it."""
+    for code in _method_codes(cls):
+        with contextlib.suppress(SourceUnavailable):
+            _class_node_at(cls, code)
+            return code.co_filename
     found = getattr(sys.modules.get(cls.__module__), "__file__", None)
     if found:
         return str(found)
@@ -176,15 +178,32 @@ def _class_file(cls: type) -> str:
     return ""
 
 
+def _method_codes(cls: type) -> list[types.CodeType]:
+    return [f.__code__ for f in vars(cls).values() if isinstance(f, types.FunctionType)]
+
+
+def _class_node_at(cls: type, code: types.CodeType) -> tuple[str, ast.ClassDef]:
+    """The class statement around the method `code` (SourceUnavailable for a method a
+    decorator generated elsewhere, as dataclass does)."""
+    text, tree = _tree(code.co_filename)
+    line = code.co_firstlineno
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ClassDef) and n.name == cls.__name__ \
+                and n.lineno <= line <= (n.end_lineno or 0):
+            return text, n
+    raise SourceUnavailable(f"no 'class {cls.__name__}' around line {line} of "
+                            f"{code.co_filename!r}")
+
+
 def _class_node(cls: type) -> tuple[str, ast.ClassDef]:
-    codes = [f.__code__ for f in vars(cls).values() if isinstance(f, types.FunctionType)]
-    text, tree = _tree(_class_file(cls))
+    for code in _method_codes(cls):
+        with contextlib.suppress(SourceUnavailable):
+            return _class_node_at(cls, code)
+    filename = _class_file(cls)
+    text, tree = _tree(filename)
     nodes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
-    if codes:
-        line = codes[0].co_firstlineno
-        nodes = [n for n in nodes if n.lineno <= line <= (n.end_lineno or 0)]
     if not nodes:
-        raise SourceUnavailable(f"no 'class {cls.__name__}' in {_class_file(cls)!r}")
+        raise SourceUnavailable(f"no 'class {cls.__name__}' in {filename!r}")
     return text, nodes[-1]  # a script that redefines a class: the last definition is live
 
 
@@ -367,7 +386,21 @@ class _Namespace:
 
 # --- the receiver ----------------------------------------------------------------------
 def _new_namespace(name: str) -> dict[str, Any]:
-    return {"__name__": name, "__builtins__": builtins}
+    """A fresh namespace for the sender's module `name`; registered as that module when
+    this process has none of that name, since code such as dataclass looks classes' modules
+    up in sys.modules."""
+    if name in sys.modules:
+        return {"__name__": name, "__builtins__": builtins}
+    module = types.ModuleType(name)
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    _REGISTERED.add(name)
+    return vars(module)
+
+
+#: Modules `_new_namespace` registered: their classes came from a sender, maybe with other
+#: globals than the task at hand, so `_make_class` never takes them for the receiver's own.
+_REGISTERED: set[str] = set()
 
 
 def _filename(filename: str) -> str:
@@ -381,10 +414,20 @@ def _parse(source: str, line: int, filename: str, mode: str = "exec") -> ast.mod
     text = ("if True:\n" + source) if indented else source
     tree = ast.parse(text, _filename(filename), mode)
     ast.increment_lineno(tree, line - 1 - indented)
-    name = _filename(filename)
-    lines = ["\n"] * (line - 1) + source.splitlines(keepends=True)
-    linecache.cache[name] = (len(source), None, lines, name)
+    _remember(_filename(filename), source, line)
     return tree
+
+
+def _remember(name: str, source: str, line: int) -> None:
+    """Put a segment's lines at their place in linecache's copy of the sender's file, beside
+    the segments of that file received before (tracebacks read every function's lines)."""
+    entry = linecache.cache.get(name)
+    lines = list(entry[2]) if entry is not None and len(entry) == 4 else []
+    segment = source.splitlines(keepends=True)
+    end = line - 1 + len(segment)
+    lines += ["\n"] * (end - len(lines))
+    lines[line - 1:end] = segment
+    linecache.cache[name] = (sum(map(len, lines)), None, lines, name)
 
 
 def _function_code(source: str, line: int, filename: str, name: str,
@@ -446,7 +489,8 @@ def _make_class(source: str, line: int, filename: str, name: str, namespace: dic
                 flags: int = 0) -> type:
     """The class the source defines; the receiver's own class of that name when its source
     is the same (a result's instance is then of the submitter's class, as in one program)."""
-    existing = _lookup(module, qualname) if module and qualname else None
+    mine = module and qualname and module not in _REGISTERED
+    existing = _lookup(module, qualname) if mine else None
     if isinstance(existing, type):
         with contextlib.suppress(SourceUnavailable, OSError, TypeError):
             text, node = _class_node(existing)

@@ -330,3 +330,55 @@ def test_functions_travel_without_any_bytecode_even_through_a_packages_closure()
         assert data.startswith("06\n") and _bytecode_free(data), fn
     data = serialize.serialize_function(uses_a_package_made_closure)
     assert run_elsewhere(data, serialize.serialize_args((5,), {})) == "[5, 5]"
+
+
+@__import__("dataclasses").dataclass
+class Pair:  # a dataclass: its __init__ and __eq__ are generated from strings
+    left: int
+    right: int = 0
+
+
+def makes_pairs(n):
+    return Pair(n, n + 1) == Pair(n, n + 1), Pair(n).right
+
+
+def test_a_dataclass_travels_as_its_source():
+    data = serialize.serialize_function(makes_pairs)
+    assert data.startswith("06\n") and _bytecode_free(data)
+    assert run_elsewhere(data, serialize.serialize_args((2,), {})) == "(True, 0)"
+
+
+def test_a_worker_running_two_tasks_of_one_module_keeps_each_tasks_globals(tmp_path):
+    """The receiver registers the sender's module to rebuild classes in (dataclass looks it
+    up); the next task's class is rebuilt with its own globals, not taken from there."""
+    (tmp_path / "scaled.py").write_text(textwrap.dedent(
+        """
+        SCALE = 3
+        class K:
+            def v(self):
+                return SCALE
+        def use():
+            return K().v()
+        """
+    ))
+    sender = textwrap.dedent(
+        """
+        import scaled
+        from fnrelay import serialize
+        print(serialize.serialize_function(scaled.use), end="<<END>>")
+        scaled.SCALE = 4
+        print(serialize.serialize_function(scaled.use), end="<<END>>")
+        """
+    )
+    payloads = subprocess.run([sys.executable, "-c", sender], capture_output=True, text=True,
+                              check=True, cwd=tmp_path).stdout
+    receiver = textwrap.dedent(
+        """
+        import sys
+        from fnrelay import serialize
+        print([serialize.deserialize(p)() for p in sys.stdin.read().split("<<END>>")[:2]])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", receiver], input=payloads, capture_output=True,
+                         text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "[3, 4]"
