@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import traceback
 from typing import Any
 
@@ -166,6 +167,7 @@ def execute(task: TaskMessage, size_limit: int | None = None) -> ResultMessage:
     limit = size_limit if size_limit is not None else result_size_limit()
     details: dict[str, Any] = {
         **serialize.versions(),
+        "python": sys.executable,  # with python_version: which interpreter ran the task
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
         "started": now(),

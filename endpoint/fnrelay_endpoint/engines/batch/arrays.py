@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fnrelay_endpoint.engines.batch.sandbox import write_atomic
-from fnrelay_endpoint.engines.batch.templating import STDERR_FILE, STDOUT_FILE, shquote
+from fnrelay_endpoint.engines.batch.sandbox import STDERR_FILE, STDOUT_FILE, write_atomic
+from fnrelay_endpoint.engines.batch.templating import shquote
 
 #: Directory under the endpoint's work directory holding one directory per array.
 ARRAYS_DIR = "arrays"

@@ -28,9 +28,13 @@ from pathlib import Path
 from fnrelay import wire
 from fnrelay.wire import ResultMessage, TaskMessage
 from fnrelay.wire.names import EXIT_STATUS_FILE
-from fnrelay_endpoint.engines.batch.templating import STDERR_FILE, STDOUT_FILE
 
 TASKS_DIR = "tasks"
+#: A job's own output files in its sandbox. Here, not in `templating`: a local worker reads
+#: task output through this module and must not need Jinja2 (a foreign interpreter's
+#: environment holds only fnrelay and dill).
+STDOUT_FILE = "stdout"
+STDERR_FILE = "stderr"
 #: Task ids become directory names: plain names only (the broker makes UUIDs).
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ATTEMPT_SEPARATOR = "@"

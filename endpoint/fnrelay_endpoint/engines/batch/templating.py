@@ -22,6 +22,7 @@ from jinja2 import FunctionLoader, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from fnrelay.wire.names import EXIT_STATUS_FILE
+from fnrelay_endpoint.engines.batch.sandbox import STDERR_FILE, STDOUT_FILE
 from fnrelay_endpoint.engines.batch.schedulers.support import unsupported_key
 from fnrelay_endpoint.engines.resources import (
     DIRECTIVE_PREFIX,
@@ -35,8 +36,6 @@ from fnrelay_wrappers.shell import check_env_name
 #: The packaged job-script templates: package data of the batch engine, beside this module.
 TEMPLATE_PACKAGE, TEMPLATE_DIR = "fnrelay_endpoint.engines.batch", "templates"
 SCHEDULERS = tuple(DIRECTIVE_PREFIX)
-STDOUT_FILE = "stdout"
-STDERR_FILE = "stderr"
 _UNSAFE_DIRECTIVE = re.compile(r"[\s'\"\\`\x00-\x1f\x7f]")
 
 

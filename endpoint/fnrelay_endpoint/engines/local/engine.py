@@ -31,18 +31,22 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from fnrelay.errors import ConfigurationError
 from fnrelay.functions import parse_walltime
 from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay.wire.names import ENV_GC_TASK_UUID, ENV_MPI_PREFIX
 from fnrelay_endpoint.config import validators as check
+from fnrelay_endpoint.engines import interpreters, pyenvs
 from fnrelay_endpoint.engines.base import (
     RUNNING_HOLD,
     Engine,
     ResultCallback,
     StatusCallback,
+    failed_result,
     refused_result,
 )
-from fnrelay_endpoint.engines.local import task_output
+from fnrelay_endpoint.engines.interpreters import Interpreter, Interpreters
+from fnrelay_endpoint.engines.local import foreign, task_output
 from fnrelay_endpoint.engines.local.containment import (
     MODES,
     Containment,
@@ -66,7 +70,10 @@ log = logging.getLogger(__name__)
 #: returns to the agent alone); the next task starts a fresh one.
 DEFAULT_IDLE_TIMEOUT = 600.0
 CONFIG_KEYS = frozenset({"type", "max_workers", "idle_timeout", "containment", "output_limit",
-                         "output_retention", "mpi_options", "working_dir"})
+                         "output_retention", "mpi_options", "working_dir",
+                         interpreters.KEY, pyenvs.KEY})
+#: The exception type of a task whose Python environment could not be made.
+ENVIRONMENT_ERROR_TYPE = "fnrelay_endpoint.PythonEnvironmentError"
 #: Where workers run tasks, under the endpoint's directory (Globus Compute's default name).
 DEFAULT_WORKING_DIR = "tasks_working_dir"
 #: Seconds a task's output files are kept (as the journal keeps results by default).
@@ -274,8 +281,17 @@ class LocalEngine(Engine):
                  containment: str = "auto", output_dir: Path | None = None,
                  output_limit: int = DEFAULT_OUTPUT_LIMIT,
                  output_retention: float | None = DEFAULT_OUTPUT_RETENTION,
-                 mpi_options: tuple[str, ...] = (), working_dir: Path | None = None):
+                 mpi_options: tuple[str, ...] = (), working_dir: Path | None = None,
+                 python: Interpreter | None = None, versions: Interpreters | None = None,
+                 environments: pyenvs.Environments | None = None):
         super().__init__(on_result, on_status)
+        #: The interpreter of this pool's workers (None: the endpoint's own, by forkserver).
+        self.python = python
+        #: Other interpreters, each with a pool of its own made on first use (by path).
+        self._versions = versions
+        self._envs = environments
+        self._pools: dict[str, LocalEngine] = {}
+        self._preparing: dict[str, TaskMessage] = {}  # tasks waiting for their environment
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
@@ -316,12 +332,15 @@ class LocalEngine(Engine):
         if not isinstance(working_dir, str) or not working_dir.strip():
             raise check.refuse(source, "engine.working_dir", "must be a directory path",
                                working_dir)
+        paths = interpreters.validate(config.get(interpreters.KEY), source)
+        envs = pyenvs.EnvSettings.validate(config.get(pyenvs.KEY), source)
         # The containment and output keys appear only when set: their defaults live in
         # from_config, and a config that never names them reads as it did before they existed.
         chosen: dict[str, Any] = {
             k: config[k] for k in ("containment", "output_limit", "output_retention",
                                    "mpi_options", "working_dir")
             if k in config}
+        chosen.update({k: v for k, v in ((interpreters.KEY, paths), (pyenvs.KEY, envs)) if v})
         return {"type": "local", "max_workers": workers, "idle_timeout": idle, **chosen}
 
     @classmethod
@@ -329,13 +348,20 @@ class LocalEngine(Engine):
                     on_status: StatusCallback) -> LocalEngine:
         idle = config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
         retention = config.get("output_retention", DEFAULT_OUTPUT_RETENTION)
+        envs = config.get(pyenvs.KEY)
+        # Without environments to make, a configured interpreter runs the workers itself: its
+        # own environment must hold what they import.
+        needs = "" if envs else foreign.__name__
         return cls(int(config["max_workers"]), on_result, on_status,
                    None if idle is None else float(idle),
                    containment=config.get("containment", "auto"), output_dir=Path(workdir),
                    output_limit=int(config.get("output_limit", DEFAULT_OUTPUT_LIMIT)),
                    output_retention=None if retention is None else float(retention),
                    mpi_options=tuple(config.get("mpi_options", ())),
-                   working_dir=Path(workdir) / config.get("working_dir", DEFAULT_WORKING_DIR))
+                   working_dir=Path(workdir) / config.get("working_dir", DEFAULT_WORKING_DIR),
+                   versions=Interpreters.start(config.get(interpreters.KEY) or {}, needs=needs),
+                   environments=None if not envs else pyenvs.Environments(
+                       pyenvs.EnvSettings.of(envs), Path(workdir)))
 
     # --- public API -----------------------------------------------------------------------
     def start(self) -> None:
@@ -366,6 +392,73 @@ class LocalEngine(Engine):
         if problem is not None:
             self.on_result(refused_result(task, problem))
             return
+        try:
+            where = self._placement(task)
+        except ValueError as e:
+            self.on_result(refused_result(task, str(e)))
+            return
+        if isinstance(where, pyenvs.EnvSpec):
+            self._await_environment(task, where)
+        elif where is not None:
+            self._pool(where).submit(task)
+        else:
+            self._submit_here(task)
+
+    def _placement(self, task: TaskMessage) -> Interpreter | pyenvs.EnvSpec | None:
+        """Where `task` runs: this pool (None), another interpreter's, or an environment's
+        (made first); ValueError: refused (declared packages this endpoint will not install)."""
+        packages = pyenvs.task_packages(task.user_endpoint_config)
+        if packages:
+            why = pyenvs.refuse_packages(None if self._envs is None else self._envs.settings)
+            if why is not None:
+                raise ValueError(why)
+        if self._versions is None:
+            return None
+        base = self._versions.for_version(task.python_version)
+        own = base is self._versions.default
+        if self._envs is None or (own and not packages):
+            return None if own else base
+        spec = self._envs.spec(pyenvs.own_base() if own else base, packages)
+        return self._envs.ready(spec) or spec
+
+    def _pool(self, python: Interpreter) -> LocalEngine:
+        """The pool of `python`'s workers, made and started on first use."""
+        with self._cond:
+            pool = self._pools.get(python.path)
+            if pool is None:
+                pool = LocalEngine(
+                    self.max_workers, self.on_result, self.on_status, self.idle_timeout,
+                    containment=self._containment.requested, output_dir=self.output_dir,
+                    output_limit=self.output_limit, output_retention=None,
+                    mpi_options=self.mpi_options, working_dir=self.working_dir, python=python)
+                pool.start()
+                self._pools[python.path] = pool
+            return pool
+
+    def _await_environment(self, task: TaskMessage, spec: pyenvs.EnvSpec) -> None:
+        """Run `task` once its environment is made (on a thread: a build takes minutes)."""
+        with self._cond:
+            self._preparing[task.task_id] = task
+        threading.Thread(target=self._in_environment, args=(task, spec), daemon=True,
+                         name=f"fnrelay-env-{task.task_id[:8]}").start()
+
+    def _in_environment(self, task: TaskMessage, spec: pyenvs.EnvSpec) -> None:
+        assert self._envs is not None
+        python: Interpreter | None = None
+        try:
+            python = self._envs.ensure(spec)
+            error = ""
+        except (pyenvs.PythonEnvironmentError, ConfigurationError, OSError) as e:
+            error = f"cannot make the task's Python {spec.base.version} environment: {e}"
+        with self._cond:
+            if self._preparing.pop(task.task_id, None) is None or self._stopping:
+                return  # cancelled meanwhile, or stopping (the journal re-runs it)
+        if python is None:
+            self.on_result(failed_result(task, ENVIRONMENT_ERROR_TYPE, error))
+        else:
+            self._pool(python).submit(task)
+
+    def _submit_here(self, task: TaskMessage) -> None:
         with self._cond:
             slot = next((s for s in self._slots if s.idle), None)
             if slot is None:
@@ -383,6 +476,15 @@ class LocalEngine(Engine):
             slot.wake.notify()  # its feeder goes on to wait for the answer
 
     def cancel(self, task_id: str) -> bool:
+        with self._cond:
+            waiting = self._preparing.pop(task_id, None)
+            pools = list(self._pools.values())
+        if waiting is not None:
+            self.on_result(cancelled_result(task_id, waiting.task_group_id,
+                                            "cancelled while its environment was made"))
+            return True
+        if any(pool.cancel(task_id) for pool in pools):
+            return True
         with self._cond:
             for queued in self._queue:
                 if queued.task_id == task_id:
@@ -411,6 +513,9 @@ class LocalEngine(Engine):
             for slot in self._slots:
                 slot.wake.notify_all()
             pids = [(s.index, s.process.pid) for s in self._slots if s.process is not None]
+            pools = list(self._pools.values())
+        for pool in pools:
+            pool.shutdown()
         for index, pid in pids:
             self._containment.kill(index, pid)
         for t in self._threads:
@@ -420,13 +525,22 @@ class LocalEngine(Engine):
             shutil.rmtree(self.output_dir, ignore_errors=True)
 
     def backlog(self) -> int:
-        return len(self._queue)  # a glance, without the lock
+        # A glance, without the lock.
+        return len(self._queue) + sum(p.backlog() for p in list(self._pools.values()))
 
     def info(self) -> dict[str, Any]:
         with self._cond:
             busy = sum(1 for s in self._slots if s.task is not None)
-            return {"engine": self.name, "workers": self.max_workers, "busy": busy,
-                    "queued": len(self._queue), "containment": self._containment.mode}
+            pools = list(self._pools.values())
+            queued = len(self._queue) + len(self._preparing)
+        for pool in pools:
+            pool_info = pool.info()
+            busy, queued = busy + pool_info["busy"], queued + pool_info["queued"]
+        versions = (self._versions.versions() if self._versions is not None
+                    else [interpreters.own().version])
+        return {"engine": self.name, "workers": self.max_workers, "busy": busy,
+                "queued": queued, "containment": self._containment.mode,
+                "python_versions": versions}
 
     def _prune_loop(self) -> None:
         """Remove task output older than output_retention, at start and then hourly (on a
@@ -472,18 +586,28 @@ class LocalEngine(Engine):
             return not self._stopping
 
     def _spawn(self, slot: _Slot) -> Connection | None:
-        parent, child = _CONTEXT.Pipe(duplex=True)
         assert self.output_dir is not None and self.working_dir is not None
         settings = _WorkerSettings(self._containment.for_worker(slot.index), self.output_dir,
                                    self.output_limit, self.working_dir, self.mpi_options)
-        process = _CONTEXT.Process(target=_worker_main, args=(child, settings), daemon=True,
-                                   name=f"fnrelay-worker-{slot.index}")
-        with self._cond:
-            if self._stopping:
-                return None
-            process.start()
-            slot.process = process
-        child.close()  # so the parent sees EOF when the worker dies
+        process: Any
+        if self.python is not None:
+            with self._cond:
+                if self._stopping:
+                    return None
+                parent, process = foreign.start(self.python.path, settings)
+                slot.process = process
+        else:
+            parent, child = _CONTEXT.Pipe(duplex=True)
+            process = _CONTEXT.Process(target=_worker_main, args=(child, settings),
+                                       daemon=True, name=f"fnrelay-worker-{slot.index}")
+            with self._cond:
+                if self._stopping:
+                    parent.close()
+                    child.close()
+                    return None
+                process.start()
+                slot.process = process
+            child.close()  # so the parent sees EOF when the worker dies
         try:
             parent.recv()  # "ready": the worker leads its own process group now
         except (EOFError, OSError):
@@ -574,8 +698,10 @@ class LocalEngine(Engine):
 
     def _report_running(self, slot: _Slot, task: TaskMessage) -> None:
         slot.reported = True
+        python = self.python or interpreters.own()
         self.on_status(StatusUpdate(task_id=task.task_id, status=TaskState.RUNNING.value,
-                                    detail=f"local worker pid {slot.process.pid}"))
+                                    detail=f"local worker pid {slot.process.pid} "
+                                           f"(Python {python.full_version}, {python.path})"))
 
     def _outputs(self, task: TaskMessage) -> dict[str, Any]:
         """The output a killed task left in its files (its worker could not report it)."""

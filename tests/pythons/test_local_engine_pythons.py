@@ -1,0 +1,148 @@
+"""The local engine runs each task on an interpreter of its submitter's Python version: real
+pyenv interpreters (3.10, 3.13) beside the endpoint's own (the suite's 3.11)."""
+
+from __future__ import annotations
+
+import platform
+import queue
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fnrelay import serialize
+from fnrelay.errors import ConfigurationError
+from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState, new_id
+from fnrelay_endpoint.config.model import EndpointConfig
+from fnrelay_endpoint.engines.local.engine import LocalEngine
+from support import pythons
+
+WAIT = 60.0  # an upper bound for things to happen, not a timing assertion
+OWN = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def version_task(python_version: str | None, **fields: Any) -> TaskMessage:
+    """A task returning the version of the interpreter it runs on (a stdlib function, which
+    travels by reference and so loads on any version)."""
+    return TaskMessage(task_id=new_id(), function_id=new_id(),
+                       function=serialize.serialize_function(platform.python_version_tuple),
+                       payload=serialize.serialize_args((), {}), python_version=python_version,
+                       **fields)
+
+
+class Engine:
+    """A local engine from an endpoint config's `engine` mapping, and what it reports."""
+
+    def __init__(self, engine: dict[str, Any], workdir: Path):
+        config = EndpointConfig.from_dict({"broker_url": "http://localhost",
+                                           "engine": {"type": "local", **engine}})
+        self.results: queue.Queue[ResultMessage] = queue.Queue()
+        self.updates: queue.Queue[StatusUpdate] = queue.Queue()
+        self.engine = LocalEngine.from_config(config.engine, workdir, self.results.put,
+                                              self.updates.put)
+        self.engine.start()
+
+    def run(self, *tasks: TaskMessage) -> dict[str, ResultMessage]:
+        for task in tasks:
+            self.engine.submit(task)
+        got = [self.results.get(timeout=WAIT) for _ in tasks]
+        return {r.task_id: r for r in got}
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
+    made: list[Engine] = []
+
+    def make(**engine: Any) -> Engine:
+        made.append(Engine({"max_workers": 1, **engine}, tmp_path))
+        return made[-1]
+
+    yield make
+    for e in made:
+        e.engine.shutdown()
+
+
+def ran_on(result: ResultMessage) -> str:
+    assert result.status == TaskState.SUCCESS.value, result.exception
+    version = ".".join(serialize.deserialize(result.result or "")[:2])
+    assert result.details["python_version"].startswith(version + ".")
+    return version
+
+
+def test_each_task_runs_on_the_interpreter_of_its_version(engine, python_venv) -> None:
+    py313, py310 = python_venv("3.13"), python_venv("3.10")
+    e = engine(python_interpreters={"3.13": py313, "3.10": py310})
+    tasks = {v: version_task(v) for v in ("3.13", "3.10", None, "3.9", OWN)}
+    results = e.run(*tasks.values())
+    assert {v: ran_on(results[t.task_id]) for v, t in tasks.items()} == {
+        "3.13": "3.13", "3.10": "3.10", None: OWN, "3.9": OWN, OWN: OWN}
+    # The history says which interpreter ran it: its path and full version.
+    details = results[tasks["3.13"].task_id].details
+    assert details["python"] == py313 and details["python_version"] == "3.13.0"
+    assert e.engine.info()["python_versions"] == sorted(["3.10", "3.13", OWN],
+                                                        key=lambda v: int(v.split(".")[1]))
+
+
+def test_a_task_that_runs_a_while_is_reported_running_on_its_interpreter(
+        engine, python_venv) -> None:
+    py313 = python_venv("3.13")
+    e = engine(python_interpreters={"3.13": py313})
+    task = TaskMessage(task_id=new_id(), function_id=new_id(),
+                       function=serialize.serialize_function(__import__("time").sleep),
+                       payload=serialize.serialize_args((1.0,), {}), python_version="3.13")
+    e.engine.submit(task)
+    update = e.updates.get(timeout=WAIT)
+    assert update.status == "running" and f"Python 3.13.0, {py313}" in update.detail
+    assert e.results.get(timeout=WAIT).status == TaskState.SUCCESS.value
+
+
+def test_cancel_reaches_a_task_on_another_interpreter(engine, python_venv) -> None:
+    e = engine(python_interpreters={"3.13": python_venv("3.13")})
+    task = TaskMessage(task_id=new_id(), function_id=new_id(),
+                       function=serialize.serialize_function(__import__("time").sleep),
+                       payload=serialize.serialize_args((300,), {}), python_version="3.13")
+    e.engine.submit(task)
+    assert e.updates.get(timeout=WAIT).task_id == task.task_id
+    assert e.engine.cancel(task.task_id)
+    assert e.results.get(timeout=WAIT).status == TaskState.CANCELLED.value
+
+
+def config_error(**engine: Any) -> str:
+    with pytest.raises(ConfigurationError) as info:
+        config = EndpointConfig.from_dict({"broker_url": "http://localhost", "engine": {
+            "type": "local", **engine}}, "config.yaml")
+        LocalEngine.from_config(config.engine, Path("/nonexistent"), print, print)
+    return str(info.value)
+
+
+def test_an_interpreter_filed_under_another_version_is_refused_at_start(python_venv) -> None:
+    py313 = python_venv("3.13")
+    assert config_error(python_interpreters={"3.12": py313}) == (
+        f"'engine.python_interpreters.3.12': {py313} is Python 3.13.0, not 3.12")
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ({3.12: "/usr/bin/python3"}, 'must be a quoted "major.minor"'),
+    ({"3.12": "python3"}, "must be an absolute path"),
+    ({"3.12": "/nonexistent/python3.12"}, "no Python interpreter at"),
+    (["/usr/bin/python3"], "must map Python versions to interpreter paths"),
+])
+def test_the_interpreters_key_is_checked(value: Any, says: str) -> None:
+    assert says in config_error(python_interpreters=value)
+
+
+def test_an_interpreter_without_fnrelay_is_refused_at_start_saying_what_to_install() -> None:
+    bare = pythons.interpreter("3.12")  # pyenv's own: no fnrelay there
+    message = config_error(python_interpreters={"3.12": bare})
+    assert "install fnrelay and dill in its environment" in message, message
+    assert "\n" not in message
+
+
+def test_declared_packages_are_refused_where_the_admin_does_not_allow_them(engine) -> None:
+    e = engine()
+    result = e.run(version_task(None, user_endpoint_config={"python_packages": ["six"]}))
+    (only,) = result.values()
+    assert only.status == TaskState.FAILED.value and only.exception is not None
+    assert "makes no Python environments" in only.exception.message
