@@ -3,10 +3,6 @@ pyenv interpreters (3.10, 3.13) beside the endpoint's own (the suite's 3.11)."""
 
 from __future__ import annotations
 
-import platform
-import queue
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,61 +10,11 @@ import pytest
 
 from fnrelay import serialize
 from fnrelay.errors import ConfigurationError
-from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState, new_id
+from fnrelay.wire import TaskMessage, TaskState, new_id
 from fnrelay_endpoint.config.model import EndpointConfig
 from fnrelay_endpoint.engines.local.engine import LocalEngine
 from support import pythons
-
-WAIT = 60.0  # an upper bound for things to happen, not a timing assertion
-OWN = f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def version_task(python_version: str | None, **fields: Any) -> TaskMessage:
-    """A task returning the version of the interpreter it runs on (a stdlib function, which
-    travels by reference and so loads on any version)."""
-    return TaskMessage(task_id=new_id(), function_id=new_id(),
-                       function=serialize.serialize_function(platform.python_version_tuple),
-                       payload=serialize.serialize_args((), {}), python_version=python_version,
-                       **fields)
-
-
-class Engine:
-    """A local engine from an endpoint config's `engine` mapping, and what it reports."""
-
-    def __init__(self, engine: dict[str, Any], workdir: Path):
-        config = EndpointConfig.from_dict({"broker_url": "http://localhost",
-                                           "engine": {"type": "local", **engine}})
-        self.results: queue.Queue[ResultMessage] = queue.Queue()
-        self.updates: queue.Queue[StatusUpdate] = queue.Queue()
-        self.engine = LocalEngine.from_config(config.engine, workdir, self.results.put,
-                                              self.updates.put)
-        self.engine.start()
-
-    def run(self, *tasks: TaskMessage) -> dict[str, ResultMessage]:
-        for task in tasks:
-            self.engine.submit(task)
-        got = [self.results.get(timeout=WAIT) for _ in tasks]
-        return {r.task_id: r for r in got}
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
-    made: list[Engine] = []
-
-    def make(**engine: Any) -> Engine:
-        made.append(Engine({"max_workers": 1, **engine}, tmp_path))
-        return made[-1]
-
-    yield make
-    for e in made:
-        e.engine.shutdown()
-
-
-def ran_on(result: ResultMessage) -> str:
-    assert result.status == TaskState.SUCCESS.value, result.exception
-    version = ".".join(serialize.deserialize(result.result or "")[:2])
-    assert result.details["python_version"].startswith(version + ".")
-    return version
+from support.pythons import OWN, WAIT, ran_on, version_task
 
 
 def test_each_task_runs_on_the_interpreter_of_its_version(engine, python_venv) -> None:

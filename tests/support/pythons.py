@@ -7,17 +7,29 @@ A missing interpreter fails the test that needs it (the suite's machines carry 3
 from __future__ import annotations
 
 import os
+import platform
+import queue
 import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import fnrelay_endpoint
+from fnrelay import serialize
+from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState, new_id
+from fnrelay_endpoint.config.model import EndpointConfig
+from fnrelay_endpoint.engines.local.engine import LocalEngine
 
 PYENV = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
 #: Full versions under pyenv, by the minor version the tests name.
 FULL = {"3.10": "3.10.13", "3.12": "3.12.1", "3.13": "3.13.0"}
 #: The checkout under test (an editable install of it follows every edit).
 ROOT = Path(fnrelay_endpoint.__file__).resolve().parents[2]
+
+WAIT = 60.0  # an upper bound for things to happen, not a timing assertion
+#: The minor version of the endpoints under test (the suite's own interpreter).
+OWN = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 _lock = threading.Lock()
 _made: dict[tuple[str, bool], Path] = {}
@@ -60,3 +72,57 @@ def venv(version: str, root: Path, sdk: bool = False) -> str:
                 run_uv("pip", "install", "-q", "--python", python, "dill")
             _made[key] = where
         return str(_made[key] / "bin" / "python")
+
+
+def wheelhouse(root: Path) -> Path:
+    """A find-links directory with this checkout's fnrelay wheel and dill's: what an admin
+    serves environments from, without an index."""
+    import dill
+
+    where = root / "wheelhouse"
+    with _lock:
+        if not (where / ".complete").exists():
+            where.mkdir(parents=True, exist_ok=True)
+            for args in (["wheel", "--no-deps", "--no-build-isolation", "-w", str(where),
+                          str(ROOT)],
+                         ["download", "--no-deps", "-d", str(where), f"dill=={dill.__version__}"]):
+                done = subprocess.run([sys.executable, "-m", "pip", "-q", *args],
+                                      capture_output=True, text=True, timeout=600)
+                assert done.returncode == 0, f"pip {args[0]} failed: {done.stderr}"
+            (where / ".complete").touch()
+    return where
+
+
+def version_task(python_version: str | None, **fields: Any) -> TaskMessage:
+    """A task returning the version of the interpreter it runs on (a stdlib function, which
+    travels by reference and so loads on any version)."""
+    return TaskMessage(task_id=new_id(), function_id=new_id(),
+                       function=serialize.serialize_function(platform.python_version_tuple),
+                       payload=serialize.serialize_args((), {}), python_version=python_version,
+                       **fields)
+
+
+class Engine:
+    """A local engine from an endpoint config's `engine` mapping, and what it reports."""
+
+    def __init__(self, engine: dict[str, Any], workdir: Path):
+        config = EndpointConfig.from_dict({"broker_url": "http://localhost",
+                                           "engine": {"type": "local", **engine}})
+        self.results: queue.Queue[ResultMessage] = queue.Queue()
+        self.updates: queue.Queue[StatusUpdate] = queue.Queue()
+        self.engine = LocalEngine.from_config(config.engine, workdir, self.results.put,
+                                              self.updates.put)
+        self.engine.start()
+
+    def run(self, *tasks: TaskMessage) -> dict[str, ResultMessage]:
+        for task in tasks:
+            self.engine.submit(task)
+        got = [self.results.get(timeout=WAIT) for _ in tasks]
+        return {r.task_id: r for r in got}
+
+
+def ran_on(result: ResultMessage) -> str:
+    assert result.status == TaskState.SUCCESS.value, result.exception
+    version = ".".join(serialize.deserialize(result.result or "")[:2])
+    assert result.details["python_version"].startswith(version + ".")
+    return version

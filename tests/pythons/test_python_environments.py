@@ -1,0 +1,51 @@
+"""Environments made with uv from a configured interpreter: once, from the admin's packages,
+with a task's declared packages only where allowed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from fnrelay.wire import TaskState
+from support import pythons
+from support.pythons import ran_on, version_task
+
+
+def test_a_task_runs_in_an_environment_uv_makes_from_the_interpreter_once(
+        engine, wheelhouse: str, tmp_path: Path) -> None:
+    e = engine(python_interpreters={"3.12": pythons.interpreter("3.12")},
+               python_environments={"fnrelay": "fnrelay", "find_links": [wheelhouse]})
+    tasks = [version_task("3.12") for _ in range(3)]
+    # Three at once: they wait for one build.
+    submits = [threading.Thread(target=e.engine.submit, args=(t,)) for t in tasks]
+    for t in submits:
+        t.start()
+    results = [e.results.get(timeout=300) for _ in tasks]
+    assert [ran_on(r) for r in results] == ["3.12"] * 3
+    made = [p for p in (tmp_path / "python_envs").iterdir() if not p.name.startswith(".")]
+    assert len(made) == 1 and made[0].name.startswith("py3.12-")
+    assert {r.details["python"] for r in results} == {str(made[0] / "bin" / "python")}
+    assert results[0].details["python_version"] == pythons.FULL["3.12"]
+
+
+def test_a_build_that_fails_fails_its_tasks_with_uvs_message(engine, wheelhouse: str) -> None:
+    e = engine(python_interpreters={"3.12": pythons.interpreter("3.12")},
+               python_environments={"fnrelay": "fnrelay", "find_links": [wheelhouse],
+                                    "allow_packages": True})
+    task = version_task("3.12", user_endpoint_config={
+        "python_packages": ["fnrelay-test-no-such-package"]})
+    (result,) = e.run(task).values()
+    assert result.status == TaskState.FAILED.value and result.exception is not None
+    assert result.exception.type == "fnrelay_endpoint.PythonEnvironmentError"
+    message = result.exception.message
+    assert "cannot make the task's Python 3.12 environment" in message
+    assert "fnrelay-test-no-such-package" in message  # uv's own words name it
+
+
+def test_declared_packages_are_refused_unless_the_admin_allows_them(
+        engine, wheelhouse: str) -> None:
+    e = engine(python_environments={"find_links": [wheelhouse]})
+    (result,) = e.run(version_task(None, user_endpoint_config={
+        "python_packages": ["dill"]})).values()
+    assert result.status == TaskState.FAILED.value and result.exception is not None
+    assert "allow_packages" in result.exception.message
