@@ -36,6 +36,7 @@ from fnrelay.errors import ConfigurationError
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint.config import validators as check
+from fnrelay_endpoint.engines import interpreters
 from fnrelay_endpoint.engines.base import (
     Engine,
     ResultCallback,
@@ -71,6 +72,7 @@ from fnrelay_endpoint.engines.batch.templating import (
     job_name,
     render_batch_script,
 )
+from fnrelay_endpoint.engines.interpreters import Interpreter, Interpreters
 from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
     ResourceSpecification,
@@ -104,7 +106,7 @@ FAILURE_TYPE = "fnrelay_endpoint.BatchJobFailed"
 CONFIG_KEYS = frozenset({"type", "scheduler", "template", "defaults", "allowed_free_text",
                          "launcher", "poll_interval", "python", "scheduler_timeout",
                          "lost_after", "max_workers", "max_pending", "max_jobs",
-                         "pack_window"})
+                         "pack_window", interpreters.KEY})
 #: Schedulers whose adapter submits job arrays (engine.pack_window).
 ARRAY_SCHEDULERS = frozenset({"slurm", "pbspro"})
 
@@ -129,6 +131,8 @@ class BatchConfig:
     max_jobs: int | None = None
     #: Seconds to gather tasks of one specification into a job array; None: one job each.
     pack_window: float | None = None
+    #: A job's interpreter per Python version of its task ("3.12" -> path); `python` for others.
+    python_interpreters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], source: str = "engine") -> BatchConfig:
@@ -167,6 +171,7 @@ class BatchConfig:
                                               source, "no limit"),
             max_jobs=_max_jobs(config.get("max_jobs"), source),
             pack_window=_pack_window(config.get("pack_window"), scheduler, source),
+            python_interpreters=interpreters.validate(config.get(interpreters.KEY), source),
         )
 
 
@@ -256,6 +261,7 @@ class BatchEngine(Engine):
         super().__init__(on_result, on_status)
         self.config = config if isinstance(config, BatchConfig) else BatchConfig.from_dict(config)
         self.workdir = Path(workdir)
+        self._versions = self._interpreters()
         self.scheduler = scheduler or make_scheduler(self.config.scheduler,
                                                      timeout=self.config.scheduler_timeout)
         self._jobs: dict[str, _Job] = {}
@@ -269,6 +275,21 @@ class BatchEngine(Engine):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def _interpreters(self) -> Interpreters | None:
+        """The jobs' interpreters by version, each run once now (None: `python` runs all; its
+        version is then known only if it is the endpoint's own)."""
+        cfg = self.config
+        if not cfg.python_interpreters:
+            return None
+        default = (interpreters.own() if cfg.python == sys.executable else
+                   Interpreter(cfg.python, interpreters.probe(cfg.python)))
+        return Interpreters.start(cfg.python_interpreters, default, needs=JOB_ENTRY_MODULE)
+
+    def python_versions(self) -> list[str]:
+        if self._versions is not None:
+            return self._versions.versions()
+        return [interpreters.own().version] if self.config.python == sys.executable else []
 
     @classmethod
     def validate_config(cls, config: dict[str, Any], source: str) -> dict[str, Any]:
@@ -292,8 +313,10 @@ class BatchEngine(Engine):
             self._threads.append(t)
 
     def submit(self, task: TaskMessage) -> None:
+        # An array shares one script, so one interpreter: its path is part of the pack.
         pack = "" if self.config.pack_window is None else \
-            pack_key(task.resource_specification, is_mpi_function(task.function))
+            pack_key(task.resource_specification, is_mpi_function(task.function)) + \
+            "\0" + self._job_python(task)
         with self._lock:
             if task.task_id in self._jobs:
                 return  # already submitted or re-attached: never twice
@@ -341,7 +364,8 @@ class BatchEngine(Engine):
                     key = j.reported or "submitted"
                     by_state[key] = by_state.get(key, 0) + 1
         return {"engine": self.name, "scheduler": self.config.scheduler, "jobs": jobs,
-                "submitting": waiting, "jobs_by_state": by_state}
+                "submitting": waiting, "jobs_by_state": by_state,
+                "python_versions": self.python_versions()}
 
     # --- re-attach ----------------------------------------------------------------------------
     def _reattach(self) -> int:
@@ -537,7 +561,12 @@ class BatchEngine(Engine):
         chain = spec.launch_chain(path, cfg.launcher, cfg.launcher_settings)
         mpi = is_mpi_function(task.function)
         # Inside a conda env or an image, the env's or image's python3, not the endpoint's path.
-        command = [chain.interpreter(cfg.python, wrap=not mpi), "-m", JOB_ENTRY_MODULE, path]
+        python = self._job_python(task)
+        exe = chain.interpreter(python, wrap=not mpi)
+        # Another version ignores the endpoint's PYTHONPATH (-E), which a job inherits: it
+        # names modules installed for the endpoint's own version.
+        flags = ["-E"] if exe == python and python != cfg.python else []
+        command = [exe, *flags, "-m", JOB_ENTRY_MODULE, path]
         context = batch_context(cfg.scheduler, task.task_id, path, spec, chain, command,
                                 launch=False, wrap=not mpi, attempt=task.attempt)
         script = render_batch_script(cfg.scheduler, context, cfg.template)
@@ -545,6 +574,12 @@ class BatchEngine(Engine):
         write_atomic(sandbox.script, script)
         sandbox.script.chmod(0o700)
         return spec
+
+    def _job_python(self, task: TaskMessage) -> str:
+        """The interpreter of the task's Python version, else `engine.python`."""
+        if self._versions is None:
+            return self.config.python
+        return self._versions.for_version(task.python_version).path
 
     def _watch(self, job: _Job, job_id: str, announce: bool) -> None:
         with self._lock:
