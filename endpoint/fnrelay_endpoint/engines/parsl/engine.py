@@ -18,6 +18,7 @@ import hmac
 import logging
 import secrets
 import socket
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay_endpoint.engines import interpreters
 from fnrelay_endpoint.engines.base import (
     Engine,
     ResultCallback,
@@ -169,6 +171,9 @@ class ParslEngine(Engine):
         info: dict[str, Any] = {"engine": self.name, "provider": self.settings.provider,
                                 "running": running, "queued": queued}
         info["blocks"] = self.job_ids()
+        # Parsl's workers run `engine.python`: its version is known here only if it is ours.
+        info["python_versions"] = ([interpreters.own().version]
+                                   if self.settings.python == sys.executable else [])
         return info
 
     def job_ids(self) -> dict[str, list[str]]:
