@@ -23,10 +23,10 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import fnrelay
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines.interpreters import Interpreter, probe
 
@@ -128,6 +128,14 @@ class EnvSpec:
         return f"py{self.base.version}-{self.digest()}"
 
 
+def _own_version() -> str:
+    """This endpoint's fnrelay version (an environment's default fnrelay)."""
+    try:
+        return version("fnrelay")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0.1.0"
+
+
 def _uv() -> str:
     """The uv executable: the one the `uv` package installed with the endpoint, else PATH's."""
     try:
@@ -155,7 +163,7 @@ class Environments:
 
     def spec(self, base: Interpreter, packages: list[str]) -> EnvSpec:
         s = self.settings
-        return EnvSpec(base, s.fnrelay or f"fnrelay=={fnrelay.__version__}", s.index_url,
+        return EnvSpec(base, s.fnrelay or f"fnrelay=={_own_version()}", s.index_url,
                        s.find_links, tuple(packages))
 
     def ready(self, spec: EnvSpec) -> Interpreter | None:
