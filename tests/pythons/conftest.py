@@ -14,11 +14,12 @@ from support.pythons import Engine
 
 @pytest.fixture(scope="session")
 def python_venv(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
-    """python_venv("3.13", sdk=False) -> the python of a venv with this checkout's fnrelay."""
+    """python_venv("3.13", sdk=False, parsl=False) -> the python of a venv with this
+    checkout's fnrelay."""
     root = tmp_path_factory.mktemp("pythons")
 
-    def make(version: str, sdk: bool = False) -> str:
-        return pythons.venv(version, root, sdk)
+    def make(version: str, sdk: bool = False, parsl: bool = False) -> str:
+        return pythons.venv(version, root, sdk, parsl)
 
     return make
 

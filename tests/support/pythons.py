@@ -32,7 +32,7 @@ WAIT = 60.0  # an upper bound for things to happen, not a timing assertion
 OWN = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 _lock = threading.Lock()
-_made: dict[tuple[str, bool], Path] = {}
+_made: dict[tuple[str, bool, bool], Path] = {}
 
 
 def interpreter(version: str) -> str:
@@ -55,13 +55,14 @@ def run_uv(*args: str) -> None:
     assert done.returncode == 0, f"uv {' '.join(args)} failed: {done.stderr}"
 
 
-def venv(version: str, root: Path, sdk: bool = False) -> str:
+def venv(version: str, root: Path, sdk: bool = False, parsl: bool = False) -> str:
     """The python of a venv on `version` holding this checkout's fnrelay (editable) and dill;
-    with `sdk`, its client dependencies too (to submit from it). Made once per `root`."""
+    with `sdk`, its client dependencies too (to submit from it); with `parsl`, the Parsl of
+    this venv (its interchange refuses another Parsl). Made once per `root`."""
     with _lock:
-        key = (version, sdk)
+        key = (version, sdk, parsl)
         if key not in _made:
-            where = root / f"py{version}{'-sdk' if sdk else ''}"
+            where = root / f"py{version}{'-sdk' if sdk else ''}{'-parsl' if parsl else ''}"
             run_uv("venv", "-q", "--python", interpreter(version), str(where))
             python = str(where / "bin" / "python")
             if sdk:
@@ -69,9 +70,16 @@ def venv(version: str, root: Path, sdk: bool = False) -> str:
             else:
                 run_uv("pip", "install", "-q", "--python", python, "--no-deps", "-e",
                        str(ROOT))
-                run_uv("pip", "install", "-q", "--python", python, "dill")
+                extra = [f"parsl=={_version('parsl')}"] if parsl else []
+                run_uv("pip", "install", "-q", "--python", python, "dill", *extra)
             _made[key] = where
         return str(_made[key] / "bin" / "python")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def wheelhouse(root: Path) -> Path:

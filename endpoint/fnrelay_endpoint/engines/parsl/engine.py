@@ -18,7 +18,6 @@ import hmac
 import logging
 import secrets
 import socket
-import sys
 import threading
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
-from fnrelay_endpoint.engines import interpreters
 from fnrelay_endpoint.engines.base import (
     Engine,
     ResultCallback,
@@ -34,11 +32,13 @@ from fnrelay_endpoint.engines.base import (
     failed_result,
     refused_result,
 )
+from fnrelay_endpoint.engines.interpreters import Interpreters
 from fnrelay_endpoint.engines.parsl.settings import (
     HTEX_LABEL,
     MPI_LABEL,
     ParslSettings,
     build_config,
+    version_label,
 )
 from fnrelay_endpoint.engines.parsl.worker import CANCELLED_KEY, run_task
 from fnrelay_endpoint.engines.resources import (
@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 WORKER_LOST_TYPE = "fnrelay_endpoint.WorkerLost"
 PARSL_FAILURE_TYPE = "fnrelay_endpoint.ParslFailure"
+#: What an interpreter of another version runs: Parsl's interchange and worker pool, the task.
+_NEEDS = ("parsl.executors.high_throughput.interchange, "
+          "parsl.executors.high_throughput.process_worker_pool, "
+          "fnrelay_endpoint.engines.parsl.worker")
 #: Parsl exceptions that mean the worker or its pilot block went away under the task.
 _LOST = ("ManagerLost", "WorkerLost")
 
@@ -72,6 +76,8 @@ class ParslEngine(Engine):
         """`config` is the `engine:` mapping; Parsl's run dir is `workdir`/parsl."""
         super().__init__(on_result, on_status)
         self.settings = ParslSettings.from_dict(config)
+        #: Each run once now: its version, and that it holds Parsl's and fnrelay's workers.
+        self._versions = Interpreters.start(self.settings.python_interpreters, needs=_NEEDS)
         self.run_dir = Path(workdir) / "parsl"
         self._lock = threading.Lock()
         self._tasks: dict[str, _Entry] = {}
@@ -171,9 +177,8 @@ class ParslEngine(Engine):
         info: dict[str, Any] = {"engine": self.name, "provider": self.settings.provider,
                                 "running": running, "queued": queued}
         info["blocks"] = self.job_ids()
-        # Parsl's workers run `engine.python`: its version is known here only if it is ours.
-        info["python_versions"] = ([interpreters.own().version]
-                                   if self.settings.python == sys.executable else [])
+        # Parsl's workers of the main HTEX are of our version (its interchange refuses others).
+        info["python_versions"] = self._versions.versions()
         return info
 
     def job_ids(self) -> dict[str, list[str]]:
@@ -194,7 +199,9 @@ class ParslEngine(Engine):
         raw = task.resource_specification or {}
         spec = ResourceSpecification.from_task(raw, None, self.settings.allowed_free_text)
         if not any(k in raw for k in LAYOUT_KEYS):
-            return HTEX_LABEL, None, {}
+            version = task.python_version or ""
+            return (version_label(version) if version in self._versions.others
+                    else HTEX_LABEL), None, {}
         mpi = self.settings.mpi
         if not mpi.enabled:
             raise ResourceSpecificationError(

@@ -17,6 +17,7 @@ from typing import Any, overload
 
 from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.config import validators as check
+from fnrelay_endpoint.engines import interpreters
 from fnrelay_endpoint.engines.parsl import providers
 from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
@@ -49,7 +50,7 @@ CONFIG_KEYS = frozenset({
     "queue", "account", "qos", "exclusive", "worker_init", "scheduler_options", "container",
     "max_idletime", "strategy_period", "heartbeat_period", "heartbeat_threshold", "poll_period",
     "retries", "address", "mpi", "python", "status_poll_period", "allowed_free_text",
-    "block_failure_threshold",
+    "block_failure_threshold", interpreters.KEY,
 })
 MPI_KEYS = frozenset({"enabled", "launcher", "launcher_settings", "nodes_per_block",
                       "max_blocks", "max_workers_per_block"})
@@ -104,6 +105,9 @@ class ParslSettings:
     block_failure_threshold: int = 3
     allowed_free_text: frozenset[str] = frozenset()
     mpi: MPISettings = field(default_factory=MPISettings)
+    #: Another HTEX per Python version ("3.13" -> path): its interchange and workers run
+    #: on that interpreter (Parsl refuses workers of another minor version than its interchange).
+    python_interpreters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], source: str = "config") -> ParslSettings:
@@ -270,6 +274,7 @@ def _parse(c: dict, source: str) -> ParslSettings:
         block_failure_threshold=_int(c, "block_failure_threshold", 3, source, 1),
         allowed_free_text=allowed,
         mpi=_mpi(c, provider, source),
+        python_interpreters=interpreters.validate(c.get(interpreters.KEY), source),
     )
     if not s.min_blocks <= s.max_blocks or s.init_blocks > s.max_blocks:
         raise _err(source, "max_blocks", "must be >= min_blocks and >= init_blocks", s.max_blocks)
@@ -397,14 +402,21 @@ def _error_handler(threshold: int) -> Any:
     return handler
 
 
-def worker_pool_cmd(s: ParslSettings, in_container: bool) -> str:
-    """Parsl's worker-pool command run by `s.python` (the endpoint's own Python by default,
-    so Parsl's scripts need not be on PATH), inside the configured container if asked."""
+def version_label(version: str) -> str:
+    """The label of the HTEX whose workers run Python `version`."""
+    return f"{HTEX_LABEL}-py{version}"
+
+
+def worker_pool_cmd(s: ParslSettings, in_container: bool, python: str | None = None) -> str:
+    """Parsl's worker-pool command run by `python` (default `s.python`, the endpoint's own
+    Python by default, so Parsl's scripts need not be on PATH), inside the configured
+    container if asked. Another version's pool ignores the endpoint's PYTHONPATH (-E)."""
     from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
     script, _, rest = DEFAULT_LAUNCH_CMD.partition(" ")
     assert script == "process_worker_pool.py"
-    cmd = f"{shell.quote(s.python)} -m parsl.executors.high_throughput.process_worker_pool {rest}"
+    exe = shell.quote(python or s.python) + (" -E" if python else "")
+    cmd = f"{exe} -m parsl.executors.high_throughput.process_worker_pool {rest}"
     if not (in_container and s.container):
         return cmd
     c = s.container
@@ -464,6 +476,20 @@ def build_config(s: ParslSettings, run_dir: Path) -> Any:
             s, _block_launcher(s.launcher), s.nodes_per_block, s.init_blocks, s.min_blocks,
             s.max_blocks), **common)
     executors = [htex]
+    interchange = {htex: sys.executable}
+    for version, python in sorted(s.python_interpreters.items()):
+        if version == interpreters.own().version:
+            continue
+        # Blocks of another version start only when its tasks wait (no init/min blocks).
+        other = htex_class(
+            label=version_label(version), max_workers_per_node=s.max_workers_per_node,
+            cores_per_worker=1e-6 if s.max_workers_per_node else 1.0,
+            launch_cmd=worker_pool_cmd(s, True, python),
+            provider=_typed_htex_provider(s) if s.provider_spec else _provider(
+                s, _block_launcher(s.launcher), s.nodes_per_block, 0, 0, s.max_blocks),
+            **common)
+        executors.append(other)
+        interchange[other] = python
     if s.mpi.enabled:
         executors.append(mpi_class(
             label=MPI_LABEL, max_workers_per_block=s.mpi.max_workers_per_block,
@@ -474,8 +500,9 @@ def build_config(s: ParslSettings, run_dir: Path) -> Any:
                                               s.mpi.max_blocks, _local_mpi_init(s, run_dir)),
             **common))
     for ex in executors:  # set after init: MPIExecutor's type hint refuses a list here
-        ex.interchange_launch_cmd = [sys.executable, "-m",
-                                     "parsl.executors.high_throughput.interchange"]
+        python = interchange.get(ex, sys.executable)
+        ex.interchange_launch_cmd = [python, *(["-E"] if python != sys.executable else []),
+                                     "-m", "parsl.executors.high_throughput.interchange"]
     return Config(executors=executors, run_dir=str(run_dir), strategy="htex_auto_scale",
                   strategy_period=s.strategy_period, max_idletime=s.max_idletime,
                   retries=s.retries, initialize_logging=True, usage_tracking=0)
