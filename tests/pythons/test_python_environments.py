@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fnrelay.wire import TaskState
 from support import pythons
-from support.pythons import ran_on, version_task
+from support.pythons import OWN, ran_on, version_task
 
 
 def test_a_task_runs_in_an_environment_uv_makes_from_the_interpreter_once(
@@ -49,3 +49,16 @@ def test_declared_packages_are_refused_unless_the_admin_allows_them(
         "python_packages": ["dill"]})).values()
     assert result.status == TaskState.FAILED.value and result.exception is not None
     assert "allow_packages" in result.exception.message
+
+
+def test_a_tasks_declared_packages_are_installed_where_the_admin_allows_them(
+        engine, wheelhouse: str, tmp_path: Path) -> None:
+    e = engine(python_environments={"fnrelay": "fnrelay", "find_links": [wheelhouse],
+                                    "allow_packages": True})
+    task = version_task(None, user_endpoint_config={"python_packages": ["dill"]})
+    (result,) = e.run(task).values()
+    assert ran_on(result) == OWN
+    # An environment of its own, made from the endpoint's own version.
+    made = [p.name for p in (tmp_path / "python_envs").iterdir() if not p.name.startswith(".")]
+    assert len(made) == 1 and made[0].startswith(f"py{OWN}-")
+    assert result.details["python"] == str(tmp_path / "python_envs" / made[0] / "bin" / "python")

@@ -400,7 +400,8 @@ class LocalEngine(Engine):
         if isinstance(where, pyenvs.EnvSpec):
             self._await_environment(task, where)
         elif where is not None:
-            self._pool(where).submit(task)
+            if (pool := self._pool(where)) is not None:
+                pool._submit_here(task)  # placed: the pool runs it as it is
         else:
             self._submit_here(task)
 
@@ -421,9 +422,12 @@ class LocalEngine(Engine):
         spec = self._envs.spec(pyenvs.own_base() if own else base, packages)
         return self._envs.ready(spec) or spec
 
-    def _pool(self, python: Interpreter) -> LocalEngine:
-        """The pool of `python`'s workers, made and started on first use."""
+    def _pool(self, python: Interpreter) -> LocalEngine | None:
+        """The pool of `python`'s workers, made and started on first use (None: stopping;
+        the journal re-runs the task at the next start)."""
         with self._cond:
+            if self._stopping:
+                return None
             pool = self._pools.get(python.path)
             if pool is None:
                 pool = LocalEngine(
@@ -455,10 +459,11 @@ class LocalEngine(Engine):
                 return  # cancelled meanwhile, or stopping (the journal re-runs it)
         if python is None:
             self.on_result(failed_result(task, ENVIRONMENT_ERROR_TYPE, error))
-        else:
-            self._pool(python).submit(task)
+        elif (pool := self._pool(python)) is not None:
+            pool._submit_here(task)
 
     def _submit_here(self, task: TaskMessage) -> None:
+        """Queue `task` for this pool's workers (or hand it to an idle one)."""
         with self._cond:
             slot = next((s for s in self._slots if s.idle), None)
             if slot is None:
