@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from fnrelay import Executor
-from support.pythons import FULL
+from support.pythons import FULL, interpreter
 from support.waiting import wait_for
 
 SLURM_ENGINE = {"type": "batch", "scheduler": "slurm", "launcher": "srun", "poll_interval": 0.5}
@@ -79,6 +79,17 @@ def test_a_slurm_job_runs_on_the_interpreter_of_its_tasks_version(
     value, record = run_as(monkeypatch, client, ep.endpoint_id, "3.13")
     assert ".".join(value) == FULL["3.13"]
     assert record["details"]["python"] == py313
+
+
+def test_a_slurm_job_runs_in_an_environment_made_from_the_interpreter_of_its_version(
+        slurm_cluster, make_endpoint, client, wheelhouse, monkeypatch) -> None:
+    ep = make_endpoint("slurm-envs", engine={
+        **SLURM_ENGINE, "python_interpreters": {"3.12": interpreter("3.12")},
+        "python_environments": {"fnrelay": "fnrelay", "find_links": [wheelhouse]}})
+    value, record = run_as(monkeypatch, client, ep.endpoint_id, "3.12")
+    assert ".".join(value) == FULL["3.12"]
+    python = record["details"]["python"]
+    assert python.startswith(str(ep.home)) and "/python_envs/py3.12-" in python
 
 
 SUBMITTER = STAMP + """

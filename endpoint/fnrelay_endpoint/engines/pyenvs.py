@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fnrelay_endpoint.config import validators as check
-from fnrelay_endpoint.engines.interpreters import Interpreter, probe
+from fnrelay_endpoint.engines.interpreters import Interpreter, Interpreters, probe
 
 log = logging.getLogger(__name__)
 
@@ -265,3 +265,26 @@ def refuse_packages(settings: EnvSettings | None) -> str | None:
                 "engine.python_environments.allow_packages)")
     return None
 
+
+
+#: The exception type of a task whose Python environment could not be made.
+ENVIRONMENT_ERROR_TYPE = "fnrelay_endpoint.PythonEnvironmentError"
+
+
+def place(task_version: str | None, user_endpoint_config: Mapping[str, Any] | None,
+          versions: Interpreters, envs: Environments | None) -> Interpreter | EnvSpec | None:
+    """Where a task runs: the engine's default interpreter (None), another one, or an
+    environment (made first, unless `envs` has it already). ValueError: refused (packages
+    declared where none are installed, or a malformed list)."""
+    packages = task_packages(user_endpoint_config)
+    if packages:
+        why = refuse_packages(None if envs is None else envs.settings)
+        if why is not None:
+            raise ValueError(why)
+    base = versions.for_version(task_version)
+    own = base is versions.default
+    if envs is None or (own and not packages):
+        return None if own else base
+    # uv makes a venv from a base interpreter: the endpoint's own may be a venv's.
+    spec = envs.spec(own_base() if base.path == sys.executable else base, packages)
+    return envs.ready(spec) or spec

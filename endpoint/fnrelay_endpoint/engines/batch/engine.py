@@ -36,7 +36,7 @@ from fnrelay.errors import ConfigurationError
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint.config import validators as check
-from fnrelay_endpoint.engines import interpreters
+from fnrelay_endpoint.engines import interpreters, pyenvs
 from fnrelay_endpoint.engines.base import (
     Engine,
     ResultCallback,
@@ -106,7 +106,7 @@ FAILURE_TYPE = "fnrelay_endpoint.BatchJobFailed"
 CONFIG_KEYS = frozenset({"type", "scheduler", "template", "defaults", "allowed_free_text",
                          "launcher", "poll_interval", "python", "scheduler_timeout",
                          "lost_after", "max_workers", "max_pending", "max_jobs",
-                         "pack_window", interpreters.KEY})
+                         "pack_window", interpreters.KEY, pyenvs.KEY})
 #: Schedulers whose adapter submits job arrays (engine.pack_window).
 ARRAY_SCHEDULERS = frozenset({"slurm", "pbspro"})
 
@@ -133,6 +133,8 @@ class BatchConfig:
     pack_window: float | None = None
     #: A job's interpreter per Python version of its task ("3.12" -> path); `python` for others.
     python_interpreters: dict[str, str] = field(default_factory=dict)
+    #: Environments made with uv for jobs (pyenvs.EnvSettings as a mapping); None: none.
+    python_environments: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], source: str = "engine") -> BatchConfig:
@@ -172,6 +174,7 @@ class BatchConfig:
             max_jobs=_max_jobs(config.get("max_jobs"), source),
             pack_window=_pack_window(config.get("pack_window"), scheduler, source),
             python_interpreters=interpreters.validate(config.get(interpreters.KEY), source),
+            python_environments=pyenvs.EnvSettings.validate(config.get(pyenvs.KEY), source),
         )
 
 
@@ -262,6 +265,11 @@ class BatchEngine(Engine):
         self.config = config if isinstance(config, BatchConfig) else BatchConfig.from_dict(config)
         self.workdir = Path(workdir)
         self._versions = self._interpreters()
+        envs = self.config.python_environments
+        # Made on this host: the jobs' nodes must see the endpoint's directory (they see its
+        # sandboxes already).
+        self._envs = None if not envs else pyenvs.Environments(pyenvs.EnvSettings.of(envs),
+                                                               self.workdir)
         self.scheduler = scheduler or make_scheduler(self.config.scheduler,
                                                      timeout=self.config.scheduler_timeout)
         self._jobs: dict[str, _Job] = {}
@@ -280,11 +288,13 @@ class BatchEngine(Engine):
         """The jobs' interpreters by version, each run once now (None: `python` runs all; its
         version is then known only if it is the endpoint's own)."""
         cfg = self.config
-        if not cfg.python_interpreters:
+        if not cfg.python_interpreters and not cfg.python_environments:
             return None
         default = (interpreters.own() if cfg.python == sys.executable else
                    Interpreter(cfg.python, interpreters.probe(cfg.python)))
-        return Interpreters.start(cfg.python_interpreters, default, needs=JOB_ENTRY_MODULE)
+        # With environments to make, the interpreters need not hold fnrelay themselves.
+        needs = "" if cfg.python_environments else JOB_ENTRY_MODULE
+        return Interpreters.start(cfg.python_interpreters, default, needs=needs)
 
     def python_versions(self) -> list[str]:
         if self._versions is not None:
@@ -313,10 +323,15 @@ class BatchEngine(Engine):
             self._threads.append(t)
 
     def submit(self, task: TaskMessage) -> None:
+        try:
+            python = self._job_target(task)
+        except ValueError as e:
+            self.on_result(refused_result(task, str(e)))
+            return
         # An array shares one script, so one interpreter: its path is part of the pack.
         pack = "" if self.config.pack_window is None else \
             pack_key(task.resource_specification, is_mpi_function(task.function)) + \
-            "\0" + self._job_python(task)
+            "\0" + python
         with self._lock:
             if task.task_id in self._jobs:
                 return  # already submitted or re-attached: never twice
@@ -504,8 +519,13 @@ class BatchEngine(Engine):
             return False
         try:
             job.clusters = self._prepare(sandbox, task).clusters
-        except (ResourceSpecificationError, TemplateRenderError) as e:
+        except (ResourceSpecificationError, TemplateRenderError, ValueError) as e:
             self._finish(job, result=refused_result(task, str(e)))
+            return False
+        except pyenvs.PythonEnvironmentError as e:
+            self._finish(job, result=failed_result(
+                task, pyenvs.ENVIRONMENT_ERROR_TYPE,
+                f"cannot make the task's Python environment: {e}"))
             return False
         if sandbox.ran():  # a job ran here but its id was never journaled: settle from files
             self._watch(job, "", announce=False)
@@ -575,11 +595,29 @@ class BatchEngine(Engine):
         sandbox.script.chmod(0o700)
         return spec
 
-    def _job_python(self, task: TaskMessage) -> str:
-        """The interpreter of the task's Python version, else `engine.python`."""
+    def _placement(self, task: TaskMessage) -> Interpreter | pyenvs.EnvSpec | None:
+        """The interpreter of the task's version or an environment to make (None:
+        `engine.python`); ValueError: refused."""
         if self._versions is None:
-            return self.config.python
-        return self._versions.for_version(task.python_version).path
+            return pyenvs.place(None, task.user_endpoint_config, Interpreters({}), None)
+        return pyenvs.place(task.python_version, task.user_endpoint_config, self._versions,
+                            self._envs)
+
+    def _job_target(self, task: TaskMessage) -> str:
+        """What names the job's interpreter without making it (an environment's name)."""
+        where = self._placement(task)
+        if isinstance(where, pyenvs.EnvSpec):
+            return where.name()
+        return self.config.python if where is None else where.path
+
+    def _job_python(self, task: TaskMessage) -> str:
+        """The job's interpreter: the task's version's, its environment's (made now, once:
+        the submitter waits), else `engine.python`."""
+        where = self._placement(task)
+        if isinstance(where, pyenvs.EnvSpec):
+            assert self._envs is not None
+            return self._envs.ensure(where).path
+        return self.config.python if where is None else where.path
 
     def _watch(self, job: _Job, job_id: str, announce: bool) -> None:
         with self._lock:

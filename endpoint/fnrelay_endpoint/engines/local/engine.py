@@ -72,8 +72,6 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 CONFIG_KEYS = frozenset({"type", "max_workers", "idle_timeout", "containment", "output_limit",
                          "output_retention", "mpi_options", "working_dir",
                          interpreters.KEY, pyenvs.KEY})
-#: The exception type of a task whose Python environment could not be made.
-ENVIRONMENT_ERROR_TYPE = "fnrelay_endpoint.PythonEnvironmentError"
 #: Where workers run tasks, under the endpoint's directory (Globus Compute's default name).
 DEFAULT_WORKING_DIR = "tasks_working_dir"
 #: Seconds a task's output files are kept (as the journal keeps results by default).
@@ -408,19 +406,9 @@ class LocalEngine(Engine):
     def _placement(self, task: TaskMessage) -> Interpreter | pyenvs.EnvSpec | None:
         """Where `task` runs: this pool (None), another interpreter's, or an environment's
         (made first); ValueError: refused (declared packages this endpoint will not install)."""
-        packages = pyenvs.task_packages(task.user_endpoint_config)
-        if packages:
-            why = pyenvs.refuse_packages(None if self._envs is None else self._envs.settings)
-            if why is not None:
-                raise ValueError(why)
-        if self._versions is None:
-            return None
-        base = self._versions.for_version(task.python_version)
-        own = base is self._versions.default
-        if self._envs is None or (own and not packages):
-            return None if own else base
-        spec = self._envs.spec(pyenvs.own_base() if own else base, packages)
-        return self._envs.ready(spec) or spec
+        versions = self._versions or Interpreters({})
+        return pyenvs.place(task.python_version, task.user_endpoint_config, versions,
+                            self._envs)
 
     def _pool(self, python: Interpreter) -> LocalEngine | None:
         """The pool of `python`'s workers, made and started on first use (None: stopping;
@@ -458,7 +446,7 @@ class LocalEngine(Engine):
             if self._preparing.pop(task.task_id, None) is None or self._stopping:
                 return  # cancelled meanwhile, or stopping (the journal re-runs it)
         if python is None:
-            self.on_result(failed_result(task, ENVIRONMENT_ERROR_TYPE, error))
+            self.on_result(failed_result(task, pyenvs.ENVIRONMENT_ERROR_TYPE, error))
         elif (pool := self._pool(python)) is not None:
             pool._submit_here(task)
 
