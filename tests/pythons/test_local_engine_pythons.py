@@ -92,3 +92,26 @@ def test_declared_packages_are_refused_where_the_admin_does_not_allow_them(engin
     (only,) = result.values()
     assert only.status == TaskState.FAILED.value and only.exception is not None
     assert "makes no Python environments" in only.exception.message
+
+
+def test_tasks_fail_rather_than_wait_when_another_interpreters_workers_do_not_start(
+        tmp_path: Path) -> None:
+    import queue
+
+    from fnrelay_endpoint.engines.interpreters import Interpreter
+
+    results: queue.Queue = queue.Queue()
+    bare = pythons.interpreter("3.12")  # no fnrelay there: its workers die at once
+    engine = LocalEngine(1, results.put, print, output_dir=tmp_path,
+                         python=Interpreter(bare, pythons.FULL["3.12"]))
+    engine.start()
+    try:
+        task = version_task("3.12")
+        engine.submit(task)
+        result = results.get(timeout=WAIT)
+    finally:
+        engine.shutdown()
+    assert result.task_id == task.task_id and result.exception is not None
+    assert result.exception.type == "fnrelay_endpoint.WorkerStartError"
+    assert f"workers on {bare} (Python 3.12.1) do not start" in result.exception.message
+    assert result.details["infrastructure"] is True

@@ -72,6 +72,9 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 CONFIG_KEYS = frozenset({"type", "max_workers", "idle_timeout", "containment", "output_limit",
                          "output_retention", "mpi_options", "working_dir",
                          interpreters.KEY, pyenvs.KEY})
+#: Worker starts in a row that may fail on another interpreter before its queued tasks fail.
+START_ATTEMPTS = 3
+WORKER_START_ERROR_TYPE = "fnrelay_endpoint.WorkerStartError"
 #: Where workers run tasks, under the endpoint's directory (Globus Compute's default name).
 DEFAULT_WORKING_DIR = "tasks_working_dir"
 #: Seconds a task's output files are kept (as the journal keeps results by default).
@@ -554,11 +557,17 @@ class LocalEngine(Engine):
     def _feed(self, slot: _Slot) -> None:
         """Keep one worker alive and busy until shutdown, started when the first task
         waits (an idle endpoint holds no worker processes, nor the forkserver)."""
+        failures = 0
         while self._wait_for_work():
             conn = self._spawn(slot)
             if conn is None:
+                failures += 1
+                if self.python is not None and failures >= START_ATTEMPTS:
+                    self._fail_queued(slot)
+                    failures = 0
                 time.sleep(1.0)  # the worker died while starting: do not spin
                 continue
+            failures = 0
             slot.conn = conn
             try:
                 self._serve(slot, conn)
@@ -570,6 +579,21 @@ class LocalEngine(Engine):
                     _kill_group(slot.process.pid)
                 slot.process.join(timeout=10)
                 self._containment.release(slot.index)  # what a killed task left behind
+
+    def _fail_queued(self, slot: _Slot) -> None:
+        """Fail the tasks waiting for workers that do not start on another interpreter (its
+        environment changed since the endpoint checked it): infrastructure, so the agent
+        retries each up to its max_retries, rather than tasks waiting forever."""
+        with self._cond:
+            tasks, self._queue = list(self._queue), collections.deque()
+        assert self.python is not None
+        code = getattr(slot.process, "exitcode", None)
+        for task in tasks:
+            self.on_result(failed_result(
+                task, WORKER_START_ERROR_TYPE,
+                f"workers on {self.python.path} (Python {self.python.full_version}) do not "
+                f"start (exit code {code}): does its environment still hold fnrelay and dill?",
+                details={"infrastructure": True, "reason": "workers do not start"}))
 
     def _wait_for_work(self) -> bool:
         """Block until a task is queued (True) or the engine stops (False)."""
