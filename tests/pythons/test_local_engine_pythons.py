@@ -115,3 +115,14 @@ def test_tasks_fail_rather_than_wait_when_another_interpreters_workers_do_not_st
     assert result.exception.type == "fnrelay_endpoint.WorkerStartError"
     assert f"workers on {bare} (Python 3.12.1) do not start" in result.exception.message
     assert result.details["infrastructure"] is True
+
+
+def test_versions_are_listed_in_numeric_order() -> None:
+    from fnrelay_endpoint.engines.interpreters import Interpreter, Interpreters
+
+    found = Interpreters({"3.9": Interpreter("/p/3.9", "3.9.18"),
+                          "3.13": Interpreter("/p/3.13", "3.13.0")},
+                         default=Interpreter("/p/3.11", "3.11.7"))
+    assert found.versions() == ["3.9", "3.11", "3.13"]
+    assert found.for_version("3.9").path == "/p/3.9"
+    assert found.for_version("3.12").path == found.for_version(None).path == "/p/3.11"
