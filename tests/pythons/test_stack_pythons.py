@@ -117,3 +117,15 @@ def test_bytecode_from_a_313_submitter_runs_because_the_endpoint_has_313(
                           timeout=240)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "((3, 13), 2)"
+
+
+def test_start_refuses_an_interpreter_filed_under_another_version_in_one_line(
+        make_endpoint, python_venv) -> None:
+    py313 = python_venv("3.13")
+    ep = make_endpoint("pythons-wrong", start=False,
+                       engine={"python_interpreters": {"3.12": py313}})
+    out = ep.cli("start", ep.name, "--foreground", timeout=120)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert f"'engine.python_interpreters.3.12': {py313} is Python 3.13.0, not 3.12" in last
+    assert "Traceback" not in out.stderr
