@@ -62,3 +62,20 @@ def test_a_tasks_declared_packages_are_installed_where_the_admin_allows_them(
     made = [p.name for p in (tmp_path / "python_envs").iterdir() if not p.name.startswith(".")]
     assert len(made) == 1 and made[0].startswith(f"py{OWN}-")
     assert result.details["python"] == str(tmp_path / "python_envs" / made[0] / "bin" / "python")
+
+
+def test_a_globus_compute_task_gets_its_sdk_in_another_versions_environment(
+        tmp_path: Path) -> None:
+    from fnrelay_endpoint.engines import pyenvs
+    from fnrelay_endpoint.engines.interpreters import Interpreter, Interpreters
+
+    envs = pyenvs.Environments(pyenvs.EnvSettings(), tmp_path)
+    versions = Interpreters({"3.13": Interpreter("/p/3.13", "3.13.0")},
+                            default=Interpreter("/p/3.11", "3.11.7"))
+    spec = pyenvs.place("3.13", {}, versions, envs, globus=True)
+    assert isinstance(spec, pyenvs.EnvSpec) and spec.base.path == "/p/3.13"
+    # As fnrelay's globus-compute extra pins it (pyproject.toml).
+    assert spec.packages == (pyenvs.globus_requirement(),)
+    assert spec.packages[0].startswith("globus-compute-sdk<")
+    assert pyenvs.place("3.13", {}, versions, envs).packages == ()  # type: ignore[union-attr]
+    assert pyenvs.place(None, {}, versions, envs, globus=True) is None  # the endpoint's own

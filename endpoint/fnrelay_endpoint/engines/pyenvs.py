@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
@@ -271,11 +271,23 @@ def refuse_packages(settings: EnvSettings | None) -> str | None:
 ENVIRONMENT_ERROR_TYPE = "fnrelay_endpoint.PythonEnvironmentError"
 
 
+def globus_requirement() -> str:
+    """Globus Compute's SDK as fnrelay's `globus-compute` extra pins it (its one source)."""
+    try:
+        found = [r.split(";")[0].strip() for r in requires("fnrelay") or []
+                 if r.startswith("globus-compute-sdk") and "globus-compute" in r.split(";")[-1]]
+    except PackageNotFoundError:
+        found = []
+    return found[0] if found else "globus-compute-sdk"
+
+
 def place(task_version: str | None, user_endpoint_config: Mapping[str, Any] | None,
-          versions: Interpreters, envs: Environments | None) -> Interpreter | EnvSpec | None:
+          versions: Interpreters, envs: Environments | None, globus: bool = False
+          ) -> Interpreter | EnvSpec | None:
     """Where a task runs: the engine's default interpreter (None), another one, or an
-    environment (made first, unless `envs` has it already). ValueError: refused (packages
-    declared where none are installed, or a malformed list)."""
+    environment (made first, unless `envs` has it already). A Globus Compute task (`globus`)
+    needs that SDK's serializers there too. ValueError: refused (packages declared where none
+    are installed, or a malformed list)."""
     packages = task_packages(user_endpoint_config)
     if packages:
         why = refuse_packages(None if envs is None else envs.settings)
@@ -285,6 +297,8 @@ def place(task_version: str | None, user_endpoint_config: Mapping[str, Any] | No
     own = base is versions.default
     if envs is None or (own and not packages):
         return None if own else base
+    if globus and not own:  # the endpoint's own environment holds it if it takes such tasks
+        packages = sorted({*packages, globus_requirement()})
     # uv makes a venv from a base interpreter: the endpoint's own may be a venv's.
     spec = envs.spec(own_base() if base.path == sys.executable else base, packages)
     return envs.ready(spec) or spec

@@ -34,7 +34,7 @@ from typing import Any
 from fnrelay.backoff import Backoff
 from fnrelay.errors import ConfigurationError
 from fnrelay.serialize import TAG_DILL_CODE, TAG_DILL_DATA
-from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.wire import FORMAT_GLOBUS, ResultMessage, StatusUpdate, TaskMessage, TaskState
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines import interpreters, pyenvs
 from fnrelay_endpoint.engines.base import (
@@ -601,7 +601,7 @@ class BatchEngine(Engine):
         if self._versions is None:
             return pyenvs.place(None, task.user_endpoint_config, Interpreters({}), None)
         return pyenvs.place(task.python_version, task.user_endpoint_config, self._versions,
-                            self._envs)
+                            self._envs, globus=task.format == FORMAT_GLOBUS)
 
     def _job_target(self, task: TaskMessage) -> str:
         """What names the job's interpreter without making it (an environment's name)."""

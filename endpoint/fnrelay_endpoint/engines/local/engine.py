@@ -33,7 +33,14 @@ from typing import Any
 
 from fnrelay.errors import ConfigurationError
 from fnrelay.functions import parse_walltime
-from fnrelay.wire import ExceptionInfo, ResultMessage, StatusUpdate, TaskMessage, TaskState
+from fnrelay.wire import (
+    FORMAT_GLOBUS,
+    ExceptionInfo,
+    ResultMessage,
+    StatusUpdate,
+    TaskMessage,
+    TaskState,
+)
 from fnrelay.wire.names import ENV_GC_TASK_UUID, ENV_MPI_PREFIX
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines import interpreters, pyenvs
@@ -411,7 +418,7 @@ class LocalEngine(Engine):
         (made first); ValueError: refused (declared packages this endpoint will not install)."""
         versions = self._versions or Interpreters({})
         return pyenvs.place(task.python_version, task.user_endpoint_config, versions,
-                            self._envs)
+                            self._envs, globus=task.format == FORMAT_GLOBUS)
 
     def _pool(self, python: Interpreter) -> LocalEngine | None:
         """The pool of `python`'s workers, made and started on first use (None: stopping;
