@@ -28,7 +28,8 @@ def test_a_task_runs_in_an_environment_uv_makes_from_the_interpreter_once(
     assert results[0].details["python_version"] == pythons.FULL["3.12"]
 
 
-def test_a_build_that_fails_fails_its_tasks_with_uvs_message(engine, wheelhouse: str) -> None:
+def test_a_build_that_fails_fails_its_tasks_with_uvs_message(engine, wheelhouse: str,
+                                                              tmp_path: Path) -> None:
     e = engine(python_interpreters={"3.12": pythons.interpreter("3.12")},
                python_environments={"fnrelay": "fnrelay", "find_links": [wheelhouse],
                                     "allow_packages": True})
@@ -40,6 +41,8 @@ def test_a_build_that_fails_fails_its_tasks_with_uvs_message(engine, wheelhouse:
     message = result.exception.message
     assert "cannot make the task's Python 3.12 environment" in message
     assert "fnrelay-test-no-such-package" in message  # uv's own words name it
+    # Nothing half-made is left, and no environment claims to be ready.
+    assert [p.name for p in (tmp_path / "python_envs").iterdir()] == []
 
 
 def test_declared_packages_are_refused_unless_the_admin_allows_them(

@@ -146,7 +146,8 @@ def _uv() -> str:
         found = shutil.which("uv")
         if found is None:
             raise PythonEnvironmentError("uv is not installed (pip install uv, or "
-                                    "fnrelay[endpoint]): environments cannot be made") from None
+                                         "fnrelay[endpoint]): environments cannot be made"
+                                         ) from None
         return found
 
 
@@ -181,7 +182,7 @@ class Environments:
         with build_lock:  # the first caller builds; the others wait here, then find it made
             if name in self._ready:
                 return self._ready[name]
-            found = self._load(spec) or self._build(spec)
+            found = self._load(spec) or self._build_or_clean(spec)
             with self._lock:
                 self._ready[name] = found
             return found
@@ -197,6 +198,14 @@ class Environments:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return Interpreter(str(self._python(spec.name())), str(full))
+
+    def _build_or_clean(self, spec: EnvSpec) -> Interpreter:
+        """Build; a failed build leaves no half-made directory behind."""
+        try:
+            return self._build(spec)
+        except BaseException:
+            shutil.rmtree(self.root / f".{spec.name()}.building", ignore_errors=True)
+            raise
 
     def _build(self, spec: EnvSpec) -> Interpreter:
         name = spec.name()
