@@ -263,7 +263,7 @@ class OutboxPublisher(_Worker):
         elif msgs:
             ch.basic_publish(
                 wire.TASKS_EXCHANGE, endpoint_id, wire.encode_tasks(msgs),
-                _props(wire.MSG_TASKS), mandatory=False,
+                _props(wire.MSG_TASKS, self.amqp_user), mandatory=False,
             )
         tasks.finish_outbox(self.db, oids, [m.task_id for m in msgs], published)
 

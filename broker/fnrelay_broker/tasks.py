@@ -218,7 +218,8 @@ def submit(
                           extra={"task_id": tid, "task_group_id": group_id})
         if handoff is not None and not multi_user:  # children start first: the outbox's order
             handoff(Handoff(endpoint_id, outbox_ids, [
-                task_from_entry(tid, spec, bodies[spec["function_id"]], group_id)
+                task_from_entry(tid, spec, bodies[spec["function_id"]], group_id,
+                                submitter=user.id)
                 for tid, spec in zip(ids, tasks, strict=True)
             ]))
         return answer
@@ -544,6 +545,7 @@ def task_messages(db: Database, task_ids: list[str]) -> list[TaskMessage]:
                     max_retries=task.max_retries, format=task.format,
                     result_serializers=list(task.result_serializers or []),
                     python_version=task.python_version,
+                    submitter=task.owner,
                 )
     return [found[i] for i in task_ids if i in found]
 

@@ -275,6 +275,7 @@ class Agent:
             return
         if tasks:
             _check_direct(tasks, props.user_id)
+            _check_submitter(tasks, props.user_id, self._broker_user)
             # New tasks start before they are journaled; the ack waits for the commit's fsync.
             acker = self._session.acker if self._session is not None else None
             to_run, to_publish = self.journal.add_tasks(tasks, before_commit=self._start_tasks,
@@ -391,3 +392,13 @@ def _check_direct(tasks: list[TaskMessage], sender: str | None) -> None:
         t.direct = bool(t.direct and t.task_group_id and sender
                         and sender == wire.group_account(t.task_group_id))
 
+
+
+def _check_submitter(tasks: list[TaskMessage], sender: str | None, broker: str | None) -> None:
+    """Trust a task's `submitter` (its fair share of the workers) only from the broker: any
+    other sender (an Executor's direct path) gets the lane of its own RabbitMQ account, so it
+    cannot take another user's turn."""
+    if broker is None or sender == broker:
+        return
+    for t in tasks:
+        t.submitter = sender or "?"

@@ -58,6 +58,9 @@ class TaskMessage:
     #: The submitter's Python "major.minor" (e.g. "3.12"): the endpoint runs the task on an
     #: interpreter of that version when it has one. None: unknown (then the endpoint's own).
     python_version: str | None = None
+    #: The broker's id of the user who submitted it: an endpoint shares its workers fairly
+    #: among submitters (trusted only from the broker; None on the owner's direct path).
+    submitter: str | None = None
 
     @classmethod
     def from_dict(cls, item: dict[str, Any]) -> TaskMessage:
@@ -86,11 +89,13 @@ class TaskMessage:
             format=fmt,
             result_serializers=serializers,
             python_version=codec.opt_text(item, "python_version"),
+            submitter=codec.opt_text(item, "submitter"),
         )
 
 
 def task_from_entry(task_id: str, entry: dict[str, Any], function: str,
-                    task_group_id: str | None, direct: bool = False) -> TaskMessage:
+                    task_group_id: str | None, direct: bool = False,
+                    submitter: str | None = None) -> TaskMessage:
     """The endpoint's view of a submit entry (`fnrelay.client.task_entry`, checked by the
     broker's REST model or built by the Executor), with the function's serialized code."""
     return TaskMessage(
@@ -102,6 +107,7 @@ def task_from_entry(task_id: str, entry: dict[str, Any], function: str,
         format=entry.get("format") or FORMAT_FNRELAY,
         result_serializers=entry.get("result_serializers") or [],
         python_version=entry.get("python_version"),
+        submitter=submitter,
     )
 
 

@@ -16,7 +16,6 @@ switch on the task's way in.
 
 from __future__ import annotations
 
-import collections
 import logging
 import multiprocessing
 import os
@@ -52,6 +51,7 @@ from fnrelay_endpoint.engines.base import (
     failed_result,
     refused_result,
 )
+from fnrelay_endpoint.engines.fair_queue import FairQueue
 from fnrelay_endpoint.engines.interpreters import Interpreter, Interpreters
 from fnrelay_endpoint.engines.local import foreign, task_output
 from fnrelay_endpoint.engines.local.containment import (
@@ -316,7 +316,7 @@ class LocalEngine(Engine):
         #: Where tasks start (None: `tasks_working_dir` under output_dir).
         self.working_dir = working_dir
         self._stopped = threading.Event()  # ends the pruner
-        self._queue: collections.deque[TaskMessage] = collections.deque()
+        self._queue = FairQueue()  # round-robin across submitters: a shared endpoint
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # queue and life cycle; feeders without workers
         self._slots = [_Slot(i, lock) for i in range(max_workers)]
@@ -592,7 +592,7 @@ class LocalEngine(Engine):
         environment changed since the endpoint checked it): infrastructure, so the agent
         retries each up to its max_retries, rather than tasks waiting forever."""
         with self._cond:
-            tasks, self._queue = list(self._queue), collections.deque()
+            tasks, self._queue = list(self._queue), FairQueue()
         assert self.python is not None
         code = getattr(slot.process, "exitcode", None)
         for task in tasks:

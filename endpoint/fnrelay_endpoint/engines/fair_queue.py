@@ -1,0 +1,74 @@
+"""Queued tasks taken round-robin across submitters, FIFO within each.
+
+An endpoint shared by `allowed_functions` journals and queues every task it is sent at once
+(the journal, not RabbitMQ, holds the backlog), so a plain FIFO would make one user's lone
+call wait behind another's whole flood. Taking one task per submitter in turn bounds that
+wait by the number of submitters with work queued, whatever each has queued. The submitter is
+the broker's user id (`TaskMessage.submitter`, which the agent trusts only from the broker);
+tasks without one share one turn.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+from fnrelay.wire import TaskMessage
+
+
+class FairQueue:
+    """A deque-like queue of tasks (append, popleft, remove, clear, len, iteration)."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[str, collections.deque[TaskMessage]] = {}
+        self._turns: collections.deque[str] = collections.deque()  # lanes with work, in turn
+        self._len = 0
+
+    def append(self, task: TaskMessage) -> None:
+        key = task.submitter or ""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = collections.deque()
+            self._turns.append(key)
+        lane.append(task)
+        self._len += 1
+
+    def popleft(self) -> TaskMessage:
+        """The next submitter's oldest task; IndexError when empty."""
+        if not self._turns:
+            raise IndexError("pop from an empty FairQueue")
+        key = self._turns.popleft()
+        lane = self._lanes[key]
+        task = lane.popleft()
+        if lane:
+            self._turns.append(key)
+        else:
+            del self._lanes[key]
+        self._len -= 1
+        return task
+
+    def remove(self, task: TaskMessage) -> None:
+        key = task.submitter or ""
+        lane = self._lanes.get(key)
+        if lane is None:
+            raise ValueError("task not queued")
+        lane.remove(task)
+        self._len -= 1
+        if not lane:
+            del self._lanes[key]
+            self._turns.remove(key)
+
+    def clear(self) -> None:
+        self._lanes.clear()
+        self._turns.clear()
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[TaskMessage]:
+        """Every queued task, lane by lane (a snapshot: callers may remove while iterating)."""
+        return iter([t for lane in list(self._lanes.values()) for t in lane])
