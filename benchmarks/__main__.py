@@ -23,7 +23,8 @@ def parse(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=(
         "Benchmark fnrelay against Parsl HTEX and raw AMQP on this machine "
         "(see docs/performance.md). `python -m benchmarks latency --help`: round trips "
-        "across links with a one-way delay."))
+        "across links with a one-way delay; `python -m benchmarks tenants --help`: many "
+        "users on one broker, and fairness under a flood."))
     p.add_argument("--n-latency", type=_positive, help="timed one-at-a-time calls (500)")
     p.add_argument("--n-throughput", type=_positive, help="tasks in the throughput run (10000)")
     p.add_argument("--workers", type=_positive, default=2, help="workers of fnrelay and Parsl")
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import latency
 
         return latency.main(args[1:])
+    if args[:1] == ["tenants"]:  # many users on one broker: benchmarks/tenants.py
+        from benchmarks import tenants
+
+        return tenants.main(args[1:])
     opts = parse(argv)
     try:
         result = run(opts)
