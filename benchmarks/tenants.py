@@ -10,10 +10,11 @@ start a child endpoint process per user and endpoint). Then:
   `--tasks` no-op tasks between them at once; the broker's CPU seconds (/proc/PID/stat, the
   broker process alone) over the tasks done, and the database's growth (SQLite file + WAL)
   over those tasks, scaled linearly to a million stored tasks;
-* fairness: a flooder queues `--flood` tasks (100,000 by default; `--scale` shrinks it) on its
-  own endpoint; meanwhile a lone user's calls (one at a time) on another endpoint (case 1:
-  separate endpoints) and on the flooder's endpoint (case 2: shared) are timed, and their p50
-  set against the same calls before the flood (the target is <= 2x). The flood's progress over
+* fairness: a flooder queues `--flood` tasks (100,000 by default; `--scale` shrinks it) on the
+  endpoint it owns (so on the direct path, its records reaching the broker afterwards);
+  meanwhile a lone user's calls (one at a time) on another endpoint (case 1: separate
+  endpoints) and on the flooder's endpoint (case 2: shared) are timed, and their p50 set
+  against the same calls before the flood (the target is <= 2x). The flood's progress over
   the window is reported too: neither side starves.
 """
 
