@@ -366,10 +366,21 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     # that was there before; a no-op one makes a clean stop exit 0 (no KeyboardInterrupt).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    taken: list[str] = []
+
+    def stop_for(reason: str) -> None:
+        taken.append(reason)
+        server.should_exit = True
+
+    keeper = vhost.ClaimKeeper(claim, stop_for)
+    keeper.start()
     try:
         server.run()
     finally:
+        keeper.stop()
         claim.release()
+    if taken:
+        _fail(taken[0])
     if not server.started:
         _fail(f"could not serve on {host}:{port} (is the port in use?)")
 
