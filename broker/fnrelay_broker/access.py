@@ -7,6 +7,7 @@ import logging
 
 import pika
 
+from fnrelay.amqp import first_url
 from fnrelay_broker.accounts import (
     AccountError,
     Accounts,
@@ -29,7 +30,7 @@ class AmqpAccess:
     def __init__(self, settings: BrokerSettings, names: QueueNames):
         self.public_url = settings.public_amqp_url or settings.amqp_url
         #: The broker's own account: the only sender endpoints accept control messages from.
-        self.broker_user = pika.URLParameters(settings.amqp_url).credentials.username
+        self.broker_user = pika.URLParameters(first_url(settings.amqp_url)).credentials.username
         self.accounts: Accounts | None = None
         if settings.amqp_management_url:
             assert settings.amqp_management_auth is not None
@@ -69,13 +70,14 @@ class AmqpAccess:
     def gc_url(self, user_id: str) -> str:
         """The URL of the user's Globus Compute reader account, with a new password."""
         if self.accounts is None:
-            return self.public_url
+            return first_url(self.public_url)
         try:
             creds = self.accounts.gc_reader(user_id)
         except AccountError as e:
             log.error("cannot create the Globus Compute reader of user %s: %s", user_id, e)
             raise ApiError(503, "RabbitMQ accounts cannot be created now; retry later") from e
-        return url_with_credentials(self.public_url, creds.username, creds.password)
+        # The official SDK parses one URL: it is handed the first node's.
+        return url_with_credentials(first_url(self.public_url), creds.username, creds.password)
 
     def apply_policies(self) -> None:
         """Set the dead-letter policy (logged, not fatal: consumers dead-letter bad messages

@@ -21,6 +21,7 @@ import pika
 import requests
 
 from fnrelay import wire
+from fnrelay.amqp import first_url, join_urls, split_urls
 from fnrelay_broker.queues import QueueNames
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,14 @@ def group_user(task_group_id: str) -> str:
     return wire.group_account(task_group_id)
 
 
-def url_with_credentials(url: str, username: str, password: str) -> str:
-    """`url` with its user and password replaced (both percent-quoted)."""
+def url_with_credentials(urls: str, username: str, password: str) -> str:
+    """`urls` (one, or a comma-separated list of a cluster's nodes) with the user and password
+    of each replaced (both percent-quoted)."""
+    return join_urls([_one_with_credentials(u, username, password)
+                      for u in split_urls(urls) or [urls]])
+
+
+def _one_with_credentials(url: str, username: str, password: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
@@ -88,16 +95,22 @@ class Accounts:
     def __init__(self, management_url: str, admin: tuple[str, str], amqp_url: str,
                  names: QueueNames):
         self.names = names
-        self.api = management_url.rstrip("/") + "/api"
+        #: One API per cluster node (a comma-separated `management_url`): any node serves the
+        #: cluster's accounts, so a call goes to the next when one does not answer.
+        self.apis = [u.rstrip("/") + "/api" for u in split_urls(management_url)]
         self.auth = admin
-        self.vhost = pika.URLParameters(amqp_url).virtual_host
+        self.vhost = pika.URLParameters(first_url(amqp_url)).virtual_host
 
     def _call(self, method: str, path: str, json: dict | None = None) -> requests.Response:
-        try:
-            r = requests.request(method, f"{self.api}/{path}", auth=self.auth, json=json,
-                                  timeout=_TIMEOUT)
-        except requests.RequestException as e:
-            raise AccountError(f"RabbitMQ management API unreachable: {e}") from e
+        for api in self.apis:
+            try:
+                r = requests.request(method, f"{api}/{path}", auth=self.auth, json=json,
+                                     timeout=_TIMEOUT)
+                break
+            except requests.RequestException as e:
+                error = e
+        else:
+            raise AccountError(f"RabbitMQ management API unreachable: {error}") from error
         if r.status_code >= 400 and not (method in ("GET", "DELETE") and r.status_code == 404):
             raise AccountError(f"RabbitMQ management API: {method} {path} answered "
                                f"{r.status_code}: {r.text[:200]}")

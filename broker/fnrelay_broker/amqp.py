@@ -16,24 +16,21 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from fnrelay import wire
-from fnrelay.amqp import connection_parameters
-from fnrelay_broker.queues import QueueNames, legacy_endpoint_queue
+from fnrelay.amqp import parameter_list
+from fnrelay_broker.queues import CLASSIC, QueueNames, legacy_endpoint_queue, queue_arguments
 
 log = logging.getLogger(__name__)
 
 LEGACY_GROUPS_EXCHANGE = "fnrelay.groups"
 
 
-def parameters(url: str) -> pika.URLParameters:
-    params = connection_parameters(url)
-    params.connection_attempts = 1
-    params.socket_timeout = 5
-    params.blocked_connection_timeout = 30
-    params.client_properties = {"connection_name": "fnrelay-broker"}
-    return params
+def parameters(url: str) -> list[pika.URLParameters]:
+    """One parameter set per node of `url` (a comma-separated list: pika fails over)."""
+    return parameter_list(url, "fnrelay-broker", connection_attempts=1, socket_timeout=5,
+                          blocked_connection_timeout=30)
 
 
-def declare_exchanges(channel: BlockingChannel) -> None:
+def declare_exchanges(channel: BlockingChannel, queue_type: str = CLASSIC) -> None:
     channel.exchange_declare(wire.TASKS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(wire.RESULTS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(wire.GROUPS_EXCHANGE, "topic", durable=True)
@@ -47,13 +44,14 @@ def declare_exchanges(channel: BlockingChannel) -> None:
     channel.exchange_unbind(wire.TASKS_EXCHANGE, wire.SUBMIT_EXCHANGE, routing_key="#")
     channel.exchange_bind(wire.TASKS_EXCHANGE, wire.SUBMIT_EXCHANGE, routing_key="*")
     channel.exchange_declare(wire.DEADLETTER_EXCHANGE, "fanout", durable=True)
-    channel.queue_declare(wire.DEADLETTER_QUEUE, durable=True)
+    channel.queue_declare(wire.DEADLETTER_QUEUE, durable=True,
+                          arguments=queue_arguments(queue_type))
     channel.queue_bind(wire.DEADLETTER_QUEUE, wire.DEADLETTER_EXCHANGE)
 
 
 def declare_endpoint_queue(channel: BlockingChannel, names: QueueNames, endpoint_id: str) -> str:
     queue = names.endpoint(endpoint_id)
-    channel.queue_declare(queue, durable=True)
+    channel.queue_declare(queue, durable=True, arguments=names.arguments())
     channel.queue_bind(queue, wire.TASKS_EXCHANGE, routing_key=endpoint_id)
     return queue
 
@@ -61,7 +59,7 @@ def declare_endpoint_queue(channel: BlockingChannel, names: QueueNames, endpoint
 def declare_control_queue(channel: BlockingChannel, names: QueueNames, endpoint_id: str) -> str:
     """A multi-user manager's control queue (start-child messages)."""
     queue = names.control(endpoint_id)
-    channel.queue_declare(queue, durable=True)
+    channel.queue_declare(queue, durable=True, arguments=names.arguments())
     channel.queue_bind(queue, wire.TASKS_EXCHANGE,
                        routing_key=wire.control_routing_key(endpoint_id))
     return queue
@@ -72,9 +70,8 @@ def declare_group_queue(channel: BlockingChannel, names: QueueNames, task_group_
     """A group's result queue, bound for the broker's results and, with `direct_endpoint`,
     for that endpoint's (the direct path's grant)."""
     queue = names.group(task_group_id)
-    channel.queue_declare(
-        queue, durable=True, arguments={"x-expires": int(expires_s * 1000)}
-    )
+    channel.queue_declare(queue, durable=True,
+                          arguments=names.arguments(**{"x-expires": int(expires_s * 1000)}))
     channel.queue_bind(queue, wire.GROUPS_EXCHANGE,
                        routing_key=wire.group_routing_key(task_group_id))
     if direct_endpoint is not None:
@@ -124,7 +121,7 @@ class Declarer:
                 return False
             try:
                 ch = conn.channel()
-                declare_exchanges(ch)
+                declare_exchanges(ch, self.names.queue_type)
                 fn(ch)
                 return True
             except Exception as e:  # noqa: BLE001
@@ -160,8 +157,8 @@ class Declarer:
         """A Globus Compute group's result queue (`queue`: the owner's prefix + the group
         id), bound for the broker's results of its tasks in Globus Compute's format."""
         def declare(ch: BlockingChannel) -> None:
-            ch.queue_declare(queue, durable=True,
-                             arguments={"x-expires": int(self.group_expires_s * 1000)})
+            ch.queue_declare(queue, durable=True, arguments=self.names.arguments(
+                **{"x-expires": int(self.group_expires_s * 1000)}))
             ch.queue_bind(queue, wire.GROUPS_EXCHANGE,
                           routing_key=wire.gc_routing_key(task_group_id))
         return self._run(declare)

@@ -126,12 +126,13 @@ class Broker:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.db.create_tables()
-        self.names = queues.load(self.db)
+        self.names = queues.load(self.db, settings.queue_type)
         self.declarer = Declarer(settings.amqp_url, settings.group_queue_expires, self.names)
         self.access = AmqpAccess(settings, self.names)
         self.publisher = OutboxPublisher(self.db, settings.amqp_url, self.names, self.access)
         self.consumer = ResultConsumer(self.db, settings.amqp_url,
-                                       verify_senders=self.access.isolated)
+                                       verify_senders=self.access.isolated,
+                                       queue_type=settings.queue_type)
         self.blobs = BlobStore.open(self.db, settings.blob_store, settings.blob_limit)
         self.cleaner = Cleaner(self.db, settings.result_ttl, self.blobs, self.access.reclaimer(
             self.db, settings.account_idle))

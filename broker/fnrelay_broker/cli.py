@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 import click
 from click.core import ParameterSource
 
+from fnrelay.amqp import first_url, split_urls
 from fnrelay_broker.settings import (
     DEFAULT_ACCOUNT_IDLE,
     DEFAULT_AMQP_URL,
@@ -142,7 +143,7 @@ def _management_auth(amqp_url: str, user: str | None, password: str | None
     if user is None and password is None:
         return None
 
-    parts = urlsplit(amqp_url)
+    parts = urlsplit(first_url(amqp_url))
     return (user or unquote(parts.username or "guest"),
             password if password is not None else unquote(parts.password or "guest"))
 
@@ -155,16 +156,18 @@ _SAFER = {"amqp_url": "FNRELAY_AMQP_URL or --amqp-url-file",
 
 
 def _amqp_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
-    """A malformed RabbitMQ URL is a usage error at once, not a traceback from the AMQP threads
-    or a broker retrying forever (the message leaves out the URL: it may hold a password)."""
+    """A malformed RabbitMQ URL (of a comma-separated list, one per cluster node) is a usage
+    error at once, not a traceback from the AMQP threads or a broker retrying forever (the
+    message leaves out the URL: it may hold a password)."""
     if url is None:
         return None
     import pika
 
     try:
-        if not url.startswith(("amqp://", "amqps://")):
-            raise ValueError("it must start with amqp:// or amqps://")
-        pika.URLParameters(url)
+        for one in split_urls(url) or [url]:
+            if not one.startswith(("amqp://", "amqps://")):
+                raise ValueError("it must start with amqp:// or amqps://")
+            pika.URLParameters(one)
     except (ValueError, IndexError) as e:
         reason = str(e) if isinstance(e, ValueError) else "it has no virtual host path"
         raise click.BadParameter(
@@ -288,6 +291,11 @@ def main() -> None:
               help="A user who operates this service (repeatable; in the environment, names "
                    "separated by spaces): reads /metrics and the dashboard's admin view, "
                    "which show every tenant's figures.")
+@click.option("--queue-type", default="classic", show_default=True,
+              type=click.Choice(["classic", "quorum"]), envvar="FNRELAY_QUEUE_TYPE",
+              help="RabbitMQ type of the durable queues the broker declares: quorum on a "
+                   "cluster (replicated across nodes). Queues made with the other type must "
+                   "be migrated first: `fnrelay-broker queues migrate`.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Least level logged (debug: a line for each task received and finished).")
@@ -309,7 +317,8 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
           direct: bool = True, amqp_url_file: str | None = None,
           amqp_management_password_file: str | None = None,
           operators: tuple[str, ...] = (),
-          max_queued_per_user: int = DEFAULT_MAX_QUEUED, log_format: str = "text") -> None:
+          max_queued_per_user: int = DEFAULT_MAX_QUEUED, log_format: str = "text",
+          queue_type: str = "classic") -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     ctx = click.get_current_context()
     amqp_url = _one_of(ctx, amqp_url, "amqp_url", amqp_url_file, "--amqp-url-file")
@@ -337,7 +346,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
         amqp_management_auth=_management_auth(amqp_url, amqp_management_user,
                                               amqp_management_password),
         blob_store=blob_store, blob_limit=blob_limit, direct=direct, operators=operators,
-        max_queued_per_user=max_queued_per_user,
+        max_queued_per_user=max_queued_per_user, queue_type=queue_type,
     )
     try:
         app = create_app(settings)

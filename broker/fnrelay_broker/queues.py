@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -23,11 +24,24 @@ from fnrelay_broker.models import BrokerSecret
 SECRET_NAME = "queue-names"
 
 
-class QueueNames:
-    """The names of the endpoint, control and group queues under one key."""
+#: RabbitMQ queue types (x-queue-type) of the durable queues the broker declares: classic
+#: on one node; quorum on a cluster (replicated: a queue survives the loss of its node).
+CLASSIC, QUORUM = "classic", "quorum"
+QUEUE_TYPES = (CLASSIC, QUORUM)
 
-    def __init__(self, key: bytes):
+
+class QueueNames:
+    """The names of the endpoint, control and group queues under one key, and the type they
+    are declared with (every declarer must pass the same arguments, or RabbitMQ answers 406)."""
+
+    def __init__(self, key: bytes, queue_type: str = CLASSIC):
         self._key = key
+        self.queue_type = queue_type
+
+    def arguments(self, **extra: Any) -> dict[str, Any] | None:
+        """The arguments of a durable queue: `extra` plus its type when not classic (a classic
+        queue is declared without one, as before, so existing queues still match)."""
+        return queue_arguments(self.queue_type, **extra)
 
     def _token(self, kind: str, ident: str) -> str:
         mac = hmac.new(self._key, f"{kind}:{ident}".encode(), hashlib.sha256)
@@ -58,17 +72,25 @@ class QueueNames:
         return f"fnrelay.gc.{self._token('gc', user_id)}."
 
 
+def queue_arguments(queue_type: str, **extra: Any) -> dict[str, Any] | None:
+    """`extra` plus x-queue-type unless classic; None when there are none."""
+    args = dict(extra)
+    if queue_type != CLASSIC:
+        args["x-queue-type"] = queue_type
+    return args or None
+
+
 def legacy_endpoint_queue(endpoint_id: str) -> str:
     """The guessable name endpoint queues had before: tasks left in one are moved."""
     return f"fnrelay.endpoint.{endpoint_id}.tasks"
 
 
-def load(db: Database) -> QueueNames:
+def load(db: Database, queue_type: str = CLASSIC) -> QueueNames:
     """The queue names of this broker's database (the key is made on first use)."""
     with db.read() as s:
         row = s.get(BrokerSecret, SECRET_NAME)
         if row is not None:
-            return QueueNames(bytes.fromhex(row.value))
+            return QueueNames(bytes.fromhex(row.value), queue_type)
     try:
         with db.write() as s:
             s.add(BrokerSecret(name=SECRET_NAME, value=secrets.token_hex(32)))
@@ -77,4 +99,4 @@ def load(db: Database) -> QueueNames:
     with db.read() as s:
         row = s.get(BrokerSecret, SECRET_NAME)
         assert row is not None
-        return QueueNames(bytes.fromhex(row.value))
+        return QueueNames(bytes.fromhex(row.value), queue_type)

@@ -30,7 +30,7 @@ from fnrelay_broker.amqp import (
     parameters,
 )
 from fnrelay_broker.db import Database
-from fnrelay_broker.queues import QueueNames
+from fnrelay_broker.queues import CLASSIC, QueueNames, queue_arguments
 
 if TYPE_CHECKING:
     from fnrelay_broker.access import AmqpAccess
@@ -71,7 +71,7 @@ class _Worker(threading.Thread):
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.backoff = Backoff(base=0.5, cap=30.0)
-        self.amqp_user = parameters(amqp_url).credentials.username
+        self.amqp_user = parameters(amqp_url)[0].credentials.username
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
@@ -140,7 +140,7 @@ class OutboxPublisher(_Worker):
     def serve(self, conn: pika.BlockingConnection) -> None:
         ch = conn.channel()
         ch.confirm_delivery()
-        declare_exchanges(ch)
+        declare_exchanges(ch, self.names.queue_type)
         declared: set[str] = set()
         while not self.stopping.is_set():
             self.wake_event.clear()
@@ -311,8 +311,10 @@ class ResultConsumer(_Worker):
     ignored. A message is acked only after its effects are committed and forwarded.
     """
 
-    def __init__(self, db: Database, amqp_url: str, verify_senders: bool = False):
+    def __init__(self, db: Database, amqp_url: str, verify_senders: bool = False,
+                 queue_type: str = CLASSIC):
         super().__init__("fnrelay-result-consumer", db, amqp_url)
+        self.queue_type = queue_type
         #: Accept a message only if its user_id is the account of its routing key's endpoint
         #: (on when every endpoint has its own RabbitMQ account).
         self.verify_senders = verify_senders
@@ -332,8 +334,9 @@ class ResultConsumer(_Worker):
 
     def serve(self, conn: pika.BlockingConnection) -> None:
         ch = conn.channel()
-        declare_exchanges(ch)
-        ch.queue_declare(wire.BROKER_RESULTS_QUEUE, durable=True)
+        declare_exchanges(ch, self.queue_type)
+        ch.queue_declare(wire.BROKER_RESULTS_QUEUE, durable=True,
+                         arguments=queue_arguments(self.queue_type))
         ch.queue_bind(wire.BROKER_RESULTS_QUEUE, wire.RESULTS_EXCHANGE, routing_key="#")
         # The direct path's task records come through the same queue as the results (the
         # tasks themselves go to the endpoint only; "#" was the binding before 2026-12).

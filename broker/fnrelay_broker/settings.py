@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pika
 
+from fnrelay.amqp import first_url
 from fnrelay.config import fnrelay_home
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -61,6 +62,10 @@ class BrokerSettings:
     #: Unfinished tasks (not yet succeeded, failed or cancelled) one user may have; a submit
     #: that would pass it is refused with a retryable 429. 0: no limit.
     max_queued_per_user: int = DEFAULT_MAX_QUEUED
+    #: RabbitMQ type of the durable queues the broker declares: "classic" (one node) or
+    #: "quorum" (a cluster: replicated). Existing queues keep their type until migrated
+    #: (`fnrelay-broker queues migrate`).
+    queue_type: str = "classic"
 
     def is_operator(self, username: str) -> bool:
         return username in self.operators
@@ -76,5 +81,5 @@ class BrokerSettings:
         if not self.public_amqp_url:
             self.public_amqp_url = self.amqp_url
         if self.amqp_management_url and self.amqp_management_auth is None:
-            creds = pika.URLParameters(self.amqp_url).credentials
+            creds = pika.URLParameters(first_url(self.amqp_url)).credentials
             self.amqp_management_auth = (creds.username, creds.password)

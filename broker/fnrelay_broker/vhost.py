@@ -32,6 +32,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
+from fnrelay.amqp import first_url
 from fnrelay_broker.amqp import parameters
 from fnrelay_broker.queues import QueueNames
 
@@ -60,8 +61,9 @@ class VhostClaim:
         """True when held; False when RabbitMQ cannot be reached now (then it is not checked);
         VhostTaken when a broker of another deployment holds the vhost."""
         params = parameters(self.amqp_url)
-        params.heartbeat = 0  # the connection idles for the broker's life; TCP tells its end
-        params.client_properties = {"connection_name": CONNECTION_NAME}
+        for one in params:
+            one.heartbeat = 0  # the connection idles for the broker's life; TCP tells its end
+            one.client_properties = {"connection_name": CONNECTION_NAME}
         try:
             conn = pika.BlockingConnection(params)
         except pika.exceptions.AMQPError as e:
@@ -152,5 +154,5 @@ def taken_message(amqp_url: str) -> str:
 
 
 def vhost_of(amqp_url: str) -> str:
-    path = urlsplit(amqp_url).path
+    path = urlsplit(first_url(amqp_url)).path
     return unquote(path[1:]) if len(path) > 1 else "/"

@@ -3,12 +3,18 @@
 ``amqps://`` URLs verify the server's certificate against FNRELAY_CA_BUNDLE when it is set
 (a self-signed or private CA), else against the system's trust store (which honours
 SSL_CERT_FILE). An ``ssl_options`` query in the URL wins over both.
+
+A RabbitMQ cluster is reached through a list of URLs, one per node, separated by commas
+(a password's comma is percent-quoted, so a comma always separates URLs): pika tries each
+parameter set in turn, so a client connects to whichever node answers and, on reconnecting,
+fails over to another when its node dies.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -29,8 +35,39 @@ def requests_verify() -> bool | str:
     return ca_bundle() or True
 
 
+def split_urls(urls: str) -> list[str]:
+    """The URLs of a comma-separated list (one URL is a list of one)."""
+    return [u.strip() for u in urls.split(",") if u.strip()]
+
+
+def join_urls(urls: list[str]) -> str:
+    return ",".join(urls)
+
+
+def first_url(urls: str) -> str:
+    """The first URL of a list: for parties that take one URL (the official Globus Compute
+    SDK) and for what every node shares (user, virtual host)."""
+    found = split_urls(urls)
+    return found[0] if found else urls
+
+
+def parameter_list(urls: str, name: str | None = None,
+                   **settings: Any) -> list[pika.URLParameters]:
+    """pika parameters for each URL of `urls`, each with `settings` (attribute: value), for
+    `pika.BlockingConnection`, which connects to the first that answers."""
+    found = []
+    for url in split_urls(urls) or [urls]:
+        params = connection_parameters(url, name)
+        for attr, value in settings.items():
+            setattr(params, attr, value)
+        found.append(params)
+    return found
+
+
 def connection_parameters(url: str, name: str | None = None) -> pika.URLParameters:
-    """pika parameters for `url`; TLS (amqps) verifies the certificate and host name."""
+    """pika parameters for `url` (of a list, its first); TLS (amqps) verifies the certificate
+    and host name."""
+    url = first_url(url)
     params = pika.URLParameters(url)
     if params.ssl_options is not None and "ssl_options=" not in url:
         context = ssl.create_default_context(cafile=ca_bundle())

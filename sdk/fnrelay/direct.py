@@ -28,7 +28,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import chunks, errors, wire
-from fnrelay.amqp import connection_parameters
+from fnrelay.amqp import parameter_list
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +196,9 @@ class DirectPublisher:
     def _connect(self, amqp_url: str) -> None:
         if self._conn is not None and self._conn.is_open:
             return
-        params = connection_parameters(amqp_url, "fnrelay-executor")
-        params.socket_timeout = 5
-        params.connection_attempts = 1
-        params.blocked_connection_timeout = 30
+        params = parameter_list(amqp_url, "fnrelay-executor", socket_timeout=5,
+                                connection_attempts=1, blocked_connection_timeout=30)
         self._conn = pika.BlockingConnection(params)
         self._channel = self._conn.channel()
         self._channel.confirm_delivery()
-        self._user = params.credentials.username
+        self._user = params[0].credentials.username

@@ -32,7 +32,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import backoff, wire
-from fnrelay.amqp import connection_parameters, dead_letter
+from fnrelay.amqp import dead_letter, parameter_list
 from fnrelay.errors import BrokerError
 from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint.agent import retries
@@ -189,9 +189,10 @@ class Agent:
     # --- one AMQP connection -----------------------------------------------------------------
     def _serve(self, reg: dict[str, Any], on_ready: Callable[[], None] | None) -> bool:
         """Consume until stop() or a connection error; True if it got as far as consuming."""
-        params = connection_parameters(reg["amqp_url"])
+        params = parameter_list(reg["amqp_url"])
         conn = pika.BlockingConnection(params)
-        session = Session(conn, getattr(params.credentials, "username", None), self.endpoint_id)
+        session = Session(conn, getattr(params[0].credentials, "username", None),
+                          self.endpoint_id)
         consuming = False
         try:
             #: Only the broker cancels: a task group's account may publish to this queue too

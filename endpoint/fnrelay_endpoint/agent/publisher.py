@@ -27,7 +27,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import wire
-from fnrelay.amqp import connection_parameters
+from fnrelay.amqp import parameter_list
 from fnrelay.wire import ResultMessage
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class ResultPublisher(threading.Thread):
         self.join(timeout)
 
     def run(self) -> None:
-        params = connection_parameters(self.amqp_url, "fnrelay-endpoint-results")
+        params = parameter_list(self.amqp_url, "fnrelay-endpoint-results")
         try:
             conn = pika.BlockingConnection(params)
         except (pika.exceptions.AMQPError, OSError) as e:
@@ -83,7 +83,7 @@ class ResultPublisher(threading.Thread):
         try:
             self._channel = conn.channel()
             self._channel.confirm_delivery()
-            self._user = params.credentials.username
+            self._user = params[0].credentials.username
             while self._serve_once():
                 pass
         except (pika.exceptions.AMQPError, OSError) as e:
@@ -195,15 +195,15 @@ class GroupSender:
 
     def __init__(self, amqp_url: str, endpoint_id: str):
         self._endpoint_id = endpoint_id
-        params = connection_parameters(amqp_url, "fnrelay-endpoint-groups")
         # An engine thread must not hang on RabbitMQ's flow control (a resource alarm): its
         # publish fails after this, and results take the batched way.
-        params.blocked_connection_timeout = BLOCKED_TIMEOUT
+        params = parameter_list(amqp_url, "fnrelay-endpoint-groups",
+                                blocked_connection_timeout=BLOCKED_TIMEOUT)
         self._lock = threading.Lock()
         self._conn: Any = pika.BlockingConnection(params)
         self._channel: Any = self._conn.channel()
         self._channel.confirm_delivery()
-        self._user = params.credentials.username
+        self._user = params[0].credentials.username
 
     def try_send(self, group_id: str, result: ResultMessage) -> bool:
         """True if the group's queue took the result; False if it did not, the sender was

@@ -32,7 +32,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import backoff, logformat, wire
-from fnrelay.amqp import connection_parameters, dead_letter
+from fnrelay.amqp import dead_letter, parameter_list
 from fnrelay.config import ENV_LOCAL_STACK
 from fnrelay.errors import FnRelayError
 from fnrelay.wire import ChildFailed, StartChild
@@ -137,10 +137,10 @@ class Manager:
         return reg
 
     def _session(self, on_ready: Any) -> None:
-        params = connection_parameters(self._reg["amqp_url"])
+        params = parameter_list(self._reg["amqp_url"])
         conn = pika.BlockingConnection(params)
         try:
-            self._user_id = getattr(params.credentials, "username", None)
+            self._user_id = getattr(params[0].credentials, "username", None)
             ch = conn.channel()
             ch.confirm_delivery()
             queue = self._reg["control_queue"]  # a name only the broker knows how to make

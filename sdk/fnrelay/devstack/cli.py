@@ -43,9 +43,12 @@ def local_cli() -> None:
 
 @local_cli.command("up")
 @_dir_option
-def up_cmd(dir_: Path | None) -> None:
+@click.option("--rabbitmq-nodes", default=1, show_default=True, type=click.IntRange(1, 9),
+              metavar="N", help="Run RabbitMQ as a cluster of N nodes on this host, with "
+              "quorum queues (3: what production runs; about 430 MB and 15 s to form).")
+def up_cmd(dir_: Path | None, rabbitmq_nodes: int = 1) -> None:
     """Start the stack and print `export` lines for it (eval "$(fnrelay local up)")."""
-    state = _run(LocalStack(dir_, log=_progress).up)
+    state = _run(lambda: LocalStack(dir_, log=_progress).up(rabbitmq_nodes))
     click.echo(exports(state), nl=False)
     if sys.stdout.isatty():  # printed, not evaluated: the shell is not pointed at the stack
         _progress('to point this shell at the stack, run: eval "$(fnrelay local up)"')

@@ -16,6 +16,7 @@ import secrets
 import stat
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -72,8 +73,10 @@ class RabbitMQServer:
                  dist_port: int | None = None, management_port: int | None = None,
                  admin_user: str = "admin", admin_password: str | None = None,
                  marker: str | None = None, log: Log = quiet,
-                 tls: tuple[str, str, str] | None = None):
+                 tls: tuple[str, str, str] | None = None, cookie: str | None = None):
         self.dir = Path(dir).resolve()
+        #: The Erlang cookie (None: the node makes its own): nodes of a cluster share one.
+        self.cookie = cookie
         self.amqp_port = amqp_port
         #: (certfile, keyfile, cafile): also listen for amqps on `amqps_port` (opt-in).
         self.tls = tls
@@ -158,8 +161,8 @@ class RabbitMQServer:
             "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
         }
 
-    def _choose_ports(self) -> None:
-        taken: list[int] = []
+    def _choose_ports(self, exclude: Iterable[int] = ()) -> None:
+        taken: list[int] = list(exclude)
         for attr in ("amqp_port", "dist_port", "management_port"):
             port = getattr(self, attr)
             if port is None or not port_free(port):
@@ -175,6 +178,10 @@ class RabbitMQServer:
         """The node's directory, 0700 and (as root) the rabbitmq user's, with its config."""
         private_mkdir(self.dir)
         _refuse_foreign_dir(self.dir)
+        if self.cookie is not None:  # a cluster's nodes must share it
+            cookie = self.dir / ".erlang.cookie"
+            write_private(cookie, self.cookie)
+            cookie.chmod(0o400)
         os.chmod(self.dir, 0o700)
         (self.dir / "log").mkdir(exist_ok=True, mode=0o700)
         write_private(self.password_path, self.admin_password + "\n")
@@ -227,18 +234,26 @@ class RabbitMQServer:
 
     def start(self, timeout: float = START_TIMEOUT) -> RabbitMQServer:
         """Start the node and wait until AMQP and the management API answer."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self, exclude: Iterable[int] = ()) -> None:
+        """Start the node's VM without waiting for it: a cluster's nodes restarted on kept
+        data each wait for the others, so they must boot side by side."""
         server = RABBITMQ_BIN / "rabbitmq-server"
         if not server.exists():
             raise LocalStackError(
                 f"RabbitMQ is not installed ({server} is missing): run "
                 "`apt-get install rabbitmq-server` (or `make deps` as root)")
-        self._choose_ports()
+        self._choose_ports(exclude)
         self._prepare_dir()
         self.log(f"starting RabbitMQ node {self.nodename} (AMQP port {self.amqp_port}, "
                  f"management port {self.management_port}) in {self.dir}")
         argv = _as_rabbitmq([str(server)], self._env())
         self.proc = spawn(argv, self.dir / "server.out", marked_env(self.marker))
 
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> RabbitMQServer:
+        """Wait until the launched node answers, then make sure of its accounts."""
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise LocalStackError(

@@ -44,6 +44,7 @@ from fnrelay.devstack.rabbitmq import (
     is_root,
     rabbitmq_dir_for,
 )
+from fnrelay.devstack.rabbitmq_cluster import RabbitMQCluster
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from fnrelay.processes import pid_alive
 
@@ -104,12 +105,14 @@ class LocalStack:
             if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
                 os.chmod(entry, stat.S_IMODE(st.st_mode) & 0o700)
 
-    def up(self) -> dict[str, Any]:
-        """Start everything (or nothing, if it all runs already); returns the state."""
+    def up(self, rabbitmq_nodes: int = 1) -> dict[str, Any]:
+        """Start everything (or nothing, if it all runs already); returns the state.
+        `rabbitmq_nodes` > 1: RabbitMQ is a cluster of that many nodes, with quorum queues."""
         require_extras()
         old = self.state()
         if old is not None:
-            if all(c["running"] for c in self.status().values()):
+            if (len(old.get("rabbitmq_nodes") or [None]) == rabbitmq_nodes
+                    and all(c["running"] for c in self.status().values())):
                 self.log(f"the local stack in {self.dir} is already up")
                 if "db_url" in old.get("broker", {}):  # a state an older fnrelay wrote
                     old["exports"].setdefault(ENV_BROKER_DB, old["broker"]["db_url"])
@@ -122,18 +125,13 @@ class LocalStack:
         # stack from it, not in a `local` directory under it.
         write_private(private_mkdir(self.home) / LOCAL_STACK_FILE, f"{self.dir}\n")
         marker = str(self.dir)
-        prev = (old or {}).get("rabbitmq", {})
-        rabbit = RabbitMQServer(rabbit_dir, prev.get("amqp_port"),
-                                prev.get("dist_port"), prev.get("management_port"),
-                                marker=marker, log=self.log)
         state: dict[str, Any] = {"dir": str(self.dir), "marker": marker}
         try:
-            rabbit.start()
-            state["rabbitmq"] = rabbit.to_dict()
-            self._save(state)
+            rabbit = self._start_rabbitmq(rabbit_dir, old or {}, rabbitmq_nodes, state)
             broker = BrokerServer(self.dir, rabbit.amqp_url, marker=marker, log=self.log,
                                   port=(old or {}).get("broker", {}).get("port"),
-                                  management_url=rabbit.management_url).start()
+                                  management_url=rabbit.management_url,
+                                  extra_args=_queue_args(rabbitmq_nodes)).start()
             state["broker"] = {"url": broker.url, "port": broker.port, "pid": broker.pid,
                                "db_url": broker.db_url}
             self._save(state)
@@ -156,11 +154,37 @@ class LocalStack:
         self.log(f"the local stack is up in {self.dir}")
         return state
 
+    def _start_rabbitmq(self, rabbit_dir: Path, old: dict[str, Any], nodes: int,
+                        state: dict[str, Any]) -> RabbitMQServer | RabbitMQCluster:
+        """One node, or a cluster of `nodes` under the same directory; recorded in `state`."""
+        marker = state["marker"]
+        rabbit: RabbitMQServer | RabbitMQCluster
+        if nodes > 1:
+            rabbit = RabbitMQCluster(rabbit_dir, nodes, marker=marker, log=self.log,
+                                     kept=old.get("rabbitmq_nodes"))
+            rabbit.start()
+            state["rabbitmq_nodes"] = rabbit.to_dict()
+            state["rabbitmq"] = state["rabbitmq_nodes"][0]
+        else:
+            prev = old.get("rabbitmq", {}) if "rabbitmq_nodes" not in old else {}
+            rabbit = RabbitMQServer(rabbit_dir, prev.get("amqp_port"), prev.get("dist_port"),
+                                    prev.get("management_port"), marker=marker, log=self.log)
+            rabbit.start()
+            state["rabbitmq"] = rabbit.to_dict()
+        self._save(state)
+        return rabbit
+
     def status(self) -> dict[str, dict[str, Any]]:
         """{component: {"running": bool, ...}} for rabbitmq, broker and endpoint."""
         state = self.state() or {}
         out: dict[str, dict[str, Any]] = {}
-        if "rabbitmq" in state:
+        if "rabbitmq_nodes" in state:
+            nodes = [RabbitMQServer.from_dict(n) for n in state["rabbitmq_nodes"]]
+            out["rabbitmq"] = {"running": all(n.running() for n in nodes),
+                               "nodes": len(nodes), "url": ",".join(
+                                   f"amqp://127.0.0.1:{n.amqp_port}" for n in nodes),
+                               "management_url": nodes[0].management_url}
+        elif "rabbitmq" in state:
             rabbit = RabbitMQServer.from_dict(state["rabbitmq"])
             out["rabbitmq"] = {"running": rabbit.running(), "pid": rabbit.pid,
                                "url": f"amqp://127.0.0.1:{rabbit.amqp_port}",
@@ -219,6 +243,8 @@ class LocalStack:
         self._stop_endpoints(Path((state.get("exports") or {}).get(ENV_HOME, self.home)))
         if "broker" in state:
             BrokerServer(self.dir, "", log=self.log, pid=state["broker"]["pid"]).stop()
+        for node in reversed(state.get("rabbitmq_nodes") or []):
+            RabbitMQServer.from_dict(node, log=self.log).stop()
         if "rabbitmq" in state:
             RabbitMQServer.from_dict(state["rabbitmq"], log=self.log).stop()
         left = reap_marked(state.get("marker", str(self.dir)), self.log)
@@ -247,12 +273,20 @@ _STATE_KEYS: dict[str, dict[str, type]] = {
 }
 
 
+def _queue_args(rabbitmq_nodes: int) -> list[str]:
+    """A cluster's queues are quorum queues: a classic queue dies with its node."""
+    return ["--queue-type", "quorum"] if rabbitmq_nodes > 1 else []
+
+
 def _state_problem(state: Any) -> str | None:
     """What is wrong with a state file's contents, or None."""
     if not isinstance(state, dict):
         return "not a JSON object"
     if not isinstance(state.get("marker", ""), str):
         return "'marker' is not text"
+    nodes = state.get("rabbitmq_nodes", [])
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+        return "'rabbitmq_nodes' is not a list of objects"
     for part, keys in _STATE_KEYS.items():
         if part not in state:
             continue  # written step by step: a start-up that failed leaves parts out

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from fnrelay.amqp import join_urls, split_urls
 from fnrelay.executor.transport import BrokerApi
 
 
@@ -48,9 +49,14 @@ class TaskGroup:
 
 
 def with_port(url: str, port: int | None) -> str:
-    """`url` with its port replaced by `port` (None: unchanged); user and password kept."""
+    """`url` (each of a list) with its port replaced by `port` (None: unchanged); user and
+    password kept."""
     if port is None:
         return url
+    return join_urls([_one_with_port(u, port) for u in split_urls(url) or [url]])
+
+
+def _one_with_port(url: str, port: int) -> str:
     parts = urlsplit(url)
     userinfo, _, _ = parts.netloc.rpartition("@")
     host = parts.hostname or ""

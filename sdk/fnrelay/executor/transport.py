@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pika
 import pika.exceptions
 
-from fnrelay.amqp import connection_parameters
+from fnrelay.amqp import parameter_list
 from fnrelay.direct import DirectPublisher
 
 
@@ -172,9 +172,7 @@ class AmqpResultStream:
 
     def open(self, amqp_url: str, queue: str, prefetch: int) -> ResultChannel:
         try:
-            params = connection_parameters(amqp_url)
-            params.socket_timeout = 5
-            params.connection_attempts = 1
+            params = parameter_list(amqp_url, socket_timeout=5, connection_attempts=1)
             connection = pika.BlockingConnection(params)
         except (pika.exceptions.AMQPError, OSError) as e:
             raise _stream_error(e) from e

@@ -19,6 +19,7 @@ import time
 from urllib.parse import urlsplit
 
 from fnrelay import backoff, errors, wire
+from fnrelay.amqp import split_urls
 from fnrelay.droplog import DropLog
 from fnrelay.executor.endpoints import EndpointStates
 from fnrelay.executor.group import TaskGroup
@@ -224,6 +225,11 @@ class ResultWatcher:
 
 
 def host_of(amqp_url: str) -> str:
-    """host:port of an AMQP URL, for messages: never its user name or password."""
-    parsed = urlsplit(amqp_url)
+    """host:port of an AMQP URL (each of a list), for messages: never a user name or
+    password."""
+    return ",".join(_host_port(u) for u in split_urls(amqp_url) or [amqp_url])
+
+
+def _host_port(url: str) -> str:
+    parsed = urlsplit(url)
     return f"{parsed.hostname}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
