@@ -14,18 +14,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from fnrelay.devstack.processes import reap_marked
 from fnrelay.devstack.rabbitmq import RabbitMQServer, make_shared_tmpdir
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from support.session import MARKER
+from support.vhosts import add_vhost, delete_vhost, on_vhost
 
 #: Session fixtures of the test-only servers, for any test that asks for them.
-pytest_plugins = ["support.slurm_fixtures"]
+pytest_plugins = ["support.slurm_fixtures", "support.cluster_fixtures"]
 
 
 
@@ -76,21 +76,16 @@ def new_vhost(rabbitmq) -> Iterator[Callable[[str], str]]:
     """Factory: new_vhost(prefix) -> the admin's AMQP URL on a fresh virtual host of the
     session's RabbitMQ. Tests that start brokers of their own use one each, so their brokers
     never consume the session broker's results queue (or each other's). Removed at the end."""
-    parts = urlsplit(rabbitmq.amqp_url)
-    mgmt, auth = rabbitmq.management_url.rstrip("/"), rabbitmq.admin_auth
+    mgmt, auth = rabbitmq.management_url, rabbitmq.admin_auth
     made: list[str] = []
 
     def make(prefix: str = "fnrelay-test") -> str:
-        vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        requests.put(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
-        requests.put(f"{mgmt}/api/permissions/{vhost}/{auth[0]}", auth=auth, timeout=10,
-                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-        made.append(vhost)
-        return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+        made.append(add_vhost(mgmt, auth, prefix))
+        return on_vhost(rabbitmq.amqp_url, made[-1])
 
     yield make
     for vhost in made:
-        requests.delete(f"{mgmt}/api/vhosts/{vhost}", auth=auth, timeout=10)
+        delete_vhost(mgmt, auth, vhost)
 
 
 @pytest.fixture(scope="session")

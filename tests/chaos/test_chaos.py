@@ -8,19 +8,17 @@ N=2000). The figures are printed (run with -s to see them).
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
 from fnrelay import Executor
+from support.chaos_checks import TERMINAL, statuses, terminal_rows
 from support.private_stack import private_stack
 from support.session import MARKER
 from support.waiting import wait_for
 
 N = int(os.environ.get("FNRELAY_CHAOS_N", "400"))
-TERMINAL = ("success", "failed", "cancelled")
 
 
 def work(i):
@@ -33,26 +31,6 @@ def work(i):
 @pytest.fixture(scope="module")
 def stack():
     yield from private_stack(MARKER)
-
-
-def statuses(client, ids):
-    out = {}
-    for start in range(0, len(ids), 1000):
-        try:
-            answer = client.get_tasks(ids[start:start + 1000])
-        except Exception:  # noqa: BLE001 - the broker may be restarting
-            return None
-        out.update({tid: rec["status"] for tid, rec in answer["tasks"].items()})
-    return out
-
-
-def terminal_rows(db_url):
-    """task id -> number of terminal history rows, read from the broker's own database."""
-    path = urlsplit(db_url.replace("sqlite:///", "sqlite:////", 1)).path
-    with sqlite3.connect(path) as db:
-        return dict(db.execute(
-            "SELECT task_id, COUNT(*) FROM task_history WHERE status IN (?, ?, ?) "
-            "GROUP BY task_id", TERMINAL).fetchall())
 
 
 def test_every_task_ends_exactly_once_through_kills_and_restarts(stack):

@@ -11,14 +11,16 @@ from typing import Any
 
 from fnrelay import Client
 from fnrelay.devstack.rabbitmq import RabbitMQServer, make_shared_tmpdir
+from fnrelay.devstack.rabbitmq_cluster import RabbitMQCluster
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
+from support.vhosts import add_vhost, delete_vhost, on_vhost
 
 
 @dataclass
 class PrivateStack:
     dir: Path
     marker: str
-    rabbitmq: RabbitMQServer
+    rabbitmq: RabbitMQServer | RabbitMQCluster
     broker: BrokerServer
     token: str
     endpoints: list[LocalEndpoint] = field(default_factory=list)
@@ -38,13 +40,27 @@ class PrivateStack:
         return ep
 
 
-def private_stack(marker: str, broker_args: list[str] | None = None) -> Iterator[PrivateStack]:
-    """Start RabbitMQ and a broker (1 s heartbeats, offline after 4 s); stop all at the end."""
+def private_stack(marker: str, broker_args: list[str] | None = None,
+                  cluster: RabbitMQCluster | None = None) -> Iterator[PrivateStack]:
+    """Start RabbitMQ and a broker (1 s heartbeats, offline after 4 s); stop all at the end.
+
+    With `cluster` (shared: not stopped here), the broker runs on a fresh vhost of it, with
+    quorum queues and an account per party, as production does.
+    """
     path = make_shared_tmpdir("fnrelay-private-")
-    rabbit = RabbitMQServer(path / "rabbitmq", marker=marker).start()
-    broker = BrokerServer(path / "broker", rabbit.amqp_url, marker=marker,
+    rabbit: RabbitMQServer | RabbitMQCluster
+    extra, management, vhost = [], None, None
+    if cluster is None:
+        rabbit = RabbitMQServer(path / "rabbitmq", marker=marker).start()
+        amqp_url = rabbit.amqp_url
+    else:
+        rabbit, management = cluster, cluster.management_url
+        vhost = add_vhost(cluster.nodes[0].management_url, cluster.admin_auth, "chaos")
+        amqp_url = on_vhost(cluster.amqp_url, vhost)
+        extra = ["--queue-type", "quorum"]
+    broker = BrokerServer(path / "broker", amqp_url, marker=marker, management_url=management,
                           extra_args=["--heartbeat-period", "1", "--heartbeat-threshold", "4",
-                                      *(broker_args or [])])
+                                      *extra, *(broker_args or [])])
     stack = None
     try:
         broker.start()
@@ -54,4 +70,7 @@ def private_stack(marker: str, broker_args: list[str] | None = None) -> Iterator
         for ep in stack.endpoints if stack else []:
             ep.stop()
         broker.stop()
-        rabbit.stop()
+        if cluster is None:
+            rabbit.stop()
+        elif vhost is not None:
+            delete_vhost(cluster.nodes[0].management_url, cluster.admin_auth, vhost)
