@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pika
@@ -205,6 +206,15 @@ class Accounts:
         path = f"queues/{quote(self.vhost, safe='')}/{quote(queue, safe='')}"
         r = self._call("GET", path)
         return None if r.status_code == 404 else int(r.json().get("consumers") or 0)
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue of the virtual host, as the management API describes it."""
+        return list(self._call("GET", f"queues/{quote(self.vhost, safe='')}").json())
+
+    def bindings(self, queue: str) -> list[dict[str, Any]]:
+        """The bindings of `queue` (not the default exchange's, which every queue has)."""
+        path = f"queues/{quote(self.vhost, safe='')}/{quote(queue, safe='')}/bindings"
+        return [b for b in self._call("GET", path).json() if b.get("source")]
 
     def delete_queue(self, queue: str) -> None:
         """Delete `queue` unless a consumer appeared meanwhile; a missing one is fine."""

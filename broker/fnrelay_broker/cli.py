@@ -570,3 +570,56 @@ def db_revision(db_url: str | None, message: str) -> None:
     finally:
         database.dispose()
     click.echo(f"wrote {path}: read it, adjust it, and add it to version control")
+
+
+@main.group()
+def queues() -> None:
+    """Manage fnrelay's RabbitMQ queues."""
+
+
+@queues.command("migrate")
+@click.option("--to", "to", required=True, type=click.Choice(["classic", "quorum"]),
+              help="The queue type to move every fnrelay queue of the vhost to.")
+@click.option("--amqp-url", envvar="FNRELAY_AMQP_URL", default=DEFAULT_AMQP_URL,
+              show_default=True, callback=_amqp_url,
+              help="The broker's RabbitMQ URL (or comma-separated list of a cluster's); better "
+                   "in FNRELAY_AMQP_URL or --amqp-url-file.")
+@click.option("--amqp-url-file", default=None, callback=_amqp_url_file, metavar="PATH",
+              help="Read --amqp-url from the first line of this file (mode 0600).")
+@click.option("--amqp-management-url", envvar="FNRELAY_AMQP_MANAGEMENT_URL", required=True,
+              help="RabbitMQ management API (lists the queues, their bindings and consumers).")
+@click.option("--amqp-management-user", envvar="FNRELAY_AMQP_MANAGEMENT_USER", default=None,
+              help="Management API administrator (default: the user of --amqp-url).")
+@click.option("--amqp-management-password", envvar="FNRELAY_AMQP_MANAGEMENT_PASSWORD",
+              default=None, callback=_management_password,
+              help="Its password (default: the password of --amqp-url).")
+def queues_migrate(to: str, amqp_url: str, amqp_url_file: str | None,
+                   amqp_management_url: str, amqp_management_user: str | None,
+                   amqp_management_password: str | None) -> None:
+    """Rebuild every fnrelay queue of the vhost as a TO queue, keeping its messages.
+
+    RabbitMQ cannot change a queue's type in place, so each queue's messages move through a
+    holding queue. Stop the broker (every replica), every endpoint and every Executor first:
+    a queue with consumers is refused. Then start the broker with --queue-type TO.
+    """
+    from fnrelay_broker.accounts import AccountError, Accounts
+    from fnrelay_broker.queue_migration import MigrationError, migrate
+    from fnrelay_broker.queues import QueueNames
+
+    ctx = click.get_current_context()
+    amqp_url = _one_of(ctx, amqp_url, "amqp_url", amqp_url_file, "--amqp-url-file")
+    auth = _management_auth(amqp_url, amqp_management_user, amqp_management_password)
+    if auth is None:
+        creds = urlsplit(first_url(amqp_url))
+        auth = (unquote(creds.username or "guest"), unquote(creds.password or "guest"))
+    accounts = Accounts(amqp_management_url, auth, amqp_url, QueueNames(b""))
+    try:
+        moved = migrate(amqp_url, accounts, to, report=lambda m: click.echo(m, err=True))
+    except (MigrationError, AccountError) as e:
+        _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - pika's errors: one line, the URL left out
+        _fail(f"RabbitMQ refused or dropped the move ({type(e).__name__}: {e}); run the "
+              "command again: it finishes what was started")
+    total = sum(m.messages for m in moved)
+    click.echo(f"moved {len(moved)} queue(s) with {total} message(s) to {to} queues; now start "
+               f"the broker with --queue-type {to}")
