@@ -30,6 +30,15 @@ def parameters(url: str) -> list[pika.URLParameters]:
                           blocked_connection_timeout=30)
 
 
+def queue_type_hint(error: BaseException) -> str:
+    """What to do when a queue exists with another type than --queue-type (RabbitMQ: 406)."""
+    if "x-queue-type" not in str(error):
+        return ""
+    return ("; the queue exists with another type than --queue-type: stop the broker, the "
+            "endpoints and Executors and run `fnrelay-broker queues migrate` "
+            "(docs/deployment.md)")
+
+
 def declare_exchanges(channel: BlockingChannel, queue_type: str = CLASSIC) -> None:
     channel.exchange_declare(wire.TASKS_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(wire.RESULTS_EXCHANGE, "topic", durable=True)
@@ -125,7 +134,7 @@ class Declarer:
                 fn(ch)
                 return True
             except Exception as e:  # noqa: BLE001
-                log.warning("AMQP declaration failed: %s", e)
+                log.warning("AMQP declaration failed: %s%s", e, queue_type_hint(e))
                 return False
             finally:
                 try:

@@ -28,6 +28,7 @@ from fnrelay_broker.amqp import (
     declare_endpoint_queue,
     declare_exchanges,
     parameters,
+    queue_type_hint,
 )
 from fnrelay_broker.db import Database
 from fnrelay_broker.queues import CLASSIC, QueueNames, queue_arguments
@@ -90,7 +91,8 @@ class _Worker(threading.Thread):
                 if self.stopping.is_set():
                     break
                 delay = self.backoff.next_delay()
-                log.warning("%s: %s: %s; retrying in %.1fs", self.name, type(e).__name__, e, delay)
+                log.warning("%s: %s: %s; retrying in %.1fs%s", self.name, type(e).__name__, e,
+                            delay, queue_type_hint(e))
                 self.connected.clear()
                 self.stopping.wait(delay)
             finally:

@@ -61,3 +61,12 @@ def test_broker_refuses_a_list_with_a_malformed_url_in_one_line():
 def test_broker_refuses_an_unknown_queue_type():
     result = CliRunner().invoke(broker_cli, ["serve", "--queue-type", "stream"])
     assert result.exit_code == 2 and "quorum" in result.output
+
+
+def test_a_queue_of_another_type_names_the_migration():
+    from fnrelay_broker.amqp import queue_type_hint
+
+    refused = ("PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q': "
+               "received 'quorum' but current is 'classic'")
+    assert "fnrelay-broker queues migrate" in queue_type_hint(Exception(refused))
+    assert queue_type_hint(Exception("NOT_FOUND - no queue 'q'")) == ""
