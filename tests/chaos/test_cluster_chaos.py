@@ -75,13 +75,15 @@ def test_every_task_ends_exactly_once_while_cluster_nodes_fail(stack, rabbitmq_c
     for name, breaks, mends, live in plan:
         submit_chunk()
         breaks()
-        submit_chunk()  # published while the fault lasts
-        if live:
-            wait_for(lambda: all(f.done() for f in futures),
-                     f"the tasks submitted so far to end while {name} lasts", timeout=120)
-        else:
-            time.sleep(1)
-        mends()
+        try:  # mended even when the test fails: the cluster serves the rest of the session
+            submit_chunk()  # published while the fault lasts
+            if live:
+                wait_for(lambda: all(f.done() for f in futures),
+                         f"the tasks submitted so far to end while {name} lasts", timeout=120)
+            else:
+                time.sleep(1)
+        finally:
+            mends()
         done.append(name)
     submit_chunk()
     assert len(futures) == N

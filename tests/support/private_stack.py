@@ -73,4 +73,4 @@ def private_stack(marker: str, broker_args: list[str] | None = None,
         if cluster is None:
             rabbit.stop()
         elif vhost is not None:
-            delete_vhost(cluster.nodes[0].management_url, cluster.admin_auth, vhost)
+            delete_vhost(cluster.management_url, cluster.admin_auth, vhost)

@@ -22,7 +22,14 @@ def add_vhost(management_url: str, auth: tuple[str, str], prefix: str) -> str:
 
 
 def delete_vhost(management_url: str, auth: tuple[str, str], vhost: str) -> None:
-    requests.delete(f"{management_url.rstrip('/')}/api/vhosts/{vhost}", auth=auth, timeout=10)
+    """Delete `vhost` through the first management API (of a list, one per node) that
+    answers: a test that failed may have left a node down."""
+    for url in split_urls(management_url):
+        try:
+            requests.delete(f"{url.rstrip('/')}/api/vhosts/{vhost}", auth=auth, timeout=10)
+            return
+        except requests.ConnectionError:
+            continue
 
 
 def on_vhost(amqp_url: str, vhost: str) -> str:
