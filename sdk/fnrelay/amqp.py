@@ -17,6 +17,7 @@ import ssl
 from typing import Any
 
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic
 
@@ -75,6 +76,18 @@ def connection_parameters(url: str, name: str | None = None) -> pika.URLParamete
     if name:
         params.client_properties = {"connection_name": name}
     return params
+
+
+def process_events(conn: pika.BlockingConnection, time_limit: float) -> None:
+    """`conn.process_data_events`, where a connection that broke meanwhile raises the
+    connection error it is: pika then raises ValueError("Timeout closed before call") from its
+    closed timer, which callers would take for a bug and die of, instead of reconnecting."""
+    try:
+        conn.process_data_events(time_limit=time_limit)
+    except ValueError as e:
+        if conn.is_open and "Timeout closed" not in str(e):
+            raise
+        raise pika.exceptions.StreamLostError(f"connection lost ({e})") from e
 
 
 def dead_letter(channel: BlockingChannel, method: Basic.Deliver,

@@ -28,7 +28,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import chunks, errors, wire
-from fnrelay.amqp import parameter_list
+from fnrelay.amqp import parameter_list, process_events
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class DirectPublisher:
         if self._conn is None:
             return
         try:
-            self._conn.process_data_events(time_limit=0)
+            process_events(self._conn, 0)
         except (pika.exceptions.AMQPError, OSError):
             self.close()
 

@@ -70,3 +70,22 @@ def test_a_queue_of_another_type_names_the_migration():
                "received 'quorum' but current is 'classic'")
     assert "fnrelay-broker queues migrate" in queue_type_hint(Exception(refused))
     assert queue_type_hint(Exception("NOT_FOUND - no queue 'q'")) == ""
+
+
+class _BrokenConnection:
+    """What pika's BlockingConnection is after its node reset the socket mid-call."""
+
+    is_open = False
+
+    def process_data_events(self, time_limit: float) -> None:
+        raise ValueError("Timeout closed before call")
+
+
+def test_a_connection_that_broke_mid_call_raises_a_connection_error():
+    import pika.exceptions
+    import pytest
+
+    from fnrelay.amqp import process_events
+
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        process_events(_BrokenConnection(), 1)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import backoff, wire
-from fnrelay.amqp import dead_letter, parameter_list
+from fnrelay.amqp import dead_letter, parameter_list, process_events
 from fnrelay.errors import BrokerError
 from fnrelay.wire import Heartbeat, ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint.agent import retries
@@ -217,7 +217,7 @@ class Agent:
             results, groups = session.results, session.groups
             assert results is not None and groups is not None  # started above
             while not self._stop.is_set():
-                conn.process_data_events(time_limit=1)
+                process_events(conn, 1)
                 if time.monotonic() - serviced > SERVICE:
                     serviced = time.monotonic()
                     groups.service()

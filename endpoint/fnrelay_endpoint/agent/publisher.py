@@ -27,7 +27,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import wire
-from fnrelay.amqp import parameter_list
+from fnrelay.amqp import parameter_list, process_events
 from fnrelay.wire import ResultMessage
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class ResultPublisher(threading.Thread):
                 batches = [self._todo.get(timeout=SERVICE)]
                 break
             except queue.Empty:
-                self._channel.connection.process_data_events(time_limit=0)
+                process_events(self._channel.connection, 0)
         deadline = time.monotonic() + LINGER
         while True:
             try:
@@ -230,7 +230,7 @@ class GroupSender:
             return
         try:
             if self._conn is not None:
-                self._conn.process_data_events(time_limit=0)
+                process_events(self._conn, 0)
         except (pika.exceptions.AMQPError, OSError):
             self._drop()
         finally:

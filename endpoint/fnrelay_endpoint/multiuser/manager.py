@@ -32,7 +32,7 @@ import pika
 import pika.exceptions
 
 from fnrelay import backoff, logformat, wire
-from fnrelay.amqp import dead_letter, parameter_list
+from fnrelay.amqp import dead_letter, parameter_list, process_events
 from fnrelay.config import ENV_LOCAL_STACK
 from fnrelay.errors import FnRelayError
 from fnrelay.wire import ChildFailed, StartChild
@@ -152,7 +152,7 @@ class Manager:
             if on_ready:
                 on_ready()
             while not self._stop.is_set():
-                conn.process_data_events(time_limit=0.5)
+                process_events(conn, 0.5)
                 self.tick()
             self.stop_children()
             self._heartbeat("stopping")
