@@ -68,8 +68,8 @@ def test_classic_queues_become_quorum_with_their_messages(tmp_path, new_vhost, r
         ids = [client.run(i, endpoint_id=ep.endpoint_id, function_id=fid)
                for i in range(TASKS)]
         task_queue = next(n for n in _queues(rabbitmq, vhost) if n.endswith(".tasks"))
-        wait_for(lambda: _queues(rabbitmq, vhost)[task_queue]["messages"] >= 1,
-                 "the tasks to wait in the endpoint's queue")
+        wait_for(lambda: _waiting(url, task_queue) >= 1,
+                 "the tasks to wait in the endpoint's queue", interval=0.5)
 
         refused = _migrate(url, rabbitmq)  # the broker still consumes its results queue
         assert refused.returncode == 1, refused.stderr
