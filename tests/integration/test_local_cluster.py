@@ -1,12 +1,13 @@
 """`fnrelay local up --rabbitmq-nodes 3`: a RabbitMQ cluster of three nodes on this host with
 quorum queues, behind the same broker and endpoint; the SDK works with the exported variables
-alone, and `down` stops every node (about 60 s here: three nodes boot and join)."""
+alone, and `down` stops every node; `up` again boots them on their data (about 60 s here)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 from integration.test_local_stack import (
@@ -19,14 +20,17 @@ from integration.test_local_stack import (
 )
 
 
-def test_up_runs_a_three_node_cluster_with_quorum_queues_and_down_stops_it(stack_dir):  # noqa: F811
-    up = fnrelay("local", "up", "--rabbitmq-nodes", "3", "--dir", str(stack_dir))
+def up_and_run_a_function(path: Path) -> None:
+    up = fnrelay("local", "up", "--rabbitmq-nodes", "3", "--dir", str(path))
     assert up.returncode == 0, up.stderr
-    exports = parse_exports(up.stdout)
     ran = subprocess.run([sys.executable, "-c", RUN_A_FUNCTION], capture_output=True,
-                         text=True, timeout=300, env={**clean_env(), **exports})
+                         text=True, timeout=300, env={**clean_env(), **parse_exports(up.stdout)})
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "90"
+
+
+def test_up_runs_a_three_node_cluster_with_quorum_queues_and_down_stops_it(stack_dir):  # noqa: F811
+    up_and_run_a_function(stack_dir)
 
     state = json.loads((stack_dir / "state.json").read_text())
     nodes = state["rabbitmq_nodes"]
@@ -47,4 +51,8 @@ def test_up_runs_a_three_node_cluster_with_quorum_queues_and_down_stops_it(stack
 
     down = fnrelay("local", "down", "--dir", str(stack_dir))
     assert down.returncode == 0, down.stderr
+    assert left_running(stack_dir) == []
+
+    up_and_run_a_function(stack_dir)  # the nodes boot again on their data, already joined
+    assert fnrelay("local", "down", "--dir", str(stack_dir)).returncode == 0
     assert left_running(stack_dir) == []

@@ -44,7 +44,7 @@ from fnrelay.devstack.rabbitmq import (
     is_root,
     rabbitmq_dir_for,
 )
-from fnrelay.devstack.rabbitmq_cluster import RabbitMQCluster
+from fnrelay.devstack.rabbitmq_cluster import RabbitMQCluster, stop_nodes
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from fnrelay.processes import pid_alive
 
@@ -243,8 +243,9 @@ class LocalStack:
         self._stop_endpoints(Path((state.get("exports") or {}).get(ENV_HOME, self.home)))
         if "broker" in state:
             BrokerServer(self.dir, "", log=self.log, pid=state["broker"]["pid"]).stop()
-        for node in reversed(state.get("rabbitmq_nodes") or []):
-            RabbitMQServer.from_dict(node, log=self.log).stop()
+        if state.get("rabbitmq_nodes"):
+            stop_nodes([RabbitMQServer.from_dict(n, log=self.log)
+                        for n in state["rabbitmq_nodes"]])
         if "rabbitmq" in state:
             RabbitMQServer.from_dict(state["rabbitmq"], log=self.log).stop()
         left = reap_marked(state.get("marker", str(self.dir)), self.log)
