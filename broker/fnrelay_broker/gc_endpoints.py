@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from fnrelay import wire
+from fnrelay.amqp import first_url
 from fnrelay.wire import globus
 from fnrelay_broker.accounts import endpoint_user
 from fnrelay_broker.db import Database
@@ -77,7 +78,8 @@ def publish_info(access: AmqpAccess, endpoint_id: str, url: str, kind: str) -> d
 def registration(access: AmqpAccess, names: QueueNames, endpoint_id: str) -> dict[str, Any]:
     """The answer to a manager's registration: its command queue (fnrelay's control queue
     of the endpoint) and heartbeat queue, both on the manager's own account (new password)."""
-    url = access.endpoint_url(endpoint_id, multi_user=True)
+    # The official endpoint takes one URL (behind a cluster: a load balancer's).
+    url = first_url(access.endpoint_url(endpoint_id, multi_user=True))
     return {"endpoint_id": endpoint_id,
             "command_queue_info": {"connection_url": url,
                                    "queue": names.control(endpoint_id)},
@@ -89,7 +91,7 @@ def child_credentials(access: AmqpAccess, names: QueueNames, child_id: str) -> d
     """The `amqp_creds` of a child: its task queue and where its results and heartbeats go,
     on the child's own account (new password: the manager passes them on to a running child,
     which reconnects with them)."""
-    url = access.endpoint_url(child_id)
+    url = first_url(access.endpoint_url(child_id))
     return {"endpoint_id": child_id,
             "task_queue_info": {"connection_url": url, "queue": names.endpoint(child_id)},
             "result_queue_info": publish_info(access, child_id, url, globus.MSG_GC_RESULT),
