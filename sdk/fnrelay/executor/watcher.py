@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 
 POLL_MIN, POLL_MAX = 0.2, 2.0  # REST polling interval bounds (fallback mode)
 SAFETY_POLL = 15.0  # with AMQP, poll REST after this long without any result message
-PREFETCH = 50  # result messages RabbitMQ may push to the Executor unacknowledged
-ACK_EVERY = PREFETCH // 2  # result messages acknowledged together (and whenever idle)
+#: Result messages RabbitMQ may push to the Executor unacknowledged: a link's round trip
+#: carries at most this many, so it is sized for a WAN's, not for one machine's.
+PREFETCH = 500
+ACK_EVERY = 50  # result messages acknowledged together (and whenever idle)
 IDLE = 0.2  # seconds without a message after which the consumer acks and checks for the end
 #: AMQP reconnect delays (seconds): exponential from the first, capped, with jitter.
 RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
