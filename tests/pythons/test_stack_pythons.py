@@ -2,8 +2,8 @@
 task's version): local workers on 3.13 and 3.10, a Slurm job on 3.13, and a function that can
 travel only as 3.13 bytecode, submitted from a real SDK on 3.13.
 
-Until the SDK sets `python_version` itself (issue 21, its SDK side), the tasks here get it on
-the direct path: the Executor's task messages are stamped before they are published.
+The SDK stamps its own version on each task; to reach each of the endpoint's Pythons from this
+3.11 process, the Executor's task messages are stamped with another before they are published.
 """
 
 from __future__ import annotations
@@ -32,13 +32,17 @@ def _stamped(*args, **kwargs):
     for message in messages:
         message.python_version = {version!r}
     return messages
-
-
-_submitter.task_messages = _stamped
 """
+#: What the 3.13 SDK's script runs; in this process monkeypatch installs `_stamped` (and
+#: removes it after the test: assigned here, it would stay for the rest of the session).
+INSTALL = "\n_submitter.task_messages = _stamped\n"
 
 
 def stamp(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    import fnrelay.executor.submitter as submitter
+
+    # A stamp left from an earlier test would give every later task of the session its version.
+    assert submitter.task_messages.__name__ == "task_messages", "a stamp was left installed"
     namespace: dict[str, object] = {}
     exec(STAMP.format(version=version), namespace)  # noqa: S102 - the same code as the 3.13 SDK's
     monkeypatch.setattr("fnrelay.executor.submitter.task_messages", namespace["_stamped"])
@@ -92,7 +96,7 @@ def test_a_slurm_job_runs_in_an_environment_made_from_the_interpreter_of_its_ver
     assert python.startswith(str(ep.home)) and "/python_envs/py3.12-" in python
 
 
-SUBMITTER = STAMP + """
+SUBMITTER = STAMP + INSTALL + """
 import sys
 
 from fnrelay import Client, Executor
