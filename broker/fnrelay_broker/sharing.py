@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fnrelay.wire import FORMAT_FNRELAY
 from fnrelay_broker.errors import ApiError
 from fnrelay_broker.models import Endpoint, Function
 
@@ -55,3 +56,29 @@ def check_allowed(s: Session, ep: Endpoint, function_ids: set[str]) -> None:
             raise ApiError(403, f"endpoint {ep.id} is another user's single-user endpoint: "
                                 f"function {fid} is not in its allowed_functions (its owner "
                                 "must list it, or run the endpoint in multi-user mode)")
+
+
+#: The serialization tag of JSON (fnrelay.serialize.TAG_JSON): the one form of arguments that
+#: deserializes without running code.
+_JSON_PAYLOAD = "03\n"
+
+
+def check_guest_tasks(ep: Endpoint, tasks: list[dict[str, Any]]) -> None:
+    """403 unless another user's tasks leave the owner's endpoint nothing but data to run.
+
+    The allowlist vets the functions; the endpoint unpickles the arguments as its owner, so a
+    pickle there would run the guest's code as the owner. And `user_endpoint_config` fills the
+    owner's templates (environments, packages to build): the owner's alone to choose."""
+    for spec in tasks:
+        if (spec.get("format") or FORMAT_FNRELAY) != FORMAT_FNRELAY:
+            raise ApiError(403, f"endpoint {ep.id} is another user's, shared by "
+                                "allowed_functions: only fnrelay-format tasks with JSON "
+                                "arguments may go to it (Globus Compute's arguments are pickles)")
+        if not str(spec.get("payload") or "").startswith(_JSON_PAYLOAD):
+            raise ApiError(403, f"endpoint {ep.id} is another user's, shared by "
+                                "allowed_functions: arguments must be plain JSON data (str, "
+                                "int, bool, None, lists, dicts with str keys), as a pickle "
+                                "would run as the endpoint's owner")
+        if spec.get("user_endpoint_config"):
+            raise ApiError(403, f"endpoint {ep.id} is another user's, shared by "
+                                "allowed_functions: user_endpoint_config is its owner's to set")

@@ -104,8 +104,12 @@ def open_tasks(s: Session, user_id: str) -> int:
 def check_quota(s: Session, user: CurrentUser, adding: int, limit: int) -> None:
     """ApiError 429 if `adding` more tasks would pass the user's quota of unfinished tasks.
 
-    Concurrent submits of one user may pass it by one request's tasks: each counts before
-    the other commits (exact counting would serialize every submit of a user)."""
+    A user's submits count one at a time: SQLite's write transactions are serial already;
+    on PostgreSQL a transaction-scoped advisory lock on the user makes them so (else N
+    concurrent requests would all count the same total and pass the limit N-1 times over)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:user_id))"),
+                  {"user_id": user.id})
     current = open_tasks(s, user.id)
     if current + adding > limit:
         raise ApiError(
@@ -167,6 +171,7 @@ def submit(
                 gc_endpoints.check_formats(tasks)
             if shared:
                 sharing.check_allowed(s, ep, wanted)
+                sharing.check_guest_tasks(ep, tasks)
             group_id = ensure_task_group(s, user, task_group_id)
             t = now()
             ids = [new_task_id() for _ in tasks]

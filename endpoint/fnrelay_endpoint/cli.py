@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -312,12 +313,20 @@ def _identity(url: str, token: str) -> str:
 
 
 def _saved_identity(url: str) -> str | None:
-    """Who the saved credentials for `url` are, or None (none, another broker, refused)."""
-    from fnrelay.config import resolve_credentials
+    """Who the saved credentials for `url` are, or None (none, another broker, refused).
+    Only a token saved for `url` itself is sent to it: never the environment's, nor one
+    saved for another broker (a "log in to our broker" URL must not collect tokens)."""
+    from fnrelay.config import credentials_path
 
     try:
-        creds = resolve_credentials(broker_url=url)
-        return _identity(creds.broker_url, creds.token)
+        saved = json.loads(credentials_path().read_text())
+    except (OSError, ValueError):
+        return None
+    token = saved.get("token") if isinstance(saved, dict) else None
+    if not token or str(saved.get("broker_url") or "").rstrip("/") != url.rstrip("/"):
+        return None
+    try:
+        return _identity(url, str(token))
     except FnRelayError:
         return None
 

@@ -139,20 +139,26 @@ def resolve_credentials(broker_url: str | None = None, token: str | None = None,
         if not broker_url:
             saved = _saved()
             broker_url = saved.get("broker_url")
+    other_broker = None
     if not token:
         token = os.environ.get(ENV_TOKEN)
         if not token:
             saved = saved if saved is not None else _saved()
             token = saved.get("token")
+            # The saved token is for the broker it was saved with, never sent to another.
+            if token and broker_url and saved.get("broker_url") and \
+                    str(saved["broker_url"]).rstrip("/") != broker_url.rstrip("/"):
+                other_broker, token = str(saved["broker_url"]), None
     if not broker_url:
         raise ConfigurationError(
             "no broker URL: pass broker_url=, set FNRELAY_BROKER_URL, or run "
             "`fnrelay login --broker-url URL --token TOKEN`"
         )
     if not token and require_token:
+        saved_for = f" (the saved token is for {other_broker})" if other_broker else ""
         raise ConfigurationError(
-            "no token: pass token=, set FNRELAY_TOKEN, or run "
-            "`fnrelay login --broker-url URL --token TOKEN`"
+            f"no token for {broker_url}{saved_for}: pass token=, set FNRELAY_TOKEN, or run "
+            "`fnrelay login --broker-url URL`"
         )
     # Without a scheme, requests fails each retry and the error blames the network.
     if not broker_url.startswith(("http://", "https://")):

@@ -83,11 +83,13 @@ class Cli:
         self.home, self.env = home, env
         self.started: set[str] = set()
 
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, check: bool = True,
+                 stdin: str | None = None) -> subprocess.CompletedProcess:
         if args[:1] == ("start",):
             self.started.add(args[1])
         out = subprocess.run([ENDPOINT_CLI, *args], env=self.env, capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, input=stdin,
+                             stdin=None if stdin is not None else subprocess.DEVNULL)
         if check:
             assert out.returncode == 0, out.stdout + out.stderr
         return out

@@ -5,9 +5,11 @@ started), and configure's --display-name, --auth-policy and file overrides."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,33 @@ def test_login_whoami_logout_keep_the_token_endpoints_use(cli, broker) -> None: 
     assert not creds.exists()
     missing = cli("restart", "nope", check=False)
     assert missing.returncode == 1 and "no endpoint named 'nope'" in missing.stderr
+
+
+def test_login_elsewhere_never_sends_the_saved_or_environment_token(cli, broker) -> None:  # type: ignore[no-untyped-def]
+    """`login --broker-url OTHER` checks "already logged in" only with a token saved for
+    OTHER: a link to "our broker" must not collect the token of the real one."""
+    _login(cli, broker)
+    seen: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization") or "")
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        other = f"http://127.0.0.1:{server.server_port}"
+        cli.env["FNRELAY_TOKEN"] = broker.token
+        out = cli("login", "--broker-url", other, check=False, stdin="typed-token\n")
+    finally:
+        server.shutdown()
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert seen == ["Bearer typed-token"], seen  # only what the user typed for that broker
 
 
 def test_python_exec_runs_a_module_with_its_arguments(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,14 +9,17 @@ delivers a forged result checks that it is never unpickled.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import pickle
 import threading
 import uuid
 
 import pika
 import pika.exceptions
 import pytest
+import requests
 
 from fnrelay import Client, Executor, serialize, wire
 from support.postgres_fixtures import postgres  # noqa: F401
@@ -418,3 +421,33 @@ def test_the_dead_letter_queue_is_bounded(tenant_broker, rabbitmq, amqp_url):
     assert r.status_code == 200, r.text
     assert r.json()["definition"]["overflow"] == "drop-head"
     assert r.json()["definition"]["max-length"] > 0
+
+
+# --- 5. a guest on a shared endpoint sends data, never code -----------------------------------
+def test_a_guest_on_a_shared_endpoint_may_send_only_json_arguments(alice, mallory):
+    """The allowlist vets functions; the endpoint unpickles arguments as its owner, so a
+    pickled argument (one whose __reduce__ runs a command) would be the guest's code run as
+    Alice. Only JSON arguments and no user_endpoint_config pass."""
+    eid = alice.endpoint()
+    fid = mallory.function("01\nallowed-code")
+    alice.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": {
+        "allowed_functions": [protocol_digest("01\nallowed-code")]}})
+
+    def submit(**task: object) -> requests.Response:
+        return mallory("POST", "/submit", headers={"Idempotency-Key": str(uuid.uuid4())},
+                       json={"endpoint_id": eid, "tasks": [{"function_id": fid, **task}]})
+
+    pickled = "02\n" + base64.b64encode(pickle.dumps(([], {}))).decode()
+    for task in ({"payload": pickled},
+                 {"payload": "03\n[[1], {}]", "user_endpoint_config": {"worker_init": "id"}}):
+        r = submit(**task)
+        assert r.status_code == 403, r.text
+        assert "shared by allowed_functions" in r.json()["message"]
+    assert mallory.ok("GET", "/tasks")["tasks"] == []  # nothing of them was stored
+    assert submit(payload="03\n[[1], {}]").status_code == 200
+    # The owner's own tasks are not limited.
+    own = alice.function("01\nalice-code")
+    r = alice("POST", "/submit", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+        "endpoint_id": eid, "tasks": [{"function_id": own, "payload": pickled,
+                                       "user_endpoint_config": {"worker_init": "id"}}]})
+    assert r.status_code == 200, r.text

@@ -34,3 +34,13 @@ def test_environment_beats_file_and_argument_beats_environment(home, monkeypatch
     assert config.resolve_credentials().token == "env-token"
     assert config.resolve_credentials(token="arg").token == "arg"
     assert config.resolve_credentials().broker_url == "http://file"
+
+
+def test_a_saved_token_is_never_sent_to_another_broker(home):
+    """A URL given as an argument or in FNRELAY_BROKER_URL does not collect the token saved
+    for another broker: a "log in to our broker" link must not harvest tokens."""
+    config.save_credentials("http://real:8000/", "real-token")
+    assert config.resolve_credentials("http://real:8000").token == "real-token"
+    with pytest.raises(ConfigurationError, match="saved token is for http://real:8000"):
+        config.resolve_credentials("https://evil.example")
+    assert config.resolve_credentials("https://evil.example", require_token=False).token == ""

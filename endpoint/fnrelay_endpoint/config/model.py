@@ -49,7 +49,7 @@ def endpoints_dir() -> Path:
 
 def check_name(name: str) -> str:
     """Endpoint names become directory names: keep them plain."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ConfigurationError(
             f"invalid endpoint name {name!r}: use letters, digits, '.', '_' and '-' "
             "(at most 64, not starting with a punctuation mark)"
