@@ -110,6 +110,17 @@ class BrokerSecret(Base):
     value: Mapped[str] = mapped_column(String(200))
 
 
+class DashboardSession(Base):
+    """A dashboard login: the cookie holds a random session id, this row only its digest
+    (whoever reads the database cannot make a cookie), the token's digest (revoking the
+    token ends the session) and when it expires. Logout deletes the row."""
+
+    __tablename__ = "dashboard_sessions"
+    id_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64))
+    expires: Mapped[float] = mapped_column(Float, index=True)
+
+
 class Task(Base):
     """A task; `seq` (autoincrement) keeps submission order."""
 

@@ -135,6 +135,8 @@ def test_login_sets_a_strict_httponly_cookie_without_the_token(browser: Browser,
 
 
 def test_logout_and_a_revoked_token_end_the_session(browser: Browser, stack: Stack) -> None:
+    from sqlalchemy import text
+
     from fnrelay_broker import auth
     from fnrelay_broker.db import Database
 
@@ -149,6 +151,14 @@ def test_logout_and_a_revoked_token_end_the_session(browser: Browser, stack: Sta
     expect(page).to_have_url(f"{stack.url}/login")
     context.close()
     context, page = login(browser, stack, "alice")
+    (cookie,) = context.cookies()
+    db = Database(stack.broker.db_url)
+    try:  # the database holds no cookie value: reading it is not enough to make one
+        with db.read() as s:
+            rows = s.execute(text("SELECT * FROM dashboard_sessions")).all()
+        assert rows and cookie["value"] not in repr(rows)
+    finally:
+        db.dispose()
     refused = context.request.post(f"{stack.url}/logout", form={}, max_redirects=0)
     assert refused.status == 403
     page.click("form.logout button")
@@ -157,6 +167,11 @@ def test_logout_and_a_revoked_token_end_the_session(browser: Browser, stack: Sta
     page.goto(f"{stack.url}/tasks")
     expect(page).to_have_url(f"{stack.url}/login")
     context.close()
+    # A copy of the cookie taken before logout no longer works: logout ended it on the server.
+    stolen = browser.new_context()
+    stolen.add_cookies([cookie])
+    assert stolen.request.get(f"{stack.url}/tasks", max_redirects=0).status == 303
+    stolen.close()
     assert stack.attempted == []
 
 

@@ -1,10 +1,12 @@
-"""Dashboard sessions: a signed cookie that names a token by its digest, and CSRF tokens.
+"""Dashboard sessions: a random session id in the cookie, its digest in the database, and
+CSRF tokens.
 
-The cookie holds `<token digest>.<expiry>.<mac>`, never the token: the database stores only
-digests too, so a leaked cookie gives no API token, and revoking the token ends every session
-made with it (each request looks the digest up). The MAC key is a broker secret in the
-database, so every replica accepts every replica's cookies. A form's CSRF token is a MAC of
-the session value: a page of another site can neither read it nor compute it.
+The cookie holds only the session id; the database keeps its digest, the digest of the token
+the user logged in with and the expiry (`DashboardSession`). So whoever reads the database (a
+backup, a replica) can make no cookie, a leaked cookie gives no API token, revoking the token
+ends every session made with it, and logout ends the session on the server. A form's CSRF token
+is a MAC of the session id under a broker secret: a page of another site can neither read it
+nor compute it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import hmac
 import secrets
 import time
 
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from fnrelay_broker import auth
 from fnrelay_broker.db import Database
-from fnrelay_broker.models import BrokerSecret
+from fnrelay_broker.models import BrokerSecret, DashboardSession
 
 COOKIE = "fnrelay_session"
 SECRET_NAME = "dashboard-sessions"
@@ -26,8 +29,12 @@ SECRET_NAME = "dashboard-sessions"
 LIFETIME = 12 * 3600.0
 
 
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
 def load_key(db: Database) -> bytes:
-    """The key sessions are signed with (made on first use; replicas share it)."""
+    """The key CSRF tokens are made with (made on first use; replicas share it)."""
     with db.read() as s:
         row = s.get(BrokerSecret, SECRET_NAME)
         if row is not None:
@@ -57,20 +64,31 @@ class Sessions:
         user = auth.lookup_token(self.db, token)
         if user is None or user.is_endpoint_token:
             return None
-        body = f"{auth.hash_token(token)}.{int(time.time() + LIFETIME)}"
-        return f"{body}.{self._mac('session', body)}", user
+        session_id, now = secrets.token_urlsafe(32), time.time()
+        with self.db.write() as s:
+            s.execute(delete(DashboardSession).where(DashboardSession.expires < now))
+            s.add(DashboardSession(id_digest=_digest(session_id),
+                                   token_digest=auth.hash_token(token), expires=now + LIFETIME))
+        return session_id, user
 
     def user(self, cookie: str | None) -> auth.CurrentUser | None:
-        """The user of a genuine, unexpired session whose token is still live."""
-        if not cookie or cookie.count(".") != 2:
+        """The user of a live, unexpired session whose token is still live."""
+        if not cookie or len(cookie) > 100:
             return None
-        digest, expiry, mac = cookie.split(".")
-        if not hmac.compare_digest(mac, self._mac("session", f"{digest}.{expiry}")):
-            return None
-        if not expiry.isdigit() or int(expiry) < time.time():
-            return None
-        user = auth.lookup_digest(self.db, digest)
+        with self.db.read() as s:
+            row = s.get(DashboardSession, _digest(cookie))
+            if row is None or row.expires < time.time():
+                return None
+            token_digest = row.token_digest
+        user = auth.lookup_digest(self.db, token_digest)
         return None if user is None or user.is_endpoint_token else user
+
+    def logout(self, cookie: str | None) -> None:
+        """End the session on the server: its cookie, wherever copied, no longer works."""
+        if cookie and len(cookie) <= 100:
+            with self.db.write() as s:
+                s.execute(delete(DashboardSession)
+                          .where(DashboardSession.id_digest == _digest(cookie)))
 
     def csrf(self, cookie: str) -> str:
         """The CSRF token of the forms of this session."""

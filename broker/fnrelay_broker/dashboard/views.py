@@ -149,6 +149,7 @@ def install(app: FastAPI, broker: Any) -> None:
     @app.post(f"{PREFIX}/logout", include_in_schema=False)
     def logout(request: Request, fields: Form) -> Response:
         check_csrf(request, fields)
+        sessions.logout(request.cookies.get(COOKIE))
         answer = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=HEADERS)
         answer.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict",
                              secure=request.url.scheme == "https")
