@@ -303,6 +303,12 @@ def main() -> None:
               show_envvar=True, type=click.Choice(["text", "json"], case_sensitive=False),
               help="json: one JSON object per line (time, level, logger, message, and "
                    "task_id / endpoint_id where a line is about one), for log collectors.")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+              envvar="FNRELAY_FORWARDED_ALLOW_IPS", metavar="IPS",
+              help="Load balancers (comma-separated addresses, or '*') whose "
+                   "X-Forwarded-Proto/-For the broker believes: behind a TLS load balancer "
+                   "the dashboard then knows it is served over HTTPS and marks its cookie "
+                   "Secure.")
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM certificate (chain): serve HTTPS instead of HTTP.")
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -318,6 +324,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
           amqp_management_password_file: str | None = None,
           operators: tuple[str, ...] = (),
           max_queued_per_user: int = DEFAULT_MAX_QUEUED, log_format: str = "text",
+          forwarded_allow_ips: str = "127.0.0.1",
           queue_type: str = "classic") -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
     ctx = click.get_current_context()
@@ -367,6 +374,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                             timeout_graceful_shutdown=SHUTDOWN_GRACE,
+                            proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
                             # uvicorn formats its own lines as text; in JSON they go
                             # through the root logger's handler instead.
                             log_config=None if log_format == "json" else LOGGING_CONFIG)

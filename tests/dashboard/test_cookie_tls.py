@@ -1,5 +1,6 @@
 """Over HTTPS the dashboard's session cookie is also Secure: a broker served with
---ssl-certfile (plain AMQP behind it: only the browser's side matters here)."""
+--ssl-certfile (plain AMQP behind it: only the browser's side matters here), or behind a TLS
+load balancer it believes (--forwarded-allow-ips)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import requests
 
 from fnrelay.devstack.processes import free_port
+from support.broker_fixtures import start_broker  # noqa: F401
 from support.pki import make_ca_and_server_cert
 from support.waiting import wait_for
 
@@ -58,3 +60,16 @@ def test_session_cookie_is_secure_httponly_and_strict_over_https(https_broker) -
     flags = {part.strip().lower() for part in cookie.split(";")[1:]}
     assert {"secure", "httponly", "samesite=strict", "path=/dashboard"} <= flags, cookie
     assert token not in cookie
+
+
+@pytest.mark.parametrize(("allowed", "secure"), [("127.0.0.1", True), ("10.9.9.9", False)])
+def test_behind_a_tls_load_balancer_the_cookie_is_secure_if_the_balancer_is_believed(
+        start_broker, new_vhost, allowed: str, secure: bool) -> None:  # noqa: F811
+    """A load balancer ends TLS and says so in X-Forwarded-Proto: a broker that believes it
+    (--forwarded-allow-ips) marks the cookie Secure; a client elsewhere cannot fake it."""
+    broker = start_broker(new_vhost("fnrelay-dash-lb"), None, "--forwarded-allow-ips", allowed)
+    r = requests.post(f"{broker.url}/dashboard/login", data={"token": broker.add_user()},
+                      headers={"X-Forwarded-Proto": "https"}, allow_redirects=False, timeout=10)
+    assert r.status_code == 303, r.text
+    flags = {part.strip().lower() for part in r.headers["set-cookie"].split(";")[1:]}
+    assert ("secure" in flags) is secure, flags
