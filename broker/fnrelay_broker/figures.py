@@ -10,6 +10,7 @@ state, its journal, its reconnects) comes in its heartbeat, is kept as `endpoint
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -229,10 +230,8 @@ def endpoint_families(endpoints: list[tuple[Endpoint, str]], offline_after: floa
         if n_queued is not None:
             queued.add_metric(labels, n_queued)
         _local_workers(workers, labels, info)
-        if isinstance(info.get("jobs_by_state"), dict):
-            for state, n in info["jobs_by_state"].items():
-                if (v := _number(n)) is not None:
-                    jobs.add_metric([*labels, str(state)], v)
+        for state, v in _states(info.get("jobs_by_state")):
+            jobs.add_metric([*labels, state], v)
         if isinstance(info.get("blocks"), dict):
             blocks.add_metric(labels, sum(len(b) for b in info["blocks"].values()
                                           if isinstance(b, list)))
@@ -241,6 +240,23 @@ def endpoint_families(endpoints: list[tuple[Endpoint, str]], offline_after: floa
             reconnects.add_metric(labels, n)
     yield from (online, last, running, queued, workers, jobs, blocks, journal_bytes,
                 journal_rows, unpublished, reconnects)
+
+
+#: A state name from a heartbeat (a scheduler's job state, a journal state) as a label value.
+_STATE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+#: The most states one endpoint's figure shows: heartbeats are the endpoint owner's words,
+#: and every label value is a time series the operators' Prometheus keeps.
+MAX_STATES = 16
+
+
+def _states(by_state: Any) -> list[tuple[str, float]]:
+    """(state, count) pairs of a heartbeat's dict whose names look like states, at most
+    MAX_STATES of them."""
+    if not isinstance(by_state, dict):
+        return []
+    found = [(str(k), v) for k, n in by_state.items()
+             if _STATE.match(str(k)) and (v := _number(n)) is not None]
+    return found[:MAX_STATES]
 
 
 def _local_workers(family: GaugeMetricFamily, labels: list[str], info: dict[str, Any]) -> None:
@@ -256,9 +272,7 @@ def _journal(size: GaugeMetricFamily, rows: GaugeMetricFamily, unpublished: Gaug
         return
     if (n := _number(journal.get("bytes"))) is not None:
         size.add_metric(labels, n)
-    if isinstance(journal.get("tasks"), dict):
-        for state, count in journal["tasks"].items():
-            if (v := _number(count)) is not None:
-                rows.add_metric([*labels, str(state)], v)
+    for state, v in _states(journal.get("tasks")):
+        rows.add_metric([*labels, state], v)
     if (n := _number(journal.get("unpublished"))) is not None:
         unpublished.add_metric(labels, n)
