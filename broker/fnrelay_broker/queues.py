@@ -85,18 +85,24 @@ def legacy_endpoint_queue(endpoint_id: str) -> str:
     return f"fnrelay.endpoint.{endpoint_id}.tasks"
 
 
-def load(db: Database, queue_type: str = CLASSIC) -> QueueNames:
-    """The queue names of this broker's database (the key is made on first use)."""
+def shared_key(db: Database, name: str) -> bytes:
+    """The broker secret `name`, 32 random bytes made on first use; every replica of the
+    database reads the same one."""
     with db.read() as s:
-        row = s.get(BrokerSecret, SECRET_NAME)
+        row = s.get(BrokerSecret, name)
         if row is not None:
-            return QueueNames(bytes.fromhex(row.value), queue_type)
+            return bytes.fromhex(row.value)
     try:
         with db.write() as s:
-            s.add(BrokerSecret(name=SECRET_NAME, value=secrets.token_hex(32)))
+            s.add(BrokerSecret(name=name, value=secrets.token_hex(32)))
     except IntegrityError:  # another replica made it first: use theirs
         pass
     with db.read() as s:
-        row = s.get(BrokerSecret, SECRET_NAME)
+        row = s.get(BrokerSecret, name)
         assert row is not None
-        return QueueNames(bytes.fromhex(row.value), queue_type)
+        return bytes.fromhex(row.value)
+
+
+def load(db: Database, queue_type: str = CLASSIC) -> QueueNames:
+    """The queue names of this broker's database (the key is made on first use)."""
+    return QueueNames(shared_key(db, SECRET_NAME), queue_type)

@@ -17,11 +17,10 @@ import secrets
 import time
 
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 
-from fnrelay_broker import auth
+from fnrelay_broker import auth, queues
 from fnrelay_broker.db import Database
-from fnrelay_broker.models import BrokerSecret, DashboardSession
+from fnrelay_broker.models import DashboardSession
 
 COOKIE = "fnrelay_session"
 SECRET_NAME = "dashboard-sessions"
@@ -35,19 +34,7 @@ def _digest(session_id: str) -> str:
 
 def load_key(db: Database) -> bytes:
     """The key CSRF tokens are made with (made on first use; replicas share it)."""
-    with db.read() as s:
-        row = s.get(BrokerSecret, SECRET_NAME)
-        if row is not None:
-            return bytes.fromhex(row.value)
-    try:
-        with db.write() as s:
-            s.add(BrokerSecret(name=SECRET_NAME, value=secrets.token_hex(32)))
-    except IntegrityError:  # another replica made it first: use theirs
-        pass
-    with db.read() as s:
-        row = s.get(BrokerSecret, SECRET_NAME)
-        assert row is not None
-        return bytes.fromhex(row.value)
+    return queues.shared_key(db, SECRET_NAME)
 
 
 class Sessions:
