@@ -101,11 +101,7 @@ def _rebuild(channel: Callable[[], BlockingChannel], accounts: Accounts, q: dict
     # The holding queue lives no shorter than the move: no x-expires on it.
     ch = channel()
     ch.queue_declare(holding, durable=True, arguments=queue_arguments(to))
-    for b in bindings:
-        ch.queue_bind(holding, b["source"], routing_key=b["routing_key"],
-                      arguments=b.get("arguments") or None)
-        ch.queue_unbind(name, b["source"], routing_key=b["routing_key"],
-                        arguments=b.get("arguments") or None)
+    _rebind(ch, bindings, name, holding)
     count = _move(ch, name, holding)
     _delete_empty(ch, name)
     ch.close()
@@ -126,14 +122,20 @@ def _restore(ch: BlockingChannel, name: str, holding: str, arguments: dict[str, 
              bindings: list[dict[str, Any]]) -> int:
     """Declare `name` anew, give it the holding queue's bindings and then its messages."""
     ch.queue_declare(name, durable=True, arguments=arguments)
-    for b in bindings:
-        ch.queue_bind(name, b["source"], routing_key=b["routing_key"],
-                      arguments=b.get("arguments") or None)
-        ch.queue_unbind(holding, b["source"], routing_key=b["routing_key"],
-                        arguments=b.get("arguments") or None)
+    _rebind(ch, bindings, holding, name)
     count = _move(ch, holding, name)
     _delete_empty(ch, holding)
     return count
+
+
+def _rebind(ch: BlockingChannel, bindings: list[dict[str, Any]], source: str,
+            target: str) -> None:
+    """Give `target` each binding, then take it from `source`: bound to both for a moment,
+    so a message published meanwhile lands in one of them, never in neither."""
+    for b in bindings:
+        args = b.get("arguments") or None
+        ch.queue_bind(target, b["source"], routing_key=b["routing_key"], arguments=args)
+        ch.queue_unbind(source, b["source"], routing_key=b["routing_key"], arguments=args)
 
 
 def _delete_empty(ch: BlockingChannel, name: str) -> None:

@@ -209,27 +209,24 @@ def install(app: FastAPI, broker: Any) -> None:
         with api_errors():
             return task_list.list_tasks(db, user, task_filter(args))
 
-    def list_args(status: str, endpoint_id: str, function_id: str, task_group_id: str,
-                  since: str, after: str) -> dict[str, str]:
+    def list_args(status: str = "", endpoint_id: str = "", function_id: str = "",
+                  task_group_id: str = "", since: str = "", after: str = "") -> dict[str, str]:
+        """The task list's filters, from the query string (a dependency of both views)."""
         return {"status": status, "endpoint_id": endpoint_id, "function_id": function_id,
                 "task_group_id": task_group_id, "since": since, "after": after}
 
+    ListArgs = Annotated[dict[str, str], Depends(list_args)]
+
     @app.get(f"{PREFIX}/tasks", include_in_schema=False)
-    def tasks_page(request: Request, status: str = "", endpoint_id: str = "",
-                   function_id: str = "", task_group_id: str = "", since: str = "",
-                   after: str = "") -> HTMLResponse:
+    def tasks_page(request: Request, args: ListArgs) -> HTMLResponse:
         user = session_user(request)
-        args = list_args(status, endpoint_id, function_id, task_group_id, since, after)
         return render(request, "tasks.html", user=user, args=args, page=task_rows(user, args),
                       states=task_list.STATES, since_choices=list(SINCE_HOURS),
                       query=request.url.query)
 
     @app.get(f"{PREFIX}/tasks/rows", include_in_schema=False)
-    def tasks_rows(request: Request, status: str = "", endpoint_id: str = "",
-                   function_id: str = "", task_group_id: str = "", since: str = "",
-                   after: str = "") -> HTMLResponse:
+    def tasks_rows(request: Request, args: ListArgs) -> HTMLResponse:
         user = session_user(request)
-        args = list_args(status, endpoint_id, function_id, task_group_id, since, after)
         return render(request, "_task_rows.html", user=user, page=task_rows(user, args))
 
     def task_context(user: CurrentUser, task_id: str) -> dict[str, Any]:

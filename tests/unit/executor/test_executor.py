@@ -12,7 +12,6 @@ import pytest
 
 from fnrelay import Executor
 from fnrelay.client import Client
-from fnrelay.executor import watcher as watcher_module
 from support.fake_transport import FakeApi, FakeTransport, success
 
 WAIT = 5.0
@@ -20,17 +19,6 @@ WAIT = 5.0
 
 def square(x: int) -> int:
     return x * x
-
-
-@pytest.fixture
-def fake(monkeypatch) -> FakeTransport:
-    monkeypatch.setattr(watcher_module, "IDLE", 0.01)
-    return FakeTransport()
-
-
-@pytest.fixture
-def api() -> FakeApi:
-    return FakeApi()
 
 
 @pytest.fixture

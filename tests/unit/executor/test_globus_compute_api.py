@@ -15,9 +15,8 @@ import pytest
 from fnrelay import Executor
 from fnrelay.client import Client
 from fnrelay.executor import UnusedOption
-from fnrelay.executor import watcher as watcher_module
 from fnrelay.executor.group import with_port
-from support.fake_transport import FakeApi, FakeTransport, success
+from support.fake_transport import success
 
 WAIT = 5.0
 EP1, EP2 = str(uuid.uuid4()), str(uuid.uuid4())
@@ -25,17 +24,6 @@ EP1, EP2 = str(uuid.uuid4()), str(uuid.uuid4())
 
 def square(x: int) -> int:
     return x * x
-
-
-@pytest.fixture
-def fake(monkeypatch) -> FakeTransport:
-    monkeypatch.setattr(watcher_module, "IDLE", 0.01)
-    return FakeTransport()
-
-
-@pytest.fixture
-def api() -> FakeApi:
-    return FakeApi()
 
 
 @pytest.fixture
