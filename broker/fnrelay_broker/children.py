@@ -25,6 +25,7 @@ from fnrelay.wire import (
     TaskState,
     canonical_config,
     now,
+    runtime,
 )
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
@@ -107,20 +108,28 @@ def request_start(s: Session, routes: list[str], task_ids: list[str]) -> None:
                                for c, tid in first.items()])
 
 
-def start_messages(db: Database, child_ids: list[str]) -> list[tuple[str, StartChild]]:
-    """(manager id, StartChild) for each known child among `child_ids`."""
+def start_messages(db: Database, starts: list[tuple[str, str | None]]
+                   ) -> list[tuple[str, StartChild]]:
+    """(manager id, StartChild) for each known child among `starts` ((child id, id of the
+    task that asked for the start)), carrying that task's `user_runtime`."""
+    asked = dict(starts)
     out = []
     with db.read() as s:
         rows = s.execute(
             select(Endpoint, User.username).join(User, User.id == Endpoint.owner)
-            .where(Endpoint.id.in_(list(dict.fromkeys(child_ids))))
+            .where(Endpoint.id.in_(list(asked)))
         ).all()
+        tids = [t for t in asked.values() if t]
+        tasks = {tid: (details, pyver) for tid, details, pyver in s.execute(
+            select(Task.id, Task.details, Task.python_version).where(Task.id.in_(tids)))}
         for ep, username in rows:
             manager = parent_of(ep)
             if manager:
+                details, pyver = tasks.get(asked[ep.id] or "", (None, None))
                 out.append((manager, StartChild(
                     child_id=ep.id, user_id=ep.owner, username=username,
                     user_endpoint_config=(ep.metadata_ or {}).get("user_endpoint_config") or {},
+                    user_runtime=runtime.for_task((details or {}).get("user_runtime"), pyver),
                 )))
     return out
 

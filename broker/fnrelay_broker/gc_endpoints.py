@@ -115,7 +115,10 @@ def start_command(manager_id: str, msg: wire.StartChild, creds: dict[str, Any]) 
     return json.dumps({
         "command": START_COMMAND, "args": [],
         "kwargs": {"name": f"uep.{manager_id}.{msg.child_id}",
-                   "user_opts": msg.user_endpoint_config, "user_runtime": {},
+                   "user_opts": msg.user_endpoint_config,
+                   # GC renders it as `_GC.user_runtime` (strings JSON-quoted) and sets
+                   # GC_USER_PYTHON_VERSION / GC_USER_SDK_VERSION from it.
+                   "user_runtime": msg.user_runtime,
                    "amqp_creds": creds},
         "globus_effective_identity": msg.user_id, "globus_identity_set": [identity],
         "globus_username": msg.username,

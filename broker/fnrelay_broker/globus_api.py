@@ -9,6 +9,10 @@ results go to the submitter's Globus Compute group queues as messagepack Results
 
 Errors keep the broker's JSON shape (`code`, `message`, `http_status`), which globus-sdk
 parses into a GlobusAPIError; the token route answers as an OAuth2 server does.
+
+Routes that read a body are `async` (the body is awaited); their database and RabbitMQ work is
+synchronous, so it runs in the threadpool, as FastAPI runs plain `def` routes: on the event
+loop it would stall every other request of this worker while it waits.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations, and `User`
@@ -23,6 +27,7 @@ from urllib.parse import parse_qs, unquote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from fnrelay import wire
 from fnrelay.wire import globus
@@ -81,7 +86,8 @@ def install(app: FastAPI, broker: "Broker",
 
     @app.post("/v2/oauth2/token")
     async def token(request: Request) -> JSONResponse:
-        return _token_answer(broker, request, await request.body())
+        raw = await request.body()
+        return await run_in_threadpool(_token_answer, broker, request, raw)
 
     @app.get("/v2/oauth2/userinfo")
     def userinfo(user: User) -> dict:
@@ -93,8 +99,8 @@ def install(app: FastAPI, broker: "Broker",
             name, code, description = globus.function_code(await _json(request))
         except wire.WireError as e:
             raise _wire_error(e) from None
-        fid = registry.register_function(db, user, code, name, description,
-                                         format=wire.FORMAT_GLOBUS)
+        fid = await run_in_threadpool(registry.register_function, db, user, code, name,
+                                      description, format=wire.FORMAT_GLOBUS)
         return {"function_uuid": fid}
 
     @app.post("/v2/functions")
@@ -115,6 +121,9 @@ def install(app: FastAPI, broker: "Broker",
     async def submit(endpoint_id: str, request: Request, user: User) -> dict:
         eid = _uuid(endpoint_id, "endpoint_id")
         body = await _json(request)
+        return await run_in_threadpool(submit_body, eid, body, user)
+
+    def submit_body(eid: str, body: Any, user: auth.CurrentUser) -> dict:
         try:
             entries = globus.submit_entries(body)
             wanted = body.get("task_group_id")
@@ -144,7 +153,7 @@ def install(app: FastAPI, broker: "Broker",
         ids = body.get("task_ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError(400, "'task_ids' must be a list of task ids")
-        found = tasks.task_records(db, user, ids)
+        found = await run_in_threadpool(tasks.task_records, db, user, ids)
         return {"response": "batch", "results": {
             tid: globus.task_record(rec) for tid, rec in found.items()
             if rec.get("format") == wire.FORMAT_GLOBUS}}
@@ -215,6 +224,12 @@ def install(app: FastAPI, broker: "Broker",
             name, multi_user, meta, allowed = globus.endpoint_registration(body)
         except ValueError as e:  # WireError too
             raise ApiError(400, str(e)) from None
+        return await run_in_threadpool(save_gc_endpoint, user, endpoint_id, name, multi_user,
+                                       meta, allowed)
+
+    def save_gc_endpoint(user: auth.CurrentUser, endpoint_id: str | None, name: str,
+                         multi_user: bool, meta: dict[str, Any], allowed: list[str] | None
+                         ) -> dict:
         metadata: dict[str, Any] = {"multi_user": True, "globus_compute": meta}
         if allowed:
             metadata[sharing.KEY] = allowed

@@ -210,7 +210,9 @@ class OutboxPublisher(_Worker):
             forward_results(ch, tasks.result_messages(self.db, tids), self.amqp_user)
             tasks.finish_outbox(self.db, oids, [])
         elif kind == children.OUTBOX_START_CHILD:
-            for manager_id, msg in children.start_messages(self.db, [endpoint_id]):
+            # The latest submission's runtime (rows of one child come in submission order).
+            latest = [(endpoint_id, tids[-1] if tids else None)]
+            for manager_id, msg in children.start_messages(self.db, latest):
                 if f"control:{manager_id}" not in declared:
                     declare_control_queue(ch, self.names, manager_id)
                     declared.add(f"control:{manager_id}")

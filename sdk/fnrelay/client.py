@@ -28,7 +28,7 @@ from fnrelay.hardware import run_hardware_report
 from fnrelay.ignored import ignored
 from fnrelay.results import outcome
 from fnrelay.retry_notice import RetryNotice, silenced
-from fnrelay.wire import ExceptionInfo, TaskState, pyversion
+from fnrelay.wire import ExceptionInfo, TaskState, pyversion, runtime
 
 _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
     401: errors.AuthenticationError,
@@ -414,7 +414,8 @@ class Client(globus_sdk.BaseClient):
             answer = self._call("POST", f"{self.broker_url}/v3/endpoints/{eid}/submit", data={
                 "tasks": by_function, "task_group_id": group,
                 "resource_specification": first["resource_specification"],
-                "user_endpoint_config": first["user_endpoint_config"]})
+                "user_endpoint_config": first["user_endpoint_config"],
+                "user_runtime": runtime.of_globus_submitter()})
             group = answer["task_group_id"]
             given = {fid: list(tids) for fid, tids in answer["tasks"].items()}
             for i in indexes:

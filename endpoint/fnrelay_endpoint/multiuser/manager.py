@@ -72,6 +72,8 @@ class Child:
     user_id: str
     config: dict[str, Any]
     account: str = ""
+    #: The latest start request's `user_runtime`: the next start renders it.
+    runtime: dict[str, Any] = field(default_factory=dict, repr=False)
     state: str = "new"  # waiting | starting | running | idle | crashed | failed | stopped
     started: float | None = None
     last_task: float | None = None
@@ -214,6 +216,7 @@ class Manager:
         if child is None:
             child = Child(msg.child_id, msg.username, msg.user_id, msg.user_endpoint_config)
             self.children[msg.child_id] = child
+        child.runtime = msg.user_runtime
         child.last_task, child.last_request, self._dirty = wire.now(), time.monotonic(), True
         if child.proc is not None or child.state == "waiting":
             return  # running, starting, or exiting (then _exited restarts it)
@@ -258,7 +261,7 @@ class Manager:
             or self._reg.get("heartbeat_period"),
             "idle_timeout": self.config.idle_timeout,
             "gc": usertemplate.gc_variables(self.config.template_context(), account.name,
-                                            child.user_id),
+                                            child.user_id, child.runtime),
             "template_dialect": self.config.template_dialect,
             "site_environment": usertemplate.load_user_environment(
                 self.paths.dir / usertemplate.USER_ENV_FILE),

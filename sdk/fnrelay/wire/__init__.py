@@ -9,6 +9,7 @@ one place and nobody restates it:
   decoders raise `WireError` (a ValueError) for anything malformed and ignore unknown keys;
 - `codec`: JSON in and out, the field checks, WireError;
 - `ids`: task ids, UUID checks and the wire's time;
+- `runtime`: `user_runtime`, what a submitting SDK reports of itself (checked, bounded);
 - `names`: environment variables, sandbox files and limits shared outside AMQP messages.
 
 Everything is re-exported here (`from fnrelay import wire; wire.TaskMessage`). See

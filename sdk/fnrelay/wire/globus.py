@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fnrelay.wire import pyversion
+from fnrelay.wire import pyversion, runtime
 from fnrelay.wire.codec import WireError
 from fnrelay.wire.messages import FORMAT_GLOBUS, ExceptionInfo, ResultMessage
 from fnrelay.wire.states import TaskState
@@ -111,7 +111,7 @@ def submit_entries(body: Any) -> list[dict[str, Any]]:
         raise WireError("'tasks' must map function ids to lists of payloads")
     spec, config = _obj(body, "resource_specification"), _obj(body, "user_endpoint_config")
     serializers = result_serializers(body)
-    runtime = _obj(body, "user_runtime")
+    user_runtime = runtime.check(body.get("user_runtime"))
     entries: list[dict[str, Any]] = []
     for fid, payloads in tasks.items():
         function_id = _uuid(fid, "a function id")
@@ -122,8 +122,8 @@ def submit_entries(body: Any) -> list[dict[str, Any]]:
             entries.append({"function_id": function_id, "payload": payload,
                             "resource_specification": spec, "user_endpoint_config": config,
                             "max_retries": None, "format": FORMAT_GLOBUS,
-                            "result_serializers": serializers, "user_runtime": runtime,
-                            "python_version": pyversion.of_user_runtime(runtime)})
+                            "result_serializers": serializers, "user_runtime": user_runtime,
+                            "python_version": pyversion.of_user_runtime(user_runtime)})
     return entries
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fnrelay.wire import codec
+from fnrelay.wire import codec, runtime
 from fnrelay.wire.codec import Check, WireError, encode
 from fnrelay.wire.ids import is_uuid, now
 
@@ -335,10 +335,17 @@ class StartChild:
     user_id: str
     username: str
     user_endpoint_config: dict[str, Any] = field(default_factory=dict)
+    #: What the submitting SDK reported (`_GC.user_runtime` of the child's template).
+    user_runtime: dict[str, Any] = field(default_factory=dict)
 
 
 def encode_start_child(msg: StartChild) -> bytes:
-    return encode({"v": PROTOCOL_VERSION, **_fields(msg)})
+    # An empty runtime is left out: the bytes of a message without one stay those older
+    # managers and brokers exchange.
+    fields = _fields(msg)
+    if not fields["user_runtime"]:
+        del fields["user_runtime"]
+    return encode({"v": PROTOCOL_VERSION, **fields})
 
 
 def decode_start_child(body: bytes, *, finite: bool = False, check: Check | None = None
@@ -346,7 +353,8 @@ def decode_start_child(body: bytes, *, finite: bool = False, check: Check | None
     d = codec.document(body, finite=finite, check=check)
     return StartChild(child_id=codec.text(d, "child_id"), user_id=codec.text(d, "user_id"),
                       username=codec.text(d, "username"),
-                      user_endpoint_config=codec.obj(d, "user_endpoint_config"))
+                      user_endpoint_config=codec.obj(d, "user_endpoint_config"),
+                      user_runtime=runtime.check(d.get("user_runtime")))
 
 
 @dataclass
