@@ -8,6 +8,7 @@ import json
 import os
 import pwd
 import signal
+import sys
 import uuid
 from pathlib import Path
 
@@ -188,3 +189,15 @@ def test_killed_child_restarts_and_idle_child_stops(make_manager, client):
     assert child_row(manager, child_id)["pid"] is None
     result, _ = run(client, mid, {"label": "k"})
     assert result["label"] == "k"
+
+
+def test_the_template_sees_the_submitters_runtime(make_manager, client):
+    """`_GC.user_runtime` is what the submitting SDK reported: for a task in fnrelay's format,
+    the Python it was serialized on (GC's templates read `python.version`)."""
+    manager = make_manager()
+    (manager.dir / "user_config_template.yaml.j2").write_text(
+        "engine:\n  type: local\n  max_workers: 1\nenvironment:\n"
+        "  MU_LABEL: {{ ((_GC.user_runtime.python | default({})).version | default('none'))"
+        " | tojson }}\n")
+    result, _ = run(client, manager.endpoint_id, {"label": "runtime"})
+    assert result["label"] == "{}.{}".format(*sys.version_info[:2])
