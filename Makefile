@@ -44,6 +44,8 @@ $(DEMO_STAMP): pyproject.toml
 # pin must not change $(VENV)'s dill. fnrelay's SDK and endpoint are installed there too (an
 # endpoint may run from it when tasks come in GC's serialization formats). The SDK's version
 # range is the `globus-compute` extra in pyproject.toml; tests/gc runs its tutorial with it.
+# Its wheelhouse (globus-compute-endpoint and dependencies, at the venv's versions) is the
+# only package index of the user endpoints tests/gc starts with GC's default template.
 GC_VENV ?= .venv-gc
 GC_STAMP := $(GC_VENV)/.fnrelay-installed
 
@@ -53,6 +55,7 @@ $(GC_STAMP): pyproject.toml
 	@$(CAN_MAKE_VENV)
 	$(PYTHON) -m venv $(GC_VENV)
 	$(GC_VENV)/bin/pip install --quiet -e '.[endpoint,globus-compute]'
+	scripts/gc-wheelhouse.sh $(GC_VENV) $(GC_VENV)/wheelhouse
 	touch $@
 
 # System packages, with apt when root; otherwise say what to do. The demo needs RabbitMQ;

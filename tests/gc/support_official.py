@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import textwrap
@@ -22,7 +23,8 @@ GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV", str(ROOT / ".venv-gc")))
 GC_PYTHON = GC_VENV / "bin" / "python"
 PORT = 5000
 SOURCES = os.pathsep.join(str(ROOT / p) for p in ("sdk", "broker", "endpoint", "wrappers"))
-
+#: globus-compute-endpoint's wheels and its dependencies' (scripts/gc-wheelhouse.sh).
+WHEELHOUSE = Path(os.environ.get("FNRELAY_GC_WHEELHOUSE", str(GC_VENV / "wheelhouse")))
 
 
 def require_gc_venv() -> None:
@@ -67,9 +69,11 @@ def sdk_env(home: Path, user_id: str, token: str) -> dict[str, str]:
             "GLOBUS_COMPUTE_CLIENT_ID": user_id, "GLOBUS_COMPUTE_CLIENT_SECRET": token}
 
 
-def run_sdk(script: str, env: dict[str, str], timeout: float = 180) -> dict:
-    """Run `script` with the official SDK; it prints one JSON line last, returned here."""
-    out = subprocess.run([str(GC_PYTHON), "-c", textwrap.dedent(script)], env=env,
+def run_sdk(script: str, env: dict[str, str], timeout: float = 180,
+            python: Path = GC_PYTHON) -> dict:
+    """Run `script` with the official SDK (in `python`'s venv); it prints one JSON line
+    last, returned here."""
+    out = subprocess.run([str(python), "-c", textwrap.dedent(script)], env=env,
                          capture_output=True, text=True, timeout=timeout,
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, f"stdout:\n{out.stdout[-3000:]}\nstderr:\n{out.stderr[-5000:]}"
@@ -122,3 +126,32 @@ def shared_gc_venv(dest: Path) -> Path:
                 (bindir / script.name).write_bytes(f"#!{bindir}/python3\n".encode() + rest)
                 (bindir / script.name).chmod(0o755)
     return bindir
+
+
+def gc_wheelhouse() -> Path:
+    """The wheelhouse of globus-compute-endpoint at .venv-gc's version, built on first use
+    (`make gc-venv` builds it too)."""
+    require_gc_venv()
+    out = subprocess.run([str(ROOT / "scripts" / "gc-wheelhouse.sh"), str(GC_VENV),
+                          str(WHEELHOUSE)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"cannot build the wheelhouse {WHEELHOUSE}: {out.stderr.strip()[-1500:]}")
+    return WHEELHOUSE
+
+
+def give_uv(account: str, wheelhouse: Path) -> None:
+    """What GC's default template needs of a local account, the way a site without internet
+    gives it: `uv` in ~/.local/bin (the template puts it first on PATH, and curls uv's
+    installer only when none is there) and ~/.config/uv/uv.toml naming the site's index
+    (here: `wheelhouse` alone) and the machine's Pythons. The template stays as shipped."""
+    uv = shutil.which("uv", path=str(GC_VENV / "bin"))
+    if uv is None:
+        pytest.fail(f"no uv in {GC_VENV}/bin: run `make gc-venv` (the endpoint extra has it)")
+    home = Path(pwd.getpwnam(account).pw_dir)
+    (home / ".local" / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(uv, home / ".local" / "bin" / "uv")
+    (home / ".config" / "uv").mkdir(parents=True, exist_ok=True)
+    (home / ".config" / "uv" / "uv.toml").write_text(
+        f'no-index = true\nfind-links = ["{wheelhouse}"]\npython-downloads = "never"\n')
+    for sub in (".local", ".config"):
+        subprocess.run(["chown", "-R", f"{account}:", str(home / sub)], check=True)

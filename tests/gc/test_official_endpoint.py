@@ -34,6 +34,8 @@ from support_official import (  # noqa: E402
     PORT,
     SOURCES,
     gc_venv,  # noqa: F401 - the fixture pytestmark names
+    gc_wheelhouse,
+    give_uv,
     needs_gc_venv,
     run_sdk,
     sdk_env,
@@ -77,6 +79,12 @@ class Stack:
     shared: Path
     bindir: Path
     proc: subprocess.Popen
+
+    @property
+    def python(self) -> Path:
+        """The submitters' Python: the machine's (the shared venv's), which GC's default
+        template, matching the submitter's version, finds for the mapped accounts too."""
+        return self.bindir / "python3"
 
 
 def _party(broker: BrokerServer, name: str, d: Path) -> Party:
@@ -173,6 +181,10 @@ def stack(rabbitmq, new_vhost, _workdir: Path, accounts: dict[str, str]) -> Iter
     ep = None
     try:
         bindir = shared_gc_venv(shared / "venv")
+        wheelhouse = shared / "wheelhouse"  # where the accounts can read it
+        shutil.copytree(gc_wheelhouse(), wheelhouse)
+        for account in accounts.values():
+            give_uv(account, wheelhouse)
         alice, mallory = _party(broker, "alice", d), _party(broker, "mallory", d)
         gc_dir = d / "gc-home"
         env = endpoint_env(alice, gc_dir, bindir)
@@ -203,16 +215,20 @@ def test_registers_and_reads_online_through_the_official_sdk(stack: Stack):
         c = Client()
         print(json.dumps({{"status": c.get_endpoint_status("{stack.endpoint_id}")["status"],
                           "mine": [e["uuid"] for e in c.get_endpoints()]}}))
-    """, stack.alice.env())
+    """, stack.alice.env(), python=stack.python)
     assert got["status"] == "online"
     assert stack.endpoint_id in got["mine"]
 
 
 def test_official_sdk_tasks_run_on_the_official_endpoint(stack: Stack):
     """GC's default template as `configure` wrote it (GlobusComputeEngine, LocalProvider);
-    the user endpoint runs as the account Alice's identity maps to."""
+    the user endpoint runs as the account Alice's identity maps to. The template's
+    worker_init builds a venv matched to her SDK's `user_runtime` (Python and
+    globus-compute-sdk versions) with the account's uv and site index (give_uv: no internet),
+    and her tasks run in it."""
     got = run_sdk(f"""
-        import json
+        import json, platform
+        from importlib.metadata import version
         from globus_compute_sdk import Executor
         def square(x):
             return x * x
@@ -221,20 +237,31 @@ def test_official_sdk_tasks_run_on_the_official_endpoint(stack: Stack):
         def account():
             import getpass
             return getpass.getuser()
+        def where():
+            import sys
+            from importlib.metadata import version
+            return [sys.prefix, version("globus-compute-endpoint")]
         with Executor(endpoint_id="{stack.endpoint_id}") as ex:
             futs = [ex.submit(square, i) for i in range(4)]
             values = [f.result(timeout=90) for f in futs]
             who = ex.submit(account).result(timeout=60)
+            prefix, gce = ex.submit(where).result(timeout=60)
             try:
                 ex.submit(boom).result(timeout=60)
                 err = None
             except Exception as e:
                 err = f"{{type(e).__name__}}: {{e}}"
-        print(json.dumps({{"values": values, "err": err, "who": who}}))
-    """, stack.alice.env())
+        print(json.dumps({{"values": values, "err": err, "who": who, "prefix": prefix,
+                          "gce": gce, "python": platform.python_version(),
+                          "sdk": version("globus-compute-sdk")}}))
+    """, stack.alice.env(), python=stack.python)
     assert got["values"] == [0, 1, 4, 9]
     assert got["who"] == stack.mapped
     assert "ZeroDivisionError" in got["err"]
+    home = pwd.getpwnam(stack.mapped).pw_dir
+    venv = f"{home}/.globus_compute/venvs/py{got['python']}-sdk{got['sdk']}"
+    assert got["prefix"] == venv
+    assert got["gce"] == got["sdk"]
 
 
 def test_another_user_cannot_take_the_endpoint_or_read_its_queues(stack: Stack):
@@ -283,7 +310,7 @@ def test_another_users_tasks_never_run_as_the_owners(stack: Stack):
                     break
                 assert time.time() < deadline, "still pending"
                 time.sleep(0.5)
-    """, stack.mallory.env())
+    """, stack.mallory.env(), python=stack.python)
     assert "ran" not in got
     assert "failed to map to a local user" in got["error"]
 
@@ -314,7 +341,7 @@ def test_an_unprivileged_endpoint_runs_its_owners_tasks_as_its_own_account(
                 return os.getuid()
             with Executor(endpoint_id="{ep.endpoint_id}") as ex:
                 print(json.dumps({{"uid": ex.submit(where).result(timeout=90)}}))
-        """, uma.env())
+        """, uma.env(), python=stack.python)
         assert got["uid"] == uid
         # Her own function (the packed buffers are opaque to the broker), his endpoint.
         fid = stack.mallory.call("POST", "/v2/functions", json={
@@ -363,7 +390,7 @@ def test_fnrelay_sdk_tasks_in_globus_computes_format_run_on_it(stack: Stack):
             refused = str(e)
         steps = [h["status"] for h in c.task_record(tid)["history"]]
         print(json.dumps({{"value": value, "rest": rest, "refused": refused, "steps": steps}}))
-    """, env)
+    """, env, python=stack.python)
     assert "running" in got["steps"]  # when the worker started it, from GC's Result
     assert got["value"] == 27
     assert got["rest"] == [0, 1, 8]
@@ -379,7 +406,7 @@ def test_stop_endpoint_locks_it_out_and_it_exits(stack: Stack):
         from globus_compute_sdk import Client
         r = Client().stop_endpoint("{stack.endpoint_id}")
         print(json.dumps(getattr(r, "data", r)))
-    """, stack.alice.env())
+    """, stack.alice.env(), python=stack.python)
     assert got["endpoint_id"] == stack.endpoint_id and got["lock_expiration_timestamp"]
     stack.proc.wait(timeout=60)
     r = stack.alice.call("PUT", f"/v3/endpoints/{stack.endpoint_id}",
