@@ -11,12 +11,14 @@ import pwd
 import shutil
 import subprocess
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from fnrelay.devstack.processes import spawn
-from fnrelay.devstack.services import LocalEndpoint
+from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV", str(ROOT / ".venv-gc")))
@@ -69,11 +71,60 @@ def sdk_env(home: Path, user_id: str, token: str) -> dict[str, str]:
             "GLOBUS_COMPUTE_CLIENT_ID": user_id, "GLOBUS_COMPUTE_CLIENT_SECRET": token}
 
 
+@dataclass
+class Party:
+    """A broker user as the official SDK sees one: client id = user id, secret = token."""
+
+    name: str
+    user_id: str
+    token: str
+    home: Path
+
+    def env(self) -> dict[str, str]:
+        return sdk_env(self.home, self.user_id, self.token)
+
+    def call(self, method: str, path: str, **kw) -> requests.Response:
+        return requests.request(method, f"http://127.0.0.1:{PORT}{path}", timeout=10,
+                                headers={"Authorization": f"Bearer {self.token}"}, **kw)
+
+    def get(self, path: str) -> requests.Response:
+        return self.call("GET", path)
+
+
+def add_party(broker: BrokerServer, name: str, d: Path) -> Party:
+    """A new broker user `name` with a home of its own under `d`."""
+    token = broker.add_user(name)
+    who = requests.get(f"{broker.url}/v1/whoami", timeout=10,
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    home = d / f"home-{name}"
+    home.mkdir(parents=True)
+    return Party(name, who["user_id"], token, home)
+
+
+#: Put before every SDK script: `result_of` waits out TaskPending (the official SDK's and
+#: fnrelay's, same name), raising the task's failure as the client raises it.
+SDK_PRELUDE = """\
+import time as _time
+
+
+def result_of(client, task_id, timeout=60):
+    deadline = _time.time() + timeout
+    while True:
+        try:
+            return client.get_result(task_id)
+        except Exception as e:
+            if type(e).__name__ != "TaskPending" or _time.time() > deadline:
+                raise
+            _time.sleep(0.3)
+"""
+
+
 def run_sdk(script: str, env: dict[str, str], timeout: float = 180,
             python: Path = GC_PYTHON) -> dict:
     """Run `script` with the official SDK (in `python`'s venv); it prints one JSON line
     last, returned here."""
-    out = subprocess.run([str(python), "-c", textwrap.dedent(script)], env=env,
+    code = SDK_PRELUDE + textwrap.dedent(script)
+    out = subprocess.run([str(python), "-c", code], env=env,
                          capture_output=True, text=True, timeout=timeout,
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, f"stdout:\n{out.stdout[-3000:]}\nstderr:\n{out.stderr[-5000:]}"

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pika
 import pytest
-import requests
 import yaml
 from pika.exceptions import ChannelClosedByBroker
 
@@ -33,32 +32,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from support_official import (  # noqa: E402
     PORT,
     SOURCES,
+    Party,
+    add_party,
     gc_venv,  # noqa: F401 - the fixture pytestmark names
     gc_wheelhouse,
     give_uv,
     needs_gc_venv,
     run_sdk,
-    sdk_env,
     shared_gc_venv,
 )
 
 pytestmark = [needs_gc_venv, pytest.mark.timeout(300)]
 
 NAME = "gcep"
-
-
-@dataclass
-class Party:
-    user_id: str
-    token: str
-    home: Path
-
-    def env(self) -> dict[str, str]:
-        return sdk_env(self.home, self.user_id, self.token)
-
-    def call(self, method: str, path: str, **kw) -> requests.Response:
-        return requests.request(method, f"http://127.0.0.1:{PORT}{path}", timeout=10,
-                                headers={"Authorization": f"Bearer {self.token}"}, **kw)
 
 
 @dataclass
@@ -85,15 +71,6 @@ class Stack:
         """The submitters' Python: the machine's (the shared venv's), which GC's default
         template, matching the submitter's version, finds for the mapped accounts too."""
         return self.bindir / "python3"
-
-
-def _party(broker: BrokerServer, name: str, d: Path) -> Party:
-    token = broker.add_user(name)
-    who = requests.get(f"{broker.url}/v1/whoami", timeout=10,
-                       headers={"Authorization": f"Bearer {token}"}).json()
-    home = d / f"home-{name}"
-    home.mkdir(parents=True)
-    return Party(who["user_id"], token, home)
 
 
 def endpoint_env(owner: Party, gc_dir: Path, bindir: Path) -> dict[str, str]:
@@ -185,7 +162,7 @@ def stack(rabbitmq, new_vhost, _workdir: Path, accounts: dict[str, str]) -> Iter
         shutil.copytree(gc_wheelhouse(), wheelhouse)
         for account in accounts.values():
             give_uv(account, wheelhouse)
-        alice, mallory = _party(broker, "alice", d), _party(broker, "mallory", d)
+        alice, mallory = add_party(broker, "alice", d), add_party(broker, "mallory", d)
         gc_dir = d / "gc-home"
         env = endpoint_env(alice, gc_dir, bindir)
         argv = [str(bindir / "globus-compute-endpoint")]
@@ -292,24 +269,17 @@ def test_another_users_tasks_never_run_as_the_owners(stack: Stack):
     maps to no local account, so the endpoint refuses her start command, and her task fails
     with its reason instead of waiting forever (or running as Alice's account)."""
     got = run_sdk(f"""
-        import json, time
+        import json
         from globus_compute_sdk import Client
         def whoami():
             import os
             return os.getuid()
         c = Client()
         tid = c.run(endpoint_id="{stack.endpoint_id}", function_id=c.register_function(whoami))
-        deadline = time.time() + 60
-        while True:
-            try:
-                print(json.dumps({{"ran": c.get_result(tid)}}))
-                break
-            except Exception as e:
-                if type(e).__name__ != "TaskPending":
-                    print(json.dumps({{"error": str(e)}}))
-                    break
-                assert time.time() < deadline, "still pending"
-                time.sleep(0.5)
+        try:
+            print(json.dumps({{"ran": result_of(c, tid)}}))
+        except Exception as e:  # TaskPending too, after 60 s
+            print(json.dumps({{"error": f"{{type(e).__name__}}: {{e}}"}}))
     """, stack.mallory.env(), python=stack.python)
     assert "ran" not in got
     assert "failed to map to a local user" in got["error"]
@@ -324,7 +294,7 @@ def test_an_unprivileged_endpoint_runs_its_owners_tasks_as_its_own_account(
     uid = pwd.getpwnam(owner).pw_uid
     base = stack.shared / "uma"
     base.mkdir()
-    uma = _party(stack.broker, "uma", base)
+    uma = add_party(stack.broker, "uma", base)
     gc_dir = base / "gc-home"
     env = {**endpoint_env(uma, gc_dir, stack.bindir), "HOME": pwd.getpwnam(owner).pw_dir}
     runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
@@ -361,9 +331,9 @@ def test_fnrelay_sdk_tasks_in_globus_computes_format_run_on_it(stack: Stack):
     env = {**stack.alice.env(), "PYTHONPATH": SOURCES,
            "FNRELAY_BROKER_URL": f"http://127.0.0.1:{PORT}", "FNRELAY_TOKEN": stack.alice.token}
     got = run_sdk(f"""
-        import json, time
+        import json
         from fnrelay import Client
-        from fnrelay.errors import BrokerError, TaskPending
+        from fnrelay.errors import BrokerError
         def cube(x):
             return x ** 3
         c = Client(format="globus-compute")
@@ -372,15 +342,8 @@ def test_fnrelay_sdk_tasks_in_globus_computes_format_run_on_it(stack: Stack):
         for i in range(3):
             batch.add(c.register_function(cube), (i,))
         ids = c.batch_run("{stack.endpoint_id}", batch)["task_ids"]
-        deadline = time.time() + 90
-        while True:
-            try:
-                value = c.get_result(tid)
-                rest = [c.get_result(i) for i in ids]
-                break
-            except TaskPending:
-                assert time.time() < deadline, "still pending"
-                time.sleep(0.5)
+        value = result_of(c, tid, 90)
+        rest = [result_of(c, i, 90) for i in ids]
         plain = Client()
         try:
             plain.run(2, endpoint_id="{stack.endpoint_id}",

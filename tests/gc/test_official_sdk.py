@@ -23,28 +23,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from support_official import (  # noqa: E402
     PORT,
     GlobusComputeEndpoint,
+    Party,
+    add_party,
     gc_venv,  # noqa: F401 - the fixture pytestmark names
     needs_gc_venv,
     run_sdk,
-    sdk_env,
 )
 
 pytestmark = [needs_gc_venv, pytest.mark.timeout(600)]
-
-
-@dataclass
-class Party:
-    name: str
-    user_id: str
-    token: str
-    home: Path
-
-    def env(self) -> dict[str, str]:
-        return sdk_env(self.home, self.user_id, self.token)
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(f"http://127.0.0.1:{PORT}{path}", timeout=10,
-                            headers={"Authorization": f"Bearer {self.token}"})
 
 
 @dataclass
@@ -68,14 +54,7 @@ def stack(rabbitmq, new_vhost, _workdir: Path) -> Iterator[Stack]:
     ep = None
     try:
         assert broker.port == PORT
-        parties = []
-        for name in ("alice", "mallory"):
-            token = broker.add_user(name)
-            who = requests.get(f"{broker.url}/v1/whoami", timeout=10,
-                               headers={"Authorization": f"Bearer {token}"}).json()
-            home = d / f"home-{name}"
-            home.mkdir(parents=True)
-            parties.append(Party(name, who["user_id"], token, home))
+        parties = [add_party(broker, name, d) for name in ("alice", "mallory")]
         ep = GlobusComputeEndpoint(d / "endpoint", "gc", broker.url, parties[0].token,
                                    marker=MARKER).configure(max_workers=2)
         ep.start()
@@ -98,21 +77,13 @@ def test_client_token_exchange_register_submit_and_results(stack: Stack):
         c = Client()
         fid = c.register_function(add)
         tid = c.run(2, 3, endpoint_id="{stack.endpoint_id}", function_id=fid)
-        import time
-        deadline = time.time() + 60
-        while True:
-            try:
-                value = c.get_result(tid)
-                break
-            except Exception as e:
-                if type(e).__name__ != "TaskPending" or time.time() > deadline:
-                    raise
-                time.sleep(0.3)
+        value = result_of(c, tid)
         batch = c.create_batch()
         for i in range(3):
             batch.add(fid, (i, i))
         r = c.batch_run("{stack.endpoint_id}", batch)
         ids = r["tasks"][fid]
+        import time
         deadline = time.time() + 60
         while True:
             res = c.get_batch_result(ids)
@@ -122,17 +93,10 @@ def test_client_token_exchange_register_submit_and_results(stack: Stack):
             time.sleep(0.3)
         bid = c.register_function(boom)
         etid = c.run(endpoint_id="{stack.endpoint_id}", function_id=bid)
-        deadline = time.time() + 60
-        err = None
-        while err is None:
-            try:
-                c.get_result(etid)
-            except TaskExecutionFailed as e:
-                err = str(e)
-            except Exception as e:
-                if type(e).__name__ != "TaskPending" or time.time() > deadline:
-                    raise
-                time.sleep(0.3)
+        try:
+            err = f"no failure: {{result_of(c, etid)!r}}"
+        except TaskExecutionFailed as e:
+            err = str(e)
         print(json.dumps({{"value": value, "batch": sorted(v["result"] for v in res.values()),
                           "group": r["task_group_id"], "err": err,
                           "status": c.get_endpoint_status("{stack.endpoint_id}")["status"]}}))
@@ -277,7 +241,7 @@ def test_source_code_allowlist_delete_stop_and_runtime_as_the_official_client_ca
     shared = _new_endpoint(stack.alice, "gc-shared", {"allowed_functions": [digest]})
     spare = _new_endpoint(stack.alice, "gc-spare")
     got = run_sdk(f"""
-        import json, time, uuid
+        import json, uuid
         from globus_compute_sdk import Client
         from globus_sdk import GlobusAPIError
         def ident(x):
@@ -291,15 +255,7 @@ def test_source_code_allowlist_delete_stop_and_runtime_as_the_official_client_ca
         c = Client()
         sfid = c.register_source_code("def hello(name):\\n    return 'hi ' + name\\n", "hello")
         tid = c.run("x", endpoint_id="{stack.endpoint_id}", function_id=sfid)
-        deadline = time.time() + 60
-        while True:
-            try:
-                hello = c.get_result(tid)
-                break
-            except Exception as e:
-                if type(e).__name__ != "TaskPending" or time.time() > deadline:
-                    raise
-                time.sleep(0.3)
+        hello = result_of(c, tid)
         fid = c.register_function(ident)
         out = {{
             "hello": hello,
