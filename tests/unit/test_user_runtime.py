@@ -61,6 +61,8 @@ def test_a_native_task_reports_its_python_and_no_globus_compute_versions():
                                               "python": {"version": "3.12"}}
     assert runtime.for_task({}, None) == {}
     assert runtime.for_task(GC_SHAPE, "3.11") == GC_SHAPE
+    # Stored before the broker checked it: not sent as it is (the manager would refuse it).
+    assert runtime.for_task({"python": "3.11"}, "3.11") == runtime.of_native_task("3.11")
 
 
 def test_fnrelay_in_globus_computes_format_reports_the_serializing_packages():

@@ -121,5 +121,12 @@ def of_native_task(python_version: str | None) -> dict[str, Any]:
 
 def for_task(stored: Any, python_version: str | None) -> dict[str, Any]:
     """What a start command carries for the task that asked for it: what its SDK sent (kept
-    in the task's details), else what its fnrelay-format record says."""
-    return stored if isinstance(stored, dict) and stored else of_native_task(python_version)
+    in the task's details), else what its fnrelay-format record says. A stored value that
+    fails today's check (kept before the broker checked it) is replaced, never sent: the
+    manager would refuse the whole start command."""
+    if isinstance(stored, dict) and stored:
+        try:
+            return check(stored)
+        except WireError:
+            pass
+    return of_native_task(python_version)
