@@ -120,12 +120,14 @@ def start_messages(db: Database, starts: list[tuple[str, str | None]]
             .where(Endpoint.id.in_(list(asked)))
         ).all()
         tids = [t for t in asked.values() if t]
-        tasks = {tid: (details, pyver) for tid, details, pyver in s.execute(
-            select(Task.id, Task.details, Task.python_version).where(Task.id.in_(tids)))}
+        # Keyed by (child, task): a task's runtime goes to the child it was routed to only.
+        tasks = {(child, tid): (details, pyver) for tid, child, details, pyver in s.execute(
+            select(Task.id, Task.endpoint_id, Task.details, Task.python_version)
+            .where(Task.id.in_(tids)))}
         for ep, username in rows:
             manager = parent_of(ep)
             if manager:
-                details, pyver = tasks.get(asked[ep.id] or "", (None, None))
+                details, pyver = tasks.get((ep.id, asked[ep.id] or ""), (None, None))
                 out.append((manager, StartChild(
                     child_id=ep.id, user_id=ep.owner, username=username,
                     user_endpoint_config=(ep.metadata_ or {}).get("user_endpoint_config") or {},

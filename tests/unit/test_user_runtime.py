@@ -37,8 +37,13 @@ def test_the_official_sdks_shape_is_accepted_as_sent():
     {"python": {"version": "3.11 $(id)"}},
     {"python": {"version_tuple": ["3", "11"]}},
     {"python_version": ["3"]},
-    {"padding": "x" * (runtime.MAX_BYTES + 1)},
-    {"a": {"b": {"c": {"d": {"e": 1}}}}},
+    {"python_version": "x" * (runtime.MAX_TEXT + 1)},
+    {"python_version": "3.11\n"},
+    {"globus_compute_sdk_version": "4.19.0\n"},  # `$` would match before a final newline
+    {"python": {"version_tuple": [0] * 4}},
+    {"python": {"version_info": [3, 11, 7, "final; id", 0]}},
+    {"platform": {"architecture": ["64bit"] * 3}},
+    {"platform": {"node": ["laptop"]}},
 ])
 def test_what_could_break_or_inject_into_a_template_is_refused(bad):
     with pytest.raises(wire.WireError):
@@ -79,3 +84,19 @@ def _installed(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def test_only_the_known_fields_are_kept():
+    kept = runtime.check({**GC_SHAPE, "padding": "x" * 100_000,
+                          "python": {**GC_SHAPE["python"], "extra": [0] * 1000}})
+    assert kept == GC_SHAPE
+
+
+def test_a_huge_value_is_refused_or_dropped_by_its_shape():
+    """A check that walked the whole value and named each path cost seconds per request for
+    one long key over a long list; fields are now tested by type and length first."""
+    for bad in ({"python": {"version_tuple": [0] * 3_000_000}},
+                {"python_version": "K" * 5_000_000}):
+        with pytest.raises(wire.WireError):
+            runtime.check(bad)
+    assert runtime.check({"K" * 2_000_000: [0] * 300_000}) == {}

@@ -10,76 +10,109 @@ renders it into shell text.
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import re
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
 from fnrelay.wire.codec import WireError
 from fnrelay.wire.pyversion import major_minor
 
-#: Bytes of its JSON. The official SDK's is about 1 KB; a start command carries one.
-MAX_BYTES = 4096
-#: Nesting depth (GC's shape is two levels deep).
-MAX_DEPTH = 4
-#: A version string (PEP 440's characters, bounded).
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+!_-]{0,63}$")
+#: Characters of one text value (`sys.version` is about 100; a platform string about 60).
+MAX_TEXT = 160
+#: A version string: PEP 440's characters, bounded; the whole string (fullmatch).
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+!_-]{0,63}")
+#: Top-level keys that are versions; GC's default template writes one into a shell command.
+_VERSIONS = ("globus_compute_sdk_version", "globus_sdk_version", "fnrelay_version")
+_PYTHON_TEXT = ("version_description", "implementation", "compiler")
+_PLATFORM_TEXT = ("machine", "node", "platform", "processor", "release")
 
 
 def check(value: Any, what: str = "user_runtime") -> dict[str, Any]:
-    """`value` if it is a small JSON object of JSON values (None: empty); WireError else."""
+    """The known fields of `value` (GC SDK's `UserRuntime`: versions, `python`, `platform`),
+    each checked; WireError if one is malformed; other keys dropped (None: empty).
+
+    Only known fields are kept so that a task's stored copy stays small (every task of a
+    submission keeps one) and a template can read nothing but these. Each is checked before
+    anything walks it, so a huge value costs one type or length test.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise WireError(f"{what!r} must be an object, not {type(value).__name__}")
-    _check_value(value, what, 0)
-    _check_known(value, what)
-    size = len(json.dumps(value, separators=(",", ":")).encode())
-    if size > MAX_BYTES:
-        raise WireError(f"{what!r} is {size} bytes of JSON, above the limit of {MAX_BYTES}")
-    return value
+    out: dict[str, Any] = {}
+    for key in _VERSIONS:
+        _put(out, key, value.get(key), f"{what}.{key}", _version_text)
+    _put(out, "python_version", value.get("python_version"), f"{what}.python_version", _text)
+    _put(out, "python", value.get("python"), f"{what}.python", _python_info)
+    _put(out, "platform", value.get("platform"), f"{what}.platform", _platform_info)
+    return out
 
 
-def _check_value(value: Any, where: str, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise WireError(f"{where!r} is nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise WireError(f"{where!r} has a key that is not a string")
-            _check_value(v, f"{where}.{k}", depth + 1)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_value(v, f"{where}[{i}]", depth + 1)
-    elif value is not None and not isinstance(value, str | int | float | bool):
-        raise WireError(f"{where!r} holds a {type(value).__name__}, not a JSON value")
+def _put(out: dict[str, Any], key: str, found: Any, where: str,
+         checked: Callable[[Any, str], Any]) -> None:
+    if found is not None:
+        out[key] = checked(found, where)
 
 
-def _check_known(value: dict[str, Any], what: str) -> None:
-    """The keys endpoints read (GC's core_endpoint and default template) have GC's types, and
-    versions look like versions: GC's default template strips the JSON quotes off
-    `globus_compute_sdk_version` and writes it into a shell command (`uv pip install
-    globus-compute-endpoint==...`), so anything else there would be shell text."""
-    if not isinstance(value.get("python_version", ""), str):
-        raise WireError(f"'{what}.python_version' must be a string")
-    for key in ("globus_compute_sdk_version", "globus_sdk_version", "fnrelay_version"):
-        _check_version(value, key, f"{what}.{key}")
-    python = value.get("python", {})
-    if not isinstance(python, dict):
-        raise WireError(f"'{what}.python' must be an object")
-    _check_version(python, "version", f"{what}.python.version")
-    parts = python.get("version_tuple", [])
-    if not isinstance(parts, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) for p in parts):
-        raise WireError(f"'{what}.python.version_tuple' must be a list of integers")
+def _object(found: Any, where: str) -> dict[str, Any]:
+    if not isinstance(found, dict):
+        raise WireError(f"{where!r} must be an object")
+    return found
 
 
-def _check_version(item: dict[str, Any], key: str, where: str) -> None:
-    found = item.get(key)
-    if found is not None and not (isinstance(found, str) and _VERSION.match(found)):
+def _text(found: Any, where: str) -> str:
+    """Free text (a version description, a compiler, a host name): bounded, on one line."""
+    if not isinstance(found, str) or len(found) > MAX_TEXT or not found.isprintable():
+        raise WireError(f"{where!r} must be one line of text of at most {MAX_TEXT} characters")
+    return found
+
+
+def _version_text(found: Any, where: str) -> str:
+    if not (isinstance(found, str) and _VERSION.fullmatch(found)):
         raise WireError(f"{where!r} must be a version (letters, digits and .+!_-)")
+    return found
+
+
+def _ints(found: Any, where: str, most: int) -> list[int]:
+    if not isinstance(found, list) or len(found) > most or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 10_000 for p in found):
+        raise WireError(f"{where!r} must be a list of at most {most} small integers")
+    return found
+
+
+def _python_info(found: Any, where: str) -> dict[str, Any]:
+    python, out = _object(found, where), dict[str, Any]()
+    _put(out, "version", python.get("version"), f"{where}.version", _version_text)
+    for key in _PYTHON_TEXT:
+        _put(out, key, python.get(key), f"{where}.{key}", _text)
+    _put(out, "version_tuple", python.get("version_tuple"), f"{where}.version_tuple",
+         lambda v, w: _ints(v, w, 3))
+    _put(out, "version_info", python.get("version_info"), f"{where}.version_info",
+         _version_info)
+    return out
+
+
+def _version_info(found: Any, where: str) -> list[Any]:
+    """`tuple(sys.version_info)`: three numbers, the release level, the serial."""
+    if not isinstance(found, list) or len(found) != 5:
+        raise WireError(f"{where!r} must be sys.version_info's five fields")
+    _ints([found[0], found[1], found[2], found[4]], where, 4)
+    return [*found[:3], _version_text(found[3], where), found[4]]
+
+
+def _platform_info(found: Any, where: str) -> dict[str, Any]:
+    host, out = _object(found, where), dict[str, Any]()
+    for key in _PLATFORM_TEXT:
+        _put(out, key, host.get(key), f"{where}.{key}", _text)
+    arch = host.get("architecture")
+    if arch is not None:
+        if not isinstance(arch, list) or len(arch) > 2:
+            raise WireError(f"'{where}.architecture' must be a list of two texts")
+        out["architecture"] = [_text(a, f"{where}.architecture") for a in arch]
+    return out
 
 
 def _version(dist: str) -> str | None:
