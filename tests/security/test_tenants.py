@@ -451,3 +451,30 @@ def test_a_guest_on_a_shared_endpoint_may_send_only_json_arguments(alice, mallor
         "endpoint_id": eid, "tasks": [{"function_id": own, "payload": pickled,
                                        "user_endpoint_config": {"worker_init": "id"}}]})
     assert r.status_code == 200, r.text
+
+
+def _packed(*buffers: str) -> str:
+    """Globus Compute's packed buffer ("<length>\\n<data>" each)."""
+    return "".join(f"{len(b):02d}\n{b}" for b in buffers)
+
+
+def test_a_guest_may_not_submit_in_globus_computes_format_to_a_shared_endpoint(alice, mallory):
+    """Guests reach a shared endpoint through the Globus Compute API too (/v3 submit): its
+    tasks' arguments are pickles whatever they look like. This one's packed arguments even
+    begin as fnrelay's JSON tag does ("03\\n"), so the format itself must be refused."""
+    eid = alice.endpoint()
+    root = mallory.base.removesuffix("/v1")
+    code = _packed("allowed-gc-code")
+    fid = mallory.http.post(f"{root}/v2/functions", timeout=30, json={
+        "function_name": "f", "function_code": code}).json()["function_uuid"]
+    alice.ok("PUT", f"/endpoints/{eid}", json={"name": "ep", "metadata": {
+        "allowed_functions": [protocol_digest(code)]}})
+    args = _packed("[1]", "{}")
+    assert args.startswith("03\n")
+    for extra in ({}, {"user_endpoint_config": {"worker_init": "id"}}):
+        r = mallory.http.post(f"{root}/v3/endpoints/{eid}/submit", timeout=30,
+                              json={"tasks": {fid: [args]}, **extra})
+        assert r.status_code == 403, r.text
+        assert "shared by allowed_functions" in r.json()["message"]
+        assert "Globus Compute" in r.json()["message"]
+    assert mallory.ok("GET", "/tasks")["tasks"] == []  # nothing of them was stored
