@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from fnrelay import logformat
+from fnrelay import logformat, token_input
 from fnrelay.errors import FnRelayError
 from fnrelay_endpoint import daemon
 from fnrelay_endpoint.broker_api import BrokerAPI
@@ -283,10 +283,11 @@ def _broker(config: cfg.EndpointConfig | cfg.ManagerConfig) -> BrokerAPI:
 # --- Globus Compute's admin commands ------------------------------------------------------------
 @main.command()
 @click.option("--broker-url", help="Broker URL (default: FNRELAY_BROKER_URL or the saved one).")
-@click.option("--token", help="Your broker token (asked for, unechoed, if not given).")
+@token_input.token_options
 @click.option("--force", is_flag=True, help="Log in even if already logged in.")
 @_friendly
-def login(broker_url: str | None, token: str | None, force: bool) -> None:
+def login(broker_url: str | None, token: str | None, token_file: str | None,
+          force: bool) -> None:
     """Save the broker token that endpoints without 'token' in config.yaml use."""
     from fnrelay.config import save_credentials
     from fnrelay_endpoint.config.scaffold import default_broker_url
@@ -295,12 +296,13 @@ def login(broker_url: str | None, token: str | None, force: bool) -> None:
     if not url:
         raise click.ClickException("no broker URL: pass --broker-url or set "
                                    "FNRELAY_BROKER_URL")
+    token = token_input.given_token(token, token_file)
     if not force and token is None:
         who = _saved_identity(url)
         if who:
             click.echo(f"Already logged in as {who} at {url}. Use --force to log in anyway")
             return
-    token = token or click.prompt("Broker token", hide_input=True)
+    token = token or token_input.asked_token()
     who = _identity(url, token)
     path = save_credentials(url, token)
     click.echo(f"Logged in to {url.rstrip('/')} as {who} (credentials in {path})")

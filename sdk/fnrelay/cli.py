@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fnrelay import errors, task_report
+from fnrelay import errors, task_report, token_input
 from fnrelay.config import save_credentials
 
 if TYPE_CHECKING:  # annotations only: `_client` imports it when a command needs it
@@ -63,9 +63,11 @@ def main() -> None:
 
 @main.command()
 @click.option("--broker-url", required=True, help="Base URL of the broker, e.g. http://host:8080")
-@click.option("--token", required=True, help="Your token (from `fnrelay-broker user add`).")
-def login(broker_url: str, token: str) -> None:
-    """Check a token against the broker and save it for later commands and the SDK."""
+@token_input.token_options
+def login(broker_url: str, token: str | None, token_file: str | None) -> None:
+    """Check a token (from `fnrelay-broker user add`) against the broker and save it for
+    later commands and the SDK."""
+    token = token_input.given_token(token, token_file) or token_input.asked_token()
     who = _client(broker_url, token).whoami()
     path = save_credentials(broker_url, token)
     click.echo(f"Logged in to {broker_url.rstrip('/')} as {who['username']} "

@@ -19,14 +19,15 @@ from fnrelay_endpoint.config.model import EndpointConfig, ManagerConfig, is_mult
 
 
 def _login(cli, broker) -> None:  # type: ignore[no-untyped-def]
-    out = cli("login", "--broker-url", broker.url, "--token", broker.token)
+    out = cli("login", "--broker-url", broker.url, "--token", "-", stdin=broker.token)
     assert "as alice" in out.stdout
 
 
 def test_login_whoami_logout_keep_the_token_endpoints_use(cli, broker) -> None:  # type: ignore[no-untyped-def]
     out = cli("whoami", check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr and "login" in out.stderr
-    bad = cli("login", "--broker-url", broker.url, "--token", "not-a-token", check=False)
+    bad = cli("login", "--broker-url", broker.url, "--token", "-", check=False,
+              stdin="not-a-token")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert not (cli.home / "credentials.json").exists()
 

@@ -339,20 +339,24 @@ def test_another_user_cannot_see_alices_tasks(client, other_client, endpoint_id)
 
 
 # --- the fnrelay command -------------------------------------------------------------------------
-def fnrelay_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+def fnrelay_cli(home: Path, *args: str, stdin: str | None = None
+                ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FNRELAY_")}
     env["FNRELAY_HOME"] = str(home)
     exe = Path(sys.executable).parent / "fnrelay"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env,
+                          input=stdin)
 
 
 def test_cli_login_whoami_and_task_show(client, broker_url, endpoint_id, tmp_path):
     token = client.authorizer.access_token
-    bad = fnrelay_cli(tmp_path, "login", "--broker-url", broker_url, "--token", "wrong")
+    bad = fnrelay_cli(tmp_path, "login", "--broker-url", broker_url, "--token", "-",
+                      stdin="wrong\n")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
-    ok = fnrelay_cli(tmp_path, "login", "--broker-url", broker_url, "--token", token)
+    ok = fnrelay_cli(tmp_path, "login", "--broker-url", broker_url, "--token", "-",
+                     stdin=token)
     assert ok.returncode == 0, ok.stderr
     assert "alice" in fnrelay_cli(tmp_path, "whoami").stdout
 

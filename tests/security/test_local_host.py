@@ -173,9 +173,9 @@ def test_the_saved_sdk_credentials_are_readable_by_their_owner_only(stack: Stack
     assert as_attacker("cat", str(saved)).returncode != 0
 
     home = base / "login-home"
-    login = subprocess.run([FNRELAY, "login", "--broker-url", stack.broker_url, "--token",
-                            stack.exports["FNRELAY_TOKEN"]], capture_output=True, text=True,
-                           timeout=60, env=clean_env(FNRELAY_HOME=str(home)))
+    login = subprocess.run([FNRELAY, "login", "--broker-url", stack.broker_url, "--token", "-"],
+                           input=stack.exports["FNRELAY_TOKEN"], capture_output=True,
+                           text=True, timeout=60, env=clean_env(FNRELAY_HOME=str(home)))
     assert login.returncode == 0, login.stderr
     assert private(home) and private(home / "credentials.json")
     assert as_attacker("cat", str(home / "credentials.json")).returncode != 0
