@@ -239,7 +239,8 @@ def _routes(app: FastAPI, broker: Broker) -> None:
     @app.post("/v1/endpoints")
     def create_endpoint(body: EndpointIn, user: User) -> dict:
         """A new endpoint, with an id the broker picks; PUT updates it from then on."""
-        eid = registry.create_endpoint(db, user, body.name, body.metadata)
+        eid = registry.create_endpoint(db, user, body.name, body.metadata,
+                                       max_endpoints=s.max_endpoints_per_user)
         return _registration(eid, body.name, bool(body.metadata.get("multi_user")))
 
     @app.put("/v1/endpoints/{endpoint_id}")
@@ -321,7 +322,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
             db, user, idempotency_key, body.endpoint_id,
             str(body.task_group_id) if body.task_group_id else None,
             [t.model_dump() for t in body.tasks], handoff=broker.publisher.handoff,
-            max_queued=s.max_queued_per_user,
+            max_queued=s.max_queued_per_user, max_endpoints=s.max_endpoints_per_user,
         )
         broker.publisher.wake()
         return answer

@@ -27,6 +27,7 @@ from fnrelay.wire import (
     now,
     runtime,
 )
+from fnrelay_broker import endpoint_cap
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import not_found
@@ -56,8 +57,9 @@ def parent_of(ep: Endpoint | None) -> str | None:
 
 
 def _ensure_child(s: Session, manager: Endpoint, user: CurrentUser, config: dict[str, Any],
-                  t: float) -> str:
-    """The user's child of `manager` for `config`, created with a random id when missing.
+                  t: float, max_endpoints: int) -> str:
+    """The user's child of `manager` for `config`, created with a random id when missing
+    (and the user's endpoints, children included, are fewer than `max_endpoints`: else 403).
 
     Found by owner, parent and config, never by an id derived from them: a derived id is one
     another user can compute, and a record of theirs under it would receive this user's
@@ -69,6 +71,7 @@ def _ensure_child(s: Session, manager: Endpoint, user: CurrentUser, config: dict
             Endpoint.metadata_["parent"].as_string() == manager.id)):
         if canonical_config((ep.metadata_ or {}).get("user_endpoint_config")) == key:
             return str(ep.id)
+    endpoint_cap.check(s, user.id, max_endpoints)
     child_id = str(uuid.uuid4())
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     s.add(Endpoint(
@@ -82,15 +85,16 @@ def _ensure_child(s: Session, manager: Endpoint, user: CurrentUser, config: dict
 
 
 def route(s: Session, manager: Endpoint, user: CurrentUser, tasks: list[dict[str, Any]],
-          t: float) -> list[str]:
-    """The child endpoint id of each task (records created as needed), in task order."""
+          t: float, max_endpoints: int = 0) -> list[str]:
+    """The child endpoint id of each task (records created as needed, within the user's
+    `max_endpoints`), in task order."""
     cache: dict[str, str] = {}
     routes = []
     for spec in tasks:
         config = spec.get("user_endpoint_config") or {}
         key = canonical_config(config)
         if key not in cache:
-            cache[key] = _ensure_child(s, manager, user, config, t)
+            cache[key] = _ensure_child(s, manager, user, config, t, max_endpoints)
         routes.append(cache[key])
     return routes
 

@@ -25,6 +25,7 @@ from fnrelay_broker.settings import (
     DEFAULT_ACCOUNT_IDLE,
     DEFAULT_AMQP_URL,
     DEFAULT_BLOB_LIMIT,
+    DEFAULT_MAX_ENDPOINTS,
     DEFAULT_MAX_QUEUED,
     DEFAULT_RESULT_TTL,
     BrokerSettings,
@@ -286,6 +287,11 @@ def main() -> None:
               type=click.IntRange(min=0), metavar="N",
               help="Unfinished tasks one user may have; a submit beyond it is refused with a "
                    "retryable 429 (the SDK's Executor waits and resubmits). 0: no limit.")
+@click.option("--max-endpoints-per-user", default=DEFAULT_MAX_ENDPOINTS, show_default=True,
+              type=click.IntRange(min=0), metavar="N",
+              help="Endpoints one user may have, child endpoints that multi-user endpoints "
+                   "make for the user's tasks included; a registration or submit needing "
+                   "one more is refused (403 TOO_MANY_ENDPOINTS). 0: no limit.")
 @click.option("--operator", "operators", multiple=True, metavar="USERNAME",
               envvar="FNRELAY_BROKER_OPERATORS",
               help="A user who operates this service (repeatable; in the environment, names "
@@ -323,7 +329,8 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
           direct: bool = True, amqp_url_file: str | None = None,
           amqp_management_password_file: str | None = None,
           operators: tuple[str, ...] = (),
-          max_queued_per_user: int = DEFAULT_MAX_QUEUED, log_format: str = "text",
+          max_queued_per_user: int = DEFAULT_MAX_QUEUED,
+          max_endpoints_per_user: int = DEFAULT_MAX_ENDPOINTS, log_format: str = "text",
           forwarded_allow_ips: str = "127.0.0.1",
           queue_type: str = "classic") -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
@@ -354,6 +361,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
                                               amqp_management_password),
         blob_store=blob_store, blob_limit=blob_limit, direct=direct, operators=operators,
         max_queued_per_user=max_queued_per_user, queue_type=queue_type,
+        max_endpoints_per_user=max_endpoints_per_user,
     )
     try:
         app = create_app(settings)

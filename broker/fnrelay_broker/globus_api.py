@@ -133,7 +133,8 @@ def install(app: FastAPI, broker: "Broker",
         group_id = _group(broker, user, group_id, bool(body.get("create_queue")))
         answer = tasks.submit(db, user, f"globus-compute:{uuid.uuid4()}", eid, group_id,
                               entries, handoff=broker.publisher.handoff,
-                              max_queued=s.max_queued_per_user)
+                              max_queued=s.max_queued_per_user,
+                              max_endpoints=s.max_endpoints_per_user)
         broker.publisher.wake()
         return globus.submit_answer(entries, answer["task_ids"], answer["task_group_id"],
                                     eid, str(uuid.uuid4()))
@@ -235,7 +236,8 @@ def install(app: FastAPI, broker: "Broker",
             metadata[sharing.KEY] = allowed
         keys = {gc_endpoints.KEY: {"multi_user": multi_user}}
         if endpoint_id is None:
-            endpoint_id = registry.create_endpoint(db, user, name, metadata, keys)
+            endpoint_id = registry.create_endpoint(db, user, name, metadata, keys,
+                                                   s.max_endpoints_per_user)
         else:
             registry.update_endpoint(db, user, endpoint_id, name, metadata, keys)
         if not (broker.declarer.endpoint_queue(endpoint_id)

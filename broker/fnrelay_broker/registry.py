@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fnrelay.wire import FORMAT_FNRELAY, TERMINAL_VALUES, ExceptionInfo, TaskState, now
-from fnrelay_broker import gc_endpoints, sharing
+from fnrelay_broker import endpoint_cap, gc_endpoints, sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.db import Database
 from fnrelay_broker.errors import ApiError, not_found
@@ -107,8 +107,10 @@ def _check_client_metadata(metadata: dict[str, Any]) -> None:
 
 
 def create_endpoint(db: Database, user: CurrentUser, name: str,
-                    metadata: dict[str, Any], broker_keys: dict[str, Any] | None = None) -> str:
-    """A new endpoint of `user` with an id the broker picks (uuid4).
+                    metadata: dict[str, Any], broker_keys: dict[str, Any] | None = None,
+                    max_endpoints: int = 0) -> str:
+    """A new endpoint of `user` with an id the broker picks (uuid4); 403 if the user has
+    `max_endpoints` already (endpoint_cap.py).
 
     Ids are never chosen by clients: an id someone else can compute or has seen (a
     multi-user child, a deleted endpoint, a shared one) can then never be claimed by them.
@@ -116,6 +118,7 @@ def create_endpoint(db: Database, user: CurrentUser, name: str,
     _check_client_metadata(metadata)
     endpoint_id = str(uuid.uuid4())
     with db.write() as s:
+        endpoint_cap.check(s, user.id, max_endpoints)
         s.add(Endpoint(id=endpoint_id, owner=user.id, name=name,
                        metadata_={**metadata, **(broker_keys or {})},
                        state="registered", created=now()))

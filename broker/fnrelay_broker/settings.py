@@ -15,6 +15,8 @@ DEFAULT_BLOB_LIMIT = 1024 * 1024 * 1024
 DEFAULT_ACCOUNT_IDLE = 24 * 3600.0
 #: Unfinished tasks one user may have (docs/deployment.md, "Quotas").
 DEFAULT_MAX_QUEUED = 100_000
+#: Endpoints one user may have, child endpoints included (docs/deployment.md, "Quotas").
+DEFAULT_MAX_ENDPOINTS = 1000
 
 
 def default_db_url() -> str:
@@ -62,6 +64,9 @@ class BrokerSettings:
     #: Unfinished tasks (not yet succeeded, failed or cancelled) one user may have; a submit
     #: that would pass it is refused with a retryable 429. 0: no limit.
     max_queued_per_user: int = DEFAULT_MAX_QUEUED
+    #: Endpoints one user may have, counting the child endpoints multi-user endpoints made
+    #: for their tasks; a registration or submit needing one more is refused (403). 0: none.
+    max_endpoints_per_user: int = DEFAULT_MAX_ENDPOINTS
     #: RabbitMQ type of the durable queues the broker declares: "classic" (one node) or
     #: "quorum" (a cluster: replicated). Existing queues keep their type until migrated
     #: (`fnrelay-broker queues migrate`).

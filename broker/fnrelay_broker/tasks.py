@@ -44,7 +44,7 @@ from fnrelay.wire import (
     now,
     task_from_entry,
 )
-from fnrelay_broker import children, gc_endpoints, metrics, sharing
+from fnrelay_broker import children, endpoint_cap, gc_endpoints, metrics, sharing
 from fnrelay_broker.auth import CurrentUser
 from fnrelay_broker.children import is_multi_user
 from fnrelay_broker.db import Database
@@ -107,9 +107,7 @@ def check_quota(s: Session, user: CurrentUser, adding: int, limit: int) -> None:
     A user's submits count one at a time: SQLite's write transactions are serial already;
     on PostgreSQL a transaction-scoped advisory lock on the user makes them so (else N
     concurrent requests would all count the same total and pass the limit N-1 times over)."""
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:user_id))"),
-                  {"user_id": user.id})
+    endpoint_cap.lock_user(s, user.id)
     current = open_tasks(s, user.id)
     if current + adding > limit:
         raise ApiError(
@@ -128,6 +126,7 @@ def submit(
     tasks: list[dict[str, Any]],
     handoff: Callable[[Handoff], None] | None = None,
     max_queued: int = 0,
+    max_endpoints: int = 0,
 ) -> dict[str, Any]:
     """Store tasks, their history and outbox rows, and the answer, in one transaction.
 
@@ -136,7 +135,8 @@ def submit(
     winner's answer. After the commit, `handoff` gets the new tasks' messages, so the
     publisher can send them without reading them back (see `Handoff`). With `max_queued`,
     a submit that would leave the user more unfinished tasks than that is refused whole
-    (429, retryable: nothing was stored).
+    (429, retryable: nothing was stored); with `max_endpoints`, one that would need a new
+    child endpoint beyond the user's cap is refused whole too (403).
     """
     try:
         with db.write() as s:
@@ -175,7 +175,7 @@ def submit(
             group_id = ensure_task_group(s, user, task_group_id)
             t = now()
             ids = [new_task_id() for _ in tasks]
-            routes = (children.route(s, ep, user, tasks, t) if multi_user
+            routes = (children.route(s, ep, user, tasks, t, max_endpoints) if multi_user
                       else [endpoint_id] * len(tasks))
             conn = s.connection()  # SQL Core for the inserts: the ORM's bulk path costs more
             conn.execute(

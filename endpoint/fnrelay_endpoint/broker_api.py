@@ -20,7 +20,12 @@ import requests
 
 from fnrelay import backoff
 from fnrelay.amqp import requests_verify
-from fnrelay.errors import AuthenticationError, BrokerError, BrokerUnavailableError
+from fnrelay.errors import (
+    AuthenticationError,
+    BrokerError,
+    BrokerUnavailableError,
+    EndpointLimitError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,9 @@ class BrokerAPI:
         if r.ok:
             return
         status, message = r.status_code, error_text(r)
+        if _code(r) == "TOO_MANY_ENDPOINTS":  # a 403 about the user's count, not the token
+            raise EndpointLimitError(f"{failed.replace(STATUS, str(status))}: {message}",
+                                     status, "TOO_MANY_ENDPOINTS")
         if status == 403 and forbidden is not None:
             raise AuthenticationError(forbidden, status)
         if status in (401, 403):
@@ -162,6 +170,15 @@ def retry(call: Callable[[], T], stop: threading.Event, *,
             on_retry(e, delay)
             stop.wait(delay)
     raise Stopped
+
+
+def _code(r: requests.Response) -> str | None:
+    """The `code` of the broker's JSON error answer, if it has one."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    return str(body.get("code")) if isinstance(body, dict) else None
 
 
 def error_text(r: requests.Response) -> str:

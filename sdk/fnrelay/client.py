@@ -40,6 +40,10 @@ _STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
     503: errors.BrokerUnavailableError,
     504: errors.BrokerUnavailableError,
 }
+#: Refusals told apart by the answer's code where the status is shared with others.
+_CODE_ERRORS: dict[str, type[errors.BrokerError]] = {
+    "TOO_MANY_ENDPOINTS": errors.EndpointLimitError,
+}
 
 
 @contextmanager
@@ -48,7 +52,8 @@ def broker_errors(base_url: str) -> Iterator[None]:
     try:
         yield
     except globus_sdk.GlobusAPIError as e:
-        cls = _STATUS_ERRORS.get(e.http_status, errors.BrokerError)
+        cls = _CODE_ERRORS.get(str(e.code)) or _STATUS_ERRORS.get(e.http_status,
+                                                                   errors.BrokerError)
         message = e.message or e.text or f"HTTP {e.http_status}"
         if cls is errors.QuotaExceededError:
             raise errors.QuotaExceededError(message, e.http_status, e.code,

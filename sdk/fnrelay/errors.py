@@ -132,6 +132,13 @@ class QuotaExceededError(BrokerError):
         self.retry_after = retry_after
 
 
+class EndpointLimitError(BrokerError):
+    """The broker refused a new endpoint: you have as many as it allows one user, child
+    endpoints that multi-user endpoints made for your tasks included (HTTP 403,
+    TOO_MANY_ENDPOINTS). A submit to a multi-user endpoint that needed a new child is refused
+    whole. Waiting does not help: delete endpoints you no longer use."""
+
+
 class MPILaunchError(FnRelayError):
     """An MPIFunction's launcher started no rank (its own error, not the program's)."""
 
