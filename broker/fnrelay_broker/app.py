@@ -36,6 +36,7 @@ from fnrelay_broker.errors import ApiError, install_handlers
 from fnrelay_broker.figures import BrokerFigures
 from fnrelay_broker.limits import PayloadLimit
 from fnrelay_broker.models import Endpoint
+from fnrelay_broker.queue_probe import QueueProbe
 from fnrelay_broker.routing import OutboxPublisher, ResultConsumer
 from fnrelay_broker.settings import BrokerSettings
 from fnrelay_broker.validation import JsonObject, Text
@@ -184,8 +185,10 @@ def create_app(settings: BrokerSettings, start_threads: bool = True) -> FastAPI:
     blob_api.install(app, broker.db, broker.blobs, current_user, user_token, endpoint_scope)
     manage_api.install(app, broker, User)
     globus_api.install(app, broker, user_token)
+    probe = QueueProbe(settings.amqp_url, settings.metrics_queue_probes,
+                       settings.metrics_queue_cache)
     metrics.install(app, metrics.registry_with(BrokerFigures(
-        broker.db, settings.amqp_url, broker.names, settings.offline_after)))
+        broker.db, broker.names, settings.offline_after, probe)))
     dashboard.install(app, broker)
     return app
 

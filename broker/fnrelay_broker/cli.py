@@ -27,6 +27,8 @@ from fnrelay_broker.settings import (
     DEFAULT_BLOB_LIMIT,
     DEFAULT_MAX_ENDPOINTS,
     DEFAULT_MAX_QUEUED,
+    DEFAULT_METRICS_QUEUE_CACHE,
+    DEFAULT_METRICS_QUEUE_PROBES,
     DEFAULT_RESULT_TTL,
     BrokerSettings,
     default_db_url,
@@ -292,6 +294,14 @@ def main() -> None:
               help="Endpoints one user may have, child endpoints that multi-user endpoints "
                    "make for the user's tasks included; a registration or submit needing "
                    "one more is refused (403 TOO_MANY_ENDPOINTS). 0: no limit.")
+@click.option("--metrics-queue-probes", default=DEFAULT_METRICS_QUEUE_PROBES,
+              show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="/metrics reads the queue depth of at most N endpoints (online ones "
+                   "first) per pass; fnrelay_endpoint_queues_unprobed counts the rest.")
+@click.option("--metrics-queue-cache", default=DEFAULT_METRICS_QUEUE_CACHE,
+              show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Scrapes within this many seconds of a pass share its queue depths "
+                   "instead of asking RabbitMQ again.")
 @click.option("--operator", "operators", multiple=True, metavar="USERNAME",
               envvar="FNRELAY_BROKER_OPERATORS",
               help="A user who operates this service (repeatable; in the environment, names "
@@ -330,7 +340,9 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
           amqp_management_password_file: str | None = None,
           operators: tuple[str, ...] = (),
           max_queued_per_user: int = DEFAULT_MAX_QUEUED,
-          max_endpoints_per_user: int = DEFAULT_MAX_ENDPOINTS, log_format: str = "text",
+          max_endpoints_per_user: int = DEFAULT_MAX_ENDPOINTS,
+          metrics_queue_probes: int = DEFAULT_METRICS_QUEUE_PROBES,
+          metrics_queue_cache: float = DEFAULT_METRICS_QUEUE_CACHE, log_format: str = "text",
           forwarded_allow_ips: str = "127.0.0.1",
           queue_type: str = "classic") -> None:
     """Run the broker (HTTP API plus the AMQP publisher and consumer) until SIGTERM/SIGINT."""
@@ -362,6 +374,7 @@ def serve(db_url: str | None, amqp_url: str, public_amqp_url: str | None, host: 
         blob_store=blob_store, blob_limit=blob_limit, direct=direct, operators=operators,
         max_queued_per_user=max_queued_per_user, queue_type=queue_type,
         max_endpoints_per_user=max_endpoints_per_user,
+        metrics_queue_probes=metrics_queue_probes, metrics_queue_cache=metrics_queue_cache,
     )
     try:
         app = create_app(settings)

@@ -1,6 +1,6 @@
 """The figures /metrics reads at scrape time: from the database (tasks, outbox, blobs, the
-endpoints' last heartbeats) and from RabbitMQ (queue depths). Every broker replica reads the
-same ones (metrics.py says which figures are per process instead).
+endpoints' last heartbeats) and from RabbitMQ (queue depths, bounded by queue_probe.py). Every
+broker replica reads the same ones (metrics.py says which figures are per process instead).
 
 An endpoint opens no port: what it says of itself (running tasks, workers or batch jobs by
 state, its journal, its reconnects) comes in its heartbeat, is kept as `endpoints.details`
@@ -14,16 +14,14 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import pika
-import pika.exceptions
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
 from fnrelay import wire
-from fnrelay_broker.amqp import parameters
 from fnrelay_broker.db import Database
 from fnrelay_broker.models import OPEN_TASK, Endpoint, Outbox, ResultBlob, Task, User
+from fnrelay_broker.queue_probe import Candidate, QueueProbe
 from fnrelay_broker.queues import QueueNames
 from fnrelay_broker.registry import endpoint_status
 
@@ -33,10 +31,12 @@ _EP_LABELS = ["endpoint_id", "endpoint", "owner"]
 
 
 class BrokerFigures(Collector):
-    """Reads everything anew at each scrape (nothing cached: replicas stay consistent)."""
+    """Reads the database anew at each scrape (replicas stay consistent); queue depths at
+    most once per `probe.ttl` (queue_probe.py)."""
 
-    def __init__(self, db: Database, amqp_url: str, names: QueueNames, offline_after: float):
-        self.db, self.amqp_url, self.names = db, amqp_url, names
+    def __init__(self, db: Database, names: QueueNames, offline_after: float,
+                 probe: QueueProbe):
+        self.db, self.names, self.probe = db, names, probe
         self.offline_after = offline_after
 
     def collect(self) -> Iterator[Any]:
@@ -113,8 +113,7 @@ class BrokerFigures(Collector):
 
     # --- RabbitMQ -------------------------------------------------------------------------
     def _queues(self, endpoints: list[tuple[Endpoint, str]]) -> Iterator[GaugeMetricFamily]:
-        """Queue depths by passive declaration, on one short connection: a queue missing or
-        RabbitMQ out of reach leaves its figures out (and `fnrelay_rabbitmq_up` says 0)."""
+        """Queue depths, at the cost queue_probe.py bounds."""
         broker_q = GaugeMetricFamily("fnrelay_queue_messages", "Messages in the broker's own "
                                      "queues (results: what endpoints and the direct path "
                                      "sent, not yet recorded; deadletter: refused messages).",
@@ -125,50 +124,25 @@ class BrokerFigures(Collector):
         consumers = GaugeMetricFamily("fnrelay_endpoint_queue_consumers", "Consumers of an "
                                       "endpoint's queue (0: nobody takes its tasks).",
                                       labels=_EP_LABELS)
-        up = 1
-        try:
-            conn = pika.BlockingConnection(parameters(self.amqp_url))
-        except Exception as e:  # noqa: BLE001 - an outage is a figure here, not an error
-            log.warning("/metrics: RabbitMQ unreachable: %s", e)
-            up = 0
-        else:
-            try:
-                ch = conn.channel()
-                for name, queue in (("results", wire.BROKER_RESULTS_QUEUE),
-                                    ("deadletter", wire.DEADLETTER_QUEUE)):
-                    ch, depth = _depth(conn, ch, queue)
-                    if depth is not None:
-                        broker_q.add_metric([name], depth[0])
-                for ep, owner in endpoints:
-                    ch, depth = _depth(conn, ch, self.names.endpoint(ep.id))
-                    if depth is not None:
-                        labels = [ep.id, ep.name, owner]
-                        ready.add_metric(labels, depth[0])
-                        consumers.add_metric(labels, depth[1])
-            except (pika.exceptions.AMQPError, OSError) as e:
-                log.warning("/metrics: reading queue depths failed: %s", e)
-                up = 0
-            finally:
-                try:
-                    conn.close()
-                except Exception:  # noqa: BLE001
-                    pass
+        depths = self.probe.depths([
+            Candidate(ep.id, self.names.endpoint(ep.id),
+                      endpoint_status(ep, self.offline_after) == "online")
+            for ep, _ in endpoints])
+        for name, (messages, _) in depths.broker.items():
+            broker_q.add_metric([name], messages)
+        for ep, owner in endpoints:
+            if (depth := depths.endpoints.get(ep.id)) is not None:
+                labels = [ep.id, ep.name, owner]
+                ready.add_metric(labels, depth[0])
+                consumers.add_metric(labels, depth[1])
         yield broker_q
         yield ready
         yield consumers
+        yield GaugeMetricFamily("fnrelay_endpoint_queues_unprobed", "Endpoint queues whose "
+                                "depth was not read (beyond --metrics-queue-probes).",
+                                value=depths.unprobed)
         yield GaugeMetricFamily("fnrelay_rabbitmq_up", "1 if this scrape could read RabbitMQ's "
-                                "queues, else 0.", value=up)
-
-
-def _depth(conn: pika.BlockingConnection, ch: Any, queue: str
-           ) -> tuple[Any, tuple[int, int] | None]:
-    """(channel to use next, (messages, consumers) of `queue` or None if it does not exist:
-    RabbitMQ closes the channel then, so a new one is opened)."""
-    try:
-        ok = ch.queue_declare(queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker:
-        return conn.channel(), None
-    return ch, (ok.method.message_count, ok.method.consumer_count)
+                                "queues, else 0.", value=1 if depths.up else 0)
 
 
 def _number(value: Any) -> float | None:

@@ -17,6 +17,9 @@ DEFAULT_ACCOUNT_IDLE = 24 * 3600.0
 DEFAULT_MAX_QUEUED = 100_000
 #: Endpoints one user may have, child endpoints included (docs/deployment.md, "Quotas").
 DEFAULT_MAX_ENDPOINTS = 1000
+#: Endpoint queues /metrics probes per pass, and seconds a pass serves (docs/metrics.md).
+DEFAULT_METRICS_QUEUE_PROBES = 1000
+DEFAULT_METRICS_QUEUE_CACHE = 15.0
 
 
 def default_db_url() -> str:
@@ -67,6 +70,10 @@ class BrokerSettings:
     #: Endpoints one user may have, counting the child endpoints multi-user endpoints made
     #: for their tasks; a registration or submit needing one more is refused (403). 0: none.
     max_endpoints_per_user: int = DEFAULT_MAX_ENDPOINTS
+    #: Endpoint queues whose depth one /metrics pass reads (online endpoints first), and
+    #: seconds that pass serves every scrape (queue_probe.py).
+    metrics_queue_probes: int = DEFAULT_METRICS_QUEUE_PROBES
+    metrics_queue_cache: float = DEFAULT_METRICS_QUEUE_CACHE
     #: RabbitMQ type of the durable queues the broker declares: "classic" (one node) or
     #: "quorum" (a cluster: replicated). Existing queues keep their type until migrated
     #: (`fnrelay-broker queues migrate`).

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import pika
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -66,9 +67,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(start_broker, new_vhost, tmp_path_factory) -> Iterator[Stack]:  # noqa: F811
+    # No shared queue-depth pass: these tests watch figures change from scrape to scrape.
     broker = start_broker(new_vhost("fnrelay-metrics"), None, "--operator", "ops",
                           "--heartbeat-period", "1", "--log-format", "json",
-                          "--log-level", "debug")
+                          "--log-level", "debug", "--metrics-queue-cache", "0")
     ops, carol = broker.add_user("ops"), broker.add_user("carol")
     home = tmp_path_factory.mktemp("metrics-endpoint")
     with pytest.MonkeyPatch.context() as mp:  # the endpoint inherits them (LocalEndpoint.env)
@@ -164,6 +166,51 @@ def test_figures_change_as_tasks_run(stack):
     # A heartbeat sent while the nap's result awaited RabbitMQ's confirm still counts it.
     wait_for(lambda: endpoint_value(stack.samples(), "fnrelay_endpoint_unpublished_results",
                                     stack) == 0, "no unpublished results after the nap")
+
+
+def test_queue_probes_per_scrape_are_bounded_and_shared(start_broker, new_vhost):  # noqa: F811
+    """Tenants make endpoints; a scrape must not probe each one's queue every time. With
+    --metrics-queue-probes 2, two of four endpoints are probed (never heard from: by id) and
+    the rest counted; with a long --metrics-queue-cache, later scrapes reuse that pass."""
+    broker = start_broker(new_vhost("fnrelay-metrics-probes"), None, "--operator", "ops",
+                          "--metrics-queue-probes", "2", "--metrics-queue-cache", "3600")
+    ops, api = broker.add_user("ops"), broker.api()
+    eids = [api.endpoint() for _ in range(4)]
+
+    def samples() -> Samples:
+        r = requests.get(f"{broker.url}/metrics", headers={"Authorization": f"Bearer {ops}"},
+                         timeout=30)
+        assert r.status_code == 200, r.text
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(r.text) for s in f.samples}
+
+    def depths(s: Samples) -> dict[str, float]:
+        return {dict(k[1])["endpoint_id"]: v for k, v in s.items()
+                if k[0] == "fnrelay_endpoint_queue_messages"}
+
+    first = samples()
+    assert depths(first) == {eid: 0 for eid in sorted(eids)[:2]}
+    assert value(first, "fnrelay_endpoint_queues_unprobed") == 2
+    assert value(first, "fnrelay_rabbitmq_up") == 1
+    assert ("fnrelay_queue_messages", frozenset({("queue", "results")})) in first
+
+    target = sorted(eids)[0]  # a task waits in its queue: no endpoint runs
+    api.submit(target, api.function())
+    wait_for(lambda: value(samples(), "fnrelay_outbox_messages", kind="task") == 0,
+             "the task published to the endpoint's queue")
+    conn = pika.BlockingConnection(pika.URLParameters(broker_amqp_url(broker)))
+    try:
+        queued = conn.channel().queue_declare(broker.names.endpoint(target), passive=True)
+    finally:
+        conn.close()
+    assert queued.method.message_count == 1
+    assert depths(samples())[target] == 0  # the first pass's figure: RabbitMQ not asked again
+
+
+def broker_amqp_url(broker: BrokerProcess) -> str:
+    """The --amqp-url a test broker was started with."""
+    argv = list(broker.proc.args)  # type: ignore[arg-type]
+    return str(argv[argv.index("--amqp-url") + 1])
 
 
 def test_grafana_dashboard_uses_only_exported_metrics(stack):
