@@ -39,6 +39,8 @@ SDK_MODULES_FOR_DAEMONS = {
     "backoff": "the one jittered backoff for reconnects and retries",
     "chunks": "the one helper that splits work into batches",
     "processes": "pid_alive: whether a process (an endpoint, an agent) still runs",
+    "token_input": "one way to take a token (stdin, a 0600 file, the prompt) for every login "
+                   "command",
     "logformat": "one log format (text or JSON lines with task and endpoint ids) for every "
                  "daemon",
 }
