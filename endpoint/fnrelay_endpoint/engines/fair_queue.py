@@ -1,17 +1,18 @@
 """Queued tasks taken round-robin across submitters, FIFO within each.
 
-An endpoint shared by `allowed_functions` journals and queues every task it is sent at once
-(the journal, not RabbitMQ, holds the backlog), so a plain FIFO would make one user's lone
-call wait behind another's whole flood. Taking one task per submitter in turn bounds that
-wait by the number of submitters with work queued, whatever each has queued. The submitter is
-the broker's user id (`TaskMessage.submitter`, which the agent trusts only from the broker);
-tasks without one share one turn.
+The local engine hands its workers tasks from it, the batch engine its jobs. An endpoint
+shared by `allowed_functions` journals and queues every task it is sent at once (the journal,
+not RabbitMQ, holds the backlog), so a plain FIFO would make one user's lone call wait behind
+another's whole flood. Taking one task per submitter in turn bounds that wait by the number
+of submitters with work queued, whatever each has queued. The submitter is the broker's user
+id (`TaskMessage.submitter`, which the agent trusts only from the broker); tasks without one
+share one turn.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from fnrelay.wire import TaskMessage
 
@@ -46,6 +47,47 @@ class FairQueue:
             del self._lanes[key]
         self._len -= 1
         return task
+
+    def peek(self) -> TaskMessage:
+        """What `popleft` would return, left queued; IndexError when empty."""
+        if not self._turns:
+            raise IndexError("peek at an empty FairQueue")
+        return self._lanes[self._turns[0]][0]
+
+    def push_front(self, tasks: Iterable[TaskMessage]) -> None:
+        """Put taken tasks back in front, in their order, their submitters' turns first (a
+        batch submission that failed for now is retried as it was)."""
+        for task in reversed(list(tasks)):
+            key = task.submitter or ""
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = collections.deque()
+            else:
+                self._turns.remove(key)
+            self._turns.appendleft(key)
+            lane.appendleft(task)
+            self._len += 1
+
+    def take(self, wanted: Callable[[TaskMessage], bool], limit: int) -> list[TaskMessage]:
+        """Up to `limit` queued tasks that are `wanted`, one per submitter in turn (each
+        submitter's in order); the others keep their places. One pass over the queue: a
+        batch job packs tasks out of a backlog of any size."""
+        lanes = [(key, [t for t in self._lanes[key] if wanted(t)]) for key in self._turns]
+        picked: list[TaskMessage] = []
+        depth = 0
+        while len(picked) < limit and any(len(ts) > depth for _, ts in lanes):
+            picked += [ts[depth] for _, ts in lanes if len(ts) > depth][:limit - len(picked)]
+            depth += 1
+        gone = {id(t) for t in picked}
+        for key, _ in lanes:
+            kept = collections.deque(t for t in self._lanes[key] if id(t) not in gone)
+            if kept:
+                self._lanes[key] = kept
+            else:
+                del self._lanes[key]
+                self._turns.remove(key)
+        self._len -= len(picked)
+        return picked
 
     def remove(self, task: TaskMessage) -> None:
         key = task.submitter or ""

@@ -25,7 +25,6 @@ import pickletools
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +71,7 @@ from fnrelay_endpoint.engines.batch.templating import (
     job_name,
     render_batch_script,
 )
+from fnrelay_endpoint.engines.fair_queue import FairQueue
 from fnrelay_endpoint.engines.interpreters import Interpreter, Interpreters
 from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
@@ -274,9 +274,10 @@ class BatchEngine(Engine):
                                                      timeout=self.config.scheduler_timeout)
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
-        # Tasks not submitted yet, in arrival order; the submitter waits on _changed for a new
-        # task, a cancel, a finished job, the end of a back-off or shutdown.
-        self._waiting: deque[TaskMessage] = deque()
+        # Tasks not submitted yet, in turn across submitters (one user's backlog does not
+        # hold up another's lone task); the submitter waits on _changed for a new task, a
+        # cancel, a finished job, the end of a back-off or shutdown.
+        self._waiting = FairQueue()
         self._changed = threading.Condition(self._lock)
         self._retry_at = 0.0  # after a transient submission error: no sbatch before this
         self._backoff = Backoff(SUBMIT_BACKOFF_BASE, SUBMIT_BACKOFF_CAP)
@@ -443,7 +444,7 @@ class BatchEngine(Engine):
     def _packing_pause(self) -> float:
         """Seconds until the first waiting task's pack window closes (call with the lock)."""
         window = self.config.pack_window
-        job = self._jobs.get(self._waiting[0].task_id)
+        job = self._jobs.get(self._waiting.peek().task_id)
         if window is None or job is None:
             return 0.0
         return job.arrived + window - time.monotonic()
@@ -458,14 +459,8 @@ class BatchEngine(Engine):
         if self.config.max_jobs is not None:
             room = min(room, self.config.max_jobs - self._active() - 1)
         key = self._pack_of(first)
-        batch, rest = [first], deque[TaskMessage]()
-        for task in self._waiting:
-            if len(batch) <= room and self._pack_of(task) == key:
-                batch.append(task)
-            else:
-                rest.append(task)
-        self._waiting = rest
-        return batch
+        return [first] + self._waiting.take(lambda task: self._pack_of(task) == key,
+                                            max(0, room))
 
     def _pack_of(self, task: TaskMessage) -> str | None:
         job = self._jobs.get(task.task_id)
@@ -486,7 +481,7 @@ class BatchEngine(Engine):
                     len(tasks), pause, error)
         with self._changed:
             self._retry_at = time.monotonic() + pause
-            self._waiting.extendleft(reversed(tasks))
+            self._waiting.push_front(tasks)
 
     def _refused(self, job: _Job, task: TaskMessage, error: SchedulerError) -> None:
         self._finish(job, result=failed_result(task, FAILURE_TYPE,
