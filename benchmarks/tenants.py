@@ -177,8 +177,9 @@ def fairness(t: Tenants, flood: int, n_calls: int, task_ms: float, timeout: floa
             _wait_submitted(futures, timeout)
             before = sum(f.done() for f in futures)
             log(f"flood with the broker ({before:,} done): timing the lone calls")
-            busy = {"separate": _flooded_calls(sep_ex, futures, n_calls, timeout),
-                    "shared": _flooded_calls(shared_ex, futures, n_calls, timeout)}
+            inbound = _inbound_depth(t.stack.amqp_url)
+            busy = {"separate": _flooded_calls(sep_ex, futures, n_calls, timeout, inbound),
+                    "shared": _flooded_calls(shared_ex, futures, n_calls, timeout, inbound)}
             after = sum(f.done() for f in futures)
     finally:
         # What the flood left goes down with the stack: cancelling it would cost two
@@ -186,26 +187,58 @@ def fairness(t: Tenants, flood: int, n_calls: int, task_ms: float, timeout: floa
         flood_ex.shutdown(wait=False, cancel_futures=True)
     cases = {}
     for case in ("separate", "shared"):
-        calls, first, unfinished = busy[case]
+        calls, first, unfinished, trace = busy[case]
         p_idle, p_busy = statistics.median(idle[case]), statistics.median(calls)
         cases[case] = {"idle_p50_ms": 1000 * p_idle, "flooded_p50_ms": 1000 * p_busy,
                        "ratio": p_busy / p_idle, "within_2x": p_busy <= 2 * p_idle,
                        "flooded_max_ms": 1000 * max(calls), "calls": n_calls,
-                       "first_call_ms": 1000 * first,
+                       "first_call_ms": 1000 * first, "first_call_trace": trace,
                        "flood_unfinished_after_first_call": unfinished}
     return {"flood": flood, "flood_task_ms": task_ms, "cases": cases,
             "flood_done_before_window": before, "flood_done_after_window": after,
             "flood_unfinished_after_window": flood - after}
 
 
-def _flooded_calls(ex: Any, flood: list[Any], n: int, timeout: float
-                   ) -> tuple[list[float], float, int]:
+def _flooded_calls(ex: Any, flood: list[Any], n: int, timeout: float, inbound: Any
+                   ) -> tuple[list[float], float, int, dict[str, Any]]:
     """The first lone call under the flood (a FIFO queue makes it wait for the whole flood
     ahead of it, which the later calls' p50 would hide) and how much of the flood was left
-    then, and `n` more calls' timings."""
-    first = lone_calls(ex, 1, timeout)[0]
+    then, where it waited (`trace`), and `n` more calls' timings."""
+    ready = inbound()
+    t0 = time.time()
+    future = ex.submit(noop, -2)
+    future.result(timeout=timeout)
+    t1 = time.time()
     unfinished = sum(not f.done() for f in flood)
-    return lone_calls(ex, n, timeout), first, unfinished
+    trace = _trace(ex.client.task_record(future.task_id), t0, t1)
+    trace["broker_inbound_ready_before"] = ready
+    return lone_calls(ex, n, timeout), t1 - t0, unfinished, trace
+
+
+def _trace(record: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
+    """Where a call's time went: each step of its history (the broker's and the endpoint's
+    clocks, one machine here) in ms after the submit, and the result's arrival at the SDK."""
+    steps = {h["status"]: round(1000 * (h["time"] - t0), 1) for h in record["history"]}
+    return {"steps_ms": steps, "sdk_result_ms": round(1000 * (t1 - t0), 1)}
+
+
+def _inbound_depth(amqp_url: str) -> Any:
+    """A probe: messages ready in each of the broker's inbound queues (a passive declare as
+    RabbitMQ's administrator; unacked ones, in the broker's prefetch, are not counted)."""
+    import pika
+
+    from fnrelay import wire
+
+    def probe() -> dict[str, int]:
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            ch, out = conn.channel(), {}
+            for q in wire.BROKER_INBOUND_QUEUES:
+                out[q] = ch.queue_declare(q, passive=True).method.message_count
+            return out
+        finally:
+            conn.close()
+    return probe
 
 
 def _wait_submitted(futures: list[Any], timeout: float) -> None:
@@ -236,6 +269,7 @@ def render(result: dict[str, Any]) -> str:
                          f"({'within' if c['within_2x'] else 'beyond'} 2x); first call "
                          f"{c['first_call_ms']:.1f} ms, flood left then "
                          f"{c['flood_unfinished_after_first_call']:,}")
+            lines.append(f"           first call's trace: {c['first_call_trace']}")
     return "\n".join(lines)
 
 

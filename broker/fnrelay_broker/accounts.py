@@ -133,9 +133,9 @@ class Accounts:
         """(Re)create an endpoint's account with a new password.
 
         Reads its task queue (a manager: also its control queue); writes `fnrelay.results` with
-        routing key = its own id only, and the groups exchange with "<its id>.<group>" only
-        (which reaches just the groups that granted it the direct path); declares nothing (the
-        broker declares its queues).
+        routing key = its own id (or its id + ".forwarded") only, and the groups exchange with
+        "<its id>.<group>" only (which reaches just the groups that granted it the direct
+        path); declares nothing (the broker declares its queues).
         """
         queues = [self.names.endpoint(endpoint_id)]
         if multi_user:
@@ -144,7 +144,8 @@ class Accounts:
             endpoint_user(endpoint_id), read=_only(*queues),
             write=_only(wire.RESULTS_EXCHANGE, wire.DEADLETTER_EXCHANGE,
                         wire.GROUPS_EXCHANGE),
-            topic_write={wire.RESULTS_EXCHANGE: _only(endpoint_id),
+            topic_write={wire.RESULTS_EXCHANGE: _only(endpoint_id,
+                                                      endpoint_id + wire.FORWARDED_SUFFIX),
                          wire.GROUPS_EXCHANGE: "^" + re.escape(endpoint_id) + r"\.[^.]+$"},
         )
 

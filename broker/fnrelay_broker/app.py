@@ -234,6 +234,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
             "heartbeat_period": s.heartbeat_period,
             "broker_user": broker.access.broker_user,
             "result_blobs": blobs_offer,
+            "forwarded_routing_key": eid + wire.FORWARDED_SUFFIX,
         }
         if multi_user:
             answer["control_queue"] = broker.names.control(eid)
@@ -275,6 +276,7 @@ def _routes(app: FastAPI, broker: Broker) -> None:
             "amqp_url": broker.access.endpoint_url(cid),
             "task_queue": broker.names.endpoint(cid),
             "broker_user": broker.access.broker_user,
+            "forwarded_routing_key": cid + wire.FORWARDED_SUFFIX,
         }
 
     @app.get("/v1/endpoints")

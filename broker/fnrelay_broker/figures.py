@@ -115,8 +115,9 @@ class BrokerFigures(Collector):
     def _queues(self, endpoints: list[tuple[Endpoint, str]]) -> Iterator[GaugeMetricFamily]:
         """Queue depths, at the cost queue_probe.py bounds."""
         broker_q = GaugeMetricFamily("fnrelay_queue_messages", "Messages in the broker's own "
-                                     "queues (results: what endpoints and the direct path "
-                                     "sent, not yet recorded; deadletter: refused messages).",
+                                     "queues (results: what endpoints sent, not yet "
+                                     "recorded; records: the direct path's records, not yet "
+                                     "recorded; deadletter: refused messages).",
                                      labels=["queue"])
         ready = GaugeMetricFamily("fnrelay_endpoint_queue_messages", "Tasks waiting in an "
                                   "endpoint's queue (not yet taken by the endpoint).",

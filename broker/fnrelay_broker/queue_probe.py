@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 #: The broker's own queues, always probed (not counted in the limit).
 BROKER_QUEUES = (("results", wire.BROKER_RESULTS_QUEUE),
+                 ("records", wire.BROKER_RECORDS_QUEUE),
                  ("deadletter", wire.DEADLETTER_QUEUE))
 
 

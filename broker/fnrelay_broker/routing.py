@@ -45,11 +45,17 @@ PREFETCH = 64
 #: Seconds before a result for a task not yet recorded is tried again (a direct-path task's
 #: record and its result travel separately; see ResultConsumer.serve).
 UNKNOWN_RETRY = 0.5
+#: Seconds the consumer waits for a result before it turns to the records (and back).
+RESULTS_WAIT = 0.02
 #: Seconds direct-path records may wait to share one transaction, and how many may wait.
 HOLD = 0.05
 HOLD_MAX = PREFETCH // 2
 #: Seconds a direct-path task's record may wait for its result, to be written with it.
 RECORD_HOLD = 0.25
+#: Direct-path records written in one transaction at most. The consumer's thread does nothing
+#: else meanwhile, so this bounds how long a result that arrives during a flood of records
+#: waits (HOLD_MAX messages of a flood's records, ~5,000 tasks, took 1-2 s).
+RECORDS_PER_WRITE = 500
 
 _PERSISTENT = 2
 
@@ -308,6 +314,24 @@ def forward_results(ch: BlockingChannel, results: list[wire.ResultMessage],
             )
 
 
+def _declare_inbound(ch: BlockingChannel, queue_type: str) -> None:
+    """The broker's queues and bindings. The direct path's bookkeeping moves to a queue of
+    its own: bound there first, then unbound from the results queue, so nothing published
+    meanwhile is lost (a message routed to both is recorded once); what the results queue
+    already holds is still consumed from it."""
+    for queue in wire.BROKER_INBOUND_QUEUES:
+        ch.queue_declare(queue, durable=True, arguments=queue_arguments(queue_type))
+    ch.queue_bind(wire.BROKER_RESULTS_QUEUE, wire.RESULTS_EXCHANGE, routing_key="*")
+    ch.queue_bind(wire.BROKER_RECORDS_QUEUE, wire.SUBMIT_EXCHANGE,
+                  routing_key="*" + wire.RECORDS_SUFFIX)
+    ch.queue_bind(wire.BROKER_RECORDS_QUEUE, wire.RESULTS_EXCHANGE,
+                  routing_key="*" + wire.FORWARDED_SUFFIX)
+    # Earlier bindings of the results queue ("#" on both exchanges, then the records' key).
+    ch.queue_unbind(wire.BROKER_RESULTS_QUEUE, wire.RESULTS_EXCHANGE, routing_key="#")
+    for key in ("#", "*" + wire.RECORDS_SUFFIX):
+        ch.queue_unbind(wire.BROKER_RESULTS_QUEUE, wire.SUBMIT_EXCHANGE, routing_key=key)
+
+
 class ResultConsumer(_Worker):
     """Consumes results, status updates and heartbeats from endpoints.
 
@@ -323,12 +347,13 @@ class ResultConsumer(_Worker):
         #: (on when every endpoint has its own RabbitMQ account).
         self.verify_senders = verify_senders
 
-    def genuine(self, method: Basic.Deliver, props: pika.BasicProperties) -> bool:
+    def genuine(self, endpoint_id: str, method: Basic.Deliver,
+                props: pika.BasicProperties) -> bool:
         """Was this message sent by the endpoint its routing key names? RabbitMQ validates
         `user_id` against the connection's account; topic permissions bind the routing key."""
         if not self.verify_senders:
             return True
-        expected = endpoint_user(method.routing_key)
+        expected = endpoint_user(endpoint_id)
         if props.user_id == expected:
             return True
         log.warning("dropping %r message with routing key %s sent by RabbitMQ user %r "
@@ -339,54 +364,70 @@ class ResultConsumer(_Worker):
     def serve(self, conn: pika.BlockingConnection) -> None:
         ch = conn.channel()
         declare_exchanges(ch, self.queue_type)
-        ch.queue_declare(wire.BROKER_RESULTS_QUEUE, durable=True,
-                         arguments=queue_arguments(self.queue_type))
-        ch.queue_bind(wire.BROKER_RESULTS_QUEUE, wire.RESULTS_EXCHANGE, routing_key="#")
-        # The direct path's task records come through the same queue as the results (the
-        # tasks themselves go to the endpoint only; "#" was the binding before 2026-12).
-        ch.queue_unbind(wire.BROKER_RESULTS_QUEUE, wire.SUBMIT_EXCHANGE, routing_key="#")
-        ch.queue_bind(wire.BROKER_RESULTS_QUEUE, wire.SUBMIT_EXCHANGE,
-                      routing_key="*" + wire.RECORDS_SUFFIX)
+        _declare_inbound(ch, self.queue_type)
         ch.basic_qos(prefetch_count=PREFETCH)
+        # The records on a connection of their own, served by this thread too: on one socket
+        # a result queued behind a prefetch of records (up to a MB each) in the TCP stream and
+        # in pika's dispatch, which serves one channel's deliveries to the end first.
+        rconn = pika.BlockingConnection(parameters(self.amqp_url))
+        try:
+            self._serve(conn, ch, rconn)
+        finally:
+            if rconn.is_open:
+                rconn.close()
+
+    def _serve(self, conn: pika.BlockingConnection, ch: BlockingChannel,
+               rconn: pika.BlockingConnection) -> None:
+        rch = rconn.channel()
+        rch.basic_qos(prefetch_count=PREFETCH)
         fwd = conn.channel()
         fwd.confirm_delivery()
-        held = _Held(self, conn, ch, fwd)
+        held = _Held(self, rconn, fwd)
 
         def on_message(channel: BlockingChannel, method: Basic.Deliver,
                        props: pika.BasicProperties, body: bytes) -> None:
             direct_path = method.exchange == wire.SUBMIT_EXCHANGE
+            endpoint_id = _sender(method)
             if _gc_notice(method, props):
                 props.type = globus.MSG_GC_STATUS
-            elif not direct_path and not self.genuine(method, props):
+            elif not direct_path and not self.genuine(endpoint_id, method, props):
                 channel.basic_reject(method.delivery_tag, requeue=False)
                 return
             try:
                 if direct_path:
-                    held.add(method, props, body, tasks=self.direct_tasks(props, body))
+                    held.add(channel, endpoint_id, method, props, body,
+                             tasks=self.direct_tasks(props, body))
                     return
                 if props.type == wire.MSG_RESULTS and _forwarded(props):
-                    held.add(method, props, body, results=inbound.results(body))
+                    held.add(channel, endpoint_id, method, props, body,
+                             results=inbound.results(body))
                     return
-                held.flush()  # what came before this message is recorded before it
-                with logformat.about(endpoint_id=method.routing_key):
-                    unknown = self.handle(fwd, method.routing_key, props.type, body)
+                if endpoint_id != method.routing_key:
+                    raise ValueError("only forwarded results go with routing key "
+                                     f"<endpoint id>{wire.FORWARDED_SUFFIX}")
+                # Not after what is held: records wait for their results (RECORD_HOLD) and
+                # come from another queue, so writing them first would only delay this.
+                with logformat.about(endpoint_id=endpoint_id):
+                    unknown = self.handle(fwd, endpoint_id, props.type, body)
             except (AMQPError, OSError):
                 raise  # connection trouble: unacked, redelivered after reconnect
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 _reject(channel, method, props, body, e)
                 return
             if unknown and props.type == wire.MSG_STATUS:
-                held.retry_status_later(method, unknown)
+                held.retry_status_later(channel, endpoint_id, method, unknown)
                 return
             if unknown:
-                held.retry_later(method, unknown, forwarded=False)
+                held.retry_later(channel, endpoint_id, method, unknown, forwarded=False)
                 return
             channel.basic_ack(method.delivery_tag)
 
         ch.basic_consume(wire.BROKER_RESULTS_QUEUE, on_message)
+        rch.basic_consume(wire.BROKER_RECORDS_QUEUE, on_message)
         while not self.stopping.is_set():
-            conn.process_data_events(time_limit=0.5)
-        held.flush()
+            conn.process_data_events(time_limit=RESULTS_WAIT)
+            rconn.process_data_events(time_limit=0)
+        held.flush_all()
 
     def direct_tasks(self, props: pika.BasicProperties, body: bytes) -> list[wire.TaskMessage]:
         """The tasks of a direct-path message, if its sender is the account of the task group
@@ -460,6 +501,8 @@ def _reject(channel: BlockingChannel, method: Basic.Deliver, props: pika.BasicPr
 
 @dataclass
 class _Delivery:
+    channel: BlockingChannel  # the one it came on: delivery tags are per channel
+    endpoint_id: str  # its routing key's
     method: Basic.Deliver
     props: pika.BasicProperties
     body: bytes
@@ -491,22 +534,25 @@ class _Held:
     result that comes before its task's record (the Executor sends its records every
     RECORDS_LINGER) waits for it as long, for the same reason.
 
-    Any other message first flushes what is held, so the queue's order is kept (a result
-    still waiting for its record stays: it was out of order already).
+    Other messages do not wait for what is held: records come from a queue of their own
+    (BROKER_RECORDS_QUEUE), so no order between the two holds anyway, and a result waiting
+    for its task's record is retried (`retry_later`).
     """
 
     def __init__(self, consumer: ResultConsumer, conn: pika.BlockingConnection,
-                 channel: BlockingChannel, fwd: BlockingChannel) -> None:
-        self.consumer, self.conn, self.channel, self.fwd = consumer, conn, channel, fwd
+                 fwd: BlockingChannel) -> None:
+        self.consumer, self.conn, self.fwd = consumer, conn, fwd
         self.items: list[_Delivery] = []
-        self.scheduled = False
+        self.scheduled = self.urgent = False
 
-    def add(self, method: Basic.Deliver, props: pika.BasicProperties, body: bytes,
+    def add(self, channel: BlockingChannel, endpoint_id: str, method: Basic.Deliver,
+            props: pika.BasicProperties, body: bytes,
             tasks: list[wire.TaskMessage] | None = None,
             results: list[wire.ResultMessage] | None = None) -> None:
-        self.items.append(_Delivery(method, props, body, tasks or [], results or []))
+        self.items.append(_Delivery(channel, endpoint_id, method, props, body, tasks or [],
+                                    results or []))
         if len(self.items) >= HOLD_MAX:
-            self.flush()
+            self._schedule_now()
         else:
             self._schedule()
 
@@ -515,44 +561,59 @@ class _Held:
             self.scheduled = True
             self.conn.call_later(HOLD, lambda: self.flush(everything=False))
 
+    def _schedule_now(self) -> None:
+        """A flush at the connection's next turn, not in this callback: pika then dispatches
+        the deliveries that came meanwhile (results first: their channel is older) before
+        another RECORDS_PER_WRITE records, instead of after every record held."""
+        if not self.urgent:
+            self.urgent = True
+            self.conn.call_later(0, self.flush)
+
+    def flush_all(self) -> None:
+        """Record every record held (the consumer stops)."""
+        while any(len(d.written) < len(d.tasks) for d in self.items):
+            self.flush()
+
     def flush(self, everything: bool = True) -> None:
-        """Record what is held; with `everything` False (the timer) records whose results
-        have not come yet wait on until they are RECORD_HOLD old (results whose records have
-        not come always do)."""
-        self.scheduled = False
+        """Record what is held, at most RECORDS_PER_WRITE records (more are left for the next
+        turn); with `everything` False (the timer) records whose results have not come yet
+        wait on until they are RECORD_HOLD old (results whose records have not come always
+        do)."""
+        self.scheduled = self.urgent = False
+        budget = RECORDS_PER_WRITE
         items, self.items = self.items, []
         if not items:
             return
         db, now = self.consumer.db, time.monotonic()
         results: dict[str, dict[str, wire.ResultMessage]] = defaultdict(dict)
         for d in items:  # by endpoint (the routing key of a results message)
-            results[d.method.routing_key].update((r.task_id, r) for r in d.waiting())
+            results[d.endpoint_id].update((r.task_id, r) for r in d.waiting())
         failed: set[int] = set()
         merged: set[str] = set()
         by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
         for d in items:
             if d.tasks:
-                endpoint_id = d.method.routing_key.removesuffix(wire.RECORDS_SUFFIX)
-                by_group[(endpoint_id, str(d.tasks[0].task_group_id))].append(d)
+                by_group[(d.endpoint_id, str(d.tasks[0].task_group_id))].append(d)
         for (endpoint_id, group_id), ds in by_group.items():
             ours = results.get(endpoint_id, {})
-            now_due = _due_in_order(ds, ours, everything, now)
+            now_due = _due_in_order(ds, ours, everything, now, budget)
             msgs = [m for d in ds for m in now_due[id(d)]]
             if not msgs:
                 continue
+            budget -= len(msgs)
             arrived = {m.task_id: d.arrived for d in ds for m in now_due[id(d)]}
             try:
                 merged |= direct.record(db, endpoint_id, group_id, msgs, ours, arrived)
             except ValueError as e:
                 for d in ds:
-                    _reject(self.channel, d.method, d.props, d.body, e)
+                    _reject(d.channel, d.method, d.props, d.body, e)
                     failed.add(d.method.delivery_tag)
                 continue
             for d in ds:
                 d.written.update(m.task_id for m in now_due[id(d)])
         by_endpoint: dict[str, list[wire.ResultMessage]] = defaultdict(list)
         for d in items:
-            by_endpoint[d.method.routing_key] += [r for r in d.waiting()
+            by_endpoint[d.endpoint_id] += [r for r in d.waiting()
                                                   if r.task_id not in merged]
         unknown: set[str] = set()
         for endpoint_id, rs in by_endpoint.items():
@@ -570,20 +631,22 @@ class _Held:
             if len(d.written) < len(d.tasks) or (late and not d.due(now)):
                 self.items.append(d)  # records waiting for their results, or the reverse
             elif late:
-                self.retry_later(d.method, late, forwarded=True)
+                self.retry_later(d.channel, d.endpoint_id, d.method, late, forwarded=True)
             else:
-                self.channel.basic_ack(d.method.delivery_tag)
-        if self.items:
+                d.channel.basic_ack(d.method.delivery_tag)
+        if budget <= 0:
+            self._schedule_now()  # records were due, the write's share ran out
+        elif self.items:
             self._schedule()
 
-    def retry_later(self, method: Basic.Deliver, results: list[wire.ResultMessage],
-                    forwarded: bool) -> None:
+    def retry_later(self, channel: BlockingChannel, endpoint_id: str, method: Basic.Deliver,
+                    results: list[wire.ResultMessage], forwarded: bool) -> None:
         """Results whose tasks are not recorded yet (a direct-path task's record and result
         travel separately): record them once more after UNKNOWN_RETRY. Tasks still unknown
         then are recorded from what the endpoint's results carry (their Executor's records
         never came); results without that are ignored."""
         def retry() -> None:
-            db, endpoint_id = self.consumer.db, method.routing_key
+            db = self.consumer.db
             left: list[str] = []
             recorded = tasks.record_results(db, endpoint_id, results, left)
             if left:
@@ -597,32 +660,35 @@ class _Held:
                 _DROPPED.note(f"a result for unknown task {task_id} from endpoint "
                               f"{endpoint_id}")
 
-        self._later(method, retry)
+        self._later(channel, method, retry)
 
-    def retry_status_later(self, method: Basic.Deliver,
-                           updates: list[wire.StatusUpdate]) -> None:
+    def retry_status_later(self, channel: BlockingChannel, endpoint_id: str,
+                           method: Basic.Deliver, updates: list[wire.StatusUpdate]) -> None:
         """Status updates for tasks not recorded yet (the Executor's records of direct-path
         tasks come batched, an endpoint's first status may overtake them): apply them once
         more after UNKNOWN_RETRY, then give up (the result still records the task's end)."""
-        self._later(method, lambda: tasks.apply_status(self.consumer.db, method.routing_key,
-                                                       updates))
+        self._later(channel, method, lambda: tasks.apply_status(self.consumer.db,
+                                                                endpoint_id, updates))
 
-    def _later(self, method: Basic.Deliver, apply: Callable[[], Any]) -> None:
+    def _later(self, channel: BlockingChannel, method: Basic.Deliver,
+               apply: Callable[[], Any]) -> None:
         """After UNKNOWN_RETRY: record what is held (it came first), `apply`, then ack the
         message (unacked until then: a broker that stops meanwhile gets it again)."""
         def run() -> None:
             self.flush()
             apply()
-            self.channel.basic_ack(method.delivery_tag)
+            channel.basic_ack(method.delivery_tag)
 
         self.conn.call_later(UNKNOWN_RETRY, run)
 
 
 def _due_in_order(ds: list[_Delivery], results: dict[str, wire.ResultMessage],
-                  everything: bool, now: float) -> dict[int, list[wire.TaskMessage]]:
+                  everything: bool, now: float, budget: int
+                  ) -> dict[int, list[wire.TaskMessage]]:
     """The held records of one group to write now, per delivery: those with their result
     here, or held RECORD_HOLD, or all with `everything`, but only up to the first that must
-    wait on, so a group's tasks are recorded (and listed) in the order they were sent."""
+    wait on, so a group's tasks are recorded (and listed) in the order they were sent; at
+    most `budget` of them."""
     due: dict[int, list[wire.TaskMessage]] = {}
     blocked = False
     for d in ds:
@@ -630,7 +696,9 @@ def _due_in_order(ds: list[_Delivery], results: dict[str, wire.ResultMessage],
         for m in d.tasks:
             if m.task_id in d.written:
                 continue
-            blocked = blocked or not (everything or d.due(now) or m.task_id in results)
+            blocked = blocked or budget <= 0 or not (everything or d.due(now)
+                                                     or m.task_id in results)
+            budget -= 1
             if blocked:
                 break
             due[id(d)].append(m)
@@ -643,6 +711,15 @@ def _gc_notice(method: Basic.Deliver, props: pika.BasicProperties) -> bool:
     every endpoint account's topic permission on the results exchange is its own id alone."""
     return (method.exchange == wire.RESULTS_EXCHANGE and props.type is None
             and props.user_id is None)
+
+
+def _sender(method: Basic.Deliver) -> str:
+    """The endpoint a message is from (or, a record, to): its routing key without the suffix
+    of the direct path's bookkeeping (each party's topic permission covers only its own)."""
+    key = method.routing_key
+    if method.exchange == wire.SUBMIT_EXCHANGE:
+        return key.removesuffix(wire.RECORDS_SUFFIX)
+    return key.removesuffix(wire.FORWARDED_SUFFIX)
 
 
 def _forwarded(props: pika.BasicProperties) -> bool:

@@ -199,7 +199,8 @@ class Agent:
             #: (the direct path), but must not cancel other groups' tasks.
             self._broker_user = reg.get("broker_user")
             self._session = session
-            session.start(reg["amqp_url"], self.journal, self._retry_unpublished_later)
+            session.start(reg["amqp_url"], self.journal, self._retry_unpublished_later,
+                          _forwarded_key(reg, self.endpoint_id))
             sub = self._consumer_channel(conn, reg["task_queue"])
             self.outbox.session = session
             with self._wake_lock:
@@ -403,3 +404,11 @@ def _check_submitter(tasks: list[TaskMessage], sender: str | None, broker: str |
         return
     for t in tasks:
         t.submitter = sender or "?"
+
+
+def _forwarded_key(reg: dict[str, Any], endpoint_id: str) -> str | None:
+    """The routing key of results already forwarded to their groups, if the broker offers one
+    (older brokers bind one queue to every key, and would read it as another endpoint's id):
+    then a flood of them waits in the broker's records queue, not before other users' results."""
+    key = reg.get("forwarded_routing_key")
+    return key if key == endpoint_id + wire.FORWARDED_SUFFIX else None

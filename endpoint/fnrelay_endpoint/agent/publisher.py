@@ -54,9 +54,13 @@ class Batch:
 class ResultPublisher(threading.Thread):
     """Publishes handed-over results to the broker, persistent and confirmed."""
 
-    def __init__(self, amqp_url: str, endpoint_id: str, on_refused: Callable[[], None]):
+    def __init__(self, amqp_url: str, endpoint_id: str, on_refused: Callable[[], None],
+                 forwarded_key: str | None = None):
         super().__init__(name="fnrelay-result-publisher", daemon=True)
         self.amqp_url, self.endpoint_id, self.on_refused = amqp_url, endpoint_id, on_refused
+        #: Routing key of results already in their groups' queues (the broker's registration
+        #: answer names it; older brokers do not: then the endpoint's id).
+        self.forwarded_key = forwarded_key or endpoint_id
         self._todo: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         #: Task ids whose results RabbitMQ confirmed (the agent marks them in the journal).
         self.published: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
@@ -107,7 +111,8 @@ class ResultPublisher(threading.Thread):
             # All of them already went to their groups: the broker records without forwarding.
             done = all(r.task_id in forwarded for r in chunk)
             try:
-                self._publish(wire.RESULTS_EXCHANGE, self.endpoint_id,
+                self._publish(wire.RESULTS_EXCHANGE,
+                              self.forwarded_key if done else self.endpoint_id,
                               wire.encode_results(chunk),
                               {wire.FORWARDED_HEADER: True} if done else None)
             except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:

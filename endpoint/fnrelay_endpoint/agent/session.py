@@ -35,13 +35,14 @@ class Session:
         self.groups: GroupSender | None = None  # lone direct-path results
 
     def start(self, amqp_url: str, journal: Journal,
-              on_refused: Callable[[], None]) -> None:
+              on_refused: Callable[[], None], forwarded_key: str | None = None) -> None:
         """Open the publishing channel and start the senders; `on_refused` runs on the I/O
         thread when RabbitMQ refuses results (they stay unpublished in the journal)."""
         self.pub = self.conn.channel()
         self.pub.confirm_delivery()
         self.results = ResultPublisher(
-            amqp_url, self.endpoint_id, lambda: self.conn.add_callback_threadsafe(on_refused))
+            amqp_url, self.endpoint_id, lambda: self.conn.add_callback_threadsafe(on_refused),
+            forwarded_key)
         self.results.start()
         if journal.wal:
             journal.defer_checkpoints()  # the Acker's syncs run them

@@ -20,13 +20,25 @@ GROUPS_EXCHANGE = "fnrelay.group-results"
 #: Topic exchange an Executor publishes tasks to directly (the direct path, docs/protocol.md):
 #: routing key = endpoint id for the tasks (bound to TASKS_EXCHANGE with "*", so the endpoint
 #: gets them) and endpoint id + RECORDS_SUFFIX for the broker's records of them, many tasks per
-#: message (bound to BROKER_RESULTS_QUEUE). RabbitMQ topic permissions let a task group's
+#: message (bound to BROKER_RECORDS_QUEUE). RabbitMQ topic permissions let a task group's
 #: account publish only with its own endpoint's id.
 SUBMIT_EXCHANGE = "fnrelay.submit"
 RECORDS_SUFFIX = ".records"
-#: Durable queue the broker consumes from RESULTS_EXCHANGE ("#") and SUBMIT_EXCHANGE
-#: ("*" + RECORDS_SUFFIX).
+#: Routing key suffix of an endpoint's results message whose results all went to their groups
+#: already (the direct path): "<endpoint id>.forwarded", used when the registration answer
+#: names it (`forwarded_routing_key`).
+FORWARDED_SUFFIX = ".forwarded"
+#: Durable queue the broker consumes from RESULTS_EXCHANGE ("*"): results somebody waits for,
+#: status updates, heartbeats.
 BROKER_RESULTS_QUEUE = "fnrelay.broker.results"
+#: Durable queue the broker consumes from SUBMIT_EXCHANGE ("*" + RECORDS_SUFFIX) and
+#: RESULTS_EXCHANGE ("*" + FORWARDED_SUFFIX): the direct path's bookkeeping, which nobody
+#: waits for. A queue apart, so that a flood of one user's records (an Executor publishes them
+#: faster than the broker writes them) and of its forwarded results never stands in front of
+#: another user's results.
+BROKER_RECORDS_QUEUE = "fnrelay.broker.records"
+#: Every queue the broker consumes, results first.
+BROKER_INBOUND_QUEUES = (BROKER_RESULTS_QUEUE, BROKER_RECORDS_QUEUE)
 #: Header of an endpoint's results message: every result in it was already published to its
 #: task group's queue (the direct path), so the broker records them without forwarding.
 FORWARDED_HEADER = "x-fnrelay-forwarded"
