@@ -54,8 +54,9 @@ HOLD_MAX = PREFETCH // 2
 RECORD_HOLD = 0.25
 #: Direct-path records written in one transaction at most. The consumer's thread does nothing
 #: else meanwhile, so this bounds how long a result that arrives during a flood of records
-#: waits (HOLD_MAX messages of a flood's records, ~5,000 tasks, took 1-2 s).
-RECORDS_PER_WRITE = 500
+#: waits (HOLD_MAX messages of a flood's records, ~5,000 tasks, took 1-2 s); fewer a write
+#: costs the flood's records more time in all, which other users' calls then share.
+RECORDS_PER_WRITE = 2000
 
 _PERSISTENT = 2
 
@@ -425,7 +426,8 @@ class ResultConsumer(_Worker):
         ch.basic_consume(wire.BROKER_RESULTS_QUEUE, on_message)
         rch.basic_consume(wire.BROKER_RECORDS_QUEUE, on_message)
         while not self.stopping.is_set():
-            conn.process_data_events(time_limit=RESULTS_WAIT)
+            # No wait for results while a write of records is due: it would only slow them.
+            conn.process_data_events(time_limit=0 if held.urgent else RESULTS_WAIT)
             rconn.process_data_events(time_limit=0)
         held.flush_all()
 
