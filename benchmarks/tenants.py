@@ -15,7 +15,9 @@ start a child endpoint process per user and endpoint). Then:
   meanwhile a lone user's calls (one at a time) on another endpoint (case 1: separate
   endpoints) and on the flooder's endpoint (case 2: shared) are timed, and their p50 set
   against the same calls before the flood (the target is <= 2x). The flood's progress over
-  the window is reported too: neither side starves.
+  the window is reported too: neither side starves. The first flooded call of each case is
+  traced (`first_call_trace`): its task history's steps and the SDK's result, in ms after the
+  submit, and the messages ready in the broker's inbound queues just before it.
 """
 
 from __future__ import annotations
