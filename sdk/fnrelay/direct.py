@@ -21,6 +21,7 @@ tasks exceeds it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -87,33 +88,40 @@ def message_runs(tasks: list[wire.TaskMessage], limit: int) -> list[slice]:
 class Records:
     """Direct-path tasks published to the endpoint whose records the broker has not been sent:
     one message per RECORDS_LINGER for all of them costs RabbitMQ and the broker far less than
-    a second copy of every task message (docs/performance.md, round 5)."""
+    a second copy of every task message (docs/performance.md, round 5). Thread-safe: the
+    publish lanes add what RabbitMQ confirmed while the submitter takes (fnrelay.executor.lanes).
+    """
 
     def __init__(self) -> None:
         self.tasks: list[wire.TaskMessage] = []
         self.size = 0
         self.due = 0.0
+        self._lock = threading.Lock()
 
     def add(self, tasks: list[wire.TaskMessage]) -> None:
-        if not self.tasks:
-            self.due = time.monotonic() + RECORDS_LINGER
-        self.tasks.extend(tasks)
-        self.size += sum(len(t.payload) + len(t.function) for t in tasks)
+        with self._lock:
+            if not self.tasks:
+                self.due = time.monotonic() + RECORDS_LINGER
+            self.tasks.extend(tasks)
+            self.size += sum(len(t.payload) + len(t.function) for t in tasks)
 
     def ready(self) -> bool:
         """Is it time to send them?"""
-        return bool(self.tasks) and (self.size >= RECORDS_MAX_BYTES
-                                     or time.monotonic() >= self.due)
+        with self._lock:
+            return bool(self.tasks) and (self.size >= RECORDS_MAX_BYTES
+                                         or time.monotonic() >= self.due)
 
     def wait(self, idle: float) -> float:
         """How long the submitter may wait for new work before these are due."""
-        if not self.tasks:
-            return idle
-        return max(0.0, min(idle, self.due - time.monotonic()))
+        with self._lock:
+            if not self.tasks:
+                return idle
+            return max(0.0, min(idle, self.due - time.monotonic()))
 
     def take(self) -> list[wire.TaskMessage]:
-        tasks, self.tasks, self.size = self.tasks, [], 0
-        return tasks
+        with self._lock:
+            tasks, self.tasks, self.size = self.tasks, [], 0
+            return tasks
 
 
 class DirectPublisher:

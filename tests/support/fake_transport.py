@@ -8,7 +8,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fnrelay import errors, serialize, wire
@@ -174,18 +174,23 @@ class FakeStream:
 
 class FakePublisher:
     """The direct path's publisher: keeps each published body; `fail` makes the next publish
-    raise DirectUnavailable."""
+    raise DirectUnavailable; `confirm` (if given) runs as a tasks publish waits for its
+    confirm, and may raise DirectUnavailable."""
 
-    def __init__(self, exchange: str, routing_key: str, log: list[FakePublisher]):
+    def __init__(self, exchange: str, routing_key: str, log: list[FakePublisher],
+                 confirm: Callable[[], None] | None = None):
         self.exchange, self.routing_key = exchange, routing_key
         self.tasks: list[bytes] = []
         self.records: list[bytes] = []
         self.fail: DirectUnavailable | None = None
+        self.confirm = confirm
         log.append(self)
 
     def publish(self, amqp_url: str, body: bytes, records: bool = False) -> None:
         if self.fail is not None:
             raise self.fail
+        if self.confirm is not None and not records:
+            self.confirm()
         (self.records if records else self.tasks).append(body)
 
     def service(self) -> None:

@@ -3,8 +3,10 @@
 It takes what is queued (up to `batch_size`), splits it by bytes (MAX_BATCH_BYTES) and sends
 each part: published straight to the endpoint's queue when the broker granted the direct path
 (fnrelay.direct), else as one POST /v1/submit; a refused part fails its futures with the
-reason. Direct-path tasks' records go to the broker batched (`fnrelay.direct.Records`); while
-idle the thread answers the direct publisher's AMQP heartbeats.
+reason. A burst's direct-path messages are in flight together, their confirms awaited by
+publish lanes (fnrelay.executor.lanes); a lone call's message is published by this thread.
+Direct-path tasks' records go to the broker batched (`fnrelay.direct.Records`); while idle the
+thread answers the direct publisher's AMQP heartbeats.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fnrelay.direct import (
 )
 from fnrelay.executor.future import FnRelayFuture
 from fnrelay.executor.group import TaskGroup
+from fnrelay.executor.lanes import Job, Lanes
 from fnrelay.executor.pending import Chunk, PendingTable
 from fnrelay.executor.transport import BrokerApi, PublisherFactory, TaskPublisher
 from fnrelay.library_logs import reports_its_own_errors
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload limit
 IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
 QUOTA_MIN_WAIT = 0.5  # the least wait before resending a chunk the quota refused
+LANES_POLL = 0.05  # while lanes publish, how often the submitter looks for failed messages
 
 
 class Submitter:
@@ -54,6 +58,8 @@ class Submitter:
         self._ensure_group, self._publishers = ensure_group, publishers
         self.batch_size = batch_size
         self._publisher: TaskPublisher | None = None  # this thread's alone
+        self._lanes: Lanes | None = None  # a burst's messages, confirmed side by side
+        self._burst = False  # the batch being sent filled batch_size: more may be queued
         self._records = Records()  # the broker's copies of direct-path tasks, sent batched
         self._thread = threading.Thread(target=self.run, name="fnrelay-submitter", daemon=True)
         self.started = False
@@ -76,7 +82,10 @@ class Submitter:
             self.attach_early()
             self.submit_until_done()
         finally:
+            self.settle_lanes()
             self.send_records()
+            if self._lanes is not None:
+                self._lanes.close()
             if self._publisher is not None:
                 self._publisher.close()
 
@@ -94,8 +103,12 @@ class Submitter:
         """The next queued future (None: shut down), sending the broker's records when due and
         answering AMQP heartbeats meanwhile."""
         while True:
+            self._resend_failed()
+            wait = self._records.wait(IDLE_SERVICE)
+            if self._lanes is not None and self._lanes.busy():
+                wait = min(wait, LANES_POLL)
             try:
-                return self._pending.queue.get(timeout=self._records.wait(IDLE_SERVICE))
+                return self._pending.queue.get(timeout=wait)
             except queue.Empty:
                 if self._records.ready():
                     self.send_records()
@@ -122,9 +135,33 @@ class Submitter:
                     done = True
                     break
                 batch.append(nxt)
+            self._burst = len(batch) >= self.batch_size
             self.send(batch)
+            self._resend_failed()
             if self._records.ready():
                 self.send_records()
+        self.settle_lanes()
+
+    def settle_lanes(self) -> None:
+        """Wait for every message the lanes hold to be confirmed, sending the failed ones over
+        REST (before shutdown, and before the broker's last records)."""
+        if self._lanes is None:
+            return
+        self._lanes.wait_idle()
+        self._resend_failed()
+
+    def _resend_failed(self) -> None:
+        """Send over REST the messages a lane could not publish; the direct path is off."""
+        if self._lanes is None:
+            return
+        while True:
+            try:
+                job, e = self._lanes.failed.get_nowait()
+            except queue.Empty:
+                return
+            self._direct_failed(job.chunk, job.msgs, e)
+            self._pending.sent()  # the lane's send ends; REST sends it anew
+            self.send_chunk(job.chunk)
 
     def send(self, batch: list[FnRelayFuture]) -> None:
         """Send a batch of queued futures (those cancelled meanwhile are skipped)."""
@@ -246,25 +283,47 @@ class Submitter:
 
     def _publish_direct(self, grant: dict[str, Any], chunk: Chunk, msgs: list[wire.TaskMessage],
                         body: bytes) -> bool:
-        """Publish one `tasks` message; False if it failed before anything went out (the
-        direct path is then off: REST from now on)."""
+        """Publish one `tasks` message; False if it failed (the direct path is then off: REST
+        from now on). Part of a burst, it goes to a lane and returns before its confirm (a
+        failure comes back through `_resend_failed`)."""
         self._pending.publishing(chunk, msgs)
         if self._publisher is None:
             self._publisher = self._publishers(grant["exchange"], grant["routing_key"])
+            self._lanes = Lanes(lambda: self._publishers(grant["exchange"], grant["routing_key"]),
+                                self._lane_confirmed)
+        # The group's URL as of now: attaching again gives its account a new password.
+        job = Job(chunk, msgs, body, self._info()["amqp_url"])
+        assert self._lanes is not None
+        if self._burst or self._lanes.busy():
+            self._pending.sending()  # until its lane has the confirm (or gives it back)
+            self._lanes.put(job)
+            return True
         try:
-            # The group's URL as of now: attaching again gives its account a new password.
-            self._publisher.publish(self._info()["amqp_url"], body)
+            self._publisher.publish(job.amqp_url, body)
         except DirectUnavailable as e:
-            self._group.direct = False
-            log.warning("direct path to endpoint %s unavailable (%s); submitting over REST "
-                        "from now on%s", self._group.endpoint_id, e,
-                        " (these tasks may run twice)" if e.sent else "")
-            self._pending.unpublished(chunk, msgs)
+            self._direct_failed(chunk, msgs, e)
             return False
-        self._records.add(msgs)
-        for future, _ in chunk:
-            future._submitted.set()
+        self._confirmed(job)
         return True
+
+    def _lane_confirmed(self, job: Job) -> None:
+        """A lane's message is confirmed (on the lane's thread)."""
+        self._confirmed(job)
+        self._pending.sent()
+
+    def _confirmed(self, job: Job) -> None:
+        self._records.add(job.msgs)
+        for future, _ in job.chunk:
+            future._submitted.set()
+
+    def _direct_failed(self, chunk: Chunk, msgs: list[wire.TaskMessage],
+                       e: DirectUnavailable) -> None:
+        """A publish failed: the direct path is off, the futures go back to unsent."""
+        log.warning("direct path to endpoint %s unavailable (%s); submitting over REST "
+                    "from now on%s", self._group.endpoint_id, e,
+                    " (these tasks may run twice)" if e.sent else "")
+        self._group.direct = False
+        self._pending.unpublished(chunk, msgs)
 
 
 def by_endpoint(items: Chunk) -> list[Chunk]:

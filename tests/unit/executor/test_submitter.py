@@ -3,8 +3,11 @@ batching, splitting by bytes, failing what the broker refuses, the direct path."
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -52,7 +55,7 @@ class Rig:
 
 
 def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
-             batch_size: int = 128) -> Rig:
+             batch_size: int = 128, confirm: Callable[[], None] | None = None) -> Rig:
     api = FakeApi(grant_direct=grant_direct, payload_limit=payload_limit)
     pending = PendingTable(DropLog(logging.getLogger("fnrelay.executor")))
     group = TaskGroup(api, str(uuid.uuid4()), None, direct=True)
@@ -63,7 +66,8 @@ def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
         return group.info or group.attach()
 
     submitter = Submitter(pending, api, group, ensure_group,
-                          lambda exchange, key: FakePublisher(exchange, key, publishers),
+                          lambda exchange, key: FakePublisher(exchange, key, publishers,
+                                                              confirm),
                           batch_size)
     return Rig(api, pending, group, submitter, publishers, api.register_function(square))
 
@@ -161,3 +165,50 @@ def test_an_endpoint_changed_between_submits_gets_its_own_requests_in_order_over
                                                  strict=True)] == [(other, 3)]
     assert sum(len(p.tasks) for p in rig.publishers) == 2  # first and third, direct
     assert all(f._submitted.is_set() for f in first + second + third)
+
+
+def _published(rig: Rig, kind: str = "tasks") -> list[str]:
+    return [t.task_id for p in rig.publishers for body in getattr(p, kind)
+            for t in wire.decode_tasks(body)]
+
+
+def test_a_bursts_messages_await_their_confirms_side_by_side():
+    # Across a WAN each confirm is a round trip: a burst must not wait for them one by one.
+    # Here a publish is confirmed only once another one is waiting too, which one publish at
+    # a time never allows (it then fails, and the tasks go over REST).
+    together = threading.Barrier(2, timeout=10)
+
+    def confirm() -> None:
+        try:
+            together.wait()
+        except threading.BrokenBarrierError:
+            raise DirectUnavailable("no confirm", sent=True) from None
+
+    rig = make_rig(grant_direct=True, batch_size=1, confirm=confirm)
+    futures = rig.queue(4)
+    rig.run_until_shutdown()
+    assert rig.api.submits == []  # all direct
+    assert sorted(_published(rig)) == sorted(str(f.task_id) for f in futures)
+    assert all(f._direct and f._submitted.is_set() for f in futures)
+
+
+def test_a_message_a_lane_cannot_publish_goes_over_rest_and_is_not_recorded():
+    calls = itertools.count()
+
+    def confirm() -> None:
+        if next(calls) == 1:
+            raise DirectUnavailable("connection lost", sent=True)
+
+    rig = make_rig(grant_direct=True, batch_size=1, confirm=confirm)
+    futures = rig.queue(3)
+    rig.run_until_shutdown()
+    rig.submitter.send_records()
+    published = _published(rig)
+    over_rest = [f for f in futures if not f._direct]
+    assert not rig.group.direct
+    assert 1 <= len(published) <= 2 and len(over_rest) == 3 - len(published)
+    assert sum(len(tasks) for tasks in rig.api.submits) == len(over_rest)
+    # the broker records only what RabbitMQ confirmed; REST records the rest itself
+    assert sorted(_published(rig, "records")) == sorted(published)
+    assert all(f._submitted.is_set() and f.task_id in rig.pending.outstanding
+               for f in futures)
