@@ -81,7 +81,7 @@ demo: deps demo-venv
 	$(BIN)/python examples/demo.py
 
 test: test-deps venv gc-venv lint
-	$(BIN)/python -m pytest -q tests/
+	$(BIN)/python -m pytest -q --durations=25 tests/
 
 lint: venv
 	$(BIN)/ruff check .
