@@ -1,12 +1,13 @@
 """The local engine's queue (fnrelay_endpoint.engines.fair_queue): round-robin across
-submitters, FIFO within each, and the deque operations the engine relies on."""
+submitters, FIFO within each, and the deque operations the engine relies on; and the parsl
+engine's TurnNumbers, the same turns as priorities for a scheduler's own queue."""
 
 from __future__ import annotations
 
 import pytest
 
 from fnrelay.wire import TaskMessage
-from fnrelay_endpoint.engines.fair_queue import FairQueue
+from fnrelay_endpoint.engines.fair_queue import FairQueue, TurnNumbers
 
 
 def task(tid: str, submitter: str | None) -> TaskMessage:
@@ -62,3 +63,43 @@ def test_remove_iterate_and_clear():
     assert not q and len(q) == 0 and list(q) == []
     with pytest.raises(ValueError):
         q.remove(tasks[0])
+
+
+def served_lowest_first(numbered: list[tuple[int, str]]) -> list[str]:
+    """The order Parsl's interchange serves (priority, then arrival)."""
+    return [name for _, name in sorted(numbered, key=lambda pair: pair[0])]
+
+
+def test_turn_numbers_put_a_late_lone_task_next_after_what_started():
+    turns = TurnNumbers()
+    flood = [(turns.number("mallory"), f"m{i}") for i in range(1000)]
+    for n, _ in flood[:10]:  # ten of the flood have started
+        turns.started(n)
+    lone = (turns.number("bob"), "b0")
+    pending = flood[10:] + [lone]
+    assert served_lowest_first(pending)[:3] == ["b0", "m10", "m11"]
+
+
+def test_turn_numbers_interleave_submitters_and_bank_nothing_while_idle():
+    turns = TurnNumbers()
+    numbered = [(turns.number(who), f"{who or 'n'}{i}") for who in ("a", "b", None)
+                for i in range(3)]
+    assert served_lowest_first(numbered) == ["a0", "b0", "n0", "a1", "b1", "n1",
+                                             "a2", "b2", "n2"]
+    for n, _ in numbered:
+        turns.started(n)
+    turns.started(50)  # others' tasks ran meanwhile: "a" restarts at the clock, not at 3
+    assert turns.number("a") == 50
+
+
+def test_turn_numbers_forget_submitters_behind_the_clock():
+    turns = TurnNumbers()
+    for i in range(TurnNumbers.PRUNE_ABOVE + 1):
+        turns.number(f"user{i}")
+    turns.number("busy")
+    turns.number("busy")  # "busy" is at 2, ahead of the clock after started(1)
+    assert len(turns) == TurnNumbers.PRUNE_ABOVE + 2
+    turns.started(1)
+    assert len(turns) == 1  # only "busy" is ahead of the clock
+    assert turns.number("busy") == 2
+    assert turns.number("user0") == 1  # as if remembered: it restarts at the clock

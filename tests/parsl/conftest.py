@@ -49,12 +49,12 @@ class Harness:
             self._cond.notify_all()
 
     def submit(self, fn: Callable, *args: Any, resource_specification: dict | None = None,
-               **kwargs: Any) -> str:
+               submitter: str | None = None, **kwargs: Any) -> str:
         task_id = str(uuid.uuid4())
         self.engine.submit(TaskMessage(
             task_id=task_id, function_id=f"f-{id(fn)}", function=serialize.serialize(fn),
             payload=serialize.serialize_args(args, kwargs), task_group_id="g",
-            resource_specification=resource_specification or {}))
+            resource_specification=resource_specification or {}, submitter=submitter))
         return task_id
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:

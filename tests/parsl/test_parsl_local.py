@@ -67,6 +67,18 @@ def test_cancel_queued_task_never_runs_and_running_task_is_not_cancelled(parsl_e
     assert "running" not in h.states(queued)
 
 
+def test_a_lone_call_runs_before_another_submitters_queued_flood(parsl_engine):
+    """A shared endpoint's users take turns on Parsl too, though Parsl holds the backlog."""
+    h = parsl_engine(provider="local", max_workers_per_node=1, init_blocks=1)
+    flood = [h.submit(sleep_then, 0.1, i, submitter="mallory") for i in range(30)]
+    assert h.wait_for(lambda: h.running(flood[0]), 60)
+    lone = h.submit(double, 21, submitter="bob")
+    assert h.value(h.wait([lone], timeout=60)[lone]) == 42
+    done_before = sum(t in h.results for t in flood)
+    assert done_before <= 5, f"the lone call waited for {done_before} of the flood's 30 tasks"
+    assert [h.value(r) for r in h.wait(flood, timeout=60).values()] == list(range(30))
+
+
 def test_refused_resource_specification_fails_the_task(parsl_engine):
     h = parsl_engine(provider="local", max_workers_per_node=1, mpi={"nodes_per_block": 1})
     too_big = h.submit(double, 1, resource_specification={"num_nodes": 2, "num_ranks": 2})

@@ -114,3 +114,42 @@ class FairQueue:
     def __iter__(self) -> Iterator[TaskMessage]:
         """Every queued task, lane by lane (a snapshot: callers may remove while iterating)."""
         return iter([t for lane in list(self._lanes.values()) for t in lane])
+
+
+class TurnNumbers:
+    """Priorities that make a scheduler serving the lowest first take submitters in turn.
+
+    For an engine that hands every task to a scheduler with a queue of its own, where holding
+    tasks back would hide the backlog from the scheduler's scaling (Parsl's interchange serves
+    the lowest `priority` first, oldest first among equals). Each submitter's tasks are
+    numbered on from the later of its own last number and the number last started (the
+    clock): a flood's tasks get 0, 1, 2, ... while a lone call arriving when the flood's task
+    k starts gets k, and runs next. A submitter idle for a while cannot bank numbers: it
+    restarts at the clock. Not thread-safe: the caller holds its lock.
+    """
+
+    #: Above this many submitters remembered, those at or behind the clock are forgotten
+    #: (they would restart at the clock anyway).
+    PRUNE_ABOVE = 1000
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._clock = 0
+
+    def number(self, submitter: str | None) -> int:
+        key = submitter or ""
+        n = max(self._next.get(key, 0), self._clock)
+        self._next[key] = n + 1
+        return n
+
+    def started(self, number: int) -> None:
+        """The task numbered `number` started: later arrivals number on from it."""
+        if number <= self._clock:
+            return
+        self._clock = number
+        if len(self._next) > self.PRUNE_ABOVE:
+            self._next = {k: n for k, n in self._next.items() if n > self._clock}
+
+    def __len__(self) -> int:
+        """How many submitters are remembered (bounded by pruning, not by users seen)."""
+        return len(self._next)

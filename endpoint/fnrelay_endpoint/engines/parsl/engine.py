@@ -10,6 +10,11 @@ fail its in-flight tasks, reported here as "worker lost" with ``details.infrastr
 Every task reports `waiting-for-nodes` when handed to Parsl and `running` when a worker asks
 the start gate (see worker.py) for permission to start it. A task cancelled before that
 never runs; a running one cannot be stopped (Parsl's HTEX has no per-task kill).
+
+A shared endpoint's submitters take turns: every task goes to Parsl at once (its strategy
+sizes blocks by the tasks it holds), each HTEX task with a `priority` from TurnNumbers, which
+Parsl's interchange serves lowest first, so one user's flood does not queue a lone call
+behind it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from fnrelay_endpoint.engines.base import (
     failed_result,
     refused_result,
 )
+from fnrelay_endpoint.engines.fair_queue import TurnNumbers
 from fnrelay_endpoint.engines.interpreters import Interpreters
 from fnrelay_endpoint.engines.parsl.settings import (
     HTEX_LABEL,
@@ -66,6 +72,7 @@ class _Entry:
     future: Any = None
     running: bool = False
     cancelled: bool = False
+    turn: int | None = None  # its TurnNumbers number (HTEX tasks)
 
 
 class ParslEngine(Engine):
@@ -81,6 +88,7 @@ class ParslEngine(Engine):
         self.run_dir = Path(workdir) / "parsl"
         self._lock = threading.Lock()
         self._tasks: dict[str, _Entry] = {}
+        self._turns = TurnNumbers()
         self._dfk: Any = None
         self._stopping = False
         self._gate = _Gate(self._gate_request, self._gate_addresses())
@@ -117,6 +125,9 @@ class ParslEngine(Engine):
             if self._stopping:
                 return  # the journal re-runs it at the next start
             self._tasks[task.task_id] = entry
+            if mpi is None:  # the MPIExecutor refuses any key but the layout's
+                entry.turn = self._turns.number(task.submitter)
+                spec = {"priority": entry.turn}
         self.on_status(StatusUpdate(task_id=task.task_id,
                                     status=TaskState.WAITING_FOR_NODES.value,
                                     detail=f"queued for a worker of parsl executor {label}"))
@@ -258,6 +269,8 @@ class ParslEngine(Engine):
                 return "cancel"
             first = not entry.running
             entry.running = True
+            if first and entry.turn is not None:
+                self._turns.started(entry.turn)
         if first:
             self.on_status(StatusUpdate(task_id=task_id, status=TaskState.RUNNING.value,
                                         detail=f"parsl worker on {host}"))
