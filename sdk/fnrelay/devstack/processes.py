@@ -151,13 +151,16 @@ def reap_marked(marker: str, log: Log = quiet, grace: float = 10.0) -> list[int]
     a moment after what they wrap); returns the pids that had to be killed.
 
     epmd (Erlang's port mapper, started by the first Erlang node) is left alone while other
-    Erlang nodes still use it.
+    Erlang nodes still use it, and not waited for: a daemon, it never exits by itself.
     """
     def left_over() -> list[int]:
         return [p for p in marked_pids(marker) if comm(p) != "epmd" or not _epmd_in_use()]
 
+    def exiting() -> list[int]:
+        return [p for p in marked_pids(marker) if comm(p) != "epmd"]
+
     try:
-        wait_until(lambda: not left_over(), "processes to exit", grace, 0.1)
+        wait_until(lambda: not exiting(), "processes to exit", grace, 0.1)
     except LocalStackError:
         pass
     left = left_over()
