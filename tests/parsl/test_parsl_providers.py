@@ -113,3 +113,21 @@ def test_a_typed_slurm_provider_with_srun_runs_a_task_in_a_real_pilot_job(
                          timeout=30).stdout
     assert f"Partition={slurm_cluster.default_partition}" in out
 
+
+
+def test_only_squeues_no_such_job_answer_is_read_as_an_empty_listing():
+    """The Slurm provider's poll (polling.forgotten_jobs_are_gone): squeue's "Invalid job id
+    specified" means slurmctld knows none of the jobs, so none is running; a controller that
+    does not answer is still a failed poll, and other commands pass through."""
+    from fnrelay_endpoint.engines.parsl.polling import forgotten_jobs_are_gone
+
+    answers = {
+        "squeue --job '7'": (1, "", "slurm_load_jobs error: Invalid job id specified\n"),
+        "squeue --job '8'": (1, "", "slurm_load_jobs error: Unable to contact slurm controller"),
+        "scancel 7": (1, "", "Invalid job id specified"),
+        "squeue --job '9'": (0, "9 R\n", ""),
+    }
+    wrapped = forgotten_jobs_are_gone(lambda self, cmd, *a, **k: answers[cmd])
+    assert wrapped(None, "squeue --job '7'") == (0, "", "")
+    for cmd in ("squeue --job '8'", "scancel 7", "squeue --job '9'"):
+        assert wrapped(None, cmd) == answers[cmd]

@@ -88,3 +88,29 @@ def test_shutdown_leaves_no_job_in_squeue(slurm_engine):
     while squeue(jobs) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert squeue(jobs) == []
+
+
+def test_a_pilot_slurmctld_has_forgotten_counts_as_ended(slurm_cluster, tmp_path):
+    """Once slurmctld forgets a pilot's job (MinJobAge after it ends: 2 s on this cluster, 300 s
+    by default), `squeue --job ID` exits 1 with "Invalid job id specified". Parsl's
+    SlurmProvider took that for a failed poll and kept the block running for ever, so its
+    strategy never replaced a scancelled pilot and the tasks hung (Parsl issue #1588). The
+    engine's provider must report the block ended."""
+    from fnrelay_endpoint.engines.parsl.settings import ParslSettings, build_config
+
+    settings = ParslSettings.from_dict({"type": "parsl", "provider": "slurm", "exclusive": False,
+                                        "walltime": "00:05:00", "init_blocks": 0})
+    provider = build_config(settings, tmp_path).executors[0].provider
+    assert provider._cmd.startswith("squeue")  # this cluster has no accounting, so no sacct
+    provider.script_dir = str(tmp_path)
+    job = provider.submit("sleep 300", 1, "forgotten-pilot")
+    [before] = provider.status([job])
+    assert not before.terminal, before
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    deadline = time.monotonic() + 180  # slurmctld purges old jobs on its own schedule
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
+                         timeout=30).returncode == 0:
+        assert time.monotonic() < deadline, "slurmctld kept the cancelled job"
+        time.sleep(1)
+    [after] = provider.status([job])
+    assert after.terminal, f"a job Slurm no longer knows is still {after.state.name}"

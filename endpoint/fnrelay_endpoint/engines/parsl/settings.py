@@ -19,6 +19,7 @@ from fnrelay.errors import ConfigurationError
 from fnrelay_endpoint.config import validators as check
 from fnrelay_endpoint.engines import interpreters
 from fnrelay_endpoint.engines.parsl import providers
+from fnrelay_endpoint.engines.parsl.polling import polled
 from fnrelay_endpoint.engines.resources import (
     FREE_TEXT_KEYS,
     NAME_PATTERN,
@@ -300,16 +301,6 @@ def _block_launcher(name: str) -> Any:
             "aprun": AprunLauncher}[name]()
 
 
-def _polled(provider: Any, period: float | None) -> Any:
-    """`provider` asking the scheduler about its blocks every `period` s (Parsl: 60 s for
-    Slurm and PBSPro, so a scancelled pilot would count as pending capacity for a minute)."""
-    if period is None:
-        return provider
-    provider.__class__ = type(type(provider).__name__, (type(provider),),
-                              {"status_polling_interval": property(lambda self: period)})
-    return provider
-
-
 #: What the MPI pilots of a typed provider change of its keywords.
 _MPI_OVERRIDES = ("launcher", "nodes_per_block", "init_blocks", "min_blocks", "max_blocks")
 
@@ -317,15 +308,15 @@ _MPI_OVERRIDES = ("launcher", "nodes_per_block", "init_blocks", "min_blocks", "m
 def _provider(s: ParslSettings, launcher: Any, nodes: int, init: int, low: int, high: int,
               worker_init: str | None = None) -> Any:
     """Parsl's provider for `s.provider` with this block shape."""
-    return _polled(_new_provider(s, launcher, nodes, init, low, high, worker_init),
-                   s.status_poll_period)
+    return polled(_new_provider(s, launcher, nodes, init, low, high, worker_init),
+                  s.status_poll_period)
 
 
 def _typed_htex_provider(s: ParslSettings) -> Any:
     """HTEX's provider built exactly as the typed `engine.provider` mapping says."""
     assert s.provider_spec is not None
-    return _polled(providers.provider_from_spec(s.provider_spec, **_typed_pbs_place(s)),
-                   s.status_poll_period)
+    return polled(providers.provider_from_spec(s.provider_spec, **_typed_pbs_place(s)),
+                  s.status_poll_period)
 
 
 def _typed_pbs_place(s: ParslSettings) -> dict[str, Any]:
@@ -347,8 +338,8 @@ def _typed_mpi_provider(s: ParslSettings, launcher: Any, worker_init: str | None
     if worker_init is not None:
         overrides["worker_init"] = worker_init
     overrides.update(_typed_pbs_place(s))
-    return _polled(providers.provider_from_spec(s.provider_spec, **overrides),
-                   s.status_poll_period)
+    return polled(providers.provider_from_spec(s.provider_spec, **overrides),
+                  s.status_poll_period)
 
 
 def _new_provider(s: ParslSettings, launcher: Any, nodes: int, init: int, low: int, high: int,
