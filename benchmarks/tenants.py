@@ -17,7 +17,9 @@ start a child endpoint process per user and endpoint). Then:
   against the same calls before the flood (the target is <= 2x). The flood's progress over
   the window is reported too: neither side starves. The first flooded call of each case is
   traced (`first_call_trace`): its task history's steps and the SDK's result, in ms after the
-  submit, and the messages ready in the broker's inbound queues just before it.
+  submit, and the messages ready in the broker's inbound queues just before it; every lone
+  call's steps give their medians (`idle_steps_p50_ms`, `flooded_steps_p50_ms`), which show
+  which step a flood makes slower.
 """
 
 from __future__ import annotations
@@ -147,15 +149,38 @@ def throughput(t: Tenants, users: int, tasks: int, timeout: float) -> dict[str, 
                        "results, history), scaled linearly to 1,000,000"}
 
 
-def lone_calls(ex: Any, n: int, timeout: float) -> list[float]:
-    """Seconds of `n` no-op calls made one at a time."""
-    out = []
+@dataclass
+class Calls:
+    """Lone calls made one at a time: each one's seconds, and its task id with the wall clock
+    at its submit and at its result (to place its history's steps, `step_medians`)."""
+
+    seconds: list[float] = field(default_factory=list)
+    marks: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+def lone_calls(ex: Any, n: int, timeout: float) -> Calls:
+    """`n` no-op calls made one at a time."""
+    out = Calls()
     for i in range(n):
-        t0 = time.monotonic()
-        if ex.submit(noop, i).result(timeout=timeout) != i:
+        t0, wall = time.monotonic(), time.time()
+        future = ex.submit(noop, i)
+        if future.result(timeout=timeout) != i:
             raise RuntimeError("a lone call returned a wrong value")
-        out.append(time.monotonic() - t0)
+        out.seconds.append(time.monotonic() - t0)
+        out.marks.append((future.task_id, wall, time.time()))
     return out
+
+
+def step_medians(client: Any, calls: Calls) -> dict[str, float]:
+    """Where the calls' time went: for each step of the task history (the broker's and the
+    endpoint's clocks, one machine here) and the SDK's result, the median ms after the
+    submit. Read after the timed calls, so the reads are not timed."""
+    steps: dict[str, list[float]] = {}
+    for task_id, t0, t1 in calls.marks:
+        for h in client.task_record(task_id)["history"]:
+            steps.setdefault(h["status"], []).append(1000 * (h["time"] - t0))
+        steps.setdefault("sdk_result", []).append(1000 * (t1 - t0))
+    return {k: round(statistics.median(v), 1) for k, v in steps.items()}
 
 
 def fairness(t: Tenants, flood: int, n_calls: int, task_ms: float, timeout: float,
@@ -174,6 +199,7 @@ def fairness(t: Tenants, flood: int, n_calls: int, task_ms: float, timeout: floa
             lone_calls(shared_ex, 10, timeout)
             idle = {"separate": lone_calls(sep_ex, n_calls, timeout),
                     "shared": lone_calls(shared_ex, n_calls, timeout)}
+            idle_steps = {case: step_medians(lone, c) for case, c in idle.items()}
             log(f"flooding {flood:,} tasks of {task_ms:g} ms")
             futures = [flood_ex.submit(sleepy, task_ms) for _ in range(flood)]
             _wait_submitted(futures, timeout)
@@ -183,6 +209,7 @@ def fairness(t: Tenants, flood: int, n_calls: int, task_ms: float, timeout: floa
             busy = {"separate": _flooded_calls(sep_ex, futures, n_calls, timeout, inbound),
                     "shared": _flooded_calls(shared_ex, futures, n_calls, timeout, inbound)}
             after = sum(f.done() for f in futures)
+            busy_steps = {case: step_medians(lone, c[0]) for case, c in busy.items()}
     finally:
         # What the flood left goes down with the stack: cancelling it would cost two
         # requests per task, and waiting for it the whole flood.
@@ -190,10 +217,13 @@ def fairness(t: Tenants, flood: int, n_calls: int, task_ms: float, timeout: floa
     cases = {}
     for case in ("separate", "shared"):
         calls, first, unfinished, trace = busy[case]
-        p_idle, p_busy = statistics.median(idle[case]), statistics.median(calls)
+        p_idle = statistics.median(idle[case].seconds)
+        p_busy = statistics.median(calls.seconds)
         cases[case] = {"idle_p50_ms": 1000 * p_idle, "flooded_p50_ms": 1000 * p_busy,
                        "ratio": p_busy / p_idle, "within_2x": p_busy <= 2 * p_idle,
-                       "flooded_max_ms": 1000 * max(calls), "calls": n_calls,
+                       "flooded_max_ms": 1000 * max(calls.seconds), "calls": n_calls,
+                       "idle_steps_p50_ms": idle_steps[case],
+                       "flooded_steps_p50_ms": busy_steps[case],
                        "first_call_ms": 1000 * first, "first_call_trace": trace,
                        "flood_unfinished_after_first_call": unfinished}
     return {"flood": flood, "flood_task_ms": task_ms, "cases": cases,
@@ -202,7 +232,7 @@ def fairness(t: Tenants, flood: int, n_calls: int, task_ms: float, timeout: floa
 
 
 def _flooded_calls(ex: Any, flood: list[Any], n: int, timeout: float, inbound: Any
-                   ) -> tuple[list[float], float, int, dict[str, Any]]:
+                   ) -> tuple[Calls, float, int, dict[str, Any]]:
     """The first lone call under the flood (a FIFO queue makes it wait for the whole flood
     ahead of it, which the later calls' p50 would hide) and how much of the flood was left
     then, where it waited (`trace`), and `n` more calls' timings."""
@@ -272,6 +302,8 @@ def render(result: dict[str, Any]) -> str:
                          f"{c['first_call_ms']:.1f} ms, flood left then "
                          f"{c['flood_unfinished_after_first_call']:,}")
             lines.append(f"           first call's trace: {c['first_call_trace']}")
+            lines.append(f"           steps, p50 ms after the submit: idle "
+                         f"{c['idle_steps_p50_ms']}, flooded {c['flooded_steps_p50_ms']}")
     return "\n".join(lines)
 
 

@@ -32,6 +32,10 @@ def test_a_tiny_tenants_run_writes_throughput_cpu_growth_and_fairness(tmp_path: 
     assert fair["flood"] == 300 and set(fair["cases"]) == {"separate", "shared"}
     for case in fair["cases"].values():
         assert case["idle_p50_ms"] > 0 and case["flooded_p50_ms"] > 0 and case["calls"] == 3
+        for state in ("idle_steps_p50_ms", "flooded_steps_p50_ms"):  # where the time went
+            steps = case[state]
+            assert {"received", "success", "sdk_result"} <= set(steps), steps
+            assert 0 <= steps["received"] <= steps["success"] <= steps["sdk_result"], steps
 
 
 def test_a_bad_option_is_a_usage_error() -> None:
