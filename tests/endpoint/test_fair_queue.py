@@ -1,5 +1,5 @@
-"""The local engine's queue (fnrelay_endpoint.engines.fair_queue): round-robin across
-submitters, FIFO within each, and the deque operations the engine relies on; and the parsl
+"""The local engine's queue (fnrelay_endpoint.engines.fair_queue): submitters in turn,
+FIFO within each, and the deque operations the engine relies on; and the parsl
 engine's TurnNumbers, the same turns as priorities for a scheduler's own queue."""
 
 from __future__ import annotations
@@ -29,6 +29,40 @@ def test_a_lone_task_is_taken_next_whatever_the_flood_before_it():
     q.append(task("b0", "bob"))
     assert len(q) == 1001
     assert [q.popleft().task_id for _ in range(3)] == ["m0", "b0", "m1"]
+
+
+def test_a_lone_task_arriving_while_the_flood_runs_goes_before_the_floods_next():
+    """Round-robin put a new submitter's turn after the flood's, so each lone call waited for
+    one more flood task than the one running; the turns now start at what runs."""
+    q = FairQueue()
+    for i in range(1000):
+        q.append(task(f"m{i}", "mallory"))
+    assert [q.popleft().task_id for _ in range(10)] == [f"m{i}" for i in range(10)]
+    for call in range(3):  # bob's calls, one at a time, each while a flood task runs
+        q.append(task(f"b{call}", "bob"))
+        assert q.peek().task_id == f"b{call}"
+        assert [q.popleft().task_id for _ in range(2)] == [f"b{call}", f"m{10 + call}"]
+
+
+def test_two_busy_submitters_alternate_and_a_late_one_banks_nothing():
+    q = FairQueue()
+    for i in range(4):
+        q.append(task(f"a{i}", "a"))
+    assert q.popleft().task_id == "a0"
+    for i in range(3):
+        q.append(task(f"b{i}", "b"))
+    assert drain(q) == ["b0", "a1", "b1", "a2", "b2", "a3"]  # b came while a0 ran
+
+
+def test_tasks_put_back_go_first_in_their_order_and_take_interleaves():
+    q = FairQueue()
+    for tid, who in [("a0", "a"), ("a1", "a"), ("a2", "a"), ("b0", "b"), ("b1", "b")]:
+        q.append(task(tid, who))
+    taken = q.take(lambda t: True, 3)
+    assert [t.task_id for t in taken] == ["a0", "b0", "a1"]
+    q.push_front(taken)  # the job could not be submitted: retried as it was
+    assert len(q) == 5
+    assert drain(q) == ["a0", "b0", "a1", "b1", "a2"]
 
 
 def test_submitters_take_turns_and_each_keeps_its_order():

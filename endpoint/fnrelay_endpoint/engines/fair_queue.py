@@ -1,108 +1,118 @@
-"""Queued tasks taken round-robin across submitters, FIFO within each.
+"""Queued tasks taken in turn across submitters, FIFO within each.
 
 The local engine hands its workers tasks from it, the batch engine its jobs. An endpoint
 shared by `allowed_functions` journals and queues every task it is sent at once (the journal,
 not RabbitMQ, holds the backlog), so a plain FIFO would make one user's lone call wait behind
-another's whole flood. Taking one task per submitter in turn bounds that wait by the number
-of submitters with work queued, whatever each has queued. The submitter is the broker's user
-id (`TaskMessage.submitter`, which the agent trusts only from the broker); tasks without one
-share one turn.
+another's whole flood. The turns are TurnNumbers' (start-time fair queuing): each task is
+numbered on from its submitter's last number or from the number last started, whichever is
+later, and the lowest number goes first (the oldest among equals). A lone call that arrives
+while a flood's task k runs is numbered k and goes next, ahead of the flood's k + 1; two busy
+submitters alternate; a submitter idle for a while banks nothing. The submitter is the
+broker's user id (`TaskMessage.submitter`, which the agent trusts only from the broker);
+tasks without one share one turn.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from fnrelay.wire import TaskMessage
+
+
+@dataclass(order=True)
+class _Queued:
+    turn: int  # its TurnNumbers number
+    seq: int  # arrival order, among equal numbers
+    task: TaskMessage = field(compare=False)
 
 
 class FairQueue:
     """A deque-like queue of tasks (append, popleft, remove, clear, len, iteration)."""
 
     def __init__(self) -> None:
-        self._lanes: dict[str, collections.deque[TaskMessage]] = {}
-        self._turns: collections.deque[str] = collections.deque()  # lanes with work, in turn
+        self._lanes: dict[str, collections.deque[_Queued]] = {}
+        self._turns = TurnNumbers()
+        self._seq = itertools.count()
+        self._front_seq = itertools.count(-1, -1)  # push_front's: ahead of every arrival
         self._len = 0
 
     def append(self, task: TaskMessage) -> None:
         key = task.submitter or ""
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = collections.deque()
-            self._turns.append(key)
-        lane.append(task)
+        item = _Queued(self._turns.number(key), next(self._seq), task)
+        self._lanes.setdefault(key, collections.deque()).append(item)
         self._len += 1
 
+    def _next_lane(self) -> str:
+        """The lane whose oldest task has the lowest number; IndexError when empty."""
+        if not self._lanes:
+            raise IndexError("empty FairQueue")
+        return min(self._lanes, key=lambda key: self._lanes[key][0])
+
     def popleft(self) -> TaskMessage:
-        """The next submitter's oldest task; IndexError when empty."""
-        if not self._turns:
-            raise IndexError("pop from an empty FairQueue")
-        key = self._turns.popleft()
+        """The task whose turn it is, which thereby starts; IndexError when empty."""
+        key = self._next_lane()
         lane = self._lanes[key]
-        task = lane.popleft()
-        if lane:
-            self._turns.append(key)
-        else:
+        item = lane.popleft()
+        if not lane:
             del self._lanes[key]
         self._len -= 1
-        return task
+        self._turns.started(item.turn)
+        return item.task
 
     def peek(self) -> TaskMessage:
         """What `popleft` would return, left queued; IndexError when empty."""
-        if not self._turns:
-            raise IndexError("peek at an empty FairQueue")
-        return self._lanes[self._turns[0]][0]
+        return self._lanes[self._next_lane()][0].task
 
     def push_front(self, tasks: Iterable[TaskMessage]) -> None:
-        """Put taken tasks back in front, in their order, their submitters' turns first (a
-        batch submission that failed for now is retried as it was)."""
-        for task in reversed(list(tasks)):
+        """Put taken tasks back in front, in their order, ahead of every queued task (a batch
+        submission that failed for now is retried as it was)."""
+        tasks = list(tasks)
+        if not tasks:
+            return
+        first = min((lane[0].turn for lane in self._lanes.values()), default=0)
+        for task in reversed(tasks):
             key = task.submitter or ""
-            lane = self._lanes.get(key)
-            if lane is None:
-                lane = self._lanes[key] = collections.deque()
-            else:
-                self._turns.remove(key)
-            self._turns.appendleft(key)
-            lane.appendleft(task)
+            item = _Queued(first, next(self._front_seq), task)
+            self._lanes.setdefault(key, collections.deque()).appendleft(item)
             self._len += 1
 
     def take(self, wanted: Callable[[TaskMessage], bool], limit: int) -> list[TaskMessage]:
-        """Up to `limit` queued tasks that are `wanted`, one per submitter in turn (each
-        submitter's in order); the others keep their places. One pass over the queue: a
-        batch job packs tasks out of a backlog of any size."""
-        lanes = [(key, [t for t in self._lanes[key] if wanted(t)]) for key in self._turns]
-        picked: list[TaskMessage] = []
-        depth = 0
-        while len(picked) < limit and any(len(ts) > depth for _, ts in lanes):
-            picked += [ts[depth] for _, ts in lanes if len(ts) > depth][:limit - len(picked)]
-            depth += 1
-        gone = {id(t) for t in picked}
-        for key, _ in lanes:
-            kept = collections.deque(t for t in self._lanes[key] if id(t) not in gone)
+        """Up to `limit` queued tasks that are `wanted`, in turn as `popleft` would take them
+        (each submitter's in order); they start, the others keep their places. One pass over
+        the queue: a batch job packs tasks out of a backlog of any size."""
+        found = [[item for item in lane if wanted(item.task)] for lane in self._lanes.values()]
+        picked = list(itertools.islice(heapq.merge(*found), limit))
+        if not picked:
+            return []
+        gone = {id(item) for item in picked}
+        for key in list(self._lanes):
+            kept = collections.deque(i for i in self._lanes[key] if id(i) not in gone)
             if kept:
                 self._lanes[key] = kept
             else:
                 del self._lanes[key]
-                self._turns.remove(key)
         self._len -= len(picked)
-        return picked
+        self._turns.started(max(item.turn for item in picked))
+        return [item.task for item in picked]
 
     def remove(self, task: TaskMessage) -> None:
         key = task.submitter or ""
         lane = self._lanes.get(key)
-        if lane is None:
+        item = next((i for i in lane or () if i.task is task), None) or next(
+            (i for i in lane or () if i.task == task), None)
+        if lane is None or item is None:
             raise ValueError("task not queued")
-        lane.remove(task)
+        lane.remove(item)
         self._len -= 1
         if not lane:
             del self._lanes[key]
-            self._turns.remove(key)
 
     def clear(self) -> None:
         self._lanes.clear()
-        self._turns.clear()
         self._len = 0
 
     def __len__(self) -> int:
@@ -113,7 +123,7 @@ class FairQueue:
 
     def __iter__(self) -> Iterator[TaskMessage]:
         """Every queued task, lane by lane (a snapshot: callers may remove while iterating)."""
-        return iter([t for lane in list(self._lanes.values()) for t in lane])
+        return iter([i.task for lane in list(self._lanes.values()) for i in lane])
 
 
 class TurnNumbers:

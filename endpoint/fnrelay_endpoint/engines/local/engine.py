@@ -316,7 +316,7 @@ class LocalEngine(Engine):
         #: Where tasks start (None: `tasks_working_dir` under output_dir).
         self.working_dir = working_dir
         self._stopped = threading.Event()  # ends the pruner
-        self._queue = FairQueue()  # round-robin across submitters: a shared endpoint
+        self._queue = FairQueue()  # submitters in turn: a shared endpoint
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # queue and life cycle; feeders without workers
         self._slots = [_Slot(i, lock) for i in range(max_workers)]
