@@ -104,9 +104,11 @@ def test_a_pilot_slurmctld_has_forgotten_counts_as_ended(slurm_cluster, tmp_path
     assert provider._cmd.startswith("squeue")  # this cluster has no accounting, so no sacct
     provider.script_dir = str(tmp_path)
     job = provider.submit("sleep 300", 1, "forgotten-pilot")
-    [before] = provider.status([job])
-    assert not before.terminal, before
-    subprocess.run(["scancel", job], check=True, timeout=30)
+    try:
+        [before] = provider.status([job])
+        assert not before.terminal, before
+    finally:  # never leave the job to the next tests
+        subprocess.run(["scancel", job], check=True, timeout=30)
     deadline = time.monotonic() + 180  # slurmctld purges old jobs on its own schedule
     while subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
                          timeout=30).returncode == 0:
