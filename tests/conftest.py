@@ -21,7 +21,7 @@ import pytest
 from fnrelay.devstack.processes import reap_marked
 from fnrelay.devstack.rabbitmq import RabbitMQServer, make_shared_tmpdir
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
-from support.session import MARKER
+from support.session import MARKER, discard_node
 from support.vhosts import add_vhost, delete_vhost, on_vhost
 
 #: Session fixtures of the test-only servers, for any test that asks for them.
@@ -62,7 +62,7 @@ def rabbitmq(_workdir: Path) -> Iterator[RabbitMQServer | ExternalRabbitMQ]:
         return
     server = RabbitMQServer(_workdir / "rabbitmq", marker=MARKER).start()
     yield server
-    server.stop()
+    discard_node(server)
 
 
 @pytest.fixture(scope="session")

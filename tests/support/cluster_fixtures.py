@@ -10,7 +10,7 @@ import pytest
 
 from fnrelay.devstack.rabbitmq import make_shared_tmpdir
 from fnrelay.devstack.rabbitmq_cluster import RabbitMQCluster
-from support.session import MARKER
+from support.session import MARKER, discard_node
 
 CLUSTER_NODES = 3
 
@@ -22,5 +22,6 @@ def rabbitmq_cluster() -> Iterator[RabbitMQCluster]:
     path = make_shared_tmpdir("fnrelay-cluster-")
     cluster = RabbitMQCluster(path, CLUSTER_NODES, marker=MARKER).start()
     yield cluster
-    cluster.stop()
+    for node in cluster.nodes:
+        discard_node(node)
     shutil.rmtree(path, ignore_errors=True)
