@@ -114,7 +114,6 @@ def test_a_typed_slurm_provider_with_srun_runs_a_task_in_a_real_pilot_job(
     assert f"Partition={slurm_cluster.default_partition}" in out
 
 
-
 def test_only_squeues_no_such_job_answer_is_read_as_an_empty_listing():
     """The Slurm provider's poll (polling.forgotten_jobs_are_gone): squeue's "Invalid job id
     specified" means slurmctld knows none of the jobs, so none is running; a controller that

@@ -102,8 +102,7 @@ class FairQueue:
     def remove(self, task: TaskMessage) -> None:
         key = task.submitter or ""
         lane = self._lanes.get(key)
-        item = next((i for i in lane or () if i.task is task), None) or next(
-            (i for i in lane or () if i.task == task), None)
+        item = next((i for i in lane or () if i.task is task or i.task == task), None)
         if lane is None or item is None:
             raise ValueError("task not queued")
         lane.remove(item)

@@ -13,6 +13,7 @@ import os
 import pwd
 import re
 import secrets
+import signal
 import stat
 import subprocess
 import tempfile
@@ -327,6 +328,17 @@ class RabbitMQServer:
                 stop_pid(pid, timeout=10)
         if self.proc is not None:
             stop_pid(self.proc.pid, timeout=10)
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the Erlang VM: a crash, with no goodbye to clients or peers (chaos tests),
+        or the quick end of a node whose data is thrown away next."""
+        pid = self.pid
+        if pid is None or not pid_alive(pid):
+            raise LocalStackError(f"node {self.nodename} is not running")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), f"{self.nodename} to die", 10, 0.05)
+        if self.proc is not None:
             self.proc.wait()
 
 

@@ -12,21 +12,19 @@ import json
 import os
 import pwd
 import secrets
-import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 from fnrelay.amqp import join_urls
 from fnrelay.config import private_mkdir, write_private
-from fnrelay.devstack.processes import START_TIMEOUT, LocalStackError, Log, quiet, wait_until
+from fnrelay.devstack.processes import START_TIMEOUT, LocalStackError, Log, quiet
 from fnrelay.devstack.rabbitmq import (
     RABBITMQ_USER,
     RabbitMQServer,
     _refuse_foreign_dir,
     is_root,
 )
-from fnrelay.processes import pid_alive
 
 #: Written once the nodes have joined: a restart on kept data needs no join.
 JOINED = "joined"
@@ -125,14 +123,7 @@ class RabbitMQCluster:
 
     def kill(self, i: int) -> None:
         """SIGKILL node `i`'s Erlang VM: a crash, with no goodbye to clients or peers."""
-        node = self.nodes[i]
-        pid = node.pid
-        if pid is None or not pid_alive(pid):
-            raise LocalStackError(f"node {node.nodename} is not running")
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not pid_alive(pid), f"{node.nodename} to die", 10, 0.05)
-        if node.proc is not None:
-            node.proc.wait()
+        self.nodes[i].kill()
 
     def restart(self, i: int) -> None:
         """Boot a killed node again on its data: it rejoins the cluster by itself."""
