@@ -416,7 +416,7 @@ class ResultConsumer(_Worker):
                 _reject(channel, method, props, body, e)
                 return
             if unknown and props.type == wire.MSG_STATUS:
-                held.retry_status_later(channel, endpoint_id, method, unknown)
+                held.await_records(channel, endpoint_id, method, unknown)
                 return
             if unknown:
                 held.retry_later(channel, endpoint_id, method, unknown, forwarded=False)
@@ -527,6 +527,16 @@ class _Delivery:
         return [r for r in self.results if r.task_id not in self.recorded]
 
 
+@dataclass(eq=False)  # each is one message: found by identity
+class _Statuses:
+    """A status message with updates for tasks not recorded yet."""
+
+    channel: BlockingChannel
+    endpoint_id: str
+    method: Basic.Deliver
+    updates: list[wire.StatusUpdate]  # those not applied yet
+
+
 class _Held:
     """Direct-path messages (task records, results the endpoint already sent to their
     groups) waiting up to HOLD seconds to be recorded together: nobody waits for these
@@ -535,6 +545,10 @@ class _Held:
     (a short task's result comes within that): half the database work of two writes. A
     result that comes before its task's record (the Executor sends its records every
     RECORDS_LINGER) waits for it as long, for the same reason.
+
+    Status updates for tasks not recorded yet wait for their records too (`await_records`):
+    a task with a status is not short, so its record is written at once, then the updates,
+    then its result, in the order they happened.
 
     Other messages do not wait for what is held: records come from a queue of their own
     (BROKER_RECORDS_QUEUE), so no order between the two holds anyway, and a result waiting
@@ -545,6 +559,7 @@ class _Held:
                  fwd: BlockingChannel) -> None:
         self.consumer, self.conn, self.fwd = consumer, conn, fwd
         self.items: list[_Delivery] = []
+        self.statuses: list[_Statuses] = []
         self.scheduled = self.urgent = False
 
     def add(self, channel: BlockingChannel, endpoint_id: str, method: Basic.Deliver,
@@ -553,7 +568,7 @@ class _Held:
             results: list[wire.ResultMessage] | None = None) -> None:
         self.items.append(_Delivery(channel, endpoint_id, method, props, body, tasks or [],
                                     results or []))
-        if len(self.items) >= HOLD_MAX:
+        if len(self.items) >= HOLD_MAX or (tasks and self._awaited(tasks)):
             self._schedule_now()
         else:
             self._schedule()
@@ -588,8 +603,11 @@ class _Held:
             return
         db, now = self.consumer.db, time.monotonic()
         results: dict[str, dict[str, wire.ResultMessage]] = defaultdict(dict)
+        awaited = self._awaited_ids()  # their status updates go between record and result
         for d in items:  # by endpoint (the routing key of a results message)
-            results[d.endpoint_id].update((r.task_id, r) for r in d.waiting())
+            results[d.endpoint_id].update((r.task_id, r) for r in d.waiting()
+                                          if r.task_id not in awaited)
+        written: set[str] = set()
         failed: set[int] = set()
         merged: set[str] = set()
         by_group: dict[tuple[str, str], list[_Delivery]] = defaultdict(list)
@@ -613,6 +631,9 @@ class _Held:
                 continue
             for d in ds:
                 d.written.update(m.task_id for m in now_due[id(d)])
+            written.update(m.task_id for m in msgs)
+        if written & awaited:
+            self._apply_statuses(written)
         by_endpoint: dict[str, list[wire.ResultMessage]] = defaultdict(list)
         for d in items:
             by_endpoint[d.endpoint_id] += [r for r in d.waiting()
@@ -664,13 +685,51 @@ class _Held:
 
         self._later(channel, method, retry)
 
-    def retry_status_later(self, channel: BlockingChannel, endpoint_id: str,
-                           method: Basic.Deliver, updates: list[wire.StatusUpdate]) -> None:
+    def await_records(self, channel: BlockingChannel, endpoint_id: str,
+                      method: Basic.Deliver, updates: list[wire.StatusUpdate]) -> None:
         """Status updates for tasks not recorded yet (the Executor's records of direct-path
-        tasks come batched, an endpoint's first status may overtake them): apply them once
-        more after UNKNOWN_RETRY, then give up (the result still records the task's end)."""
-        self._later(channel, method, lambda: tasks.apply_status(self.consumer.db,
-                                                                endpoint_id, updates))
+        tasks come batched, and a record is held for its result): applied as soon as their
+        records are written, which is now for records held here; the message is acked then.
+        Those still unknown after UNKNOWN_RETRY are applied once more and then dropped (the
+        result still records the task's end)."""
+        wait = _Statuses(channel, endpoint_id, method, updates)
+        self.statuses.append(wait)
+        self._schedule_now()
+        self.conn.call_later(UNKNOWN_RETRY, lambda: self._give_up(wait))
+
+    def _awaited_ids(self) -> set[str]:
+        """Tasks with status updates waiting for their records."""
+        return {u.task_id for w in self.statuses for u in w.updates}
+
+    def _awaited(self, msgs: list[wire.TaskMessage]) -> bool:
+        if not self.statuses:
+            return False
+        awaited = self._awaited_ids()
+        return any(m.task_id in awaited for m in msgs)
+
+    def _apply_statuses(self, written: set[str]) -> None:
+        """Apply the waiting status updates of the tasks whose records were just written;
+        ack each message once all of its updates are applied."""
+        for wait in list(self.statuses):
+            if not any(u.task_id in written for u in wait.updates):
+                continue
+            left: list[str] = []
+            tasks.apply_status(self.consumer.db, wait.endpoint_id, wait.updates, left)
+            wait.updates = _of(wait.updates, left)
+            if not wait.updates:
+                self._done(wait)
+
+    def _give_up(self, wait: _Statuses) -> None:
+        if wait not in self.statuses:
+            return
+        self.flush()
+        if wait in self.statuses:
+            tasks.apply_status(self.consumer.db, wait.endpoint_id, wait.updates)
+            self._done(wait)
+
+    def _done(self, wait: _Statuses) -> None:
+        self.statuses.remove(wait)
+        wait.channel.basic_ack(wait.method.delivery_tag)
 
     def _later(self, channel: BlockingChannel, method: Basic.Deliver,
                apply: Callable[[], Any]) -> None:

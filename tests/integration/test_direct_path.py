@@ -310,6 +310,42 @@ def test_a_status_that_overtakes_its_task_record_is_still_recorded(client, broke
     assert record["history"][-1]["detail"] == "slurm job 42"
 
 
+def test_status_updates_of_a_record_held_for_its_result_come_before_the_result(
+        client, broker_url, alice_token):  # type: ignore[no-untyped-def]
+    """The broker holds a direct-path record a moment for its result; a task that reports a
+    status meanwhile (a lost worker and its retry) keeps those steps, before its result."""
+    eid, endpoint_url = _register_endpoint(broker_url, alice_token)
+    group = client.create_task_group(endpoint_id=eid)
+    gid = group["task_group_id"]
+    tid, body = _tasks_body(client, add, (1, 2), gid)
+    with _publisher(group["amqp_url"]) as publish, connected(endpoint_url, eid) as send:
+        publish(wire.SUBMIT_EXCHANGE, eid + wire.RECORDS_SUFFIX, body, wire.MSG_TASKS)
+        time.sleep(0.05)  # the record is in the broker, held for its result (RECORD_HOLD)
+        send(status_message(tid, "running", "worker 1"))
+        send(status_message(tid, "waiting-for-endpoint", "retry 1 of 3: worker lost"))
+        send(result_message(tid, gid, serialize.serialize(3), forwarded=True))
+    record = wait_recorded(client, tid, "success")
+    assert [(h["status"], h["detail"]) for h in record["history"]] == [
+        ("received", ""), ("waiting-for-endpoint", DIRECT_DETAIL), ("running", "worker 1"),
+        ("waiting-for-endpoint", "retry 1 of 3: worker lost"), ("success", "")]
+
+
+def test_a_status_that_overtakes_its_record_is_recorded_before_the_result(
+        client, broker_url, alice_token):  # type: ignore[no-untyped-def]
+    eid, endpoint_url = _register_endpoint(broker_url, alice_token)
+    group = client.create_task_group(endpoint_id=eid)
+    gid = group["task_group_id"]
+    tid, body = _tasks_body(client, add, (1, 2), gid)
+    with _publisher(group["amqp_url"]) as publish, connected(endpoint_url, eid) as send:
+        send(status_message(tid, "running", "worker 1"))
+        time.sleep(0.1)  # the status is in the broker's queue first
+        publish(wire.SUBMIT_EXCHANGE, eid + wire.RECORDS_SUFFIX, body, wire.MSG_TASKS)
+        send(result_message(tid, gid, serialize.serialize(3), forwarded=True))
+    record = wait_recorded(client, tid, "success")
+    assert [h["status"] for h in record["history"]] == [
+        "received", "waiting-for-endpoint", "running", "success"]
+
+
 def test_code_that_does_not_match_its_function_id_is_recorded_as_failed(client, broker_url,
                                                                        alice_token):
     eid, _ = _register_endpoint(broker_url, alice_token)
