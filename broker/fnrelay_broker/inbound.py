@@ -15,29 +15,29 @@ from __future__ import annotations
 
 from fnrelay import wire
 from fnrelay.wire import globus
-from fnrelay_broker.validation import check_tree
+from fnrelay_broker.validation import check_body, check_tree
 
 
 def results(body: bytes) -> list[wire.ResultMessage]:
-    return wire.decode_results(body, finite=True, check=check_tree)
+    return wire.decode_results(body, finite=True, check=check_body(body))
 
 
 def direct_tasks(body: bytes) -> list[wire.TaskMessage]:
     """The tasks of a message an Executor published on the direct path (one task group's)."""
-    return wire.decode_direct_tasks(body, finite=True, check=check_tree)
+    return wire.decode_direct_tasks(body, finite=True, check=check_body(body))
 
 
 def status(body: bytes) -> list[wire.StatusUpdate]:
-    return wire.decode_status(body, finite=True, check=check_tree)
+    return wire.decode_status(body, finite=True, check=check_body(body))
 
 
 def heartbeat(endpoint_id: str, body: bytes) -> wire.Heartbeat:
     """A heartbeat of `endpoint_id` (the routing key, not the body, names the sender)."""
-    return wire.decode_heartbeat(body, endpoint_id, finite=True, check=check_tree)
+    return wire.decode_heartbeat(body, endpoint_id, finite=True, check=check_body(body))
 
 
 def child_failed(body: bytes) -> wire.ChildFailed:
-    return wire.decode_child_failed(body, finite=True, check=check_tree)
+    return wire.decode_child_failed(body, finite=True, check=check_body(body))
 
 
 def gc_result(body: bytes) -> wire.ResultMessage:

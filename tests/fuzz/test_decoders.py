@@ -102,6 +102,53 @@ def test_broker_inbound_checks_raise_only_value_error(body):
             pass
 
 
+
+def _verdict(check, doc):
+    try:
+        check(doc)
+        return None
+    except ValueError as e:
+        return str(e)
+
+
+_texts = st.text(alphabet=st.sampled_from(["a", "\x00", "\ud800", "\udfff", "\ue000", "\\",
+                                           "u", "\u00e9"]), max_size=6)
+_tree = st.recursive(st.none() | st.floats() | _texts,
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(_texts, inner, max_size=3), max_leaves=8)
+
+
+@_settings
+@given(doc=_tree, ascii_only=st.booleans(), encoding=st.sampled_from(["utf-8", "utf-16"]))
+def test_the_body_check_agrees_with_the_full_check(doc, ascii_only, encoding):
+    """`check_body` skips the strings of a body whose raw text cannot hold a NUL or a lone
+    surrogate: whatever the text, escaped or raw, it refuses what `check_tree` refuses."""
+    from fnrelay_broker.validation import check_body, check_tree
+
+    text = json.dumps({"v": doc}, ensure_ascii=ascii_only)
+    try:
+        body = text.encode(encoding, "surrogatepass")
+    except UnicodeEncodeError:
+        return
+    decoded = json.loads(body)  # as the codec decodes it
+    assert _verdict(check_body(body), decoded) == _verdict(check_tree, decoded)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"v":1,"updates":[{"task_id":"t","status":"running","detail":"a\\u0000b"}]}',
+    b'{"v":1,"updates":[{"task_id":"t","status":"running","detail":"\\uD800"}]}',
+    b'{"v":1,"updates":[{"task_id":"t","status":"running","detail":"\xed\xa0\x80"}]}',
+    '{"v":1,"updates":[{"task_id":"t","status":"running","detail":"\\u0000"}]}'
+    .encode("utf-16"),
+    b'{"v":1,"updates":[{"task_id":"t","status":"running","detail":"x"}],"deep":'
+    + b"[" * 70 + b"]" * 70 + b"}",
+])
+def test_the_broker_refuses_bad_text_and_depth_however_written(body):
+    from fnrelay_broker import inbound
+
+    with pytest.raises(wire.WireError):
+        inbound.status(body)
+
 _tags = st.sampled_from([serialize.TAG_DILL_CODE, serialize.TAG_DILL_DATA, serialize.TAG_JSON,
                          serialize.TAG_SOURCE]) | st.text(max_size=4)
 _data = st.one_of(

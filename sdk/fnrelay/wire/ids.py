@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 
@@ -30,11 +31,11 @@ def new_task_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+_CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def is_uuid(value: object) -> bool:
-    """Is `value` a UUID in canonical form (lower case, with hyphens)?"""
-    if not isinstance(value, str):
-        return False
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
+    """Is `value` a UUID in canonical form (lower case, with hyphens)? A pattern, not
+    `uuid.UUID`: the broker asks three times per direct-path record, and parsing and
+    formatting a UUID was a fifth of decoding one."""
+    return isinstance(value, str) and _CANONICAL_UUID.fullmatch(value) is not None
