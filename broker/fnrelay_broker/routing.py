@@ -560,7 +560,8 @@ class _Held:
         self.consumer, self.conn, self.fwd = consumer, conn, fwd
         self.items: list[_Delivery] = []
         self.statuses: list[_Statuses] = []
-        self.scheduled = self.urgent = False
+        self.unwritten: set[str] = set()  # ids of the held records not written yet
+        self.scheduled = self.urgent = self.everything = False
 
     def add(self, channel: BlockingChannel, endpoint_id: str, method: Basic.Deliver,
             props: pika.BasicProperties, body: bytes,
@@ -568,8 +569,12 @@ class _Held:
             results: list[wire.ResultMessage] | None = None) -> None:
         self.items.append(_Delivery(channel, endpoint_id, method, props, body, tasks or [],
                                     results or []))
-        if len(self.items) >= HOLD_MAX or (tasks and self._awaited(tasks)):
+        if tasks:
+            self.unwritten.update(m.task_id for m in tasks)
+        if len(self.items) >= HOLD_MAX:
             self._schedule_now()
+        elif tasks and self._awaited(tasks):
+            self._schedule_now(everything=False)
         else:
             self._schedule()
 
@@ -578,13 +583,16 @@ class _Held:
             self.scheduled = True
             self.conn.call_later(HOLD, lambda: self.flush(everything=False))
 
-    def _schedule_now(self) -> None:
+    def _schedule_now(self, everything: bool = True) -> None:
         """A flush at the connection's next turn, not in this callback: pika then dispatches
         the deliveries that came meanwhile (results first: their channel is older) before
-        another RECORDS_PER_WRITE records, instead of after every record held."""
+        another RECORDS_PER_WRITE records, instead of after every record held. Without
+        `everything`, only the groups of records that status updates await are written
+        whole; the others keep waiting for their results."""
+        self.everything = self.everything or everything
         if not self.urgent:
             self.urgent = True
-            self.conn.call_later(0, self.flush)
+            self.conn.call_later(0, lambda: self.flush(everything=self.everything))
 
     def flush_all(self) -> None:
         """Record every record held (the consumer stops)."""
@@ -596,7 +604,7 @@ class _Held:
         turn); with `everything` False (the timer) records whose results have not come yet
         wait on until they are RECORD_HOLD old (results whose records have not come always
         do)."""
-        self.scheduled = self.urgent = False
+        self.scheduled = self.urgent = self.everything = False
         budget = RECORDS_PER_WRITE
         items, self.items = self.items, []
         if not items:
@@ -616,7 +624,9 @@ class _Held:
                 by_group[(d.endpoint_id, str(d.tasks[0].task_group_id))].append(d)
         for (endpoint_id, group_id), ds in by_group.items():
             ours = results.get(endpoint_id, {})
-            now_due = _due_in_order(ds, ours, everything, now, budget)
+            awaited_here = bool(awaited) and any(
+                m.task_id in awaited and m.task_id not in d.written for d in ds for m in d.tasks)
+            now_due = _due_in_order(ds, ours, everything or awaited_here, now, budget)
             msgs = [m for d in ds for m in now_due[id(d)]]
             if not msgs:
                 continue
@@ -628,10 +638,12 @@ class _Held:
                 for d in ds:
                     _reject(d.channel, d.method, d.props, d.body, e)
                     failed.add(d.method.delivery_tag)
+                    self.unwritten.difference_update(m.task_id for m in d.tasks)
                 continue
             for d in ds:
                 d.written.update(m.task_id for m in now_due[id(d)])
             written.update(m.task_id for m in msgs)
+        self.unwritten -= written
         if written & awaited:
             self._apply_statuses(written)
         by_endpoint: dict[str, list[wire.ResultMessage]] = defaultdict(list)
@@ -694,7 +706,8 @@ class _Held:
         result still records the task's end)."""
         wait = _Statuses(channel, endpoint_id, method, updates)
         self.statuses.append(wait)
-        self._schedule_now()
+        if any(u.task_id in self.unwritten for u in updates):
+            self._schedule_now(everything=False)
         self.conn.call_later(UNKNOWN_RETRY, lambda: self._give_up(wait))
 
     def _awaited_ids(self) -> set[str]:
@@ -719,11 +732,18 @@ class _Held:
             if not wait.updates:
                 self._done(wait)
 
-    def _give_up(self, wait: _Statuses) -> None:
+    def _give_up(self, wait: _Statuses, deferred: bool = False) -> None:
+        """Apply what is still waiting once more and ack it, unless its record is held here
+        (its write's turn comes: wait on) or deliveries may be pending (pika runs timers
+        before them: one more turn first)."""
         if wait not in self.statuses:
             return
-        self.flush()
-        if wait in self.statuses:
+        if any(u.task_id in self.unwritten for u in wait.updates):
+            self._schedule_now(everything=False)
+            self.conn.call_later(HOLD, lambda: self._give_up(wait))
+        elif not deferred:
+            self.conn.call_later(0, lambda: self._give_up(wait, deferred=True))
+        else:
             tasks.apply_status(self.consumer.db, wait.endpoint_id, wait.updates)
             self._done(wait)
 
