@@ -19,6 +19,8 @@ import queue
 from collections.abc import Callable
 from typing import Any
 
+import pika
+
 from fnrelay import chunks, wire
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage
 from fnrelay_endpoint.agent import retries
@@ -112,9 +114,15 @@ class Outbox:
         results, retried = self._retry_or_finish(results)
         # Executors waiting on the direct path get their results first; the journal (and the
         # broker's copy) come after. A crash in between re-runs those tasks: they are
-        # journaled as unfinished, and an Executor ignores a second result.
+        # journaled as unfinished, and an Executor ignores a second result. A connection that
+        # breaks in between is no crash: nothing would run them again, so they are journaled
+        # all the same, and the next session publishes them.
+        broken: Exception | None = None
         if session is not None:
-            forwarded |= self._to_groups(session, results)
+            try:
+                forwarded |= self._to_groups(session, results)
+            except (pika.exceptions.AMQPError, OSError) as e:
+                broken = e
         self._add_records(results)
         # A task that already finished needs no separate "running" message: its result carries
         # the start time, from which the broker records the running step. A retried task
@@ -132,12 +140,27 @@ class Outbox:
             self._tasks.pop(r.task_id, None)
             self.failures.pop(r.task_id, None)
         self.mark_published(session)
+        if broken is not None:
+            self._put_back(updates)
+            raise broken
         if session is None:
             return
-        for chunk in chunks.by_count(updates, BATCH):
-            session.publish(wire.MSG_STATUS, wire.encode_status(chunk))
+        sent = 0
+        try:
+            for chunk in chunks.by_count(updates, BATCH):
+                session.publish(wire.MSG_STATUS, wire.encode_status(chunk))
+                sent += len(chunk)
+        except (pika.exceptions.AMQPError, OSError):
+            self._put_back(updates[sent:])
+            raise
         if stored and session.results is not None:
             session.results.send(Batch(stored, forwarded))
+
+    def _put_back(self, updates: list[StatusUpdate]) -> None:
+        """Status updates a broken connection did not take: the next session's drain sends
+        them (the broker refuses one about a task that has ended since)."""
+        for u in updates:
+            self._items.put(("status", u))
 
     def publish_results(self, results: list[ResultMessage]) -> None:
         """Hand results to the result publisher, after publishing direct-path ones to their
