@@ -150,7 +150,7 @@ def test_older_single_layout_and_doc_examples_map_to_fnrelay_engines(caplog):
     ("authentication_policy", str(uuid.uuid4())),
     ("high_assurance", True),
     ("pam", {"enable": True}),
-])
+], ids=["allowed_functions", "authentication_policy", "high_assurance", "pam"])
 def test_gc_restrictions_are_refused_never_dropped(key, value):
     with pytest.raises(ConfigurationError) as e:
         EndpointConfig.from_dict({"broker_url": "http://x", key: value,
