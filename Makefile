@@ -80,8 +80,12 @@ demo: deps demo-venv
 	eval "$$exports"; \
 	$(BIN)/python examples/demo.py
 
+# Two pytest-xdist workers, a module each at a time (tests/support/workers.py): the suite mostly
+# waits on servers and schedulers, so two take about half the time on two cores.
+TEST_WORKERS ?= 2
+
 test: test-deps venv gc-venv lint
-	$(BIN)/python -m pytest -q --durations=25 tests/
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile tests/
 
 lint: venv
 	$(BIN)/ruff check .

@@ -24,8 +24,9 @@ from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from support.session import MARKER, discard_node
 from support.vhosts import add_vhost, delete_vhost, on_vhost
 
-#: Session fixtures of the test-only servers, for any test that asks for them.
-pytest_plugins = ["support.slurm_fixtures", "support.cluster_fixtures"]
+#: Session fixtures of the test-only servers, for any test that asks for them, and how the
+#: suite is split across pytest-xdist workers.
+pytest_plugins = ["support.slurm_fixtures", "support.cluster_fixtures", "support.workers"]
 
 
 

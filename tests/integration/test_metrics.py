@@ -161,7 +161,9 @@ def test_figures_change_as_tasks_run(stack):
         return sum(endpoint_value(s, "fnrelay_endpoint_journal_tasks", stack, state=state) or 0
                    for state in ("queued", "running"))
 
-    assert unfinished(during) == 1  # the nap, journaled until its result
+    # The nap, journaled until its result (the others' results may not be journaled yet when
+    # that heartbeat went out: the agent journals them a moment after they went to the group).
+    assert unfinished(during) >= 1
     wait_for(lambda: unfinished(stack.samples()) == 0, "the journal's figures after the nap")
     # A heartbeat sent while the nap's result awaited RabbitMQ's confirm still counts it.
     wait_for(lambda: endpoint_value(stack.samples(), "fnrelay_endpoint_unpublished_results",
