@@ -14,6 +14,7 @@ import requests
 from fnrelay import wire
 from fnrelay.amqp import connection_parameters
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage
+from fnrelay_broker.amqp import declare_exchanges
 from fnrelay_endpoint.agent.journal import DONE, Journal
 from fnrelay_endpoint.agent.outbox import Outbox
 from fnrelay_endpoint.agent.session import Session
@@ -38,14 +39,32 @@ def close_from_rabbitmq(rabbitmq, name: str) -> None:  # type: ignore[no-untyped
                     timeout=10).raise_for_status()
 
 
-def test_results_drained_when_the_connection_breaks_are_journaled_for_the_next_session(
-        rabbitmq, amqp_url: str, tmp_path: Path) -> None:
-    """A direct-path result (and a status update) taken from the engine's queue while the
-    session's connection breaks under the publish to its group: the drain raises (the agent
-    reconnects), the result is in the journal as done and unpublished, which the next session
-    publishes, and the update is sent by the next drain. Nothing runs the task again: a result
-    lost here would leave its future waiting for ever."""
-    endpoint_id, name = str(uuid.uuid4()), f"outbox-test-{uuid.uuid4().hex[:8]}"
+def start_session(amqp_url: str, name: str, endpoint_id: str, journal: Journal) -> Session:
+    conn = pika.BlockingConnection(connection_parameters(amqp_url, name))
+    session = Session(conn, pika.URLParameters(amqp_url).credentials.username, endpoint_id)
+    session.start(amqp_url, journal, lambda: None)
+    return session
+
+
+def end_session(session: Session) -> None:
+    session.stop_results()
+    session.close()
+
+
+def test_results_drained_when_the_connection_breaks_are_published_by_the_next_session(
+        rabbitmq, new_vhost, tmp_path: Path) -> None:
+    """A direct-path result and a status update, taken from the engine's queue while RabbitMQ
+    closes the session's connection: the drain raises (the agent reconnects), the result is
+    journaled as done, and the next session sends both to the broker. Nothing runs the task
+    again: a result lost here would leave its future waiting for ever."""
+    amqp_url = new_vhost("fnrelay-outbox")
+    endpoint_id = str(uuid.uuid4())
+    setup = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = setup.channel()
+    declare_exchanges(ch)
+    to_broker = ch.queue_declare("", exclusive=True).method.queue  # as the broker's binds
+    ch.queue_bind(to_broker, wire.RESULTS_EXCHANGE, routing_key=endpoint_id)
+
     task = TaskMessage(task_id=str(uuid.uuid4()), function_id=str(uuid.uuid4()),
                        function="f", payload="p", task_group_id=str(uuid.uuid4()), direct=True)
     journal = Journal(tmp_path / "journal.sqlite")
@@ -53,13 +72,12 @@ def test_results_drained_when_the_connection_breaks_are_journaled_for_the_next_s
     engine = LocalEngine(1, lambda r: None, lambda u: None)  # only asked for its backlog
     outbox = Outbox(endpoint_id, EndpointConfig(broker_url="http://unused"), journal, engine,
                     start_task=lambda t, n: None)
-    conn = pika.BlockingConnection(connection_parameters(amqp_url, name))
-    session = Session(conn, pika.URLParameters(amqp_url).credentials.username, endpoint_id)
-    session.start(amqp_url, journal, lambda: None)
+    name = f"outbox-test-{uuid.uuid4().hex[:8]}"
+    first = start_session(amqp_url, name, endpoint_id, journal)
     try:
-        outbox.session = session
+        outbox.session = first
         outbox.track(task)
-        # No queue is bound for this group: the group sender declines, the drain publishes.
+        # No group queue is bound: the group sender declines, the drain publishes.
         assert outbox.add_result(ResultMessage(task_id=task.task_id, status="success",
                                                result="03\n1",
                                                task_group_id=task.task_group_id)) is False
@@ -67,14 +85,37 @@ def test_results_drained_when_the_connection_breaks_are_journaled_for_the_next_s
         outbox.add_status(StatusUpdate(task_id=other, status=wire.TaskState.RUNNING.value))
         close_from_rabbitmq(rabbitmq, name)
 
-        with pytest.raises((pika.exceptions.AMQPError, OSError)):
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
             outbox.drain()
-
         assert journal.state(task.task_id) == DONE
-        assert [r.task_id for r in journal.unpublished()] == [task.task_id]
-        outbox.session = None
-        put_back = outbox._items.get_nowait()
-        assert put_back[0] == "status" and put_back[1].task_id == other
     finally:
-        session.stop_results()
-        session.close()
+        outbox.session = None
+        end_session(first)
+
+    second = start_session(amqp_url, f"{name}-again", endpoint_id, journal)
+    try:
+        outbox.session = second
+        outbox.publish_results(journal.unpublished())  # as the agent's next session starts
+        outbox.drain()
+        got: dict[str, list[str]] = {}
+
+        def both() -> bool:
+            method, props, body = ch.basic_get(to_broker, auto_ack=True)
+            if method is not None:
+                items = (wire.decode_results(body) if props.type == wire.MSG_RESULTS
+                         else wire.decode_status(body))
+                got.setdefault(props.type, []).extend(i.task_id for i in items)
+            return len(got) == 2
+
+        wait_for(both, "the result and the status update at the broker's binding")
+        assert got == {wire.MSG_RESULTS: [task.task_id], wire.MSG_STATUS: [other]}
+
+        def marked() -> bool:  # as each drain of the agent does
+            outbox.mark_published(second)
+            return not journal.unpublished()
+
+        wait_for(marked, "the journal to mark the result published", timeout=10)
+    finally:
+        outbox.session = None
+        end_session(second)
+        setup.close()

@@ -203,6 +203,8 @@ class Agent:
                           _forwarded_key(reg, self.endpoint_id))
             sub = self._consumer_channel(conn, reg["task_queue"])
             self.outbox.session = session
+            # A timer of the last connection that never ran must not hold back this one's.
+            self._retry_pending = False
             with self._wake_lock:
                 self._conn, self._wake_pending, self._hold_pending = conn, False, False
             self.outbox.publish_results(self.journal.unpublished())

@@ -56,6 +56,8 @@ class Outbox:
         self._tasks: dict[str, TaskMessage] = {}  # running tasks as received (for retries)
         #: Direct-path tasks not yet published: task id -> group (results go straight there).
         self._direct: dict[str, str] = {}
+        #: Status updates a broken connection did not take (the I/O thread's alone).
+        self._unsent: list[StatusUpdate] = []
 
     def track(self, task: TaskMessage) -> None:
         """Note a task the engine is about to run (I/O thread)."""
@@ -98,7 +100,7 @@ class Outbox:
         between sessions)."""
         session = self.session
         results: list[ResultMessage] = []
-        updates: list[StatusUpdate] = []
+        updates, self._unsent = self._unsent, []  # first: they came before what is queued
         while True:
             try:
                 results.append(self._sent.get_nowait())
@@ -115,13 +117,13 @@ class Outbox:
         # Executors waiting on the direct path get their results first; the journal (and the
         # broker's copy) come after. A crash in between re-runs those tasks: they are
         # journaled as unfinished, and an Executor ignores a second result. A connection that
-        # breaks in between is no crash: nothing would run them again, so they are journaled
-        # all the same, and the next session publishes them.
-        broken: Exception | None = None
+        # breaks in between (or pika fails in any other way) is no crash: nothing would run
+        # them again, so they are journaled all the same, and the next session publishes them.
+        broken: BaseException | None = None
         if session is not None:
             try:
                 forwarded |= self._to_groups(session, results)
-            except (pika.exceptions.AMQPError, OSError) as e:
+            except BaseException as e:  # noqa: BLE001 - re-raised below, once journaled
                 broken = e
         self._add_records(results)
         # A task that already finished needs no separate "running" message: its result carries
@@ -141,26 +143,28 @@ class Outbox:
             self.failures.pop(r.task_id, None)
         self.mark_published(session)
         if broken is not None:
-            self._put_back(updates)
+            self._unsent = updates
             raise broken
         if session is None:
             return
-        sent = 0
-        try:
-            for chunk in chunks.by_count(updates, BATCH):
-                session.publish(wire.MSG_STATUS, wire.encode_status(chunk))
-                sent += len(chunk)
-        except (pika.exceptions.AMQPError, OSError):
-            self._put_back(updates[sent:])
-            raise
+        self._publish_updates(session, updates)
         if stored and session.results is not None:
             session.results.send(Batch(stored, forwarded))
 
-    def _put_back(self, updates: list[StatusUpdate]) -> None:
-        """Status updates a broken connection did not take: the next session's drain sends
-        them (the broker refuses one about a task that has ended since)."""
-        for u in updates:
-            self._items.put(("status", u))
+    def _publish_updates(self, session: Session, updates: list[StatusUpdate]) -> None:
+        """Publish status updates. Those a broken connection did not take wait in `_unsent`
+        for the next session's drain (the broker refuses one about a task that has ended
+        since); those RabbitMQ refuses are dropped, as a task's result still records its
+        end (sent again, they would fail every session's first drain)."""
+        for i, chunk in enumerate(chunks.by_count(updates, BATCH)):
+            try:
+                session.publish(wire.MSG_STATUS, wire.encode_status(chunk))
+            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
+                log.warning("RabbitMQ did not take %d status update(s) (%s); dropped",
+                            len(chunk), type(e).__name__)
+            except BaseException:
+                self._unsent = updates[i * BATCH:]
+                raise
 
     def publish_results(self, results: list[ResultMessage]) -> None:
         """Hand results to the result publisher, after publishing direct-path ones to their

@@ -220,7 +220,7 @@ class GroupSender:
                 return False
             return publish_to_group(self._channel, self._user, self._endpoint_id, group_id,
                                     [result])
-        except (pika.exceptions.AMQPError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - on an engine thread: the result must go on
             log.warning("the group result sender lost its connection (%r); results go the "
                         "batched way", e)
             self._drop()
