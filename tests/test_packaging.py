@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from support.pythons import building_from_the_checkout
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = r"""
@@ -86,11 +88,12 @@ for name in sys.argv[1:]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)],
-        capture_output=True, text=True,
-    )
+    with building_from_the_checkout():
+        build = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+             "-w", str(out), str(ROOT)],
+            capture_output=True, text=True,
+        )
     assert build.returncode == 0, build.stdout + build.stderr
     (found,) = out.glob("fnrelay-*.whl")
     return found

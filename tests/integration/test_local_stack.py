@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fnrelay.devstack.processes import marked_pids
 from fnrelay.devstack.rabbitmq import make_shared_tmpdir
 from fnrelay.processes import pid_alive
+from support.stack_processes import left_running
 
 FNRELAY = str(Path(sys.executable).parent / "fnrelay")
 EXPORTS = ("FNRELAY_HOME", "FNRELAY_BROKER_URL", "FNRELAY_TOKEN", "FNRELAY_ENDPOINT_ID",
@@ -55,18 +55,6 @@ def parse_exports(stdout: str) -> dict[str, str]:
     return out
 
 
-def left_running(stack_dir: Path) -> list[int]:
-    """Processes the stack in `stack_dir` started that still run, but for epmd (Erlang's port
-    mapper, which other nodes on the machine may share)."""
-    def comm(pid: int) -> str | None:
-        try:
-            return Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            return None  # gone meanwhile
-
-    return [p for p in marked_pids(str(stack_dir.resolve())) if comm(p) not in (None, "epmd")]
-
-
 @pytest.fixture
 def stack_dir():
     base = make_shared_tmpdir("fnrelay-local-test-")
@@ -74,7 +62,7 @@ def stack_dir():
     yield path
     if (path / "state.json").exists():
         fnrelay("local", "down", "--dir", str(path))
-    for pid in marked_pids(str(path.resolve())):
+    for pid in left_running(path):
         os.kill(pid, 9)
     shutil.rmtree(base, ignore_errors=True)
 

@@ -27,8 +27,8 @@ import pika
 import pytest
 import requests
 
-from fnrelay.devstack.processes import marked_pids
 from fnrelay.devstack.rabbitmq import make_shared_tmpdir
+from support.stack_processes import left_running
 
 ATTACKER = "fnrelay-attacker"
 BIN = Path(sys.executable).parent
@@ -99,7 +99,7 @@ def _down(path: Path) -> None:
     if (path / "state.json").exists():
         subprocess.run([FNRELAY, "local", "down", "--dir", str(path)], capture_output=True,
                        timeout=120, env=clean_env())
-    for pid in marked_pids(str(path.resolve())):
+    for pid in left_running(path):
         os.kill(pid, 9)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from fnrelay.devstack.processes import marked_pids
 from fnrelay.devstack.rabbitmq import make_shared_tmpdir, rabbitmq_dir_for
 from support.doc_blocks import ROOT, Block
+from support.stack_processes import left_running
 
 
 @dataclass
@@ -57,7 +58,7 @@ def terminal() -> Iterator[Terminal]:
         if (term.default_stack / "state.json").exists():
             subprocess.run([str(checkout / ".venv" / "bin" / "fnrelay"), "local", "down"],
                            env=env, capture_output=True, timeout=120)
-        for pid in term.left_running():
+        for pid in left_running(term.default_stack):  # epmd aside: others share it
             os.kill(pid, 9)
         shutil.rmtree(rabbitmq_dir_for(term.default_stack), ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)

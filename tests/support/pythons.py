@@ -6,12 +6,17 @@ A missing interpreter fails the test that needs it (the suite's machines carry 3
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import platform
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,19 @@ OWN = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 _lock = threading.Lock()
 _made: dict[tuple[str, bool, bool], Path] = {}
+
+
+@contextmanager
+def building_from_the_checkout() -> Iterator[None]:
+    """Held while pip or uv builds from this checkout: they write build/ and fnrelay.egg-info
+    inside it, so another pytest worker (or test run) building meanwhile waits its turn."""
+    tag = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"fnrelay-build-{tag}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def interpreter(version: str) -> str:
@@ -65,11 +83,12 @@ def venv(version: str, root: Path, sdk: bool = False, parsl: bool = False) -> st
             where = root / f"py{version}{'-sdk' if sdk else ''}{'-parsl' if parsl else ''}"
             run_uv("venv", "-q", "--python", interpreter(version), str(where))
             python = str(where / "bin" / "python")
-            if sdk:
-                run_uv("pip", "install", "-q", "--python", python, "-e", str(ROOT))
-            else:
-                run_uv("pip", "install", "-q", "--python", python, "--no-deps", "-e",
-                       str(ROOT))
+            with building_from_the_checkout():
+                if sdk:
+                    run_uv("pip", "install", "-q", "--python", python, "-e", str(ROOT))
+                else:
+                    run_uv("pip", "install", "-q", "--python", python, "--no-deps", "-e",
+                           str(ROOT))
                 extra = [f"parsl=={_version('parsl')}"] if parsl else []
                 run_uv("pip", "install", "-q", "--python", python, "dill", *extra)
             _made[key] = where
@@ -88,7 +107,7 @@ def wheelhouse(root: Path) -> Path:
     import dill
 
     where = root / "wheelhouse"
-    with _lock:
+    with _lock, building_from_the_checkout():
         if not (where / ".complete").exists():
             where.mkdir(parents=True, exist_ok=True)
             for args in (["wheel", "--no-deps", "--no-build-isolation", "-w", str(where),
