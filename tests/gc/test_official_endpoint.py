@@ -23,7 +23,7 @@ import pytest
 import yaml
 from pika.exceptions import ChannelClosedByBroker
 
-from fnrelay.devstack.processes import port_free, spawn, stop_pid
+from fnrelay.devstack.processes import spawn, stop_pid
 from fnrelay.devstack.rabbitmq import make_shared_tmpdir
 from fnrelay.devstack.services import BrokerServer
 from support.session import MARKER
@@ -38,6 +38,7 @@ from support_official import (  # noqa: E402
     gc_wheelhouse,
     give_uv,
     needs_gc_venv,
+    port_5000,  # noqa: F401 - the fixture
     run_sdk,
     shared_gc_venv,
 )
@@ -144,11 +145,10 @@ def accounts() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def stack(rabbitmq, new_vhost, _workdir: Path, accounts: dict[str, str]) -> Iterator[Stack]:
+def stack(port_5000: int, rabbitmq, new_vhost, _workdir: Path,  # noqa: F811 - the fixture
+          accounts: dict[str, str]) -> Iterator[Stack]:
     """A broker on port 5000 and Alice's official endpoint run by root (multi-user), from a
     copy of .venv-gc its user endpoints (run as the mapped account) can run too."""
-    if not port_free(PORT):
-        pytest.fail(f"port {PORT} is taken: the official packages reach only localhost:{PORT}")
     d = _workdir / f"gc-endpoint-{uuid.uuid4().hex[:6]}"
     shared = make_shared_tmpdir("fnrelay-gc-ep-")
     broker = BrokerServer(d / "broker", new_vhost("gc-endpoint"), port=PORT, marker=MARKER,

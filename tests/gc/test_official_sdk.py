@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from fnrelay.devstack.processes import port_free
 from fnrelay.devstack.services import BrokerServer
 from support.session import MARKER
 
@@ -27,6 +26,7 @@ from support_official import (  # noqa: E402
     add_party,
     gc_venv,  # noqa: F401 - the fixture pytestmark names
     needs_gc_venv,
+    port_5000,  # noqa: F401 - the fixture
     run_sdk,
 )
 
@@ -42,10 +42,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(rabbitmq, new_vhost, _workdir: Path) -> Iterator[Stack]:
-    if not port_free(PORT):
-        pytest.fail(f"port {PORT} is taken: the official SDK reaches only localhost:{PORT}; "
-                    "stop what holds it")
+def stack(port_5000: int, rabbitmq, new_vhost,  # noqa: F811 - the fixture
+          _workdir: Path) -> Iterator[Stack]:
     d = _workdir / f"gc-official-{uuid.uuid4().hex[:6]}"
     broker = BrokerServer(d / "broker", new_vhost("gc-official"), port=PORT, marker=MARKER,
                           management_url=rabbitmq.management_url,

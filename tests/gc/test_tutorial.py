@@ -42,7 +42,8 @@ TUTORIAL = HERE / "tutorial.py"
 GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV") or HERE.parents[1] / ".venv-gc")
 #: The official SDK reaches a self-hosted service only here (GLOBUS_SDK_ENVIRONMENT=local).
 GC_PORT = 5000
-#: Held while this module's gc-proxy owns port 5000, so two test runs on one machine take turns.
+#: Held while this module's gc-proxy owns port 5000, so two test runs on one machine take turns
+#: (support_official.port_5000 takes the same lock).
 PORT_LOCK = Path("/tmp/fnrelay-gc-port-5000.lock")
 SLURM_ENGINE = {"type": "batch", "scheduler": "slurm", "launcher": "srun", "poll_interval": 0.5}
 #: Upper bound for one task (seconds), per engine: a Slurm job waits for the scheduler.
