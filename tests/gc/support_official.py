@@ -5,7 +5,6 @@ main venv), and the official SDK run in subprocesses of that venv."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pwd
@@ -19,17 +18,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from fnrelay.devstack.processes import port_free, spawn
+from fnrelay.devstack.processes import spawn
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
-from support.waiting import wait_for
+from support.gc_proxy import GC_PORT, holding_gc_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV", str(ROOT / ".venv-gc")))
 GC_PYTHON = GC_VENV / "bin" / "python"
-PORT = 5000
-#: Held while a module's service owns PORT, so two test runs on one machine take turns
-#: (tests/support/workers.py keeps these modules on one worker within a run).
-PORT_LOCK = Path("/tmp/fnrelay-gc-port-5000.lock")
+PORT = GC_PORT
 SOURCES = os.pathsep.join(str(ROOT / p) for p in ("sdk", "broker", "endpoint", "wrappers"))
 #: globus-compute-endpoint's wheels and its dependencies' (scripts/gc-wheelhouse.sh).
 WHEELHOUSE = Path(os.environ.get("FNRELAY_GC_WHEELHOUSE", str(GC_VENV / "wheelhouse")))
@@ -51,16 +47,9 @@ needs_gc_venv = pytest.mark.usefixtures("gc_venv")
 
 @pytest.fixture(scope="module")
 def port_5000() -> Iterator[int]:
-    """PORT, free, for this module alone while it runs: another test run's module that owns
-    it is waited out."""
-    with open(PORT_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            wait_for(lambda: port_free(PORT),
-                     f"port {PORT} to be free (the official packages reach only that port)")
-            yield PORT
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """PORT, free, for this module alone while it runs (`holding_gc_port`)."""
+    with holding_gc_port() as port:
+        yield port
 
 
 class GlobusComputeEndpoint(LocalEndpoint):

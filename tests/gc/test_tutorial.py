@@ -16,7 +16,6 @@ always say exactly what is left of issue 18.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -32,19 +31,13 @@ import requests
 
 from fnrelay.devstack import services
 from fnrelay.devstack.services import LocalEndpoint
-from support.gc_proxy import gc_proxy, listening
+from support.gc_proxy import gc_proxy, holding_gc_port
 from support.session import MARKER
-from support.waiting import wait_for
 
 HERE = Path(__file__).parent
 TUTORIAL = HERE / "tutorial.py"
 #: The official SDK's venv (`make gc-venv`); FNRELAY_GC_VENV names another.
 GC_VENV = Path(os.environ.get("FNRELAY_GC_VENV") or HERE.parents[1] / ".venv-gc")
-#: The official SDK reaches a self-hosted service only here (GLOBUS_SDK_ENVIRONMENT=local).
-GC_PORT = 5000
-#: Held while this module's gc-proxy owns port 5000, so two test runs on one machine take turns
-#: (support_official.port_5000 takes the same lock).
-PORT_LOCK = Path("/tmp/fnrelay-gc-port-5000.lock")
 SLURM_ENGINE = {"type": "batch", "scheduler": "slurm", "launcher": "srun", "poll_interval": 0.5}
 #: Upper bound for one task (seconds), per engine: a Slurm job waits for the scheduler.
 TASK_WAIT = {"local": 60, "batch": 120}
@@ -143,18 +136,12 @@ def endpoints(request, broker, tutorial_user, tmp_path_factory) -> Iterator[dict
 
 @pytest.fixture(scope="module")
 def port_5000(broker, tmp_path_factory) -> Iterator[str]:
-    """`fnrelay gc-proxy` on 127.0.0.1:5000 forwarding to the session's broker, while holding
-    PORT_LOCK (another test run waits for it)."""
-    with open(PORT_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            wait_for(lambda: not listening(GC_PORT),
-                     f"port {GC_PORT} to be free (the official SDK reaches only that port)")
-            log = tmp_path_factory.mktemp("gc-proxy") / "proxy.log"
-            with gc_proxy(broker.url, GC_PORT, log):
-                yield f"http://localhost:{GC_PORT}"
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """`fnrelay gc-proxy` on 127.0.0.1:5000 forwarding to the session's broker, the port held
+    while it runs (`holding_gc_port`: another test run waits for it)."""
+    with holding_gc_port() as port:
+        log = tmp_path_factory.mktemp("gc-proxy") / "proxy.log"
+        with gc_proxy(broker.url, port, log):
+            yield f"http://localhost:{port}"
 
 
 def _run_tutorial(python: Path | str, sdk: str, endpoint_id: str, engine: str,

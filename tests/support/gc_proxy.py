@@ -9,8 +9,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fnrelay.devstack.processes import executable, spawn, stop_pid, tail
+from fnrelay.devstack.processes import executable, port_free, spawn, stop_pid, tail
+from support.file_lock import file_lock
 from support.waiting import wait_for
+
+#: The official SDK reaches a self-hosted service only here (GLOBUS_SDK_ENVIRONMENT=local).
+GC_PORT = 5000
+#: Held while a test module's service owns GC_PORT (tests/support/workers.py keeps those
+#: modules on one worker within a run; this makes two runs on one machine take turns).
+PORT_LOCK = Path("/tmp/fnrelay-gc-port-5000.lock")
 
 
 def listening(port: int) -> bool:
@@ -34,3 +41,13 @@ def gc_proxy(broker_url: str, port: int, log: Path, ca_bundle: str | None = None
     finally:
         stop_pid(proc.pid)
         proc.wait()
+
+
+@contextmanager
+def holding_gc_port() -> Iterator[int]:
+    """GC_PORT, free, for the caller alone while the block runs: another test run's module
+    that owns it is waited out."""
+    with file_lock(PORT_LOCK):
+        wait_for(lambda: port_free(GC_PORT),
+                 f"port {GC_PORT} to be free (the official packages reach only that port)")
+        yield GC_PORT

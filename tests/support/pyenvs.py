@@ -10,13 +10,14 @@ interpreter fails the test (these machines carry them), it never skips.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import fcntl
 import hashlib
 import os
 import subprocess
 from pathlib import Path
 
 import tomllib
+
+from support.file_lock import file_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 PYENV = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
@@ -53,8 +54,7 @@ def sdk_env(version: str) -> Path:
     python = target / "bin" / "python"
     ready = target / ".fnrelay-ready"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{version}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(target.parent / f".{version}.lock"):
         if not ready.exists():
             subprocess.run([str(interpreter(version)), "-m", "venv", "--clear", str(target)],
                            check=True, capture_output=True)

@@ -6,7 +6,6 @@ A missing interpreter fails the test that needs it (the suite's machines carry 3
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import platform
@@ -15,8 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from fnrelay import serialize
 from fnrelay.wire import ResultMessage, StatusUpdate, TaskMessage, TaskState, new_id
 from fnrelay_endpoint.config.model import EndpointConfig
 from fnrelay_endpoint.engines.local.engine import LocalEngine
+from support.file_lock import file_lock
 
 PYENV = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
 #: Full versions under pyenv, by the minor version the tests name.
@@ -40,17 +39,11 @@ _lock = threading.Lock()
 _made: dict[tuple[str, bool, bool], Path] = {}
 
 
-@contextmanager
-def building_from_the_checkout() -> Iterator[None]:
+def building_from_the_checkout() -> AbstractContextManager[None]:
     """Held while pip or uv builds from this checkout: they write build/ and fnrelay.egg-info
     inside it, so another pytest worker (or test run) building meanwhile waits its turn."""
     tag = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
-    with open(Path(tempfile.gettempdir()) / f"fnrelay-build-{tag}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return file_lock(Path(tempfile.gettempdir()) / f"fnrelay-build-{tag}.lock")
 
 
 def interpreter(version: str) -> str:
