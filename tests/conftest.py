@@ -26,7 +26,8 @@ from support.vhosts import add_vhost, delete_vhost, on_vhost
 
 #: Session fixtures of the test-only servers, for any test that asks for them, and how the
 #: suite is split across pytest-xdist workers.
-pytest_plugins = ["support.slurm_fixtures", "support.cluster_fixtures", "support.workers"]
+pytest_plugins = ["support.slurm_fixtures", "support.cluster_fixtures", "support.workers",
+                  "support.leftover_watchers"]
 
 
 

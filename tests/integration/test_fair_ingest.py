@@ -23,6 +23,7 @@ import requests
 
 from fnrelay import Client, Executor, wire
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
+from support.leftover_watchers import abandon
 from support.session import MARKER
 from support.waiting import wait_for
 
@@ -108,7 +109,7 @@ def test_a_lone_result_is_not_recorded_behind_a_flood_of_records(tmp_path, new_v
                 unwritten = FLOOD - _recorded(broker.db_url, ids)
                 wait_for(lambda: _recorded(broker.db_url, ids) == FLOOD, "every record", 600)
         finally:
-            flood_ex.shutdown(wait=False, cancel_futures=True)
+            abandon(flood_ex)
         assert unwritten > 0, "the lone result was recorded after the whole flood's records"
     finally:
         if ep is not None:

@@ -279,8 +279,8 @@ def test_the_endpoints_own_result_settles_only_a_task_sent_to_it_directly(tenant
     client = Client(tenant_broker.url, alice.http.headers["Authorization"].split()[1])
     ex = Executor(eid, client=client)
     try:
-        ex.submit(pow, 1, 1)  # the direct path: the group is granted
-        wait_for(lambda: ex._group is not None, "the task group")
+        direct = ex.submit(pow, 1, 1)  # the direct path: the group is granted
+        wait_for(lambda: ex._group is not None and direct.task_id, "the task group")
         ex.direct = False  # from now on over REST: the broker records first
         fut = ex.submit(pow, 2, 6)
         wait_for(lambda: fut.task_id, "the REST submission")
@@ -302,9 +302,16 @@ def test_the_endpoints_own_result_settles_only_a_task_sent_to_it_directly(tenant
                 pika.BasicProperties(type=wire.MSG_RESULTS, user_id=user,
                                      content_type=wire.CONTENT_TYPE))
             assert fut.result(timeout=60) == 64
+            # The same account's result for the task sent to it directly is believed.
+            ch.basic_publish(wire.GROUPS_EXCHANGE, wire.group_routing_key(gid, eid),
+                             wire.encode_results([wire.ResultMessage(
+                                 task_id=direct.task_id, status="success", task_group_id=gid,
+                                 result=serialize.serialize(1))]),
+                             pika.BasicProperties(type=wire.MSG_RESULTS, user_id=user))
+            assert direct.result(timeout=60) == 1
         finally:
             conn.close()
-    finally:  # the first task is never answered: nothing to wait for
+    finally:  # nothing is left to wait for: the result watcher ends with the test
         ex.shutdown(wait=False, cancel_futures=True)
     assert not _TRIPPED.is_set()
 
