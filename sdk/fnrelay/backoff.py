@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import random
 
+#: Its own generator: fnrelay's threads draw delays while the user's code runs, and must not
+#: move the global one a user may have seeded for a reproducible run.
+_RANDOM = random.Random()
 #: 2**30 seconds is beyond any cap; larger exponents would only risk an OverflowError.
 _MAX_EXPONENT = 30
 
@@ -17,7 +20,7 @@ _MAX_EXPONENT = 30
 def delay(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
     """Seconds to wait before retry `attempt` (0-based)."""
     ceiling = min(cap, base * 2 ** min(max(attempt, 0), _MAX_EXPONENT))
-    return random.uniform(ceiling / 2, ceiling)
+    return _RANDOM.uniform(ceiling / 2, ceiling)
 
 
 class Backoff:

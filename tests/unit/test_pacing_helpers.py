@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from fnrelay import backoff, chunks
@@ -12,6 +14,17 @@ def test_backoff_delays_grow_then_stay_under_the_cap_with_a_fixed_lower_half():
         draws = [backoff.delay(attempt, base=1.0, cap=60.0) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in draws)
         assert len(set(draws)) > 1  # jittered: a crowd does not come back in step
+
+
+def test_drawing_a_delay_leaves_the_users_seeded_random_alone():
+    random.seed(42)
+    expected = [random.random() for _ in range(3)]
+    random.seed(42)
+    got = []
+    for _ in range(3):
+        backoff.delay(2)  # as a reconnecting thread would, between the user's draws
+        got.append(random.random())
+    assert got == expected
 
 
 def test_backoff_object_counts_attempts_and_starts_over_after_reset():
