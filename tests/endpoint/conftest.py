@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from fnrelay.devstack.processes import free_port
 from support.waiting import wait_for
 
 BIN = Path(sys.executable).parent
@@ -22,12 +22,6 @@ BROKER_CLI = str(BIN / "fnrelay-broker")
 WAIT = 60.0  # upper bound for something to happen, not a timing assertion
 
 
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -17,23 +17,18 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from fnrelay.devstack.processes import free_port
 
 APT_PACKAGE = "postgresql"
 
 
 class PostgresError(RuntimeError):
     """The server could not be set up; the message holds the tool's output or log tail."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bindir() -> Path:

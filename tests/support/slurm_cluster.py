@@ -32,19 +32,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from fnrelay.devstack.processes import free_port
+
 REQUIRED_TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
 APT_PACKAGES = "slurm-wlm munge"
 
 
 class SlurmClusterError(RuntimeError):
     """The cluster could not be started; the message holds the daemons' log tails."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 20) -> str:

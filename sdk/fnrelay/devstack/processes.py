@@ -8,6 +8,7 @@ by scanning /proc, and `reap_marked` can prove that nothing survives a `down`.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,16 +39,41 @@ def quiet(_: str) -> None:
     """The Log of a part started without one: it says nothing."""
 
 
+#: Linux's file of the range it gives outgoing connections their local ports from.
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: The lowest port `free_port` offers: above the registered services most machines run.
+LOWEST = 15000
+_RANDOM = random.SystemRandom()  # not the global one, whose state tests may seed
+
+
 def free_port(exclude: Iterable[int] = ()) -> int:
-    """A TCP port that is free on 127.0.0.1 now and not in `exclude`."""
+    """A TCP port that is free on 127.0.0.1 now and not in `exclude`, for a server that binds
+    it a moment later. It lies below the kernel's ephemeral range when there is room: a port
+    from that range may meanwhile become some outgoing connection's local port, and then the
+    server cannot bind it (or a restarted RabbitMQ node comes back on another port)."""
     taken = set(exclude)
-    for _ in range(100):
-        with socket.socket() as s:
+    low, high = _server_port_range()
+    for _ in range(200):
+        if high > low:
+            port = _RANDOM.randint(low, high)
+            if port in taken or not port_free(port):
+                continue
+            return port
+        with socket.socket() as s:  # no room below the range: the kernel's choice
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         if port not in taken:
             return port
     raise LocalStackError("could not find a free TCP port")
+
+
+def _server_port_range() -> tuple[int, int]:
+    """From LOWEST to just below the ephemeral range (Linux's default starts at 32768)."""
+    try:
+        first = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return LOWEST, first - 1
 
 
 def port_free(port: int) -> bool:
