@@ -82,12 +82,17 @@ class Submitter:
             self.attach_early()
             self.submit_until_done()
         finally:
-            self.settle_lanes()
-            self.send_records()
-            if self._lanes is not None:
-                self._lanes.close()
-            if self._publisher is not None:
-                self._publisher.close()
+            self.finish()
+
+    def finish(self) -> None:
+        """The thread's last step: settle the lanes, send the broker's last records, close
+        the lanes' connections and this thread's."""
+        self.settle_lanes()
+        self.send_records()
+        if self._lanes is not None:
+            self._lanes.close()
+        if self._publisher is not None:
+            self._publisher.close()
 
     def attach_early(self) -> None:
         """Attach the group ahead of the first send; a failure is left to that send, which

@@ -52,6 +52,7 @@ class Rig:
         """Send everything queued, as the thread does, up to shutdown's None."""
         self.pending.queue.put(None)
         self.submitter.submit_until_done()
+        self.submitter.finish()
 
 
 def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
@@ -190,6 +191,8 @@ def test_a_bursts_messages_await_their_confirms_side_by_side():
     assert rig.api.submits == []  # all direct
     assert sorted(_published(rig)) == sorted(str(f.task_id) for f in futures)
     assert all(f._direct and f._submitted.is_set() for f in futures)
+    # and the submitter's end stops its lanes (an Executor's shutdown leaves no thread behind)
+    assert not [t for t in threading.enumerate() if t.name == "fnrelay-publish-lane"]
 
 
 def test_a_message_a_lane_cannot_publish_goes_over_rest_and_is_not_recorded():
