@@ -59,63 +59,63 @@ def test_results_drained_when_the_connection_breaks_are_published_by_the_next_se
     again: a result lost here would leave its future waiting for ever."""
     amqp_url = new_vhost("fnrelay-outbox")
     endpoint_id = str(uuid.uuid4())
-    setup = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    ch = setup.channel()
-    declare_exchanges(ch)
-    to_broker = ch.queue_declare("", exclusive=True).method.queue  # as the broker's binds
-    ch.queue_bind(to_broker, wire.RESULTS_EXCHANGE, routing_key=endpoint_id)
+    with pika.BlockingConnection(pika.URLParameters(amqp_url)) as setup:  # closed at the end
+        ch = setup.channel()
+        declare_exchanges(ch)
+        to_broker = ch.queue_declare("", exclusive=True).method.queue  # as the broker's binds
+        ch.queue_bind(to_broker, wire.RESULTS_EXCHANGE, routing_key=endpoint_id)
 
-    task = TaskMessage(task_id=str(uuid.uuid4()), function_id=str(uuid.uuid4()),
-                       function="f", payload="p", task_group_id=str(uuid.uuid4()), direct=True)
-    journal = Journal(tmp_path / "journal.sqlite")
-    journal.add_tasks([task])
-    engine = LocalEngine(1, lambda r: None, lambda u: None)  # only asked for its backlog
-    outbox = Outbox(endpoint_id, EndpointConfig(broker_url="http://unused"), journal, engine,
-                    start_task=lambda t, n: None)
-    name = f"outbox-test-{uuid.uuid4().hex[:8]}"
-    first = start_session(amqp_url, name, endpoint_id, journal)
-    try:
-        outbox.session = first
-        outbox.track(task)
-        # No group queue is bound: the group sender declines, the drain publishes.
-        assert outbox.add_result(ResultMessage(task_id=task.task_id, status="success",
-                                               result="03\n1",
-                                               task_group_id=task.task_group_id)) is False
-        other = str(uuid.uuid4())
-        outbox.add_status(StatusUpdate(task_id=other, status=wire.TaskState.RUNNING.value))
-        close_from_rabbitmq(rabbitmq, name)
+        task = TaskMessage(task_id=str(uuid.uuid4()), function_id=str(uuid.uuid4()),
+                           function="f", payload="p", task_group_id=str(uuid.uuid4()), direct=True)
+        journal = Journal(tmp_path / "journal.sqlite")
+        journal.add_tasks([task])
+        engine = LocalEngine(1, lambda r: None, lambda u: None)  # only asked for its backlog
+        outbox = Outbox(endpoint_id, EndpointConfig(broker_url="http://unused"), journal, engine,
+                        start_task=lambda t, n: None)
+        name = f"outbox-test-{uuid.uuid4().hex[:8]}"
+        first = start_session(amqp_url, name, endpoint_id, journal)
+        try:
+            outbox.session = first
+            outbox.track(task)
+            # No group queue is bound: the group sender declines, the drain publishes.
+            assert outbox.add_result(ResultMessage(task_id=task.task_id, status="success",
+                                                   result="03\n1",
+                                                   task_group_id=task.task_group_id)) is False
+            other = str(uuid.uuid4())
+            outbox.add_status(StatusUpdate(task_id=other, status=wire.TaskState.RUNNING.value))
+            close_from_rabbitmq(rabbitmq, name)
 
-        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            with pytest.raises(pika.exceptions.AMQPConnectionError):
+                outbox.drain()
+            assert journal.state(task.task_id) == DONE
+        finally:
+            outbox.session = None
+            end_session(first)
+
+        second = start_session(amqp_url, f"{name}-again", endpoint_id, journal)
+        try:
+            outbox.session = second
+            outbox.publish_results(journal.unpublished())  # as the agent's next session starts
             outbox.drain()
-        assert journal.state(task.task_id) == DONE
-    finally:
-        outbox.session = None
-        end_session(first)
+            got: dict[str, list[str]] = {}
 
-    second = start_session(amqp_url, f"{name}-again", endpoint_id, journal)
-    try:
-        outbox.session = second
-        outbox.publish_results(journal.unpublished())  # as the agent's next session starts
-        outbox.drain()
-        got: dict[str, list[str]] = {}
+            def both() -> bool:
+                method, props, body = ch.basic_get(to_broker, auto_ack=True)
+                if method is not None:
+                    items = (wire.decode_results(body) if props.type == wire.MSG_RESULTS
+                             else wire.decode_status(body))
+                    got.setdefault(props.type, []).extend(i.task_id for i in items)
+                return len(got) == 2
 
-        def both() -> bool:
-            method, props, body = ch.basic_get(to_broker, auto_ack=True)
-            if method is not None:
-                items = (wire.decode_results(body) if props.type == wire.MSG_RESULTS
-                         else wire.decode_status(body))
-                got.setdefault(props.type, []).extend(i.task_id for i in items)
-            return len(got) == 2
+            wait_for(both, "the result and the status update at the broker's binding")
+            assert got == {wire.MSG_RESULTS: [task.task_id], wire.MSG_STATUS: [other]}
 
-        wait_for(both, "the result and the status update at the broker's binding")
-        assert got == {wire.MSG_RESULTS: [task.task_id], wire.MSG_STATUS: [other]}
+            def marked() -> bool:  # as each drain of the agent does
+                outbox.mark_published(second)
+                return not journal.unpublished()
 
-        def marked() -> bool:  # as each drain of the agent does
-            outbox.mark_published(second)
-            return not journal.unpublished()
-
-        wait_for(marked, "the journal to mark the result published", timeout=10)
-    finally:
-        outbox.session = None
-        end_session(second)
-        setup.close()
+            wait_for(marked, "the journal to mark the result published", timeout=10)
+        finally:
+            outbox.session = None
+            end_session(second)
+            setup.close()
