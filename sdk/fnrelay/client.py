@@ -385,12 +385,17 @@ class Client(globus_sdk.BaseClient):
     def submit(
         self, endpoint_id: str | uuid.UUID, tasks: list[dict[str, Any]],
         task_group_id: str | None = None, request_id: str | None = None,
+        check_versions: bool = True,
     ) -> dict[str, Any]:
         """One POST /v1/submit: ``{"task_group_id", "task_ids"}`` in the order of ``tasks``.
 
-        `request_id` is the request's Idempotency-Key (a new one when None).
+        `request_id` is the request's Idempotency-Key (a new one when None). The first submit
+        to an endpoint first asks for its status, to warn of other Python versions, unless
+        `check_versions` is False (the Executor asks on a thread of its own: a round trip
+        less on a first call's way).
         """
-        self._check_python_versions(str(endpoint_id))
+        if check_versions:
+            self._check_python_versions(str(endpoint_id))
         if self.format == wire.FORMAT_GLOBUS:
             return self._submit_globus(endpoint_id, tasks, task_group_id)
         body = submit_body(endpoint_id, tasks, task_group_id)

@@ -134,6 +134,15 @@ class DirectPublisher:
         self._records_channel: Any = None  # unconfirmed: the broker's records of them
         self._user: str | None = None
 
+    def connect(self, amqp_url: str) -> None:
+        """Open the connection and its confirmed channel ahead of the first publish;
+        DirectUnavailable if RabbitMQ cannot be reached (the first publish tries again)."""
+        try:
+            self._connect(amqp_url)
+        except (pika.exceptions.AMQPError, OSError) as e:
+            self.close()
+            raise DirectUnavailable(f"cannot connect to RabbitMQ: {e!r}", False) from e
+
     def publish(self, amqp_url: str, body: bytes, records: bool = False) -> None:
         """Publish one `tasks` message and wait for RabbitMQ's confirm; on a lost connection
         publish it again (same task ids) a few times. With `records` (the broker's records of

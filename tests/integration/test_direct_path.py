@@ -24,6 +24,7 @@ from fnrelay import Client, Executor, errors, serialize, wire
 from fnrelay.client import task_entry
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
 from fnrelay.direct import task_messages
+from support.direct_path import direct_ready
 from support.endpoint_peer import connected, result_message, status_message
 from support.session import MARKER
 from support.waiting import wait_for, wait_recorded
@@ -101,7 +102,7 @@ def _tasks_body(client: Client, fn, args: tuple, group_id: str,  # type: ignore[
 
 
 def test_executor_takes_the_direct_path_and_the_broker_records_every_step(client, endpoint_id):
-    with Executor(endpoint_id, client=client) as ex:
+    with direct_ready(Executor(endpoint_id, client=client)) as ex:
         futures = [ex.submit(add, i, 1) for i in range(20)]
         assert [f.result(WAIT) for f in futures] == list(range(1, 21))
         assert ex._group is not None and ex._group["submit"] == {
@@ -130,7 +131,7 @@ def nap(seconds):  # type: ignore[no-untyped-def]
 def test_a_direct_task_history_has_the_times_its_steps_happened(client, endpoint_id):
     # A task shorter than the broker's hold of its record is written with its result in one
     # row: its steps must still have their own times, not all the time of that write.
-    with Executor(endpoint_id, client=client) as ex:
+    with direct_ready(Executor(endpoint_id, client=client)) as ex:
         future = ex.submit(nap, 0.2)
         assert future.result(WAIT) == 0.2
     record = wait_recorded(client, future.task_id, "success")
@@ -225,7 +226,7 @@ def test_a_task_whose_records_never_came_is_recorded_from_its_result(client, end
 def test_a_forged_result_from_another_endpoint_does_not_resolve_the_future(
         client, broker_url, alice_token, endpoint_id):
     intruder, intruder_url = _register_endpoint(broker_url, alice_token)
-    with Executor(endpoint_id, client=client) as ex:
+    with direct_ready(Executor(endpoint_id, client=client)) as ex:
         future = ex.submit(slow_genuine)
         wait_for(lambda: future.task_id, "the task id")
         gid = str(ex.task_group_id)
@@ -429,7 +430,7 @@ def _text_for(rest_bytes: int, function_id: str, endpoint_id: str, group_id: str
 
 def test_a_task_over_the_payload_limit_fails_on_the_direct_path_and_the_others_run(limited):
     client = limited.client()
-    with Executor(limited.endpoint.endpoint_id, client=client) as ex:
+    with direct_ready(Executor(limited.endpoint.endpoint_id, client=client)) as ex:
         small = ex.submit(length, "small")
         big = ex.submit(length, "x" * LIMIT)
         after = ex.submit(length, "after")
@@ -455,7 +456,7 @@ def test_the_direct_path_takes_exactly_what_rest_takes(limited):
     (task_id,) = client.submit(eid, [task_entry(fid, (at,), {})], group)["task_ids"]
     with pytest.raises(errors.PayloadTooLargeError):
         client.submit(eid, [task_entry(fid, (over,), {})], group)
-    with Executor(eid, client=client) as ex:
+    with direct_ready(Executor(eid, client=client)) as ex:
         direct_at, direct_over = ex.submit(length, at), ex.submit(length, over)
         assert direct_at.result(WAIT) == len(at)
         with pytest.raises(errors.PayloadTooLargeError, match=f"{LIMIT + 1} bytes"):
@@ -470,7 +471,7 @@ def test_direct_messages_of_several_tasks_stay_within_the_payload_limit(limited)
     client = limited.client()
     client.register_function(length)
     text = "x" * (LIMIT * 3 // 10)
-    with Executor(eid, client=client) as ex:
+    with direct_ready(Executor(eid, client=client)) as ex:
         with ex._lock:  # every task is queued before the submitter sends one (in <= 2 batches)
             futures = [ex.submit(length, text) for _ in range(8)]
         try:

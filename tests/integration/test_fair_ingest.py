@@ -23,6 +23,7 @@ import requests
 
 from fnrelay import Client, Executor, wire
 from fnrelay.devstack.services import BrokerServer, LocalEndpoint
+from support.direct_path import direct_ready
 from support.leftover_watchers import abandon
 from support.session import MARKER
 from support.waiting import wait_for
@@ -93,7 +94,7 @@ def test_a_lone_result_is_not_recorded_behind_a_flood_of_records(tmp_path, new_v
         alice.put(f"endpoints/{ep.endpoint_id}", data={"name": "shared", "metadata": {
             "allowed_functions": [alice.register_function(lone_task)]}})
         # Not a context manager: its tasks never run, and leaving one waits for them.
-        flood_ex = Executor(idle.json()["endpoint_id"], client=mallory)
+        flood_ex = direct_ready(Executor(idle.json()["endpoint_id"], client=mallory))
         try:
             with Executor(ep.endpoint_id, client=bob) as lone_ex:
                 assert lone_ex.submit(lone_task, 1).result(timeout=60) == 2

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from fnrelay import Client, Executor, serialize, wire
+from support.direct_path import direct_ready
 from support.postgres_fixtures import postgres  # noqa: F401
 from support.waiting import wait_for
 
@@ -247,8 +248,8 @@ def test_a_flood_of_bad_messages_costs_one_log_line(tenant_broker, alice, caplog
     reg = alice.register()
     eid = reg["endpoint_id"]
     client = Client(tenant_broker.url, alice.http.headers["Authorization"].split()[1])
-    with Executor(eid, client=client) as ex:
-        fut = ex.submit(pow, 2, 5)
+    with direct_ready(Executor(eid, client=client)) as ex:
+        fut = ex.submit(pow, 2, 5)  # the direct path: the endpoint's result is believed
         wait_for(lambda: fut.task_id, "the task to be sent")
         assert ex._group is not None
         gid, key = ex._group["task_group_id"], wire.group_routing_key(
@@ -277,7 +278,7 @@ def test_the_endpoints_own_result_settles_only_a_task_sent_to_it_directly(tenant
     reg = alice.register()
     eid = reg["endpoint_id"]
     client = Client(tenant_broker.url, alice.http.headers["Authorization"].split()[1])
-    ex = Executor(eid, client=client)
+    ex = direct_ready(Executor(eid, client=client))
     try:
         direct = ex.submit(pow, 1, 1)  # the direct path: the group is granted
         wait_for(lambda: ex._group is not None and direct.task_id, "the task group")

@@ -74,7 +74,8 @@ class FakeApi:
         return {"task_group_id": task_group_id, "task_ids": list(self.records)}
 
     def submit(self, endpoint_id: Any, tasks: list[dict[str, Any]],
-               task_group_id: str | None = None) -> dict[str, Any]:
+               task_group_id: str | None = None, request_id: str | None = None,
+               check_versions: bool = True) -> dict[str, Any]:
         self._check_up()
         if self.refuse is not None:
             raise self.refuse
@@ -156,8 +157,12 @@ class FakeStream:
         self.opened: list[tuple[str, str, int]] = []
         self.acked = 0
         self._tag = 0
+        #: If set, a connection opens only once this is set (AMQP's set-up across a WAN).
+        self.gate: threading.Event | None = None
 
     def open(self, amqp_url: str, queue_name: str, prefetch: int) -> FakeChannel:
+        if self.gate is not None:
+            self.gate.wait()
         if self.failures:
             raise self.failures.pop(0)
         self.opened.append((amqp_url, queue_name, prefetch))
@@ -173,18 +178,26 @@ class FakeStream:
 
 
 class FakePublisher:
-    """The direct path's publisher: keeps each published body; `fail` makes the next publish
-    raise DirectUnavailable; `confirm` (if given) runs as a tasks publish waits for its
+    """The direct path's publisher: keeps each published body; `fail` makes the next connect
+    or publish raise DirectUnavailable; `confirm` (if given) runs as a tasks publish waits for its
     confirm, and may raise DirectUnavailable."""
 
     def __init__(self, exchange: str, routing_key: str, log: list[FakePublisher],
-                 confirm: Callable[[], None] | None = None):
+                 confirm: Callable[[], None] | None = None,
+                 gate: threading.Event | None = None):
         self.exchange, self.routing_key = exchange, routing_key
         self.tasks: list[bytes] = []
         self.records: list[bytes] = []
         self.fail: DirectUnavailable | None = None
         self.confirm = confirm
+        self.gate = gate  # if given, `connect` returns once it is set (AMQP's set-up)
         log.append(self)
+
+    def connect(self, amqp_url: str) -> None:
+        if self.gate is not None:
+            self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
 
     def publish(self, amqp_url: str, body: bytes, records: bool = False) -> None:
         if self.fail is not None:

@@ -183,6 +183,12 @@ class PendingTable:
         with self.lock:
             return {f._endpoint_id for f in self.outstanding.values()}
 
+    def broker_task_ids(self) -> list[str]:
+        """The outstanding tasks that went over REST: the broker has them (direct-path ones
+        it records only later)."""
+        with self.lock:
+            return [i for i, f in self.outstanding.items() if not f._direct]
+
     def task_ids(self) -> list[str]:
         with self.lock:
             return list(self.outstanding)

@@ -7,6 +7,12 @@ reason. A burst's direct-path messages are in flight together, their confirms aw
 publish lanes (fnrelay.executor.lanes); a lone call's message is published by this thread.
 Direct-path tasks' records go to the broker batched (`fnrelay.direct.Records`); while idle the
 thread answers the direct publisher's AMQP heartbeats.
+
+The direct path's connection opens on a thread of its own as soon as the group has the grant,
+and tasks go over REST until it is open: the HTTP connection the group's request used is open
+already, so a fresh process's first call reaches its endpoint without waiting out AMQP's
+connection set-up (12 one-way crossings; docs/performance.md, round 17). On one machine the
+broker's longer way costs that first call some 25 ms more than the set-up would have.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ class Submitter:
         self.batch_size = batch_size
         self._publisher: TaskPublisher | None = None  # this thread's alone
         self._lanes: Lanes | None = None  # a burst's messages, confirmed side by side
+        #: Set once `_publisher` is this thread's: its connection is open, or opening it
+        #: failed (the first publish then tries again and reports).
+        self._direct_up = threading.Event()
+        self._connector: threading.Thread | None = None
         self._burst = False  # the batch being sent filled batch_size: more may be queued
         self._records = Records()  # the broker's copies of direct-path tasks, sent batched
         self._thread = threading.Thread(target=self.run, name="fnrelay-submitter", daemon=True)
@@ -87,6 +97,8 @@ class Submitter:
     def finish(self) -> None:
         """The thread's last step: settle the lanes, send the broker's last records, close
         the lanes' connections and this thread's."""
+        if self._connector is not None:
+            self._connector.join()
         self.settle_lanes()
         self.send_records()
         if self._lanes is not None:
@@ -103,6 +115,34 @@ class Submitter:
             self._ensure_group(self._attach_for)
         except Exception as e:  # noqa: BLE001 - the first send reports it
             log.info("attaching the task group ahead of the first send failed: %s", e)
+            return
+        self.open_direct()
+
+    def open_direct(self) -> threading.Event:
+        """Start opening the direct path's connection (once, if the group has the grant);
+        returns the event set when the publisher is this thread's to use. Called on the
+        submitter's thread (and by tests before it starts)."""
+        info = self._group.info
+        grant = info.get("submit") if info is not None else None
+        if self._connector is None and info is not None and self._group.direct and grant:
+            publisher = self._publishers(grant["exchange"], grant["routing_key"])
+            self._publisher = publisher
+            self._lanes = Lanes(lambda: self._publishers(grant["exchange"], grant["routing_key"]),
+                                self._lane_confirmed)
+            self._connector = threading.Thread(
+                target=self._connect_direct, args=(publisher, info["amqp_url"]),
+                name="fnrelay-direct-connect", daemon=True)
+            self._connector.start()
+        return self._direct_up
+
+    def _connect_direct(self, publisher: TaskPublisher, amqp_url: str) -> None:
+        try:
+            publisher.connect(amqp_url)
+        except DirectUnavailable as e:
+            log.info("the direct path's connection did not open (%s); the first publish tries "
+                     "again", e)
+        finally:
+            self._direct_up.set()
 
     def _next_queued(self) -> FnRelayFuture | None:
         """The next queued future (None: shut down), sending the broker's records when due and
@@ -117,7 +157,7 @@ class Submitter:
             except queue.Empty:
                 if self._records.ready():
                     self.send_records()
-                elif self._publisher is not None:
+                elif self._publisher is not None and self._direct_up.is_set():
                     self._publisher.service()
 
     def submit_until_done(self) -> None:
@@ -209,8 +249,9 @@ class Submitter:
         refused_since: float | None = None
         while True:
             try:
+                # The Executor's EndpointStates reads the endpoint's Python versions.
                 answer = self._api.submit(endpoint_id, [entry for _, entry in chunk],
-                                          self._group.id)
+                                          self._group.id, check_versions=False)
             except errors.QuotaExceededError as e:
                 if self._pending.cancel_unclaimed:
                     raise cf.CancelledError("the Executor was shut down with "
@@ -232,7 +273,7 @@ class Submitter:
         fails, the endpoint's copies of their results carry the records instead."""
         tasks = self._records.take()
         info = self._group.info
-        if not tasks or self._publisher is None or info is None:
+        if not tasks or self._publisher is None or info is None or not self._direct_up.is_set():
             return
         try:
             self._publisher.publish(info["amqp_url"], wire.encode_tasks(tasks), records=True)
@@ -249,13 +290,16 @@ class Submitter:
     def _send_direct(self, chunk: Chunk, endpoint_id: str) -> Chunk:
         """Publish the chunk straight to the endpoint (the direct path); returns what is left
         for REST: all of it if the path is not granted for `endpoint_id` (it is granted for
-        the group's first endpoint), else what a failed publish left."""
+        the group's first endpoint) or its connection is still opening, else what a failed
+        publish left."""
         grant = self._info().get("submit")
         if not (self._group.direct and grant) or endpoint_id != self._group.endpoint_id:
             return chunk
         found = [self._api.function_body(e["function_id"]) for _, e in chunk]
         bodies = [b for b in found if b is not None]
         if len(bodies) < len(found):  # registered elsewhere: only the broker has the code
+            return chunk
+        if not self.open_direct().is_set():  # REST while the connection opens
             return chunk
         ids = [wire.new_task_id() for _ in chunk]
         group_id = str(self._group.id)
@@ -264,11 +308,11 @@ class Submitter:
         limit = grant.get("payload_limit")  # None: an older broker
         if limit is None or within_at_once(
                 len(body), submit_size(endpoint_id, [], self._group.id), limit):
-            return [] if self._publish_direct(grant, chunk, msgs, body) else chunk
-        return self._publish_limited(grant, chunk, msgs, limit, endpoint_id)
+            return [] if self._publish_direct(chunk, msgs, body) else chunk
+        return self._publish_limited(chunk, msgs, limit, endpoint_id)
 
-    def _publish_limited(self, grant: dict[str, Any], chunk: Chunk,
-                         msgs: list[wire.TaskMessage], limit: int, endpoint_id: str) -> Chunk:
+    def _publish_limited(self, chunk: Chunk, msgs: list[wire.TaskMessage], limit: int,
+                         endpoint_id: str) -> Chunk:
         """A chunk near the broker's payload limit: fail each task whose REST request alone
         would exceed it (REST would refuse it), publish the others in messages within it.
         Returns what is left for REST."""
@@ -281,24 +325,19 @@ class Submitter:
                 fits.append((item, msg))
         for run in message_runs([msg for _, msg in fits], limit):
             part = [msg for _, msg in fits[run]]
-            if not self._publish_direct(grant, [item for item, _ in fits[run]], part,
+            if not self._publish_direct([item for item, _ in fits[run]], part,
                                         wire.encode_tasks(part)):
                 return [item for item, _ in fits[run.start:]]
         return []
 
-    def _publish_direct(self, grant: dict[str, Any], chunk: Chunk, msgs: list[wire.TaskMessage],
-                        body: bytes) -> bool:
+    def _publish_direct(self, chunk: Chunk, msgs: list[wire.TaskMessage], body: bytes) -> bool:
         """Publish one `tasks` message; False if it failed (the direct path is then off: REST
         from now on). Part of a burst, it goes to a lane and returns before its confirm (a
         failure comes back through `_resend_failed`)."""
         self._pending.publishing(chunk, msgs)
-        if self._publisher is None:
-            self._publisher = self._publishers(grant["exchange"], grant["routing_key"])
-            self._lanes = Lanes(lambda: self._publishers(grant["exchange"], grant["routing_key"]),
-                                self._lane_confirmed)
         # The group's URL as of now: attaching again gives its account a new password.
         job = Job(chunk, msgs, body, self._info()["amqp_url"])
-        assert self._lanes is not None
+        assert self._publisher is not None and self._lanes is not None  # open_direct's
         if self._burst or self._lanes.busy():
             self._pending.sending()  # until its lane has the confirm (or gives it back)
             self._lanes.put(job)

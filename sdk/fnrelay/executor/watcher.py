@@ -6,9 +6,12 @@ a reconnect is ignored by the pending table. When RabbitMQ cannot be reached it 
 a backoff delay (`fnrelay.backoff`: 1 s doubling to 60 s, jittered), then tries again; an
 expired queue or a refused reader account makes it ask the broker to attach the group again.
 With the stream up it still polls REST after SAFETY_POLL seconds without any message, for
-results that reached the broker but not the queue. Outages are reported once each at WARNING,
-then at INFO; the libraries' own records from this thread are DEBUG
-(`fnrelay.library_logs`).
+results that reached the broker but not the queue. While the stream's first connection opens,
+a thread of its own polls REST for the tasks sent over REST meanwhile (the submitter sends
+them so until the direct path's connection is open): a fresh process's first result is at the
+broker before the consumer's AMQP set-up is done (docs/performance.md, round 17). Outages are
+reported once each at WARNING, then at INFO; the libraries' own records from this thread are
+DEBUG (`fnrelay.library_logs`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
 BROKER, ENDPOINT = "broker", "endpoint"
 #: Task ids per REST status request.
 POLL_BATCH = 1000
+#: Seconds between REST polls while the stream first connects (a few round trips at most).
+FIRST_POLL = 0.005
 
 
 class Poller:
@@ -60,9 +65,11 @@ class Poller:
         self._api, self._pending = api, pending
         self._broker_down = False  # the last poll failed (warned once per outage)
 
-    def poll_once(self) -> bool:
-        """Settle what the broker has finished; whether anything was."""
-        task_ids = self._pending.task_ids()
+    def poll_once(self, task_ids: list[str] | None = None) -> bool:
+        """Settle what the broker has finished (of `task_ids`, default every outstanding
+        task); whether anything was."""
+        if task_ids is None:
+            task_ids = self._pending.task_ids()
         changed = False
         for start in range(0, len(task_ids), POLL_BATCH):
             try:
@@ -96,6 +103,7 @@ class ResultWatcher:
         self._endpoints = endpoints  # checked while their tasks wait (None: not checked)
         self.connected = False  # for diagnostics: results stream over AMQP
         self._reconnects = 0  # failed AMQP connection attempts in a row
+        self._first_try = threading.Event()  # the stream's first connection is up, or failed
         self._thread = threading.Thread(target=self.run, name="fnrelay-result-watcher",
                                         daemon=True)
 
@@ -107,6 +115,28 @@ class ResultWatcher:
 
     def run(self) -> None:
         reports_its_own_errors()  # an outage is one WARNING each (fallback, Poller)
+        early = threading.Thread(target=self.poll_until_streaming, daemon=True,
+                                 name="fnrelay-first-results")
+        early.start()
+        try:
+            self.watch()
+        finally:
+            self._first_try.set()
+            early.join()
+
+    def poll_until_streaming(self) -> None:
+        """Poll REST for the tasks the broker has, back to back, until the stream's first
+        connection is up or has failed (the fallback polls then)."""
+        reports_its_own_errors()
+        while not (self._stop.is_set() or self._first_try.is_set()
+                   or self._pending.finished()):
+            task_ids = self._pending.broker_task_ids()
+            if task_ids:
+                self._poller.poll_once(task_ids[:POLL_BATCH])
+            self._first_try.wait(FIRST_POLL)
+
+    def watch(self) -> None:
+        """Stream results, or poll while the stream is down, until stopped or finished."""
         last_result = time.monotonic()
         while not self._stop.is_set() and not self._pending.finished():
             info = self._group.info
@@ -122,8 +152,10 @@ class ResultWatcher:
                 self.reattach()
                 self._stop.wait(1.0)
             except StreamError as e:
+                self._first_try.set()
                 self.fallback(e)
                 last_result = time.monotonic()
+            self._first_try.set()
             if time.monotonic() - last_result > SAFETY_POLL:
                 self._poller.poll_once()
 
@@ -155,6 +187,7 @@ class ResultWatcher:
         channel = self._stream.open(amqp_url, queue, PREFETCH)
         try:
             self.connected = True
+            self._first_try.set()
             if self._reconnects:
                 log.info("result stream from RabbitMQ at %s is back", host_of(amqp_url))
             self._reconnects = 0

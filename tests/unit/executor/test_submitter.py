@@ -56,7 +56,8 @@ class Rig:
 
 
 def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
-             batch_size: int = 128, confirm: Callable[[], None] | None = None) -> Rig:
+             batch_size: int = 128, confirm: Callable[[], None] | None = None,
+             connect_gate: threading.Event | None = None) -> Rig:
     api = FakeApi(grant_direct=grant_direct, payload_limit=payload_limit)
     pending = PendingTable(DropLog(logging.getLogger("fnrelay.executor")))
     group = TaskGroup(api, str(uuid.uuid4()), None, direct=True)
@@ -68,8 +69,11 @@ def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
 
     submitter = Submitter(pending, api, group, ensure_group,
                           lambda exchange, key: FakePublisher(exchange, key, publishers,
-                                                              confirm),
+                                                              confirm, connect_gate),
                           batch_size)
+    if grant_direct and connect_gate is None:  # attached, the direct path open: as a while
+        group.attach()                         # after an Executor's first submit
+        assert submitter.open_direct().wait(10)
     return Rig(api, pending, group, submitter, publishers, api.register_function(square))
 
 
@@ -193,6 +197,28 @@ def test_a_bursts_messages_await_their_confirms_side_by_side():
     assert all(f._direct and f._submitted.is_set() for f in futures)
     # and the submitter's end stops its lanes (an Executor's shutdown leaves no thread behind)
     assert not [t for t in threading.enumerate() if t.name == "fnrelay-publish-lane"]
+
+
+def test_tasks_go_over_rest_while_the_direct_connection_opens_and_direct_after():
+    # Across a WAN AMQP's connection set-up is a dozen one-way crossings; the HTTP connection
+    # the group's request used is open already, so a fresh process's first call goes that way.
+    opened = threading.Event()
+    rig = make_rig(grant_direct=True, connect_gate=opened)
+    rig.submitter.start()
+    try:
+        (first,) = rig.queue(1)
+        assert first._submitted.wait(10)
+        assert not first._direct and rig.api.submits and rig.publishers[0].tasks == []
+        opened.set()
+        assert rig.submitter.open_direct().wait(10)
+        (later,) = rig.queue(1)
+        assert later._submitted.wait(10)
+        assert later._direct and _published(rig) == [later.task_id]
+        assert len(rig.api.submits) == 1  # only the first went over REST
+    finally:
+        opened.set()
+        rig.pending.queue.put(None)
+        rig.submitter.join()
 
 
 def test_a_message_a_lane_cannot_publish_goes_over_rest_and_is_not_recorded():
