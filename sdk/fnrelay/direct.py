@@ -125,7 +125,8 @@ class Records:
 
 
 class DirectPublisher:
-    """One confirmed-publish connection as the task group's account (one thread uses it)."""
+    """One confirmed-publish connection as the task group's account (one thread at a time
+    uses it)."""
 
     def __init__(self, exchange: str, routing_key: str):
         self.exchange, self.routing_key = exchange, routing_key

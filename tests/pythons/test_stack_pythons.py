@@ -16,6 +16,7 @@ import textwrap
 import pytest
 
 from fnrelay import Executor
+from support.direct_path import direct_ready
 from support.pythons import FULL, interpreter
 from support.waiting import wait_for
 
@@ -50,7 +51,9 @@ def stamp(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
 
 def run_as(monkeypatch, client, endpoint_id: str, version: str):  # type: ignore[no-untyped-def]
     stamp(monkeypatch, version)
-    with Executor(endpoint_id=endpoint_id, client=client) as ex:
+    # The stamp is on the direct path's messages: wait for its connection (until then, the
+    # Executor sends over REST with this process's own version).
+    with direct_ready(Executor(endpoint_id=endpoint_id, client=client)) as ex:
         future = ex.submit(platform.python_version_tuple)
         value = future.result(timeout=180)
     monkeypatch.undo()

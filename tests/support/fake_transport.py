@@ -37,6 +37,7 @@ class FakeApi:
         self.records: dict[str, dict[str, Any]] = {}  # task id -> its record at the broker
         self.bodies: dict[str, str] = {}  # function id -> code (registered by this client)
         self.refuse: BaseException | None = None  # raised by submit
+        self.refusals = 0  # submits refused so
         self.down = False  # every call fails as if the broker could not be reached
         self.polls = 0
         self.cancels: list[str] = []
@@ -78,6 +79,7 @@ class FakeApi:
                check_versions: bool = True) -> dict[str, Any]:
         self._check_up()
         if self.refuse is not None:
+            self.refusals += 1
             raise self.refuse
         if self.payload_limit is not None:
             size = submit_size(str(endpoint_id), tasks, task_group_id)

@@ -28,6 +28,7 @@ from fnrelay import wire
 from fnrelay.direct import DirectUnavailable
 from fnrelay.executor.pending import Chunk
 from fnrelay.executor.transport import TaskPublisher
+from fnrelay.library_logs import reports_its_own_errors
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Lanes:
         self._threads.clear()
 
     def _run(self) -> None:
+        reports_its_own_errors()  # a lost connection comes back as a failed job, said once
         publisher = self._publishers()
         try:
             while True:

@@ -11,7 +11,7 @@ thread answers the direct publisher's AMQP heartbeats.
 The direct path's connection opens on a thread of its own as soon as the group has the grant,
 and tasks go over REST until it is open: the HTTP connection the group's request used is open
 already, so a fresh process's first call reaches its endpoint without waiting out AMQP's
-connection set-up (12 one-way crossings; docs/performance.md, round 17). On one machine the
+connection set-up (12 one-way crossings; docs/performance.md, round 18). On one machine the
 broker's longer way costs that first call some 25 ms more than the set-up would have.
 """
 
@@ -63,10 +63,12 @@ class Submitter:
         self._pending, self._api, self._group = pending, api, group
         self._ensure_group, self._publishers = ensure_group, publishers
         self.batch_size = batch_size
-        self._publisher: TaskPublisher | None = None  # this thread's alone
+        self._publisher: TaskPublisher | None = None  # this thread's (see _direct_up)
         self._lanes: Lanes | None = None  # a burst's messages, confirmed side by side
         #: Set once `_publisher` is this thread's: its connection is open, or opening it
-        #: failed (the first publish then tries again and reports).
+        #: failed (the first publish then tries again and reports). The connector's thread
+        #: opens the connection and does not touch it after setting this: pika allows one
+        #: thread at a time.
         self._direct_up = threading.Event()
         self._connector: threading.Thread | None = None
         self._burst = False  # the batch being sent filled batch_size: more may be queued
@@ -95,8 +97,9 @@ class Submitter:
             self.finish()
 
     def finish(self) -> None:
-        """The thread's last step: settle the lanes, send the broker's last records, close
-        the lanes' connections and this thread's."""
+        """The thread's last step: let the direct path's connection finish opening, settle
+        the lanes, send the broker's last records, close the lanes' connections and this
+        thread's."""
         if self._connector is not None:
             self._connector.join()
         self.settle_lanes()
@@ -136,6 +139,7 @@ class Submitter:
         return self._direct_up
 
     def _connect_direct(self, publisher: TaskPublisher, amqp_url: str) -> None:
+        reports_its_own_errors()  # a connection that does not open is one INFO, not pika's ERRORs
         try:
             publisher.connect(amqp_url)
         except DirectUnavailable as e:
@@ -222,11 +226,14 @@ class Submitter:
         pending.sending()
         try:
             self._ensure_group(endpoint_id)
-            chunk = self._send_direct(chunk, endpoint_id)
-            if not chunk:
-                pending.sent()
-                return
-            answer = self._submit_within_quota(endpoint_id, chunk)
+            while True:
+                chunk = self._send_direct(chunk, endpoint_id)
+                if not chunk:
+                    pending.sent()
+                    return
+                answer = self._submit_within_quota(endpoint_id, chunk)
+                if answer is not None:
+                    break
         except errors.PayloadTooLargeError as e:
             pending.sent()
             if len(chunk) > 1:  # the broker's limit is lower than ours: halve and retry
@@ -242,9 +249,11 @@ class Submitter:
             return
         pending.accepted(chunk, answer["task_ids"])
 
-    def _submit_within_quota(self, endpoint_id: str, chunk: Chunk) -> dict[str, Any]:
+    def _submit_within_quota(self, endpoint_id: str, chunk: Chunk) -> dict[str, Any] | None:
         """POST the chunk; while the broker refuses it for the user's quota of unfinished
         tasks, wait as it says and send it again: the futures stay pending, none is lost.
+        Refused while the direct path's connection opens, it waits for that instead and
+        returns None: the quota never refuses the direct path (docs/deployment.md).
         Shutdown with cancel_futures ends the wait (the chunk fails as cancelled)."""
         refused_since: float | None = None
         while True:
@@ -256,12 +265,17 @@ class Submitter:
                 if self._pending.cancel_unclaimed:
                     raise cf.CancelledError("the Executor was shut down with "
                                             "cancel_futures=True") from e
+                wait = max(e.retry_after, QUOTA_MIN_WAIT)
+                if self._connector is not None and not self._direct_up.is_set():
+                    if self._direct_up.wait(wait):
+                        return None
+                    continue
                 if refused_since is None:
                     refused_since = time.monotonic()
                     log.warning("%s; the Executor sends these %d task(s) again every %.0f s "
                                 "until it is accepted (their futures stay pending)",
                                 e, len(chunk), e.retry_after)
-                time.sleep(max(e.retry_after, QUOTA_MIN_WAIT))
+                time.sleep(wait)
                 continue
             if refused_since is not None:
                 log.info("the broker accepted the tasks it had refused (after %.0f s)",

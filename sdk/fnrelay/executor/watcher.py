@@ -7,11 +7,11 @@ a backoff delay (`fnrelay.backoff`: 1 s doubling to 60 s, jittered), then tries 
 expired queue or a refused reader account makes it ask the broker to attach the group again.
 With the stream up it still polls REST after SAFETY_POLL seconds without any message, for
 results that reached the broker but not the queue. While the stream's first connection opens,
-a thread of its own polls REST for the tasks sent over REST meanwhile (the submitter sends
-them so until the direct path's connection is open): a fresh process's first result is at the
-broker before the consumer's AMQP set-up is done (docs/performance.md, round 17). Outages are
-reported once each at WARNING, then at INFO; the libraries' own records from this thread are
-DEBUG (`fnrelay.library_logs`).
+a thread of its own polls REST for the outstanding tasks the broker has (those sent over REST:
+the submitter sends so until the direct path's connection is open): a fresh process's first
+result is at the broker before the consumer's AMQP set-up is done (docs/performance.md, round
+18). Outages are reported once each at WARNING, then at INFO; the libraries' own records from
+this thread are DEBUG (`fnrelay.library_logs`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ RECONNECT_BASE, RECONNECT_CAP = 1.0, 60.0
 BROKER, ENDPOINT = "broker", "endpoint"
 #: Task ids per REST status request.
 POLL_BATCH = 1000
-#: Seconds between REST polls while the stream first connects (a few round trips at most).
+#: Seconds between REST polls while the stream first connects, doubling up to POLL_MIN: a few
+#: polls while the stream's set-up takes a few round trips, few more if it takes long.
 FIRST_POLL = 0.005
 
 
@@ -128,12 +129,14 @@ class ResultWatcher:
         """Poll REST for the tasks the broker has, back to back, until the stream's first
         connection is up or has failed (the fallback polls then)."""
         reports_its_own_errors()
+        interval = FIRST_POLL
         while not (self._stop.is_set() or self._first_try.is_set()
                    or self._pending.finished()):
             task_ids = self._pending.broker_task_ids()
             if task_ids:
                 self._poller.poll_once(task_ids[:POLL_BATCH])
-            self._first_try.wait(FIRST_POLL)
+                interval = min(interval * 2, POLL_MIN)
+            self._first_try.wait(interval)
 
     def watch(self) -> None:
         """Stream results, or poll while the stream is down, until stopped or finished."""
@@ -152,10 +155,8 @@ class ResultWatcher:
                 self.reattach()
                 self._stop.wait(1.0)
             except StreamError as e:
-                self._first_try.set()
                 self.fallback(e)
                 last_result = time.monotonic()
-            self._first_try.set()
             if time.monotonic() - last_result > SAFETY_POLL:
                 self._poller.poll_once()
 
@@ -184,10 +185,12 @@ class ResultWatcher:
     def consume(self, amqp_url: str, queue: str) -> float:
         """Consume the group queue until stopped or finished; returns (the time of the last
         message) when the safety poll is due."""
-        channel = self._stream.open(amqp_url, queue, PREFETCH)
+        try:
+            channel = self._stream.open(amqp_url, queue, PREFETCH)
+        finally:
+            self._first_try.set()  # up, or failed: the fallback's polling takes over
         try:
             self.connected = True
-            self._first_try.set()
             if self._reconnects:
                 log.info("result stream from RabbitMQ at %s is back", host_of(amqp_url))
             self._reconnects = 0

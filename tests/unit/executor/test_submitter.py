@@ -22,6 +22,7 @@ from fnrelay.executor.group import TaskGroup
 from fnrelay.executor.pending import PendingTable
 from fnrelay.executor.submitter import Submitter
 from support.fake_transport import FakeApi, FakePublisher, Owner
+from support.waiting import wait_for
 
 
 def square(x: int) -> int:
@@ -217,6 +218,27 @@ def test_tasks_go_over_rest_while_the_direct_connection_opens_and_direct_after()
         assert len(rig.api.submits) == 1  # only the first went over REST
     finally:
         opened.set()
+        rig.pending.queue.put(None)
+        rig.submitter.join()
+
+
+def test_a_chunk_the_quota_refuses_while_the_direct_connection_opens_goes_direct():
+    # The quota refuses REST submits, never the direct path (docs/deployment.md): a first
+    # chunk sent over REST while the connection opens must not wait out the quota.
+    opened = threading.Event()
+    rig = make_rig(grant_direct=True, connect_gate=opened)
+    rig.api.refuse = errors.QuotaExceededError("too many unfinished tasks", retry_after=30)
+    rig.submitter.start()
+    try:
+        (future,) = rig.queue(1)
+        wait_for(lambda: rig.api.refusals >= 1, "the quota's refusal", 10)
+        opened.set()
+        assert future._submitted.wait(10)
+        assert future._direct and _published(rig) == [future.task_id]
+        assert rig.api.submits == []
+    finally:
+        opened.set()
+        rig.api.refuse = None
         rig.pending.queue.put(None)
         rig.submitter.join()
 
