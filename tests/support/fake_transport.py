@@ -94,6 +94,13 @@ class FakeApi:
                                          "pending": True}
         return {"task_group_id": task_group_id, "task_ids": ids}
 
+    def record(self, tasks: list[wire.TaskMessage]) -> None:
+        """The direct path's records of `tasks` reached the broker."""
+        with self.lock:
+            for t in tasks:
+                self.records.setdefault(t.task_id, {"task_id": t.task_id, "status": "received",
+                                                    "pending": True})
+
     def finish(self, task_id: str, value: Any) -> None:
         """The task succeeded at the broker with `value` (REST polling will see it)."""
         self.records[task_id] = {"task_id": task_id, "status": "success", "pending": False,
@@ -186,8 +193,9 @@ class FakePublisher:
 
     def __init__(self, exchange: str, routing_key: str, log: list[FakePublisher],
                  confirm: Callable[[], None] | None = None,
-                 gate: threading.Event | None = None):
+                 gate: threading.Event | None = None, api: FakeApi | None = None):
         self.exchange, self.routing_key = exchange, routing_key
+        self.api = api  # if given, it records the tasks of the records published, as the broker
         self.tasks: list[bytes] = []
         self.records: list[bytes] = []
         self.fail: DirectUnavailable | None = None
@@ -207,6 +215,8 @@ class FakePublisher:
         if self.confirm is not None and not records:
             self.confirm()
         (self.records if records else self.tasks).append(body)
+        if records and self.api is not None:
+            self.api.record(wire.decode_tasks(body))
 
     def service(self) -> None:
         pass

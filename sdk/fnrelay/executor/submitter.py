@@ -48,6 +48,10 @@ MAX_BATCH_BYTES = 4_000_000  # keep each request well below the broker's payload
 IDLE_SERVICE = 5.0  # the submitter answers AMQP heartbeats this often while idle
 QUOTA_MIN_WAIT = 0.5  # the least wait before resending a chunk the quota refused
 LANES_POLL = 0.05  # while lanes publish, how often the submitter looks for failed messages
+#: At shutdown, the longest wait (seconds) for the broker to list the last direct-path task,
+#: and the first pause between asking (doubled up to RECORDED_PAUSE_MAX).
+RECORDED_WAIT = 10.0
+RECORDED_PAUSE, RECORDED_PAUSE_MAX = 0.005, 0.1
 
 
 class Submitter:
@@ -73,6 +77,7 @@ class Submitter:
         self._connector: threading.Thread | None = None
         self._burst = False  # the batch being sent filled batch_size: more may be queued
         self._records = Records()  # the broker's copies of direct-path tasks, sent batched
+        self._last_recorded: str | None = None  # the last task of the last records sent
         self._thread = threading.Thread(target=self.run, name="fnrelay-submitter", daemon=True)
         self.started = False
         self._attach_for: str | None = None
@@ -99,7 +104,7 @@ class Submitter:
     def finish(self) -> None:
         """The thread's last step: let the direct path's connection finish opening, settle
         the lanes, send the broker's last records, close the lanes' connections and this
-        thread's."""
+        thread's, and wait for the broker to list the group's tasks."""
         if self._connector is not None:
             self._connector.join()
         self.settle_lanes()
@@ -108,6 +113,32 @@ class Submitter:
             self._lanes.close()
         if self._publisher is not None:
             self._publisher.close()
+        self.await_recorded()
+
+    def await_recorded(self) -> None:
+        """Wait until the broker lists the last direct-path task whose record was sent (it
+        writes a group's records in the order sent, holding them a moment to write each with
+        its result), at most RECORDED_WAIT: so a shutdown Executor's group, reloaded at once
+        by another session, lists every task, as it would had they gone over REST. Should the
+        broker not answer, the records still wait in its durable queue."""
+        task_id = self._last_recorded
+        if task_id is None:
+            return
+        deadline = time.monotonic() + RECORDED_WAIT
+        pause = RECORDED_PAUSE
+        while True:
+            try:
+                if task_id in self._api.get_tasks([task_id])["tasks"]:
+                    return
+            except errors.FnRelayError as e:
+                log.info("could not ask the broker whether it recorded the tasks (%s)", e)
+                return
+            if time.monotonic() + pause > deadline:
+                log.info("the broker has not recorded the last tasks after %.0f s; it records "
+                         "them from its queue", RECORDED_WAIT)
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, RECORDED_PAUSE_MAX)
 
     def attach_early(self) -> None:
         """Attach the group ahead of the first send; a failure is left to that send, which
@@ -291,6 +322,7 @@ class Submitter:
             return
         try:
             self._publisher.publish(info["amqp_url"], wire.encode_tasks(tasks), records=True)
+            self._last_recorded = tasks[-1].task_id
         except DirectUnavailable as e:
             log.warning("could not send the broker its records of %d task(s) (%s); it records "
                         "them from their results", len(tasks), e)

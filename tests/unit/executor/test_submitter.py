@@ -70,7 +70,7 @@ def make_rig(grant_direct: bool = False, payload_limit: int | None = None,
 
     submitter = Submitter(pending, api, group, ensure_group,
                           lambda exchange, key: FakePublisher(exchange, key, publishers,
-                                                              confirm, connect_gate),
+                                                              confirm, connect_gate, api),
                           batch_size)
     if grant_direct and connect_gate is None:  # attached, the direct path open: as a while
         group.attach()                         # after an Executor's first submit
@@ -141,6 +141,37 @@ def test_the_direct_path_publishes_to_the_endpoint_and_records_go_to_the_broker_
     assert all(f._direct and f.task_id in rig.pending.outstanding for f in futures)
     [records] = publisher.records
     assert len(wire.decode_tasks(records)) == 3
+
+
+def test_shutdown_returns_once_the_broker_lists_the_direct_tasks_it_was_sent():
+    # The broker writes records a moment after they come (it holds them for their results):
+    # another session reloading the group right after shutdown must still find every task.
+    rig = make_rig(grant_direct=True)
+    [publisher] = rig.publishers
+    publisher.api = None  # the records reach the broker only when the test says so
+    futures = rig.queue(3)
+    rig.pending.queue.put(None)
+    rig.submitter.submit_until_done()
+    finished = threading.Event()
+    threading.Thread(target=lambda: (rig.submitter.finish(), finished.set()),
+                     daemon=True).start()
+    wait_for(lambda: publisher.records, "the records to be sent")
+    assert not finished.wait(0.2)  # the broker does not list them yet
+    rig.api.record(wire.decode_tasks(publisher.records[0]))
+    assert finished.wait(10)
+    listed = rig.api.get_task_group(str(rig.group.id))["task_ids"]
+    assert listed == [f.task_id for f in futures]
+
+
+def test_a_broker_that_does_not_answer_does_not_hold_up_shutdown(caplog):
+    rig = make_rig(grant_direct=True)
+    rig.publishers[0].api = None
+    rig.queue(1)
+    rig.api.down = True
+    with caplog.at_level(logging.INFO, logger="fnrelay.executor"):
+        rig.run_until_shutdown()
+    assert any("could not ask the broker whether it recorded" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_a_failed_direct_publish_sends_over_rest_from_then_on(caplog):
