@@ -137,6 +137,7 @@ def test_a_broken_connection_mid_stream_falls_back_then_reconnects(rig):
 
 def test_an_expired_queue_makes_the_watcher_attach_again_and_poll_once(rig):
     future, task_id = rig.submitted()
+    future._direct = True  # not polled while the stream first opens: only the re-attach's poll
     rig.api.finish(task_id, "recorded while the queue was gone")
     rig.stream.failures = [QueueGone("NOT_FOUND - no queue")]
     attaches = rig.api.attaches
