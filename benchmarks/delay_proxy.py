@@ -16,6 +16,8 @@ round trips per link can be counted and named.
 from __future__ import annotations
 
 import asyncio
+import socket
+import statistics
 import struct
 import threading
 import time
@@ -268,3 +270,54 @@ class ProxyThread:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Calibration:
+    """How late the delay line itself releases a chunk: an echo server behind a link of its
+    own on the proxies' event loop, pinged through it. The loop's timers wake on a millisecond
+    tick (epoll), so a chunk due at arrival + D leaves up to a millisecond later; what a
+    measured call loses to that is the harness's, not the network's, and the figures can be
+    read net of it."""
+
+    def __init__(self, proxies: ProxyThread, rounds: int = 20):
+        self.rounds = rounds
+        self.link = Link("calibration", "http")
+        self._server = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._echo, name="delay-calibration-echo", daemon=True).start()
+        port = proxies.add(DelayProxy(self._server.getsockname(), {"calibration": self.link}))
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _echo(self) -> None:
+        try:
+            conn, _ = self._server.accept()
+        except OSError:  # closed before anyone connected
+            return
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(64):
+                conn.sendall(data)
+
+    def round_trip(self, delay: float) -> float:
+        """The median seconds of a one-byte ping-pong through the link at `delay`."""
+        self.link.delay = delay
+        times = []
+        for _ in range(self.rounds):
+            t0 = time.monotonic()
+            self._sock.sendall(b"x")
+            if not self._sock.recv(64):
+                raise RuntimeError("the calibration's echo server went away")
+            times.append(time.monotonic() - t0)
+        self.link.chunks.clear()
+        return statistics.median(times)
+
+    def lateness(self, delay: float) -> float:
+        """Seconds per crossing the delay line adds beyond `delay` (over its own time at 0)."""
+        if delay <= 0:
+            return 0.0
+        extra = self.round_trip(delay) - self.round_trip(0.0) - 2 * delay
+        return max(0.0, extra / 2)
+
+    def close(self) -> None:
+        self._sock.close()
+        self._server.close()

@@ -32,6 +32,11 @@ def test_a_tiny_latency_run_writes_figures_and_round_trips(tmp_path: Path) -> No
         assert set(row["warm_round_trips"]) == set(LINKS)
         assert row["tasks_per_s"] > 0
     assert "warm_extra_ms" in five and "cold_within_bound" in five
+    # The delay line's own lateness is measured, and the figures are given net of it.
+    assert 0 <= five["proxy_late_ms"] < 5
+    assert five["warm_net_extra_ms"] == pytest.approx(five["warm_extra_ms"]
+                                                      - 4 * five["proxy_late_ms"])
+    assert "ms late per crossing" in proc.stdout
     # A fresh process talks to the broker (its group; its first task goes over REST while its
     # RabbitMQ connections, already begun, open: round 18).
     cold = five["cold_conversation"]
