@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from fnrelay import Executor
+from support.leftover_watchers import abandon
 from support.private_stack import private_stack
 from support.session import MARKER
 from support.waiting import wait_for
@@ -148,7 +149,7 @@ def test_reload_tasks_reattaches_to_a_task_group(stack):
     running = [ex.submit(sleep_then, i, 2) for i in range(3)]
     wait_for(lambda: all(f.task_id for f in running), "the tasks to be accepted")
     group = ex.task_group_id
-    ex.shutdown(wait=False)  # the notebook restarts: these futures are gone
+    abandon(ex)  # the notebook restarts: this process and its futures are gone
 
     again = Executor(ep.endpoint_id, client=stack.client(), task_group_id=group)
     futures = again.reload_tasks()

@@ -135,13 +135,16 @@ class FakeChannel:
     def __init__(self, stream: FakeStream):
         self._stream = stream
         self.closed = False
+        self.woken = threading.Event()
 
     def deliveries(self, inactivity: float) -> Iterator[Delivery | None]:
-        while not self.closed:
+        while not (self.closed or self.woken.is_set()):
             try:
                 item = self._stream.inbox.get(timeout=inactivity)
             except queue.Empty:
                 yield None
+                continue
+            if item is None:  # woken: the loop's condition ends it
                 continue
             if isinstance(item, StreamError):  # the connection breaks now
                 raise item
@@ -149,6 +152,10 @@ class FakeChannel:
 
     def ack(self, tag: int) -> None:
         self._stream.acked = max(self._stream.acked, tag)
+
+    def wake(self) -> None:
+        self.woken.set()
+        self._stream.inbox.put(None)
 
     def close(self, ack: int = 0) -> None:
         if not self.closed and ack:
@@ -161,7 +168,8 @@ class FakeStream:
     next connection attempts, one each."""
 
     def __init__(self) -> None:
-        self.inbox: queue.Queue[Delivery | StreamError] = queue.Queue()
+        #: None: a wake (FakeChannel.wake), which only ends a wait.
+        self.inbox: queue.Queue[Delivery | StreamError | None] = queue.Queue()
         self.failures: list[StreamError] = []
         self.opened: list[tuple[str, str, int]] = []
         self.acked = 0

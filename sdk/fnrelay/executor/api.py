@@ -327,6 +327,7 @@ class Executor(cf.Executor):
             cf.wait(pending.unresolved())
             self._stop.set()
             if self._watcher:
+                self._watcher.wake()
                 self._watcher.join()
 
     # --- wiring ------------------------------------------------------------------------------

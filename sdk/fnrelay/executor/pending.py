@@ -189,6 +189,11 @@ class PendingTable:
         with self.lock:
             return [i for i, f in self.outstanding.items() if not f._direct]
 
+    def is_outstanding(self, task_id: str) -> bool:
+        """Is the task sent and its result not here yet?"""
+        with self.lock:
+            return task_id in self.outstanding
+
     def task_ids(self) -> list[str]:
         with self.lock:
             return list(self.outstanding)

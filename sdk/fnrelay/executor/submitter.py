@@ -116,11 +116,12 @@ class Submitter:
         self.await_recorded()
 
     def await_recorded(self) -> None:
-        """Wait until the broker lists the last direct-path task whose record was sent (it
-        writes a group's records in the order sent, holding them a moment to write each with
-        its result), at most RECORDED_WAIT: so a shutdown Executor's group, reloaded at once
-        by another session, lists every task, as it would had they gone over REST. Should the
-        broker not answer, the records still wait in its durable queue."""
+        """Wait until the broker lists the last direct-path task whose record was sent, and
+        has its result if this Executor has it (the broker writes a group's records in the
+        order sent, holding each a moment to write it with its result), at most
+        RECORDED_WAIT: so a shutdown Executor's group, reloaded at once by another session,
+        lists every task and what finished, as had they gone over REST. Should the broker
+        not answer, the records and results still wait in its durable queues."""
         task_id = self._last_recorded
         if task_id is None:
             return
@@ -128,7 +129,9 @@ class Submitter:
         pause = RECORDED_PAUSE
         while True:
             try:
-                if task_id in self._api.get_tasks([task_id])["tasks"]:
+                record = self._api.get_tasks([task_id])["tasks"].get(task_id)
+                if record is not None and (not record["pending"]
+                                           or self._pending.is_outstanding(task_id)):
                     return
             except errors.FnRelayError as e:
                 log.info("could not ask the broker whether it recorded the tasks (%s)", e)

@@ -87,6 +87,10 @@ class ResultChannel(Protocol):
         """Acknowledge the delivery `tag` and every earlier one."""
         ...
 
+    def wake(self) -> None:
+        """From any thread: end `deliveries` now rather than after its wait; never raises."""
+        ...
+
     def close(self, ack: int = 0) -> None:
         """Acknowledge through `ack` (if not 0), then let go; never raises. Idempotent."""
         ...
@@ -151,6 +155,20 @@ class _AmqpChannel:
             self._channel.basic_ack(tag, multiple=True)
         except (pika.exceptions.AMQPError, OSError) as e:
             raise _stream_error(e) from e
+
+    def wake(self) -> None:
+        # pika's consume generator ends once its consumer is cancelled, and a cancel is the
+        # one way in from another thread: a callback the connection's thread runs.
+        try:
+            self._connection.add_callback_threadsafe(self._cancel)
+        except Exception:  # noqa: BLE001 - a closed connection has no wait to end
+            pass
+
+    def _cancel(self) -> None:
+        try:
+            self._channel.cancel()
+        except Exception:  # noqa: BLE001 - the channel is gone: nothing waits on it
+            pass
 
     def close(self, ack: int = 0) -> None:
         if not self._open:

@@ -32,6 +32,7 @@ from fnrelay.executor.transport import (
     Delivery,
     QueueGone,
     ReaderRefused,
+    ResultChannel,
     ResultStream,
     StreamError,
 )
@@ -105,6 +106,7 @@ class ResultWatcher:
         self.connected = False  # for diagnostics: results stream over AMQP
         self._reconnects = 0  # failed AMQP connection attempts in a row
         self._first_try = threading.Event()  # the stream's first connection is up, or failed
+        self._channel: ResultChannel | None = None  # the stream's, while it is open
         self._thread = threading.Thread(target=self.run, name="fnrelay-result-watcher",
                                         daemon=True)
 
@@ -113,6 +115,13 @@ class ResultWatcher:
 
     def join(self) -> None:
         self._thread.join()
+
+    def wake(self) -> None:
+        """End the stream's wait for a message now, not after IDLE (the Executor shuts down
+        with every future settled: a `with Executor(...)` block would end up to IDLE late)."""
+        channel = self._channel
+        if channel is not None:
+            channel.wake()
 
     def run(self) -> None:
         reports_its_own_errors()  # an outage is one WARNING each (fallback, Poller)
@@ -190,6 +199,7 @@ class ResultWatcher:
         finally:
             self._first_try.set()  # up, or failed: the fallback's polling takes over
         try:
+            self._channel = channel
             self.connected = True
             if self._reconnects:
                 log.info("result stream from RabbitMQ at %s is back", host_of(amqp_url))
@@ -229,6 +239,7 @@ class ResultWatcher:
             channel.close(ack=last_tag if unacked else 0)
             return last
         finally:
+            self._channel = None
             channel.close()
 
     def sender(self, delivery: Delivery) -> str | None:

@@ -21,7 +21,7 @@ from fnrelay.executor.future import FnRelayFuture
 from fnrelay.executor.group import TaskGroup
 from fnrelay.executor.pending import PendingTable
 from fnrelay.executor.submitter import Submitter
-from support.fake_transport import FakeApi, FakePublisher, Owner
+from support.fake_transport import FakeApi, FakePublisher, Owner, success
 from support.waiting import wait_for
 
 
@@ -161,6 +161,24 @@ def test_shutdown_returns_once_the_broker_lists_the_direct_tasks_it_was_sent():
     assert finished.wait(10)
     listed = rig.api.get_task_group(str(rig.group.id))["task_ids"]
     assert listed == [f.task_id for f in futures]
+
+
+def test_shutdown_after_the_results_came_waits_for_the_broker_to_have_them_too():
+    # Reloaded at once, a finished task must come back finished, not pending.
+    rig = make_rig(grant_direct=True)
+    [publisher] = rig.publishers
+    [future] = rig.queue(1)
+    rig.pending.queue.put(None)
+    rig.submitter.submit_until_done()
+    rig.pending.settle_all([success(future.task_id, 1)])  # the endpoint's result, direct
+    finished = threading.Event()
+    threading.Thread(target=lambda: (rig.submitter.finish(), finished.set()),
+                     daemon=True).start()
+    wait_for(lambda: publisher.records and future.task_id in rig.api.records,
+             "the records to reach the broker")
+    assert not finished.wait(0.2)  # listed, but still pending there
+    rig.api.finish(future.task_id, 1)
+    assert finished.wait(10)
 
 
 def test_a_broker_that_does_not_answer_does_not_hold_up_shutdown(caplog):

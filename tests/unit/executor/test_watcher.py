@@ -135,6 +135,22 @@ def test_a_broken_connection_mid_stream_falls_back_then_reconnects(rig):
     assert len(rig.stream.opened) == 2
 
 
+def test_shutdown_ends_the_streams_wait_at_once(rig, monkeypatch):
+    # A quiet stream is checked for the end every IDLE: a `with Executor(...)` block must not
+    # end that much late.
+    monkeypatch.setattr(watcher_module, "IDLE", 60.0)
+    future, task_id = rig.submitted()
+    rig.watcher.start()
+    rig.stream.deliver([success(task_id, "streamed")])
+    assert future.result(timeout=WAIT) == "streamed"
+    until(lambda: rig.watcher.connected)
+    rig.pending.closed = True
+    rig.stop.set()
+    rig.watcher.wake()
+    rig.watcher._thread.join(timeout=10)
+    assert not rig.watcher._thread.is_alive()
+
+
 def test_an_expired_queue_makes_the_watcher_attach_again_and_poll_once(rig):
     future, task_id = rig.submitted()
     future._direct = True  # not polled while the stream first opens: only the re-attach's poll
