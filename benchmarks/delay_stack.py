@@ -32,14 +32,8 @@ class DelayedStack:
     sdk_broker_url: str
     token: str
     endpoint_id: str
+    calibration: Calibration  # the delay line's own lateness, on the proxies' loop
     sdk_pids: set[int] = field(default_factory=set)
-    calibration: Calibration | None = None  # the delay line's own lateness, on its loop
-
-    def lateness(self, seconds: float) -> float:
-        """Seconds per crossing the delay proxies add beyond D = `seconds` (Calibration)."""
-        if self.calibration is None:
-            raise RuntimeError("this stack has no calibration link")
-        return self.calibration.lateness(seconds)
 
     def set_delay(self, seconds: float, only: str | None = None) -> None:
         """D on every link, or on link `only` alone (the others undelayed)."""
@@ -78,13 +72,13 @@ def delayed_stack(workers: int, log: Any = None) -> Iterator[DelayedStack]:
     proxies = ProxyThread()
     links = {name: Link(name, "amqp" if "rabbitmq" in name else "http") for name in LINKS}
     started: list[Any] = []
-    stack: DelayedStack | None = None
+    calibration: Calibration | None = None
     try:
         rabbit = RabbitMQServer(rabbitmq_dir_for(base), marker=marker, log=say)
         rabbit.start()
         started.append(rabbit)
-        stack = DelayedStack(links, "", "", "", {os.getpid()})
-        stack.calibration = Calibration(proxies)
+        calibration = Calibration(proxies)
+        stack = DelayedStack(links, "", "", "", calibration, {os.getpid()})
         amqp_port = proxies.add(DelayProxy(
             ("127.0.0.1", rabbit.amqp_port or 0),
             {n: links[n] for n in ("sdk-rabbitmq", "endpoint-rabbitmq")}, stack.amqp_route))
@@ -110,8 +104,8 @@ def delayed_stack(workers: int, log: Any = None) -> Iterator[DelayedStack]:
                 part.stop()
             except Exception as e:  # noqa: BLE001 - stop the rest regardless
                 say(f"stopping {type(part).__name__} failed: {e}")
-        if stack is not None and stack.calibration is not None:
-            stack.calibration.close()
+        if calibration is not None:
+            calibration.close()
         proxies.close()
         reap_marked(marker, say)
         shutil.rmtree(Path(base), ignore_errors=True)

@@ -150,7 +150,7 @@ def measure(delays_ms: list[float], n_latency: int, n_throughput: int, repeats: 
                 for d in delays_ms:
                     stack.set_delay(d / 1000, only)
                     say(f"repeat {rep + 1}/{repeats}, D = {d:g} ms")
-                    sample = {"proxy_late_ms": 1000 * stack.lateness(d / 1000),
+                    sample = {"proxy_late_ms": 1000 * stack.calibration.lateness(d / 1000),
                               "warm": warm_calls(stack, ex, n_latency, timeout),
                               "cold": cold_call(stack, timeout)}
                     if n_throughput:
